@@ -1,0 +1,128 @@
+"""Actions: what :meth:`Gateway.handle` asks the shell to do, in order.
+
+Every action is a frozen, keyword-only dataclass in the imperative. Messages
+are JSON-compatible dicts; the shell serialises them with
+:func:`lockgate.core.jsonrpc.encode` and frames them for its transport.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from .config import ServerSpec
+from .events import ClientId
+
+__all__ = [
+    "Action",
+    "Audit",
+    "CancelTimer",
+    "CloseClient",
+    "Log",
+    "SendToClient",
+    "SendToDownstream",
+    "SetTimer",
+    "StartDownstream",
+    "StopDownstream",
+]
+
+JSONObject = dict[str, Any]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendToClient:
+    """Deliver one JSON-RPC message to a client.
+
+    ``request`` is the id of the client request this message belongs to (its
+    response, or a progress notification about it), or ``None`` for messages
+    that belong to no request. Transports with per-request streams (Streamable
+    HTTP) route on it; stdio ignores it.
+    """
+
+    client: ClientId
+    message: JSONObject
+    request: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseClient:
+    """End a client's session (the shell closes its connection or stream)."""
+
+    client: ClientId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartDownstream:
+    """Start a connection to a downstream server under a fresh id.
+
+    The shell spawns the process (or opens the HTTP client) and, once that
+    worked, delivers the :class:`SendToDownstream` messages queued for this id
+    in order. Failure to start is reported as ``DownstreamExited``.
+    """
+
+    downstream: int
+    server: str
+    spec: ServerSpec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendToDownstream:
+    """Deliver one JSON-RPC message to a downstream."""
+
+    downstream: int
+    message: JSONObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopDownstream:
+    """Stop a downstream: close its input, then terminate, then kill.
+
+    The shell reports nothing back; the core has already forgotten the id.
+    """
+
+    downstream: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetTimer:
+    """Report ``TimerFired(timer=...)`` once the clock reaches ``deadline``."""
+
+    timer: int
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelTimer:
+    """Forget a timer; it must not fire afterwards."""
+
+    timer: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Audit:
+    """Append one record to the audit log; the shell adds the wall-clock time."""
+
+    record: JSONObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Log:
+    """Write one log line (to stderr, never to a client's stdout)."""
+
+    level: LogLevel
+    message: str
+    fields: JSONObject | None = None
+
+
+Action = Union[
+    SendToClient,
+    CloseClient,
+    StartDownstream,
+    SendToDownstream,
+    StopDownstream,
+    SetTimer,
+    CancelTimer,
+    Audit,
+    Log,
+]

@@ -1,0 +1,130 @@
+"""Events: the facts a shell reports to :meth:`Gateway.handle`.
+
+Every event is a frozen, keyword-only dataclass in the past tense, and carries
+``now``: seconds on a monotonic clock the shell reads, the only clock the core
+knows. Client ids are minted by the shell (an int for the stdio client, a
+session id string for HTTP); downstream ids and timer ids are minted by the
+core and come back unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = [
+    "ClientId",
+    "ClientClosed",
+    "ClientMessageReceived",
+    "ClientOpened",
+    "ConfigReloaded",
+    "DownstreamExited",
+    "DownstreamMessageReceived",
+    "Event",
+    "GatewayStarted",
+    "ShutdownRequested",
+    "TimerFired",
+]
+
+ClientId = Union[int, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayStarted:
+    """The shell is up and ready to perform actions (eager downstreams start now)."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientOpened:
+    """A client connection or session exists and may send messages."""
+
+    now: float
+    client: ClientId
+    transport: str = "stdio"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientMessageReceived:
+    """One framed message arrived from a client, as the bytes it sent.
+
+    The core parses it: malformed JSON is the core's decision to answer, not
+    the shell's. ``too_large`` is set instead of ``data`` when the shell
+    refused to buffer a message over the configured limit.
+    """
+
+    now: float
+    client: ClientId
+    data: bytes
+    too_large: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientClosed:
+    """The client went away (EOF, disconnect, session deleted or expired)."""
+
+    now: float
+    client: ClientId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamMessageReceived:
+    """One framed message arrived from a downstream server."""
+
+    now: float
+    downstream: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamExited:
+    """A downstream is gone: it exited, crashed, could not start, or its pipe broke.
+
+    ``reason`` is a short human-readable explanation that may reach clients
+    (no host paths, no secrets), e.g. ``"exited with code 1"`` or
+    ``"command not found: foo"``.
+    """
+
+    now: float
+    downstream: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired:
+    """A timer the core set with :class:`SetTimer` reached its deadline."""
+
+    now: float
+    timer: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReloaded:
+    """A new, already validated configuration replaces the running one."""
+
+    now: float
+    config: Config
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShutdownRequested:
+    """The gateway is stopping (EOF on stdio, SIGTERM, SIGINT)."""
+
+    now: float
+
+
+Event = Union[
+    GatewayStarted,
+    ClientOpened,
+    ClientMessageReceived,
+    ClientClosed,
+    DownstreamMessageReceived,
+    DownstreamExited,
+    TimerFired,
+    ConfigReloaded,
+    ShutdownRequested,
+]

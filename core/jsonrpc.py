@@ -1,0 +1,150 @@
+"""JSON-RPC 2.0 framing shared by every transport: decode, classify, encode.
+
+https://www.jsonrpc.org/specification. MCP sends one message per frame and,
+since 2025-06-18, no batches; a batch array is answered with -32600.
+Messages stay plain dicts end to end so that fields the gateway does not know
+(``_meta``, schemas, extensions) survive forwarding untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Union
+
+from .errors import ErrorCode
+
+__all__ = [
+    "Invalid",
+    "Notification",
+    "Request",
+    "Response",
+    "decode",
+    "encode",
+    "error",
+    "result",
+]
+
+JSONObject = dict[str, Any]
+RequestId = Union[int, str]
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode(message: JSONObject) -> bytes:
+    """Serialise one message compactly as UTF-8, without a trailing newline.
+
+    JSON escapes every control character inside strings, so the result never
+    holds a raw newline and can be framed one message per line.
+    """
+    return _encoder.encode(message).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A message with a ``method`` and an ``id``: it wants an answer."""
+
+    id: RequestId
+    method: str
+    params: JSONObject
+    raw: JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A message with a ``method`` and no ``id``: nobody answers it."""
+
+    method: str
+    params: JSONObject
+    raw: JSONObject
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A ``result`` or ``error`` answering one of our requests."""
+
+    id: RequestId
+    raw: JSONObject
+
+    @property
+    def is_error(self) -> bool:
+        return "error" in self.raw
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Bytes that are not one valid JSON-RPC message, and the error to answer with.
+
+    ``id`` is the request id when one could be read (so the error can name
+    it), else ``None`` as the spec requires for unreadable requests.
+    """
+
+    code: ErrorCode
+    message: str
+    id: RequestId | None = None
+
+
+Message = Union[Request, Notification, Response, Invalid]
+
+
+def decode(data: bytes | str) -> Message:
+    """Parse and classify one frame; never raises on bad input."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+        return Invalid(ErrorCode.PARSE_ERROR, f"Parse error: {exc}")
+    return classify(obj)
+
+
+def classify(obj: Any) -> Message:
+    """Classify an already parsed JSON value as a JSON-RPC message."""
+    if isinstance(obj, list):
+        return Invalid(ErrorCode.INVALID_REQUEST, "Invalid Request: batches are not supported")
+    if not isinstance(obj, dict):
+        return Invalid(ErrorCode.INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
+    raw_id = obj.get("id")
+    msg_id: RequestId | None = raw_id if _is_id(raw_id) else None
+    if obj.get("jsonrpc") != "2.0":
+        return Invalid(ErrorCode.INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"', msg_id)
+    if "method" in obj:
+        method = obj["method"]
+        if not isinstance(method, str):
+            return Invalid(ErrorCode.INVALID_REQUEST, 'Invalid Request: "method" must be a string', msg_id)
+        params = obj.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            # MCP params are always objects (by-name); positional arrays are not used.
+            return Invalid(ErrorCode.INVALID_REQUEST, 'Invalid Request: "params" must be an object', msg_id)
+        if "id" not in obj:
+            return Notification(method, params, obj)
+        if msg_id is None:
+            return Invalid(ErrorCode.INVALID_REQUEST, 'Invalid Request: "id" must be a string or an integer')
+        return Request(msg_id, method, params, obj)
+    if ("result" in obj) != ("error" in obj) and msg_id is not None:
+        return Response(msg_id, obj)
+    return Invalid(ErrorCode.INVALID_REQUEST, "Invalid Request: neither a request, a notification nor a response", msg_id)
+
+
+def _is_id(value: Any) -> bool:
+    # bool is an int subclass but never a valid id.
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def result(request_id: RequestId, value: JSONObject) -> JSONObject:
+    """A success response."""
+    return {"jsonrpc": "2.0", "id": request_id, "result": value}
+
+
+def error(
+    request_id: RequestId | None,
+    code: int,
+    message: str,
+    data: JSONObject | None = None,
+) -> JSONObject:
+    """An error response; ``data`` is included only when given."""
+    err: JSONObject = {"code": int(code), "message": message}
+    if data is not None:
+        err["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": err}

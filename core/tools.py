@@ -1,0 +1,283 @@
+"""The gateway's own tools: their definitions, argument checks and results.
+
+The names, parameters and result shapes follow agent-mcp-gateway's README so
+that agent prompts written for it keep working. Descriptions are short on
+purpose: the whole ``tools/list`` answer is what every agent pays for in
+context before it does anything.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import translate
+from typing import Any, Union
+
+from .jsonrpc import encode
+
+__all__ = [
+    "ArgumentError",
+    "ExecuteTool",
+    "GetServerTools",
+    "GetStatus",
+    "ListServers",
+    "ToolCall",
+    "estimate_tokens",
+    "gateway_tools",
+    "parse_call",
+    "select_tools",
+    "tool_result",
+]
+
+JSONObject = dict[str, Any]
+
+_AGENT = {"type": "string", "description": "Your agent id."}
+
+_LIST_SERVERS: JSONObject = {
+    "name": "list_servers",
+    "description": "List the MCP servers you may use. Start here.",
+    "inputSchema": {
+        "type": "object",
+        "properties": {
+            "agent_id": _AGENT,
+            "include_metadata": {"type": "boolean", "description": "Add transport and command or url."},
+        },
+    },
+}
+
+_GET_SERVER_TOOLS: JSONObject = {
+    "name": "get_server_tools",
+    "description": "Get definitions of the tools you may call on a server.",
+    "inputSchema": {
+        "type": "object",
+        "properties": {
+            "agent_id": _AGENT,
+            "server": {"type": "string"},
+            "names": {"type": "string", "description": "Comma-separated tool names."},
+            "pattern": {"type": "string", "description": "Glob on tool names, e.g. get_*."},
+            "max_schema_tokens": {"type": "integer", "description": "Token budget for the definitions."},
+        },
+        "required": ["server"],
+    },
+}
+
+_EXECUTE_TOOL: JSONObject = {
+    "name": "execute_tool",
+    "description": "Call a tool on a server; returns the tool's own result.",
+    "inputSchema": {
+        "type": "object",
+        "properties": {
+            "agent_id": _AGENT,
+            "server": {"type": "string"},
+            "tool": {"type": "string"},
+            "args": {"type": "object", "description": "The tool's arguments."},
+            "timeout_ms": {"type": "integer"},
+        },
+        "required": ["server", "tool"],
+    },
+}
+
+_GET_GATEWAY_STATUS: JSONObject = {
+    "name": "get_gateway_status",
+    "description": "Gateway diagnostics: servers, sessions, calls (debug mode).",
+    "inputSchema": {"type": "object", "properties": {"agent_id": _AGENT}},
+}
+
+
+def gateway_tools(*, debug: bool) -> list[JSONObject]:
+    """The ``tools`` array of the gateway's ``tools/list`` result."""
+    tools = [_LIST_SERVERS, _GET_SERVER_TOOLS, _EXECUTE_TOOL]
+    if debug:
+        tools.append(_GET_GATEWAY_STATUS)
+    return tools
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentError:
+    """A gateway tool was called with a missing or wrongly typed argument."""
+
+    parameter: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListServers:
+    agent_id: str | None
+    include_metadata: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GetServerTools:
+    agent_id: str | None
+    server: str
+    names: tuple[str, ...] | None
+    pattern: str | None
+    max_schema_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteTool:
+    agent_id: str | None
+    server: str
+    tool: str
+    args: JSONObject
+    timeout_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetStatus:
+    agent_id: str | None
+
+
+ToolCall = Union[ListServers, GetServerTools, ExecuteTool, GetStatus]
+
+
+class _Args:
+    """Typed access to one call's ``arguments`` that remembers the first problem."""
+
+    def __init__(self, arguments: JSONObject) -> None:
+        self._arguments = arguments
+        self.error: ArgumentError | None = None
+
+    def _fail(self, name: str, message: str) -> None:
+        if self.error is None:
+            self.error = ArgumentError(name, message)
+
+    def string(self, name: str, *, required: bool = False) -> str | None:
+        value = self._arguments.get(name)
+        if value is None:
+            if required:
+                self._fail(name, f"missing required parameter '{name}'")
+            return None
+        if not isinstance(value, str) or (required and not value):
+            self._fail(name, f"parameter '{name}' must be a non-empty string")
+            return None
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self._arguments.get(name)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self._fail(name, f"parameter '{name}' must be a boolean")
+            return False
+        return value
+
+    def integer(self, name: str, *, minimum: int) -> int | None:
+        value = self._arguments.get(name)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            self._fail(name, f"parameter '{name}' must be an integer >= {minimum}")
+            return None
+        return value
+
+    def names(self, name: str) -> tuple[str, ...] | None:
+        value = self._arguments.get(name)
+        if value is None:
+            return None
+        # Agents often send a list even though the schema says string; both are clear.
+        if isinstance(value, str):
+            parts = value.split(",")
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            parts = value
+        else:
+            self._fail(name, f"parameter '{name}' must be a comma-separated string")
+            return None
+        return tuple(p.strip() for p in parts if p.strip())
+
+    def object(self, name: str) -> JSONObject:
+        value = self._arguments.get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self._fail(name, f"parameter '{name}' must be an object")
+            return {}
+        return value
+
+
+def parse_call(name: str, arguments: JSONObject, *, debug: bool) -> ToolCall | ArgumentError | None:
+    """Check one gateway tool call's arguments; ``None`` when no such tool exists."""
+    a = _Args(arguments)
+    call: ToolCall
+    if name == "list_servers":
+        call = ListServers(a.string("agent_id"), a.boolean("include_metadata"))
+    elif name == "get_server_tools":
+        call = GetServerTools(
+            a.string("agent_id"),
+            a.string("server", required=True) or "",
+            a.names("names"),
+            a.string("pattern"),
+            a.integer("max_schema_tokens", minimum=0),
+        )
+    elif name == "execute_tool":
+        call = ExecuteTool(
+            a.string("agent_id"),
+            a.string("server", required=True) or "",
+            a.string("tool", required=True) or "",
+            a.object("args"),
+            a.integer("timeout_ms", minimum=1),
+        )
+    elif name == "get_gateway_status" and debug:
+        call = GetStatus(a.string("agent_id"))
+    else:
+        return None
+    return a.error or call
+
+
+def estimate_tokens(definition: JSONObject) -> int:
+    """Tokens a definition costs in context: compact JSON bytes / 4, rounded up.
+
+    Four bytes a token is the usual rule of thumb for English and JSON; what
+    matters is that the estimate is deterministic and monotonic in size.
+    """
+    return math.ceil(len(encode(definition)) / 4)
+
+
+def select_tools(
+    tools: Iterable[JSONObject],
+    *,
+    names: tuple[str, ...] | None,
+    pattern: str | None,
+    max_tokens: int | None,
+) -> tuple[list[JSONObject], int]:
+    """Apply the ``names``, ``pattern`` and token-budget filters, in that order.
+
+    The budget takes whole tools only, in server order, skipping any tool that
+    would overflow it so smaller ones after it still fit. Returns the tools
+    and the tokens they use.
+    """
+    wanted = set(names) if names is not None else None
+    regex = re.compile(translate(pattern)) if pattern is not None else None
+    chosen: list[JSONObject] = []
+    used = 0
+    for tool in tools:
+        name = tool.get("name")
+        if wanted is not None and name not in wanted:
+            continue
+        if regex is not None and not (isinstance(name, str) and regex.match(name)):
+            continue
+        cost = estimate_tokens(tool)
+        if max_tokens is not None and used + cost > max_tokens:
+            continue
+        chosen.append(tool)
+        used += cost
+    return chosen, used
+
+
+def tool_result(value: Any) -> JSONObject:
+    """A ``CallToolResult`` carrying ``value`` as JSON text and as structured content.
+
+    Structured content must be an object (MCP 2025-06-18, server/tools), so a
+    list travels as ``{"result": [...]}`` as the Python SDK wraps it.
+    """
+    structured = value if isinstance(value, dict) else {"result": value}
+    return {
+        "content": [{"type": "text", "text": encode(value).decode("utf-8")}],
+        "structuredContent": structured,
+        "isError": False,
+    }

@@ -1,0 +1,1 @@
+"""Lockgate's trio shells: they move bytes between peers and the core."""
