@@ -1,0 +1,547 @@
+"""Configuration: validated, immutable values built from the two JSON files.
+
+Parsing is pure: the shell reads the files and the environment and hands
+their text and a mapping in; a :class:`Config` or a :class:`ConfigError`
+comes out. Nothing here touches the file system.
+
+Validation never stops at the first problem: every error and warning in both
+files and the environment is collected, each located by file and JSON path
+(:func:`~.policy.json_path`), so one run of ``lockgate check`` shows them all.
+Errors refuse the configuration; warnings ride along in :attr:`Config.warnings`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+# Private helpers shared so that both files word their problems alike.
+from .policy import _AGENT_ID_RULE, _expected
+from .policy import Policy, check_rules, is_glob, json_path, valid_agent_id
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Problem",
+    "ServerSpec",
+    "Settings",
+    "load_config",
+    "settings_from_env",
+]
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_CALL_TIMEOUT_MS = 60_000
+DEFAULT_START_TIMEOUT_MS = 30_000
+DEFAULT_AUDIT_LOG = "./logs/audit.jsonl"
+
+ENVIRONMENT = "environment"
+"""The ``file`` of problems found in ``GATEWAY_*`` variables."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One error or warning, located by file and JSON path (``mcpServers.git.args[2]``)."""
+
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.path}" if self.path else self.file
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` says every way it is.
+
+    ``warnings`` holds the warnings found on the way, for tools that show
+    everything at once.
+    """
+
+    def __init__(self, problems: list[Problem], *, warnings: tuple[Problem, ...] = ()) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+        self.warnings = warnings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSpec:
+    """One downstream server from ``mcpServers``, after ``${VAR}`` substitution.
+
+    ``reserved`` holds, unvalidated, the keys set aside for upcoming features
+    (``instances``, ``strategy``, ...), so they load today without a warning.
+    """
+
+    name: str
+    transport: Literal["stdio", "http"]
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    timeout_ms: int | None = None
+    reserved: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Process-wide settings from ``GATEWAY_*`` variables and command-line flags."""
+
+    default_agent: str | None = None
+    debug: bool = False
+    init_strategy: Literal["eager", "lazy"] = "eager"
+    audit_log: str = DEFAULT_AUDIT_LOG
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    call_timeout_ms: int = DEFAULT_CALL_TIMEOUT_MS
+    start_timeout_ms: int = DEFAULT_START_TIMEOUT_MS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Everything the core needs to decide: servers, compiled policy, settings."""
+
+    servers: Mapping[str, ServerSpec]
+    policy: Policy
+    settings: Settings = field(default_factory=Settings)
+    warnings: tuple[Problem, ...] = ()
+
+
+# Environment
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Settings:
+    """Build :class:`Settings` from ``GATEWAY_*`` variables; ``debug`` forces debug on.
+
+    An empty variable counts as unset: ``GATEWAY_X=`` is how compose files and
+    CI systems clear a variable.
+
+    Raises:
+        ConfigError: a variable holds a value of the wrong kind; every such
+            variable is reported.
+    """
+    problems: list[Problem] = []
+
+    def problem(name: str, message: str) -> None:
+        problems.append(Problem(file=ENVIRONMENT, path=name, message=message))
+
+    default_agent = environ.get("GATEWAY_DEFAULT_AGENT") or None
+    if default_agent is not None and not valid_agent_id(default_agent):
+        message = f"{default_agent!r} is not a valid agent id: {_AGENT_ID_RULE}"
+        problem("GATEWAY_DEFAULT_AGENT", message)
+
+    raw_debug = environ.get("GATEWAY_DEBUG", "").strip().lower()
+    if raw_debug in _TRUE:
+        debug = True
+    elif raw_debug not in _FALSE:
+        message = f"{raw_debug!r} is not a boolean: use 1/true/yes/on or 0/false/no/off"
+        problem("GATEWAY_DEBUG", message)
+
+    audit_log = environ.get("GATEWAY_AUDIT_LOG") or DEFAULT_AUDIT_LOG
+
+    init_strategy: Literal["eager", "lazy"] = "eager"
+    raw_strategy = environ.get("GATEWAY_INIT_STRATEGY", "").strip().lower()
+    if raw_strategy == "lazy":
+        init_strategy = "lazy"
+    elif raw_strategy not in ("", "eager"):
+        message = f"{raw_strategy!r} is not a strategy: use 'eager' or 'lazy'"
+        problem("GATEWAY_INIT_STRATEGY", message)
+
+    max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+    raw_max = environ.get("GATEWAY_MAX_MESSAGE_BYTES", "").strip()
+    if raw_max:
+        # Digits only: int() would also take "+5", "1_000" and "-3".
+        if raw_max.isascii() and raw_max.isdigit() and int(raw_max) > 0:
+            max_message_bytes = int(raw_max)
+        else:
+            problem("GATEWAY_MAX_MESSAGE_BYTES", f"{raw_max!r} is not a positive integer")
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(
+        default_agent=default_agent,
+        debug=debug,
+        init_strategy=init_strategy,
+        audit_log=audit_log,
+        max_message_bytes=max_message_bytes,
+    )
+
+
+# Shared validation helpers
+
+Path = tuple[str | int, ...]
+
+
+class _Report:
+    """Collects the problems found in one file."""
+
+    def __init__(self, file: str, errors: list[Problem], warnings: list[Problem]) -> None:
+        self.file = file
+        self.errors = errors
+        self.warnings = warnings
+
+    def error(self, path: Path, message: str) -> None:
+        self.errors.append(Problem(file=self.file, path=json_path(*path), message=message))
+
+    def warn(self, path: Path, message: str) -> None:
+        self.warnings.append(Problem(file=self.file, path=json_path(*path), message=message))
+
+
+_NOT_JSON = object()  # what _parse_json returns for a file that is not JSON
+
+
+def _parse_json(text: str, report: _Report) -> object:
+    """Parse one file; :data:`_NOT_JSON` (with an error) when it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        report.error((), f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
+    except ValueError:  # Python's limit on the digits of an int
+        report.error((), "invalid JSON: a number has too many digits")
+    except RecursionError:
+        report.error((), "invalid JSON: nested too deeply")
+    return _NOT_JSON
+
+
+def _string_list(value: object, path: Path, report: _Report) -> list[str] | None:
+    if not isinstance(value, list):
+        report.error(path, _expected("an array of strings", value))
+        return None
+    bad = [index for index, item in enumerate(value) if not isinstance(item, str)]
+    for index in bad:
+        report.error((*path, index), _expected("a string", value[index]))
+    return None if bad else value
+
+
+def _string_map(value: object, path: Path, report: _Report) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        report.error(path, _expected("an object of strings", value))
+        return None
+    bad = [key for key, item in value.items() if not isinstance(item, str)]
+    for key in bad:
+        report.error((*path, key), _expected("a string", value[key]))
+    return None if bad else value
+
+
+# ${VAR} substitution
+
+# `${` up to the next `}`; a missing `}` leaves `close` empty.
+_REFERENCE = re.compile(r"\$\{(?P<body>[^}]*)(?P<close>\}?)")
+_REFERENCE_BODY = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.DOTALL)
+
+
+def _substitute(value: str, environ: Mapping[str, str], path: Path, report: _Report) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in one value.
+
+    A ``$`` not followed by ``{`` is kept. The default applies when the
+    variable is unset, not when it is set but empty: "VAR if set, otherwise
+    default", as Claude Code documents it for the same files. One level only:
+    a value that contains ``${`` is not expanded again. Messages never quote
+    the value: it may hold a secret.
+    """
+
+    def expand(match: re.Match[str]) -> str:
+        body = match["body"]
+        if not match["close"]:
+            report.error(path, "'${' has no closing '}'")
+            return match[0]
+        reference = _REFERENCE_BODY.fullmatch(body)
+        if reference is None:
+            message = f"'${{{body}}}' is not a reference: use ${{VAR}} or ${{VAR:-default}}"
+            report.error(path, message)
+            return match[0]
+        name, default = reference["name"], reference["default"]
+        if default is not None and "${" in default:
+            report.error(path, f"${{{name}:-...}}: a default cannot hold another reference")
+            return match[0]
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        report.error(path, f"${{{name}}} is not set")
+        return match[0]
+
+    return _REFERENCE.sub(expand, value)
+
+
+# Servers file (.mcp.json)
+
+_COMMON_KEYS = frozenset({"type", "description", "timeout_ms"})
+_STDIO_KEYS = frozenset({"command", "args", "env", "cwd"})
+_HTTP_KEYS = frozenset({"url", "headers"})
+# Accepted without a warning so files written for upcoming releases load now.
+_RESERVED_KEYS = frozenset(
+    {
+        "instances",
+        "strategy",
+        "isolation",
+        "retry_calls",
+        "max_timeout_ms",
+        "idle_timeout",
+        "health_interval",
+        "health_timeout",
+        "max_processes",
+    }
+)
+_HTTP_TYPES = ("http", "streamable-http")
+
+
+def _parse_servers(
+    doc: object, environ: Mapping[str, str], report: _Report
+) -> dict[str, ServerSpec] | None:
+    """Validate the servers document; ``None`` when it has errors."""
+    if not isinstance(doc, dict):
+        report.error((), _expected("an object", doc))
+        return None
+    for key in doc:
+        if key != "mcpServers":
+            report.warn((key,), f"unknown key {key!r} is ignored")
+    entries = doc.get("mcpServers")
+    if not isinstance(entries, dict):
+        missing = "mcpServers" not in doc
+        message = "is required" if missing else _expected("an object", entries)
+        report.error(("mcpServers",), message)
+        return None
+    errors_before = len(report.errors)
+    servers: dict[str, ServerSpec] = {}
+    for name, entry in entries.items():
+        spec = _parse_server(name, entry, environ, report)
+        if spec is not None:
+            servers[name] = spec
+    return servers if len(report.errors) == errors_before else None
+
+
+def _parse_server(
+    name: str, entry: object, environ: Mapping[str, str], report: _Report
+) -> ServerSpec | None:
+    """Validate one ``mcpServers`` entry; ``None`` when it has errors."""
+    base: Path = ("mcpServers", name)
+    errors_before = len(report.errors)
+    if not name:
+        report.error(base, "a server name must not be empty")
+    if not isinstance(entry, dict):
+        report.error(base, _expected("an object", entry))
+        return None
+
+    transport: Literal["stdio", "http"] | None = None
+    if "command" in entry and "url" in entry:
+        report.error(base, "give either 'command' (stdio) or 'url' (HTTP), not both")
+    elif "command" in entry:
+        transport = "stdio"
+    elif "url" in entry:
+        transport = "http"
+    else:
+        report.error(base, "needs 'command' (stdio) or 'url' (HTTP)")
+    _check_type(entry, transport, base, report)
+
+    for key in entry:
+        if key in _STDIO_KEYS and transport == "http":
+            report.warn((*base, key), f"{key!r} applies only to stdio servers and is ignored")
+        elif key in _HTTP_KEYS and transport == "stdio":
+            report.warn((*base, key), f"{key!r} applies only to HTTP servers and is ignored")
+        elif key not in _COMMON_KEYS | _STDIO_KEYS | _HTTP_KEYS | _RESERVED_KEYS:
+            report.warn((*base, key), f"unknown key {key!r} is ignored")
+
+    def text(key: str) -> str | None:
+        """A string field, substituted; ``None`` when absent or wrong."""
+        if key not in entry:
+            return None
+        value = entry[key]
+        if not isinstance(value, str):
+            report.error((*base, key), _expected("a string", value))
+            return None
+        errors = len(report.errors)
+        value = _substitute(value, environ, (*base, key), report)
+        # A failed reference is reported once, not again by the checks on the result.
+        return value if len(report.errors) == errors else None
+
+    def text_map(key: str) -> dict[str, str]:
+        """An object of strings, values substituted."""
+        if key not in entry:
+            return {}
+        values = _string_map(entry[key], (*base, key), report) or {}
+        return {k: _substitute(v, environ, (*base, key, k), report) for k, v in values.items()}
+
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        report.error((*base, "description"), _expected("a string", description))
+
+    timeout_ms: int | None = None
+    if "timeout_ms" in entry:
+        value = entry["timeout_ms"]
+        # bool is an int to Python but not to JSON.
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            timeout_ms = value
+        else:
+            report.error((*base, "timeout_ms"), _expected("a positive integer", value))
+
+    # Keys of the other transport were warned about above and are not read.
+    command = cwd = url = None
+    args: list[str] = []
+    env: dict[str, str] = {}
+    headers: dict[str, str] = {}
+    if transport != "http":
+        command = text("command")
+        if command is not None and not command.strip():
+            report.error((*base, "command"), "must not be empty")
+        if "args" in entry:
+            raw = _string_list(entry["args"], (*base, "args"), report) or []
+            args = [_substitute(a, environ, (*base, "args", i), report) for i, a in enumerate(raw)]
+        env = text_map("env")
+        cwd = text("cwd")
+    if transport != "stdio":
+        url = text("url")
+        if url is not None and not _is_http_url(url):
+            report.error((*base, "url"), "expected an http:// or https:// URL with a host")
+        headers = text_map("headers")
+
+    if transport is None or len(report.errors) != errors_before:
+        return None
+    return ServerSpec(
+        name=name,
+        transport=transport,
+        command=command,
+        args=tuple(args),
+        env=MappingProxyType(env),
+        cwd=cwd,
+        url=url,
+        headers=MappingProxyType(headers),
+        description=description,
+        timeout_ms=timeout_ms,
+        reserved=MappingProxyType({key: entry[key] for key in entry if key in _RESERVED_KEYS}),
+    )
+
+
+def _check_type(
+    entry: Mapping[str, Any], transport: str | None, base: Path, report: _Report
+) -> None:
+    """Check the optional ``type`` Claude Code writes against the keys given."""
+    if "type" not in entry:
+        return
+    kind = entry["type"]
+    path = (*base, "type")
+    if not isinstance(kind, str):
+        report.error(path, _expected("a string", kind))
+    elif kind == "sse":
+        report.error(path, "the SSE transport is not supported; use Streamable HTTP")
+    elif kind == "stdio":
+        if transport == "http":
+            report.error(path, "type 'stdio' needs 'command', not 'url'")
+    elif kind in _HTTP_TYPES:
+        if transport == "stdio":
+            report.error(path, f"type {kind!r} needs 'url', not 'command'")
+    else:
+        report.error(path, f"unknown type {kind!r}: use 'stdio', 'http' or 'streamable-http'")
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a port out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+# Rules file (.mcp-gateway-rules.json): its shape is checked by policy.check_rules.
+
+
+def _mentioned_servers(rules: Mapping[str, Any]) -> Iterator[tuple[Path, str]]:
+    """Every literal server name a checked rules document names, with its path."""
+    for agent, body in (rules.get("agents") or {}).items():
+        for side in ("allow", "deny"):
+            lists = body.get(side) or {}
+            for index, entry in enumerate(lists.get("servers") or ()):
+                if not is_glob(entry):
+                    yield ("agents", agent, side, "servers", index), entry
+            # Keys of `tools` are server names, always literal.
+            for server in lists.get("tools") or {}:
+                yield ("agents", agent, side, "tools", server), server
+
+
+# Both files
+
+
+def load_config(
+    *,
+    servers_text: str,
+    servers_file: str,
+    rules_text: str,
+    rules_file: str,
+    environ: Mapping[str, str],
+    settings: Settings | None = None,
+) -> Config:
+    """Parse and validate both files into one :class:`Config`.
+
+    Args:
+        servers_text: the text of the servers file (``.mcp.json`` shape).
+        servers_file: its name, as problems should show it.
+        rules_text: the text of the rules file.
+        rules_file: its name, as problems should show it.
+        environ: the variables for ``${VAR}`` substitution, and for
+            :func:`settings_from_env` when ``settings`` is not given.
+        settings: settings already built (from command-line flags, say).
+
+    Raises:
+        ConfigError: with every problem found, each naming file and JSON path.
+    """
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+
+    servers_report = _Report(servers_file, errors, warnings)
+    servers_doc = _parse_json(servers_text, servers_report)
+    servers = None
+    if servers_doc is not _NOT_JSON:
+        servers = _parse_servers(servers_doc, environ, servers_report)
+
+    rules_report = _Report(rules_file, errors, warnings)
+    rules_doc = _parse_json(rules_text, rules_report)
+    rules_ok = False
+    if rules_doc is not _NOT_JSON:
+        found = check_rules(rules_doc)
+        for problem in found:
+            (rules_report.warnings if problem.warning else rules_report.errors).append(
+                Problem(file=rules_file, path=problem.path, message=problem.message)
+            )
+        rules_ok = not any(not problem.warning for problem in found)
+
+    if settings is None:
+        try:
+            settings = settings_from_env(environ)
+        except ConfigError as exc:
+            errors.extend(exc.problems)
+            settings = Settings()
+
+    if servers is not None and rules_ok:
+        assert isinstance(rules_doc, dict)  # check_rules found no error
+        for path, server in _mentioned_servers(rules_doc):
+            if server not in servers:
+                rules_report.warn(path, f"server {server!r} is not configured in {servers_file}")
+
+    if errors:
+        raise ConfigError(errors, warnings=tuple(warnings))
+    assert isinstance(rules_doc, dict) and servers is not None  # no errors implies both parsed
+    policy = Policy.compile(rules_doc)
+    if settings.default_agent is not None and settings.default_agent not in policy.agents:
+        warnings.append(
+            Problem(
+                file=ENVIRONMENT,
+                path="GATEWAY_DEFAULT_AGENT",
+                message=f"agent {settings.default_agent!r} is not defined in {rules_file}",
+            )
+        )
+    return Config(
+        servers=MappingProxyType(servers),
+        policy=policy,
+        settings=settings,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,424 @@
+"""Per-agent access policy, compiled once per configuration.
+
+The rules file is the one agent-mcp-gateway reads, loaded unchanged::
+
+    {"agents": {"backend": {"allow": {"servers": ["postgres", "git*"],
+                                      "tools": {"postgres": ["query", "get_*"]}},
+                            "deny":  {"tools": {"postgres": ["drop_*"]}}}},
+     "defaults": {"deny_on_missing_agent": true}}
+
+Theory of operation
+-------------------
+An entry is *explicit* when it contains none of ``*?[``; otherwise it is a
+*wildcard*, matched like :func:`fnmatch.fnmatchcase` (case-sensitive). A
+question is answered by the first of these steps that matches, and within a
+step by the first matching entry in list order:
+
+=====  ===========================  ===========================
+step   server                       tool (server already allowed)
+=====  ===========================  ===========================
+1      explicit ``deny.servers``    explicit ``deny.tools[server]``
+2      explicit ``allow.servers``   explicit ``allow.tools[server]``
+3      wildcard ``deny.servers``    wildcard ``deny.tools[server]``
+4      wildcard ``allow.servers``   wildcard ``allow.tools[server]``
+5      deny                         allow if there is no ``allow.tools[server]``
+                                    at all (the server's grant covers its
+                                    tools), else deny
+=====  ===========================  ===========================
+
+Explicit allow comes before wildcard deny (agent-mcp-gateway puts every deny
+first): naming a server or tool outright is the most specific thing a rule
+can say, so it wins over a pattern that happens to match it too.
+
+Every :class:`Decision` names the rule that decided it as a JSON path into the
+rules file (``agents.backend.deny.tools.postgres[0]``), which the gateway puts
+in ``DENIED_BY_POLICY`` errors and audit records.
+
+:func:`check_rules` checks a document's shape (``config`` turns what it finds
+into problems); :meth:`Policy.compile` then trusts it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TypeGuard
+
+from .errors import ErrorCode
+
+__all__ = [
+    "Decision",
+    "Policy",
+    "Refusal",
+    "RulesProblem",
+    "check_rules",
+    "is_glob",
+    "json_path",
+    "valid_agent_id",
+]
+
+_AGENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_BARE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_GLOB_CHARS = frozenset("*?[")
+_AGENT_ID_RULE = "use 1 to 128 letters, digits, '-', '_' and '.'"
+
+# How much of an invalid agent id a refusal quotes back: enough to recognise
+# it, not so much that a hostile client can make us echo megabytes.
+_MAX_QUOTED_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether a request is allowed, and the rule that decided it."""
+
+    allowed: bool
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request cannot be attributed to an agent: the error to answer with."""
+
+    code: ErrorCode
+    message: str
+    rule: str | None
+
+
+def valid_agent_id(agent_id: str) -> bool:
+    """Tell whether ``agent_id`` is 1 to 128 of ``A-Z a-z 0-9 _ . -``."""
+    return _AGENT_ID.fullmatch(agent_id) is not None
+
+
+def json_path(*segments: str | int) -> str:
+    """Render a location in a JSON document: ``agents["team.role"].allow.servers[1]``.
+
+    Keys that look like identifiers are joined with dots, other keys are
+    quoted in brackets, and ints are list indices. No segments give ``""``,
+    the document itself.
+    """
+    parts: list[str] = []
+    for segment in segments:
+        if isinstance(segment, int):
+            parts.append(f"[{segment}]")
+        elif _BARE_KEY.fullmatch(segment):
+            parts.append(f".{segment}" if parts else segment)
+        else:
+            parts.append(f"[{json.dumps(segment)}]")
+    return "".join(parts)
+
+
+def is_glob(entry: str) -> bool:
+    """Tell whether a rule entry is a wildcard (contains ``*``, ``?`` or ``[``)."""
+    return not _GLOB_CHARS.isdisjoint(entry)
+
+
+@dataclass(frozen=True, slots=True)
+class RulesProblem:
+    """One thing :func:`check_rules` found wrong with a rules document."""
+
+    path: str
+    message: str
+    warning: bool = False
+
+
+def check_rules(rules: object) -> list[RulesProblem]:
+    """Check a rules document's shape before :meth:`Policy.compile` trusts it.
+
+    Returns:
+        Every error, and a warning for each unknown key, at its JSON path.
+        The document may be compiled when none is an error.
+    """
+    check = _RulesCheck()
+    if not isinstance(rules, dict):
+        check.error(_expected("an object", rules))
+        return check.problems
+    for key, value in rules.items():
+        if key == "agents":
+            if check.is_object(value, key):
+                for agent, body in value.items():
+                    check.agent(agent, body)
+        elif key == "defaults":
+            if check.is_object(value, key):
+                for name, setting in value.items():
+                    if name != "deny_on_missing_agent":
+                        check.unknown(key, name)
+                    elif not isinstance(setting, bool):
+                        check.error(_expected("a boolean", setting), key, name)
+        else:
+            check.unknown(key)
+    return check.problems
+
+
+class _RulesCheck:
+    """The problems found so far by :func:`check_rules`, and its steps."""
+
+    def __init__(self) -> None:
+        self.problems: list[RulesProblem] = []
+
+    def error(self, message: str, *path: str | int) -> None:
+        self.problems.append(RulesProblem(json_path(*path), message))
+
+    def unknown(self, *path: str | int) -> None:
+        message = f"unknown key {path[-1]!r} is ignored"
+        self.problems.append(RulesProblem(json_path(*path), message, warning=True))
+
+    def is_object(self, value: object, *path: str | int) -> TypeGuard[dict[str, Any]]:
+        if not isinstance(value, dict):
+            self.error(_expected("an object", value), *path)
+        return isinstance(value, dict)
+
+    def strings(self, value: object, *path: str | int) -> None:
+        if not isinstance(value, list):
+            self.error(_expected("an array of strings", value), *path)
+            return
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                self.error(_expected("a string", item), *path, index)
+
+    def agent(self, agent: str, body: object) -> None:
+        if not valid_agent_id(agent):
+            self.error(f"agent id {agent!r} is invalid: {_AGENT_ID_RULE}", "agents", agent)
+        if not self.is_object(body, "agents", agent):
+            return
+        for side, lists in body.items():
+            if side not in ("allow", "deny"):
+                self.unknown("agents", agent, side)
+            elif self.is_object(lists, "agents", agent, side):
+                for key, value in lists.items():
+                    path = ("agents", agent, side, key)
+                    if key == "servers":
+                        self.strings(value, *path)
+                    elif key != "tools":
+                        self.unknown(*path)
+                    elif self.is_object(value, *path):
+                        # Keys are server names, always literal.
+                        for server, tools in value.items():
+                            self.strings(tools, *path, server)
+
+
+def _expected(what: str, value: object) -> str:
+    """Say what a JSON value should have been and what it is.
+
+    Scalars are shown as JSON; strings never are, as they may be secrets.
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return f"expected {what}, got {json.dumps(value)}"
+    if isinstance(value, str):
+        return f"expected {what}, got a string"
+    return f"expected {what}, got {'an array' if isinstance(value, list) else 'an object'}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entries:
+    """One list of rule entries, split into the two precedence classes.
+
+    Each entry carries the ready-made :class:`Decision` it produces, so
+    deciding allocates nothing.
+    """
+
+    explicit: Mapping[str, Decision]
+    wildcards: tuple[tuple[re.Pattern[str], Decision], ...]
+
+    @classmethod
+    def compile(cls, entries: Iterable[str], allowed: bool, *path: str | int) -> _Entries:
+        explicit: dict[str, Decision] = {}
+        wildcards: list[tuple[re.Pattern[str], Decision]] = []
+        for index, entry in enumerate(entries):
+            decision = Decision(allowed, json_path(*path, index))
+            if is_glob(entry):
+                wildcards.append((re.compile(fnmatch.translate(entry)), decision))
+            else:
+                # The first entry in list order is the one reported.
+                explicit.setdefault(entry, decision)
+        return cls(MappingProxyType(explicit), tuple(wildcards))
+
+    def first_wildcard(self, name: str) -> Decision | None:
+        for pattern, decision in self.wildcards:
+            if pattern.fullmatch(name):
+                return decision
+        return None
+
+
+_NO_ENTRIES = _Entries(MappingProxyType({}), ())
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentRules:
+    """One agent's rules, compiled."""
+
+    deny_servers: _Entries
+    allow_servers: _Entries
+    deny_tools: Mapping[str, _Entries]
+    # A server missing here has no allow.tools entry: all its tools are allowed.
+    allow_tools: Mapping[str, _Entries]
+    no_rule: Decision
+
+    @classmethod
+    def compile(cls, agent: str, rules: Mapping[str, Any]) -> _AgentRules:
+        allow: Mapping[str, Any] = rules.get("allow") or {}
+        deny: Mapping[str, Any] = rules.get("deny") or {}
+        base = ("agents", agent)
+        return cls(
+            deny_servers=_Entries.compile(
+                deny.get("servers") or (), False, *base, "deny", "servers"
+            ),
+            allow_servers=_Entries.compile(
+                allow.get("servers") or (), True, *base, "allow", "servers"
+            ),
+            deny_tools=MappingProxyType(
+                {
+                    server: _Entries.compile(tools, False, *base, "deny", "tools", server)
+                    for server, tools in (deny.get("tools") or {}).items()
+                }
+            ),
+            allow_tools=MappingProxyType(
+                {
+                    server: _Entries.compile(tools, True, *base, "allow", "tools", server)
+                    for server, tools in (allow.get("tools") or {}).items()
+                }
+            ),
+            no_rule=Decision(False, f"{json_path(*base)}: no rule allows it"),
+        )
+
+
+class Policy:
+    """Compiled rules: answers "may this agent use this server, this tool?".
+
+    Immutable once compiled; a configuration reload compiles a new one.
+
+    Attributes:
+        deny_on_missing_agent: refuse requests that name no agent
+            (``defaults.deny_on_missing_agent``, true when absent).
+        agents: the agent ids the rules define.
+    """
+
+    __slots__ = ("_agents", "agents", "deny_on_missing_agent")
+
+    deny_on_missing_agent: bool
+    agents: frozenset[str]
+
+    def __init__(self, agents: Mapping[str, _AgentRules], deny_on_missing_agent: bool) -> None:
+        """Use :meth:`compile`; this takes the compiled form."""
+        self._agents = MappingProxyType(dict(agents))
+        self.agents = frozenset(agents)
+        self.deny_on_missing_agent = deny_on_missing_agent
+
+    @classmethod
+    def compile(cls, rules: Mapping[str, Any]) -> Policy:
+        """Compile a rules document that :func:`check_rules` found no error in.
+
+        Missing sections mean "nothing": no ``agents`` is no agents, no
+        ``defaults.deny_on_missing_agent`` is true (fail closed).
+        """
+        agents: Mapping[str, Any] = rules.get("agents") or {}
+        defaults: Mapping[str, Any] = rules.get("defaults") or {}
+        return cls(
+            {agent: _AgentRules.compile(agent, body or {}) for agent, body in agents.items()},
+            deny_on_missing_agent=bool(defaults.get("deny_on_missing_agent", True)),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy(agents={sorted(self.agents)!r}, "
+            f"deny_on_missing_agent={self.deny_on_missing_agent!r})"
+        )
+
+    def decide_server(self, agent: str, server: str) -> Decision:
+        """Decide whether ``agent`` may see and use ``server`` at all."""
+        rules = self._agents.get(agent)
+        if rules is None:
+            return _not_defined(agent)
+        return (
+            rules.deny_servers.explicit.get(server)
+            or rules.allow_servers.explicit.get(server)
+            or rules.deny_servers.first_wildcard(server)
+            or rules.allow_servers.first_wildcard(server)
+            or rules.no_rule
+        )
+
+    def decide(self, agent: str, server: str, tool: str) -> Decision:
+        """Decide whether ``agent`` may see and call ``tool`` on ``server``.
+
+        A denied server denies every tool, with the server's rule.
+        """
+        server_decision = self.decide_server(agent, server)
+        if not server_decision.allowed:
+            return server_decision
+        rules = self._agents[agent]
+        deny = rules.deny_tools.get(server, _NO_ENTRIES)
+        allow = rules.allow_tools.get(server)
+        decision = deny.explicit.get(tool)
+        if decision is None and allow is not None:
+            decision = allow.explicit.get(tool)
+        if decision is None:
+            decision = deny.first_wildcard(tool)
+        if decision is not None:
+            return decision
+        if allow is None:
+            # Implicit grant: the server is allowed and no list narrows it.
+            return server_decision
+        return allow.first_wildcard(tool) or rules.no_rule
+
+    def visible_servers(self, agent: str, servers: Iterable[str]) -> list[str]:
+        """Keep the servers ``agent`` may use, in the order given."""
+        return [server for server in servers if self.decide_server(agent, server).allowed]
+
+    def resolve_agent(self, agent_id: str | None, *, default_agent: str | None) -> str | Refusal:
+        """Decide which agent a request acts as, or why it may not act at all.
+
+        Args:
+            agent_id: the id the request declares, or ``None`` when it names none.
+            default_agent: ``GATEWAY_DEFAULT_AGENT``, the fallback for requests
+                without an id when ``deny_on_missing_agent`` is false.
+
+        Returns:
+            An agent id defined in the rules, or a :class:`Refusal`. This never
+            fails open: every path that does not end in a defined agent refuses.
+        """
+        if agent_id is not None:
+            if not valid_agent_id(agent_id):
+                quoted = agent_id[:_MAX_QUOTED_ID]
+                if len(agent_id) > _MAX_QUOTED_ID:
+                    quoted += "..."
+                return Refusal(
+                    ErrorCode.INVALID_AGENT_ID,
+                    f"agent_id {quoted!r} is invalid: use letters, digits, '-', '_' and '.'",
+                    None,
+                )
+            if agent_id not in self._agents:
+                return Refusal(
+                    ErrorCode.DENIED_BY_POLICY,
+                    f"agent {agent_id!r} is not defined in the rules",
+                    _not_defined(agent_id).rule,
+                )
+            return agent_id
+        if self.deny_on_missing_agent:
+            return Refusal(
+                ErrorCode.DENIED_BY_POLICY,
+                "agent_id is required",
+                "defaults.deny_on_missing_agent",
+            )
+        if default_agent is not None:
+            if default_agent in self._agents:
+                return default_agent
+            return Refusal(
+                ErrorCode.FALLBACK_AGENT_NOT_IN_RULES,
+                f"fallback agent {default_agent!r} (GATEWAY_DEFAULT_AGENT) "
+                "is not defined in the rules",
+                "GATEWAY_DEFAULT_AGENT",
+            )
+        if "default" in self._agents:
+            return "default"
+        return Refusal(
+            ErrorCode.NO_FALLBACK_CONFIGURED,
+            "agent_id is required: no GATEWAY_DEFAULT_AGENT and no 'default' agent in the rules",
+            None,
+        )
+
+
+def _not_defined(agent: str) -> Decision:
+    return Decision(False, f"{json_path('agents', agent)}: not defined")

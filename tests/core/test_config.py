@@ -1,0 +1,583 @@
+"""Tests for lockgate.core.config: both files, ${VAR} substitution, GATEWAY_* settings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from lockgate.core.config import (
+    Config,
+    ConfigError,
+    Problem,
+    ServerSpec,
+    Settings,
+    load_config,
+    settings_from_env,
+)
+from lockgate.core.policy import Decision
+
+SERVERS_FILE = ".mcp.json"
+RULES_FILE = "rules.json"
+ALLOW_ALL: dict[str, Any] = {"agents": {"a": {"allow": {"servers": ["*"]}}}}
+
+
+def load(
+    servers: Any,
+    rules: Any = ALLOW_ALL,
+    environ: dict[str, str] | None = None,
+    settings: Settings | None = None,
+) -> Config:
+    """Load documents (dicts are serialised, strings passed as they are)."""
+    return load_config(
+        servers_text=servers if isinstance(servers, str) else json.dumps(servers),
+        servers_file=SERVERS_FILE,
+        rules_text=rules if isinstance(rules, str) else json.dumps(rules),
+        rules_file=RULES_FILE,
+        environ=environ or {},
+        settings=settings,
+    )
+
+
+Found = list[tuple[str, str, str]]
+
+
+def problems(servers: Any, rules: Any = ALLOW_ALL, environ: dict[str, str] | None = None) -> Found:
+    """The errors loading gives, as (file, path, message)."""
+    with pytest.raises(ConfigError) as info:
+        load(servers, rules, environ)
+    return [(p.file, p.path, p.message) for p in info.value.problems]
+
+
+def warnings(servers: Any, rules: Any = ALLOW_ALL, environ: dict[str, str] | None = None) -> Found:
+    """The warnings of a configuration that loads."""
+    return [(p.file, p.path, p.message) for p in load(servers, rules, environ).warnings]
+
+
+def server_problems(entry: Any, environ: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """The errors for one server entry named ``s``, as (path, message)."""
+    found = problems({"mcpServers": {"s": entry}}, environ=environ)
+    assert all(file == SERVERS_FILE for file, _, _ in found)
+    return [(path, message) for _, path, message in found]
+
+
+def server_warnings(entry: Any) -> list[tuple[str, str]]:
+    return [(path, message) for _, path, message in warnings({"mcpServers": {"s": entry}})]
+
+
+STDIO = {"command": "srv"}
+RESERVED = {
+    **{"instances": 2, "strategy": "round_robin", "isolation": "per_agent"},
+    **{"retry_calls": True, "max_timeout_ms": 1, "idle_timeout": 1},
+    **{"health_interval": 1, "health_timeout": 1, "max_processes": 4},
+}
+
+
+# The happy path
+
+
+PLAIN_URL = "http://localhost:8080/mcp"
+
+
+def test_every_key() -> None:
+    servers = {
+        "mcpServers": {
+            "github": {
+                "type": "stdio",
+                "command": "${BIN:-npx}",
+                "args": ["-y", "@mcp/github", "--home=${HOME}"],
+                "env": {"GITHUB_TOKEN": "${TOKEN}", "MODE": "${MODE:-ro}"},
+                "cwd": "${HOME}/src",
+                "description": "GitHub ${not substituted}",
+                "timeout_ms": 5000,
+                **RESERVED,
+            },
+            "remote": {
+                "type": "streamable-http",
+                "url": "https://${HOST:-mcp.example.com}/mcp",
+                "headers": {"Authorization": "Bearer ${TOKEN}"},
+                "description": "Remote",
+                "timeout_ms": 1000,
+            },
+            "plain": {"type": "http", "url": PLAIN_URL},
+        }
+    }
+    backend = {
+        "allow": {"servers": ["github", "rem*"], "tools": {"github": ["get_*"]}},
+        "deny": {"servers": ["plain"], "tools": {"github": ["delete_repo"]}},
+    }
+    rules = {
+        "agents": {"backend": backend, "team.role": {"allow": {"servers": ["plain"]}}},
+        "defaults": {"deny_on_missing_agent": False},
+    }
+    environ = {"HOME": "/home/u", "TOKEN": "t0k", "GATEWAY_INIT_STRATEGY": "lazy"}
+    config = load(servers, rules, environ)
+
+    assert list(config.servers) == ["github", "remote", "plain"]
+    assert config.servers["github"] == ServerSpec(
+        name="github",
+        transport="stdio",
+        command="npx",
+        args=("-y", "@mcp/github", "--home=/home/u"),
+        env={"GITHUB_TOKEN": "t0k", "MODE": "ro"},
+        cwd="/home/u/src",
+        description="GitHub ${not substituted}",
+        timeout_ms=5000,
+        reserved=RESERVED,
+    )
+    assert config.servers["remote"] == ServerSpec(
+        name="remote",
+        transport="http",
+        url="https://mcp.example.com/mcp",
+        headers={"Authorization": "Bearer t0k"},
+        description="Remote",
+        timeout_ms=1000,
+    )
+    assert config.servers["plain"] == ServerSpec(name="plain", transport="http", url=PLAIN_URL)
+    assert config.settings == Settings(init_strategy="lazy")
+    assert config.warnings == ()
+    assert config.policy.agents == frozenset({"backend", "team.role"})
+    assert config.policy.deny_on_missing_agent is False
+    decision = config.policy.decide("backend", "github", "delete_repo")
+    assert decision == Decision(False, "agents.backend.deny.tools.github[0]")
+
+
+def test_loaded_values_are_read_only() -> None:
+    config = load({"mcpServers": {"s": {"command": "x", "env": {"A": "1"}}}})
+    with pytest.raises(TypeError):
+        config.servers["t"] = config.servers["s"]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        config.servers["s"].env["A"] = "2"  # type: ignore[index]
+
+
+def test_minimal_files() -> None:
+    config = load({"mcpServers": {}}, {})
+    assert config.servers == {}
+    assert config.policy.agents == frozenset()
+    assert config.policy.deny_on_missing_agent is True
+
+
+def test_given_settings_win_over_the_environment() -> None:
+    settings = Settings(debug=True)
+    config = load({"mcpServers": {}}, environ={"GATEWAY_DEBUG": "nonsense"}, settings=settings)
+    assert config.settings is settings
+
+
+# ${VAR} substitution
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("${A}", "alpha"),
+        ("${A:-x}", "alpha"),
+        ("${UNSET:-fallback}", "fallback"),
+        ("${UNSET:-}", ""),
+        ("${UNSET:-a:-b c}", "a:-b c"),
+        ("${EMPTY:-fallback}", ""),
+        ("${A}/${B}", "alpha/beta"),
+        ("$A and $ and $$ and $(x)", "$A and $ and $$ and $(x)"),
+        ("cost: $5", "cost: $5"),
+        ("${REF}", "${A}"),
+        ("no references", "no references"),
+    ],
+)
+def test_substitution(value: str, expected: str) -> None:
+    environ = {"A": "alpha", "B": "beta", "EMPTY": "", "REF": "${A}"}
+    config = load({"mcpServers": {"s": {"command": "x", "env": {"V": value}}}}, environ=environ)
+    assert config.servers["s"].env == {"V": expected}
+
+
+def test_unset_variables_are_errors_naming_server_and_key() -> None:
+    servers = {
+        "mcpServers": {
+            "github": {
+                "command": "${BIN}",
+                "args": ["ok", "${ARG}"],
+                "env": {"GITHUB_TOKEN": "${GITHUB_TOKEN}"},
+                "cwd": "${DIR}",
+            },
+            "remote": {"url": "${URL}", "headers": {"Authorization": "Bearer ${TOKEN}"}},
+        }
+    }
+    assert problems(servers) == [
+        (SERVERS_FILE, "mcpServers.github.command", "${BIN} is not set"),
+        (SERVERS_FILE, "mcpServers.github.args[1]", "${ARG} is not set"),
+        (SERVERS_FILE, "mcpServers.github.env.GITHUB_TOKEN", "${GITHUB_TOKEN} is not set"),
+        (SERVERS_FILE, "mcpServers.github.cwd", "${DIR} is not set"),
+        (SERVERS_FILE, "mcpServers.remote.url", "${URL} is not set"),
+        (SERVERS_FILE, "mcpServers.remote.headers.Authorization", "${TOKEN} is not set"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("x ${A", "'${' has no closing '}'"),
+        ("${1A}", "'${1A}' is not a reference: use ${VAR} or ${VAR:-default}"),
+        ("${}", "'${}' is not a reference: use ${VAR} or ${VAR:-default}"),
+        ("${A-b}", "'${A-b}' is not a reference: use ${VAR} or ${VAR:-default}"),
+        ("${A:-${B}}", "${A:-...}: a default cannot hold another reference"),
+    ],
+)
+def test_malformed_references(value: str, message: str) -> None:
+    entry = {"command": "x", "env": {"K": value}}
+    assert server_problems(entry, {"A": "a"}) == [("mcpServers.s.env.K", message)]
+
+
+def test_substitution_errors_never_quote_the_value() -> None:
+    entry = {"url": "https://h/", "headers": {"Authorization": "Bearer s3cret ${MISSING}"}}
+    with pytest.raises(ConfigError) as info:
+        load({"mcpServers": {"s": entry}})
+    assert "s3cret" not in str(info.value)
+
+
+# Servers file: errors
+
+
+def test_servers_top_level_errors() -> None:
+    assert problems([]) == [(SERVERS_FILE, "", "expected an object, got an array")]
+    assert problems("null") == [(SERVERS_FILE, "", "expected an object, got null")]
+    assert problems({}) == [(SERVERS_FILE, "mcpServers", "is required")]
+    assert problems({"mcpServers": []}) == [
+        (SERVERS_FILE, "mcpServers", "expected an object, got an array")
+    ]
+
+
+BAD_URL = "expected an http:// or https:// URL with a host"
+NOT_POSITIVE = "expected a positive integer, got"
+
+
+@pytest.mark.parametrize(
+    ("entry", "path", "message"),
+    [
+        ("npx", "", "expected an object, got a string"),
+        ({}, "", "needs 'command' (stdio) or 'url' (HTTP)"),
+        (
+            {**STDIO, "url": "http://h/"},
+            "",
+            "give either 'command' (stdio) or 'url' (HTTP), not both",
+        ),
+        ({"command": 5}, ".command", "expected a string, got 5"),
+        ({"command": " "}, ".command", "must not be empty"),
+        ({"command": "${E:-}"}, ".command", "must not be empty"),
+        ({**STDIO, "args": "-v"}, ".args", "expected an array of strings, got a string"),
+        ({**STDIO, "env": ["A=1"]}, ".env", "expected an object of strings, got an array"),
+        ({**STDIO, "env": {"PORT": 8080}}, ".env.PORT", "expected a string, got 8080"),
+        ({**STDIO, "cwd": False}, ".cwd", "expected a string, got false"),
+        ({"url": 1}, ".url", "expected a string, got 1"),
+        ({"url": "ftp://h/"}, ".url", BAD_URL),
+        ({"url": "https://"}, ".url", BAD_URL),
+        ({"url": "localhost:8080"}, ".url", BAD_URL),
+        ({"url": "http://h:99999/"}, ".url", BAD_URL),
+        ({"url": "http://[::1/"}, ".url", BAD_URL),
+        ({"url": "http://h/", "headers": {"X-N": 1}}, ".headers.X-N", "expected a string, got 1"),
+        ({**STDIO, "description": ["d"]}, ".description", "expected a string, got an array"),
+        ({**STDIO, "timeout_ms": 0}, ".timeout_ms", f"{NOT_POSITIVE} 0"),
+        ({**STDIO, "timeout_ms": -5}, ".timeout_ms", f"{NOT_POSITIVE} -5"),
+        ({**STDIO, "timeout_ms": 1.5}, ".timeout_ms", f"{NOT_POSITIVE} 1.5"),
+        ({**STDIO, "timeout_ms": True}, ".timeout_ms", f"{NOT_POSITIVE} true"),
+        ({**STDIO, "timeout_ms": None}, ".timeout_ms", f"{NOT_POSITIVE} null"),
+        ({**STDIO, "timeout_ms": "100"}, ".timeout_ms", f"{NOT_POSITIVE} a string"),
+        (
+            {"type": "sse", "url": "http://h/sse"},
+            ".type",
+            "the SSE transport is not supported; use Streamable HTTP",
+        ),
+        (
+            {"type": "websocket", "url": "http://h/"},
+            ".type",
+            "unknown type 'websocket': use 'stdio', 'http' or 'streamable-http'",
+        ),
+        ({"type": 1, **STDIO}, ".type", "expected a string, got 1"),
+        ({"type": "stdio", "url": "http://h/"}, ".type", "type 'stdio' needs 'command', not 'url'"),
+        ({"type": "http", **STDIO}, ".type", "type 'http' needs 'url', not 'command'"),
+        (
+            {"type": "streamable-http", **STDIO},
+            ".type",
+            "type 'streamable-http' needs 'url', not 'command'",
+        ),
+    ],
+)
+def test_server_entry_errors(entry: Any, path: str, message: str) -> None:
+    assert server_problems(entry) == [(f"mcpServers.s{path}", message)]
+
+
+def test_every_bad_argument_is_reported() -> None:
+    assert server_problems({**STDIO, "args": ["-v", 3, None]}) == [
+        ("mcpServers.s.args[1]", "expected a string, got 3"),
+        ("mcpServers.s.args[2]", "expected a string, got null"),
+    ]
+
+
+def test_server_names() -> None:
+    assert problems({"mcpServers": {"": STDIO, "my server": {}}}) == [
+        (SERVERS_FILE, 'mcpServers[""]', "a server name must not be empty"),
+        (SERVERS_FILE, 'mcpServers["my server"]', "needs 'command' (stdio) or 'url' (HTTP)"),
+    ]
+
+
+# Servers file: warnings
+
+
+def test_unknown_keys_warn() -> None:
+    servers = {"$schema": "x", "mcpServers": {"s": {**STDIO, "autoStart": True}}}
+    assert warnings(servers) == [
+        (SERVERS_FILE, '["$schema"]', "unknown key '$schema' is ignored"),
+        (SERVERS_FILE, "mcpServers.s.autoStart", "unknown key 'autoStart' is ignored"),
+    ]
+
+
+def test_keys_of_the_other_transport_warn_and_are_ignored() -> None:
+    stdio = {**STDIO, "headers": {"A": "1"}, "url_hint": 1}
+    assert server_warnings(stdio) == [
+        ("mcpServers.s.headers", "'headers' applies only to HTTP servers and is ignored"),
+        ("mcpServers.s.url_hint", "unknown key 'url_hint' is ignored"),
+    ]
+    http = {"url": "http://h/", "env": {"A": 1}, "args": [], "cwd": "/"}
+    assert server_warnings(http) == [
+        ("mcpServers.s.env", "'env' applies only to stdio servers and is ignored"),
+        ("mcpServers.s.args", "'args' applies only to stdio servers and is ignored"),
+        ("mcpServers.s.cwd", "'cwd' applies only to stdio servers and is ignored"),
+    ]
+    spec = load({"mcpServers": {"s": http}}).servers["s"]
+    assert (spec.env, spec.args, spec.cwd) == ({}, (), None)
+
+
+def test_reserved_keys_load_silently() -> None:
+    assert server_warnings({**STDIO, "instances": {"anything": "goes"}, "max_processes": 2}) == []
+
+
+# Rules file: errors and warnings
+
+
+STRING = "expected a string, got"
+OBJECT = "expected an object, got"
+
+
+def agent_a(body: Any) -> dict[str, Any]:
+    return {"agents": {"a": body}}
+
+
+@pytest.mark.parametrize(
+    ("rules", "path", "message"),
+    [
+        ([], "", "expected an object, got an array"),
+        ({"agents": []}, "agents", "expected an object, got an array"),
+        (
+            {"agents": {"bad id": {}}},
+            'agents["bad id"]',
+            "agent id 'bad id' is invalid: use 1 to 128 letters, digits, '-', '_' and '.'",
+        ),
+        (agent_a([]), "agents.a", "expected an object, got an array"),
+        (agent_a({"allow": True}), "agents.a.allow", "expected an object, got true"),
+        (
+            agent_a({"deny": {"servers": "db"}}),
+            "agents.a.deny.servers",
+            "expected an array of strings, got a string",
+        ),
+        (agent_a({"allow": {"servers": ["*", 2]}}), "agents.a.allow.servers[1]", f"{STRING} 2"),
+        (agent_a({"allow": {"tools": []}}), "agents.a.allow.tools", f"{OBJECT} an array"),
+        (
+            agent_a({"deny": {"tools": {"db": "drop"}}}),
+            "agents.a.deny.tools.db",
+            "expected an array of strings, got a string",
+        ),
+        (agent_a({"deny": {"tools": {"d": [None]}}}), "agents.a.deny.tools.d[0]", f"{STRING} null"),
+        ({"defaults": []}, "defaults", "expected an object, got an array"),
+        (
+            {"defaults": {"deny_on_missing_agent": "no"}},
+            "defaults.deny_on_missing_agent",
+            "expected a boolean, got a string",
+        ),
+    ],
+)
+def test_rules_errors(rules: Any, path: str, message: str) -> None:
+    assert problems({"mcpServers": {}}, rules) == [(RULES_FILE, path, message)]
+
+
+def test_rules_unknown_keys_warn() -> None:
+    rules = {
+        "version": 1,
+        "agents": {"a": {"allow": {"servers": [], "prompts": []}, "note": ""}},
+        "defaults": {"log": True},
+    }
+    assert warnings({"mcpServers": {}}, rules) == [
+        (RULES_FILE, "version", "unknown key 'version' is ignored"),
+        (RULES_FILE, "agents.a.allow.prompts", "unknown key 'prompts' is ignored"),
+        (RULES_FILE, "agents.a.note", "unknown key 'note' is ignored"),
+        (RULES_FILE, "defaults.log", "unknown key 'log' is ignored"),
+    ]
+
+
+def test_rules_naming_unconfigured_servers_warn() -> None:
+    servers = {"mcpServers": {"git": STDIO}}
+    rules = {
+        "agents": {
+            "backend": {
+                "allow": {
+                    "servers": ["postgres", "git", "pg*"],
+                    "tools": {"redis": ["get"], "git": []},
+                },
+                "deny": {"servers": ["mysql"]},
+            }
+        }
+    }
+    not_configured = "is not configured in .mcp.json"
+    assert warnings(servers, rules) == [
+        (RULES_FILE, "agents.backend.allow.servers[0]", f"server 'postgres' {not_configured}"),
+        (RULES_FILE, "agents.backend.allow.tools.redis", f"server 'redis' {not_configured}"),
+        (RULES_FILE, "agents.backend.deny.servers[0]", f"server 'mysql' {not_configured}"),
+    ]
+
+
+def test_default_agent_not_in_rules_warns() -> None:
+    environ = {"GATEWAY_DEFAULT_AGENT": "ghost"}
+    assert warnings({"mcpServers": {}}, environ=environ) == [
+        ("environment", "GATEWAY_DEFAULT_AGENT", "agent 'ghost' is not defined in rules.json")
+    ]
+    environ = {"GATEWAY_DEFAULT_AGENT": "a"}
+    assert warnings({"mcpServers": {}}, environ=environ) == []
+
+
+# Invalid JSON, and collecting everything
+
+
+EXPECTING_NAME = "invalid JSON: Expecting property name enclosed in double quotes"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", f"{EXPECTING_NAME} (line 1, column 2)"),
+        ('{\n  "a": 1,\n}', f"{EXPECTING_NAME} (line 3, column 1)"),
+        ("", "invalid JSON: Expecting value (line 1, column 1)"),
+        ("1" * 5000, "invalid JSON: a number has too many digits"),
+        ("[" * 100_000, "invalid JSON: nested too deeply"),
+    ],
+)
+def test_invalid_json(text: str, message: str) -> None:
+    assert problems(text) == [(SERVERS_FILE, "", message)]
+    assert problems({"mcpServers": {}}, text) == [(RULES_FILE, "", message)]
+
+
+def test_every_problem_is_collected() -> None:
+    servers = {"mcpServers": {"a": {}, "b": {"url": "ftp://x"}, "c": {**STDIO, "junk": 1}}}
+    rules = {"agents": {"x y": {}, "b": {"allow": {"servers": ["nowhere"]}}}}
+    environ = {"GATEWAY_DEBUG": "maybe", "GATEWAY_MAX_MESSAGE_BYTES": "-1"}
+    with pytest.raises(ConfigError) as info:
+        load(servers, rules, environ)
+    assert [(p.file, p.path) for p in info.value.problems] == [
+        (SERVERS_FILE, "mcpServers.a"),
+        (SERVERS_FILE, "mcpServers.b.url"),
+        (RULES_FILE, 'agents["x y"]'),
+        ("environment", "GATEWAY_DEBUG"),
+        ("environment", "GATEWAY_MAX_MESSAGE_BYTES"),
+    ]
+    junk = "unknown key 'junk' is ignored"
+    assert info.value.warnings == (
+        Problem(file=SERVERS_FILE, path="mcpServers.c.junk", message=junk),
+    )
+    assert str(info.value).splitlines()[0] == (
+        ".mcp.json: mcpServers.a: needs 'command' (stdio) or 'url' (HTTP)"
+    )
+
+
+def test_both_files_invalid_json() -> None:
+    assert problems("{", "[") == [
+        (SERVERS_FILE, "", f"{EXPECTING_NAME} (line 1, column 2)"),
+        (RULES_FILE, "", "invalid JSON: Expecting value (line 1, column 2)"),
+    ]
+
+
+def test_problem_str() -> None:
+    assert str(Problem(file="f.json", path="a.b[0]", message="bad")) == "f.json: a.b[0]: bad"
+    assert str(Problem(file="f.json", path="", message="bad")) == "f.json: bad"
+
+
+# settings_from_env
+
+
+def env_problems(environ: dict[str, str]) -> list[tuple[str, str, str]]:
+    with pytest.raises(ConfigError) as info:
+        settings_from_env(environ)
+    return [(p.file, p.path, p.message) for p in info.value.problems]
+
+
+def test_settings_defaults() -> None:
+    assert settings_from_env({}) == Settings()
+    assert (Settings().audit_log, Settings().max_message_bytes) == ("./logs/audit.jsonl", 2**24)
+
+
+def test_settings_from_every_variable() -> None:
+    environ = {
+        "GATEWAY_DEFAULT_AGENT": "team.role",
+        "GATEWAY_DEBUG": "true",
+        "GATEWAY_AUDIT_LOG": "/var/log/lockgate.jsonl",
+        "GATEWAY_INIT_STRATEGY": "lazy",
+        "GATEWAY_MAX_MESSAGE_BYTES": "1024",
+        "UNRELATED": "x",
+    }
+    assert settings_from_env(environ) == Settings(
+        default_agent="team.role",
+        debug=True,
+        audit_log="/var/log/lockgate.jsonl",
+        init_strategy="lazy",
+        max_message_bytes=1024,
+    )
+
+
+def test_empty_variables_count_as_unset() -> None:
+    names = "DEFAULT_AGENT DEBUG AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES".split()
+    assert settings_from_env({f"GATEWAY_{name}": "" for name in names}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "debug"),
+    [*((v, True) for v in ["1", "true", "TRUE", " yes ", "On"])]
+    + [*((v, False) for v in ["0", "false", "NO", "off", ""])],
+)
+def test_debug(value: str, debug: bool) -> None:
+    assert settings_from_env({"GATEWAY_DEBUG": value}).debug is debug
+
+
+def test_debug_flag_forces_debug_on() -> None:
+    assert settings_from_env({"GATEWAY_DEBUG": "0"}, debug=True).debug is True
+    assert settings_from_env({}, debug=True).debug is True
+
+
+@pytest.mark.parametrize(
+    ("value", "strategy"), [("eager", "eager"), ("LAZY", "lazy"), (" lazy ", "lazy")]
+)
+def test_init_strategy(value: str, strategy: str) -> None:
+    assert settings_from_env({"GATEWAY_INIT_STRATEGY": value}).init_strategy == strategy
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "GATEWAY_DEFAULT_AGENT",
+            "a b",
+            "'a b' is not a valid agent id: use 1 to 128 letters, digits, '-', '_' and '.'",
+        ),
+        ("GATEWAY_DEBUG", "maybe", "'maybe' is not a boolean: use 1/true/yes/on or 0/false/no/off"),
+        ("GATEWAY_INIT_STRATEGY", "x", "'x' is not a strategy: use 'eager' or 'lazy'"),
+        *(
+            ("GATEWAY_MAX_MESSAGE_BYTES", value, f"{value!r} is not a positive integer")
+            for value in ["0", "-1", "+5", "1_000", "1.5", "16MiB", "\u0661\u0662"]
+        ),
+    ],
+)
+def test_settings_errors(name: str, value: str, message: str) -> None:
+    assert env_problems({name: value}) == [("environment", name, message)]
+
+
+def test_settings_errors_are_all_collected() -> None:
+    environ = {"GATEWAY_DEBUG": "2", "GATEWAY_INIT_STRATEGY": "x", "GATEWAY_DEFAULT_AGENT": "?"}
+    assert [path for _, path, _ in env_problems(environ)] == [
+        "GATEWAY_DEFAULT_AGENT",
+        "GATEWAY_DEBUG",
+        "GATEWAY_INIT_STRATEGY",
+    ]
