@@ -50,7 +50,7 @@ from .events import (
     ShutdownRequested,
     TimerFired,
 )
-from .jsonrpc import Invalid, Notification, Request, Response, decode, error, result
+from .jsonrpc import Invalid, Notification, Request, Response, decode, error, is_request_id, result
 from .policy import Refusal
 from .session import LOG_LEVELS, ClientSession, negotiate_version
 from .tools import (
@@ -222,7 +222,8 @@ class Gateway:
         if note.method == "notifications/initialized":
             session.ready = True
         elif note.method == "notifications/cancelled":
-            call = session.calls.get(note.params.get("requestId"))
+            request_id = note.params.get("requestId")
+            call = session.calls.get(request_id) if is_request_id(request_id) else None
             if call is not None:
                 reason = note.params.get("reason")
                 self._abandon(call, now, reason if isinstance(reason, str) else "cancelled by the client")
@@ -613,7 +614,8 @@ class Gateway:
     def _on_downstream_notification(self, ds: Downstream, note: Notification, now: float) -> None:
         method = note.method
         if method == "notifications/progress":
-            call = ds.pending.get(note.params.get("progressToken"))  # type: ignore[arg-type]
+            token = note.params.get("progressToken")
+            call = ds.pending.get(token) if isinstance(token, int) else None
             if call is not None and call.progress_token is not None:
                 params = {**note.params, "progressToken": call.progress_token}
                 self._emit(

@@ -21,7 +21,9 @@ __all__ = [
     "Response",
     "decode",
     "encode",
+    "classify",
     "error",
+    "is_request_id",
     "result",
 ]
 
@@ -104,7 +106,7 @@ def classify(obj: Any) -> Message:
     if not isinstance(obj, dict):
         return Invalid(ErrorCode.INVALID_REQUEST, "Invalid Request: a message must be a JSON object")
     raw_id = obj.get("id")
-    msg_id: RequestId | None = raw_id if _is_id(raw_id) else None
+    msg_id: RequestId | None = raw_id if is_request_id(raw_id) else None
     if obj.get("jsonrpc") != "2.0":
         return Invalid(ErrorCode.INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"', msg_id)
     if "method" in obj:
@@ -127,7 +129,8 @@ def classify(obj: Any) -> Message:
     return Invalid(ErrorCode.INVALID_REQUEST, "Invalid Request: neither a request, a notification nor a response", msg_id)
 
 
-def _is_id(value: Any) -> bool:
+def is_request_id(value: Any) -> bool:
+    """Tell whether a value can be a JSON-RPC request id (a string or an integer)."""
     # bool is an int subclass but never a valid id.
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 

@@ -601,3 +601,12 @@ def test_identical_event_sequences_give_identical_actions() -> None:
 
 def test_settings_default_is_a_sixty_second_call_timeout() -> None:
     assert Settings().call_timeout_ms == 60_000
+
+
+def test_unhashable_ids_in_notifications_are_ignored() -> None:
+    # Regression: a list as requestId or progressToken made handle() raise TypeError.
+    d = Driver()
+    d.initialize()
+    ready(d)
+    assert d.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": []}}) == []
+    assert d.downstream("db", {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": {"a": 1}}}) == []
