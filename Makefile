@@ -1,0 +1,50 @@
+# Lockgate developer commands. Everything installs into .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(abspath $(VENV))/bin/python
+STAMP := $(VENV)/.installed-stamp
+EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
+
+.PHONY: run demo test typecheck unit wheel-check bench bench-stdio clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Serve the bundled example over stdio (connect an MCP client, or see `make demo`).
+run: $(STAMP)
+	@echo "Lockgate serves MCP on stdin/stdout; logs go to stderr. Try 'make demo' for a scripted session." >&2
+	PYTHON=$(PY) GATEWAY_AUDIT_LOG=$${GATEWAY_AUDIT_LOG:-logs/audit.jsonl} $(VENV)/bin/lockgate serve $(EXAMPLE)
+
+## A short scripted client session against the example, narrated.
+demo: $(STAMP)
+	PYTHON=$(PY) $(PY) examples/demo.py
+
+## Everything CI runs: type check, the whole suite, and a wheel install check.
+test: $(STAMP) typecheck unit wheel-check
+
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict core/
+
+unit: $(STAMP)
+	$(PY) -m pytest -q
+
+## Build a wheel, install it into a fresh venv, import it and run the CLI.
+wheel-check: $(STAMP)
+	rm -rf build/wheel-check && mkdir -p build/wheel-check
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir build/wheel-check .
+	$(PYTHON) -m venv build/wheel-check/venv
+	build/wheel-check/venv/bin/pip install --quiet build/wheel-check/lockgate-*.whl
+	cd build && wheel-check/venv/bin/python -c "import lockgate.core, lockgate.shells.cli; print('wheel imports ok')"
+	build/wheel-check/venv/bin/lockgate --help > /dev/null
+	build/wheel-check/venv/bin/lockgate --version
+
+bench-stdio: $(STAMP)
+	$(PY) bench/stdio_overhead.py
+
+bench: bench-stdio
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info logs

@@ -1,0 +1,101 @@
+"""The audit log: one JSON object per line, appended as the core decides.
+
+Each :class:`~lockgate.core.actions.Audit` record is written as it comes, with
+``"time"`` (UTC, ISO 8601 with milliseconds) as its first key, and flushed at
+once so a crash loses nothing already decided. The file and its directory are
+created on the first record, not at start-up. If the file cannot be opened or
+written, one error is logged and the gateway keeps serving without an audit
+log: losing the audit trail must not take the service down.
+
+Writes are small, synchronous and local; they happen on the runtime's one
+loop task, so records keep the order of the decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from .logs import get_logger
+
+__all__ = ["AuditLog", "utc_timestamp"]
+
+_log = get_logger("audit")
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """``2026-05-09T12:00:00.123Z`` for ``moment`` (default: now)."""
+    moment = moment if moment is not None else datetime.now(timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class AuditLog:
+    """Append-only JSON Lines file at ``path``; ``None`` or ``""`` disables it."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path or None
+        self._file: IO[str] | None = None
+        self._failed = False
+        self.records = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record; never raises."""
+        if self.path is None or self._failed:
+            return
+        if self._file is None and not self._open():
+            return
+        assert self._file is not None
+        line = json.dumps(
+            {"time": utc_timestamp(), **record},
+            ensure_ascii=False,
+            separators=(",", ":"),
+            default=str,
+        )
+        try:
+            self._file.write(line + "\n")
+            self._file.flush()
+        except (OSError, ValueError) as exc:
+            self._fail(f"cannot write the audit log: {_describe(exc)}")
+            return
+        self.records += 1
+
+    def close(self) -> None:
+        """Flush and close the file; later records are dropped silently."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+        self._failed = True
+
+    def _open(self) -> bool:
+        assert self.path is not None
+        try:
+            directory = os.path.dirname(self.path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            self._fail(f"cannot open the audit log {self.path}: {_describe(exc)}; serving without it")
+            return False
+        return True
+
+    def _fail(self, message: str) -> None:
+        _log.error(message)
+        self._failed = True
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__

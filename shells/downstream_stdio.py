@@ -1,0 +1,399 @@
+"""Stdio downstreams: one child process per ``StartDownstream``, in its own session.
+
+Theory of operation. :meth:`StdioDownstream.run` is one task in the runtime's
+nursery. It resolves the command on the child's ``PATH``, spawns it with
+``start_new_session=True`` (so ``sh -c``, ``npx`` or ``uvx`` wrappers and all
+their children share one process group that can be signalled at once), then
+runs three helpers: a writer that drains the bounded message queue into the
+child's stdin in order, a stdout reader that frames lines into
+``DownstreamMessageReceived``, and a stderr relay that logs lines with the
+server name. Messages queued before the process is up simply wait in the
+queue.
+
+It then waits for one of three things:
+
+- the process exits by itself: every member of its group is killed, it is
+  reaped, the stdout it already wrote is delivered, and
+  ``DownstreamExited("exited with code N")`` is reported;
+- :meth:`stop` (the core's ``StopDownstream``, or shutdown): stdin is closed,
+  then after 2 s the group gets SIGTERM, then after 2 s SIGKILL, and the
+  process is reaped. The core has forgotten the id, so nothing is reported;
+- writing to stdin fails: the same sequence, reported as the exit reason if
+  the process exits on its own within the grace period, else as
+  ``"closed its input"``.
+
+Cleanup is shielded from cancellation and bounded in time, so a cancelled
+runtime still leaves no process behind. Exit reasons may reach clients: they
+never hold a host path, a secret or a traceback.
+
+The MCP stdio shutdown sequence (close stdin, SIGTERM, SIGKILL) is from spec
+2025-11-25, basic/lifecycle, "Shutdown"; the inherited environment matches the
+Python SDK's ``get_default_environment`` on POSIX, plus locale and TMPDIR.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
+
+import trio
+
+from lockgate.core.config import ServerSpec
+from lockgate.core.events import DownstreamExited, DownstreamMessageReceived, Event
+
+from .framing import LineSplitter
+from .logs import get_logger
+
+__all__ = [
+    "INHERITED_ENVIRONMENT",
+    "StdioDownstream",
+    "child_environment",
+    "describe_exit",
+    "resolve_command",
+]
+
+Emit = Callable[[Event], Awaitable[None]]
+
+INHERITED_ENVIRONMENT = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TMPDIR")
+
+GRACE_S = 2.0
+"""Wait after closing stdin, and again after SIGTERM."""
+_REAP_S = 2.0
+_DRAIN_S = 2.0
+_READ_CHUNK = 65536
+_WRITE_BATCH = 65536
+_STDERR_MAX_LINE = 8192
+_STDERR_LINES_PER_S = 20
+
+_log = get_logger("downstream")
+
+
+def child_environment(environ: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
+    """The safe subset of ``environ`` a child inherits, overlaid with the server's ``env``."""
+    env: dict[str, str] = {}
+    for key in INHERITED_ENVIRONMENT:
+        value = environ.get(key)
+        # A value starting with "()" is an exported shell function: never pass it on.
+        if value is not None and not value.startswith("()"):
+            env[key] = value
+    env.update(overrides)
+    return env
+
+
+def resolve_command(command: str, *, path: str, cwd: str | None) -> str | None:
+    """The absolute path that would run for ``command``, or ``None`` when there is none.
+
+    A name with a slash is taken relative to ``cwd`` (as exec would after the
+    child changes directory); a bare name is searched on ``path``.
+    """
+    if os.sep in command or (os.altsep is not None and os.altsep in command):
+        candidate = os.path.abspath(os.path.join(cwd or os.curdir, command))
+        return candidate if os.path.isfile(candidate) else None
+    found = shutil.which(command, path=path)
+    return os.path.abspath(found) if found is not None else None
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``"exited with code 1"`` or ``"killed by signal SIGKILL"``."""
+    if returncode is None:
+        return "exited"
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = str(-returncode)
+    return f"killed by signal {name}"
+
+
+class StdioDownstream:
+    """One downstream server over stdio; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        downstream: int,
+        server: str,
+        spec: ServerSpec,
+        max_message_bytes: int,
+        emit: Emit,
+        queue_size: int = 1024,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.downstream = downstream
+        self.server = server
+        self._spec = spec
+        self._max_message_bytes = max_message_bytes
+        self._emit_event = emit
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._queue_in, self._queue_out = trio.open_memory_channel[bytes](queue_size)
+        self._waiting = trio.CancelScope()
+        self._stopped = False
+        self._closing_input = False
+        self._leader_gone = False
+        self._terminated: bool | None = None
+        self._stdout_done = trio.Event()
+        self._stderr_done = trio.Event()
+        self._stderr = StderrRelay(server)
+        self._pidfd: int | None = None
+        #: Why the shell gave up on a live process, when it did.
+        self._broken: str | None = None
+        self.pid: int | None = None
+        self.finished = trio.Event()
+        """Set when :meth:`run` is over: the process (if any) is reaped."""
+
+    def send_nowait(self, data: bytes) -> None:
+        """Queue one framed message for stdin.
+
+        Raises:
+            trio.WouldBlock: the queue is full (the server is not reading).
+            trio.BrokenResourceError: the downstream is gone.
+        """
+        self._queue_in.send_nowait(data)
+
+    def stop(self) -> None:
+        """Stop the process in the background; report nothing from now on."""
+        self._stopped = True
+        self._waiting.cancel()
+
+    async def run(self) -> None:
+        """Spawn, serve and reap the process; report how it ended unless stopped."""
+        try:
+            reason = await self._run()
+        finally:
+            self._queue_out.close()
+            self.finished.set()
+        if not self._stopped:
+            self._stderr.log_tail(reason)
+        await self._emit(DownstreamExited(now=trio.current_time(), downstream=self.downstream, reason=reason))
+
+    async def _emit(self, event: Event) -> None:
+        if not self._stopped:
+            await self._emit_event(event)
+
+    async def _run(self) -> str:
+        spec = self._spec
+        if spec.transport != "stdio" or not spec.command:
+            return "no command configured"
+        env = child_environment(self._environ, spec.env)
+        if spec.cwd is not None and not os.path.isdir(spec.cwd):
+            return "failed to start: working directory not found"
+        executable = resolve_command(spec.command, path=env.get("PATH", os.defpath), cwd=spec.cwd)
+        if executable is None:
+            return f"command not found: {os.path.basename(spec.command)}"
+        if self._stopped:
+            return "stopped"
+        try:
+            proc = await trio.lowlevel.open_process(
+                [spec.command, *spec.args],
+                executable=executable,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                cwd=spec.cwd,
+                env=env,
+            )
+        except OSError as exc:
+            return f"failed to start: {exc.strerror or type(exc).__name__}"
+        self.pid = proc.pid
+        self._pidfd = _open_pidfd(proc.pid)
+        _log.debug("server process started", extra={"fields": {"server": self.server, "downstream": self.downstream, "pid": proc.pid}})
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_stdin, proc)
+                nursery.start_soon(self._read_stdout, proc)
+                nursery.start_soon(self._read_stderr, proc)
+                with self._waiting:
+                    await self._wait_exit(proc)
+                exited_by_itself = await self._terminate(proc)
+                if not self._stopped:
+                    with trio.move_on_after(_DRAIN_S):
+                        await self._stdout_done.wait()
+                        await self._stderr_done.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._terminate(proc)
+                for stream in (proc.stdin, proc.stdout, proc.stderr):
+                    if stream is not None:
+                        await stream.aclose()
+                self._close_pidfd()
+        if self._broken is not None:
+            return self._broken
+        return describe_exit(proc.returncode) if exited_by_itself else "closed its input"
+
+    # -- ending the process -------------------------------------------------
+
+    async def _wait_exit(self, proc: trio.Process) -> None:
+        # A pidfd turns readable when the process exits but leaves it unreaped,
+        # so its pid (and process group id) cannot be reused before we signal
+        # the group for the last time.
+        if self._pidfd is not None:
+            await trio.lowlevel.wait_readable(self._pidfd)
+        else:
+            await proc.wait()
+        self._leader_gone = True
+
+    async def _exits_within(self, proc: trio.Process, seconds: float) -> bool:
+        with trio.move_on_after(seconds):
+            await self._wait_exit(proc)
+            return True
+        return False
+
+    async def _terminate(self, proc: trio.Process) -> bool:
+        """Close stdin, SIGTERM, SIGKILL as needed; kill the group; reap. True if it exited by itself."""
+        if self._terminated is not None:
+            return self._terminated
+        with trio.CancelScope(shield=True):
+            by_itself = self._leader_gone
+            if not by_itself:
+                self._closing_input = True
+                if proc.stdin is not None:
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        await proc.stdin.aclose()
+                by_itself = await self._exits_within(proc, GRACE_S)
+                if not by_itself:
+                    self._signal(proc, signal.SIGTERM)
+                    if not await self._exits_within(proc, GRACE_S):
+                        self._signal(proc, signal.SIGKILL)
+                        await self._exits_within(proc, _REAP_S)
+            # Whatever the leader left behind in its group dies with it.
+            self._signal(proc, signal.SIGKILL, leader=False)
+            with trio.move_on_after(_REAP_S):
+                await proc.wait()
+        self._terminated = by_itself
+        return by_itself
+
+    def _signal(self, proc: trio.Process, sig: signal.Signals, *, leader: bool = True) -> None:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        if leader and not self._leader_gone:
+            # In case the leader moved itself to another group; send_signal
+            # checks it is not reaped yet, so the pid is still ours.
+            with suppress(ProcessLookupError, PermissionError):
+                proc.send_signal(sig)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    # -- the pipes -----------------------------------------------------------
+
+    async def _write_stdin(self, proc: trio.Process) -> None:
+        assert proc.stdin is not None
+        try:
+            async for data in self._queue_out:
+                batch = [data]
+                size = len(data)
+                while size < _WRITE_BATCH:
+                    try:
+                        more = self._queue_out.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    batch.append(more)
+                    size += len(more)
+                await proc.stdin.send_all(b"".join(batch))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            if not self._closing_input and not self._stopped:
+                _log.warning("cannot write to the server", extra={"fields": {"server": self.server}})
+                self._waiting.cancel()
+
+    async def _read_stdout(self, proc: trio.Process) -> None:
+        assert proc.stdout is not None
+        splitter = LineSplitter(self._max_message_bytes)
+        try:
+            while chunk := await proc.stdout.receive_some(_READ_CHUNK):
+                now = trio.current_time()
+                for line in splitter.feed(chunk):
+                    if isinstance(line, bytes):
+                        await self._emit(DownstreamMessageReceived(now=now, downstream=self.downstream, data=line))
+                    else:
+                        # The message answered some call we can no longer name, so
+                        # nothing the server says can be trusted to line up: restart
+                        # it and fail its calls now rather than at their timeouts.
+                        self._broken = f"sent a message over {self._max_message_bytes} bytes"
+                        _log.warning(self._broken, extra={"fields": {"server": self.server}})
+                        self._waiting.cancel()
+                        return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self._stdout_done.set()
+
+    async def _read_stderr(self, proc: trio.Process) -> None:
+        assert proc.stderr is not None
+        relay = self._stderr
+        splitter = LineSplitter(_STDERR_MAX_LINE)
+        try:
+            while chunk := await proc.stderr.receive_some(_READ_CHUNK):
+                now = trio.current_time()
+                for line in splitter.feed(chunk):
+                    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else "(overlong line)"
+                    relay.line(text, now)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            relay.flush()
+            self._stderr_done.set()
+
+
+class StderrRelay:
+    """Log a server's stderr at info, at most ``limit`` lines a second.
+
+    Lines past the limit in a one-second window are counted and reported as
+    one ``"N lines suppressed"`` line when the next window opens (or at the end).
+    The last few lines are kept, so that when the server dies while info
+    records are hidden (the default), :meth:`log_tail` can still show why.
+    """
+
+    def __init__(self, server: str, *, limit: int = _STDERR_LINES_PER_S, tail: int = 5) -> None:
+        self.server = server
+        self.limit = limit
+        self.tail: deque[str] = deque(maxlen=tail)
+        self._window = -1.0e18
+        self._count = 0
+        self._suppressed = 0
+
+    def line(self, text: str, now: float) -> None:
+        self.tail.append(text)
+        if now - self._window >= 1.0:
+            self.flush()
+            self._window = now
+            self._count = 0
+        if self._count < self.limit:
+            self._count += 1
+            _log.info(text, extra={"fields": {"server": self.server}})
+        else:
+            self._suppressed += 1
+
+    def flush(self) -> None:
+        if self._suppressed:
+            _log.info(f"{self._suppressed} lines suppressed", extra={"fields": {"server": self.server}})
+            self._suppressed = 0
+
+    def log_tail(self, reason: str) -> None:
+        """Log the last lines at warning, unless every line was shown already."""
+        if self.tail and not _log.isEnabledFor(logging.INFO):
+            _log.warning(f"server {reason}; its last stderr lines follow", extra={"fields": {"server": self.server}})
+            for text in self.tail:
+                _log.warning(f"stderr: {text}", extra={"fields": {"server": self.server}})
+
+
+def _open_pidfd(pid: int) -> int | None:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        fd: int = pidfd_open(pid)
+    except OSError:
+        return None
+    return fd

@@ -1,0 +1,127 @@
+"""The stdio front: one MCP client (id 0) on the gateway's own stdin and stdout.
+
+MCP over stdio (spec 2025-11-25, basic/transports, "stdio"): one JSON-RPC
+message per line, stdout carries nothing but MCP, stderr is for logs. The
+client ends the session by closing our stdin; SIGTERM and SIGINT end it too.
+
+Theory of operation. :func:`serve_stdio` starts a :class:`~.runtime.Runtime`,
+registers client 0 with a writer that writes one encoded line per message,
+feeds ``GatewayStarted`` and ``ClientOpened``, and reads stdin into
+``ClientMessageReceived`` events. On EOF, a signal, a ``CloseClient`` from
+the core or a broken stdout it feeds ``ClientClosed`` and
+``ShutdownRequested``, lets the runtime perform what follows, stop every
+downstream (bounded, shielded) and flush the audit log, then returns.
+
+:func:`serve_process_stdio` wires that to file descriptors 0 and 1, and first
+points fd 1 at stderr, so that nothing else in the process (a stray print, a
+C library) can ever write into the MCP stream.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Final
+
+import trio
+
+from lockgate.core.actions import SendToClient
+from lockgate.core.config import Settings
+from lockgate.core.events import ClientClosed, ClientMessageReceived, ClientOpened, GatewayStarted, ShutdownRequested
+from lockgate.core.jsonrpc import encode
+
+from .framing import LineSplitter
+from .logs import get_logger
+from .runtime import Core, Runtime
+
+__all__ = ["STDIO_CLIENT", "serve_process_stdio", "serve_stdio"]
+
+STDIO_CLIENT: Final = 0
+_READ_CHUNK = 65536
+
+_log = get_logger("stdio")
+
+
+async def serve_stdio(
+    core: Core,
+    settings: Settings,
+    *,
+    stdin: trio.abc.ReceiveStream,
+    stdout: trio.abc.SendStream,
+    handle_signals: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Serve one stdio client until EOF, a signal or the core closes it."""
+    runtime = Runtime(core, settings=settings, environ=environ)
+    done = trio.Event()
+
+    async def send(action: SendToClient) -> None:
+        await stdout.send_all(encode(action.message) + b"\n")
+
+    with _signals(handle_signals) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.run)
+            runtime.register_client(STDIO_CLIENT, send, done.set)
+            now = trio.current_time()
+            await runtime.feed(GatewayStarted(now=now))
+            await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio"))
+            nursery.start_soon(_read_client, runtime, stdin, settings.max_message_bytes, done)
+            if signals is not None:
+                nursery.start_soon(_watch_signals, signals, done)
+            await done.wait()
+            now = trio.current_time()
+            await runtime.feed(ClientClosed(now=now, client=STDIO_CLIENT))
+            await runtime.feed(ShutdownRequested(now=now))
+            await runtime.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def serve_process_stdio(core: Core, settings: Settings) -> None:
+    """:func:`serve_stdio` on this process's stdin and stdout."""
+    sys.stdout.flush()
+    stdin_fd = os.dup(0)
+    stdout_fd = os.dup(1)
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no stderr at all: stray writes go nowhere rather than into MCP
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    async with trio.lowlevel.FdStream(stdin_fd) as stdin, trio.lowlevel.FdStream(stdout_fd) as stdout:
+        await serve_stdio(core, settings, stdin=stdin, stdout=stdout)
+
+
+async def _read_client(runtime: Runtime, stdin: trio.abc.ReceiveStream, max_bytes: int, done: trio.Event) -> None:
+    splitter = LineSplitter(max_bytes)
+    try:
+        while chunk := await stdin.receive_some(_READ_CHUNK):
+            now = trio.current_time()
+            for line in splitter.feed(chunk):
+                if isinstance(line, bytes):
+                    await runtime.feed(ClientMessageReceived(now=now, client=STDIO_CLIENT, data=line))
+                else:
+                    await runtime.feed(ClientMessageReceived(now=now, client=STDIO_CLIENT, data=b"", too_large=True))
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        _log.info(f"stdin: {type(exc).__name__}")
+    done.set()
+
+
+@contextmanager
+def _signals(enabled: bool) -> Iterator[AsyncIterator[int] | None]:
+    if not enabled:
+        yield None
+        return
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        yield signals
+
+
+async def _watch_signals(signals: AsyncIterator[int], done: trio.Event) -> None:
+    async for signum in signals:
+        if done.is_set():
+            _log.warning(f"received {signal.Signals(signum).name} again; still stopping the servers")
+        else:
+            _log.info(f"received {signal.Signals(signum).name}; shutting down")
+            done.set()

@@ -1,0 +1,74 @@
+"""The audit file and the stderr log format."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from lockgate.shells.audit import AuditLog, utc_timestamp
+from lockgate.shells.logs import NOTICE, get_logger, setup_logging
+
+
+def test_audit_creates_its_directory_lazily_and_appends(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "audit.jsonl"
+    audit = AuditLog(str(path))
+    assert not path.parent.exists()
+    audit.write({"decision": "ALLOW", "tool": "é"})
+    assert path.read_text(encoding="utf-8").count("\n") == 1  # flushed at once
+    audit.write({"decision": "DENY", "time": "overridden"})
+    audit.close()
+    first, second = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines())
+    assert list(first) == ["time", "decision", "tool"] and first["tool"] == "é"
+    assert second["time"] == "overridden"
+    assert AuditLog(str(path)).records == 0
+
+
+def test_unopenable_audit_log_logs_one_error_and_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    audit = AuditLog(str(blocker / "audit.jsonl"))
+    for _ in range(3):
+        audit.write({"n": 1})
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "cannot open the audit log" in errors[0].getMessage()
+    assert audit.records == 0
+
+
+def test_disabled_audit_log_writes_nothing() -> None:
+    audit = AuditLog("")
+    audit.write({"n": 1})
+    assert audit.records == 0
+
+
+def test_utc_timestamp() -> None:
+    moment = datetime(2026, 5, 9, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    assert utc_timestamp(moment) == "2026-05-09T12:00:00.123Z"
+
+
+def test_log_lines_are_single_lines_with_fields() -> None:
+    stream = io.StringIO()
+    try:
+        setup_logging(debug=False, stream=stream)
+        log = get_logger("test")
+        log.info("hidden when quiet")
+        log.log(NOTICE, "summary")
+        log.warning("two\nlines", extra={"fields": {"server": "notes", "note": "a b", "n": 3}})
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 2
+        assert lines[0].endswith(" NOTICE summary")
+        assert lines[1].endswith(' WARNING two\\nlines server=notes note="a b" n=3')
+        setup_logging(debug=True, stream=stream)
+        log.debug("now shown")
+        assert stream.getvalue().splitlines()[-1].endswith(" DEBUG now shown")
+        assert len(get_logger().handlers) == 1
+    finally:
+        logger = get_logger()
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)

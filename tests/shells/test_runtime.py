@@ -1,0 +1,290 @@
+"""The runtime loop with a scripted fake core, real timers and real child processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from lockgate.core.actions import (
+    Action,
+    Audit,
+    CancelTimer,
+    CloseClient,
+    Log,
+    SendToClient,
+    SendToDownstream,
+    SetTimer,
+    StartDownstream,
+    StopDownstream,
+)
+from lockgate.core.config import ServerSpec, Settings
+from lockgate.core.events import (
+    ClientClosed,
+    ClientMessageReceived,
+    ClientOpened,
+    DownstreamExited,
+    DownstreamMessageReceived,
+    Event,
+    GatewayStarted,
+    TimerFired,
+)
+from lockgate.shells.runtime import Runtime, queued_sender
+
+from .helpers import FakeCore, child_spec, pid_exists, wait_session_empty
+
+
+@asynccontextmanager
+async def running(core: FakeCore, tmp_path: Path, **options: Any) -> AsyncIterator[Runtime]:
+    runtime = Runtime(core, settings=Settings(audit_log=str(tmp_path / "logs" / "audit.jsonl")), **options)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
+        yield runtime
+        await runtime.aclose()
+
+
+def now() -> float:
+    return trio.current_time()
+
+
+async def test_timers_fire_in_order_and_cancelled_ones_never(tmp_path: Path) -> None:
+    deadlines: dict[int, float] = {}
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, GatewayStarted):
+            actions: list[Action] = []
+            for i in range(2000):
+                deadlines[i] = event.now + 0.05 + (i * 7919 % 2000) * 1e-4
+                actions.append(SetTimer(timer=i, deadline=deadlines[i]))
+            actions += [CancelTimer(timer=i) for i in range(0, 2000, 3)]
+            return actions
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(5):
+        async with running(core, tmp_path) as runtime:
+            await runtime.feed(GatewayStarted(now=now()))
+            await core.wait_for(lambda events: len(events) == 1 + 1333)
+            await trio.sleep(0.1)
+    fired = [e for e in core.events if isinstance(e, TimerFired)]
+    assert [e.timer for e in fired] == sorted((i for i in range(2000) if i % 3), key=deadlines.__getitem__)
+    assert all(e.now >= deadlines[e.timer] for e in fired)
+
+
+async def test_client_delivery_failure_comes_back_as_client_closed_once(tmp_path: Path) -> None:
+    closed: list[str] = []
+
+    async def broken_send(action: SendToClient) -> None:
+        raise trio.BrokenResourceError
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, ClientMessageReceived):
+            return [SendToClient(client="a", message={"n": 1}), SendToClient(client="a", message={"n": 2})]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(5):
+        async with running(core, tmp_path) as runtime:
+            runtime.register_client("a", broken_send, lambda: closed.append("a"))
+            await runtime.feed(ClientOpened(now=now(), client="a", transport="test"))
+            await runtime.feed(ClientMessageReceived(now=now(), client="a", data=b"{}"))
+            await runtime.feed(ClientMessageReceived(now=now(), client="a", data=b"{}"))  # dropped: gone
+            await runtime.feed(ClientClosed(now=now(), client="a"))  # dropped: already reported
+    assert [type(e) for e in core.events] == [ClientOpened, ClientMessageReceived, ClientClosed]
+    assert closed == ["a"]
+
+
+async def test_close_client_calls_close_and_reports_nothing(tmp_path: Path) -> None:
+    closed: list[int] = []
+    sent: list[SendToClient] = []
+
+    async def send(action: SendToClient) -> None:
+        sent.append(action)
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, ClientMessageReceived):
+            return [SendToClient(client=1, message={"bye": True}, request=5), CloseClient(client=1)]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(5):
+        async with running(core, tmp_path) as runtime:
+            runtime.register_client(1, send, lambda: closed.append(1))
+            await runtime.feed(ClientOpened(now=now(), client=1))
+            await runtime.feed(ClientMessageReceived(now=now(), client=1, data=b"{}"))
+            await runtime.feed(ClientClosed(now=now(), client=1))
+    assert sent == [SendToClient(client=1, message={"bye": True}, request=5)]
+    assert closed == [1]
+    assert [type(e) for e in core.events] == [ClientOpened, ClientMessageReceived]
+
+
+async def test_downstream_round_trip_and_stop(tmp_path: Path) -> None:
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, GatewayStarted):
+            return [
+                StartDownstream(downstream=1, server="echo", spec=child_spec("echo", name="echo")),
+                SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "method": "hi", "params": {"text": "é\n"}}),
+            ]
+        if isinstance(event, DownstreamMessageReceived):
+            return [StopDownstream(downstream=1), SendToDownstream(downstream=1, message={"dropped": True})]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(10):
+        async with running(core, tmp_path) as runtime:
+            await runtime.feed(GatewayStarted(now=now()))
+            await core.wait_for(lambda events: len(events) == 2)
+            assert runtime.statistics().downstreams == 0
+            await trio.sleep(0.2)
+    received = core.events[1]
+    assert isinstance(received, DownstreamMessageReceived)
+    assert json.loads(received.data) == {"jsonrpc": "2.0", "method": "hi", "params": {"text": "é\n"}}
+    assert len(core.events) == 2  # no DownstreamExited after the stop
+
+
+async def test_a_downstream_that_stops_reading_is_stopped_and_reported(tmp_path: Path) -> None:
+    big = "x" * 100_000
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, GatewayStarted):
+            return [StartDownstream(downstream=7, server="deaf", spec=child_spec("deaf", name="deaf"))]
+        if isinstance(event, DownstreamMessageReceived):  # {"ready":true}
+            return [SendToDownstream(downstream=7, message={"big": big}) for _ in range(20)]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(10):
+        async with running(core, tmp_path, downstream_buffer=4) as runtime:
+            await runtime.feed(GatewayStarted(now=now()))
+            await core.wait_for(lambda events: any(isinstance(e, DownstreamExited) for e in events))
+            exited = core.events[-1]
+            assert isinstance(exited, DownstreamExited)
+            assert exited.downstream == 7 and exited.reason == "stopped reading its input"
+            await trio.sleep(0.1)
+    assert sum(isinstance(e, DownstreamExited) for e in core.events) == 1
+
+
+async def test_exit_is_reported_once_and_later_messages_dropped(tmp_path: Path) -> None:
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, GatewayStarted):
+            return [StartDownstream(downstream=3, server="quit", spec=child_spec("exit", "4", name="quit"))]
+        if isinstance(event, DownstreamExited):
+            return [SendToDownstream(downstream=3, message={"late": True})]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(10):
+        async with running(core, tmp_path) as runtime:
+            await runtime.feed(GatewayStarted(now=now()))
+            await core.wait_for(lambda events: len(events) == 2)
+    assert core.events[1] == DownstreamExited(now=core.events[1].now, downstream=3, reason="exited with code 4")
+
+
+async def test_http_downstreams_are_reported_unsupported(tmp_path: Path) -> None:
+    spec = ServerSpec(name="web", transport="http", url="http://127.0.0.1:9/mcp")
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, GatewayStarted):
+            return [StartDownstream(downstream=1, server="web", spec=spec), SendToDownstream(downstream=1, message={})]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(5):
+        async with running(core, tmp_path) as runtime:
+            await runtime.feed(GatewayStarted(now=now()))
+            await core.wait_for(lambda events: len(events) == 2)
+    assert isinstance(core.events[1], DownstreamExited)
+    assert core.events[1].reason == "HTTP downstreams are not supported yet"
+
+
+async def test_aclose_stops_every_downstream(tmp_path: Path) -> None:
+    spec = ServerSpec(name="w", transport="stdio", command="sh", args=("-c", "echo '{}'; sleep 60 & sleep 60"))
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, GatewayStarted):
+            return [StartDownstream(downstream=i, server="w", spec=spec) for i in range(5)]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(10):
+        async with running(core, tmp_path) as runtime:
+            await runtime.feed(GatewayStarted(now=now()))
+            await core.wait_for(lambda events: len(events) == 6)
+            pids = [ds.pid for ds in runtime._downstreams.values()]  # type: ignore[attr-defined]
+    for pid in pids:
+        assert pid is not None and not pid_exists(pid)
+        assert await wait_session_empty(pid) == []
+    assert len(core.events) == 6
+
+
+async def test_audit_and_log_actions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="lockgate")
+
+    def script(event: Event) -> list[Action]:
+        return [
+            Audit(record={"event": "tool_call", "agent": "a", "decision": "allow"}),
+            Log(level="warning", message="something odd", fields={"server": "s"}),
+        ]
+
+    core = FakeCore(script)
+    with trio.fail_after(5):
+        async with running(core, tmp_path) as runtime:
+            await runtime.feed(GatewayStarted(now=now()))
+            await runtime.feed(GatewayStarted(now=now()))
+    lines = (tmp_path / "logs" / "audit.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    record = json.loads(lines[0])
+    assert list(record) == ["time", "event", "agent", "decision"]
+    assert record["time"].endswith("Z") and len(record["time"]) == len("2026-05-09T12:00:00.123Z")
+    logged = [r for r in caplog.records if r.name == "lockgate.core"]
+    assert [(r.levelno, r.getMessage(), r.fields) for r in logged] == [  # type: ignore[attr-defined]
+        (logging.WARNING, "something odd", {"server": "s"})
+    ] * 2
+
+
+async def test_a_core_bug_propagates_and_still_leaves_no_process(tmp_path: Path) -> None:
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, GatewayStarted):
+            return [StartDownstream(downstream=1, server="echo", spec=child_spec("echo", name="echo"))]
+        raise RuntimeError("bug in the core")
+
+    core = FakeCore(script)
+    runtime = Runtime(core, settings=Settings(audit_log=""))
+    with trio.fail_after(10):
+        with pytest.raises(BaseExceptionGroup) as caught:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runtime.run)
+                await runtime.feed(GatewayStarted(now=now()))
+                pid: int | None = None
+                while pid is None:
+                    await trio.sleep(0.01)
+                    pid = getattr(runtime._downstreams.get(1), "pid", None)
+                await runtime.feed(ClientOpened(now=now(), client=0))
+    assert caught.group_contains(RuntimeError, match="bug in the core")
+    assert pid is not None and not pid_exists(pid)
+
+
+async def test_a_queued_client_that_does_not_read_is_closed(tmp_path: Path) -> None:
+    send_channel, receive_channel = trio.open_memory_channel[SendToClient](2)
+    closed: list[str] = []
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, ClientMessageReceived):
+            return [SendToClient(client="h", message={"n": i}) for i in range(5)]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(5):
+        async with running(core, tmp_path) as runtime:
+            runtime.register_client("h", queued_sender(send_channel), lambda: closed.append("h"))
+            await runtime.feed(ClientOpened(now=now(), client="h", transport="http"))
+            await runtime.feed(ClientMessageReceived(now=now(), client="h", data=b"{}"))
+            await core.wait_for(lambda events: len(events) == 3)
+    assert [receive_channel.receive_nowait().message for _ in range(2)] == [{"n": 0}, {"n": 1}]
+    assert isinstance(core.events[-1], ClientClosed) and closed == ["h"]

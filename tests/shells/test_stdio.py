@@ -1,0 +1,127 @@
+"""The stdio front over real pipes, with a scripted fake core."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+from trio.lowlevel import FdStream
+
+from lockgate.core.actions import Action, CloseClient, SendToClient, StartDownstream
+from lockgate.core.config import Settings
+from lockgate.core.events import (
+    ClientClosed,
+    ClientMessageReceived,
+    ClientOpened,
+    Event,
+    GatewayStarted,
+    ShutdownRequested,
+)
+from lockgate.shells.stdio import serve_stdio
+
+from .helpers import FakeCore, child_spec, pid_exists, wait_session_empty
+
+
+def echo(event: Event) -> list[Action]:
+    """Answer each message with what arrived; "close" makes the core close the client."""
+    if isinstance(event, ClientMessageReceived):
+        if event.data == b'"close"':
+            return [CloseClient(client=event.client)]
+        body = {"too_large": True} if event.too_large else {"got": event.data.decode()}
+        return [SendToClient(client=event.client, message=body)]
+    return []
+
+
+class Pipes:
+    def __init__(self, to_gateway: FdStream, from_gateway: FdStream) -> None:
+        self.to_gateway = to_gateway
+        self.from_gateway = from_gateway
+        self._buffer = b""
+        self.finished = trio.Event()
+
+    async def read_line(self) -> dict[str, object]:
+        while b"\n" not in self._buffer:
+            chunk = await self.from_gateway.receive_some()
+            assert chunk, "stdout closed"
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def gateway(core: FakeCore, tmp_path: Path, max_message_bytes: int = 1000) -> AsyncIterator[Pipes]:
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    settings = Settings(audit_log=str(tmp_path / "audit.jsonl"), max_message_bytes=max_message_bytes)
+    async with FdStream(in_read) as stdin, FdStream(out_write) as stdout:
+        async with FdStream(in_write) as to_gateway, FdStream(out_read) as from_gateway:
+            pipes = Pipes(to_gateway, from_gateway)
+
+            async def serve() -> None:
+                await serve_stdio(core, settings, stdin=stdin, stdout=stdout, handle_signals=False)
+                pipes.finished.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve)
+                yield pipes
+
+
+async def test_framing_and_echo(tmp_path: Path) -> None:
+    core = FakeCore(echo)
+    with trio.fail_after(5):
+        async with gateway(core, tmp_path, max_message_bytes=100) as pipes:
+            await pipes.to_gateway.send_all(b'{"a"')
+            await trio.sleep(0.01)
+            await pipes.to_gateway.send_all(b':1}\r\n\n{"b":2}\n')
+            assert await pipes.read_line() == {"got": '{"a":1}'}
+            assert await pipes.read_line() == {"got": '{"b":2}'}
+            await pipes.to_gateway.send_all(b"[" + b"1," * 200)
+            await pipes.to_gateway.send_all(b"1" * 5000 + b"]\n[3]\n")
+            assert await pipes.read_line() == {"too_large": True}
+            assert await pipes.read_line() == {"got": "[3]"}
+            await pipes.to_gateway.aclose()  # EOF
+    kinds = [type(e) for e in core.events]
+    assert kinds[:2] == [GatewayStarted, ClientOpened]
+    assert kinds[-2:] == [ClientClosed, ShutdownRequested]
+    too_large = [e for e in core.events if isinstance(e, ClientMessageReceived) and e.too_large]
+    assert len(too_large) == 1 and too_large[0].data == b""
+
+
+async def test_close_client_ends_the_session(tmp_path: Path) -> None:
+    core = FakeCore(echo)
+    with trio.fail_after(5):
+        async with gateway(core, tmp_path) as pipes:
+            await pipes.to_gateway.send_all(b'"close"\n')
+            await pipes.finished.wait()
+    assert [type(e) for e in core.events][-2:] == [ClientMessageReceived, ShutdownRequested]
+
+
+async def test_eof_stops_every_downstream(tmp_path: Path) -> None:
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, GatewayStarted):
+            return [StartDownstream(downstream=i, server="c", spec=child_spec("echo", name="c")) for i in (1, 2)]
+        return echo(event)
+
+    core = FakeCore(script)
+    with trio.fail_after(10):
+        async with gateway(core, tmp_path) as pipes:
+            await pipes.to_gateway.send_all(b"[1]\n")
+            assert await pipes.read_line() == {"got": "[1]"}
+            await trio.sleep(0.2)  # the children are up by now
+            children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == os.getpid()]
+            assert len(children) >= 2
+            await pipes.to_gateway.aclose()
+    for pid in children:
+        assert not pid_exists(pid)
+        assert await wait_session_empty(pid) == []
+
+
+def _parent(proc: Path) -> int:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1
