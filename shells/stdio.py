@@ -58,8 +58,22 @@ async def serve_stdio(
     runtime = Runtime(core, settings=settings, environ=environ)
     done = trio.Event()
 
+    out_fd = stdout.fileno() if isinstance(stdout, trio.lowlevel.FdStream) else None
+
     async def send(action: SendToClient) -> None:
-        await stdout.send_all(encode(action.message) + b"\n")
+        data = encode(action.message) + b"\n"
+        if out_fd is not None:
+            # Fast path: only the runtime's loop writes here, one message at a
+            # time, so a direct non-blocking write keeps order and spares the
+            # scheduler a round trip; a full pipe falls back to send_all.
+            try:
+                written = os.write(out_fd, data)
+            except BlockingIOError:
+                written = 0
+            if written == len(data):
+                return
+            data = data[written:]
+        await stdout.send_all(data)
 
     with _signals(handle_signals) as signals:
         async with trio.open_nursery() as nursery:
