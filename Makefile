@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 ## Serve the bundled example over stdio (connect an MCP client, or see `make demo`).
 run: $(STAMP)
 	@echo "Lockgate serves MCP on stdin/stdout; logs go to stderr. Try 'make demo' for a scripted session." >&2
-	PYTHON=$(PY) GATEWAY_AUDIT_LOG=$${GATEWAY_AUDIT_LOG:-logs/audit.jsonl} $(VENV)/bin/lockgate serve $(EXAMPLE)
+	@PYTHON=$(PY) GATEWAY_AUDIT_LOG=$${GATEWAY_AUDIT_LOG:-logs/audit.jsonl} $(VENV)/bin/lockgate serve $(EXAMPLE)
 
 ## A short scripted client session against the example, narrated.
 demo: $(STAMP)

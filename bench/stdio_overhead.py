@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -50,13 +48,7 @@ TEXT = "hello, lockgate"
 
 
 def lockgate_command() -> list[str]:
-    """The command that starts Lockgate: the ``lockgate`` script beside this Python, else ``-m``."""
-    script = Path(sys.executable).with_name("lockgate")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    found = shutil.which("lockgate")
-    if found is not None and Path(found).parent == Path(sys.executable).parent:
-        return [found]
+    """The command that starts Lockgate with this same Python."""
     return [sys.executable, "-m", "lockgate.shells"]
 
 

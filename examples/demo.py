@@ -12,8 +12,6 @@ what the rules say it should, 1 otherwise.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import tempfile
 from collections import Counter
@@ -31,13 +29,7 @@ TIME_LIMIT_S = 60
 
 
 def lockgate_command() -> list[str]:
-    """The command that starts Lockgate: the ``lockgate`` script beside this Python, else ``-m``."""
-    script = Path(sys.executable).with_name("lockgate")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    found = shutil.which("lockgate")
-    if found is not None and Path(found).parent == Path(sys.executable).parent:
-        return [found]
+    """The command that starts Lockgate with this same Python."""
     return [sys.executable, "-m", "lockgate.shells"]
 
 

@@ -138,7 +138,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         f"{_count(len(servers), 'server')} ({', '.join(servers) or 'none'}), "
         f"{_count(len(config.policy.agents), 'agent')}, "
         f"init strategy {config.settings.init_strategy}, "
-        f"audit log {config.settings.audit_log or 'off'}",
+        f"audit log {config.settings.audit_log}",
     )
     trio.run(serve_process_stdio, Gateway(config), config.settings)
     get_logger().info("stopped")
