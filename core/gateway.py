@@ -59,6 +59,7 @@ from .tools import (
     GetServerTools,
     GetStatus,
     ListServers,
+    ToolCall,
     gateway_tools,
     parse_call,
     select_tools,
@@ -242,23 +243,25 @@ class Gateway:
         arguments = req.params.get("arguments")
         if arguments is None:
             arguments = {}
+        record: JSONObject = {
+            # A client may send any name; keep the audit line bounded.
+            "operation": name[:128] if isinstance(name, str) else None,
+            "request_bytes": len(ev.data),
+            "arg_keys": sorted(arguments) if isinstance(arguments, dict) else [],
+        }
+        problem: ToolCall | ArgumentError
         if not isinstance(name, str):
-            self._reply_error(session, req.id, ErrorCode.INVALID_PARAMS, "tools/call needs a tool name", parameter="name")
-            return
-        if not isinstance(arguments, dict):
-            self._reply_error(
-                session, req.id, ErrorCode.INVALID_PARAMS, "tools/call arguments must be an object", parameter="arguments"
-            )
-            return
-        call = parse_call(name, arguments, debug=self._config.settings.debug)
-        record = {"operation": name, "request_bytes": len(ev.data), "arg_keys": sorted(arguments)}
-        if call is None:
-            self._reply_error(session, req.id, ErrorCode.INVALID_PARAMS, f"Unknown tool: {name}", parameter="name")
-            return
-        if isinstance(call, ArgumentError):
-            self._reply_error(session, req.id, ErrorCode.INVALID_PARAMS, call.message, parameter=call.parameter)
+            problem = ArgumentError("name", "tools/call needs a tool name")
+        elif not isinstance(arguments, dict):
+            problem = ArgumentError("arguments", "tools/call arguments must be an object")
+        else:
+            parsed = parse_call(name, arguments, debug=self._config.settings.debug)
+            problem = ArgumentError("name", f"Unknown tool: {name}") if parsed is None else parsed
+        if isinstance(problem, ArgumentError):
+            self._reply_error(session, req.id, ErrorCode.INVALID_PARAMS, problem.message, parameter=problem.parameter)
             self._audit(record, decision="ERROR", error_code="INVALID_PARAMS", latency=0.0)
             return
+        call = problem
         agent = self._config.policy.resolve_agent(call.agent_id, default_agent=self._config.settings.default_agent)
         if isinstance(agent, Refusal):
             self._refuse(session, req.id, record, agent)

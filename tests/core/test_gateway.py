@@ -209,12 +209,23 @@ def test_wrong_arguments_name_the_parameter(arguments: dict, parameter: str) -> 
     assert audits(actions)[0]["decision"] == "ERROR"
 
 
-def test_tools_call_without_name_or_with_bad_arguments() -> None:
+def test_tools_call_without_name_or_with_bad_arguments_is_refused_and_audited() -> None:
     d = Driver()
     d.initialize()
-    [a] = sent_to_client(d.send(req(1, "tools/call", {"arguments": {}})))
-    [b] = sent_to_client(d.send(req(2, "tools/call", {"name": "execute_tool", "arguments": [1]})))
-    assert a["error"]["data"]["parameter"] == "name" and b["error"]["data"]["parameter"] == "arguments"
+    outcomes = [
+        d.send(req(1, "tools/call", {"arguments": {}})),
+        d.send(req(2, "tools/call", {"name": "execute_tool", "arguments": [1]})),
+        d.send(call(3, "no_such_tool", x=1)),
+    ]
+    parameters = [sent_to_client(actions)[0]["error"]["data"]["parameter"] for actions in outcomes]
+    assert parameters == ["name", "arguments", "name"]
+    # Every gateway tool call leaves exactly one audit record, refused ones included.
+    records = [audits(actions) for actions in outcomes]
+    assert [[(r["operation"], r["decision"], r["error_code"]) for r in rs] for rs in records] == [
+        [(None, "ERROR", "INVALID_PARAMS")],
+        [("execute_tool", "ERROR", "INVALID_PARAMS")],
+        [("no_such_tool", "ERROR", "INVALID_PARAMS")],
+    ]
 
 
 def test_a_reused_request_id_is_refused_while_the_first_is_in_flight() -> None:
