@@ -64,12 +64,7 @@ class AuditLog:
 
     def close(self) -> None:
         """Flush and close the file; later records are dropped silently."""
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-            self._file = None
+        self._close_file()
         self._failed = True
 
     def _open(self) -> bool:
@@ -87,6 +82,9 @@ class AuditLog:
     def _fail(self, message: str) -> None:
         _log.error(message)
         self._failed = True
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._file is not None:
             try:
                 self._file.close()
