@@ -147,6 +147,7 @@ class Downstream:
             "state": self.state.value,
             "transport": self.spec.transport,
             "protocol_version": self.protocol_version,
+            "server_info": self.server_info,
             "tools": None if self.tools is None else len(self.tools),
             "pending_calls": len(self.pending),
             "waiting_calls": len(self.waiters),

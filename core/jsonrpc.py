@@ -68,10 +68,6 @@ class Response:
     id: RequestId
     raw: JSONObject
 
-    @property
-    def is_error(self) -> bool:
-        return "error" in self.raw
-
 
 @dataclass(frozen=True, slots=True)
 class Invalid:
