@@ -94,10 +94,13 @@ def _one_line(text: str) -> str:
 
 
 def _value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    if text == "" or any(c in text for c in ' "=\n\r\t'):
-        return json.dumps(text, ensure_ascii=False)
-    return text
+    if not isinstance(value, str):
+        # Numbers, lists and objects as compact JSON, quoted only if they hold whitespace.
+        text = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+        return json.dumps(text, ensure_ascii=False) if any(c in text for c in " \n\r\t") else text
+    if value == "" or any(c in value for c in ' "=\n\r\t'):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def log_threshold(*, debug: bool = False, level: str | None = None) -> int:

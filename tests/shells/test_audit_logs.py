@@ -123,3 +123,10 @@ def test_log_level_threshold(reset_logger: object, level: str | None, debug: boo
     for value in (logging.DEBUG, logging.INFO, NOTICE, logging.WARNING, logging.ERROR):
         log.log(value, "x")
     assert [json.loads(line)["level"] for line in stream.getvalue().splitlines()] == shown
+
+
+def test_text_log_fields_show_lists_as_compact_json(reset_logger: object) -> None:
+    stream = io.StringIO()
+    setup_logging(stream=stream)
+    get_logger("core").log(NOTICE, "configuration reloaded", extra={"fields": {"added": ["a", "b"], "removed": [], "x": {"k": "v w"}}})
+    assert stream.getvalue().rstrip().endswith('configuration reloaded added=["a","b"] removed=[] x="{\\"k\\":\\"v w\\"}"')
