@@ -6,7 +6,7 @@ comes out. Nothing here touches the file system.
 
 Validation never stops at the first problem: every error and warning in both
 files and the environment is collected, each located by file and JSON path
-(:func:`~.policy.json_path`), so one run of ``lockgate check`` shows them all.
+(:func:`~.policy.json_path`), so one run of ``lockgate validate`` shows them all.
 Errors refuse the configuration; warnings ride along in :attr:`Config.warnings`.
 """
 
