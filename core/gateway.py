@@ -130,7 +130,8 @@ class Gateway:
             case GatewayStarted():
                 if self._config.settings.init_strategy == "eager":
                     for ds in self._servers.values():
-                        self._start(ds, event.now)
+                        if ds.state is State.IDLE:  # a reload may have started it already
+                            self._start(ds, event.now)
             case ConfigReloaded():
                 self._on_config(event)
             case ConfigRejected():

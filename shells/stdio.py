@@ -6,7 +6,8 @@ client ends the session by closing our stdin; SIGTERM and SIGINT end it too.
 
 Theory of operation. :func:`serve_stdio` starts a :class:`~.runtime.Runtime`,
 registers client 0 with a writer that writes one encoded line per message,
-feeds ``GatewayStarted`` and ``ClientOpened``, and reads stdin into
+feeds ``GatewayStarted`` and ``ClientOpened``, starts the configuration
+watcher (:mod:`.reload`) when asked to, and reads stdin into
 ``ClientMessageReceived`` events. On EOF, a signal, a ``CloseClient`` from
 the core or a broken stdout it feeds ``ClientClosed`` and
 ``ShutdownRequested``, lets the runtime perform what follows, stop every
@@ -86,12 +87,14 @@ async def serve_stdio(
     with _signals(handle_signals) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
-            if reload is not None:
-                await nursery.start(partial(watch_config, handle_sighup=handle_signals), runtime, reload)
             runtime.register_client(STDIO_CLIENT, send, done.set)
             now = trio.current_time()
             await runtime.feed(GatewayStarted(now=now))
             await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio"))
+            if reload is not None:
+                # After GatewayStarted (a reload must not race the eager start),
+                # before the first client message (SIGHUP is handled by then).
+                await nursery.start(partial(watch_config, handle_sighup=handle_signals), runtime, reload)
             nursery.start_soon(_read_client, runtime, stdin, settings.max_message_bytes, done)
             if signals is not None:
                 nursery.start_soon(_watch_signals, signals, done)

@@ -240,3 +240,10 @@ def test_server_tools_is_a_copy_of_the_listed_tools() -> None:
     assert tools is not None
     tools.clear()
     assert d.gw.server_tools("db") == TOOLS
+
+
+def test_a_reload_before_the_gateway_started_does_not_start_a_server_twice() -> None:
+    d = Driver(make_config(init_strategy="eager"))
+    actions = d.handle(ConfigReloaded(now=0, config=make_config(servers=("db", "util", "x"), init_strategy="eager")))
+    assert starts(actions) == [(1, "x")]
+    assert starts(d.start()) == [(2, "db"), (3, "util")]
