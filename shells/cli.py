@@ -276,12 +276,15 @@ def _validate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     errors: list[Problem] = []
     warnings: tuple[Problem, ...] = ()
     config = None
+    missing = False
     try:
         files = locate_files(args.config, args.rules, environ)
         report["servers_file"], report["rules_file"] = files.servers, files.rules
         texts = (read_text(files.servers), read_text(files.rules))
     except FileProblem as exc:
+        # Its message names the file already, so text output shows it alone.
         errors.append(Problem(file=exc.path or "", path="", message=str(exc)))
+        missing = True
     else:
         try:
             config = load_config(
@@ -301,8 +304,7 @@ def _validate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         _print_json(report)
     else:
         for problem in errors:
-            # A missing file's message already names it.
-            print(f"error: {problem if problem.path or problem.file not in problem.message else problem.message}")
+            print(f"error: {problem.message if missing else problem}")
         for warning in warnings:
             print(f"warning: {warning}")
         if config is not None:
@@ -376,6 +378,8 @@ def _print_explanation(report: dict[str, Any]) -> None:
                 print("\n".join(_table(rows)))
             other = entry["other_tools"]
             print(f"  any other tool: {_decided(other)}")
+        elif not entry["configured"]:
+            print("  no such server in the configuration")
         elif entry["tools"] is None:
             print(f"  tools not listed: {entry.get('error', 'not started')}")
         elif not entry["tools"]:

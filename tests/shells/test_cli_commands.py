@@ -142,6 +142,12 @@ def test_explain_an_unknown_agent_or_a_failing_server(tmp_path: Path) -> None:
     result = run("explain", "--agent", "nobody", *EXAMPLE, env=env())
     assert result.returncode == 1
     assert result.stderr.strip() == "lockgate: error: agent 'nobody' is not defined in the rules (defined: admin, default, researcher, writer)"
+    result = run("explain", "--agent", "admin", "--server", "ghost", *EXAMPLE, env=env())
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[2:] == [
+        "server ghost (not configured): allowed by agents.admin.allow.servers[0]",
+        "  no such server in the configuration",
+    ]
     (tmp_path / "s.json").write_text(json.dumps({"mcpServers": {"gone": {"command": "no-such-command-for-lockgate"}}}))
     (tmp_path / "r.json").write_text(json.dumps({"agents": {"a": {"allow": {"servers": ["*"]}}}}))
     result = run("explain", "--agent", "a", "--config", "s.json", "--rules", "r.json", cwd=tmp_path)
