@@ -5,7 +5,7 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: run demo test typecheck unit wheel-check bench bench-stdio clean
+.PHONY: run demo test typecheck unit wheel-check bench bench-stdio bench-reload clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,11 @@ wheel-check: $(STAMP)
 bench-stdio: $(STAMP)
 	$(PY) bench/stdio_overhead.py
 
-bench: bench-stdio
+## Time from a rules file write to the new rules in effect (20 writes).
+bench-reload: $(STAMP)
+	$(PY) bench/reload_latency.py
+
+bench: bench-stdio bench-reload
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info logs
