@@ -44,6 +44,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .balance import Candidate, choose
 from .config import ServerSpec
 from .errors import LocalProtocolError
 from .events import ClientId
@@ -238,6 +239,105 @@ class Pool:
         instances = [Instance(index=i, spec=s.spec, weight=s.weight) for i, s in enumerate(spec.launch_specs())]
         shared = [] if spec.isolation == "per_client" else [Downstream(name=spec.name, spec=i.spec, entry=spec, instance=i) for i in instances]
         return cls(name=spec.name, spec=spec, instances=instances, shared=shared)
+
+    def choose(
+        self,
+        client: ClientId,
+        now: float,
+        *,
+        exclude: tuple[int, ...] = (),
+        prefer_running: bool = False,
+        draw: int = 0,
+    ) -> Downstream | str:
+        """The downstream to serve a request of ``client``, or why there is none.
+
+        Only instances whose breaker lets requests through are considered,
+        minus ``exclude`` (instances a failing-over request already tried);
+        with ``prefer_running``, a ready connection wins over starting one.
+        Under ``per_client`` isolation the client's own live session is used
+        whatever its instance's health (its state lives there); a client
+        without one gets a new session (added to :attr:`clients`, not
+        started) on the instance the strategy picks. ``max_processes``
+        refuses a session that would need one process more. ``draw`` is the
+        random number for the ``random`` strategy. Advances :attr:`turn`.
+        """
+        cap = self.spec.max_processes
+        if self.spec.isolation == "per_client":
+            own = self.clients.get(client)
+            if own is not None and own.connection is not None and own.instance.index not in exclude:
+                return own
+            if own is not None and own.state is State.IDLE:
+                del self.clients[client]  # stopped for idleness: start afresh, maybe elsewhere
+                own = None
+            if own is not None:
+                return self.unavailable(now)
+            sessions = self.sessions()
+            candidates = [
+                Candidate(
+                    index=i.index,
+                    weight=i.weight,
+                    load=sum(1 for ds in sessions if ds.instance is i),
+                    failures=i.failures,
+                )
+                for i in self.instances
+                if i.index not in exclude and i.accepts(now)
+            ]
+            if not candidates:
+                return self.unavailable(now)
+            if cap is not None and self.live() >= cap:
+                return f"all {cap} of its processes are in use (max_processes)"
+            instance = self.instances[self._pick(candidates, draw)]
+            ds = Downstream(name=self.name, spec=instance.spec, entry=self.spec, instance=instance, client=client)
+            self.clients[client] = ds
+            return ds
+        usable = [ds for ds in self.shared if ds.instance.index not in exclude and ds.instance.accepts(now)]
+        if cap is not None and self.live() >= cap:
+            usable = [ds for ds in usable if ds.connection is not None]
+            if not usable and any(ds.instance.accepts(now) for ds in self.shared):
+                return f"all {cap} of its processes are in use (max_processes)"
+        if prefer_running and any(ds.state is State.READY for ds in usable):
+            usable = [ds for ds in usable if ds.state is State.READY]
+        if not usable:
+            return self.unavailable(now)
+        candidates = [
+            Candidate(
+                index=ds.instance.index,
+                weight=ds.instance.weight,
+                load=ds.in_flight,
+                failures=ds.instance.failures,
+                running=ds.state is State.READY,
+            )
+            for ds in usable
+        ]
+        return self.shared[self._pick(candidates, draw)]
+
+    def _pick(self, candidates: list[Candidate], draw: int) -> int:
+        index, self.turn = choose(
+            self.spec.strategy,
+            candidates,
+            size=len(self.instances),
+            turn=self.turn,
+            draw=draw,
+            weights=[i.weight for i in self.instances],
+        )
+        return index
+
+    def unavailable(self, now: float) -> str:
+        """Why no instance can take a request now, in words a client may read."""
+        if len(self.instances) == 1:
+            return self._reason(self.instances[0], now)
+        reasons = "; ".join(f"instance {i.index}: {self._reason(i, now)}" for i in self.instances)
+        return f"no instance can take the request ({reasons})"
+
+    def _reason(self, instance: Instance, now: float) -> str:
+        error = instance.last_error or "not available"
+        if instance.breaker(now) == "open":
+            wait = f"{instance.retry_at - now:.1f} s"
+            running = any(ds.instance is instance and ds.connection is not None for ds in self.sessions())
+            return f"{error}; " + (f"not used for another {wait}" if running else f"next start attempt in {wait}")
+        if instance.probing:
+            return f"{error}; a probe is under way"
+        return error
 
     def sessions(self) -> list[Downstream]:
         """Every downstream of this server, shared ones first."""

@@ -46,9 +46,9 @@ from .actions import (
     StartDownstream,
     StopDownstream,
 )
-from .balance import DEFAULT_SEED, Candidate, choose, xorshift64
+from .balance import DEFAULT_SEED, xorshift64
 from .config import DEFAULT_MAX_TIMEOUT_MS, Config, ServerSpec
-from .downstream import Call, Downstream, Instance, Pool, State
+from .downstream import Call, Downstream, Pool, State
 from .errors import ErrorCode, LocalProtocolError
 from .events import (
     ClientClosed,
@@ -514,96 +514,12 @@ class Gateway:
         exclude: tuple[int, ...] = (),
         prefer_running: bool = False,
     ) -> Downstream | str:
-        """The downstream to serve a request of ``client``, or why there is none.
-
-        Only instances whose breaker lets requests through are considered,
-        minus ``exclude`` (instances a failing-over request already tried);
-        with ``prefer_running``, a ready connection wins over starting one.
-        Under ``per_client`` isolation the client's own live session is used
-        whatever its instance's health (its state lives there); a client
-        without one gets a new session on the instance the strategy picks.
-        """
-        cap = pool.spec.max_processes
-        if pool.spec.isolation == "per_client":
-            own = pool.clients.get(client)
-            if own is not None and own.connection is not None and own.instance.index not in exclude:
-                return own
-            if own is not None and own.state is State.IDLE:
-                del pool.clients[client]  # stopped for idleness: start afresh, maybe elsewhere
-                own = None
-            if own is not None:
-                return self._unavailable(pool, now, exclude)
-            sessions = pool.sessions()
-            candidates = [
-                Candidate(
-                    index=i.index,
-                    weight=i.weight,
-                    load=sum(1 for ds in sessions if ds.instance is i),
-                    failures=i.failures,
-                )
-                for i in pool.instances
-                if i.index not in exclude and i.accepts(now)
-            ]
-            if not candidates:
-                return self._unavailable(pool, now, exclude)
-            if cap is not None and pool.live() >= cap:
-                return f"all {cap} of its processes are in use (max_processes)"
-            instance = pool.instances[self._pick(pool, candidates)]
-            ds = Downstream(name=pool.name, spec=instance.spec, entry=pool.spec, instance=instance, client=client)
-            pool.clients[client] = ds
-            return ds
-        usable = [ds for ds in pool.shared if ds.instance.index not in exclude and ds.instance.accepts(now)]
-        if cap is not None and pool.live() >= cap:
-            usable = [ds for ds in usable if ds.connection is not None]
-            if not usable and any(ds.instance.accepts(now) for ds in pool.shared):
-                return f"all {cap} of its processes are in use (max_processes)"
-        if prefer_running and any(ds.state is State.READY for ds in usable):
-            usable = [ds for ds in usable if ds.state is State.READY]
-        if not usable:
-            return self._unavailable(pool, now, exclude)
-        candidates = [
-            Candidate(
-                index=ds.instance.index,
-                weight=ds.instance.weight,
-                load=ds.in_flight,
-                failures=ds.instance.failures,
-                running=ds.state is State.READY,
-            )
-            for ds in usable
-        ]
-        return pool.shared[self._pick(pool, candidates)]
-
-    def _pick(self, pool: Pool, candidates: list[Candidate]) -> int:
+        """The downstream to serve a request of ``client``, or why there is none (see :meth:`Pool.choose`)."""
         draw = 0
         if pool.spec.strategy == "random":
             self._rng = xorshift64(self._rng)
             draw = self._rng
-        index, pool.turn = choose(
-            pool.spec.strategy,
-            candidates,
-            size=len(pool.instances),
-            turn=pool.turn,
-            draw=draw,
-            weights=[i.weight for i in pool.instances],
-        )
-        return index
-
-    def _unavailable(self, pool: Pool, now: float, exclude: tuple[int, ...]) -> str:
-        """Why no instance of ``pool`` can take a request now, for the client."""
-        if len(pool.instances) == 1:
-            return self._instance_reason(pool, pool.instances[0], now)
-        reasons = "; ".join(f"instance {i.index}: {self._instance_reason(pool, i, now)}" for i in pool.instances)
-        return f"no instance can take the request ({reasons})"
-
-    def _instance_reason(self, pool: Pool, instance: Instance, now: float) -> str:
-        error = instance.last_error or "not available"
-        if instance.breaker(now) == "open":
-            wait = f"{instance.retry_at - now:.1f} s"
-            running = any(ds.instance is instance and ds.connection is not None for ds in pool.sessions())
-            return f"{error}; " + (f"not used for another {wait}" if running else f"next start attempt in {wait}")
-        if instance.probing:
-            return f"{error}; a probe is under way"
-        return error
+        return pool.choose(client, now, exclude=exclude, prefer_running=prefer_running, draw=draw)
 
     def _assign(self, ds: Downstream, call: Call, now: float) -> None:
         """Hand a call to a downstream: serve it now, or wait for (and start) the connection."""
