@@ -405,3 +405,56 @@ def test_status_shows_each_instance() -> None:
         {"transport": "stdio", "weight": 1, "state": "backoff", "health": "unhealthy", "breaker": "closed", "in_use": 0,
          "starts": 1, "consecutive_failures": 1, "last_error": "exited with code 1"},
     ]
+
+
+def test_an_idle_per_client_session_is_stopped_and_the_client_gets_a_new_one() -> None:
+    d = Driver(pool_config(2, isolation="per_client", idle_timeout=1.0))
+    d.initialize()
+    d.send(execute(1))
+    d.handshake_connection(1, [ECHO_TOOL])
+    [idle] = new_timers(d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}}))
+    d.now = 1.0
+    assert StopDownstream(downstream=1) in d.fire(idle.timer)
+    d.send(execute(2))
+    assert [(s.downstream, s.instance) for s in d.started] == [(1, 0), (2, 1)]
+
+
+def test_a_shared_pool_at_its_cap_does_not_start_another_instance() -> None:
+    d = Driver(pool_config(2, eager=True, max_processes=1))
+    all_ready(d, 1)
+    assert [s.instance for s in d.started] == [0]
+    assert forwarded_to(d.send(execute(1))) == [1]  # waits its turn on the running one
+    for i, at in ((2, 0.1), (3, 0.2)):
+        d.now = at - 0.1
+        [timer] = new_timers(d.send(execute(i, timeout_ms=100)))
+        d.now = at
+        d.fire(timer.timer)
+    # Instance 0 is out (breaker open) and holds the only process allowed.
+    [msg] = sent_to_client(d.send(execute(4)))
+    assert msg["error"]["data"]["reason"] == "all 1 of its processes are in use (max_processes)"
+
+
+def test_a_stopped_probe_does_not_block_the_instance() -> None:
+    d = Driver(pool_config(1, isolation="per_client"))
+    d.initialize()
+    for i in (1, 2):
+        d.send(execute(i))
+        d.exit_connection(d.started[-1].downstream)
+    d.now = 0.5
+    d.send(execute(3))  # the probe start
+    d.handle(ClientClosed(now=d.now, client=0))
+    open_client(d, "b")
+    assert [a for a in d.send(execute(4), client="b") if isinstance(a, StartDownstream)] != []
+
+
+def test_reload_retires_per_client_sessions_once_idle() -> None:
+    d = Driver(pool_config(1, isolation="per_client"))
+    d.initialize()
+    d.send(execute(1))
+    d.handshake_connection(1, [ECHO_TOOL])
+    actions = d.handle(ConfigReloaded(now=0, config=pool_config(2, isolation="per_client")))
+    assert [a for a in actions if isinstance(a, StopDownstream)] == []
+    actions = d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}})
+    assert StopDownstream(downstream=1) in actions
+    # The client's next call gets a session from the new pool.
+    assert [a.downstream for a in d.send(execute(2)) if isinstance(a, StartDownstream)] == [2]
