@@ -196,10 +196,6 @@ class Downstream:
     #: Set when a reload removed or changed this server: stop once idle.
     retiring: bool = False
 
-    @property
-    def start_timer(self) -> int | None:
-        return self.timers.get("start")
-
     def move(self, new: State) -> None:
         """Change state, refusing any transition the table does not list."""
         if new is not self.state and new not in _TRANSITIONS[self.state]:
