@@ -15,11 +15,15 @@ A downstream owns at most one live connection at a time, named by a
 connection id the core mints afresh at every start, so events from an
 earlier incarnation are recognisably stale:
 
-    IDLE ──need──► STARTING ──initialize ok──► LISTING ──tools/list done──► READY
-      ▲               │                            │                          │
-      │               └──────── exit / error / start or ping timeout ─────────┤
-      │                                                                       ▼
-      └──── (stopped: idle timeout, client gone, reload, shutdown) ◄──── BACKOFF
+    IDLE ──use──► STARTING ──initialize ok──► LISTING ──tools/list done──► READY
+                   ▲  │                            │                          │
+                   │  └──── exit / error / start or ping timeout ─────────────┤
+                   │                                                          ▼
+                   └────────── restart after the backoff, or use ──────── BACKOFF
+
+Any state goes to IDLE when the downstream is stopped on purpose (idle
+timeout, client gone, reload, shutdown); a per-client session that failed
+goes from BACKOFF to IDLE and is dropped.
 
 Requests that need a downstream while it starts wait in ``waiters``; they
 have reached no instance yet, so when the start fails they fail over to
