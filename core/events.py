@@ -35,9 +35,15 @@ ClientId = Union[int, str]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayStarted:
-    """The shell is up and ready to perform actions (eager downstreams start now)."""
+    """The shell is up and ready to perform actions (eager downstreams start now).
+
+    ``seed`` is a random number from the shell, the only source of the
+    ``random`` load-balancing strategy (see :mod:`lockgate.core.balance`);
+    0 leaves the core's fixed default, so runs are reproducible.
+    """
 
     now: float
+    seed: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,8 +11,9 @@ SendToClient        awaits the client's ``send`` callable (stdio writes
                     stdout there; queued transports put it on their own
                     bounded channel and fail at once when it is full)
 CloseClient         calls the client's ``close`` callable; nothing is reported
-StartDownstream     spawns the downstream's task (stdio process, see
-                    :mod:`.downstream_stdio`)
+StartDownstream     spawns the task of one instance's connection (stdio
+                    process, see :mod:`.downstream_stdio`); the core chose
+                    the instance and put how to start it in ``spec``
 SendToDownstream    queues the encoded line on the downstream's bounded
                     writer queue; never waits. A full queue means the server
                     is not reading: it is stopped and reported as exited
@@ -351,6 +352,8 @@ class Runtime:
         if previous is not None:
             _log.error("downstream id started twice", extra={"fields": {"downstream": action.downstream}})
             previous.stop()
+        # `action.spec` describes this one instance (a command or a url); the
+        # core has already chosen it, so the shell only picks the transport.
         downstream: Downstream
         if action.spec.transport == "stdio":
             downstream = StdioDownstream(
@@ -365,6 +368,7 @@ class Runtime:
                 environ=self._environ,
             )
         else:
+            # url instances: the Streamable HTTP transport plugs in here.
             downstream = UnsupportedDownstream(
                 downstream=action.downstream,
                 server=action.server,
