@@ -17,6 +17,11 @@ lives as long as the process). Requests that need the server while it starts
 wait in ``waiters``. When a connection dies, its pending calls fail at once;
 the next use restarts it, unless it has failed repeatedly without reaching
 READY, in which case further uses fail at once until the backoff delay passes.
+
+An HTTP server may lose our MCP session (it expired it, or restarted) while
+the connection stays up: READY goes back to STARTING on the same connection
+id, the handshake runs again, and the calls the server refused wait with the
+new ones (see ``Gateway._on_session_lost``).
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ _TRANSITIONS: dict[State, frozenset[State]] = {
     State.IDLE: frozenset({State.STARTING}),
     State.STARTING: frozenset({State.LISTING, State.BACKOFF, State.IDLE}),
     State.LISTING: frozenset({State.READY, State.BACKOFF, State.IDLE}),
-    State.READY: frozenset({State.BACKOFF, State.IDLE}),
+    # READY -> STARTING: an HTTP server lost our session; handshake again.
+    State.READY: frozenset({State.STARTING, State.BACKOFF, State.IDLE}),
     State.BACKOFF: frozenset({State.STARTING, State.IDLE}),
 }
 
@@ -92,6 +98,8 @@ class Call:
     arg_keys: tuple[str, ...] = ()
     wire_id: int | None = None
     connection: int | None = None
+    #: Set once the call was sent again after an HTTP server lost our session.
+    resent: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -125,6 +133,9 @@ class Downstream:
     garbage_lines: int = 0
     #: Set when a reload removed or changed this server: stop once idle.
     retiring: bool = False
+    #: Wire id of the latest ``initialize``: lower ids went to an earlier
+    #: MCP session of this connection (HTTP servers can lose sessions).
+    session_wire: int = 0
 
     def move(self, new: State) -> None:
         """Change state, refusing any transition the table does not list."""
