@@ -100,8 +100,9 @@ class HttpDownstream:
     ) -> None:
         self.downstream = downstream
         self.server = server
-        self._url = spec.url or ""
-        self._where = _host_and_port(self._url)
+        self._where = _host_and_port(spec.url or "")
+        # Parsed once: httpx would parse a string again for every request.
+        self._url: httpx.URL | None = httpx.URL(spec.url) if spec.url else None
         # Configured headers (Authorization, say) go on every request; the
         # protocol's own headers are set per request and win over them.
         self._base_headers = {name.lower(): value for name, value in spec.headers.items()}
@@ -156,7 +157,7 @@ class HttpDownstream:
         self._scope.cancel()
 
     async def _run(self) -> None:
-        if not self._url:
+        if self._url is None:
             self._failure = "no url configured"
             return
         timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)
@@ -187,7 +188,7 @@ class HttpDownstream:
         return headers
 
     async def _post(self, data: bytes) -> None:
-        assert self._client is not None
+        assert self._client is not None and self._url is not None
         session = self.session
         try:
             async with self._client.stream(
@@ -202,10 +203,19 @@ class HttpDownstream:
 
     async def _on_post_response(self, data: bytes, session: str | None, response: httpx.Response) -> None:
         status = response.status_code
-        if session is None and self.session is None:
-            minted = response.headers.get("mcp-session-id")
-            if minted and status < 300:
+        minted = response.headers.get("mcp-session-id") if session is None and self.session is None else None
+        if minted and status < 300:
+            self.session = minted
+            # The GET stream opens once the initialize result (and with it
+            # the protocol version for its headers) has been read.
+            await self._on_answer(data, session, response)
+            if self.session == minted:
                 self._open_session(minted)
+            return
+        await self._on_answer(data, session, response)
+
+    async def _on_answer(self, data: bytes, session: str | None, response: httpx.Response) -> None:
+        status = response.status_code
         if status == 404 and session is not None:
             # MCP 2025-11-25, basic/transports, "Session Management": the
             # session is gone and the message was not processed.
@@ -265,7 +275,7 @@ class HttpDownstream:
 
     async def _resume(self, parser: SseParser) -> None:
         """Reopen a broken response stream by GET with ``Last-Event-ID`` until the answer comes."""
-        assert self._client is not None
+        assert self._client is not None and self._url is not None
         session = self.session
         for _ in range(RESUME_ATTEMPTS):
             await trio.sleep(parser.retry / 1000 if parser.retry is not None else LISTEN_RETRY_S)
@@ -287,13 +297,12 @@ class HttpDownstream:
     # -- the session and its GET stream -----------------------------------------
 
     def _open_session(self, session: str) -> None:
-        self.session = session
         assert self._nursery is not None
         self._nursery.start_soon(self._listen, session)
 
     async def _listen(self, session: str) -> None:
         """Keep the GET stream for server-sent messages open while ``session`` lasts."""
-        assert self._client is not None
+        assert self._client is not None and self._url is not None
         parser = SseParser(self._max_message_bytes)
         pause = LISTEN_RETRY_S
         while self.session == session:
@@ -335,7 +344,7 @@ class HttpDownstream:
     async def _end_session(self, client: httpx.AsyncClient) -> None:
         """DELETE the session (MCP 2025-11-25, "Session Management"); bounded, errors ignored."""
         session, self.session = self.session, None
-        if session is None:
+        if session is None or self._url is None:
             return
         with trio.move_on_after(STOP_S):
             try:
