@@ -5,7 +5,7 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: run demo test typecheck unit wheel-check bench bench-stdio clean
+.PHONY: run demo test typecheck unit wheel-check bench bench-stdio bench-http-downstream clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,7 +44,11 @@ wheel-check: $(STAMP)
 bench-stdio: $(STAMP)
 	$(PY) bench/stdio_overhead.py
 
-bench: bench-stdio
+## Through Lockgate (stdio front) to a Streamable HTTP echo server vs straight to it.
+bench-http-downstream: $(STAMP)
+	$(PY) bench/http_downstream.py
+
+bench: bench-stdio bench-http-downstream
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info logs
