@@ -70,6 +70,11 @@ LISTEN_RETRY_MAX_S = 10.0
 RESUME_ATTEMPTS = 3
 #: How much of an error response's body the core gets to see.
 ERROR_BODY_BYTES = 65536
+#: Connections per downstream: each call in flight holds one while its
+#: answer streams, and the GET stream holds one. Past the limit, calls wait
+#: for a free connection (under their own timeouts).
+MAX_CONNECTIONS = 100
+KEEPALIVE_CONNECTIONS = 20
 
 _ACCEPT_POST = "application/json, text/event-stream"
 _ACCEPT_SSE = "text/event-stream"
@@ -161,7 +166,8 @@ class HttpDownstream:
             self._failure = "no url configured"
             return
         timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=KEEPALIVE_CONNECTIONS)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
             self._client = client
             try:
                 with self._scope:

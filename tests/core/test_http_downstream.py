@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lockgate.core import __version__
 from lockgate.core.actions import CancelTimer, Log, SendToClient, SendToDownstream, SetTimer, StopDownstream
 from lockgate.core.events import DownstreamHttpError, DownstreamSessionLost
@@ -239,3 +242,13 @@ def test_session_loss_and_http_errors_are_deterministic() -> None:
         return out
 
     assert run() == run()
+
+
+@given(data=st.one_of(st.none(), st.binary(max_size=64)), status=st.integers(100, 599), body=st.binary(max_size=64))
+@settings(max_examples=200)
+def test_any_refusal_the_shell_reports_never_raises(data: bytes | None, status: int, body: bytes) -> None:
+    d = ready_driver()
+    d.send(call("a", "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    d.handle(DownstreamHttpError(now=d.now, downstream=1, data=data, status=status, body=body))
+    d.handle(DownstreamSessionLost(now=d.now, downstream=1, data=data))
+    d.handle(DownstreamSessionLost(now=d.now, downstream=1, data=wire(echo(3))))

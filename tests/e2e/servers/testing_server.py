@@ -63,14 +63,17 @@ def drop_everything() -> str:
     return "dropped"
 
 
-@app.tool()
+# Two more tools, registered in the HTTP mode only (see serve_http). With
+# them registered over stdio, calls made while the blocking `hang` runs were
+# seen to wait behind it, which breaks the stdio timeout test.
+
+
 async def slow(seconds: float) -> str:
     """Answer after `seconds` without blocking other calls."""
     await anyio.sleep(seconds)
     return f"slept {seconds}"
 
 
-@app.tool()
 async def count(steps: int, ctx: Context) -> str:
     """Report progress `steps` times, then answer."""
     for step in range(1, steps + 1):
@@ -85,6 +88,8 @@ def _option(name: str) -> str | None:
 def serve_http(fd: int, log: str | None) -> None:
     import uvicorn
 
+    app.tool()(slow)
+    app.tool()(count)
     inner = app.streamable_http_app()
 
     async def recording(scope: dict[str, Any], receive: Any, send: Any) -> None:
