@@ -216,7 +216,7 @@ class HttpDownstream:
             # the protocol version for its headers) has been read.
             await self._on_answer(data, session, response)
             if self.session == minted:
-                self._open_session(minted)
+                self._start_listening(minted)
             return
         await self._on_answer(data, session, response)
 
@@ -302,7 +302,7 @@ class HttpDownstream:
 
     # -- the session and its GET stream -----------------------------------------
 
-    def _open_session(self, session: str) -> None:
+    def _start_listening(self, session: str) -> None:
         assert self._nursery is not None
         self._nursery.start_soon(self._listen, session)
 

@@ -68,6 +68,9 @@ async def test_a_crash_mid_call_fails_at_once_and_the_next_call_restarts_it(setu
 
 async def test_a_hung_call_times_out_while_other_calls_keep_working(setup: Setup) -> None:
     async with setup.client() as client:
+        # Start the server first: on a loaded machine its start-up alone can
+        # take longer than the hung call's 1.5 s timeout.
+        await client.call_tool("execute_tool", {"agent_id": "dev", "server": "testing", "tool": "echo", "args": {"text": "up"}})
         outcome: dict[str, object] = {}
 
         async def hang() -> None:

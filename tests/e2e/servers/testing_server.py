@@ -63,9 +63,8 @@ def drop_everything() -> str:
     return "dropped"
 
 
-# Two more tools, registered in the HTTP mode only (see serve_http). With
-# them registered over stdio, calls made while the blocking `hang` runs were
-# seen to wait behind it, which breaks the stdio timeout test.
+# Two more tools, registered in the HTTP mode only (see serve_http), so the
+# stdio server stays exactly what the stdio tests were written against.
 
 
 async def slow(seconds: float) -> str:
