@@ -40,6 +40,11 @@ start when it has no connection, else a ``ping`` (calls are not used as
 probes: a slow tool would hold every other call back); the probe's success
 closes the breaker, its failure opens it again for longer
 (:func:`backoff_delay`).
+
+An HTTP server may lose our MCP session (it expired it, or restarted) while
+the connection stays up: READY goes back to STARTING on the same connection
+id, the handshake runs again, and the calls the server refused wait with the
+new ones (see ``Gateway._on_session_lost``).
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ _TRANSITIONS: dict[State, frozenset[State]] = {
     State.IDLE: frozenset({State.STARTING}),
     State.STARTING: frozenset({State.LISTING, State.BACKOFF, State.IDLE}),
     State.LISTING: frozenset({State.READY, State.BACKOFF, State.IDLE}),
-    State.READY: frozenset({State.BACKOFF, State.IDLE}),
+    # READY -> STARTING: an HTTP server lost our session; handshake again.
+    State.READY: frozenset({State.STARTING, State.BACKOFF, State.IDLE}),
     State.BACKOFF: frozenset({State.STARTING, State.IDLE}),
 }
 
@@ -124,6 +130,8 @@ class Call:
     deadline: float = 0.0
     hard_deadline: float = 0.0
     tried: tuple[int, ...] = ()
+    #: Set once the call was sent again after an HTTP server lost our session.
+    resent: bool = False
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -199,6 +207,9 @@ class Downstream:
     garbage_lines: int = 0
     #: Set when a reload removed or changed this server: stop once idle.
     retiring: bool = False
+    #: Wire id of the latest ``initialize``: lower ids went to an earlier
+    #: MCP session of this connection (HTTP servers can lose sessions).
+    session_wire: int = 0
 
     def move(self, new: State) -> None:
         """Change state, refusing any transition the table does not list."""

@@ -30,6 +30,7 @@ fires early is set again for it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -58,7 +59,9 @@ from .events import (
     ConfigRejected,
     ConfigReloaded,
     DownstreamExited,
+    DownstreamHttpError,
     DownstreamMessageReceived,
+    DownstreamSessionLost,
     Event,
     GatewayStarted,
     ShutdownRequested,
@@ -159,6 +162,10 @@ class Gateway:
                 ds = self._connections.pop(event.downstream, None)
                 if ds is not None:
                     self._connection_failed(ds, event.reason, event.now, stop=False)
+            case DownstreamSessionLost():
+                self._on_session_lost(event)
+            case DownstreamHttpError():
+                self._on_http_error(event)
             case GatewayStarted():
                 if event.seed:
                     self._rng = event.seed & 0xFFFFFFFFFFFFFFFF or DEFAULT_SEED
@@ -576,8 +583,15 @@ class Gateway:
         instance.starts += 1
         self._connections[connection] = ds
         self._emit(StartDownstream(downstream=connection, server=ds.name, spec=ds.spec, instance=instance.index))
+        self._send_initialize(ds, now)
+
+    def _send_initialize(self, ds: Downstream, now: float) -> None:
+        """Begin the MCP handshake on ``ds``'s connection, under the start timer."""
+        connection = ds.connection
+        assert connection is not None
         wire_id = ds.take_wire_id()
         ds.internal[wire_id] = "initialize"
+        ds.session_wire = wire_id
         self._emit(
             SendToDownstream(
                 downstream=connection,
@@ -889,6 +903,102 @@ class Gateway:
                 if ds.state is State.BACKOFF and not ds.retiring and not self._closing and ds.instance.accepts(now):
                     self._start(ds, now)
 
+    # -- HTTP downstreams: lost sessions and error statuses ----------------------
+
+    def _on_session_lost(self, ev: DownstreamSessionLost) -> None:
+        """An HTTP server lost our MCP session: handshake again, then resend what it refused.
+
+        A 404 to a message sent under a session means the server did not
+        process it (MCP 2025-11-25, basic/transports, "Session Management"),
+        so a refused ``tools/call`` is sent once more, with a new wire id, as
+        soon as the new session is READY; until then it waits with the other
+        calls, under its own timer. A call refused twice fails with
+        ``SERVER_UNAVAILABLE``, and so does the whole connection when the
+        session the handshake just opened is lost too. Refusals of messages
+        sent under an older session (wire id below the latest ``initialize``)
+        need no new handshake.
+        """
+        ds = self._connections.get(ev.downstream)
+        if ds is None:
+            return
+        sent = decode(ev.data) if ev.data is not None else None
+        wire_id = sent.id if isinstance(sent, Request) and isinstance(sent.id, int) else None
+        if wire_id is None or wire_id >= ds.session_wire:
+            if ds.state is not State.READY:
+                self._fail(ds, "lost its MCP session during the handshake", ev.now)
+                return
+            self._log("info", "server lost our MCP session; opening a new one", server=ds.name)
+            # Health, ping and idle timers belong to the lost session; READY arms them again.
+            self._cancel_ds_timers(ds)
+            ds.move(State.STARTING)
+            self._send_initialize(ds, ev.now)
+        if wire_id is None:
+            return
+        ds.internal.pop(wire_id, None)  # a refused tools/list: the new handshake lists again
+        call = ds.pending.pop(wire_id, None)
+        if call is None:
+            return
+        if call.resent:
+            self._fail_call(ds, call, "lost its MCP session twice in a row", ev.now)
+            return
+        call.resent = True
+        call.wire_id = None
+        if ds.state is State.READY:
+            self._dispatch(ds, call, ev.now)
+        else:
+            ds.waiters.append(call)
+
+    def _on_http_error(self, ev: DownstreamHttpError) -> None:
+        """Decide what an HTTP error status from a downstream means.
+
+        - 401: the server wants credentials we do not have; nothing on this
+          connection can work, so it fails (and restarts with backoff).
+        - A request answered 4xx with a JSON-RPC error body: that error is
+          the request's answer; the connection is fine.
+        - A request answered 4xx without one: that request fails with
+          ``SERVER_UNAVAILABLE``, or the connection when it was the
+          gateway's own (``initialize``, ``tools/list``).
+        - 5xx and anything else on a request: the server is broken; the
+          connection fails.
+        - A notification or a response: nothing waits for an answer; logged.
+        """
+        ds = self._connections.get(ev.downstream)
+        if ds is None:
+            return
+        reason = f"HTTP status {ev.status} from the server"
+        if ev.status == 401:
+            self._fail(ds, "authentication required", ev.now)
+            return
+        sent = decode(ev.data) if ev.data is not None else None
+        if not isinstance(sent, Request) or not isinstance(sent.id, int):
+            method = sent.method if isinstance(sent, Notification) else None
+            self._log("warning", "server refused a message", server=ds.name, status=ev.status, method=method)
+            return
+        if 400 <= ev.status < 500:
+            err = _jsonrpc_error(ev.body)
+            if err is not None:
+                answer = {"jsonrpc": "2.0", "id": sent.id, "error": err}
+                self._on_downstream_response(ds, Response(sent.id, answer), ev.now)
+                return
+            call = ds.pending.pop(sent.id, None)
+            if call is not None:
+                self._fail_call(ds, call, reason, ev.now)
+                return
+            if sent.id not in ds.internal:
+                return  # a request already answered or abandoned
+        self._fail(ds, reason, ev.now)
+
+    def _fail_call(self, ds: Downstream, call: Call, reason: str, now: float) -> None:
+        """Answer one call with ``SERVER_UNAVAILABLE``; its connection stays up."""
+        self._finish(
+            call, now,
+            response=self._error(
+                call.request_id, ErrorCode.SERVER_UNAVAILABLE, f"Server '{ds.name}' is unavailable: {reason}",
+                server=ds.name, reason=reason,
+            ),
+            decision="ERROR", error_code="SERVER_UNAVAILABLE",
+        )
+
     # -- timers, reload, shutdown ----------------------------------------------
 
     def _set_timer(self, deadline: float) -> int:
@@ -1142,6 +1252,18 @@ class Gateway:
 
 
 _OPERATIONS = frozenset({"list_servers", "get_server_tools", "execute_tool", "get_gateway_status"})
+
+
+def _jsonrpc_error(body: bytes) -> JSONObject | None:
+    """The ``error`` object of a JSON-RPC error response in ``body``, if it is one."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("code"), int) and isinstance(err.get("message"), str):
+        return err
+    return None
 
 
 def _describe(spec: ServerSpec, metadata: bool) -> JSONObject:
