@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log everything, down to debug, on stderr (also GATEWAY_DEBUG=1)",
     )
+    serve.add_argument(
+        "--record",
+        metavar="DIR",
+        help="write core and wire transcripts of every session into DIR (see conformance/README.md)",
+    )
     return parser
 
 
@@ -140,7 +145,20 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         f"init strategy {config.settings.init_strategy}, "
         f"audit log {config.settings.audit_log}",
     )
-    trio.run(serve_process_stdio, Gateway(config), config.settings)
+    if not args.record:
+        trio.run(serve_process_stdio, Gateway(config), config.settings)
+    else:
+        import json
+
+        from .record import Recorder
+        from .stdio import STDIO_CLIENT
+
+        recorder = Recorder(args.record, config, json.loads(rules_text))
+        try:
+            core = recorder.wrap(Gateway(config))
+            trio.run(serve_process_stdio, core, config.settings, recorder.wire(STDIO_CLIENT))
+        finally:
+            recorder.close()
     get_logger().info("stopped")
     return 0
 
