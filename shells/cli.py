@@ -153,7 +153,10 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         from .record import Recorder
         from .stdio import STDIO_CLIENT
 
-        recorder = Recorder(args.record, config, json.loads(rules_text))
+        try:
+            recorder = Recorder(args.record, config, json.loads(rules_text))
+        except OSError as exc:
+            raise _Fatal(f"cannot record into {args.record}: {exc.strerror or type(exc).__name__}") from None
         try:
             core = recorder.wrap(Gateway(config))
             trio.run(serve_process_stdio, core, config.settings, recorder.wire(STDIO_CLIENT))
