@@ -663,6 +663,104 @@ scenario("fixture_modern_client", "a 2026-07-28 client (stdio_modern_basic.jsonl
     _client_side("stdio_modern_basic.jsonl"))
 
 
+# -- concurrent sessions (two clients of one gateway, in process) -----------------------
+
+SESSIONS = "concurrent_sessions"
+"""Two clients of one gateway, sharing the raw server: recorded in process (stdio has one client).
+
+They give two transcripts: ``concurrent_sessions_1`` (the run until the first
+client leaves) and ``concurrent_sessions_2`` (the whole run). Their wire
+sides are each client's own traffic.
+"""
+
+
+class MemoryClient:
+    """A client of an in-process Runtime: messages in through ``feed``, out through ``send``."""
+
+    def __init__(self, runtime: Any, client: int, tap: Any) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.tap = tap
+        self.received: list[JSON] = []
+        self._changed = trio.Event()
+
+    async def send_action(self, action: Any) -> None:
+        from lockgate.core.jsonrpc import encode
+
+        data = encode(action.message)
+        self.tap("s2c", data)
+        self.received.append(json.loads(data))
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def request(self, request_id: int, method: str, params: JSON | None = None) -> JSON:
+        from lockgate.core.events import ClientMessageReceived
+
+        message: JSON = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        data = json.dumps(message, separators=(",", ":")).encode()
+        self.tap("c2s", data)
+        await self.runtime.feed(ClientMessageReceived(now=trio.current_time(), client=self.client, data=data))
+        with trio.fail_after(30):
+            while True:
+                for m in self.received:
+                    if m.get("id") == request_id and "method" not in m:
+                        return m
+                await self._changed.wait()
+
+
+async def record_sessions(out: Path = TRANSCRIPTS) -> None:
+    from lockgate.core.config import load_config
+    from lockgate.core.events import ClientClosed, ClientOpened, GatewayStarted, ShutdownRequested
+    from lockgate.core.gateway import Gateway
+    from lockgate.shells.record import Recorder
+    from lockgate.shells.runtime import Runtime
+
+    with tempfile.TemporaryDirectory(prefix="lockgate-record-") as scratch:
+        work = Path(scratch)
+        _prepare(work)
+        servers_text = json.dumps({"mcpServers": {"raw": RAW, "sdk": SDK}})
+        rules_text = json.dumps(RULES)
+        environ = _environ(Scenario(name=SESSIONS, about=""))
+        old = os.getcwd()
+        os.chdir(work)  # server commands and the audit log are relative to the gateway's folder
+        try:
+            config = load_config(servers_text=servers_text, servers_file="servers.json", rules_text=rules_text,
+                                 rules_file="rules.json", environ=environ)
+            recorder = Recorder(work / "recording", config, RULES, transport="memory", prefix="run")
+            runtime = Runtime(recorder.wrap(Gateway(config)), settings=config.settings, environ=environ)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(runtime.run)
+                await runtime.feed(GatewayStarted(now=trio.current_time()))
+                clients = [MemoryClient(runtime, n, recorder.wire(n)) for n in (1, 2)]
+                for c in clients:
+                    runtime.register_client(c.client, c.send_action)
+                    await runtime.feed(ClientOpened(now=trio.current_time(), client=c.client, transport="memory"))
+
+                async def session(c: MemoryClient, agent: str, server: str) -> None:
+                    await c.request(1, "initialize", INIT)
+                    await c.request(2, "tools/call", call_params("execute_tool", agent_id=agent, server=server, tool="echo", args={"text": agent}))
+                    await c.request(3, "tools/call", call_params("execute_tool", agent_id=agent, server="raw", tool="slow", args={"steps": 2}))
+                    await c.request(4, "tools/call", call_params("get_server_tools", agent_id=agent, server="raw", names="echo,drop_table"))
+
+                async with trio.open_nursery() as both:
+                    both.start_soon(session, clients[0], "dev", "sdk")
+                    both.start_soon(session, clients[1], "reader", "raw")
+                await runtime.feed(ClientClosed(now=trio.current_time(), client=1))
+                await clients[1].request(5, "ping")
+                await runtime.feed(ClientClosed(now=trio.current_time(), client=2))
+                await runtime.feed(ShutdownRequested(now=trio.current_time()))
+                await runtime.aclose()
+            recorder.close()
+        finally:
+            os.chdir(old)
+        for n in (1, 2):
+            for kind in ("core", "wire"):
+                data = (work / "recording" / f"run-s{n}.{kind}.jsonl").read_bytes()
+                (out / f"{SESSIONS}_{n}.{kind}.jsonl").write_bytes(data)
+
+
 # -- running ---------------------------------------------------------------------------
 
 
@@ -747,6 +845,15 @@ def _open_sessions(directory: Path) -> bool:
 async def main_async(names: list[str]) -> int:
     chosen = [s for s in SCENARIOS if not names or any(s.name == n or s.name.startswith(n) for n in names)]
     failures = 0
+    total = len(chosen)
+    if not names or any(SESSIONS.startswith(n) or n.startswith(SESSIONS) for n in names):
+        total += 1
+        try:
+            await record_sessions()
+            print(f"recorded {SESSIONS}_1 and {SESSIONS}_2")
+        except Exception as exc:
+            failures += 1
+            print(f"FAILED {SESSIONS}: {exc!r}", file=sys.stderr)
     for s in chosen:
         try:
             await record(s)
@@ -754,7 +861,7 @@ async def main_async(names: list[str]) -> int:
         except Exception as exc:  # report every scenario, not just the first failure
             failures += 1
             print(f"FAILED {s.name}: {exc!r}", file=sys.stderr)
-    print(f"{len(chosen) - failures} of {len(chosen)} scenarios recorded into {TRANSCRIPTS.relative_to(ROOT)}")
+    print(f"{total - failures} of {total} scenarios recorded into {TRANSCRIPTS.relative_to(ROOT)}")
     return 1 if failures else 0
 
 
@@ -766,6 +873,7 @@ def main() -> int:
     if args.list:
         for s in SCENARIOS:
             print(f"{s.name:36} {s.about}")
+        print(f"{SESSIONS + '_1, _2':36} two clients of one gateway at once, recorded in process (core replay only)")
         return 0
     return trio.run(main_async, args.names)
 

@@ -39,6 +39,8 @@ JSON = dict[str, Any]
 #: Transcripts whose shell replay cannot be exact, and why. Their core replay still runs.
 SHELL_SKIP: dict[str, str] = {
     "error_backoff": "the error names the seconds left before the next start, which depend on how fast the client called again",
+    "concurrent_sessions_1": "two clients of one gateway: the stdio front has one client (replayable over HTTP)",
+    "concurrent_sessions_2": "two clients of one gateway: the stdio front has one client (replayable over HTTP)",
 }
 
 
