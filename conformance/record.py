@@ -663,6 +663,54 @@ scenario("fixture_modern_client", "a 2026-07-28 client (stdio_modern_basic.jsonl
     _client_side("stdio_modern_basic.jsonl"))
 
 
+# -- the MCP Inspector CLI ---------------------------------------------------------------
+
+INSPECTOR: list[tuple[str, str, list[str]]] = [
+    ("inspector_tools_list", "the MCP Inspector CLI 2.12.0: initialize, logging/setLevel, tools/list", ["--method", "tools/list"]),
+    ("inspector_execute_tool", "the MCP Inspector CLI 2.12.0 calls execute_tool (echo)",
+     ["--method", "tools/call", "--tool-name", "execute_tool", "--tool-arg", "agent_id=dev", "server=raw", "tool=echo", 'args={"text":"hi"}']),
+    ("inspector_denied", "the MCP Inspector CLI 2.12.0 calls a denied tool and gets DENIED_BY_POLICY",
+     ["--method", "tools/call", "--tool-name", "execute_tool", "--tool-arg", "agent_id=dev", "server=raw", "tool=drop_table", 'args={"table":"t"}']),
+]
+"""Scenarios driven by the real Inspector CLI (it needs Node 22: ``make conformance-record`` installs both)."""
+
+
+def _inspector() -> list[str] | None:
+    """The command that runs ``mcp-inspector``, in a network namespace of its own when possible; ``None`` without Node 22."""
+    import shutil
+
+    found = shutil.which("mcp-inspector")
+    node = shutil.which("node")
+    if found is None or node is None:
+        return None
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip().lstrip("v")
+    if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 22:
+        return None
+    # Some Node tools listen on every interface; with only loopback nothing can reach them.
+    isolated = shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0
+    return (["unshare", "-rn"] if isolated else []) + [found, "--cli"]
+
+
+async def record_inspector(name: str, arguments: list[str], command: list[str], out: Path = TRANSCRIPTS) -> None:
+    with tempfile.TemporaryDirectory(prefix="lockgate-record-") as scratch:
+        work = Path(scratch)
+        _prepare(work)
+        # The Inspector takes --config for itself: the gateway finds its files under their default names.
+        (work / ".mcp.json").write_text(json.dumps({"mcpServers": {"raw": RAW}}, indent=2))
+        (work / ".mcp-gateway-rules.json").write_text(json.dumps(RULES, indent=2))
+        env = {**_environ(Scenario(name=name, about="")), "HOME": str(work), "MCP_CATALOG_PATH": str(work / "catalog.json")}
+        argv = [*command, "--cwd", str(work), "-e", "GATEWAY_AUDIT_LOG=audit.jsonl", "-e", "GATEWAY_INIT_STRATEGY=lazy",
+                *arguments, "--", "python", "-m", "lockgate.shells", "serve", "--record", "recording"]
+        with trio.fail_after(60):
+            await trio.run_process(argv, cwd=str(work), env=env, capture_stdout=True, capture_stderr=True, check=False)
+        sessions = sorted((work / "recording").glob("*-s1.*.jsonl"))
+        if len(sessions) != 2:
+            raise RuntimeError(f"{name}: expected a core and a wire transcript, found {sessions}")
+        for path in sessions:
+            kind = path.name.rsplit(".", 2)[-2]
+            (out / f"{name}.{kind}.jsonl").write_bytes(path.read_bytes())
+
+
 # -- concurrent sessions (two clients of one gateway, in process) -----------------------
 
 SESSIONS = "concurrent_sessions"
@@ -846,6 +894,19 @@ async def main_async(names: list[str]) -> int:
     chosen = [s for s in SCENARIOS if not names or any(s.name == n or s.name.startswith(n) for n in names)]
     failures = 0
     total = len(chosen)
+    inspector = [entry for entry in INSPECTOR if not names or any(entry[0].startswith(n) for n in names)]
+    if inspector:
+        command = _inspector()
+        if command is None:
+            print("skipped the MCP Inspector scenarios: mcp-inspector and Node 22 are not on PATH (make conformance-record installs them)")
+        for name, _about, arguments in inspector if command is not None else []:
+            total += 1
+            try:
+                await record_inspector(name, arguments, command)
+                print(f"recorded {name}")
+            except Exception as exc:
+                failures += 1
+                print(f"FAILED {name}: {exc!r}", file=sys.stderr)
     if not names or any(SESSIONS.startswith(n) or n.startswith(SESSIONS) for n in names):
         total += 1
         try:
@@ -873,6 +934,8 @@ def main() -> int:
     if args.list:
         for s in SCENARIOS:
             print(f"{s.name:36} {s.about}")
+        for name, about, _ in INSPECTOR:
+            print(f"{name:36} {about}")
         print(f"{SESSIONS + '_1, _2':36} two clients of one gateway at once, recorded in process (core replay only)")
         return 0
     return trio.run(main_async, args.names)
