@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -708,7 +709,10 @@ async def record_inspector(name: str, arguments: list[str], command: list[str], 
             raise RuntimeError(f"{name}: expected a core and a wire transcript, found {sessions}")
         for path in sessions:
             kind = path.name.rsplit(".", 2)[-2]
-            (out / f"{name}.{kind}.jsonl").write_bytes(path.read_bytes())
+            if kind == "core":
+                keep(path, out / f"{name}.core.jsonl")
+            else:
+                (out / f"{name}.wire.jsonl").write_bytes(path.read_bytes())
 
 
 # -- concurrent sessions (two clients of one gateway, in process) -----------------------
@@ -804,9 +808,67 @@ async def record_sessions(out: Path = TRANSCRIPTS) -> None:
         finally:
             os.chdir(old)
         for n in (1, 2):
-            for kind in ("core", "wire"):
-                data = (work / "recording" / f"run-s{n}.{kind}.jsonl").read_bytes()
-                (out / f"{SESSIONS}_{n}.{kind}.jsonl").write_bytes(data)
+            keep(work / "recording" / f"run-s{n}.core.jsonl", out / f"{SESSIONS}_{n}.core.jsonl")
+            data = (work / "recording" / f"run-s{n}.wire.jsonl").read_bytes()
+            (out / f"{SESSIONS}_{n}.wire.jsonl").write_bytes(data)
+
+
+# -- canonical time --------------------------------------------------------------------
+
+_BACKOFF_SECONDS = re.compile(r"next start attempt in [0-9.]+ s")
+
+
+def _timeless(action: JSON) -> str:
+    """An action with what depends on the clock blanked, as text."""
+    action = json.loads(json.dumps(action))
+    action.pop("deadline", None)
+    if isinstance(action.get("record"), dict):
+        action["record"].pop("latency_ms", None)
+    return _BACKOFF_SECONDS.sub("next start attempt in N s", json.dumps(action, sort_keys=True))
+
+
+def canonical(lines: list[JSON]) -> list[JSON] | None:
+    """The transcript with event n at ``now = n`` ms and the actions computed again.
+
+    Real times make every recording of a scenario differ from the last; on a
+    clock that counts events, only changes of order or behaviour show in a
+    diff. The core uses time only for deadlines, latencies and the backoff
+    wait, so the actions must come out the same apart from those; if they do
+    not, ``None`` says to keep the real times.
+    """
+    from lockgate.core.gateway import Gateway
+    from lockgate.core.transcript import action_to_json, config_from_json, event_from_json
+
+    gateway = Gateway(config_from_json(lines[0]["config"]))
+    out: list[JSON] = [lines[0]]
+    recorded: list[JSON] = []
+    produced: list[JSON] = []
+    count = 0
+    for line in [*lines[1:], None]:
+        if line is None or "event" in line:
+            if [_timeless(a) for a in recorded] != [_timeless(a) for a in produced]:
+                return None
+            out.extend(produced)
+            recorded, produced = [], []
+            if line is None:
+                break
+            event = {**line, "now": count / 1000}
+            count += 1
+            out.append(event)
+            produced = [action_to_json(a) for a in gateway.handle(event_from_json(event))]
+        else:
+            recorded.append(line)
+    return out
+
+
+def keep(source: Path, target: Path) -> None:
+    """Copy a core transcript into the corpus, on canonical time when that changes nothing else."""
+    lines = [json.loads(text) for text in source.read_text(encoding="utf-8").splitlines()]
+    result = canonical(lines)
+    if result is None:
+        print(f"note: {target.name} keeps its real times (on an event clock it would decide otherwise)")
+        result = lines
+    target.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in result), encoding="utf-8")
 
 
 # -- running ---------------------------------------------------------------------------
@@ -877,7 +939,7 @@ async def record(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
         if len(sessions) != 1 or len(wires) != 1:
             raise RuntimeError(f"{scenario.name}: expected one session, found {sessions} {wires}")
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{scenario.name}.core.jsonl").write_bytes(sessions[0].read_bytes())
+        keep(sessions[0], out / f"{scenario.name}.core.jsonl")
         (out / f"{scenario.name}.wire.jsonl").write_bytes(wires[0].read_bytes())
 
 
