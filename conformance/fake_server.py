@@ -70,8 +70,8 @@ def _match(items: list[tuple[int, JSON]], msg: JSON, used: set[int]) -> int | No
     return None
 
 
-def _remap(data: bytes, ids: dict[Any, Any]) -> bytes:
-    """Rewrite a recorded output's response id or progress token to the live one."""
+def _remap(data: bytes, ids: dict[Any, Any], tokens: dict[Any, Any]) -> bytes:
+    """Rewrite a recorded output's response id and progress token to the live ones."""
     try:
         msg = json.loads(data)
     except ValueError:
@@ -85,8 +85,8 @@ def _remap(data: bytes, ids: dict[Any, Any]) -> bytes:
     params = msg.get("params")
     if msg.get("method") == "notifications/progress" and isinstance(params, dict):
         token = params.get("progressToken")
-        if ids.get(token, token) != token:
-            params["progressToken"] = ids[token]
+        if tokens.get(token, token) != token:
+            params["progressToken"] = tokens[token]
             changed = True
     return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode() if changed else data
 
@@ -153,7 +153,8 @@ def play_core(script: list[tuple[str, Any]]) -> None:
         if position < len(script):
             kind, value = script[position]
             if kind == "out":
-                _write(_remap(value, ids))
+                # The gateway's progress token for a call is the call's own id.
+                _write(_remap(value, ids, ids))
                 position += 1
                 continue
             if kind == "exit":
@@ -205,18 +206,19 @@ def play_wire(path: Path) -> None:
         recorded = lines[found]["msg"]
         token = ((recorded.get("params") or {}).get("_meta") or {}).get("progressToken")
         live_token = ((msg.get("params") or {}).get("_meta") or {}).get("progressToken")
-        ids = {recorded["id"]: msg["id"], **({token: live_token} if token is not None else {})}
+        ids = {recorded["id"]: msg["id"]}
+        tokens = {token: live_token} if token is not None else {}
         for line in lines[found + 1:]:
             out = line.get("msg")
             if line.get("dir") != "s2c" or not isinstance(out, dict):
                 continue
             if "method" not in out and out.get("id") == recorded["id"]:
-                _write(_remap(json.dumps(out).encode(), ids))
+                _write(_remap(json.dumps(out).encode(), ids, tokens))
                 break
             if "method" in out:
                 if out["method"] == "notifications/progress" and live_token is None:
                     continue
-                _write(_remap(json.dumps(out).encode(), ids))
+                _write(_remap(json.dumps(out).encode(), ids, tokens))
 
 
 def main() -> None:

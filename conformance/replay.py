@@ -184,10 +184,13 @@ def _shim(bin_dir: Path, command: str) -> str:
     return command
 
 
-async def shell_replay(name: str, *, directory: Path | None = None, timeout: float = 30.0) -> str | None:
-    """Replay ``name``'s wire transcript against a real ``lockgate serve``; a report, or ``None``."""
+async def shell_replay(
+    name: str, *, directory: Path | None = None, timeout: float = 30.0, wire: list[JSON] | None = None
+) -> str | None:
+    """Replay ``name``'s wire transcript (or ``wire``) against a real ``lockgate serve``; a report, or ``None``."""
     core_path = TRANSCRIPTS / f"{name}.core.jsonl"
-    wire = read_jsonl(TRANSCRIPTS / f"{name}.wire.jsonl")
+    if wire is None:
+        wire = read_jsonl(TRANSCRIPTS / f"{name}.wire.jsonl")
     lines = read_jsonl(core_path)
     with tempfile.TemporaryDirectory(prefix="lockgate-replay-") as scratch:
         work = directory or Path(scratch)
@@ -195,34 +198,80 @@ async def shell_replay(name: str, *, directory: Path | None = None, timeout: flo
         return await _drive(command, env, work, wire, lines[0]["config"]["settings"]["max_message_bytes"], timeout)
 
 
-async def _drive(command: list[str], env: dict[str, str], cwd: Path, wire: list[JSON], max_bytes: int, timeout: float) -> str | None:
-    recorded = [(i, line) for i, line in enumerate(wire) if line.get("dir") == "s2c"]
-    matched: dict[int, int] = {}  # recorded wire index -> arrival number
-    arrivals: list[Any] = []
-    problems: list[str] = []
-    changed = trio.Event()
-    box = {"changed": changed}
+class WireCheck:
+    """Checks what a gateway sends against a wire transcript; transport-neutral.
 
+    A driver (stdio here; an HTTP one POSTs instead) sends each line of
+    :meth:`client_lines` after ``await check.wait_for(index)``, feeds every
+    JSON-RPC message the gateway sends to :meth:`arrive`, calls
+    :meth:`closed` when the gateway's output ends, and finally reads
+    :meth:`problems`.
+    """
+
+    def __init__(self, wire: list[JSON], max_message_bytes: int) -> None:
+        self.wire = wire
+        self.max_message_bytes = max_message_bytes
+        self._recorded = [(i, line) for i, line in enumerate(wire) if line.get("dir") == "s2c"]
+        self._matched: dict[int, int] = {}  # recorded wire index -> arrival number
+        self._arrivals = 0
+        self._problems: list[str] = []
+        self._changed = trio.Event()
+        self._closed = False
+
+    def client_lines(self) -> Iterator[tuple[int, bytes]]:
+        """``(wire index, bytes to send)`` for each client line, in order."""
+        for index, line in enumerate(self.wire):
+            if line.get("dir") == "c2s":
+                yield index, _wire_bytes(line, self.max_message_bytes)
+
+    def arrive(self, msg: Any) -> None:
+        """One message from the gateway: match it to the first unmatched recorded one with its key."""
+        number = self._arrivals
+        self._arrivals += 1
+        key = _key(msg)
+        for index, line in self._recorded:
+            if index not in self._matched and _key(line.get("msg")) == key:
+                self._matched[index] = number
+                if line.get("msg") != msg:
+                    diff = "\n".join(_differences(line.get("msg"), msg, "message"))
+                    self._problems.append(f"wire line {index + 1}: received a different message\n{diff}")
+                break
+        else:
+            self._problems.append(f"received a message that was not recorded: {json.dumps(msg)[:500]}")
+        self._wake()
+
+    def closed(self) -> None:
+        """The gateway's output ended: nothing more will arrive."""
+        self._closed = True
+        self._wake()
+
+    async def wait_for(self, before: int) -> None:
+        """Wait until every gateway line recorded before wire line ``before`` has arrived (or output ended)."""
+        while not self._closed and not all(i in self._matched for i, _ in self._recorded if i < before):
+            await self._changed.wait()
+
+    def problems(self) -> list[str]:
+        """Every difference: changed, unexpected, missing and misordered messages."""
+        missing = [
+            f"wire line {index + 1} never arrived: {json.dumps(line.get('msg'))[:500]}"
+            for index, line in self._recorded
+            if index not in self._matched
+        ]
+        return [*self._problems, *missing, *_order_problems(self.wire, self._matched)]
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+async def _drive(command: list[str], env: dict[str, str], cwd: Path, wire: list[JSON], max_bytes: int, timeout: float) -> str | None:
+    """Stdio: client lines to the gateway's stdin, its stdout lines to the check."""
+    check = WireCheck(wire, max_bytes)
+    problems: list[str] = []
     stderr_path = cwd / "stderr.log"
     with stderr_path.open("wb") as stderr:
         process = await trio.lowlevel.open_process(command, stdin=-1, stdout=-1, stderr=stderr, cwd=str(cwd), env=env)
     assert process.stdin is not None and process.stdout is not None
-
-    def arrive(msg: Any) -> None:
-        number = len(arrivals)
-        arrivals.append(msg)
-        key = _key(msg)
-        for index, line in recorded:
-            if index not in matched and _key(line.get("msg")) == key:
-                matched[index] = number
-                if line.get("msg") != msg:
-                    diff = "\n".join(_differences(line.get("msg"), msg, "message"))
-                    problems.append(f"wire line {index + 1}: received a different message\n{diff}")
-                break
-        else:
-            problems.append(f"received a message that was not recorded: {json.dumps(msg)[:500]}")
-        box["changed"].set()
-        box["changed"] = trio.Event()
 
     async def read() -> None:
         assert process.stdout is not None
@@ -232,24 +281,18 @@ async def _drive(command: list[str], env: dict[str, str], cwd: Path, wire: list[
             *lines, buffer = buffer.split(b"\n")
             for data in lines:
                 try:
-                    arrive(json.loads(data))
+                    check.arrive(json.loads(data))
                 except ValueError:
-                    arrive(data.decode("utf-8", "replace"))
-        box["changed"].set()
-
-    async def wait_for(before: int) -> None:
-        while not all(index in matched for index, _ in recorded if index < before):
-            await box["changed"].wait()
+                    check.arrive(data.decode("utf-8", "replace"))
+        check.closed()
 
     with trio.move_on_after(timeout) as scope:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read)
-            for index, line in enumerate(wire):
-                if line.get("dir") != "c2s":
-                    continue
-                await wait_for(index)
-                await process.stdin.send_all(_wire_bytes(line, max_bytes) + b"\n")
-            await wait_for(len(wire))
+            for index, data in check.client_lines():
+                await check.wait_for(index)
+                await process.stdin.send_all(data + b"\n")
+            await check.wait_for(len(wire))
             await process.stdin.aclose()
             await process.wait()
     if scope.cancelled_caught:
@@ -259,10 +302,7 @@ async def _drive(command: list[str], env: dict[str, str], cwd: Path, wire: list[
         await process.wait()
     elif process.returncode != 0:
         problems.append(f"lockgate exited with status {process.returncode}")
-    for index, line in recorded:
-        if index not in matched:
-            problems.append(f"wire line {index + 1} never arrived: {json.dumps(line.get('msg'))[:500]}")
-    problems.extend(_order_problems(wire, matched))
+    problems.extend(check.problems())
     if problems:
         problems.append("lockgate stderr (end):\n" + stderr_path.read_text(errors="replace")[-3000:])
     return "\n".join(problems) or None
