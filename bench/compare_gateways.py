@@ -65,7 +65,7 @@ class Target:
         self.samples.setdefault(measure, []).append(seconds)
 
 
-def setup(directory: Path, amg_python: str) -> dict[str, Target]:
+def setup(directory: Path, amg_python: str, verbose: bool = False) -> dict[str, Target]:
     """Write the shared servers file and rules; describe how to start each target."""
     servers = {"mcpServers": {SERVER: {"command": sys.executable, "args": [str(ECHO_SERVER)], "description": "echo server"}}}
     everything: dict[str, Any] = {"allow": {"servers": ["*"], "tools": {SERVER: ["*"]}}}
@@ -78,6 +78,11 @@ def setup(directory: Path, amg_python: str) -> dict[str, Target]:
 
     def target(name: str, command: list[str], **env: str) -> Target:
         marker = f"{name}-{uuid.uuid4().hex}"
+        if not verbose:
+            # The SDK client passes the server's stderr through; agent-mcp-gateway logs a lot.
+            # exec keeps the process (and its marker) the same.
+            env["BENCH_STDERR"] = str(directory / f"{name}.stderr")
+            command = ["/bin/sh", "-c", 'exec "$@" 2>>"$BENCH_STDERR"', "sh", *command]
         return Target(name, command, {**base, **env, "BENCH_MARKER": marker}, marker)
 
     amg_script = str(Path(amg_python).parent / "agent-mcp-gateway")
@@ -174,6 +179,9 @@ async def measure_sessions(targets: dict[str, Target], args: argparse.Namespace,
                         continue
                     for _ in range(per_block):
                         targets[name].add(measure, await timed(op))
+                    # agent-mcp-gateway starts a downstream process per call; let those
+                    # finish before the next target is timed, so it does not pay for them.
+                    await trio.sleep(args.settle)
             for name in order:  # 10 calls in flight at once
                 for _ in range(max(1, per_block // 10)):
                     start = time.perf_counter()
@@ -181,6 +189,7 @@ async def measure_sessions(targets: dict[str, Target], args: argparse.Namespace,
                         for _ in range(10):
                             nursery.start_soon(ops[name]["execute_tool"])
                     targets[name].add("concurrent_10", time.perf_counter() - start)
+                await trio.sleep(args.settle)
 
         for name in TARGETS:
             rss = peak_rss_mb(targets[name].marker)
@@ -315,7 +324,7 @@ def print_table(figures: dict[str, dict[str, float | None]]) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lockgate-compare-") as tmp:
-        targets = setup(Path(tmp), args.amg_python)
+        targets = setup(Path(tmp), args.amg_python, args.verbose)
         errors: list[str] = []
         for phase in (measure_sessions, measure_starts, measure_bytes):
             with trio.move_on_after(args.phase_timeout) as scope:
@@ -345,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=6, help="alternating blocks (default 6)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed rounds per target first (default 10)")
     parser.add_argument("--starts", type=int, default=5, help="fresh starts per target (default 5)")
+    parser.add_argument("--settle", type=float, default=1.0, help="pause after each target's block, s (default 1)")
     parser.add_argument("--phase-timeout", type=float, default=240, help="wall-clock limit per phase, s (default 240)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--verbose", action="store_true", help="let the gateways' and the server's stderr through")
     args = parser.parse_args(argv)
     if not Path(args.amg_python).exists():
         parser.error(f"{args.amg_python} not found: run `make bench-compare`, which installs agent-mcp-gateway 0.2.5")
