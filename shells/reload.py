@@ -27,14 +27,14 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
-from lockgate.core.config import ConfigError, Problem, Settings, load_config
+from lockgate.core.config import Config, ConfigError, Problem, Settings, load_config
 from lockgate.core.events import ConfigRejected, ConfigReloaded, Event
 
 from .audit import utc_timestamp
@@ -69,6 +69,9 @@ class ReloadSource:
     #: The texts of (servers, rules) the running configuration was loaded
     #: from; a file that differs when the watcher starts is loaded at once.
     loaded: tuple[str, str] | None = None
+    #: Told of each valid new configuration and its rules text just before
+    #: the core gets it (``--record`` keeps the rules document this way).
+    on_config: Callable[[Config, str], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,8 @@ class _Watcher:
                 now=trio.current_time(), problems=tuple(exc.problems), warnings=exc.warnings, files=files, time=time
             )
         else:
+            if self.source.on_config is not None:
+                self.source.on_config(config, rules)
             event = ConfigReloaded(now=trio.current_time(), config=config, files=files, time=time)
         await self.feed(event)
 

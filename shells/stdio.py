@@ -24,7 +24,7 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from typing import Final
@@ -41,7 +41,10 @@ from .logs import get_logger
 from .reload import ReloadSource, watch_config
 from .runtime import Core, Runtime
 
-__all__ = ["STDIO_CLIENT", "serve_process_stdio", "serve_stdio"]
+__all__ = ["STDIO_CLIENT", "WireTap", "serve_process_stdio", "serve_stdio"]
+
+WireTap = Callable[[str, "bytes | None"], None]
+"""Sees each framed message: ``("c2s", line)`` read, ``("s2c", data)`` written; see :mod:`.record`."""
 
 STDIO_CLIENT: Final = 0
 _READ_CHUNK = 65536
@@ -58,12 +61,14 @@ async def serve_stdio(
     handle_signals: bool = True,
     environ: Mapping[str, str] | None = None,
     reload: ReloadSource | None = None,
+    tap: WireTap | None = None,
 ) -> None:
     """Serve one stdio client until EOF, a signal or the core closes it.
 
     With ``reload``, the configuration files are watched and SIGHUP reloads
     them (see :mod:`.reload`); SIGHUP is left alone when ``handle_signals``
-    is false.
+    is false. ``tap``, when given (``--record``), sees every message read
+    and written.
     """
     runtime = Runtime(core, settings=settings, environ=environ)
     done = trio.Event()
@@ -71,7 +76,10 @@ async def serve_stdio(
     out_fd = stdout.fileno() if isinstance(stdout, trio.lowlevel.FdStream) else None
 
     async def send(action: SendToClient) -> None:
-        data = encode(action.message) + b"\n"
+        data = encode(action.message)
+        if tap is not None:
+            tap("s2c", data)
+        data += b"\n"
         if out_fd is not None:
             # Fast path: only the runtime's loop writes here, one message at a
             # time, so a direct non-blocking write keeps order and spares the
@@ -97,7 +105,7 @@ async def serve_stdio(
                 # After GatewayStarted (a reload must not race the eager start),
                 # before the first client message (SIGHUP is handled by then).
                 await nursery.start(partial(watch_config, handle_sighup=handle_signals), runtime, reload)
-            nursery.start_soon(_read_client, runtime, stdin, settings.max_message_bytes, done)
+            nursery.start_soon(_read_client, runtime, stdin, settings.max_message_bytes, done, tap)
             if signals is not None:
                 nursery.start_soon(_watch_signals, signals, done)
             await done.wait()
@@ -108,7 +116,9 @@ async def serve_stdio(
             nursery.cancel_scope.cancel()
 
 
-async def serve_process_stdio(core: Core, settings: Settings, reload: ReloadSource | None = None) -> None:
+async def serve_process_stdio(
+    core: Core, settings: Settings, reload: ReloadSource | None = None, tap: WireTap | None = None
+) -> None:
     """:func:`serve_stdio` on this process's stdin and stdout, reloading from ``reload``."""
     sys.stdout.flush()
     stdin_fd = os.dup(0)
@@ -120,15 +130,19 @@ async def serve_process_stdio(core: Core, settings: Settings, reload: ReloadSour
         os.dup2(devnull, 1)
         os.close(devnull)
     async with trio.lowlevel.FdStream(stdin_fd) as stdin, trio.lowlevel.FdStream(stdout_fd) as stdout:
-        await serve_stdio(core, settings, stdin=stdin, stdout=stdout, reload=reload)
+        await serve_stdio(core, settings, stdin=stdin, stdout=stdout, reload=reload, tap=tap)
 
 
-async def _read_client(runtime: Runtime, stdin: trio.abc.ReceiveStream, max_bytes: int, done: trio.Event) -> None:
+async def _read_client(
+    runtime: Runtime, stdin: trio.abc.ReceiveStream, max_bytes: int, done: trio.Event, tap: WireTap | None
+) -> None:
     splitter = LineSplitter(max_bytes)
     try:
         while chunk := await stdin.receive_some(_READ_CHUNK):
             now = trio.current_time()
             for line in splitter.feed(chunk):
+                if tap is not None:
+                    tap("c2s", line if isinstance(line, bytes) else None)
                 if isinstance(line, bytes):
                     await runtime.feed(ClientMessageReceived(now=now, client=STDIO_CLIENT, data=line))
                 else:
