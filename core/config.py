@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -38,6 +38,10 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_CALL_TIMEOUT_MS = 60_000
 DEFAULT_START_TIMEOUT_MS = 30_000
 DEFAULT_AUDIT_LOG = "./logs/audit.jsonl"
+DEFAULT_HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_SESSION_TTL = 3600.0
+DEFAULT_SHUTDOWN_GRACE = 10.0
 
 ENVIRONMENT = "environment"
 """The ``file`` of problems found in ``GATEWAY_*`` variables."""
@@ -101,6 +105,14 @@ class Settings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     call_timeout_ms: int = DEFAULT_CALL_TIMEOUT_MS
     start_timeout_ms: int = DEFAULT_START_TIMEOUT_MS
+    # Streamable HTTP front (GATEWAY_TRANSPORT, GATEWAY_HTTP_*, GATEWAY_CORS_ORIGINS, ...).
+    transport: Literal["stdio", "http"] = "stdio"
+    http_host: str = DEFAULT_HTTP_HOST
+    http_port: int = DEFAULT_HTTP_PORT
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    session_ttl: float = DEFAULT_SESSION_TTL
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +177,8 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
         else:
             problem("GATEWAY_MAX_MESSAGE_BYTES", f"{raw_max!r} is not a positive integer")
 
+    http = _http_settings(environ, problem)
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -173,7 +187,50 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
         init_strategy=init_strategy,
         audit_log=audit_log,
         max_message_bytes=max_message_bytes,
+        **http,
     )
+
+
+def _http_settings(environ: Mapping[str, str], problem: Callable[[str, str], None]) -> dict[str, Any]:
+    """The Streamable HTTP settings from ``GATEWAY_*`` variables, as keyword arguments of :class:`Settings`."""
+    values: dict[str, Any] = {}
+    transport = environ.get("GATEWAY_TRANSPORT", "").strip().lower()
+    if transport in ("stdio", "http"):
+        values["transport"] = transport
+    elif transport:
+        problem("GATEWAY_TRANSPORT", f"{transport!r} is not a transport: use 'stdio' or 'http'")
+    host = environ.get("GATEWAY_HTTP_HOST", "").strip()
+    if host:
+        values["http_host"] = host
+    raw_port = environ.get("GATEWAY_HTTP_PORT", "").strip()
+    if raw_port:
+        if raw_port.isascii() and raw_port.isdigit() and int(raw_port) <= 65535:
+            values["http_port"] = int(raw_port)
+        else:
+            problem("GATEWAY_HTTP_PORT", f"{raw_port!r} is not a port number (0 to 65535)")
+    for variable, key in (("GATEWAY_CORS_ORIGINS", "cors_origins"), ("GATEWAY_ALLOWED_HOSTS", "allowed_hosts")):
+        items = tuple(item.strip() for item in environ.get(variable, "").split(",") if item.strip())
+        if items:
+            values[key] = items
+    for variable, key in (("GATEWAY_SESSION_TTL", "session_ttl"), ("GATEWAY_SHUTDOWN_GRACE", "shutdown_grace")):
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            continue
+        seconds = _positive_seconds(raw)
+        if seconds is None:
+            problem(variable, f"{raw!r} is not a positive number of seconds")
+        else:
+            values[key] = seconds
+    return values
+
+
+def _positive_seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    # float() takes "nan" and "inf"; neither is a duration.
+    return value if 0 < value < float("inf") else None
 
 
 # Shared validation helpers

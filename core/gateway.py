@@ -26,6 +26,7 @@ from .actions import (
     Action,
     Audit,
     CancelTimer,
+    CloseClient,
     Log,
     LogLevel,
     SendToClient,
@@ -97,6 +98,10 @@ class Gateway:
         self._next_timer = 1
         self._closing = False
         self._out: list[Action] = []
+        # Streamable HTTP sessions: last activity per session, one lazily re-armed expiry timer.
+        self._http_seen: dict[ClientId, float] = {}
+        self._expiry_timer: int | None = None
+        self._started = False
 
     @property
     def config(self) -> Config:
@@ -109,6 +114,8 @@ class Gateway:
         self._out = out
         match event:
             case ClientMessageReceived():
+                if event.client in self._http_seen:
+                    self._http_seen[event.client] = event.now
                 self._on_client_message(event)
             case DownstreamMessageReceived():
                 self._on_downstream_message(event)
@@ -118,6 +125,8 @@ class Gateway:
                 if event.client in self._clients:
                     raise LocalProtocolError(f"client {event.client!r} is already open")
                 self._clients[event.client] = ClientSession(id=event.client, transport=event.transport)
+                if event.transport == "http":
+                    self._on_http_opened(event.client, event.now)
             case ClientClosed():
                 self._on_client_closed(event)
             case DownstreamExited():
@@ -125,6 +134,7 @@ class Gateway:
                 if ds is not None:
                     self._connection_failed(ds, event.reason, event.now, stop=False)
             case GatewayStarted():
+                self._started = True
                 if self._config.settings.init_strategy == "eager":
                     for ds in self._servers.values():
                         self._start(ds, event.now)
@@ -230,11 +240,46 @@ class Gateway:
                 self._abandon(call, now, reason if isinstance(reason, str) else "cancelled by the client")
 
     def _on_client_closed(self, ev: ClientClosed) -> None:
+        self._http_seen.pop(ev.client, None)
         session = self._clients.pop(ev.client, None)
         if session is None:
             return
         for call in list(session.calls.values()):
             self._abandon(call, ev.now, "the client went away")
+
+    # -- HTTP session expiry -------------------------------------------------------
+
+    def _on_http_opened(self, client: ClientId, now: float) -> None:
+        self._http_seen[client] = now
+        if self._expiry_timer is None:
+            self._arm_expiry(now + self._config.settings.session_ttl)
+
+    def _arm_expiry(self, deadline: float) -> None:
+        self._expiry_timer = self._next_timer
+        self._next_timer += 1
+        self._emit(SetTimer(timer=self._expiry_timer, deadline=deadline))
+
+    def _expire_sessions(self, now: float) -> None:
+        """End every HTTP session idle for ``session_ttl`` seconds; re-arm for the next one due.
+
+        One timer serves all sessions: activity only records a time, and the
+        timer, when it fires, is set again for the oldest session left.
+        """
+        self._expiry_timer = None
+        ttl = self._config.settings.session_ttl
+        for client, seen in list(self._http_seen.items()):
+            if now - seen < ttl:
+                continue
+            del self._http_seen[client]
+            session = self._clients.pop(client, None)
+            if session is not None:
+                for call in list(session.calls.values()):
+                    self._abandon(call, now, "the session expired")
+            # Session ids are bearer secrets: log a prefix only.
+            self._log("info", "session expired", session=str(client)[:8], idle_seconds=round(now - seen, 3))
+            self._emit(CloseClient(client=client))
+        if self._http_seen:
+            self._arm_expiry(min(self._http_seen.values()) + ttl)
 
     # -- gateway tools ---------------------------------------------------------
 
@@ -698,6 +743,9 @@ class Gateway:
         return timer
 
     def _on_timer(self, ev: TimerFired) -> None:
+        if ev.timer == self._expiry_timer:
+            self._expire_sessions(ev.now)
+            return
         target = self._timers.pop(ev.timer, None)
         if target is None:
             return  # cancelled after it fired, before we saw it
@@ -772,6 +820,26 @@ class Gateway:
             "config_warnings": [str(w) for w in self._config.warnings],
         }
 
+    def readiness(self) -> JSONObject:
+        """The ``/ready`` answer: ready once every eager server has finished its first start attempt.
+
+        ``status`` is ``"ready"`` or ``"not_ready"`` (with a ``reason``);
+        ``servers`` maps each server to its state either way.
+        """
+        servers = {name: ds.state.value for name, ds in self._servers.items()}
+        reason: str | None = None
+        if not self._started:
+            reason = "the gateway has not started its servers yet"
+        elif self._closing:
+            reason = "the gateway is shutting down"
+        elif self._config.settings.init_strategy == "eager":
+            waiting = sorted(name for name, ds in self._servers.items() if not _first_start_done(ds))
+            if waiting:
+                reason = f"waiting for the first start of: {', '.join(waiting)}"
+        if reason is not None:
+            return {"status": "not_ready", "reason": reason, "servers": servers}
+        return {"status": "ready", "servers": servers}
+
     def _emit(self, action: Action) -> None:
         self._out.append(action)
 
@@ -807,6 +875,13 @@ class Gateway:
 
     def _log(self, log_level: LogLevel, message: str, **fields: Any) -> None:
         self._emit(Log(level=log_level, message=message, fields=fields or None))
+
+
+def _first_start_done(ds: Downstream) -> bool:
+    """Whether a server's first start attempt has ended, in success (READY) or failure."""
+    if ds.state in (State.READY, State.BACKOFF):
+        return True
+    return ds.starts > 1 or (ds.starts == 1 and ds.state is State.IDLE)
 
 
 def _describe(spec: ServerSpec, metadata: bool) -> JSONObject:
