@@ -42,7 +42,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from .errors import ErrorCode
-from .jsonrpc import Invalid, Notification, Request, Response, decode
+from .jsonrpc import Invalid, Notification, Request, Response, decode, error, is_request_id
 from .session import HANDSHAKE_VERSIONS
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "StreamKey",
     "GET_STREAM",
     "busy",
+    "cancelled_response",
     "check_head",
     "check_post",
     "ends_request",
@@ -167,6 +168,9 @@ class Post:
 
     action: Literal["initialize", "accept", "json", "sse"]
     request_id: Any = None
+    #: For ``notifications/cancelled``: the request it cancels. Its HTTP
+    #: response must still end, with :func:`cancelled_response`.
+    cancels: Any = None
 
 
 def check_head(
@@ -270,7 +274,16 @@ def check_post(body: bytes, route: Route) -> Reject | Post:
         case Notification() | Response():
             if route.session is None:
                 return _missing_session(route.headers)
+            if isinstance(msg, Notification) and msg.method == "notifications/cancelled":
+                cancelled = msg.params.get("requestId")
+                if is_request_id(cancelled):
+                    return Post(action="accept", cancels=cancelled)
             return Post(action="accept")
+
+
+def cancelled_response(request_id: Any) -> dict[str, Any]:
+    """What ends the HTTP response of a request the client cancelled (the core answers nothing)."""
+    return error(request_id, ErrorCode.CANCELLED, "Request cancelled by the client", {"code": ErrorCode.CANCELLED.name})
 
 
 def too_large(policy: HttpPolicy, cors: Headers = ()) -> Reject:

@@ -15,6 +15,7 @@ from lockgate.core.http import (
     Reject,
     Route,
     busy,
+    cancelled_response,
     check_head,
     check_post,
     duplicate_request,
@@ -361,3 +362,13 @@ def test_the_buffer_is_bounded_and_forgets_the_oldest() -> None:
     assert buf.replay("7") is None  # 8, 9, 10 are held
     replay = buf.replay("8")
     assert replay is not None and replay.events == (format_event(9, b"8"), format_event(10, b"9"))
+
+
+def test_a_cancellation_names_the_request_whose_response_must_end() -> None:
+    note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "r1", "reason": "x"}}
+    assert check_post(body(note), IN_SESSION) == Post(action="accept", cancels="r1")
+    bad = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1.5}}
+    assert check_post(body(bad), IN_SESSION) == Post(action="accept")
+    assert cancelled_response("r1") == {
+        "jsonrpc": "2.0", "id": "r1", "error": {"code": -32008, "message": "Request cancelled by the client", "data": {"code": "CANCELLED"}},
+    }
