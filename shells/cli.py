@@ -1,4 +1,4 @@
-"""The ``lockgate`` command: find and validate the configuration, then serve stdio.
+"""The ``lockgate`` command: find and validate the configuration, then serve stdio or HTTP.
 
 Exit codes: 0 after a normal shutdown (stdin closed, SIGTERM, SIGINT), 2 for
 a usage or configuration error (a missing file, an invalid one), with one
@@ -8,12 +8,18 @@ line per problem on stderr and no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from .logs import NOTICE, get_logger, setup_logging
+
+if TYPE_CHECKING:
+    from lockgate.core.config import Settings
 
 __all__ = ["build_parser", "main"]
 
@@ -48,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
-        help="serve MCP over stdio (stdin/stdout), logging to stderr",
+        help="serve MCP over stdio (default) or Streamable HTTP, logging to stderr",
         description=(
-            "Serve MCP over stdio until stdin closes or SIGTERM/SIGINT arrives. "
+            "Serve MCP over stdio until stdin closes, or over Streamable HTTP (--transport http), "
+            "until SIGTERM/SIGINT arrives. "
             "Downstream servers come from the server configuration, access "
             "rules from the rules file."
         ),
@@ -76,7 +83,44 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log everything, down to debug, on stderr (also GATEWAY_DEBUG=1)",
     )
+    _add_transport_options(serve)
     return parser
+
+
+def _add_transport_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--transport",
+        choices=("stdio", "http"),
+        help="stdio (default) or Streamable HTTP at /mcp; also GATEWAY_TRANSPORT",
+    )
+    serve.add_argument("--host", help="HTTP address to bind; default: $GATEWAY_HTTP_HOST, else 127.0.0.1")
+    serve.add_argument("--port", type=int, help="HTTP port (0 picks a free one); default: $GATEWAY_HTTP_PORT, else 8000")
+
+
+def _with_transport_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Command-line flags win over ``GATEWAY_TRANSPORT``, ``GATEWAY_HTTP_HOST`` and ``GATEWAY_HTTP_PORT``."""
+    changes: dict[str, Any] = {}
+    if args.transport is not None:
+        changes["transport"] = args.transport
+    if args.host is not None:
+        changes["http_host"] = args.host
+    if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise _Fatal(f"--port {args.port} is not a port number (0 to 65535)")
+        changes["http_port"] = args.port
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _connect_hint(url: str) -> None:
+    """Tell the operator where the endpoint is and one way to reach it (stderr: stdout is not MCP here either)."""
+    print(
+        f"Lockgate serves MCP over Streamable HTTP at {url}\n"
+        f"  Python SDK:     async with mcp.Client({url!r}) as client: ...\n"
+        f"  MCP Inspector:  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list\n"
+        f"  Health:         curl {url.removesuffix('/mcp')}/health",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,6 +149,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from lockgate.core.config import ConfigError, load_config, settings_from_env
     from lockgate.core.gateway import Gateway
 
+    from .http import serve_http
     from .stdio import serve_process_stdio
 
     servers_file = locate(args.config, "--config", SERVERS_VARIABLE, SERVERS_DEFAULTS, environ, "server configuration")
@@ -112,7 +157,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     servers_text = _read(servers_file)
     rules_text = _read(rules_file)
     try:
-        settings = settings_from_env(environ, debug=args.debug)
+        settings = _with_transport_flags(settings_from_env(environ, debug=args.debug), args)
         config = load_config(
             servers_text=servers_text,
             servers_file=servers_file,
@@ -134,13 +179,20 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     servers = sorted(config.servers)
     log.log(
         NOTICE,
-        f"lockgate {package_version()} serving stdio: "
+        f"lockgate {package_version()} serving {config.settings.transport}: "
         f"{_count(len(servers), 'server')} ({', '.join(servers) or 'none'}), "
         f"{_count(len(config.policy.agents), 'agent')}, "
         f"init strategy {config.settings.init_strategy}, "
         f"audit log {config.settings.audit_log}",
     )
-    trio.run(serve_process_stdio, Gateway(config), config.settings)
+    if config.settings.transport == "http":
+        try:
+            trio.run(partial(serve_http, Gateway(config), config.settings, on_listening=_connect_hint))
+        except OSError as exc:  # the port is taken, say
+            print(f"lockgate: error: cannot serve HTTP: {exc.strerror or exc}", file=sys.stderr)
+            return _EXIT_USAGE
+    else:
+        trio.run(serve_process_stdio, Gateway(config), config.settings)
     get_logger().info("stopped")
     return 0
 
