@@ -74,6 +74,7 @@ __all__ = [
     "session_gone",
     "sse_headers",
     "stream_conflict",
+    "stream_takeover",
     "too_large",
     "wants_priming",
 ]
@@ -310,6 +311,18 @@ def busy() -> Reject:
 def stream_conflict(cors: Headers = ()) -> Reject:
     """409: the session already has its GET stream open."""
     return _reject(409, ErrorCode.INVALID_REQUEST, "Conflict: Only one SSE stream is allowed per session", cors)
+
+
+def stream_takeover(attached: bool, resuming: bool) -> Literal["open", "replace", "conflict"]:
+    """What a GET does about the stream it would carry.
+
+    A fresh GET while the session's stream is open is a conflict (409). A GET
+    with ``Last-Event-ID`` replaces the open stream: a client resumes because
+    it lost that stream, and the server may not have noticed yet.
+    """
+    if not attached:
+        return "open"
+    return "replace" if resuming else "conflict"
 
 
 def duplicate_request(request_id: Any, cors: Headers = ()) -> Reject:

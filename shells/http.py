@@ -69,6 +69,7 @@ from lockgate.core.http import (
     session_gone,
     sse_headers,
     stream_conflict,
+    stream_takeover,
     too_large,
     wants_priming,
 )
@@ -235,12 +236,14 @@ class HttpServer:
             await self._send_reject(conn, stream, decision, close=not fits)
             return
         route = decision
+        # Read the whole request (for GET and friends, its empty body) first:
+        # answering before h11 saw its end would cost the keep-alive connection.
+        body = await self._read_body(conn, stream)
+        if body is None:
+            await self._send_reject(conn, stream, too_large(self._policy, route.headers), close=True)
+            return
         match route.kind:
             case "post":
-                body = await self._read_body(conn, stream)
-                if body is None:
-                    await self._send_reject(conn, stream, too_large(self._policy, route.headers), close=True)
-                    return
                 self._in_flight += 1
                 self._idle = trio.Event() if self._in_flight == 1 else self._idle
                 try:
@@ -343,9 +346,14 @@ class HttpServer:
                 # That request is answered (or forgotten): replay and end.
                 await self._send_stream_once(conn, stream, session, route, frames)
                 return
-        if key in session.streams:
-            await self._send_reject(conn, stream, stream_conflict(route.headers))
-            return
+        match stream_takeover(key in session.streams, replay is not None):
+            case "conflict":
+                await self._send_reject(conn, stream, stream_conflict(route.headers))
+                return
+            case "replace":
+                session.streams.pop(key).close()
+            case "open":
+                pass
         send, receive = session.attach(key)
         if wants_priming(session.protocol_version):
             frames.insert(0, session.events.add(key, None))

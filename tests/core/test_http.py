@@ -30,6 +30,7 @@ from lockgate.core.http import (
     priming_event,
     sse_headers,
     stream_conflict,
+    stream_takeover,
     wants_priming,
 )
 
@@ -372,3 +373,10 @@ def test_a_cancellation_names_the_request_whose_response_must_end() -> None:
     assert cancelled_response("r1") == {
         "jsonrpc": "2.0", "id": "r1", "error": {"code": -32008, "message": "Request cancelled by the client", "data": {"code": "CANCELLED"}},
     }
+
+
+def test_a_resuming_get_replaces_the_open_stream_and_a_fresh_one_conflicts() -> None:
+    assert stream_takeover(False, False) == "open"
+    assert stream_takeover(False, True) == "open"
+    assert stream_takeover(True, False) == "conflict"
+    assert stream_takeover(True, True) == "replace"

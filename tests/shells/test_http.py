@@ -408,3 +408,19 @@ async def test_a_get_stream_carries_no_priming_event_before_2025_11_25(tmp_path:
                     return
                 async for chunk in response.aiter_text():
                     raise AssertionError(f"unexpected event {chunk!r}")
+
+
+async def test_keep_alive_holds_across_gets_and_posts(tmp_path: Path) -> None:
+    """Regression: a GET was answered before h11 saw its end, so its connection was closed."""
+    async with running(tmp_path) as gate:
+        stream = await trio.open_tcp_stream("127.0.0.1", gate.port)
+        request = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+        for _ in range(3):
+            await stream.send_all(request)
+            answer = b""
+            with trio.fail_after(10):
+                while b'"healthy"' not in answer:
+                    chunk = await stream.receive_some(4096)
+                    assert chunk, "the server closed the connection"
+                    answer += chunk
+        await stream.aclose()
