@@ -52,6 +52,7 @@ from .events import (
     TimerFired,
 )
 from .jsonrpc import Invalid, Notification, Request, Response, decode, error, is_request_id, result
+from .metrics import Gauges, Metrics, prometheus_text
 from .policy import Refusal
 from .session import LOG_LEVELS, ClientSession, negotiate_version
 from .tools import (
@@ -98,6 +99,10 @@ class Gateway:
         self._next_timer = 1
         self._closing = False
         self._out: list[Action] = []
+        self._metrics = Metrics()
+        #: ``now`` of the first event and of the latest one: uptime without a clock.
+        self._started_at: float | None = None
+        self._now = 0.0
         # Streamable HTTP sessions: last activity per session, one lazily re-armed expiry timer.
         self._http_seen: dict[ClientId, float] = {}
         self._expiry_timer: int | None = None
@@ -112,6 +117,9 @@ class Gateway:
         """Process one event; return the actions it calls for, in order."""
         out: list[Action] = []
         self._out = out
+        self._now = event.now
+        if self._started_at is None:
+            self._started_at = event.now
         match event:
             case ClientMessageReceived():
                 if event.client in self._http_seen:
@@ -807,17 +815,49 @@ class Gateway:
                 )
             self._stop(ds)
 
-    # -- status and output helpers ---------------------------------------------
+    # -- status, metrics and output helpers ------------------------------------
+
+    def uptime(self, now: float) -> float:
+        """Seconds since the first event the gateway handled."""
+        return 0.0 if self._started_at is None else max(0.0, now - self._started_at)
+
+    def metrics_json(self, now: float) -> JSONObject:
+        """The JSON ``/metrics`` view: call counts, errors and latency per operation, agent and server.
+
+        The shell adds a wall-clock ``timestamp``; the core has no such clock.
+        """
+        return {
+            **self._metrics.snapshot(uptime=self.uptime(now)),
+            "clients": len(self._clients),
+            "calls_in_flight": sum(len(s.calls) for s in self._clients.values()),
+        }
+
+    def metrics_prometheus(self, now: float) -> str:
+        """The Prometheus text exposition of the same metrics, plus live gauges."""
+        gauges: Gauges = {
+            "clients": ("Client sessions open now.", {(): len(self._clients)}),
+            "calls_in_flight": (
+                "Gateway tool calls waiting for a downstream.",
+                {(): sum(len(s.calls) for s in self._clients.values())},
+            ),
+            "server_state": (
+                "1 for the state each configured server is in.",
+                {(("server", name), ("state", ds.state.value)): 1 for name, ds in self._servers.items()},
+            ),
+        }
+        return prometheus_text(self._metrics, uptime=self.uptime(now), gauges=gauges)
 
     def status(self) -> JSONObject:
         """A JSON snapshot of the gateway for ``get_gateway_status`` and operators."""
         return {
             "version": __version__,
+            "uptime_seconds": round(self.uptime(self._now), 3),
             "servers": {name: ds.status() for name, ds in self._servers.items()},
             "clients": len(self._clients),
             "calls_in_flight": sum(len(s.calls) for s in self._clients.values()),
             "init_strategy": self._config.settings.init_strategy,
             "config_warnings": [str(w) for w in self._config.warnings],
+            "metrics": self._metrics.snapshot(uptime=self.uptime(self._now)),
         }
 
     def readiness(self) -> JSONObject:
@@ -857,6 +897,17 @@ class Gateway:
         )
 
     def _audit(self, record: JSONObject, *, decision: str, latency: float, error_code: str | None = None) -> None:
+        operation = record.get("operation")
+        agent = record.get("agent")
+        server = record.get("server")
+        # Labels are bounded: only names the configuration defines become label values.
+        self._metrics.observe(
+            operation=operation if operation in _OPERATIONS else "other",
+            agent=agent if isinstance(agent, str) else "none",
+            server="none" if server is None else server if server in self._config.servers else "other",
+            outcome="ok" if error_code is None else error_code.lower(),
+            latency=latency,
+        )
         self._emit(
             Audit(
                 record={
@@ -875,6 +926,9 @@ class Gateway:
 
     def _log(self, log_level: LogLevel, message: str, **fields: Any) -> None:
         self._emit(Log(level=log_level, message=message, fields=fields or None))
+
+
+_OPERATIONS = frozenset({"list_servers", "get_server_tools", "execute_tool", "get_gateway_status"})
 
 
 def _first_start_done(ds: Downstream) -> bool:
