@@ -5,7 +5,7 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: run run-stdio demo test typecheck unit wheel-check bench bench-stdio bench-http clean
+.PHONY: run run-stdio demo test typecheck unit wheel-check bench bench-stdio bench-http bench-reload clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,7 +53,11 @@ bench-stdio: $(STAMP)
 bench-http: $(STAMP)
 	$(PY) bench/http_load.py
 
-bench: bench-stdio bench-http
+## Time from a rules file write to the new rules in effect (20 writes).
+bench-reload: $(STAMP)
+	$(PY) bench/reload_latency.py
+
+bench: bench-stdio bench-http bench-reload
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info logs

@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 JSONObject = dict[str, Any]
-LogLevel = Literal["debug", "info", "warning", "error"]
+#: ``notice`` sits between info and warning: shown by default, like the
+#: start-up summary (a configuration reload, say).
+LogLevel = Literal["debug", "info", "notice", "warning", "error"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,7 +6,7 @@ comes out. Nothing here touches the file system.
 
 Validation never stops at the first problem: every error and warning in both
 files and the environment is collected, each located by file and JSON path
-(:func:`~.policy.json_path`), so one run of ``lockgate check`` shows them all.
+(:func:`~.policy.json_path`), so one run of ``lockgate validate`` shows them all.
 Errors refuse the configuration; warnings ride along in :attr:`Config.warnings`.
 """
 
@@ -42,6 +42,9 @@ DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_SESSION_TTL = 3600.0
 DEFAULT_SHUTDOWN_GRACE = 10.0
+
+LogThreshold = Literal["debug", "info", "warning", "error"]
+_LOG_THRESHOLDS: dict[str, LogThreshold] = {"debug": "debug", "info": "info", "warning": "warning", "error": "error"}
 
 ENVIRONMENT = "environment"
 """The ``file`` of problems found in ``GATEWAY_*`` variables."""
@@ -105,6 +108,11 @@ class Settings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     call_timeout_ms: int = DEFAULT_CALL_TIMEOUT_MS
     start_timeout_ms: int = DEFAULT_START_TIMEOUT_MS
+    #: ``GATEWAY_LOG_LEVEL``; ``None`` is the quiet default (start-up summary,
+    #: warnings, errors), or everything when ``debug`` is on.
+    log_level: LogThreshold | None = None
+    #: ``GATEWAY_LOG_FORMAT``: one ``key=value`` line or one JSON object per record.
+    log_format: Literal["text", "json"] = "text"
     # Streamable HTTP front (GATEWAY_TRANSPORT, GATEWAY_HTTP_*, GATEWAY_CORS_ORIGINS, ...).
     transport: Literal["stdio", "http"] = "stdio"
     http_host: str = DEFAULT_HTTP_HOST
@@ -177,6 +185,17 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
         else:
             problem("GATEWAY_MAX_MESSAGE_BYTES", f"{raw_max!r} is not a positive integer")
 
+    raw_level = environ.get("GATEWAY_LOG_LEVEL", "").strip().lower()
+    log_level = _LOG_THRESHOLDS.get(raw_level)
+    if raw_level and log_level is None:
+        problem("GATEWAY_LOG_LEVEL", f"{raw_level!r} is not a level: use debug, info, warning or error")
+
+    log_format: Literal["text", "json"] = "text"
+    raw_format = environ.get("GATEWAY_LOG_FORMAT", "").strip().lower()
+    if raw_format == "json":
+        log_format = "json"
+    elif raw_format not in ("", "text"):
+        problem("GATEWAY_LOG_FORMAT", f"{raw_format!r} is not a format: use 'text' or 'json'")
     http = _http_settings(environ, problem)
 
     if problems:
@@ -187,6 +206,8 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
         init_strategy=init_strategy,
         audit_log=audit_log,
         max_message_bytes=max_message_bytes,
+        log_level=log_level,
+        log_format=log_format,
         **http,
     )
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config import Config, Problem
 
 __all__ = [
     "ClientId",
     "ClientClosed",
     "ClientMessageReceived",
     "ClientOpened",
+    "ConfigRejected",
     "ConfigReloaded",
     "DownstreamExited",
     "DownstreamMessageReceived",
@@ -104,10 +105,34 @@ class TimerFired:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConfigReloaded:
-    """A new, already validated configuration replaces the running one."""
+    """A new, already validated configuration replaces the running one.
+
+    ``files`` names the configuration files whose content changed since the
+    previous attempt (empty when a reload was asked for without a change,
+    e.g. by SIGHUP); ``time`` is the wall-clock time the shell read them, as
+    an ISO 8601 string, for the reload status. Both are for the record only.
+    """
 
     now: float
     config: Config
+    files: tuple[str, ...] = ()
+    time: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigRejected:
+    """A changed configuration failed to read or validate; the running one stays.
+
+    ``problems`` are the errors (each with file and JSON path), ``warnings``
+    what else validation found; ``files`` and ``time`` as in
+    :class:`ConfigReloaded`.
+    """
+
+    now: float
+    problems: tuple[Problem, ...]
+    warnings: tuple[Problem, ...] = ()
+    files: tuple[str, ...] = ()
+    time: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,5 +151,6 @@ Event = Union[
     DownstreamExited,
     TimerFired,
     ConfigReloaded,
+    ConfigRejected,
     ShutdownRequested,
 ]

@@ -43,6 +43,7 @@ from .events import (
     ClientId,
     ClientMessageReceived,
     ClientOpened,
+    ConfigRejected,
     ConfigReloaded,
     DownstreamExited,
     DownstreamMessageReceived,
@@ -52,8 +53,9 @@ from .events import (
     TimerFired,
 )
 from .jsonrpc import Invalid, Notification, Request, Response, decode, error, is_request_id, result
-from .metrics import Gauges, Metrics, prometheus_text
+from .metrics import Extra, Metrics, prometheus_text
 from .policy import Refusal
+from .reload import ReloadStatus
 from .session import LOG_LEVELS, ClientSession, negotiate_version
 from .tools import (
     ArgumentError,
@@ -98,6 +100,7 @@ class Gateway:
         self._next_connection = 1
         self._next_timer = 1
         self._closing = False
+        self._reload = ReloadStatus()
         self._out: list[Action] = []
         self._metrics = Metrics()
         #: ``now`` of the first event and of the latest one: uptime without a clock.
@@ -145,9 +148,12 @@ class Gateway:
                 self._started = True
                 if self._config.settings.init_strategy == "eager":
                     for ds in self._servers.values():
-                        self._start(ds, event.now)
+                        if ds.state is State.IDLE:  # a reload may have started it already
+                            self._start(ds, event.now)
             case ConfigReloaded():
                 self._on_config(event)
+            case ConfigRejected():
+                self._on_config_rejected(event)
             case ShutdownRequested():
                 self._on_shutdown(event)
             case _:
@@ -663,9 +669,10 @@ class Gateway:
                 self._emit(CancelTimer(timer=ds.start_timer))
             ds.start_timer = None
             self._log("info", "server ready", server=ds.name, tools=len(ds.tools or ()), protocol=ds.protocol_version)
-            waiters, ds.waiters = ds.waiters, []
-            for call in waiters:
-                self._dispatch(ds, call, now)
+            # One at a time, the rest still queued: a server a reload retired
+            # must not look idle (and be stopped) before the last waiter is sent.
+            while ds.waiters and ds.connection is not None:
+                self._dispatch(ds, ds.waiters.pop(0), now)
 
     def _on_downstream_notification(self, ds: Downstream, note: Notification, now: float) -> None:
         method = note.method
@@ -777,26 +784,56 @@ class Gateway:
             self._fail(ds, f"did not finish its MCP handshake within {seconds:g} s", ev.now)
 
     def _on_config(self, ev: ConfigReloaded) -> None:
-        """Swap configuration between two events; running calls finish as they started."""
+        """Swap configuration between two events; running calls finish as they started.
+
+        Policy and descriptions apply from the next request on. A server whose
+        spec changed, or that is gone, keeps its connection until its calls
+        end (``retiring``); a changed or added one gets a fresh
+        :class:`Downstream`, started now under the eager strategy.
+        """
         new = ev.config
         old_servers = self._servers
         self._config = new
         self._servers = {}
+        changed: list[str] = []
+        added: list[str] = []
         for name, spec in new.servers.items():
             ds = old_servers.pop(name, None)
             if ds is not None and ds.spec == spec:
                 self._servers[name] = ds
                 continue
             if ds is not None:
+                changed.append(name)
                 ds.retiring = True
                 self._retire_if_idle(ds)
+            else:
+                added.append(name)
             fresh = Downstream(name=name, spec=spec)
             self._servers[name] = fresh
-            if new.settings.init_strategy == "eager":
+            if new.settings.init_strategy == "eager" and not self._closing:
                 self._start(fresh, ev.now)
         for ds in old_servers.values():
             ds.retiring = True
             self._retire_if_idle(ds)
+        self._reload.succeeded(at=ev.time if ev.time is not None else ev.now, files=ev.files, warnings=new.warnings)
+        self._log(
+            "notice", "configuration reloaded",
+            files=list(ev.files), added=added, removed=sorted(old_servers), changed=changed,
+            agents=len(new.policy.agents),
+        )
+        for warning in new.warnings:
+            self._log("warning", warning.message, file=warning.file, path=warning.path)
+
+    def _on_config_rejected(self, ev: ConfigRejected) -> None:
+        """Record a refused reload and say why; the running configuration stays."""
+        self._reload.failed(
+            at=ev.time if ev.time is not None else ev.now, files=ev.files, problems=ev.problems, warnings=ev.warnings
+        )
+        for problem in ev.problems:
+            self._log(
+                "error", f"configuration rejected, keeping the running one: {problem.message}",
+                file=problem.file, path=problem.path,
+            )
 
     def _on_shutdown(self, ev: ShutdownRequested) -> None:
         self._closing = True
@@ -830,22 +867,33 @@ class Gateway:
             **self._metrics.snapshot(uptime=self.uptime(now)),
             "clients": len(self._clients),
             "calls_in_flight": sum(len(s.calls) for s in self._clients.values()),
+            "reload": self.reload_status(),
         }
 
     def metrics_prometheus(self, now: float) -> str:
         """The Prometheus text exposition of the same metrics, plus live gauges."""
-        gauges: Gauges = {
-            "clients": ("Client sessions open now.", {(): len(self._clients)}),
+        extra: Extra = {
+            "clients": ("gauge", "Client sessions open now.", {(): len(self._clients)}),
             "calls_in_flight": (
+                "gauge",
                 "Gateway tool calls waiting for a downstream.",
                 {(): sum(len(s.calls) for s in self._clients.values())},
             ),
             "server_state": (
+                "gauge",
                 "1 for the state each configured server is in.",
                 {(("server", name), ("state", ds.state.value)): 1 for name, ds in self._servers.items()},
             ),
+            "config_reloads_total": (
+                "counter",
+                "Configuration reload attempts since start-up, by result.",
+                {
+                    (("result", "ok"),): self._reload.successes,
+                    (("result", "rejected"),): self._reload.failures,
+                },
+            ),
         }
-        return prometheus_text(self._metrics, uptime=self.uptime(now), gauges=gauges)
+        return prometheus_text(self._metrics, uptime=self.uptime(now), extra=extra)
 
     def status(self) -> JSONObject:
         """A JSON snapshot of the gateway for ``get_gateway_status`` and operators."""
@@ -857,8 +905,30 @@ class Gateway:
             "calls_in_flight": sum(len(s.calls) for s in self._clients.values()),
             "init_strategy": self._config.settings.init_strategy,
             "config_warnings": [str(w) for w in self._config.warnings],
+            "reload": self.reload_status(),
             "metrics": self._metrics.snapshot(uptime=self.uptime(self._now)),
         }
+
+    def reload_status(self) -> JSONObject:
+        """Configuration reloads so far (see :class:`~.reload.ReloadStatus`), as JSON.
+
+        ``draining`` lists the servers a reload removed or changed whose old
+        connection is still finishing calls under the old configuration.
+        """
+        status = self._reload.snapshot()
+        status["draining"] = sorted({ds.name for ds in self._connections.values() if ds.retiring})
+        return status
+
+    def server_tools(self, name: str) -> list[JSONObject] | None:
+        """A copy of the tool definitions server ``name`` listed, as it sent them.
+
+        ``None`` when the server is not configured or has not listed its tools
+        yet. Read-only; for tools like ``lockgate check`` that drive the core.
+        """
+        ds = self._servers.get(name)
+        if ds is None or ds.tools is None:
+            return None
+        return list(ds.tools)
 
     def readiness(self) -> JSONObject:
         """The ``/ready`` answer: ready once every eager server has finished its first start attempt.

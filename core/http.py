@@ -67,7 +67,6 @@ __all__ = [
     "json_body",
     "duplicate_request",
     "host_allowed",
-    "not_implemented",
     "origin_allowed",
     "ops_status",
     "priming_event",
@@ -330,13 +329,6 @@ def duplicate_request(request_id: Any, cors: Headers = ()) -> Reject:
     return _reject(
         409, ErrorCode.INVALID_REQUEST, f"Conflict: request id {request_id!r} is already in flight", cors,
         request_id=request_id,
-    )
-
-
-def not_implemented(what: str, cors: Headers = ()) -> Reject:
-    """501 for an endpoint this build does not serve yet."""
-    return Reject(
-        status=501, headers=(("content-type", _JSON), *cors), body=json_body({"error": f"{what} is not implemented yet"})
     )
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BOUNDS", "MAX_SERIES", "Gauges", "Metrics", "Series", "Summary", "prometheus_text", "wants_prometheus"]
+__all__ = ["BOUNDS", "MAX_SERIES", "Extra", "Metrics", "Series", "Summary", "prometheus_text", "wants_prometheus"]
 
 JSONObject = dict[str, Any]
 
@@ -200,15 +200,16 @@ def _number(value: float) -> str:
     return repr(float(value)) if not float(value).is_integer() else str(int(value))
 
 
-Gauges = Mapping[str, tuple[str, Mapping[tuple[tuple[str, str], ...], float]]]
+#: Extra metrics: name (without ``lockgate_``) -> (type, help text, samples by label pairs).
+Extra = Mapping[str, tuple[str, str, Mapping[tuple[tuple[str, str], ...], float]]]
 
 
-def prometheus_text(metrics: Metrics, *, uptime: float, gauges: Gauges | None = None) -> str:
+def prometheus_text(metrics: Metrics, *, uptime: float, extra: Extra | None = None) -> str:
     """Render the Prometheus text exposition format (version 0.0.4).
 
-    ``gauges`` maps a metric name (without the ``lockgate_`` prefix) to its
-    help text and its samples, each keyed by its label pairs; the gateway
-    passes its live state (clients, calls in flight, server states) this way.
+    ``extra`` carries metrics kept elsewhere, as ``counter`` or ``gauge``:
+    the gateway passes its live state (clients, calls in flight, server
+    states) and its reload counts this way.
     """
     out: list[str] = [
         "# HELP lockgate_uptime_seconds Seconds since the gateway started.",
@@ -238,9 +239,9 @@ def prometheus_text(metrics: Metrics, *, uptime: float, gauges: Gauges | None = 
         out.append(f"lockgate_call_duration_seconds_bucket{_labels([*pairs, ('le', '+Inf')])} {series.count}")
         out.append(f"lockgate_call_duration_seconds_sum{_labels(pairs)} {_number(round(series.total, 6))}")
         out.append(f"lockgate_call_duration_seconds_count{_labels(pairs)} {series.count}")
-    for name, (help_text, samples) in sorted((gauges or {}).items()):
+    for name, (kind, help_text, samples) in sorted((extra or {}).items()):
         out.append(f"# HELP lockgate_{name} {help_text}")
-        out.append(f"# TYPE lockgate_{name} gauge")
+        out.append(f"# TYPE lockgate_{name} {kind}")
         for pairs_key, value in sorted(samples.items()):
             out.append(f"lockgate_{name}{_labels(pairs_key)} {_number(value)}")
     return "\n".join(out) + "\n"

@@ -54,7 +54,9 @@ __all__ = [
     "Decision",
     "Policy",
     "Refusal",
+    "RuleEntry",
     "RulesProblem",
+    "ToolRules",
     "check_rules",
     "is_glob",
     "json_path",
@@ -86,6 +88,27 @@ class Refusal:
     code: ErrorCode
     message: str
     rule: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleEntry:
+    """One tool entry of the rules as written (a name or a glob) and what it decides."""
+
+    entry: str
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRules:
+    """The tool entries that apply to one agent on one server, for explaining them.
+
+    ``entries`` are in the order :meth:`Policy.decide` tries them; a tool that
+    none matches gets ``otherwise``. On a denied server there are no entries
+    and ``otherwise`` is the server's decision.
+    """
+
+    entries: tuple[RuleEntry, ...]
+    otherwise: Decision
 
 
 def valid_agent_id(agent_id: str) -> bool:
@@ -222,19 +245,29 @@ class _Entries:
 
     explicit: Mapping[str, Decision]
     wildcards: tuple[tuple[re.Pattern[str], Decision], ...]
+    #: The wildcard entries as written, in the order of ``wildcards``.
+    globs: tuple[str, ...] = ()
 
     @classmethod
     def compile(cls, entries: Iterable[str], allowed: bool, *path: str | int) -> _Entries:
         explicit: dict[str, Decision] = {}
         wildcards: list[tuple[re.Pattern[str], Decision]] = []
+        globs: list[str] = []
         for index, entry in enumerate(entries):
             decision = Decision(allowed, json_path(*path, index))
             if is_glob(entry):
                 wildcards.append((re.compile(fnmatch.translate(entry)), decision))
+                globs.append(entry)
             else:
                 # The first entry in list order is the one reported.
                 explicit.setdefault(entry, decision)
-        return cls(MappingProxyType(explicit), tuple(wildcards))
+        return cls(MappingProxyType(explicit), tuple(wildcards), tuple(globs))
+
+    def explicit_entries(self) -> list[RuleEntry]:
+        return [RuleEntry(name, decision) for name, decision in self.explicit.items()]
+
+    def wildcard_entries(self) -> list[RuleEntry]:
+        return [RuleEntry(glob, decision) for glob, (_, decision) in zip(self.globs, self.wildcards)]
 
     def first_wildcard(self, name: str) -> Decision | None:
         for pattern, decision in self.wildcards:
@@ -362,6 +395,26 @@ class Policy:
             # Implicit grant: the server is allowed and no list narrows it.
             return server_decision
         return allow.first_wildcard(tool) or rules.no_rule
+
+    def tool_rules(self, agent: str, server: str) -> ToolRules:
+        """The tool entries that decide for ``agent`` on ``server``, in precedence order.
+
+        For explaining a policy without knowing the server's tools
+        (``lockgate explain --offline``); :meth:`decide` gives the same answers.
+        """
+        server_decision = self.decide_server(agent, server)
+        if not server_decision.allowed:
+            return ToolRules((), server_decision)
+        rules = self._agents[agent]
+        deny = rules.deny_tools.get(server, _NO_ENTRIES)
+        allow = rules.allow_tools.get(server)
+        if allow is None:
+            entries = [*deny.explicit_entries(), *deny.wildcard_entries()]
+            return ToolRules(tuple(entries), server_decision)
+        # An explicit allow of a name the deny list also names explicitly never decides.
+        allowed = [e for e in allow.explicit_entries() if e.entry not in deny.explicit]
+        entries = [*deny.explicit_entries(), *allowed, *deny.wildcard_entries(), *allow.wildcard_entries()]
+        return ToolRules(tuple(entries), rules.no_rule)
 
     def visible_servers(self, agent: str, servers: Iterable[str]) -> list[str]:
         """Keep the servers ``agent`` may use, in the order given."""

@@ -35,6 +35,7 @@ import secrets
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Protocol
 
 import h11
@@ -64,7 +65,6 @@ from lockgate.core.http import (
     health_body,
     initialize_succeeded,
     json_body,
-    not_implemented,
     ops_status,
     session_gone,
     sse_headers,
@@ -74,9 +74,12 @@ from lockgate.core.http import (
     wants_priming,
 )
 from lockgate.core.jsonrpc import encode
+from lockgate.core.metrics import wants_prometheus
 
+from .audit import utc_timestamp
 from .http_sessions import HttpSession
 from .logs import NOTICE, get_logger
+from .reload import ReloadSource, watch_config
 from .runtime import Core, Runtime
 
 __all__ = ["HttpServer", "serve_http"]
@@ -89,12 +92,18 @@ _READ_CHUNK = 65536
 _MAX_HEAD = 64 * 1024
 #: Session ids: 32 random bytes, URL-safe base64 (256 bits, visible ASCII as the spec asks).
 _SESSION_BYTES = 32
+#: The Prometheus text exposition format, version 0.0.4.
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class GatewayCore(Core, Protocol):
     """What the HTTP shell reads of the gateway besides ``handle``: a pure accessor."""
 
     def readiness(self) -> dict[str, Any]: ...
+
+    def metrics_json(self, now: float) -> dict[str, Any]: ...
+
+    def metrics_prometheus(self, now: float) -> str: ...
 
 
 class _Closed(Exception):
@@ -267,7 +276,13 @@ class HttpServer:
                 readiness = self._core.readiness()
                 await self._send_json(conn, stream, ops_status(readiness), route, json_body(readiness))
             case "metrics":
-                await self._send_reject(conn, stream, not_implemented("/metrics", route.headers))
+                now = trio.current_time()
+                if wants_prometheus(headers.get("accept"), route.query):
+                    text = self._core.metrics_prometheus(now).encode("utf-8")
+                    await self._send(conn, stream, 200, [("content-type", PROMETHEUS_TYPE), *route.headers], text)
+                else:
+                    metrics = {"timestamp": utc_timestamp(), **self._core.metrics_json(now)}
+                    await self._send_json(conn, stream, 200, route, json_body(metrics))
 
     async def _post(self, conn: h11.Connection, stream: trio.SocketStream, route: Route, body: bytes) -> None:
         plan = check_post(body, route)
@@ -490,9 +505,13 @@ async def serve_http(
     environ: Mapping[str, str] | None = None,
     on_listening: Callable[[str], None] | None = None,
     stop: trio.Event | None = None,
+    reload: ReloadSource | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``core`` over Streamable HTTP until SIGTERM/SIGINT (or ``stop`` is set).
+
+    With ``reload``, the configuration files are watched and SIGHUP reloads
+    them (see :mod:`.reload`), as for stdio.
 
     Reports the bound port through ``task_status`` and calls ``on_listening``
     with the endpoint URL once it accepts connections.
@@ -519,6 +538,9 @@ async def serve_http(
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
             await runtime.feed(GatewayStarted(now=trio.current_time()))
+            if reload is not None:
+                # After GatewayStarted: a reload must not race the eager start.
+                await nursery.start(partial(watch_config, handle_sighup=handle_signals), runtime, reload)
             if signals is not None:
                 nursery.start_soon(_watch_signals, signals, stop)
             async with trio.open_nursery() as connections:

@@ -69,7 +69,7 @@ from lockgate.core.jsonrpc import encode
 
 from .audit import AuditLog
 from .downstream_stdio import StdioDownstream
-from .logs import get_logger
+from .logs import NOTICE, get_logger
 from .timers import Timers
 
 __all__ = [
@@ -89,7 +89,13 @@ ClientSend = Callable[[SendToClient], Awaitable[None]]
 
 _log = get_logger("runtime")
 _core_log = get_logger("core")
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": NOTICE,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class Core(Protocol):

@@ -6,7 +6,8 @@ client ends the session by closing our stdin; SIGTERM and SIGINT end it too.
 
 Theory of operation. :func:`serve_stdio` starts a :class:`~.runtime.Runtime`,
 registers client 0 with a writer that writes one encoded line per message,
-feeds ``GatewayStarted`` and ``ClientOpened``, and reads stdin into
+feeds ``GatewayStarted`` and ``ClientOpened``, starts the configuration
+watcher (:mod:`.reload`) when asked to, and reads stdin into
 ``ClientMessageReceived`` events. On EOF, a signal, a ``CloseClient`` from
 the core or a broken stdout it feeds ``ClientClosed`` and
 ``ShutdownRequested``, lets the runtime perform what follows, stop every
@@ -24,6 +25,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Final
 
 import trio
@@ -35,6 +37,7 @@ from lockgate.core.jsonrpc import encode
 
 from .framing import LineSplitter
 from .logs import get_logger
+from .reload import ReloadSource, watch_config
 from .runtime import Core, Runtime
 
 __all__ = ["STDIO_CLIENT", "serve_process_stdio", "serve_stdio"]
@@ -53,8 +56,14 @@ async def serve_stdio(
     stdout: trio.abc.SendStream,
     handle_signals: bool = True,
     environ: Mapping[str, str] | None = None,
+    reload: ReloadSource | None = None,
 ) -> None:
-    """Serve one stdio client until EOF, a signal or the core closes it."""
+    """Serve one stdio client until EOF, a signal or the core closes it.
+
+    With ``reload``, the configuration files are watched and SIGHUP reloads
+    them (see :mod:`.reload`); SIGHUP is left alone when ``handle_signals``
+    is false.
+    """
     runtime = Runtime(core, settings=settings, environ=environ)
     done = trio.Event()
 
@@ -82,6 +91,10 @@ async def serve_stdio(
             now = trio.current_time()
             await runtime.feed(GatewayStarted(now=now))
             await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio"))
+            if reload is not None:
+                # After GatewayStarted (a reload must not race the eager start),
+                # before the first client message (SIGHUP is handled by then).
+                await nursery.start(partial(watch_config, handle_sighup=handle_signals), runtime, reload)
             nursery.start_soon(_read_client, runtime, stdin, settings.max_message_bytes, done)
             if signals is not None:
                 nursery.start_soon(_watch_signals, signals, done)
@@ -93,8 +106,8 @@ async def serve_stdio(
             nursery.cancel_scope.cancel()
 
 
-async def serve_process_stdio(core: Core, settings: Settings) -> None:
-    """:func:`serve_stdio` on this process's stdin and stdout."""
+async def serve_process_stdio(core: Core, settings: Settings, reload: ReloadSource | None = None) -> None:
+    """:func:`serve_stdio` on this process's stdin and stdout, reloading from ``reload``."""
     sys.stdout.flush()
     stdin_fd = os.dup(0)
     stdout_fd = os.dup(1)
@@ -105,7 +118,7 @@ async def serve_process_stdio(core: Core, settings: Settings) -> None:
         os.dup2(devnull, 1)
         os.close(devnull)
     async with trio.lowlevel.FdStream(stdin_fd) as stdin, trio.lowlevel.FdStream(stdout_fd) as stdout:
-        await serve_stdio(core, settings, stdin=stdin, stdout=stdout)
+        await serve_stdio(core, settings, stdin=stdin, stdout=stdout, reload=reload)
 
 
 async def _read_client(runtime: Runtime, stdin: trio.abc.ReceiveStream, max_bytes: int, done: trio.Event) -> None:

@@ -517,6 +517,8 @@ def test_settings_from_every_variable() -> None:
         "GATEWAY_AUDIT_LOG": "/var/log/lockgate.jsonl",
         "GATEWAY_INIT_STRATEGY": "lazy",
         "GATEWAY_MAX_MESSAGE_BYTES": "1024",
+        "GATEWAY_LOG_LEVEL": "Info",
+        "GATEWAY_LOG_FORMAT": " JSON ",
         "UNRELATED": "x",
     }
     assert settings_from_env(environ) == Settings(
@@ -525,11 +527,20 @@ def test_settings_from_every_variable() -> None:
         audit_log="/var/log/lockgate.jsonl",
         init_strategy="lazy",
         max_message_bytes=1024,
+        log_level="info",
+        log_format="json",
     )
 
 
+def test_log_variables_are_checked() -> None:
+    assert env_problems({"GATEWAY_LOG_LEVEL": "loud", "GATEWAY_LOG_FORMAT": "xml"}) == [
+        ("environment", "GATEWAY_LOG_LEVEL", "'loud' is not a level: use debug, info, warning or error"),
+        ("environment", "GATEWAY_LOG_FORMAT", "'xml' is not a format: use 'text' or 'json'"),
+    ]
+
+
 def test_empty_variables_count_as_unset() -> None:
-    names = "DEFAULT_AGENT DEBUG AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES".split()
+    names = "DEFAULT_AGENT DEBUG AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES LOG_LEVEL LOG_FORMAT".split()
     assert settings_from_env({f"GATEWAY_{name}": "" for name in names}) == Settings()
 
 

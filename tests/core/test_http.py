@@ -24,7 +24,6 @@ from lockgate.core.http import (
     health_body,
     host_allowed,
     initialize_succeeded,
-    not_implemented,
     ops_status,
     origin_allowed,
     priming_event,
@@ -293,7 +292,6 @@ def test_fixed_rejections() -> None:
     assert busy().status == 503 and ("retry-after", "1") in busy().headers
     rejected(stream_conflict(), 409)
     assert rejected(duplicate_request(4), 409)["id"] == 4
-    assert not_implemented("metrics").status == 501
 
 
 def test_responses_end_requests() -> None:

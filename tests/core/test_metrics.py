@@ -83,7 +83,7 @@ def test_prometheus_text_parses_and_histograms_are_cumulative() -> None:
     m = Metrics()
     for latency in (0.0001, 0.0004, 0.003, 0.003, 0.7, 250.0):
         m.observe(operation="execute_tool", agent='we"ird\\agent', server="db", outcome="ok", latency=latency)
-    text = prometheus_text(m, uptime=3.0, gauges={"clients": ("Clients.", {(): 2})})
+    text = prometheus_text(m, uptime=3.0, extra={"clients": ("gauge", "Clients.", {(): 2})})
     samples = parse_prometheus(text)
     [(labels, total)] = samples["lockgate_calls_total"]
     assert labels == {"operation": "execute_tool", "agent": 'we\\"ird\\\\agent', "server": "db", "outcome": "ok"}
@@ -142,6 +142,8 @@ def test_gateway_records_every_call_with_bounded_labels() -> None:
     samples = parse_prometheus(d.gw.metrics_prometheus(now=10.0))
     assert ({"server": "db", "state": "ready"}, 1.0) in samples["lockgate_server_state"]
     assert sum(v for _, v in samples["lockgate_calls_total"]) == 5
+    assert ({"result": "ok"}, 0.0) in samples["lockgate_config_reloads_total"]
+    assert view["reload"]["attempts"] == 0
 
 
 def test_status_carries_uptime_and_metrics() -> None:

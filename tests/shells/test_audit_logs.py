@@ -72,3 +72,61 @@ def test_log_lines_are_single_lines_with_fields() -> None:
             logger.removeHandler(handler)
         logger.propagate = True
         logger.setLevel(logging.NOTSET)
+
+
+@pytest.fixture
+def reset_logger() -> object:
+    yield
+    logger = get_logger()
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
+def test_json_log_lines_are_one_object_each_with_fields(reset_logger: object) -> None:
+    stream = io.StringIO()
+    setup_logging(log_format="json", stream=stream)
+    get_logger("core").warning(
+        "two\nlines", extra={"fields": {"server": "notes", "agent": "a", "request": 7, "message": "clash"}}
+    )
+    get_logger("core").info("hidden when quiet")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        get_logger("x").exception("failed")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert list(first) == ["time", "level", "logger", "message", "server", "agent", "request", "fields"]
+    assert first["level"] == "WARNING" and first["logger"] == "lockgate.core" and first["message"] == "two\nlines"
+    assert (first["server"], first["agent"], first["request"], first["fields"]) == ("notes", "a", 7, {"message": "clash"})
+    assert datetime.strptime(first["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert second["level"] == "ERROR" and "ValueError: boom" in second["exception"]
+
+
+@pytest.mark.parametrize(
+    ("level", "debug", "shown"),
+    [
+        (None, False, ["NOTICE", "WARNING", "ERROR"]),
+        (None, True, ["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR"]),
+        ("info", False, ["INFO", "NOTICE", "WARNING", "ERROR"]),
+        ("warning", True, ["WARNING", "ERROR"]),  # an explicit level wins over debug
+        ("error", False, ["ERROR"]),
+        ("debug", False, ["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR"]),
+    ],
+)
+def test_log_level_threshold(reset_logger: object, level: str | None, debug: bool, shown: list[str]) -> None:
+    stream = io.StringIO()
+    setup_logging(level=level, debug=debug, log_format="json", stream=stream)
+    log = get_logger("t")
+    for value in (logging.DEBUG, logging.INFO, NOTICE, logging.WARNING, logging.ERROR):
+        log.log(value, "x")
+    assert [json.loads(line)["level"] for line in stream.getvalue().splitlines()] == shown
+
+
+def test_text_log_fields_show_lists_as_compact_json(reset_logger: object) -> None:
+    stream = io.StringIO()
+    setup_logging(stream=stream)
+    get_logger("core").log(NOTICE, "configuration reloaded", extra={"fields": {"added": ["a", "b"], "removed": [], "x": {"k": "v w"}}})
+    assert stream.getvalue().rstrip().endswith('configuration reloaded added=["a","b"] removed=[] x="{\\"k\\":\\"v w\\"}"')

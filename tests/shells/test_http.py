@@ -7,6 +7,7 @@ downstream (``raw_mcp_server.py``) and talks to it with httpx or raw sockets.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -362,9 +363,56 @@ async def test_health_and_ready(tmp_path: Path) -> None:
         assert ready.json() == {"status": "ready", "servers": {"raw": "ready"}}
 
 
-async def test_metrics_is_not_served_yet(tmp_path: Path) -> None:
+def parse_prometheus(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A small parser for the Prometheus text format (0.0.4): every sample by metric name.
+
+    Checks as it goes: every sample's family has HELP and TYPE lines first,
+    names and labels are well formed, values are numbers.
+    """
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    typed: dict[str, str] = {}
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            typed[name] = kind
+            continue
+        if not line or line.startswith("#"):
+            continue
+        match = line_re.match(line)
+        assert match, line
+        name, _, labels, value = match.groups()
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in typed or family in typed, f"no TYPE for {name}"
+        parsed = dict(label_re.findall(labels or ""))
+        samples.setdefault(name, []).append((parsed, float(value)))
+    return samples
+
+
+async def test_metrics_as_json_and_prometheus(tmp_path: Path) -> None:
     async with running(tmp_path) as gate:
-        assert (await gate.http.get(f"{gate.base}/metrics")).status_code == 501
+        session = await gate.initialize()
+        for n in range(3):
+            assert (await gate.post(execute(n, "echo", text="m"), session)).status_code == 200
+        as_json = await gate.http.get(f"{gate.base}/metrics")
+        assert as_json.status_code == 200 and as_json.headers["content-type"] == "application/json"
+        body = as_json.json()
+        assert body["timestamp"].endswith("Z") and body["uptime_seconds"] >= 0
+        assert "execute_tool" in json.dumps(body)
+        for response in (
+            await gate.http.get(f"{gate.base}/metrics?format=prometheus"),
+            await gate.http.get(f"{gate.base}/metrics", headers={"accept": "text/plain"}),
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+            samples = parse_prometheus(response.text)
+            assert all(name.startswith("lockgate_") for name in samples)
+            counted = [
+                value for name, rows in samples.items() if name.endswith("_count") or name.endswith("_total")
+                for labels, value in rows if labels.get("operation") == "execute_tool"
+            ]
+            assert counted and max(counted) == 3
 
 
 async def test_a_hundred_concurrent_sessions_run_the_whole_flow(tmp_path: Path) -> None:

@@ -1,0 +1,114 @@
+"""Operator reports: explain an agent's access, and what tool lists cost in context."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lockgate.core.jsonrpc import encode
+from lockgate.core.policy import Decision, Policy
+from lockgate.core.report import context_report, explain_agent, tool_cost
+from lockgate.core.tools import estimate_tokens, gateway_tools
+
+from .harness import DROP_TOOL, ECHO_TOOL, GET_TOOL, make_config
+
+RULES = {
+    "agents": {
+        "dev": {"allow": {"servers": ["*"]}, "deny": {"tools": {"db": ["drop_*", "get_user"]}}},
+        "reader": {"allow": {"servers": ["db"], "tools": {"db": ["get_*", "echo"]}}, "deny": {"tools": {"db": ["echo"]}}},
+    }
+}
+TOOLS = {"db": [ECHO_TOOL, DROP_TOOL, GET_TOOL], "util": None}
+
+
+def test_tool_cost_measures_compact_json() -> None:
+    assert tool_cost([ECHO_TOOL, GET_TOOL]) == {
+        "tools": 2,
+        "bytes": len(encode(ECHO_TOOL)) + len(encode(GET_TOOL)),
+        "tokens": estimate_tokens(ECHO_TOOL) + estimate_tokens(GET_TOOL),
+    }
+    assert tool_cost([]) == {"tools": 0, "bytes": 0, "tokens": 0}
+
+
+def test_explain_offline_lists_tool_rules_in_precedence_order() -> None:
+    report = explain_agent(make_config(RULES), "reader")
+    assert report == {
+        "agent": "reader",
+        "offline": True,
+        "servers": [
+            {
+                "server": "db",
+                "configured": True,
+                "allowed": True,
+                "rule": "agents.reader.allow.servers[0]",
+                # The explicit allow of echo never decides: the explicit deny comes first.
+                "tool_rules": [
+                    {"entry": "echo", "allowed": False, "rule": "agents.reader.deny.tools.db[0]"},
+                    {"entry": "get_*", "allowed": True, "rule": "agents.reader.allow.tools.db[0]"},
+                ],
+                "other_tools": {"allowed": False, "rule": "agents.reader: no rule allows it"},
+            },
+            {"server": "util", "configured": True, "allowed": False, "rule": "agents.reader: no rule allows it"},
+        ],
+    }
+    [db] = explain_agent(make_config(RULES), "dev", server="db")["servers"]
+    assert db["tool_rules"] == [
+        {"entry": "get_user", "allowed": False, "rule": "agents.dev.deny.tools.db[1]"},
+        {"entry": "drop_*", "allowed": False, "rule": "agents.dev.deny.tools.db[0]"},
+    ]
+    assert db["other_tools"] == {"allowed": True, "rule": "agents.dev.allow.servers[0]"}
+
+
+def test_explain_online_decides_every_listed_tool() -> None:
+    report = explain_agent(make_config(RULES), "dev", tools=TOOLS)
+    assert report["offline"] is False
+    db, util = report["servers"]
+    assert db["tools"] == [
+        {"name": "echo", "allowed": True, "rule": "agents.dev.allow.servers[0]"},
+        {"name": "drop_table", "allowed": False, "rule": "agents.dev.deny.tools.db[0]"},
+        {"name": "get_user", "allowed": False, "rule": "agents.dev.deny.tools.db[1]"},
+    ]
+    assert util["tools"] is None  # it did not list its tools
+    [ghost] = explain_agent(make_config(RULES), "dev", tools=TOOLS, server="ghost")["servers"]
+    assert (ghost["configured"], ghost["allowed"], ghost["tools"]) == (False, True, None)
+
+
+def test_context_report_per_agent() -> None:
+    report = context_report(make_config(RULES), TOOLS)
+    own = tool_cost(gateway_tools(debug=False))
+    assert report["gateway"] == own
+    assert report["all_servers"] == tool_cost([ECHO_TOOL, DROP_TOOL, GET_TOOL])
+    assert report["agents"]["dev"] == {
+        "servers": ["db", "util"],
+        "direct": tool_cost([ECHO_TOOL]),
+        "gateway": own,
+        "saved_tokens": tool_cost([ECHO_TOOL])["tokens"] - own["tokens"],
+    }
+    assert report["agents"]["reader"]["direct"] == tool_cost([GET_TOOL])
+    assert context_report(make_config(RULES, debug=True), TOOLS)["gateway"]["tools"] == 4
+
+
+NAMES = st.sampled_from(["echo", "get_user", "get_x", "drop_table", "drop", "other", "e?ho", "x"])
+ENTRIES = st.lists(st.sampled_from(["echo", "get_*", "drop_*", "e?ho", "*", "x", "[gd]*"]), max_size=4)
+
+
+def first_match(rules: list[tuple[str, Decision]], otherwise: Decision, tool: str) -> Decision:
+    for entry, decision in rules:
+        if fnmatch.fnmatchcase(tool, entry) if any(c in entry for c in "*?[") else tool == entry:
+            return decision
+    return otherwise
+
+
+@given(allow=st.none() | ENTRIES, deny=ENTRIES, tool=NAMES)
+def test_tool_rules_agree_with_decide(allow: list[str] | None, deny: list[str], tool: str) -> None:
+    body: dict = {"allow": {"servers": ["db"]}, "deny": {"tools": {"db": deny}}}
+    if allow is not None:
+        body["allow"]["tools"] = {"db": allow}
+    policy = Policy.compile({"agents": {"a": body}})
+    rules = policy.tool_rules("a", "db")
+    entries = [(e.entry, e.decision) for e in rules.entries]
+    assert first_match(entries, rules.otherwise, tool) == policy.decide("a", "db", tool)
+    denied = policy.tool_rules("a", "elsewhere")
+    assert denied.entries == () and denied.otherwise == policy.decide_server("a", "elsewhere")
