@@ -56,6 +56,7 @@ __all__ = [
     "Route",
     "StreamKey",
     "GET_STREAM",
+    "bad_http",
     "busy",
     "cancelled_response",
     "check_head",
@@ -290,6 +291,15 @@ def too_large(policy: HttpPolicy, cors: Headers = ()) -> Reject:
     """413: the body is over the limit (declared, or found while reading it)."""
     return _reject(
         413, ErrorCode.INVALID_REQUEST, f"Payload Too Large: the limit is {policy.max_body_bytes} bytes", cors
+    )
+
+
+def bad_http(status: int, detail: str) -> Reject:
+    """The request is not valid HTTP/1.1 (``status`` is the parser's hint, usually 400); the connection closes."""
+    return Reject(
+        status=status,
+        headers=(("content-type", _JSON), ("connection", "close")),
+        body=_error_body(ErrorCode.INVALID_REQUEST, f"Bad HTTP request: {detail[:200]}"),
     )
 
 

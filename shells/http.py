@@ -57,6 +57,7 @@ from lockgate.core.http import (
     Reject,
     Route,
     StreamKey,
+    bad_http,
     busy,
     cancelled_response,
     check_head,
@@ -162,7 +163,7 @@ class HttpServer:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         with trio.move_on_after(min(self._read_timeout, 2.0)):
             if isinstance(await self._next_event(conn, stream, idle=False), h11.Request):
-                await self._send_reject(conn, stream, busy())
+                await self._send_reject(conn, stream, busy(), close=True)
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
@@ -171,9 +172,7 @@ class HttpServer:
                 event = await self._next_event(conn, stream, idle=True)
             except h11.RemoteProtocolError as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    status = exc.error_status_hint
-                    body = json_body({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": f"Bad HTTP request: {exc}"}})
-                    await self._send(conn, stream, status, [("content-type", "application/json"), ("connection", "close")], body)
+                    await self._send_reject(conn, stream, bad_http(exc.error_status_hint, str(exc)), close=True)
                 return
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed

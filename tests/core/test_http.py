@@ -14,6 +14,7 @@ from lockgate.core.http import (
     Post,
     Reject,
     Route,
+    bad_http,
     busy,
     cancelled_response,
     check_head,
@@ -55,6 +56,11 @@ def rejected(result: Any, status: int, code: int | None = -32600) -> dict[str, A
     if code is not None:
         assert body["jsonrpc"] == "2.0" and body["error"]["code"] == code
     return body
+
+
+def rejected_headers(result: Reject) -> tuple[tuple[str, str], ...]:
+    rejected(result, result.status)
+    return result.headers
 
 
 def body(message: dict[str, Any]) -> bytes:
@@ -291,6 +297,8 @@ def test_notifications_and_responses_are_accepted() -> None:
 def test_fixed_rejections() -> None:
     assert busy().status == 503 and ("retry-after", "1") in busy().headers
     rejected(stream_conflict(), 409)
+    assert ("connection", "close") in rejected_headers(bad_http(400, "illegal header line"))
+    assert rejected(bad_http(431, "x" * 500), 431)["error"]["message"] == "Bad HTTP request: " + "x" * 200
     assert rejected(duplicate_request(4), 409)["id"] == 4
 
 

@@ -472,3 +472,17 @@ async def test_keep_alive_holds_across_gets_and_posts(tmp_path: Path) -> None:
                     assert chunk, "the server closed the connection"
                     answer += chunk
         await stream.aclose()
+
+
+async def test_garbage_instead_of_http_gets_400_and_the_connection_closes(tmp_path: Path) -> None:
+    async with running(tmp_path) as gate:
+        stream = await trio.open_tcp_stream("127.0.0.1", gate.port)
+        await stream.send_all(b"HELLO THERE\r\n\r\n")
+        answer = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert b'"code":-32600' in answer
+        await stream.aclose()
+        assert (await gate.http.get(f"{gate.base}/health")).status_code == 200
