@@ -208,7 +208,7 @@ def check_head(
         allow = _MCP_METHODS if ops is None else "GET, OPTIONS"
         return Route(kind="preflight", headers=(*cors, *_preflight_headers(origin, allow)))
     if ops is not None:
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             return _reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow="GET")
         return Route(kind=ops, headers=cors, query=query)
     if method not in ("GET", "POST", "DELETE"):

@@ -241,6 +241,7 @@ def test_get_carries_the_resumption_cursor() -> None:
 def test_operations_endpoints() -> None:
     for path, kind in (("/health", "health"), ("/ready", "ready"), ("/metrics", "metrics")):
         assert head("GET", path, accept="-", content_type="-") == Route(kind=kind)  # type: ignore[arg-type]
+        rejected(head("HEAD", path), 405)
         result = head("POST", path)
         rejected(result, 405)
         assert isinstance(result, Reject) and ("allow", "GET") in result.headers
