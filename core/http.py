@@ -56,6 +56,7 @@ __all__ = [
     "Route",
     "StreamKey",
     "GET_STREAM",
+    "admit",
     "bad_http",
     "busy",
     "cancelled_response",
@@ -285,6 +286,21 @@ def check_post(body: bytes, route: Route) -> Reject | Post:
 def cancelled_response(request_id: Any) -> dict[str, Any]:
     """What ends the HTTP response of a request the client cancelled (the core answers nothing)."""
     return error(request_id, ErrorCode.CANCELLED, "Request cancelled by the client", {"code": ErrorCode.CANCELLED.name})
+
+
+def admit(open_connections: int, limit: int, *, idle: int, closing: bool) -> Literal["serve", "evict", "refuse"]:
+    """What to do with a new connection, counted in ``open_connections``.
+
+    Under the limit it is served. Over it, an idle keep-alive connection (one
+    waiting for its next request; ``idle`` of them) is closed to make room,
+    so idle clients cannot lock others out; with none idle, the newcomer gets
+    503. While shutting down every newcomer gets 503.
+    """
+    if closing:
+        return "refuse"
+    if open_connections <= limit:
+        return "serve"
+    return "evict" if idle else "refuse"
 
 
 def too_large(policy: HttpPolicy, cors: Headers = ()) -> Reject:

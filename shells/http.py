@@ -57,6 +57,7 @@ from lockgate.core.http import (
     Reject,
     Route,
     StreamKey,
+    admit,
     bad_http,
     busy,
     cancelled_response,
@@ -136,8 +137,8 @@ class HttpServer:
         self._idle = trio.Event()
         self._idle.set()
         self._closing = False
-        #: Cancel scopes of connections waiting for their next request.
-        self._waiting: set[trio.CancelScope] = set()
+        #: Cancel scopes of connections waiting for their next request, oldest first.
+        self._waiting: dict[trio.CancelScope, None] = {}
         self._started_at = trio.current_time()
 
     # -- connections -----------------------------------------------------------
@@ -146,10 +147,14 @@ class HttpServer:
         """Serve one TCP connection until it closes; never raises."""
         self._connections += 1
         try:
-            if self._connections > self._max_connections or self._closing:
-                await self._refuse(stream)
-            else:
-                await self._serve(stream)
+            match admit(self._connections, self._max_connections, idle=len(self._waiting), closing=self._closing):
+                case "refuse":
+                    await self._refuse(stream)
+                case "evict":
+                    next(iter(self._waiting)).cancel()
+                    await self._serve(stream)
+                case "serve":
+                    await self._serve(stream)
         except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         except h11.ProtocolError as exc:
@@ -196,11 +201,11 @@ class HttpServer:
                 if waiting:
                     if self._closing:
                         raise _Closed
-                    self._waiting.add(scope)
+                    self._waiting[scope] = None
                 try:
                     data = await stream.receive_some(_READ_CHUNK)
                 finally:
-                    self._waiting.discard(scope)
+                    self._waiting.pop(scope, None)
             if scope.cancelled_caught:
                 raise _Closed
             conn.receive_data(data)

@@ -14,6 +14,7 @@ from lockgate.core.http import (
     Post,
     Reject,
     Route,
+    admit,
     bad_http,
     busy,
     cancelled_response,
@@ -387,3 +388,10 @@ def test_a_resuming_get_replaces_the_open_stream_and_a_fresh_one_conflicts() -> 
     assert stream_takeover(False, True) == "open"
     assert stream_takeover(True, False) == "conflict"
     assert stream_takeover(True, True) == "replace"
+
+
+def test_admission_evicts_idle_connections_before_refusing() -> None:
+    assert admit(10, 10, idle=0, closing=False) == "serve"
+    assert admit(11, 10, idle=3, closing=False) == "evict"
+    assert admit(11, 10, idle=0, closing=False) == "refuse"
+    assert admit(1, 10, idle=0, closing=True) == "refuse"

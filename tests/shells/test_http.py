@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -311,9 +312,12 @@ async def test_configured_cors_origins(tmp_path: Path) -> None:
         assert (await gate.post(INIT, origin="https://other.example")).status_code == 403
 
 
-async def test_the_connection_limit_answers_503_and_others_still_get_served(tmp_path: Path) -> None:
+async def test_the_connection_limit_answers_503_when_no_connection_is_idle(tmp_path: Path) -> None:
     async with running(tmp_path, http_options={"max_connections": 3}) as gate:
-        idle = [await trio.open_tcp_stream("127.0.0.1", gate.port) for _ in range(3)]
+        # Half-sent requests are busy, not idle: they cannot be closed to make room.
+        busy = [await trio.open_tcp_stream("127.0.0.1", gate.port) for _ in range(3)]
+        for stream in busy:
+            await stream.send_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100\r\n\r\n{")
         try:
             with trio.fail_after(10):
                 while True:  # wait until the server has counted all three
@@ -326,11 +330,29 @@ async def test_the_connection_limit_answers_503_and_others_still_get_served(tmp_
                     await trio.sleep(0.05)
             assert b"retry-after: 1" in answer.lower()
         finally:
-            for stream in idle:
+            for stream in busy:
                 await stream.aclose()
         with trio.fail_after(10):
             while (await gate.http.get(f"{gate.base}/health")).status_code != 200:
                 await trio.sleep(0.05)
+
+
+async def test_a_thousand_idle_connections_do_not_lock_others_out(tmp_path: Path) -> None:
+    async with running(tmp_path, http_options={"max_connections": 1000}) as gate:
+        idle = [await trio.open_tcp_stream("127.0.0.1", gate.port) for _ in range(1000)]
+        try:
+            # At the limit, the oldest idle connections are closed to make room.
+            session = await gate.initialize()
+            response = await gate.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, session)
+            assert response.status_code == 200
+            # Some of them were closed by the server (EOF makes them readable).
+            poller = select.poll()
+            for stream in idle:
+                poller.register(stream.socket.fileno(), select.POLLIN)
+            assert poller.poll(10_000)
+        finally:
+            for stream in idle:
+                await stream.aclose()
 
 
 async def test_a_stalled_half_request_is_closed_and_others_are_served(tmp_path: Path) -> None:
