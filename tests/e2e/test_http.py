@@ -115,17 +115,28 @@ async def test_sigterm_lets_a_call_in_flight_finish_then_exits_cleanly(setup: Se
                 "params": {"name": "execute_tool", "arguments": {"agent_id": "dev", "server": "raw", "tool": "sleep", "args": {"seconds": 1.5}}},
             }
             answers: list[httpx.Response] = []
+            stream_ended = trio.Event()
 
             async def slow_call() -> None:
                 answers.append(await http.post(served.url, json=call, headers=headers))
 
+            async def get_stream() -> None:
+                get_headers = {"accept": "text/event-stream", "mcp-session-id": headers["mcp-session-id"]}
+                async with http.stream("GET", served.url, headers=get_headers) as response:
+                    assert response.status_code == 200
+                    async for _ in response.aiter_bytes():
+                        pass
+                stream_ended.set()  # the gateway ended it on shutdown
+
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(slow_call)
+                nursery.start_soon(get_stream)
                 with trio.fail_after(20):  # wait until the downstream is running the call
                     while not processes_mentioning(RAW):
                         await trio.sleep(0.05)
                     await trio.sleep(0.3)
                 served.process.send_signal(signal.SIGTERM)
+            assert stream_ended.is_set()
             assert answers[0].status_code == 200
             assert answers[0].json()["result"]["content"][0]["text"] == "slept"
         assert served.process.wait(30) == 0
