@@ -18,10 +18,11 @@ steps, so that every status code and every header it sends is decided here:
    for ``initialize``, 202 for notifications and responses, or a request
    that is answered as JSON or as an SSE stream.
 
-Checks run in this order, which is the order a client can fix them in:
-path (404), CORS preflight, ``Host`` (421, DNS rebinding), ``Origin`` (403),
-method (405), ``Accept`` (406), ``Content-Type`` (415), ``Content-Length``
-(413), ``MCP-Protocol-Version`` (400), session (400 missing, 404 unknown).
+Checks run in this order, DNS rebinding protection first, then the order a
+client can fix them in: path (404), ``Host`` (421), ``Origin`` (403), CORS
+preflight, method (405), ``Accept`` (406), ``Content-Type`` (415),
+``Content-Length`` (413), ``MCP-Protocol-Version`` (400), session (400
+missing, 404 unknown).
 
 The protocol version is a property of each request and session, never of the
 shell: the handshake era sends ``MCP-Protocol-Version`` after ``initialize``
