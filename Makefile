@@ -5,7 +5,7 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: run run-stdio demo test typecheck unit wheel-check bench bench-stdio bench-http bench-reload clean
+.PHONY: run run-stdio demo test typecheck unit wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,7 +57,11 @@ bench-http: $(STAMP)
 bench-reload: $(STAMP)
 	$(PY) bench/reload_latency.py
 
-bench: bench-stdio bench-http bench-reload
+## Through Lockgate (stdio front) to a Streamable HTTP echo server vs straight to it.
+bench-http-downstream: $(STAMP)
+	$(PY) bench/http_downstream.py
+
+bench: bench-stdio bench-http bench-reload bench-http-downstream
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info logs

@@ -16,6 +16,7 @@ network. Each mode has a hard wall-clock limit; when it runs out the mode
 stops and reports what it measured so far.
 
     python bench/stdio_overhead.py [--calls 1000] [--blocks 10] [--json]
+                                   [--instances 3 --strategy least_connections]
 """
 
 from __future__ import annotations
@@ -52,17 +53,16 @@ def lockgate_command() -> list[str]:
     return [sys.executable, "-m", "lockgate.shells"]
 
 
-def write_config(directory: Path, mode: Mode) -> tuple[Path, Path]:
-    """Write a ``.mcp.json`` with the echo server and rules that allow everything."""
-    servers = {
-        "mcpServers": {
-            SERVER: {
-                "command": sys.executable,
-                "args": [str(SERVER_SCRIPTS[mode])],
-                "description": f"echo server ({mode})",
-            }
-        }
-    }
+def write_config(directory: Path, mode: Mode, instances: int = 1, strategy: str = "round_robin") -> tuple[Path, Path]:
+    """Write a ``.mcp.json`` with the echo server and rules that allow everything.
+
+    With ``instances`` > 1 the gateway balances over that many echo servers.
+    """
+    launch = {"command": sys.executable, "args": [str(SERVER_SCRIPTS[mode])]}
+    entry: dict[str, Any] = {**launch, "description": f"echo server ({mode})"}
+    if instances > 1:
+        entry = {"instances": [launch] * instances, "strategy": strategy, "description": entry["description"]}
+    servers = {"mcpServers": {SERVER: entry}}
     allow_all: dict[str, Any] = {"allow": {"servers": ["*"], "tools": {SERVER: ["*"]}}}
     rules = {
         "agents": {AGENT: allow_all, "default": allow_all},
@@ -137,7 +137,7 @@ def check_echo(result: CallToolResult, side: str) -> None:
 async def run_mode(mode: Mode, args: argparse.Namespace, result: ModeResult) -> None:
     """Measure one mode, appending samples to ``result`` as they come."""
     with tempfile.TemporaryDirectory(prefix="lockgate-bench-") as tmp:
-        config_path, rules_path = write_config(Path(tmp), mode)
+        config_path, rules_path = write_config(Path(tmp), mode, args.instances, args.strategy)
         command = lockgate_command()
         gateway_params = StdioServerParameters(
             command=command[0],
@@ -247,12 +247,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument(
+        "--instances", type=int, default=1, help="echo servers the gateway balances over (default 1; direct uses one)"
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=["round_robin", "least_connections", "weighted", "health_based", "random"],
+        default="round_robin",
+        help="balancing strategy with --instances > 1 (default round_robin)",
+    )
+    parser.add_argument(
         "--direct-only",
         action="store_true",
         help="replace the gateway side by a second direct client (checks the harness without Lockgate)",
     )
     args = parser.parse_args(argv)
-    if args.calls < 1 or args.blocks < 1 or args.warmup < 0 or args.phase_timeout <= 0:
+    if args.calls < 1 or args.blocks < 1 or args.warmup < 0 or args.phase_timeout <= 0 or args.instances < 1:
         parser.error("--calls and --blocks must be positive, --warmup >= 0, --phase-timeout > 0")
     args.modes = ["sdk", "raw"] if args.mode == "both" else [args.mode]
     return args

@@ -61,11 +61,16 @@ class StartDownstream:
     The shell spawns the process (or opens the HTTP client) and, once that
     worked, delivers the :class:`SendToDownstream` messages queued for this id
     in order. Failure to start is reported as ``DownstreamExited``.
+
+    ``spec`` says how to start this one instance (a command or a url); the
+    shell needs nothing else. ``instance`` is its index among the server's
+    instances, for logs.
     """
 
     downstream: int
     server: str
     spec: ServerSpec
+    instance: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

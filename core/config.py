@@ -27,9 +27,13 @@ from .policy import Policy, check_rules, is_glob, json_path, valid_agent_id
 __all__ = [
     "Config",
     "ConfigError",
+    "InstanceSpec",
+    "Isolation",
     "Problem",
     "ServerSpec",
     "Settings",
+    "Strategy",
+    "STRATEGIES",
     "load_config",
     "settings_from_env",
 ]
@@ -38,6 +42,15 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_CALL_TIMEOUT_MS = 60_000
 DEFAULT_START_TIMEOUT_MS = 30_000
 DEFAULT_AUDIT_LOG = "./logs/audit.jsonl"
+DEFAULT_HEALTH_INTERVAL = 30.0
+DEFAULT_HEALTH_TIMEOUT = 10.0
+#: The hard cap on a call that progress notifications keep alive, unless a
+#: server sets ``max_timeout_ms``.
+DEFAULT_MAX_TIMEOUT_MS = 600_000
+
+Strategy = Literal["round_robin", "least_connections", "weighted", "health_based", "random"]
+STRATEGIES: tuple[Strategy, ...] = ("round_robin", "least_connections", "weighted", "health_based", "random")
+Isolation = Literal["shared", "per_client"]
 DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_SESSION_TTL = 3600.0
@@ -80,8 +93,12 @@ class ConfigError(Exception):
 class ServerSpec:
     """One downstream server from ``mcpServers``, after ``${VAR}`` substitution.
 
-    ``reserved`` holds, unvalidated, the keys set aside for upcoming features
-    (``instances``, ``strategy``, ...), so they load today without a warning.
+    ``transport`` to ``headers`` say how to start the server; with
+    ``instances`` they are copied from the first instance (for display), and
+    each instance carries its own. The other fields shape the pool of
+    instances (see :mod:`lockgate.core.downstream`). Seconds are floats;
+    ``None`` means "the gateway's setting" (health) or "off" (idle timeout,
+    process cap).
     """
 
     name: str
@@ -94,7 +111,31 @@ class ServerSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
     timeout_ms: int | None = None
-    reserved: Mapping[str, Any] = field(default_factory=dict)
+    instances: tuple[InstanceSpec, ...] = ()
+    strategy: Strategy = "round_robin"
+    isolation: Isolation = "shared"
+    retry_calls: bool = False
+    max_timeout_ms: int | None = None
+    idle_timeout: float | None = None
+    health_interval: float | None = None
+    health_timeout: float | None = None
+    max_processes: int | None = None
+
+    def launch_specs(self) -> tuple[InstanceSpec, ...]:
+        """The instances to balance over: ``instances``, or the server itself as its one instance."""
+        return self.instances or (InstanceSpec(spec=self),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceSpec:
+    """One instance of a server: how to start it (a one-instance :class:`ServerSpec`) and its weight.
+
+    ``spec`` is what :class:`~lockgate.core.actions.StartDownstream` carries,
+    so a shell starts an instance exactly as it starts a plain server.
+    """
+
+    spec: ServerSpec
+    weight: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +154,10 @@ class Settings:
     log_level: LogThreshold | None = None
     #: ``GATEWAY_LOG_FORMAT``: one ``key=value`` line or one JSON object per record.
     log_format: Literal["text", "json"] = "text"
+    #: Seconds between health-check pings of a live instance (0: no checks).
+    health_interval: float = DEFAULT_HEALTH_INTERVAL
+    #: Seconds a health-check ping may take.
+    health_timeout: float = DEFAULT_HEALTH_TIMEOUT
     # Streamable HTTP front (GATEWAY_TRANSPORT, GATEWAY_HTTP_*, GATEWAY_CORS_ORIGINS, ...).
     transport: Literal["stdio", "http"] = "stdio"
     http_host: str = DEFAULT_HTTP_HOST
@@ -196,6 +241,20 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
         log_format = "json"
     elif raw_format not in ("", "text"):
         problem("GATEWAY_LOG_FORMAT", f"{raw_format!r} is not a format: use 'text' or 'json'")
+    def seconds(name: str, default: float, *, zero: bool) -> float:
+        raw = environ.get(name, "").strip()
+        if not raw:
+            return default
+        value = _parse_seconds(raw)
+        if value is None or (value == 0 and not zero):
+            kind = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
+            problem(name, f"{raw!r} is not {kind}")
+            return default
+        return value
+
+    health_interval = seconds("GATEWAY_HEALTH_INTERVAL", DEFAULT_HEALTH_INTERVAL, zero=True)
+    health_timeout = seconds("GATEWAY_HEALTH_TIMEOUT", DEFAULT_HEALTH_TIMEOUT, zero=False)
+
     http = _http_settings(environ, problem)
 
     if problems:
@@ -208,6 +267,8 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
         max_message_bytes=max_message_bytes,
         log_level=log_level,
         log_format=log_format,
+        health_interval=health_interval,
+        health_timeout=health_timeout,
         **http,
     )
 
@@ -237,21 +298,19 @@ def _http_settings(environ: Mapping[str, str], problem: Callable[[str, str], Non
         raw = environ.get(variable, "").strip()
         if not raw:
             continue
-        seconds = _positive_seconds(raw)
-        if seconds is None:
+        seconds = _parse_seconds(raw)
+        if not seconds:
             problem(variable, f"{raw!r} is not a positive number of seconds")
         else:
             values[key] = seconds
     return values
 
 
-def _positive_seconds(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
+def _parse_seconds(raw: str) -> float | None:
+    """A finite, non-negative decimal number of seconds, or ``None``."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw):
         return None
-    # float() takes "nan" and "inf"; neither is a duration.
-    return value if 0 < value < float("inf") else None
+    return float(raw)
 
 
 # Shared validation helpers
@@ -356,8 +415,8 @@ def _substitute(value: str, environ: Mapping[str, str], path: Path, report: _Rep
 _COMMON_KEYS = frozenset({"type", "description", "timeout_ms"})
 _STDIO_KEYS = frozenset({"command", "args", "env", "cwd"})
 _HTTP_KEYS = frozenset({"url", "headers"})
-# Accepted without a warning so files written for upcoming releases load now.
-_RESERVED_KEYS = frozenset(
+# How a server's instances are pooled, balanced, checked and timed out.
+_POOL_KEYS = frozenset(
     {
         "instances",
         "strategy",
@@ -371,6 +430,7 @@ _RESERVED_KEYS = frozenset(
     }
 )
 _HTTP_TYPES = ("http", "streamable-http")
+_ISOLATIONS = ("shared", "per_client")
 
 
 def _parse_servers(
@@ -410,6 +470,105 @@ def _parse_server(
         report.error(base, _expected("an object", entry))
         return None
 
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        report.error((*base, "description"), _expected("a string", description))
+    timeout_ms = _positive_int(entry, "timeout_ms", base, report)
+    max_timeout_ms = _positive_int(entry, "max_timeout_ms", base, report)
+    max_processes = _positive_int(entry, "max_processes", base, report)
+    idle_timeout = _seconds(entry, "idle_timeout", base, report, zero=False)
+    health_interval = _seconds(entry, "health_interval", base, report, zero=True)
+    health_timeout = _seconds(entry, "health_timeout", base, report, zero=False)
+    strategy: Strategy = "round_robin"
+    if "strategy" in entry:
+        value = entry["strategy"]
+        if value in STRATEGIES:
+            strategy = value
+        else:
+            report.error((*base, "strategy"), f"{value!r} is not a strategy: use {', '.join(STRATEGIES)}")
+    isolation: Isolation = "shared"
+    if "isolation" in entry:
+        value = entry["isolation"]
+        if value in _ISOLATIONS:
+            isolation = value
+        else:
+            report.error((*base, "isolation"), f"{value!r} is not an isolation: use 'shared' or 'per_client'")
+    retry_calls = entry.get("retry_calls", False)
+    if not isinstance(retry_calls, bool):
+        report.error((*base, "retry_calls"), _expected("true or false", retry_calls))
+
+    instances: list[InstanceSpec] = []
+    if "instances" in entry:
+        given = [key for key in ("command", "url") if key in entry]
+        if given:
+            report.error(base, f"give either 'instances' or {given[0]!r}, not both")
+        for key in entry:
+            if key in _STDIO_KEYS | _HTTP_KEYS and key not in given:
+                report.warn((*base, key), f"{key!r} is ignored: each instance says how it starts")
+            elif key not in _COMMON_KEYS | _STDIO_KEYS | _HTTP_KEYS | _POOL_KEYS:
+                report.warn((*base, key), f"unknown key {key!r} is ignored")
+        raw = entry["instances"]
+        if not isinstance(raw, list) or not raw:
+            report.error((*base, "instances"), _expected("a non-empty array of objects", raw))
+        else:
+            for index, item in enumerate(raw):
+                instance = _parse_instance(name, item, (*base, "instances", index), environ, report)
+                if instance is not None:
+                    instances.append(instance)
+        launch = instances[0].spec if instances else None
+    else:
+        launch = _parse_launch(name, entry, base, environ, report, _COMMON_KEYS | _POOL_KEYS)
+
+    if launch is None or len(report.errors) != errors_before:
+        return None
+    return ServerSpec(
+        name=name,
+        transport=launch.transport,
+        command=launch.command,
+        args=launch.args,
+        env=launch.env,
+        cwd=launch.cwd,
+        url=launch.url,
+        headers=launch.headers,
+        description=description,
+        timeout_ms=timeout_ms,
+        instances=tuple(instances),
+        strategy=strategy,
+        isolation=isolation,
+        retry_calls=retry_calls,
+        max_timeout_ms=max_timeout_ms,
+        idle_timeout=idle_timeout,
+        health_interval=health_interval,
+        health_timeout=health_timeout,
+        max_processes=max_processes,
+    )
+
+
+def _parse_instance(
+    name: str, item: object, base: Path, environ: Mapping[str, str], report: _Report
+) -> InstanceSpec | None:
+    """One entry of ``instances``: a command or a url, and an optional weight."""
+    if not isinstance(item, dict):
+        report.error(base, _expected("an object", item))
+        return None
+    weight = _positive_int(item, "weight", base, report)
+    launch = _parse_launch(name, item, base, environ, report, frozenset({"type", "weight"}))
+    return None if launch is None else InstanceSpec(spec=launch, weight=weight or 1)
+
+
+def _parse_launch(
+    name: str,
+    entry: Mapping[str, Any],
+    base: Path,
+    environ: Mapping[str, str],
+    report: _Report,
+    other_keys: frozenset[str],
+) -> ServerSpec | None:
+    """How to start a server (or one instance): ``command``... or ``url``...; ``None`` on errors.
+
+    Keys that are neither launch keys nor ``other_keys`` are warned about.
+    """
+    errors_before = len(report.errors)
     transport: Literal["stdio", "http"] | None = None
     if "command" in entry and "url" in entry:
         report.error(base, "give either 'command' (stdio) or 'url' (HTTP), not both")
@@ -426,7 +585,7 @@ def _parse_server(
             report.warn((*base, key), f"{key!r} applies only to stdio servers and is ignored")
         elif key in _HTTP_KEYS and transport == "stdio":
             report.warn((*base, key), f"{key!r} applies only to HTTP servers and is ignored")
-        elif key not in _COMMON_KEYS | _STDIO_KEYS | _HTTP_KEYS | _RESERVED_KEYS:
+        elif key not in _STDIO_KEYS | _HTTP_KEYS | other_keys:
             report.warn((*base, key), f"unknown key {key!r} is ignored")
 
     def text(key: str) -> str | None:
@@ -448,19 +607,6 @@ def _parse_server(
             return {}
         values = _string_map(entry[key], (*base, key), report) or {}
         return {k: _substitute(v, environ, (*base, key, k), report) for k, v in values.items()}
-
-    description = entry.get("description", "")
-    if not isinstance(description, str):
-        report.error((*base, "description"), _expected("a string", description))
-
-    timeout_ms: int | None = None
-    if "timeout_ms" in entry:
-        value = entry["timeout_ms"]
-        # bool is an int to Python but not to JSON.
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            timeout_ms = value
-        else:
-            report.error((*base, "timeout_ms"), _expected("a positive integer", value))
 
     # Keys of the other transport were warned about above and are not read.
     command = cwd = url = None
@@ -493,10 +639,30 @@ def _parse_server(
         cwd=cwd,
         url=url,
         headers=MappingProxyType(headers),
-        description=description,
-        timeout_ms=timeout_ms,
-        reserved=MappingProxyType({key: entry[key] for key in entry if key in _RESERVED_KEYS}),
     )
+
+
+def _positive_int(entry: Mapping[str, Any], key: str, base: Path, report: _Report) -> int | None:
+    if key not in entry:
+        return None
+    value = entry[key]
+    # bool is an int to Python but not to JSON.
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    report.error((*base, key), _expected("a positive integer", value))
+    return None
+
+
+def _seconds(entry: Mapping[str, Any], key: str, base: Path, report: _Report, *, zero: bool) -> float | None:
+    if key not in entry:
+        return None
+    value = entry[key]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or (zero and value == 0)):
+        if value < 1e9:  # also refuses inf and absurd values
+            return float(value)
+    kind = "a number of seconds, 0 or more" if zero else "a positive number of seconds"
+    report.error((*base, key), _expected(kind, value))
+    return None
 
 
 def _check_type(

@@ -23,7 +23,9 @@ __all__ = [
     "ConfigRejected",
     "ConfigReloaded",
     "DownstreamExited",
+    "DownstreamHttpError",
     "DownstreamMessageReceived",
+    "DownstreamSessionLost",
     "Event",
     "GatewayStarted",
     "ShutdownRequested",
@@ -35,9 +37,15 @@ ClientId = Union[int, str]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewayStarted:
-    """The shell is up and ready to perform actions (eager downstreams start now)."""
+    """The shell is up and ready to perform actions (eager downstreams start now).
+
+    ``seed`` is a random number from the shell, the only source of the
+    ``random`` load-balancing strategy (see :mod:`lockgate.core.balance`);
+    0 leaves the core's fixed default, so runs are reproducible.
+    """
 
     now: float
+    seed: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,6 +104,42 @@ class DownstreamExited:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamSessionLost:
+    """An HTTP downstream no longer knows the MCP session we were using.
+
+    The server answered 404 to a message sent with our ``Mcp-Session-Id``
+    (it expired the session or restarted), so per MCP 2025-11-25,
+    basic/transports, "Session Management", the message was NOT processed.
+    ``data`` is that message as sent; ``None`` when the loss was noticed on
+    the notification stream (GET), where no message of ours was refused.
+    The shell has already forgotten the session id, so the next
+    ``initialize`` opens a new session.
+    """
+
+    now: float
+    downstream: int
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamHttpError:
+    """An HTTP downstream answered one of our messages with an error status.
+
+    ``data`` is the message as sent (``None`` for the notification stream),
+    ``status`` the HTTP status code and ``body`` the start of the response
+    body (a JSON-RPC error, often). 404 on a message sent under a session is
+    :class:`DownstreamSessionLost` instead. Whether this fails one call or
+    the whole connection is the core's decision.
+    """
+
+    now: float
+    downstream: int
+    data: bytes | None
+    status: int
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TimerFired:
     """A timer the core set with :class:`SetTimer` reached its deadline."""
 
@@ -149,6 +193,8 @@ Event = Union[
     ClientClosed,
     DownstreamMessageReceived,
     DownstreamExited,
+    DownstreamSessionLost,
+    DownstreamHttpError,
     TimerFired,
     ConfigReloaded,
     ConfigRejected,

@@ -12,13 +12,26 @@ client's id restored and its result untouched.
 
 Every decision about who may see or call what goes through one
 :class:`~lockgate.core.policy.Policy`, and every gateway tool call ends in
-exactly one audit record. Downstream lifecycles live in
-:mod:`lockgate.core.downstream`; this module wires clients, downstreams and
+exactly one audit record. Downstream lifecycles, instances and their
+health live in :mod:`lockgate.core.downstream`, the choice of instance in
+:mod:`lockgate.core.balance`; this module wires clients, downstreams and
 timers together.
+
+Downstream timers. Besides each call's timeout, a downstream may have a
+``start`` timer (handshake timeout), a ``health`` timer (next ping), a
+``ping`` timer (that ping's timeout), a ``probe`` timer (the ping that tests a
+half-open breaker), an ``idle`` timer and a ``restart`` timer (a shared
+downstream that failed starts again after its backoff). Each remembers the
+connection it was set for, so a timer of an earlier incarnation does nothing.
+A call's timer is not moved by progress notifications (that would be two
+actions per notification); the call's ``deadline`` moves, and a timer that
+fires early is set again for it.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any, assert_never
 
 from . import __version__
@@ -35,8 +48,9 @@ from .actions import (
     StartDownstream,
     StopDownstream,
 )
-from .config import Config, ServerSpec
-from .downstream import Call, Downstream, State, backoff_delay
+from .balance import DEFAULT_SEED, xorshift64
+from .config import DEFAULT_MAX_TIMEOUT_MS, Config, ServerSpec
+from .downstream import Call, Downstream, Pool, State
 from .errors import ErrorCode, LocalProtocolError
 from .events import (
     ClientClosed,
@@ -46,7 +60,9 @@ from .events import (
     ConfigRejected,
     ConfigReloaded,
     DownstreamExited,
+    DownstreamHttpError,
     DownstreamMessageReceived,
+    DownstreamSessionLost,
     Event,
     GatewayStarted,
     ShutdownRequested,
@@ -83,6 +99,15 @@ INSTRUCTIONS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _DownstreamTimer:
+    """What a downstream timer is about: see "Downstream timers" above."""
+
+    ds: Downstream
+    connection: int | None
+    kind: str
+
+
 class Gateway:
     """The whole gateway as one synchronous state machine.
 
@@ -94,9 +119,11 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self._config = config
         self._clients: dict[ClientId, ClientSession] = {}
-        self._servers: dict[str, Downstream] = {n: Downstream(name=n, spec=s) for n, s in config.servers.items()}
+        self._pools: dict[str, Pool] = {n: Pool.build(s) for n, s in config.servers.items()}
         self._connections: dict[int, Downstream] = {}
-        self._timers: dict[int, Call | tuple[Downstream, int]] = {}
+        self._timers: dict[int, Call | _DownstreamTimer] = {}
+        self._rng = DEFAULT_SEED
+        self._now = 0.0
         self._next_connection = 1
         self._next_timer = 1
         self._closing = False
@@ -144,12 +171,17 @@ class Gateway:
                 ds = self._connections.pop(event.downstream, None)
                 if ds is not None:
                     self._connection_failed(ds, event.reason, event.now, stop=False)
+            case DownstreamSessionLost():
+                self._on_session_lost(event)
+            case DownstreamHttpError():
+                self._on_http_error(event)
             case GatewayStarted():
+                if event.seed:
+                    self._rng = event.seed & 0xFFFFFFFFFFFFFFFF or DEFAULT_SEED
                 self._started = True
                 if self._config.settings.init_strategy == "eager":
-                    for ds in self._servers.values():
-                        if ds.state is State.IDLE:  # a reload may have started it already
-                            self._start(ds, event.now)
+                    for pool in self._pools.values():
+                        self._start_eager(pool, event.now)  # only idle ones: a reload may have come first
             case ConfigReloaded():
                 self._on_config(event)
             case ConfigRejected():
@@ -260,6 +292,7 @@ class Gateway:
             return
         for call in list(session.calls.values()):
             self._abandon(call, ev.now, "the client went away")
+        self._release_client(ev.client)
 
     # -- HTTP session expiry -------------------------------------------------------
 
@@ -371,8 +404,8 @@ class Gateway:
             self._refuse(session, req.id, record, Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {what} is denied", decision.rule))
             return
         record["rule"] = decision.rule
-        ds = self._servers.get(server)
-        if ds is None:
+        pool = self._pools.get(server)
+        if pool is None:
             self._reply_error(
                 session,
                 req.id,
@@ -383,19 +416,21 @@ class Gateway:
             )
             self._audit(record, decision="ERROR", error_code="SERVER_UNAVAILABLE", latency=0.0)
             return
-        if ds.state is State.BACKOFF and ev.now < ds.retry_at:
-            reason = f"{ds.last_error}; next start attempt in {ds.retry_at - ev.now:.1f} s"
+        ds = self._choose(pool, session.id, ev.now, prefer_running=tool is None)
+        if isinstance(ds, str):
             self._reply_error(
-                session, req.id, ErrorCode.SERVER_UNAVAILABLE, f"Server '{server}' is unavailable: {reason}",
-                server=server, reason=reason,
+                session, req.id, ErrorCode.SERVER_UNAVAILABLE, f"Server '{server}' is unavailable: {ds}",
+                server=server, reason=ds,
             )
             self._audit(record, decision="ERROR", error_code="SERVER_UNAVAILABLE", latency=0.0)
             return
         settings = self._config.settings
         if isinstance(call, ExecuteTool):
-            timeout_ms = call.timeout_ms or ds.spec.timeout_ms or settings.call_timeout_ms
+            timeout_ms = call.timeout_ms or pool.spec.timeout_ms or settings.call_timeout_ms
         else:
             timeout_ms = settings.call_timeout_ms
+        # Progress may extend a call up to this cap, never shorten it.
+        cap_ms = max(timeout_ms, pool.spec.max_timeout_ms or DEFAULT_MAX_TIMEOUT_MS)
         meta = req.params.get("_meta")
         c = Call(
             client=session.id,
@@ -412,16 +447,12 @@ class Gateway:
             progress_token=meta.get("progressToken") if isinstance(meta, dict) else None,
             request_bytes=record["request_bytes"],
             arg_keys=tuple(record["arg_keys"]),
+            deadline=ev.now + timeout_ms / 1000,
+            hard_deadline=ev.now + cap_ms / 1000,
         )
         self._timers[c.timer] = c
         session.calls[req.id] = c
-        if ds.state is State.READY:
-            self._dispatch(ds, c, ev.now)
-        else:
-            if ds.state in (State.IDLE, State.BACKOFF):
-                self._start(ds, ev.now)
-            c.connection = ds.connection
-            ds.waiters.append(c)
+        self._assign(ds, c, ev.now)
 
     def _dispatch(self, ds: Downstream, call: Call, now: float) -> None:
         """Serve a call on a READY downstream: from the cache, or by forwarding it."""
@@ -498,6 +529,8 @@ class Gateway:
         self._audit(record, decision=decision, error_code=error_code, latency=now - call.started)
         owner = self._connections.get(call.connection) if call.connection is not None else None
         if owner is not None:
+            owner.last_active = now
+            self._arm_idle(owner, now)
             self._retire_if_idle(owner)
 
     def _abandon(self, call: Call, now: float, reason: str) -> None:
@@ -536,10 +569,55 @@ class Gateway:
 
     # -- downstreams -----------------------------------------------------------
 
+    def _choose(
+        self,
+        pool: Pool,
+        client: ClientId,
+        now: float,
+        *,
+        exclude: tuple[int, ...] = (),
+        prefer_running: bool = False,
+    ) -> Downstream | str:
+        """The downstream to serve a request of ``client``, or why there is none (see :meth:`Pool.choose`)."""
+        draw = 0
+        if pool.spec.strategy == "random":
+            self._rng = xorshift64(self._rng)
+            draw = self._rng
+        return pool.choose(client, now, exclude=exclude, prefer_running=prefer_running, draw=draw)
+
+    def _assign(self, ds: Downstream, call: Call, now: float) -> None:
+        """Hand a call to a downstream: serve it now, or wait for (and start) the connection."""
+        call.tried = (*call.tried, ds.instance.index)
+        if ds.state is State.READY:
+            self._dispatch(ds, call, now)
+            return
+        if ds.state in (State.IDLE, State.BACKOFF):
+            self._start(ds, now)
+        call.connection = ds.connection
+        ds.waiters.append(call)
+
+    def _start_eager(self, pool: Pool, now: float) -> None:
+        """Start a shared server's instances up front, within its process cap."""
+        cap = pool.spec.max_processes
+        for ds in pool.shared[:cap]:
+            if ds.state is State.IDLE:
+                self._start(ds, now)
+
+    def _release_client(self, client: ClientId) -> None:
+        """A client is gone: stop the downstream sessions it had to itself."""
+        for pool in self._pools.values():
+            ds = pool.clients.pop(client, None)
+            if ds is not None:
+                self._stop(ds)
+
     def _start(self, ds: Downstream, now: float) -> None:
-        """Open a new connection to a server and begin its MCP handshake."""
+        """Open a new connection to an instance and begin its MCP handshake."""
         connection = self._next_connection
         self._next_connection += 1
+        self._cancel_ds_timer(ds, "restart")
+        instance = ds.instance
+        if instance.breaker(now) == "half_open":
+            instance.probing = True
         ds.move(State.STARTING)
         ds.connection = connection
         ds.next_wire_id = 1
@@ -547,11 +625,18 @@ class Gateway:
         ds.internal = {}
         ds.listing = []
         ds.garbage_lines = 0
-        ds.starts += 1
+        instance.starts += 1
         self._connections[connection] = ds
-        self._emit(StartDownstream(downstream=connection, server=ds.name, spec=ds.spec))
+        self._emit(StartDownstream(downstream=connection, server=ds.name, spec=ds.spec, instance=instance.index))
+        self._send_initialize(ds, now)
+
+    def _send_initialize(self, ds: Downstream, now: float) -> None:
+        """Begin the MCP handshake on ``ds``'s connection, under the start timer."""
+        connection = ds.connection
+        assert connection is not None
         wire_id = ds.take_wire_id()
         ds.internal[wire_id] = "initialize"
+        ds.session_wire = wire_id
         self._emit(
             SendToDownstream(
                 downstream=connection,
@@ -567,8 +652,7 @@ class Gateway:
                 },
             )
         )
-        ds.start_timer = self._set_timer(now + self._config.settings.start_timeout_ms / 1000)
-        self._timers[ds.start_timer] = (ds, connection)
+        self._set_ds_timer(ds, "start", now + self._config.settings.start_timeout_ms / 1000)
 
     def _on_downstream_message(self, ev: DownstreamMessageReceived) -> None:
         ds = self._connections.get(ev.downstream)
@@ -599,6 +683,7 @@ class Gateway:
             return
         call = ds.pending.pop(wire_id, None)
         if call is not None:
+            ds.instance.answered()
             raw = msg.raw
             if "error" in raw:
                 response = {"jsonrpc": "2.0", "id": call.request_id, "error": raw["error"]}
@@ -612,6 +697,11 @@ class Gateway:
             self._on_initialized(ds, msg, now)
         elif kind == "tools/list":
             self._on_tools_page(ds, wire_id, msg, now)
+        elif kind == "ping":
+            # Any answer, even an error, shows the instance is alive.
+            self._cancel_ds_timer(ds, "ping")
+            ds.instance.answered()
+            self._schedule_health(ds, now)
 
     def _on_initialized(self, ds: Downstream, msg: Response, now: float) -> None:
         res = msg.raw.get("result")
@@ -663,12 +753,12 @@ class Gateway:
         ds.listing = []
         if ds.state is State.LISTING:
             ds.move(State.READY)
-            ds.failures = 0
-            ds.last_error = None
-            if ds.start_timer is not None and self._timers.pop(ds.start_timer, None) is not None:
-                self._emit(CancelTimer(timer=ds.start_timer))
-            ds.start_timer = None
+            ds.instance.answered()
+            self._cancel_ds_timer(ds, "start")
             self._log("info", "server ready", server=ds.name, tools=len(ds.tools or ()), protocol=ds.protocol_version)
+            self._schedule_health(ds, now)
+            ds.last_active = now
+            self._arm_idle(ds, now)
             # One at a time, the rest still queued: a server a reload retired
             # must not look idle (and be stopped) before the last waiter is sent.
             while ds.waiters and ds.connection is not None:
@@ -679,6 +769,9 @@ class Gateway:
         if method == "notifications/progress":
             token = note.params.get("progressToken")
             call = ds.pending.get(token) if isinstance(token, int) else None
+            if call is not None:
+                # Progress shows the call is alive: it gets its full timeout again, up to the cap.
+                call.deadline = min(now + call.timeout_ms / 1000, call.hard_deadline)
             if call is not None and call.progress_token is not None:
                 params = {**note.params, "progressToken": call.progress_token}
                 self._emit(
@@ -707,24 +800,41 @@ class Gateway:
         self._connection_failed(ds, reason, now, stop=True)
 
     def _connection_failed(self, ds: Downstream, reason: str, now: float, *, stop: bool) -> None:
-        """A connection is gone (already removed from ``_connections``): fail its calls at once."""
+        """A connection is gone (already removed from ``_connections``).
+
+        Calls that never reached it fail over to another instance; forwarded
+        calls fail at once unless the server allows ``retry_calls``. A shared
+        downstream starts again after its backoff; a per-client one is
+        forgotten (its session state died with it), so the client's next use
+        starts a fresh one.
+        """
         connection = ds.connection
         assert connection is not None
         if stop:
             self._emit(StopDownstream(downstream=connection))
-        if ds.start_timer is not None and self._timers.pop(ds.start_timer, None) is not None:
-            self._emit(CancelTimer(timer=ds.start_timer))
-        ds.start_timer = None
+        self._cancel_ds_timers(ds)
         ds.connection = None
-        ds.failures += 1
-        ds.retry_at = now + backoff_delay(ds.failures)
-        ds.last_error = reason
+        ds.internal = {}
+        ds.instance.failed(reason, now)
         ds.move(State.BACKOFF)
-        self._log("warning", "server unavailable", server=ds.name, reason=reason)
+        self._log("warning", "server unavailable", server=ds.name, instance=ds.instance.index, reason=reason)
         calls = [*ds.pending.values(), *ds.waiters]
         ds.pending = {}
         ds.waiters = []
+        pool = self._pools.get(ds.name)
+        current = pool is not None and (
+            ds in pool.shared or (ds.client is not None and pool.clients.get(ds.client) is ds)
+        )
+        if ds.client is not None:
+            if pool is not None and current:
+                del pool.clients[ds.client]
+            ds.move(State.IDLE)
+        elif current and not self._closing and not ds.retiring:
+            self._set_ds_timer(ds, "restart", ds.instance.retry_at)
         for call in calls:
+            reached = call.wire_id is not None
+            if pool is not None and current and (not reached or ds.entry.retry_calls) and self._failover(pool, call, now):
+                continue
             self._finish(
                 call, now,
                 response=self._error(
@@ -734,20 +844,205 @@ class Gateway:
                 decision="ERROR", error_code="SERVER_UNAVAILABLE",
             )
 
+    def _failover(self, pool: Pool, call: Call, now: float) -> bool:
+        """Give a call whose downstream failed to another instance; False when there is none."""
+        if call.client not in self._clients or self._closing:
+            return False
+        ds = self._choose(pool, call.client, now, exclude=call.tried, prefer_running=call.op == "get_server_tools")
+        if isinstance(ds, str):
+            return False
+        call.wire_id = None
+        call.connection = None
+        self._log("info", "request moved to another instance", server=pool.name, instance=ds.instance.index)
+        self._assign(ds, call, now)
+        return True
+
     def _stop(self, ds: Downstream) -> None:
-        """Stop a server's connection on purpose (reload, shutdown); nothing must be pending."""
+        """Stop a downstream on purpose (idle, client gone, reload, shutdown); nothing must be pending."""
+        if ds.state in (State.STARTING, State.LISTING):
+            ds.instance.probing = False  # a probe that was stopped proves nothing
         if ds.connection is not None:
             self._connections.pop(ds.connection, None)
             self._emit(StopDownstream(downstream=ds.connection))
             ds.connection = None
-        if ds.start_timer is not None and self._timers.pop(ds.start_timer, None) is not None:
-            self._emit(CancelTimer(timer=ds.start_timer))
-        ds.start_timer = None
+        self._cancel_ds_timers(ds)
+        ds.internal = {}
         ds.move(State.IDLE)
 
     def _retire_if_idle(self, ds: Downstream) -> None:
         if ds.retiring and not ds.pending and not ds.waiters:
             self._stop(ds)
+
+    # -- health, idle and downstream timers ------------------------------------
+
+    def _set_ds_timer(self, ds: Downstream, kind: str, deadline: float) -> None:
+        self._cancel_ds_timer(ds, kind)
+        timer = self._set_timer(deadline)
+        self._timers[timer] = _DownstreamTimer(ds, ds.connection, kind)
+        ds.timers[kind] = timer
+
+    def _cancel_ds_timer(self, ds: Downstream, kind: str) -> None:
+        timer = ds.timers.pop(kind, None)
+        if timer is not None and self._timers.pop(timer, None) is not None:
+            self._emit(CancelTimer(timer=timer))
+
+    def _cancel_ds_timers(self, ds: Downstream) -> None:
+        for kind in list(ds.timers):
+            self._cancel_ds_timer(ds, kind)
+
+    def _health_interval(self, ds: Downstream) -> float:
+        interval = ds.entry.health_interval
+        return self._config.settings.health_interval if interval is None else interval
+
+    def _health_timeout(self, ds: Downstream) -> float:
+        timeout = ds.entry.health_timeout
+        return self._config.settings.health_timeout if timeout is None else timeout
+
+    def _schedule_health(self, ds: Downstream, now: float) -> None:
+        interval = self._health_interval(ds)
+        if interval > 0 and ds.state is State.READY:
+            self._set_ds_timer(ds, "health", now + interval)
+
+    def _ping(self, ds: Downstream, now: float) -> None:
+        """Send a health-check ping (MCP 2025-11-25, basic/utilities/ping) with its own timeout."""
+        assert ds.connection is not None
+        wire_id = ds.take_wire_id()
+        ds.internal[wire_id] = "ping"
+        self._emit(SendToDownstream(downstream=ds.connection, message={"jsonrpc": "2.0", "id": wire_id, "method": "ping"}))
+        self._set_ds_timer(ds, "ping", now + self._health_timeout(ds))
+
+    def _arm_idle(self, ds: Downstream, now: float) -> None:
+        idle = ds.entry.idle_timeout
+        if idle is not None and ds.state is State.READY and "idle" not in ds.timers and not ds.in_flight:
+            self._set_ds_timer(ds, "idle", ds.last_active + idle)
+
+    def _on_downstream_timer(self, target: _DownstreamTimer, now: float) -> None:
+        ds = target.ds
+        ds.timers.pop(target.kind, None)
+        if ds.connection != target.connection:
+            return  # about an earlier connection
+        match target.kind:
+            case "start":
+                if ds.state in (State.STARTING, State.LISTING):
+                    seconds = self._config.settings.start_timeout_ms / 1000
+                    self._fail(ds, f"did not finish its MCP handshake within {seconds:g} s", now)
+            case "health":
+                if ds.state is State.READY and "ping" not in ds.timers:
+                    self._ping(ds, now)
+            case "probe":
+                if ds.state is State.READY and "ping" not in ds.timers:
+                    ds.instance.probing = True
+                    self._ping(ds, now)
+            case "ping":
+                self._fail(ds, f"did not answer a health check within {self._health_timeout(ds):g} s", now)
+            case "idle":
+                idle = ds.entry.idle_timeout
+                if ds.state is not State.READY or ds.in_flight or idle is None:
+                    return  # busy: the call that ends last arms it again
+                if now < ds.last_active + idle:
+                    self._set_ds_timer(ds, "idle", ds.last_active + idle)
+                    return
+                self._log("info", "stopped an idle server", server=ds.name, instance=ds.instance.index)
+                self._stop(ds)
+            case "restart":
+                if ds.state is State.BACKOFF and not ds.retiring and not self._closing and ds.instance.accepts(now):
+                    self._start(ds, now)
+
+    # -- HTTP downstreams: lost sessions and error statuses ----------------------
+
+    def _on_session_lost(self, ev: DownstreamSessionLost) -> None:
+        """An HTTP server lost our MCP session: handshake again, then resend what it refused.
+
+        A 404 to a message sent under a session means the server did not
+        process it (MCP 2025-11-25, basic/transports, "Session Management"),
+        so a refused ``tools/call`` is sent once more, with a new wire id, as
+        soon as the new session is READY; until then it waits with the other
+        calls, under its own timer. A call refused twice fails with
+        ``SERVER_UNAVAILABLE``, and so does the whole connection when the
+        session the handshake just opened is lost too. Refusals of messages
+        sent under an older session (wire id below the latest ``initialize``)
+        need no new handshake.
+        """
+        ds = self._connections.get(ev.downstream)
+        if ds is None:
+            return
+        sent = decode(ev.data) if ev.data is not None else None
+        wire_id = sent.id if isinstance(sent, Request) and isinstance(sent.id, int) else None
+        if wire_id is None or wire_id >= ds.session_wire:
+            if ds.state is not State.READY:
+                self._fail(ds, "lost its MCP session during the handshake", ev.now)
+                return
+            self._log("info", "server lost our MCP session; opening a new one", server=ds.name)
+            # Health, ping and idle timers belong to the lost session; READY arms them again.
+            self._cancel_ds_timers(ds)
+            ds.move(State.STARTING)
+            self._send_initialize(ds, ev.now)
+        if wire_id is None:
+            return
+        ds.internal.pop(wire_id, None)  # a refused tools/list: the new handshake lists again
+        call = ds.pending.pop(wire_id, None)
+        if call is None:
+            return
+        if call.resent:
+            self._fail_call(ds, call, "lost its MCP session twice in a row", ev.now)
+            return
+        call.resent = True
+        call.wire_id = None
+        if ds.state is State.READY:
+            self._dispatch(ds, call, ev.now)
+        else:
+            ds.waiters.append(call)
+
+    def _on_http_error(self, ev: DownstreamHttpError) -> None:
+        """Decide what an HTTP error status from a downstream means.
+
+        - 401: the server wants credentials we do not have; nothing on this
+          connection can work, so it fails (and restarts with backoff).
+        - A request answered 4xx with a JSON-RPC error body: that error is
+          the request's answer; the connection is fine.
+        - A request answered 4xx without one: that request fails with
+          ``SERVER_UNAVAILABLE``, or the connection when it was the
+          gateway's own (``initialize``, ``tools/list``).
+        - 5xx and anything else on a request: the server is broken; the
+          connection fails.
+        - A notification or a response: nothing waits for an answer; logged.
+        """
+        ds = self._connections.get(ev.downstream)
+        if ds is None:
+            return
+        reason = f"HTTP status {ev.status} from the server"
+        if ev.status == 401:
+            self._fail(ds, "authentication required", ev.now)
+            return
+        sent = decode(ev.data) if ev.data is not None else None
+        if not isinstance(sent, Request) or not isinstance(sent.id, int):
+            method = sent.method if isinstance(sent, Notification) else None
+            self._log("warning", "server refused a message", server=ds.name, status=ev.status, method=method)
+            return
+        if 400 <= ev.status < 500:
+            err = _jsonrpc_error(ev.body)
+            if err is not None:
+                answer = {"jsonrpc": "2.0", "id": sent.id, "error": err}
+                self._on_downstream_response(ds, Response(sent.id, answer), ev.now)
+                return
+            call = ds.pending.pop(sent.id, None)
+            if call is not None:
+                self._fail_call(ds, call, reason, ev.now)
+                return
+            if sent.id not in ds.internal:
+                return  # a request already answered or abandoned
+        self._fail(ds, reason, ev.now)
+
+    def _fail_call(self, ds: Downstream, call: Call, reason: str, now: float) -> None:
+        """Answer one call with ``SERVER_UNAVAILABLE``; its connection stays up."""
+        self._finish(
+            call, now,
+            response=self._error(
+                call.request_id, ErrorCode.SERVER_UNAVAILABLE, f"Server '{ds.name}' is unavailable: {reason}",
+                server=ds.name, reason=reason,
+            ),
+            decision="ERROR", error_code="SERVER_UNAVAILABLE",
+        )
 
     # -- timers, reload, shutdown ----------------------------------------------
 
@@ -764,65 +1059,79 @@ class Gateway:
         target = self._timers.pop(ev.timer, None)
         if target is None:
             return  # cancelled after it fired, before we saw it
-        if isinstance(target, Call):
-            call = target
-            self._unlink(call, f"timed out after {call.timeout_ms} ms")
-            self._finish(
-                call, ev.now,
-                response=self._error(
-                    call.request_id, ErrorCode.TIMEOUT,
-                    f"No answer from server '{call.server}' within {call.timeout_ms} ms",
-                    server=call.server, timeout_ms=call.timeout_ms,
-                ),
-                decision="ERROR", error_code="TIMEOUT",
-            )
+        if isinstance(target, _DownstreamTimer):
+            self._on_downstream_timer(target, ev.now)
             return
-        ds, connection = target
-        if ds.connection == connection and ds.state in (State.STARTING, State.LISTING):
-            ds.start_timer = None
-            seconds = self._config.settings.start_timeout_ms / 1000
-            self._fail(ds, f"did not finish its MCP handshake within {seconds:g} s", ev.now)
+        call = target
+        if ev.now < call.deadline:
+            # Progress moved the deadline on since this timer was set.
+            call.timer = self._set_timer(call.deadline)
+            self._timers[call.timer] = call
+            return
+        ds = self._connections.get(call.connection) if call.connection is not None else None
+        forwarded = ds is not None and call.wire_id is not None and call.wire_id in ds.pending
+        self._unlink(call, f"timed out after {call.timeout_ms} ms")
+        context: JSONObject = {"server": call.server, "timeout_ms": call.timeout_ms}
+        message = f"No answer from server '{call.server}' within {call.timeout_ms} ms"
+        if call.deadline > call.started + call.timeout_ms / 1000:
+            waited = round((call.deadline - call.started) * 1000)
+            message = f"No answer from server '{call.server}' within {waited} ms (progress extended its {call.timeout_ms} ms timeout)"
+            context["waited_ms"] = waited
+        self._finish(
+            call, ev.now,
+            response=self._error(call.request_id, ErrorCode.TIMEOUT, message, **context),
+            decision="ERROR", error_code="TIMEOUT",
+        )
+        if ds is not None and forwarded and ds.connection is not None:
+            # A call that hangs counts against its instance; a ping tests it once the breaker half-opens.
+            ds.instance.failed(f"a call timed out after {call.timeout_ms} ms", ev.now)
+            if ds.instance.breaker(ev.now) == "open":
+                self._set_ds_timer(ds, "probe", ds.instance.retry_at)
 
     def _on_config(self, ev: ConfigReloaded) -> None:
         """Swap configuration between two events; running calls finish as they started.
 
         Policy and descriptions apply from the next request on. A server whose
-        spec changed, or that is gone, keeps its connection until its calls
-        end (``retiring``); a changed or added one gets a fresh
-        :class:`Downstream`, started now under the eager strategy.
+        spec changed, or that is gone, keeps its connections until their calls
+        end (``retiring``); a changed or added one gets a fresh :class:`Pool`,
+        started now under the eager strategy.
         """
         new = ev.config
-        old_servers = self._servers
+        old_pools = self._pools
         self._config = new
-        self._servers = {}
+        self._pools = {}
         changed: list[str] = []
         added: list[str] = []
         for name, spec in new.servers.items():
-            ds = old_servers.pop(name, None)
-            if ds is not None and ds.spec == spec:
-                self._servers[name] = ds
+            pool = old_pools.pop(name, None)
+            if pool is not None and pool.spec == spec:
+                self._pools[name] = pool
                 continue
-            if ds is not None:
+            if pool is not None:
                 changed.append(name)
-                ds.retiring = True
-                self._retire_if_idle(ds)
+                self._retire(pool)
             else:
                 added.append(name)
-            fresh = Downstream(name=name, spec=spec)
-            self._servers[name] = fresh
+            fresh = Pool.build(spec)
+            self._pools[name] = fresh
             if new.settings.init_strategy == "eager" and not self._closing:
-                self._start(fresh, ev.now)
-        for ds in old_servers.values():
-            ds.retiring = True
-            self._retire_if_idle(ds)
+                self._start_eager(fresh, ev.now)
+        for pool in old_pools.values():
+            self._retire(pool)
         self._reload.succeeded(at=ev.time if ev.time is not None else ev.now, files=ev.files, warnings=new.warnings)
         self._log(
             "notice", "configuration reloaded",
-            files=list(ev.files), added=added, removed=sorted(old_servers), changed=changed,
+            files=list(ev.files), added=added, removed=sorted(old_pools), changed=changed,
             agents=len(new.policy.agents),
         )
         for warning in new.warnings:
             self._log("warning", warning.message, file=warning.file, path=warning.path)
+
+    def _retire(self, pool: Pool) -> None:
+        """A reload removed or changed this server: stop each downstream once it has nothing in flight."""
+        for ds in pool.sessions():
+            ds.retiring = True
+            self._retire_if_idle(ds)
 
     def _on_config_rejected(self, ev: ConfigRejected) -> None:
         """Record a refused reload and say why; the running configuration stays."""
@@ -851,6 +1160,9 @@ class Gateway:
                     decision="ERROR", error_code="SERVER_UNAVAILABLE",
                 )
             self._stop(ds)
+        for pool in self._pools.values():
+            for ds in pool.sessions():
+                self._cancel_ds_timers(ds)  # restart timers of downstreams that are down
 
     # -- status, metrics and output helpers ------------------------------------
 
@@ -881,8 +1193,8 @@ class Gateway:
             ),
             "server_state": (
                 "gauge",
-                "1 for the state each configured server is in.",
-                {(("server", name), ("state", ds.state.value)): 1 for name, ds in self._servers.items()},
+                "1 for the state each configured server is in (see server_states).",
+                {(("server", name), ("state", state)): 1 for name, state in self.server_states().items()},
             ),
             "config_reloads_total": (
                 "counter",
@@ -900,7 +1212,7 @@ class Gateway:
         return {
             "version": __version__,
             "uptime_seconds": round(self.uptime(self._now), 3),
-            "servers": {name: ds.status() for name, ds in self._servers.items()},
+            "servers": {name: pool.status(self._now) for name, pool in self._pools.items()},
             "clients": len(self._clients),
             "calls_in_flight": sum(len(s.calls) for s in self._clients.values()),
             "init_strategy": self._config.settings.init_strategy,
@@ -925,10 +1237,19 @@ class Gateway:
         ``None`` when the server is not configured or has not listed its tools
         yet. Read-only; for tools like ``lockgate check`` that drive the core.
         """
-        ds = self._servers.get(name)
-        if ds is None or ds.tools is None:
-            return None
-        return list(ds.tools)
+        pool = self._pools.get(name)
+        listed = [ds.tools for ds in pool.sessions() if ds.tools is not None] if pool is not None else []
+        return list(listed[0]) if listed else None
+
+    def server_states(self) -> dict[str, str]:
+        """Each server's state in one word, for a ``/ready`` endpoint.
+
+        ``ready`` (every instance healthy and one connected), ``degraded``
+        (connected, but some instance has failed lately), ``starting``,
+        ``idle`` (nothing started yet; it starts on use) or ``unavailable``
+        (no instance takes requests now: calls fail at once).
+        """
+        return {name: pool.summary(self._now) for name, pool in self._pools.items()}
 
     def readiness(self) -> JSONObject:
         """The ``/ready`` answer: ready once every eager server has finished its first start attempt.
@@ -936,14 +1257,18 @@ class Gateway:
         ``status`` is ``"ready"`` or ``"not_ready"`` (with a ``reason``);
         ``servers`` maps each server to its state either way.
         """
-        servers = {name: ds.state.value for name, ds in self._servers.items()}
+        servers = self.server_states()
         reason: str | None = None
         if not self._started:
             reason = "the gateway has not started its servers yet"
         elif self._closing:
             reason = "the gateway is shutting down"
         elif self._config.settings.init_strategy == "eager":
-            waiting = sorted(name for name, ds in self._servers.items() if not _first_start_done(ds))
+            waiting = sorted(
+                name
+                for name, pool in self._pools.items()
+                if not all(_first_start_done(ds) for ds in pool.shared[: pool.spec.max_processes])
+            )
             if waiting:
                 reason = f"waiting for the first start of: {', '.join(waiting)}"
         if reason is not None:
@@ -1001,11 +1326,24 @@ class Gateway:
 _OPERATIONS = frozenset({"list_servers", "get_server_tools", "execute_tool", "get_gateway_status"})
 
 
+def _jsonrpc_error(body: bytes) -> JSONObject | None:
+    """The ``error`` object of a JSON-RPC error response in ``body``, if it is one."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("code"), int) and isinstance(err.get("message"), str):
+        return err
+    return None
+
+
 def _first_start_done(ds: Downstream) -> bool:
-    """Whether a server's first start attempt has ended, in success (READY) or failure."""
+    """Whether an eagerly started downstream's first start attempt has ended, in success (READY) or failure."""
     if ds.state in (State.READY, State.BACKOFF):
         return True
-    return ds.starts > 1 or (ds.starts == 1 and ds.state is State.IDLE)
+    starts = ds.instance.starts
+    return starts > 1 or (starts == 1 and ds.state is State.IDLE)
 
 
 def _describe(spec: ServerSpec, metadata: bool) -> JSONObject:

@@ -460,7 +460,8 @@ def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         status = server.status
         servers[name] = {
             "ok": server.ok,
-            "state": status.get("state"),
+            # A failed server may already be restarting; "failed" says what the probe saw.
+            "state": status.get("state") if server.ok or not status.get("last_error") else "failed",
             "transport": status.get("transport"),
             "protocol_version": status.get("protocol_version"),
             "server_info": status.get("server_info"),

@@ -25,7 +25,7 @@ from .runtime import Runtime
 
 __all__ = ["ProbedServer", "probe_servers"]
 
-_SETTLED = frozenset({"ready", "backoff"})
+_SETTLED = frozenset({"ready", "degraded", "unavailable"})
 _POLL = 0.02
 
 
@@ -44,7 +44,7 @@ class ProbedServer:
 
     @property
     def ok(self) -> bool:
-        return self.status.get("state") == "ready" and self.tools is not None
+        return self.status.get("state") in ("ready", "degraded") and self.tools is not None
 
 
 async def probe_servers(
@@ -73,10 +73,17 @@ async def probe_servers(
         await nursery.start(runtime.run)
         await runtime.feed(GatewayStarted(now=trio.current_time()))
         with trio.move_on_after(timeout):
-            while not all(s["state"] in _SETTLED for s in gateway.status()["servers"].values()):
+            while not all(_settled(s) for s in gateway.status()["servers"].values()):
                 await trio.sleep(_POLL)
         servers = gateway.status()["servers"]
         found = {n: ProbedServer(name=n, status=servers[n], tools=gateway.server_tools(n)) for n in chosen}
         await runtime.feed(ShutdownRequested(now=trio.current_time()))
         await runtime.aclose()
     return found
+
+
+def _settled(status: Mapping[str, Any]) -> bool:
+    """Every instance is up, or has failed at least once (a restart may follow at once)."""
+    if status["state"] in _SETTLED:
+        return True
+    return all(i["state"] == "ready" or i["consecutive_failures"] >= 1 for i in status["instances"])

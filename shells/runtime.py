@@ -11,9 +11,11 @@ SendToClient        awaits the client's ``send`` callable (stdio writes
                     stdout there; queued transports put it on their own
                     bounded channel and fail at once when it is full)
 CloseClient         calls the client's ``close`` callable; nothing is reported
-StartDownstream     spawns the downstream's task (stdio process, see
-                    :mod:`.downstream_stdio`)
-SendToDownstream    queues the encoded line on the downstream's bounded
+StartDownstream     spawns the task of one instance's connection (a stdio
+                    process, see :mod:`.downstream_stdio`, or a Streamable
+                    HTTP session, see :mod:`.downstream_http`); the core
+                    chose the instance and put how to start it in ``spec``
+SendToDownstream    queues the encoded message on the downstream's bounded
                     writer queue; never waits. A full queue means the server
                     is not reading: it is stopped and reported as exited
 StopDownstream      stops it in the background (bounded, shielded cleanup)
@@ -61,13 +63,16 @@ from lockgate.core.events import (
     ClientMessageReceived,
     ConfigReloaded,
     DownstreamExited,
+    DownstreamHttpError,
     DownstreamMessageReceived,
+    DownstreamSessionLost,
     Event,
     TimerFired,
 )
 from lockgate.core.jsonrpc import encode
 
 from .audit import AuditLog
+from .downstream_http import HttpDownstream
 from .downstream_stdio import StdioDownstream
 from .logs import NOTICE, get_logger
 from .timers import Timers
@@ -285,7 +290,7 @@ class Runtime:
             if self._timers.claim(item.timer, item.generation):
                 return TimerFired(now=item.now, timer=item.timer)
             return None
-        if isinstance(item, (DownstreamMessageReceived, DownstreamExited)):
+        if isinstance(item, (DownstreamMessageReceived, DownstreamExited, DownstreamSessionLost, DownstreamHttpError)):
             if item.downstream not in self._downstreams:
                 return None
             if isinstance(item, DownstreamExited):
@@ -351,6 +356,8 @@ class Runtime:
         if previous is not None:
             _log.error("downstream id started twice", extra={"fields": {"downstream": action.downstream}})
             previous.stop()
+        # `action.spec` describes this one instance (a command or a url); the
+        # core has already chosen it, so the shell only picks the transport.
         downstream: Downstream
         if action.spec.transport == "stdio":
             downstream = StdioDownstream(
@@ -365,11 +372,13 @@ class Runtime:
                 environ=self._environ,
             )
         else:
-            downstream = UnsupportedDownstream(
+            downstream = HttpDownstream(
                 downstream=action.downstream,
                 server=action.server,
-                reason="HTTP downstreams are not supported yet",
+                spec=action.spec,
+                max_message_bytes=DOWNSTREAM_MESSAGE_FACTOR * self._settings.max_message_bytes,
                 emit=self.feed,
+                queue_size=self._downstream_buffer,
             )
         self._downstreams[action.downstream] = downstream
         self._nursery.start_soon(downstream.run)
@@ -417,27 +426,6 @@ def queued_sender(channel: trio.MemorySendChannel[SendToClient]) -> ClientSend:
             raise trio.BrokenResourceError("the client is not reading") from None
 
     return send
-
-
-class UnsupportedDownstream:
-    """A downstream the shell cannot open: it reports ``reason`` as its exit at once."""
-
-    def __init__(self, *, downstream: int, server: str, reason: str, emit: Callable[[Event], Awaitable[None]]) -> None:
-        self.downstream = downstream
-        self.server = server
-        self._reason = reason
-        self._emit = emit
-        self._stopped = False
-
-    def send_nowait(self, data: bytes) -> None:
-        pass  # Dropped: the exit report is on its way.
-
-    def stop(self) -> None:
-        self._stopped = True
-
-    async def run(self) -> None:
-        if not self._stopped:
-            await self._emit(DownstreamExited(now=trio.current_time(), downstream=self.downstream, reason=self._reason))
 
 
 def _nothing() -> None:

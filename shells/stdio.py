@@ -21,6 +21,7 @@ C library) can ever write into the MCP stream.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -89,7 +90,8 @@ async def serve_stdio(
             await nursery.start(runtime.run)
             runtime.register_client(STDIO_CLIENT, send, done.set)
             now = trio.current_time()
-            await runtime.feed(GatewayStarted(now=now))
+            # The seed of the core's `random` balancing strategy (the core may not draw its own).
+            await runtime.feed(GatewayStarted(now=now, seed=secrets.randbits(64)))
             await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio"))
             if reload is not None:
                 # After GatewayStarted (a reload must not race the eager start),

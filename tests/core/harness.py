@@ -49,6 +49,7 @@ def server(name: str, **kw: Any) -> ServerSpec:
 
 def make_config(rules: JSON | None = None, servers: tuple[str, ...] = ("db", "util"), **settings: Any) -> Config:
     settings.setdefault("init_strategy", "lazy")
+    settings.setdefault("health_interval", 0)  # health checks are tested on their own
     return Config(
         servers={n: server(n) for n in servers},
         policy=Policy.compile(RULES if rules is None else rules),
@@ -100,6 +101,8 @@ class Driver:
         self.now = 0.0
         self.client = client
         self.connections: dict[str, int] = {}
+        #: Every StartDownstream, in order (for servers with several instances).
+        self.started: list[StartDownstream] = []
         self.timers: dict[int, float] = {}
         self.handle(ClientOpened(now=self.now, client=client))
 
@@ -108,6 +111,7 @@ class Driver:
         for a in actions:
             if isinstance(a, StartDownstream):
                 self.connections[a.server] = a.downstream
+                self.started.append(a)
             if isinstance(a, SetTimer):
                 self.timers[a.timer] = a.deadline
         return actions
@@ -143,3 +147,20 @@ class Driver:
             {"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": server, "version": "1"}}},
         )
         return self.downstream(server, {"jsonrpc": "2.0", "id": 2, "result": {"tools": tools}})
+
+    # -- by connection, for servers with several instances or sessions ------------
+
+    def to(self, connection: int, message: JSON) -> list[Action]:
+        """A message from downstream connection ``connection``."""
+        return self.handle(DownstreamMessageReceived(now=self.now, downstream=connection, data=json.dumps(message).encode()))
+
+    def exit_connection(self, connection: int, reason: str = "exited with code 1") -> list[Action]:
+        return self.handle(DownstreamExited(now=self.now, downstream=connection, reason=reason))
+
+    def handshake_connection(self, connection: int, tools: list[JSON]) -> list[Action]:
+        """Answer initialize (wire id 1) and tools/list (wire id 2) on one connection."""
+        self.to(connection, {"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-11-25", "capabilities": {}, "serverInfo": {"name": "s", "version": "1"}}})
+        return self.to(connection, {"jsonrpc": "2.0", "id": 2, "result": {"tools": tools}})
+
+    def timers_at(self, deadline: float) -> list[int]:
+        return [t for t, d in self.timers.items() if d == deadline]

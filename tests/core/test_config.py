@@ -11,6 +11,7 @@ from lockgate.core.config import (
     Config,
     ConfigError,
     Problem,
+    InstanceSpec,
     ServerSpec,
     Settings,
     load_config,
@@ -67,10 +68,10 @@ def server_warnings(entry: Any) -> list[tuple[str, str]]:
 
 
 STDIO = {"command": "srv"}
-RESERVED = {
-    **{"instances": 2, "strategy": "round_robin", "isolation": "per_agent"},
-    **{"retry_calls": True, "max_timeout_ms": 1, "idle_timeout": 1},
-    **{"health_interval": 1, "health_timeout": 1, "max_processes": 4},
+POOL = {
+    **{"strategy": "least_connections", "isolation": "per_client"},
+    **{"retry_calls": True, "max_timeout_ms": 1, "idle_timeout": 1.5},
+    **{"health_interval": 0, "health_timeout": 1, "max_processes": 4},
 }
 
 
@@ -91,7 +92,7 @@ def test_every_key() -> None:
                 "cwd": "${HOME}/src",
                 "description": "GitHub ${not substituted}",
                 "timeout_ms": 5000,
-                **RESERVED,
+                **POOL,
             },
             "remote": {
                 "type": "streamable-http",
@@ -124,7 +125,14 @@ def test_every_key() -> None:
         cwd="/home/u/src",
         description="GitHub ${not substituted}",
         timeout_ms=5000,
-        reserved=RESERVED,
+        strategy="least_connections",
+        isolation="per_client",
+        retry_calls=True,
+        max_timeout_ms=1,
+        idle_timeout=1.5,
+        health_interval=0.0,
+        health_timeout=1.0,
+        max_processes=4,
     )
     assert config.servers["remote"] == ServerSpec(
         name="remote",
@@ -345,8 +353,58 @@ def test_keys_of_the_other_transport_warn_and_are_ignored() -> None:
     assert (spec.env, spec.args, spec.cwd) == ({}, (), None)
 
 
-def test_reserved_keys_load_silently() -> None:
-    assert server_warnings({**STDIO, "instances": {"anything": "goes"}, "max_processes": 2}) == []
+def test_instances_each_carry_how_to_start_them() -> None:
+    entry = {
+        "instances": [
+            {"command": "srv", "args": ["--port", "${P:-1}"], "env": {"K": "v"}},
+            {"url": "http://h:1/mcp", "headers": {"A": "b"}, "weight": 3, "type": "http"},
+        ],
+        "strategy": "weighted",
+        "description": "two",
+    }
+    spec = load({"mcpServers": {"s": entry}}).servers["s"]
+    first = ServerSpec(name="s", transport="stdio", command="srv", args=("--port", "1"), env={"K": "v"})
+    second = ServerSpec(name="s", transport="http", url="http://h:1/mcp", headers={"A": "b"})
+    assert spec.instances == (InstanceSpec(spec=first), InstanceSpec(spec=second, weight=3))
+    assert spec.launch_specs() == spec.instances
+    # The entry shows its first instance, for list_servers and the CLI.
+    assert (spec.transport, spec.command, spec.strategy, spec.description) == ("stdio", "srv", "weighted", "two")
+
+
+def test_a_server_without_instances_is_its_own_instance() -> None:
+    spec = load({"mcpServers": {"s": STDIO}}).servers["s"]
+    assert spec.launch_specs() == (InstanceSpec(spec=spec),)
+    assert (spec.strategy, spec.isolation, spec.retry_calls, spec.idle_timeout, spec.max_processes) == (
+        "round_robin", "shared", False, None, None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"instances": []}, [("mcpServers.s.instances", "expected a non-empty array of objects, got an array")]),
+        ({"instances": [STDIO], **STDIO}, [("mcpServers.s", "give either 'instances' or 'command', not both")]),
+        ({"instances": [STDIO, 3]}, [("mcpServers.s.instances[1]", "expected an object, got 3")]),
+        ({"instances": [{}]}, [("mcpServers.s.instances[0]", "needs 'command' (stdio) or 'url' (HTTP)")]),
+        ({"instances": [{**STDIO, "weight": 0}]}, [("mcpServers.s.instances[0].weight", "expected a positive integer, got 0")]),
+        ({**STDIO, "strategy": "fastest"}, [("mcpServers.s.strategy", "'fastest' is not a strategy: use round_robin, least_connections, weighted, health_based, random")]),
+        ({**STDIO, "isolation": "per_agent"}, [("mcpServers.s.isolation", "'per_agent' is not an isolation: use 'shared' or 'per_client'")]),
+        ({**STDIO, "retry_calls": "yes"}, [("mcpServers.s.retry_calls", "expected true or false, got a string")]),
+        ({**STDIO, "max_processes": 0}, [("mcpServers.s.max_processes", "expected a positive integer, got 0")]),
+        ({**STDIO, "max_timeout_ms": 1.5}, [("mcpServers.s.max_timeout_ms", "expected a positive integer, got 1.5")]),
+        ({**STDIO, "idle_timeout": 0}, [("mcpServers.s.idle_timeout", "expected a positive number of seconds, got 0")]),
+        ({**STDIO, "health_interval": -1}, [("mcpServers.s.health_interval", "expected a number of seconds, 0 or more, got -1")]),
+        ({**STDIO, "health_timeout": True}, [("mcpServers.s.health_timeout", "expected a positive number of seconds, got true")]),
+    ],
+)
+def test_pool_key_errors(entry: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    assert server_problems(entry) == expected
+
+
+def test_unknown_keys_of_an_instance_warn() -> None:
+    assert server_warnings({"instances": [{**STDIO, "colour": "red"}]}) == [
+        ("mcpServers.s.instances[0].colour", "unknown key 'colour' is ignored")
+    ]
 
 
 # Rules file: errors and warnings
@@ -539,8 +597,20 @@ def test_log_variables_are_checked() -> None:
     ]
 
 
+def test_health_settings() -> None:
+    assert (Settings().health_interval, Settings().health_timeout) == (30.0, 10.0)
+    settings = settings_from_env({"GATEWAY_HEALTH_INTERVAL": "0", "GATEWAY_HEALTH_TIMEOUT": "2.5"})
+    assert (settings.health_interval, settings.health_timeout) == (0.0, 2.5)
+    assert env_problems({"GATEWAY_HEALTH_INTERVAL": "-1", "GATEWAY_HEALTH_TIMEOUT": "0"}) == [
+        ("environment", "GATEWAY_HEALTH_INTERVAL", "'-1' is not a number of seconds, 0 or more"),
+        ("environment", "GATEWAY_HEALTH_TIMEOUT", "'0' is not a positive number of seconds"),
+    ]
+
+
 def test_empty_variables_count_as_unset() -> None:
-    names = "DEFAULT_AGENT DEBUG AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES LOG_LEVEL LOG_FORMAT".split()
+    names = (
+        "DEFAULT_AGENT DEBUG AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES LOG_LEVEL LOG_FORMAT HEALTH_INTERVAL HEALTH_TIMEOUT"
+    ).split()
     assert settings_from_env({f"GATEWAY_{name}": "" for name in names}) == Settings()
 
 

@@ -68,11 +68,15 @@ async def test_a_crash_mid_call_fails_at_once_and_the_next_call_restarts_it(setu
 
 async def test_a_hung_call_times_out_while_other_calls_keep_working(setup: Setup) -> None:
     async with setup.client() as client:
+        # Start the server first, so that its start-up does not eat into the hang's timeout.
+        await client.call_tool("execute_tool", {"agent_id": "dev", "server": "testing", "tool": "echo", "args": {"text": "up"}})
         outcome: dict[str, object] = {}
+        # Start the server first, so the hang's timeout covers the call alone.
+        await client.call_tool("execute_tool", {"agent_id": "dev", "server": "testing", "tool": "echo", "args": {"text": "up"}})
 
         async def hang() -> None:
             try:
-                await client.call_tool("execute_tool", {"agent_id": "dev", "server": "testing", "tool": "hang", "args": {}, "timeout_ms": 1500})
+                await client.call_tool("execute_tool", {"agent_id": "dev", "server": "testing", "tool": "hang", "args": {}, "timeout_ms": 4000})
             except MCPError as exc:
                 outcome["hang"] = exc
 

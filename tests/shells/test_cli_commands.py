@@ -199,7 +199,7 @@ def test_check_fails_when_a_server_fails(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert report["servers"]["ok"]["state"] == "ready"
-    assert report["servers"]["broken"]["state"] == "backoff"
+    assert report["servers"]["broken"]["state"] == "failed"
     assert report["servers"]["broken"]["error"] == "exited with code 3"
     text = run("check", "--config", "s.json", "--rules", "r.json", cwd=tmp_path)
     assert text.returncode == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -186,21 +187,24 @@ async def test_exit_is_reported_once_and_later_messages_dropped(tmp_path: Path) 
     assert core.events[1] == DownstreamExited(now=core.events[1].now, downstream=3, reason="exited with code 4")
 
 
-async def test_http_downstreams_are_reported_unsupported(tmp_path: Path) -> None:
-    spec = ServerSpec(name="web", transport="http", url="http://127.0.0.1:9/mcp")
+async def test_an_http_downstream_that_cannot_connect_is_reported_with_host_and_port(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = ServerSpec(name="web", transport="http", url=f"http://user:pw@127.0.0.1:{port}/mcp?key=secret")
 
     def script(event: Event) -> list[Action]:
         if isinstance(event, GatewayStarted):
-            return [StartDownstream(downstream=1, server="web", spec=spec), SendToDownstream(downstream=1, message={})]
+            return [StartDownstream(downstream=1, server="web", spec=spec), SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 1, "method": "initialize"})]
         return []
 
     core = FakeCore(script)
-    with trio.fail_after(5):
+    with trio.fail_after(10):
         async with running(core, tmp_path) as runtime:
             await runtime.feed(GatewayStarted(now=now()))
             await core.wait_for(lambda events: len(events) == 2)
     assert isinstance(core.events[1], DownstreamExited)
-    assert core.events[1].reason == "HTTP downstreams are not supported yet"
+    assert core.events[1].reason == f"connection refused to 127.0.0.1:{port}"
 
 
 async def test_aclose_stops_every_downstream(tmp_path: Path) -> None:

@@ -1,0 +1,448 @@
+"""HTTP downstreams: one MCP session over Streamable HTTP per ``StartDownstream``.
+
+Theory of operation. :meth:`HttpDownstream.run` is one task in the runtime's
+nursery. It owns one ``httpx.AsyncClient`` (a keep-alive connection pool) for
+the life of the downstream connection, and POSTs every message the core
+sends, as the bytes the core encoded, to the server's URL (MCP 2025-11-25,
+basic/transports, "Streamable HTTP"):
+
+- Requests are POSTed concurrently, each in its own task, so a slow call
+  never holds up the others. Notifications are POSTed in order, each
+  awaited (a 202 comes at once), so ``notifications/initialized`` reaches
+  the server before the requests that follow it.
+- The answer to a request is either ``application/json`` (one message) or a
+  ``text/event-stream`` (:mod:`.sse_parser`, parsed as it arrives); every
+  JSON-RPC message in it becomes one ``DownstreamMessageReceived``, in order.
+- The response to ``initialize`` carries the ``Mcp-Session-Id``; it is sent
+  on every later request, with ``MCP-Protocol-Version`` set to the version
+  in the initialize result. Once a session exists, a GET stream is kept open
+  for the server's own notifications (a 405 means the server offers none);
+  when it drops it is reopened with ``Last-Event-ID``, after the ``retry``
+  delay the server asked for or a growing pause.
+- A response stream that breaks before the answer arrived is resumed by GET
+  with ``Last-Event-ID`` when the server gave its events ids.
+- :meth:`stop` ends everything and DELETEs the session (bounded, shielded).
+
+The shell reports facts and leaves every decision to the core: a 404 to a
+message sent under our session is ``DownstreamSessionLost`` (the shell
+forgets that session id first); any other status of 300 or more is
+``DownstreamHttpError`` with the start of the body; a transport failure
+(connection refused, reset, connect timeout, a message over the size limit)
+ends the downstream with ``DownstreamExited`` and a reason that names only
+host and port ("connection refused to 127.0.0.1:8000"), never the URL's path,
+query or credentials. Tool calls have no HTTP read timeout: the core's
+per-call timers own that.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+from lockgate.core.config import ServerSpec
+from lockgate.core.events import (
+    DownstreamExited,
+    DownstreamHttpError,
+    DownstreamMessageReceived,
+    DownstreamSessionLost,
+    Event,
+)
+
+from .logs import get_logger
+from .sse_parser import SseEvent, SseParser, SseTooLarge
+
+__all__ = ["HttpDownstream", "describe_failure"]
+
+Emit = Callable[[Event], Awaitable[None]]
+
+#: How long opening a TCP (and TLS) connection may take.
+CONNECT_TIMEOUT_S = 10.0
+#: How long the DELETE that ends a session may take at stop.
+STOP_S = 2.0
+#: Pauses before reopening a dropped GET stream: first, and at most.
+LISTEN_RETRY_S = 0.25
+LISTEN_RETRY_MAX_S = 10.0
+#: Attempts to resume a broken response stream before giving up on it.
+RESUME_ATTEMPTS = 3
+#: How much of an error response's body the core gets to see.
+ERROR_BODY_BYTES = 65536
+#: Connections per downstream: each call in flight holds one while its
+#: answer streams, and the GET stream holds one. Past the limit, calls wait
+#: for a free connection (under their own timeouts).
+MAX_CONNECTIONS = 100
+KEEPALIVE_CONNECTIONS = 20
+
+_ACCEPT_POST = "application/json, text/event-stream"
+_ACCEPT_SSE = "text/event-stream"
+# The core's encoder writes "jsonrpc" first, then "method" for a notification
+# and "id" for a request or a response. Getting this wrong for some other
+# encoding would only cost ordering, never a message.
+_NOTIFICATION_PREFIX = b'{"jsonrpc":"2.0","method"'
+
+_log = get_logger("downstream")
+
+
+class _TooLarge(Exception):
+    """A response body grew past the message size limit."""
+
+
+class HttpDownstream:
+    """One downstream server over Streamable HTTP; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        downstream: int,
+        server: str,
+        spec: ServerSpec,
+        max_message_bytes: int,
+        emit: Emit,
+        queue_size: int = 1024,
+    ) -> None:
+        self.downstream = downstream
+        self.server = server
+        self._where = _host_and_port(spec.url or "")
+        # Parsed once: httpx would parse a string again for every request.
+        self._url: httpx.URL | None = httpx.URL(spec.url) if spec.url else None
+        # Configured headers (Authorization, say) go on every request; the
+        # protocol's own headers are set per request and win over them.
+        self._base_headers = {name.lower(): value for name, value in spec.headers.items()}
+        self._base_headers["content-type"] = "application/json"
+        self._max_message_bytes = max_message_bytes
+        self._emit_event = emit
+        self._queue_in, self._queue_out = trio.open_memory_channel[bytes](queue_size)
+        self._scope = trio.CancelScope()
+        self._stopped = False
+        self._failure: str | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._nursery: trio.Nursery | None = None
+        #: The current MCP session id, and the protocol version it speaks.
+        self.session: str | None = None
+        self._protocol: str | None = None
+        self.finished = trio.Event()
+        """Set when :meth:`run` is over (the session is deleted, the pool closed)."""
+
+    def send_nowait(self, data: bytes) -> None:
+        """Queue one message (the core's encoded bytes) for the server.
+
+        Raises:
+            trio.WouldBlock: the queue is full (the server does not keep up).
+            trio.BrokenResourceError: the downstream is gone.
+        """
+        self._queue_in.send_nowait(data)
+
+    def stop(self) -> None:
+        """End the session in the background; report nothing from now on."""
+        self._stopped = True
+        self._scope.cancel()
+
+    async def run(self) -> None:
+        """Serve the connection until :meth:`stop` or a transport failure, which is reported."""
+        try:
+            await self._run()
+        finally:
+            self._queue_out.close()
+            self.finished.set()
+        if self._failure is not None:
+            await self._emit(DownstreamExited(now=trio.current_time(), downstream=self.downstream, reason=self._failure))
+
+    async def _emit(self, event: Event) -> None:
+        if not self._stopped:
+            await self._emit_event(event)
+
+    def _fail(self, reason: str) -> None:
+        """Give up on the connection; the first reason is the one reported."""
+        if self._failure is None and not self._stopped:
+            self._failure = reason
+            _log.warning(f"server connection failed: {reason}", extra={"fields": {"server": self.server}})
+        self._scope.cancel()
+
+    async def _run(self) -> None:
+        if self._url is None:
+            self._failure = "no url configured"
+            return
+        timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)
+        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=KEEPALIVE_CONNECTIONS)
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
+            self._client = client
+            try:
+                with self._scope:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        async for data in self._queue_out:
+                            if data.startswith(_NOTIFICATION_PREFIX):
+                                await self._post(data)
+                            else:
+                                nursery.start_soon(self._post, data)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._end_session(client)
+
+    # -- POST: one message each ----------------------------------------------
+
+    def _headers(self, session: str | None, accept: str) -> dict[str, str]:
+        headers = dict(self._base_headers)
+        headers["accept"] = accept
+        if session is not None:
+            headers["mcp-session-id"] = session
+        if self._protocol is not None:
+            headers["mcp-protocol-version"] = self._protocol
+        return headers
+
+    async def _post(self, data: bytes) -> None:
+        assert self._client is not None and self._url is not None
+        session = self.session
+        try:
+            async with self._client.stream(
+                "POST", self._url, content=data, headers=self._headers(session, _ACCEPT_POST)
+            ) as response:
+                await self._on_post_response(data, session, response)
+        except httpx.TransportError as exc:
+            _log.debug(f"POST failed: {exc!r}", extra={"fields": {"server": self.server}})
+            self._fail(describe_failure(exc, self._where))
+        except (_TooLarge, SseTooLarge):
+            self._fail(f"sent a message over {self._max_message_bytes} bytes")
+
+    async def _on_post_response(self, data: bytes, session: str | None, response: httpx.Response) -> None:
+        status = response.status_code
+        minted = response.headers.get("mcp-session-id") if session is None and self.session is None else None
+        if minted and status < 300:
+            self.session = minted
+            # The GET stream opens once the initialize result (and with it
+            # the protocol version for its headers) has been read.
+            await self._on_answer(data, session, response)
+            if self.session == minted:
+                self._start_listening(minted)
+            return
+        await self._on_answer(data, session, response)
+
+    async def _on_answer(self, data: bytes, session: str | None, response: httpx.Response) -> None:
+        status = response.status_code
+        if status == 404 and session is not None:
+            # MCP 2025-11-25, basic/transports, "Session Management": the
+            # session is gone and the message was not processed.
+            if self.session == session:
+                self.session = None
+                self._protocol = None
+            await self._emit(DownstreamSessionLost(now=trio.current_time(), downstream=self.downstream, data=data))
+            return
+        if status >= 300:
+            body = await _read_body(response, ERROR_BODY_BYTES, truncate=True)
+            await self._emit(
+                DownstreamHttpError(now=trio.current_time(), downstream=self.downstream, data=data, status=status, body=body)
+            )
+            return
+        if _content_type(response) == _ACCEPT_SSE:
+            await self._read_response_stream(response)
+            return
+        body = await _read_body(response, self._max_message_bytes)
+        if body.strip():  # 202 Accepted has none
+            await self._deliver(body)
+
+    async def _deliver(self, message: bytes) -> None:
+        if self._protocol is None:
+            self._protocol = _initialize_version(message)
+        await self._emit(DownstreamMessageReceived(now=trio.current_time(), downstream=self.downstream, data=message))
+
+    async def _deliver_event(self, event: SseEvent) -> bool:
+        """Hand on one SSE event's message; True if there was one."""
+        # Priming events carry an id and empty data; other event types are not MCP.
+        if event.event != "message" or not event.data.strip():
+            return False
+        await self._deliver(event.data)
+        return True
+
+    async def _read_response_stream(self, response: httpx.Response) -> None:
+        parser = SseParser(self._max_message_bytes)
+        last: bytes | None = None
+        try:
+            async for chunk in response.aiter_bytes():
+                for event in parser.feed(chunk):
+                    if await self._deliver_event(event):
+                        last = event.data
+        except httpx.TransportError as exc:
+            # The answer comes last: a stream that breaks after it lost nothing
+            # (a server that dies between its answer and the stream's end).
+            if last is not None and _is_response(last):
+                return
+            if parser.last_event_id is None:
+                raise
+            _log.info(f"response stream broke ({type(exc).__name__}); resuming", extra={"fields": {"server": self.server}})
+        else:
+            # Without event ids the server cannot resume, and a stream it
+            # ended itself ended after the answer.
+            if parser.last_event_id is None or (last is not None and _is_response(last)):
+                return
+        await self._resume(parser)
+
+    async def _resume(self, parser: SseParser) -> None:
+        """Reopen a broken response stream by GET with ``Last-Event-ID`` until the answer comes."""
+        assert self._client is not None and self._url is not None
+        session = self.session
+        for _ in range(RESUME_ATTEMPTS):
+            await trio.sleep(parser.retry / 1000 if parser.retry is not None else LISTEN_RETRY_S)
+            headers = self._headers(session, _ACCEPT_SSE)
+            if parser.last_event_id is not None:
+                headers["last-event-id"] = parser.last_event_id
+            try:
+                async with self._client.stream("GET", self._url, headers=headers) as response:
+                    if response.status_code != 200 or _content_type(response) != _ACCEPT_SSE:
+                        break
+                    async for chunk in response.aiter_bytes():
+                        for event in parser.feed(chunk):
+                            if await self._deliver_event(event) and _is_response(event.data):
+                                return
+            except httpx.TransportError:
+                continue
+        self._fail("lost the answer to a request when its event stream broke")
+
+    # -- the session and its GET stream -----------------------------------------
+
+    def _start_listening(self, session: str) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._listen, session)
+
+    async def _listen(self, session: str) -> None:
+        """Keep the GET stream for server-sent messages open while ``session`` lasts."""
+        assert self._client is not None and self._url is not None
+        parser = SseParser(self._max_message_bytes)
+        pause = LISTEN_RETRY_S
+        while self.session == session:
+            headers = self._headers(session, _ACCEPT_SSE)
+            if parser.last_event_id is not None:
+                headers["last-event-id"] = parser.last_event_id
+            try:
+                async with self._client.stream("GET", self._url, headers=headers) as response:
+                    status = response.status_code
+                    if status in (405, 409):
+                        return  # no stream offered, or another one is already open
+                    if status == 404:
+                        if self.session == session:
+                            self.session = None
+                            self._protocol = None
+                            await self._emit(
+                                DownstreamSessionLost(now=trio.current_time(), downstream=self.downstream, data=None)
+                            )
+                        return
+                    if status == 401:
+                        await self._emit(
+                            DownstreamHttpError(now=trio.current_time(), downstream=self.downstream, data=None, status=401)
+                        )
+                        return
+                    if status == 200 and _content_type(response) == _ACCEPT_SSE:
+                        parser = _fresh_parser(parser, self._max_message_bytes)
+                        async for chunk in response.aiter_bytes():
+                            for event in parser.feed(chunk):
+                                if await self._deliver_event(event):
+                                    pause = LISTEN_RETRY_S
+            except httpx.TransportError:
+                pass  # the server is away; POSTs will say so if it stays away
+            except SseTooLarge:
+                self._fail(f"sent a message over {self._max_message_bytes} bytes")
+                return
+            await trio.sleep(parser.retry / 1000 if parser.retry is not None else pause)
+            pause = min(pause * 2, LISTEN_RETRY_MAX_S)
+
+    async def _end_session(self, client: httpx.AsyncClient) -> None:
+        """DELETE the session (MCP 2025-11-25, "Session Management"); bounded, errors ignored."""
+        session, self.session = self.session, None
+        if session is None or self._url is None:
+            return
+        with trio.move_on_after(STOP_S):
+            try:
+                await client.delete(self._url, headers=self._headers(session, _ACCEPT_POST))
+            except httpx.HTTPError:
+                pass
+
+
+def describe_failure(exc: BaseException, where: str) -> str:
+    """A short reason for a transport failure, naming only ``host:port``."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"connection to {where} timed out"
+    if isinstance(exc, httpx.ConnectError):
+        if _caused_by(exc, ConnectionRefusedError):
+            return f"connection refused to {where}"
+        return f"cannot connect to {where}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out talking to {where}"
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.CloseError)):
+        return f"connection to {where} was lost"
+    return f"HTTP request to {where} failed ({type(exc).__name__})"
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is among the causes of ``exc``, exception groups included."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return True
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                todo.append(linked)
+    return False
+
+
+def _host_and_port(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "the server"
+    host = parts.hostname or "the server"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _content_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+async def _read_body(response: httpx.Response, limit: int, *, truncate: bool = False) -> bytes:
+    """Read a body up to ``limit`` bytes: cut there, or raise :class:`_TooLarge`."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            if truncate:
+                break
+            raise _TooLarge()
+    return b"".join(parts)[:limit]
+
+
+def _fresh_parser(previous: SseParser, limit: int) -> SseParser:
+    """A parser for a new stream that remembers where the last one left off."""
+    parser = SseParser(limit)
+    parser.last_event_id = previous.last_event_id
+    parser.retry = previous.retry
+    return parser
+
+
+def _initialize_version(message: bytes) -> str | None:
+    """The ``protocolVersion`` of an initialize result, else ``None``."""
+    try:
+        obj = json.loads(message)
+    except ValueError:
+        return None
+    result = obj.get("result") if isinstance(obj, dict) else None
+    version = result.get("protocolVersion") if isinstance(result, dict) else None
+    return version if isinstance(version, str) and isinstance(result.get("serverInfo"), dict) else None
+
+
+def _is_response(message: bytes) -> bool:
+    try:
+        obj = json.loads(message)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and "id" in obj and ("result" in obj or "error" in obj)

@@ -1,0 +1,460 @@
+"""Instances, balancing, health, breaker, failover, isolation, caps, idle stop, progress."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from lockgate.core.actions import Action, CancelTimer, SendToDownstream, SetTimer, StartDownstream, StopDownstream
+from lockgate.core.config import Config, InstanceSpec, ServerSpec, Settings
+from lockgate.core.events import ClientClosed, ClientOpened, ConfigReloaded, GatewayStarted, ShutdownRequested
+from lockgate.core.policy import Policy
+
+from .harness import ECHO_TOOL, RULES, Driver, call, req, sent_downstream, sent_to_client, structured
+
+JSON = dict[str, Any]
+
+
+def pool_config(instances: int | tuple[int, ...] = 2, *, eager: bool = False, **pool: Any) -> Config:
+    """One server ``db`` with ``instances`` instances (a tuple gives their weights)."""
+    weights = instances if isinstance(instances, tuple) else (1,) * instances
+    spec = ServerSpec(
+        name="db",
+        transport="stdio",
+        command="srv",
+        instances=tuple(
+            InstanceSpec(spec=ServerSpec(name="db", transport="stdio", command="srv", args=(str(i),)), weight=w)
+            for i, w in enumerate(weights)
+        ),
+        **pool,
+    )
+    return Config(
+        servers={"db": spec},
+        policy=Policy.compile(RULES),
+        settings=Settings(init_strategy="eager" if eager else "lazy", health_interval=0, debug=True),
+    )
+
+
+def execute(id: Any, **extra: Any) -> JSON:
+    return call(id, "execute_tool", agent_id="dev", server="db", tool="echo", args={}, **extra)
+
+
+def forwarded_to(actions: list[Action]) -> list[int]:
+    """The connections that got a tools/call."""
+    return [a.downstream for a in actions if isinstance(a, SendToDownstream) and a.message.get("method") == "tools/call"]
+
+
+def new_timers(actions: list[Action]) -> list[SetTimer]:
+    return [a for a in actions if isinstance(a, SetTimer)]
+
+
+def all_ready(d: Driver, n: int) -> None:
+    """Start every instance eagerly and complete their handshakes (connections 1..n)."""
+    d.start()
+    d.initialize()
+    for connection in range(1, n + 1):
+        d.handshake_connection(connection, [ECHO_TOOL])
+
+
+def open_client(d: Driver, client: Any) -> None:
+    d.handle(ClientOpened(now=d.now, client=client))
+    d.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}}), client=client)
+
+
+# -- balancing ----------------------------------------------------------------------
+
+
+def spread(strategy: str, instances: int | tuple[int, ...], calls: int, **pool: Any) -> list[int]:
+    d = Driver(pool_config(instances, eager=True, strategy=strategy, **pool))
+    n = instances if isinstance(instances, int) else len(instances)
+    all_ready(d, n)
+    out: list[int] = []
+    for i in range(calls):
+        out += forwarded_to(d.send(execute(i)))
+    return out
+
+
+def test_round_robin_is_the_default_and_rotates() -> None:
+    assert spread("round_robin", 3, 6) == [1, 2, 3, 1, 2, 3]
+    assert Counter(spread("round_robin", 2, 10)) == {1: 5, 2: 5}
+
+
+def test_weighted_follows_the_weights() -> None:
+    assert spread("weighted", (3, 1), 8) == [1, 1, 1, 2, 1, 1, 1, 2]
+
+
+def test_random_spreads_by_the_shells_seed_reproducibly() -> None:
+    def run(seed: int) -> list[int]:
+        d = Driver(pool_config(3, eager=True, strategy="random"))
+        d.handle(GatewayStarted(now=0, seed=seed))
+        d.initialize()
+        for connection in (1, 2, 3):
+            d.handshake_connection(connection, [ECHO_TOOL])
+        return [c for i in range(300) for c in forwarded_to(d.send(execute(i)))]
+
+    first = run(12345)
+    assert first == run(12345) and first != run(999)
+    assert all(70 < n < 130 for n in Counter(first).values())
+
+
+def test_least_connections_goes_where_fewest_calls_are_in_flight() -> None:
+    d = Driver(pool_config(3, eager=True, strategy="least_connections"))
+    all_ready(d, 3)
+    assert [c for i in range(3) for c in forwarded_to(d.send(execute(i)))] == [1, 2, 3]
+    d.to(2, {"jsonrpc": "2.0", "id": 3, "result": {"content": []}})  # connection 2 is free again
+    assert forwarded_to(d.send(execute(10))) == [2]
+    assert forwarded_to(d.send(execute(11))) == [3]
+
+
+def test_health_based_avoids_an_instance_that_failed() -> None:
+    d = Driver(pool_config(3, eager=True, strategy="health_based"))
+    all_ready(d, 3)
+    d.exit_connection(1)
+    assert [c for i in range(3) for c in forwarded_to(d.send(execute(i)))] == [2, 3, 2]
+
+
+def test_get_server_tools_prefers_a_running_instance() -> None:
+    d = Driver(pool_config(3))
+    d.initialize()
+    d.send(call(1, "get_server_tools", agent_id="dev", server="db"))
+    d.handshake_connection(1, [ECHO_TOOL])
+    actions = d.send(call(2, "get_server_tools", agent_id="dev", server="db"))
+    assert [a for a in actions if isinstance(a, StartDownstream)] == []
+    assert structured(sent_to_client(actions)[0])["returned"] == 1
+    # execute_tool spreads the load: it starts the next instance.
+    [start] = [a for a in d.send(execute(3)) if isinstance(a, StartDownstream)]
+    assert (start.instance, start.spec.args) == (1, ("1",))
+
+
+# -- failover and retries --------------------------------------------------------------
+
+
+def test_a_request_that_never_reached_an_instance_fails_over() -> None:
+    d = Driver(pool_config(2))
+    d.initialize()
+    d.send(execute(1))
+    actions = d.exit_connection(1, "command not found: srv")
+    assert sent_to_client(actions) == []
+    [start] = [a for a in actions if isinstance(a, StartDownstream)]
+    assert (start.downstream, start.instance) == (2, 1)
+    assert forwarded_to(d.handshake_connection(2, [ECHO_TOOL])) == [2]
+
+
+def test_a_call_that_may_have_reached_an_instance_is_not_repeated() -> None:
+    d = Driver(pool_config(2, eager=True))
+    all_ready(d, 2)
+    assert forwarded_to(d.send(execute(1))) == [1]
+    actions = d.exit_connection(1, "killed by signal SIGKILL")
+    assert forwarded_to(actions) == []
+    [msg] = sent_to_client(actions)
+    assert msg["error"]["data"] == {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": "killed by signal SIGKILL"}
+    # The other instance takes the next call; the dead one restarts after its backoff (0 s).
+    assert forwarded_to(d.send(execute(2))) == [2]
+    [restart] = [t for t in d.timers_at(0.0) if t in d.gw._timers]
+    assert [a.instance for a in d.fire(restart) if isinstance(a, StartDownstream)] == [0]
+
+
+def test_retry_calls_repeats_a_call_on_another_instance() -> None:
+    d = Driver(pool_config(2, eager=True, retry_calls=True))
+    all_ready(d, 2)
+    d.send(execute(1))
+    actions = d.exit_connection(1)
+    assert sent_to_client(actions) == [] and forwarded_to(actions) == [2]
+    [msg] = sent_to_client(d.to(2, {"jsonrpc": "2.0", "id": 3, "result": {"content": [], "ok": 1}}))
+    assert msg == {"jsonrpc": "2.0", "id": 1, "result": {"content": [], "ok": 1}}
+
+
+def test_every_instance_down_fails_at_once_with_each_reason() -> None:
+    d = Driver(pool_config(2))
+    d.initialize()
+    for i in (1, 2):
+        d.send(execute(i))
+        d.exit_connection(d.started[-1].downstream, "command not found: srv")
+        [msg] = sent_to_client(d.exit_connection(d.started[-1].downstream, "command not found: srv"))
+        assert msg["error"]["data"]["reason"] == "command not found: srv"
+    actions = d.send(execute(3))
+    assert [a for a in actions if isinstance(a, StartDownstream)] == []
+    [msg] = sent_to_client(actions)
+    assert msg["error"]["data"]["reason"] == (
+        "no instance can take the request (instance 0: command not found: srv; next start attempt in 0.5 s; "
+        "instance 1: command not found: srv; next start attempt in 0.5 s)"
+    )
+    assert d.gw.server_states() == {"db": "unavailable"}
+    status = d.gw.status()["servers"]["db"]
+    assert [(i["health"], i["breaker"]) for i in status["instances"]] == [("unhealthy", "open")] * 2
+
+
+# -- health checks and the breaker ----------------------------------------------------
+
+
+def test_health_checks_ping_and_a_silent_instance_is_restarted() -> None:
+    d = Driver(pool_config(1, eager=True, health_interval=5.0, health_timeout=1.0))
+    d.start()
+    d.initialize()
+    actions = d.handshake_connection(1, [ECHO_TOOL])
+    [health] = new_timers(actions)
+    assert health.deadline == 5.0
+    d.now = 5.0
+    actions = d.fire(health.timer)
+    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "id": 3, "method": "ping"}]
+    [ping] = new_timers(actions)
+    assert ping.deadline == 6.0
+    d.now = 5.5
+    actions = d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}})
+    assert actions[0] == CancelTimer(timer=ping.timer)
+    [health] = new_timers(actions)
+    assert health.deadline == 10.5
+    d.now = 10.5
+    [ping] = new_timers(d.fire(health.timer))
+    d.now = 11.5
+    actions = d.fire(ping.timer)
+    assert actions[0] == StopDownstream(downstream=1)
+    assert d.gw.status()["servers"]["db"]["instances"][0]["last_error"] == "did not answer a health check within 1 s"
+    [restart] = new_timers(actions)
+    assert [a.downstream for a in d.fire(restart.timer) if isinstance(a, StartDownstream)] == [2]
+
+
+def test_the_breaker_opens_after_two_timeouts_and_a_ping_probe_closes_it() -> None:
+    d = Driver(pool_config(1, eager=True))
+    all_ready(d, 1)
+    for i, at in ((1, 0.1), (2, 0.2)):
+        d.now = at - 0.1
+        [timer] = new_timers(d.send(execute(i, timeout_ms=100)))
+        d.now = at
+        actions = d.fire(timer.timer)
+        assert sent_to_client(actions)[0]["error"]["data"]["code"] == "TIMEOUT"
+    [probe] = new_timers(actions)
+    assert probe.deadline == 0.7
+    d.now = 0.3
+    [msg] = sent_to_client(d.send(execute(3)))
+    assert msg["error"]["data"]["reason"] == "a call timed out after 100 ms; not used for another 0.4 s"
+    assert d.gw.server_states() == {"db": "unavailable"}
+    d.now = 0.7
+    actions = d.fire(probe.timer)
+    [ping] = sent_downstream(actions)
+    assert ping["method"] == "ping"
+    [msg] = sent_to_client(d.send(execute(4)))
+    assert msg["error"]["data"]["reason"] == "a call timed out after 100 ms; a probe is under way"
+    d.to(1, {"jsonrpc": "2.0", "id": ping["id"], "result": {}})
+    assert d.gw.server_states() == {"db": "ready"}
+    assert forwarded_to(d.send(execute(5))) == [1]
+
+
+def test_a_failed_probe_start_opens_the_breaker_for_longer() -> None:
+    d = Driver(pool_config(1))
+    d.initialize()
+    for i in (1, 2):
+        d.send(execute(i))
+        d.exit_connection(d.started[-1].downstream, "exited with code 1")
+    d.now = 0.5  # half open: the next start is the probe
+    d.send(execute(3))
+    assert d.gw.status()["servers"]["db"]["instances"][0]["breaker"] == "half_open"
+    [msg] = sent_to_client(d.exit_connection(d.started[-1].downstream, "exited with code 1"))
+    assert msg["error"]["data"]["reason"] == "exited with code 1"
+    [msg] = sent_to_client(d.send(execute(4)))
+    assert msg["error"]["data"]["reason"] == "exited with code 1; next start attempt in 1.0 s"
+
+
+# -- isolation and process caps --------------------------------------------------------
+
+
+def test_per_client_isolation_gives_each_client_its_own_session() -> None:
+    d = Driver(pool_config(1, isolation="per_client"))
+    d.initialize()
+    open_client(d, "b")
+    [a] = [x for x in d.send(execute(1)) if isinstance(x, StartDownstream)]
+    [b] = [x for x in d.send(execute(1), client="b") if isinstance(x, StartDownstream)]
+    assert (a.downstream, b.downstream) == (1, 2)
+    assert forwarded_to(d.handshake_connection(1, [ECHO_TOOL])) == [1]
+    assert forwarded_to(d.handshake_connection(2, [ECHO_TOOL])) == [2]
+    assert forwarded_to(d.send(execute(2))) == [1]
+    # A client's cancellation reaches its own session.
+    actions = d.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}, client="b")
+    assert [(x.downstream, x.message["method"]) for x in actions if isinstance(x, SendToDownstream)] == [
+        (2, "notifications/cancelled")
+    ]
+    actions = d.handle(ClientClosed(now=d.now, client="b"))
+    assert [x for x in actions if isinstance(x, StopDownstream)] == [StopDownstream(downstream=2)]
+    assert d.gw.status()["servers"]["db"]["sessions"] == 1
+
+
+def test_per_client_sessions_spread_over_instances_and_a_dead_one_is_replaced() -> None:
+    d = Driver(pool_config(2, isolation="per_client", strategy="health_based"))
+    d.initialize()
+    open_client(d, "b")
+    d.send(execute(1))
+    d.send(execute(1), client="b")
+    assert [s.instance for s in d.started] == [0, 1]
+    d.handshake_connection(1, [ECHO_TOOL])
+    d.exit_connection(1, "killed by signal SIGKILL")
+    # Client 0's session died with its state; its next call gets a fresh one,
+    # on the healthier instance.
+    d.send(execute(2))
+    assert [s.instance for s in d.started] == [0, 1, 1]
+
+
+def test_max_processes_refuses_a_new_session_clearly() -> None:
+    d = Driver(pool_config(1, isolation="per_client", max_processes=1))
+    d.initialize()
+    open_client(d, "b")
+    d.send(execute(1))
+    [msg] = sent_to_client(d.send(execute(1), client="b"))
+    assert msg["error"]["data"]["reason"] == "all 1 of its processes are in use (max_processes)"
+    d.handle(ClientClosed(now=d.now, client=0))
+    assert [x for x in d.send(execute(2), client="b") if isinstance(x, StartDownstream)] != []
+
+
+def test_max_processes_limits_eager_starts_of_shared_instances() -> None:
+    d = Driver(pool_config(3, eager=True, max_processes=2))
+    assert [a.instance for a in d.start() if isinstance(a, StartDownstream)] == [0, 1]
+    d.initialize()
+    d.handshake_connection(1, [ECHO_TOOL])
+    d.handshake_connection(2, [ECHO_TOOL])
+    assert [c for i in range(4) for c in forwarded_to(d.send(execute(i)))] == [1, 2, 1, 2]
+
+
+# -- idle stop, progress and the hard cap -------------------------------------------------
+
+
+def test_an_idle_instance_is_stopped_and_starts_again_on_use() -> None:
+    d = Driver(pool_config(1, eager=True, idle_timeout=5.0))
+    d.start()
+    d.initialize()
+    [idle] = new_timers(d.handshake_connection(1, [ECHO_TOOL]))
+    assert idle.deadline == 5.0
+    d.now = 1.0
+    d.send(execute(1))
+    d.now = 2.0
+    d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}})
+    d.now = 5.0
+    [again] = new_timers(d.fire(idle.timer))
+    assert again.deadline == 7.0  # five seconds after the last call ended
+    d.now = 7.0
+    assert StopDownstream(downstream=1) in d.fire(again.timer)
+    assert d.gw.server_states() == {"db": "idle"}
+    assert [a.downstream for a in d.send(execute(2)) if isinstance(a, StartDownstream)] == [2]
+
+
+def progress(d: Driver, token: int) -> list[Action]:
+    return d.to(1, {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1}})
+
+
+def test_progress_resets_the_call_timeout() -> None:
+    d = Driver(pool_config(1, eager=True))
+    all_ready(d, 1)
+    msg = execute(1, timeout_ms=1000)
+    msg["params"]["_meta"] = {"progressToken": "p"}
+    [timer] = new_timers(d.send(msg))
+    d.now = 0.8
+    assert len(sent_to_client(progress(d, 3))) == 1
+    d.now = 1.0
+    assert d.fire(timer.timer) == [SetTimer(timer=timer.timer + 1, deadline=1.8)]
+    d.now = 1.8
+    [err] = sent_to_client(d.fire(timer.timer + 1))
+    assert err["error"]["message"] == "No answer from server 'db' within 1800 ms (progress extended its 1000 ms timeout)"
+    assert err["error"]["data"] == {"code": "TIMEOUT", "server": "db", "timeout_ms": 1000, "waited_ms": 1800}
+
+
+def test_progress_never_extends_a_call_past_max_timeout_ms() -> None:
+    d = Driver(pool_config(1, eager=True, max_timeout_ms=1500))
+    all_ready(d, 1)
+    [timer] = new_timers(d.send(execute(1, timeout_ms=1000)))
+    d.now = 0.8
+    assert progress(d, 3) == []  # no token was asked for: nothing reaches the client, the timer still moves
+    d.now = 1.0
+    assert d.fire(timer.timer) == [SetTimer(timer=timer.timer + 1, deadline=1.5)]
+    d.now = 1.5
+    actions = d.fire(timer.timer + 1)
+    assert sent_downstream(actions)[0]["method"] == "notifications/cancelled"
+    assert sent_to_client(actions)[0]["error"]["data"]["waited_ms"] == 1500
+
+
+# -- reload, shutdown and status ---------------------------------------------------------
+
+
+def test_a_changed_pool_is_drained_and_replaced() -> None:
+    d = Driver(pool_config(2, eager=True))
+    all_ready(d, 2)
+    d.send(execute(1))
+    actions = d.handle(ConfigReloaded(now=0, config=pool_config(3, eager=True)))
+    assert [a for a in actions if isinstance(a, StopDownstream)] == [StopDownstream(downstream=2)]
+    assert [a.instance for a in actions if isinstance(a, StartDownstream)] == [0, 1, 2]
+    actions = d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}})
+    assert sent_to_client(actions)[0]["id"] == 1 and StopDownstream(downstream=1) in actions
+
+
+def test_shutdown_cancels_restart_timers() -> None:
+    d = Driver(pool_config(2, eager=True))
+    all_ready(d, 2)
+    d.exit_connection(1)
+    d.handle(ShutdownRequested(now=0))
+    assert d.gw._timers == {}
+
+
+def test_status_shows_each_instance() -> None:
+    d = Driver(pool_config(2, eager=True))
+    all_ready(d, 2)
+    d.send(execute(1))
+    d.exit_connection(2)
+    [msg] = sent_to_client(d.send(call(5, "get_gateway_status")))
+    db = structured(msg)["servers"]["db"]
+    assert (db["state"], db["strategy"], db["isolation"], db["sessions"]) == ("degraded", "round_robin", "shared", 2)
+    assert db["instances"] == [
+        {"transport": "stdio", "weight": 1, "state": "ready", "health": "healthy", "breaker": "closed", "in_use": 1,
+         "starts": 1, "consecutive_failures": 0, "last_error": None},
+        {"transport": "stdio", "weight": 1, "state": "backoff", "health": "unhealthy", "breaker": "closed", "in_use": 0,
+         "starts": 1, "consecutive_failures": 1, "last_error": "exited with code 1"},
+    ]
+
+
+def test_an_idle_per_client_session_is_stopped_and_the_client_gets_a_new_one() -> None:
+    d = Driver(pool_config(2, isolation="per_client", idle_timeout=1.0))
+    d.initialize()
+    d.send(execute(1))
+    d.handshake_connection(1, [ECHO_TOOL])
+    [idle] = new_timers(d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}}))
+    d.now = 1.0
+    assert StopDownstream(downstream=1) in d.fire(idle.timer)
+    d.send(execute(2))
+    assert [(s.downstream, s.instance) for s in d.started] == [(1, 0), (2, 1)]
+
+
+def test_a_shared_pool_at_its_cap_does_not_start_another_instance() -> None:
+    d = Driver(pool_config(2, eager=True, max_processes=1))
+    all_ready(d, 1)
+    assert [s.instance for s in d.started] == [0]
+    assert forwarded_to(d.send(execute(1))) == [1]  # waits its turn on the running one
+    for i, at in ((2, 0.1), (3, 0.2)):
+        d.now = at - 0.1
+        [timer] = new_timers(d.send(execute(i, timeout_ms=100)))
+        d.now = at
+        d.fire(timer.timer)
+    # Instance 0 is out (breaker open) and holds the only process allowed.
+    [msg] = sent_to_client(d.send(execute(4)))
+    assert msg["error"]["data"]["reason"] == "all 1 of its processes are in use (max_processes)"
+
+
+def test_a_stopped_probe_does_not_block_the_instance() -> None:
+    d = Driver(pool_config(1, isolation="per_client"))
+    d.initialize()
+    for i in (1, 2):
+        d.send(execute(i))
+        d.exit_connection(d.started[-1].downstream)
+    d.now = 0.5
+    d.send(execute(3))  # the probe start
+    d.handle(ClientClosed(now=d.now, client=0))
+    open_client(d, "b")
+    assert [a for a in d.send(execute(4), client="b") if isinstance(a, StartDownstream)] != []
+
+
+def test_reload_retires_per_client_sessions_once_idle() -> None:
+    d = Driver(pool_config(1, isolation="per_client"))
+    d.initialize()
+    d.send(execute(1))
+    d.handshake_connection(1, [ECHO_TOOL])
+    actions = d.handle(ConfigReloaded(now=0, config=pool_config(2, isolation="per_client")))
+    assert [a for a in actions if isinstance(a, StopDownstream)] == []
+    actions = d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}})
+    assert StopDownstream(downstream=1) in actions
+    # The client's next call gets a session from the new pool.
+    assert [a.downstream for a in d.send(execute(2)) if isinstance(a, StartDownstream)] == [2]
