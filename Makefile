@@ -5,7 +5,7 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: run demo test typecheck unit conformance conformance-record wheel-check bench bench-stdio bench-reload bench-http-downstream bench-compare clean
+.PHONY: run run-stdio demo test typecheck unit conformance conformance-record wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## Serve the bundled example over stdio (connect an MCP client, or see `make demo`).
+## Serve the bundled example over Streamable HTTP (GATEWAY_HTTP_HOST/PORT, default 127.0.0.1:8000);
+## the URL and ways to connect are printed. Ctrl-C stops it.
 run: $(STAMP)
+	@PYTHON=$(PY) GATEWAY_AUDIT_LOG=$${GATEWAY_AUDIT_LOG:-logs/audit.jsonl} $(VENV)/bin/lockgate serve $(EXAMPLE) --transport http
+
+## Serve the bundled example over stdio (connect an MCP client, or see `make demo`).
+run-stdio: $(STAMP)
 	@echo "Lockgate serves MCP on stdin/stdout; logs go to stderr. Try 'make demo' for a scripted session." >&2
 	@PYTHON=$(PY) GATEWAY_AUDIT_LOG=$${GATEWAY_AUDIT_LOG:-logs/audit.jsonl} $(VENV)/bin/lockgate serve $(EXAMPLE)
 
@@ -61,6 +66,10 @@ wheel-check: $(STAMP)
 bench-stdio: $(STAMP)
 	$(PY) bench/stdio_overhead.py
 
+## N concurrent Streamable HTTP sessions through the gateway, and the downstream alone (see bench/README.md).
+bench-http: $(STAMP)
+	$(PY) bench/http_load.py
+
 ## Time from a rules file write to the new rules in effect (20 writes).
 bench-reload: $(STAMP)
 	$(PY) bench/reload_latency.py
@@ -81,7 +90,7 @@ $(AMG_STAMP):
 bench-compare: $(STAMP) $(AMG_STAMP)
 	$(PY) bench/compare_gateways.py --amg-python $(AMG_VENV)/bin/python
 
-bench: bench-stdio bench-reload bench-http-downstream bench-compare
+bench: bench-stdio bench-http bench-reload bench-http-downstream bench-compare
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info logs

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -51,6 +51,10 @@ DEFAULT_MAX_TIMEOUT_MS = 600_000
 Strategy = Literal["round_robin", "least_connections", "weighted", "health_based", "random"]
 STRATEGIES: tuple[Strategy, ...] = ("round_robin", "least_connections", "weighted", "health_based", "random")
 Isolation = Literal["shared", "per_client"]
+DEFAULT_HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_SESSION_TTL = 3600.0
+DEFAULT_SHUTDOWN_GRACE = 10.0
 
 LogThreshold = Literal["debug", "info", "warning", "error"]
 _LOG_THRESHOLDS: dict[str, LogThreshold] = {"debug": "debug", "info": "info", "warning": "warning", "error": "error"}
@@ -154,6 +158,14 @@ class Settings:
     health_interval: float = DEFAULT_HEALTH_INTERVAL
     #: Seconds a health-check ping may take.
     health_timeout: float = DEFAULT_HEALTH_TIMEOUT
+    # Streamable HTTP front (GATEWAY_TRANSPORT, GATEWAY_HTTP_*, GATEWAY_CORS_ORIGINS, ...).
+    transport: Literal["stdio", "http"] = "stdio"
+    http_host: str = DEFAULT_HTTP_HOST
+    http_port: int = DEFAULT_HTTP_PORT
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    session_ttl: float = DEFAULT_SESSION_TTL
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,6 +255,8 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
     health_interval = seconds("GATEWAY_HEALTH_INTERVAL", DEFAULT_HEALTH_INTERVAL, zero=True)
     health_timeout = seconds("GATEWAY_HEALTH_TIMEOUT", DEFAULT_HEALTH_TIMEOUT, zero=False)
 
+    http = _http_settings(environ, problem)
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -255,7 +269,41 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
         log_format=log_format,
         health_interval=health_interval,
         health_timeout=health_timeout,
+        **http,
     )
+
+
+def _http_settings(environ: Mapping[str, str], problem: Callable[[str, str], None]) -> dict[str, Any]:
+    """The Streamable HTTP settings from ``GATEWAY_*`` variables, as keyword arguments of :class:`Settings`."""
+    values: dict[str, Any] = {}
+    transport = environ.get("GATEWAY_TRANSPORT", "").strip().lower()
+    if transport in ("stdio", "http"):
+        values["transport"] = transport
+    elif transport:
+        problem("GATEWAY_TRANSPORT", f"{transport!r} is not a transport: use 'stdio' or 'http'")
+    host = environ.get("GATEWAY_HTTP_HOST", "").strip()
+    if host:
+        values["http_host"] = host
+    raw_port = environ.get("GATEWAY_HTTP_PORT", "").strip()
+    if raw_port:
+        if raw_port.isascii() and raw_port.isdigit() and int(raw_port) <= 65535:
+            values["http_port"] = int(raw_port)
+        else:
+            problem("GATEWAY_HTTP_PORT", f"{raw_port!r} is not a port number (0 to 65535)")
+    for variable, key in (("GATEWAY_CORS_ORIGINS", "cors_origins"), ("GATEWAY_ALLOWED_HOSTS", "allowed_hosts")):
+        items = tuple(item.strip() for item in environ.get(variable, "").split(",") if item.strip())
+        if items:
+            values[key] = items
+    for variable, key in (("GATEWAY_SESSION_TTL", "session_ttl"), ("GATEWAY_SHUTDOWN_GRACE", "shutdown_grace")):
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            continue
+        seconds = _parse_seconds(raw)
+        if not seconds:
+            problem(variable, f"{raw!r} is not a positive number of seconds")
+        else:
+            values[key] = seconds
+    return values
 
 
 def _parse_seconds(raw: str) -> float | None:

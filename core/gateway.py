@@ -39,6 +39,7 @@ from .actions import (
     Action,
     Audit,
     CancelTimer,
+    CloseClient,
     Log,
     LogLevel,
     SendToClient,
@@ -132,6 +133,10 @@ class Gateway:
         #: ``now`` of the first event and of the latest one: uptime without a clock.
         self._started_at: float | None = None
         self._now = 0.0
+        # Streamable HTTP sessions: last activity per session, one lazily re-armed expiry timer.
+        self._http_seen: dict[ClientId, float] = {}
+        self._expiry_timer: int | None = None
+        self._started = False
 
     @property
     def config(self) -> Config:
@@ -147,6 +152,8 @@ class Gateway:
             self._started_at = event.now
         match event:
             case ClientMessageReceived():
+                if event.client in self._http_seen:
+                    self._http_seen[event.client] = event.now
                 self._on_client_message(event)
             case DownstreamMessageReceived():
                 self._on_downstream_message(event)
@@ -156,6 +163,8 @@ class Gateway:
                 if event.client in self._clients:
                     raise LocalProtocolError(f"client {event.client!r} is already open")
                 self._clients[event.client] = ClientSession(id=event.client, transport=event.transport)
+                if event.transport == "http":
+                    self._on_http_opened(event.client, event.now)
             case ClientClosed():
                 self._on_client_closed(event)
             case DownstreamExited():
@@ -169,6 +178,7 @@ class Gateway:
             case GatewayStarted():
                 if event.seed:
                     self._rng = event.seed & 0xFFFFFFFFFFFFFFFF or DEFAULT_SEED
+                self._started = True
                 if self._config.settings.init_strategy == "eager":
                     for pool in self._pools.values():
                         self._start_eager(pool, event.now)  # only idle ones: a reload may have come first
@@ -276,12 +286,47 @@ class Gateway:
                 self._abandon(call, now, reason if isinstance(reason, str) else "cancelled by the client")
 
     def _on_client_closed(self, ev: ClientClosed) -> None:
+        self._http_seen.pop(ev.client, None)
         session = self._clients.pop(ev.client, None)
         if session is None:
             return
         for call in list(session.calls.values()):
             self._abandon(call, ev.now, "the client went away")
         self._release_client(ev.client)
+
+    # -- HTTP session expiry -------------------------------------------------------
+
+    def _on_http_opened(self, client: ClientId, now: float) -> None:
+        self._http_seen[client] = now
+        if self._expiry_timer is None:
+            self._arm_expiry(now + self._config.settings.session_ttl)
+
+    def _arm_expiry(self, deadline: float) -> None:
+        self._expiry_timer = self._next_timer
+        self._next_timer += 1
+        self._emit(SetTimer(timer=self._expiry_timer, deadline=deadline))
+
+    def _expire_sessions(self, now: float) -> None:
+        """End every HTTP session idle for ``session_ttl`` seconds; re-arm for the next one due.
+
+        One timer serves all sessions: activity only records a time, and the
+        timer, when it fires, is set again for the oldest session left.
+        """
+        self._expiry_timer = None
+        ttl = self._config.settings.session_ttl
+        for client, seen in list(self._http_seen.items()):
+            if now - seen < ttl:
+                continue
+            del self._http_seen[client]
+            session = self._clients.pop(client, None)
+            if session is not None:
+                for call in list(session.calls.values()):
+                    self._abandon(call, now, "the session expired")
+            # Session ids are bearer secrets: log a prefix only.
+            self._log("info", "session expired", session=str(client)[:8], idle_seconds=round(now - seen, 3))
+            self._emit(CloseClient(client=client))
+        if self._http_seen:
+            self._arm_expiry(min(self._http_seen.values()) + ttl)
 
     # -- gateway tools ---------------------------------------------------------
 
@@ -1008,6 +1053,9 @@ class Gateway:
         return timer
 
     def _on_timer(self, ev: TimerFired) -> None:
+        if ev.timer == self._expiry_timer:
+            self._expire_sessions(ev.now)
+            return
         target = self._timers.pop(ev.timer, None)
         if target is None:
             return  # cancelled after it fired, before we saw it
@@ -1203,6 +1251,30 @@ class Gateway:
         """
         return {name: pool.summary(self._now) for name, pool in self._pools.items()}
 
+    def readiness(self) -> JSONObject:
+        """The ``/ready`` answer: ready once every eager server has finished its first start attempt.
+
+        ``status`` is ``"ready"`` or ``"not_ready"`` (with a ``reason``);
+        ``servers`` maps each server to its state either way.
+        """
+        servers = self.server_states()
+        reason: str | None = None
+        if not self._started:
+            reason = "the gateway has not started its servers yet"
+        elif self._closing:
+            reason = "the gateway is shutting down"
+        elif self._config.settings.init_strategy == "eager":
+            waiting = sorted(
+                name
+                for name, pool in self._pools.items()
+                if not all(_first_start_done(ds) for ds in pool.shared[: pool.spec.max_processes])
+            )
+            if waiting:
+                reason = f"waiting for the first start of: {', '.join(waiting)}"
+        if reason is not None:
+            return {"status": "not_ready", "reason": reason, "servers": servers}
+        return {"status": "ready", "servers": servers}
+
     def _emit(self, action: Action) -> None:
         self._out.append(action)
 
@@ -1264,6 +1336,14 @@ def _jsonrpc_error(body: bytes) -> JSONObject | None:
     if isinstance(err, dict) and isinstance(err.get("code"), int) and isinstance(err.get("message"), str):
         return err
     return None
+
+
+def _first_start_done(ds: Downstream) -> bool:
+    """Whether an eagerly started downstream's first start attempt has ended, in success (READY) or failure."""
+    if ds.state in (State.READY, State.BACKOFF):
+        return True
+    starts = ds.instance.starts
+    return starts > 1 or (starts == 1 and ds.state is State.IDLE)
 
 
 def _describe(spec: ServerSpec, metadata: bool) -> JSONObject:

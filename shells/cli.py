@@ -1,4 +1,4 @@
-"""The ``lockgate`` command: serve, validate, explain and check.
+"""The ``lockgate`` command: serve (stdio or Streamable HTTP), validate, explain and check.
 
 Exit codes:
 
@@ -15,12 +15,14 @@ Errors are one line each on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .configfiles import (
     RULES_DEFAULTS,
@@ -87,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="serve MCP over stdio (stdin/stdout), logging to stderr",
+        help="serve MCP over stdio (default) or Streamable HTTP, logging to stderr",
         description=(
-            "Serve MCP over stdio until stdin closes or SIGTERM/SIGINT arrives. "
+            "Serve MCP over stdio until stdin closes, or over Streamable HTTP (--transport http), "
+            "until SIGTERM/SIGINT arrives. "
             "Downstream servers come from the server configuration, access "
             "rules from the rules file. Both files are watched: a change is "
             "loaded without a restart (an invalid one is logged and ignored), "
@@ -102,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log everything, down to debug, on stderr, and offer get_gateway_status (also GATEWAY_DEBUG=1)",
     )
+    _add_transport_options(serve)
     serve.add_argument(
         "--record",
         metavar="DIR",
@@ -157,6 +161,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_transport_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--transport",
+        choices=("stdio", "http"),
+        help="stdio (default) or Streamable HTTP at /mcp; also GATEWAY_TRANSPORT",
+    )
+    serve.add_argument("--host", help="HTTP address to bind; default: $GATEWAY_HTTP_HOST, else 127.0.0.1")
+    serve.add_argument("--port", type=_port, help="HTTP port (0 picks a free one); default: $GATEWAY_HTTP_PORT, else 8000")
+
+
+def _port(text: str) -> int:
+    if text.isascii() and text.isdigit() and int(text) <= 65535:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+
+
+def _with_transport_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Command-line flags win over ``GATEWAY_TRANSPORT``, ``GATEWAY_HTTP_HOST`` and ``GATEWAY_HTTP_PORT``."""
+    changes: dict[str, Any] = {}
+    if args.transport is not None:
+        changes["transport"] = args.transport
+    if args.host is not None:
+        changes["http_host"] = args.host
+    if args.port is not None:
+        changes["http_port"] = args.port
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _connect_hint(url: str) -> None:
+    """Tell the operator where the endpoint is and one way to reach it (stderr: stdout is not MCP here either)."""
+    print(
+        f"Lockgate serves MCP over Streamable HTTP at {url}\n"
+        f"  Python SDK:     async with mcp.Client({url!r}) as client: ...\n"
+        f"  MCP Inspector:  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list\n"
+        f"  Health:         curl {url.removesuffix('/mcp')}/health",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
@@ -188,14 +232,18 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from lockgate.core.config import ConfigError, load_config, settings_from_env
     from lockgate.core.gateway import Gateway
 
+    from dataclasses import replace
+
+    from .http import GatewayCore, serve_http
+    from .record import Recorder
     from .reload import ReloadSource
-    from .stdio import serve_process_stdio
+    from .stdio import STDIO_CLIENT, serve_process_stdio
 
     files = locate_files(args.config, args.rules, environ)
     servers_text = read_text(files.servers)
     rules_text = read_text(files.rules)
     try:
-        settings = settings_from_env(environ, debug=args.debug)
+        settings = _with_transport_flags(settings_from_env(environ, debug=args.debug), args)
         config = load_config(
             servers_text=servers_text,
             servers_file=files.servers,
@@ -214,7 +262,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     servers = sorted(config.servers)
     log.log(
         NOTICE,
-        f"lockgate {package_version()} serving stdio: "
+        f"lockgate {package_version()} serving {config.settings.transport}: "
         f"{_count(len(servers), 'server')} ({', '.join(servers) or 'none'}), "
         f"{_count(len(config.policy.agents), 'agent')}, "
         f"init strategy {config.settings.init_strategy}, "
@@ -224,23 +272,32 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     source = ReloadSource(
         files=files, environ=dict(environ), settings=config.settings, loaded=(servers_text, rules_text)
     )
-    if not args.record:
-        trio.run(serve_process_stdio, Gateway(config), config.settings, source)
-    else:
-        from dataclasses import replace
-
-        from .record import Recorder
-        from .stdio import STDIO_CLIENT
-
+    recorder: Recorder | None = None
+    core: GatewayCore = Gateway(config)
+    if args.record:
         try:
-            recorder = Recorder(args.record, config, json.loads(rules_text))
+            recorder = Recorder(args.record, config, json.loads(rules_text), transport=config.settings.transport)
         except OSError as exc:
             raise FileProblem(f"cannot record into {args.record}: {exc.strerror or type(exc).__name__}") from None
-        try:
-            core = recorder.wrap(Gateway(config))
-            source = replace(source, on_config=lambda new, rules: recorder.remember_rules(new, json.loads(rules)))
-            trio.run(serve_process_stdio, core, config.settings, source, recorder.wire(STDIO_CLIENT))
-        finally:
+        core = cast("GatewayCore", recorder.wrap(core))  # it forwards the read-only accessors
+        keep = recorder.remember_rules
+        source = replace(source, on_config=lambda new, rules: keep(new, json.loads(rules)))
+    try:
+        if config.settings.transport == "http":
+            try:
+                trio.run(
+                    partial(
+                        serve_http, core, config.settings, on_listening=_connect_hint, reload=source, recorder=recorder
+                    )
+                )
+            except OSError as exc:  # the port is taken, say
+                print(f"lockgate: error: cannot serve HTTP: {exc.strerror or exc}", file=sys.stderr)
+                return _EXIT_USAGE
+        else:
+            tap = recorder.wire(STDIO_CLIENT) if recorder is not None else None
+            trio.run(serve_process_stdio, core, config.settings, source, tap)
+    finally:
+        if recorder is not None:
             recorder.close()
     get_logger().info("stopped")
     return 0

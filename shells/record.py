@@ -218,6 +218,16 @@ class RecordingCore:
         self._core = core
         self._recorder = recorder
 
+    def __getattr__(self, name: str) -> Any:
+        """Read-only accessors of the wrapped core (``status``, ``readiness``, ...)."""
+        return getattr(self._core, name)
+
+    def metrics_json(self, now: float) -> Any:
+        return self._core.metrics_json(self._recorder.clock(now))  # type: ignore[attr-defined]
+
+    def metrics_prometheus(self, now: float) -> Any:
+        return self._core.metrics_prometheus(self._recorder.clock(now))  # type: ignore[attr-defined]
+
     def handle(self, event: Event) -> list[Action]:
         recorder = self._recorder
         event = dataclasses.replace(event, now=recorder.clock(event.now))

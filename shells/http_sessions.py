@@ -1,0 +1,145 @@
+"""The HTTP shell's view of its sessions: where each message the core sends goes.
+
+Theory of operation. Each Streamable HTTP session is one client of the core,
+named by its ``Mcp-Session-Id``. The runtime's loop hands every
+``SendToClient`` for it to :meth:`HttpSession.deliver`, which never waits:
+
+- a message about a request (``request`` set) goes to that request's POST:
+  a JSON waiter takes only the response; an SSE request gets every message
+  numbered in the session's :class:`~lockgate.core.http.EventBuffer` and
+  pushed to the attached stream, if any (a client that lost it resumes with
+  ``Last-Event-ID``);
+- a message about no request goes to the session's GET stream, numbered and
+  buffered the same way.
+
+A stream whose reader falls behind is cut loose rather than waited for: the
+loop never blocks on one client, and the buffer still holds what was cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from lockgate.core.actions import SendToClient
+from lockgate.core.http import GET_STREAM, EventBuffer, StreamKey, ends_request
+from lockgate.core.jsonrpc import encode
+
+__all__ = ["HttpSession", "JsonWaiter", "STREAM_BUFFER"]
+
+#: SSE frames queued for one stream before its reader counts as too slow.
+STREAM_BUFFER = 256
+
+
+@dataclass(slots=True)
+class JsonWaiter:
+    """A POST waiting for its request's response, answered as one JSON body.
+
+    ``message`` stays ``None`` when the session ended first.
+    """
+
+    done: trio.Event = field(default_factory=trio.Event)
+    message: dict[str, Any] | None = None
+
+    def resolve(self, message: dict[str, Any] | None) -> None:
+        if not self.done.is_set():
+            self.message = message
+            self.done.set()
+
+
+@dataclass(slots=True)
+class HttpSession:
+    """One session: its negotiated version, its event buffer, and who waits for what."""
+
+    id: str
+    protocol_version: str | None = None
+    events: EventBuffer = field(default_factory=EventBuffer)
+    json_waiters: dict[Any, JsonWaiter] = field(default_factory=dict)
+    #: Requests answered over SSE that have no response yet (attached or not).
+    sse_requests: set[Any] = field(default_factory=set)
+    #: Live SSE responses, by the stream they carry.
+    streams: dict[StreamKey, trio.MemorySendChannel[bytes]] = field(default_factory=dict)
+    closed: bool = False
+
+    def in_flight(self, request_id: Any) -> bool:
+        return request_id in self.json_waiters or request_id in self.sse_requests
+
+    def wait_json(self, request_id: Any) -> JsonWaiter:
+        waiter = JsonWaiter()
+        self.json_waiters[request_id] = waiter
+        return waiter
+
+    def attach(self, key: StreamKey) -> tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]:
+        """Open the live stream ``key``; the caller has checked it is not attached already."""
+        send, receive = trio.open_memory_channel[bytes](STREAM_BUFFER)
+        self.streams[key] = send
+        return send, receive
+
+    def detach(self, key: StreamKey, send: trio.MemorySendChannel[bytes]) -> None:
+        """Forget the live stream ``key`` if ``send`` still feeds it (its response ended)."""
+        if self.streams.get(key) is send:
+            del self.streams[key]
+        send.close()
+
+    async def send(self, action: SendToClient) -> None:
+        """The runtime's ``send`` callable for this session; never waits."""
+        self.deliver(action.message, action.request)
+
+    def deliver(self, message: dict[str, Any], request: Any) -> None:
+        if self.closed:
+            return
+        if request is not None:
+            waiter = self.json_waiters.get(request)
+            if waiter is not None:
+                if ends_request(message):
+                    del self.json_waiters[request]
+                    waiter.resolve(message)
+                return  # JSON answers carry nothing but the response
+            if request in self.sse_requests:
+                last = ends_request(message)
+                if last:
+                    self.sse_requests.discard(request)
+                key: StreamKey = ("post", request)
+                self._push(key, self.events.add(key, encode(message), last=last), end=last)
+            return  # nobody waits for it any more (its client went away)
+        self._push(GET_STREAM, self.events.add(GET_STREAM, encode(message)))
+
+    def cancel(self, request_id: Any, response: dict[str, Any]) -> None:
+        """End the POST of a request the client cancelled, which the core will not answer."""
+        waiter = self.json_waiters.pop(request_id, None)
+        if waiter is not None:
+            waiter.resolve(response)
+        elif request_id in self.sse_requests:
+            self.deliver(response, request_id)
+
+    def close(self) -> None:
+        """The session ended: wake every waiter and end every stream."""
+        self.closed = True
+        waiters, self.json_waiters = self.json_waiters, {}
+        for waiter in waiters.values():
+            waiter.resolve(None)
+        streams, self.streams = self.streams, {}
+        for send in streams.values():
+            send.close()
+        self.sse_requests.clear()
+
+    def close_streams(self) -> None:
+        """End every live SSE response (shutdown); the session itself stays."""
+        streams, self.streams = self.streams, {}
+        for send in streams.values():
+            send.close()
+
+    def _push(self, key: StreamKey, frame: bytes, *, end: bool = False) -> None:
+        send = self.streams.get(key)
+        if send is None:
+            return
+        try:
+            send.send_nowait(frame)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            # Too slow or gone: cut it loose; the buffer still has the frame.
+            end = True
+        if end:
+            del self.streams[key]
+            send.close()

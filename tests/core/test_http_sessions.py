@@ -1,0 +1,143 @@
+"""The gateway's side of Streamable HTTP: idle session expiry and readiness."""
+
+from __future__ import annotations
+
+from lockgate.core.actions import CloseClient, SendToDownstream, SetTimer
+from lockgate.core.config import Settings
+from lockgate.core.events import ClientClosed, ClientMessageReceived, ClientOpened, ShutdownRequested, TimerFired
+from lockgate.core.gateway import Gateway
+
+from .harness import ECHO_TOOL, Driver, audits, call, make_config, req, sent_downstream, without_logs
+
+
+def http_driver(ttl: float = 100.0, **settings: object) -> Driver:
+    return Driver(make_config(session_ttl=ttl, **settings), client="s1")
+
+
+def opened(d: Driver, client: str) -> list[object]:
+    return list(d.handle(ClientOpened(now=d.now, client=client, transport="http")))
+
+
+def test_the_first_http_session_arms_one_expiry_timer() -> None:
+    d = Driver(make_config(session_ttl=100.0))
+    assert d.timers == {}  # a stdio client never expires
+    d.now = 5.0
+    assert opened(d, "a") == [SetTimer(timer=1, deadline=105.0)]
+    d.now = 6.0
+    assert opened(d, "b") == []  # the timer already covers it
+
+
+def test_an_idle_session_expires_and_an_active_one_stays() -> None:
+    d = Driver(make_config(session_ttl=100.0))
+    opened(d, "a")
+    opened(d, "b")
+    d.now = 60.0
+    d.handle(ClientMessageReceived(now=d.now, client="b", data=b'{"jsonrpc":"2.0","id":1,"method":"ping"}'))
+    d.now = 100.0
+    actions = without_logs(d.fire(1))
+    assert actions == [CloseClient(client="a"), SetTimer(timer=2, deadline=160.0)]
+    assert d.gw.status()["clients"] == 2  # the stdio client 0 and b
+    d.now = 160.0
+    assert without_logs(d.fire(2)) == [CloseClient(client="b")]
+    assert d.gw.status()["clients"] == 1
+
+
+def test_expiry_abandons_the_sessions_calls() -> None:
+    d = Driver(make_config(session_ttl=10.0))
+    opened(d, "a")
+    init = req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}})
+    d.send(init, client="a")
+    d.send(call(1, "execute_tool", agent_id="dev", server="util", tool="echo", args={}), client="a")
+    d.handshake("util", [ECHO_TOOL])
+    d.now = 10.0
+    actions = d.handle(TimerFired(now=d.now, timer=1))
+    cancelled = sent_downstream(actions)
+    assert cancelled[0]["method"] == "notifications/cancelled"
+    assert audits(actions)[0]["error_code"] == "CANCELLED"
+    assert CloseClient(client="a") in actions
+
+
+def test_a_closed_session_is_forgotten_and_the_timer_not_rearmed() -> None:
+    d = Driver(make_config(session_ttl=10.0))
+    opened(d, "a")
+    d.handle(ClientClosed(now=d.now, client="a"))
+    d.now = 10.0
+    assert d.fire(1) == []
+
+
+def test_the_ttl_comes_from_settings_by_default() -> None:
+    assert Settings().session_ttl == 3600.0
+    gw = Gateway(make_config())
+    assert gw.handle(ClientOpened(now=1.0, client="x", transport="http")) == [SetTimer(timer=1, deadline=3601.0)]
+
+
+def test_readiness_waits_for_the_first_start_of_every_eager_server() -> None:
+    d = Driver(make_config(init_strategy="eager"))
+    assert d.gw.readiness() == {
+        "status": "not_ready",
+        "reason": "the gateway has not started its servers yet",
+        "servers": {"db": "idle", "util": "idle"},
+    }
+    d.start()
+    assert d.gw.readiness()["reason"] == "waiting for the first start of: db, util"
+    d.handshake("db", [])
+    assert d.gw.readiness()["reason"] == "waiting for the first start of: util"
+    d.exit("util")  # a failed first attempt counts as finished
+    assert d.gw.readiness() == {"status": "ready", "servers": {"db": "ready", "util": "idle"}}
+
+
+def test_readiness_with_lazy_servers_needs_only_the_start() -> None:
+    d = Driver(make_config(init_strategy="lazy"))
+    assert d.gw.readiness()["status"] == "not_ready"
+    d.start()
+    assert d.gw.readiness() == {"status": "ready", "servers": {"db": "idle", "util": "idle"}}
+    d.handle(ShutdownRequested(now=d.now))
+    assert d.gw.readiness()["reason"] == "the gateway is shutting down"
+
+
+def test_a_restart_after_a_failed_first_start_still_counts_as_finished() -> None:
+    d = Driver(make_config(init_strategy="eager", servers=("db",)))
+    d.start()
+    d.exit("db")
+    d.initialize()
+    actions = d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="get_user", args={}))
+    assert any(isinstance(a, SendToDownstream) for a in actions)  # restarting now
+    assert d.gw.readiness()["status"] == "ready"
+
+
+def test_http_settings_from_the_environment() -> None:
+    import pytest
+
+    from lockgate.core.config import ConfigError, settings_from_env
+
+    s = settings_from_env(
+        {
+            "GATEWAY_TRANSPORT": "HTTP",
+            "GATEWAY_HTTP_HOST": "0.0.0.0",
+            "GATEWAY_HTTP_PORT": "9000",
+            "GATEWAY_CORS_ORIGINS": "https://a.example, https://b.example,",
+            "GATEWAY_ALLOWED_HOSTS": "gw.example",
+            "GATEWAY_SESSION_TTL": "1.5",
+            "GATEWAY_SHUTDOWN_GRACE": "3",
+        }
+    )
+    assert (s.transport, s.http_host, s.http_port) == ("http", "0.0.0.0", 9000)
+    assert s.cors_origins == ("https://a.example", "https://b.example")
+    assert s.allowed_hosts == ("gw.example",)
+    assert (s.session_ttl, s.shutdown_grace) == (1.5, 3.0)
+    d = settings_from_env({})
+    assert (d.transport, d.http_host, d.http_port, d.cors_origins, d.session_ttl, d.shutdown_grace) == (
+        "stdio", "127.0.0.1", 8000, (), 3600.0, 10.0,
+    )
+    with pytest.raises(ConfigError) as bad:
+        settings_from_env(
+            {
+                "GATEWAY_TRANSPORT": "ws",
+                "GATEWAY_HTTP_PORT": "70000",
+                "GATEWAY_SESSION_TTL": "nan",
+                "GATEWAY_SHUTDOWN_GRACE": "-1",
+            }
+        )
+    assert [p.path for p in bad.value.problems] == [
+        "GATEWAY_TRANSPORT", "GATEWAY_HTTP_PORT", "GATEWAY_SESSION_TTL", "GATEWAY_SHUTDOWN_GRACE",
+    ]
