@@ -118,12 +118,19 @@ async def test_max_processes_refuses_a_third_client_until_one_leaves(tmp_path: P
 
 async def test_many_client_sessions_come_and_go_and_leave_no_process(tmp_path: Path) -> None:
     pids = set()
+    sessions, at_once = 1000, 10
+
+    async def session(client: int) -> None:
+        await clients.open(client)
+        pids.add(await clients.pid(client))
+        await clients.close(client)
+
     async with gateway(tmp_path) as clients:
-        for client in range(200):
-            await clients.open(client)
-            pids.add(await clients.pid(client))
-            await clients.close(client)
-        assert len(pids) == 200  # each session had a process of its own
+        for first in range(0, sessions, at_once):
+            async with trio.open_nursery() as nursery:
+                for client in range(first, first + at_once):
+                    nursery.start_soon(session, client)
+        assert len(pids) == sessions  # each session had a process of its own
         with trio.fail_after(20):
             while processes_mentioning(str(tmp_path)):
                 await trio.sleep(0.05)
