@@ -71,6 +71,7 @@ __all__ = [
     "duplicate_request",
     "host_allowed",
     "origin_allowed",
+    "open_to_any_host",
     "ops_status",
     "priming_event",
     "session_gone",
@@ -517,7 +518,7 @@ def host_allowed(host: str | None, policy: HttpPolicy) -> bool:
         return True
     if policy.loopback:
         return name in _LOOPBACK_HOSTS
-    return policy.host in _WILDCARD_HOSTS and not policy.allowed_hosts
+    return open_to_any_host(policy)
 
 
 def origin_allowed(origin: str, policy: HttpPolicy) -> bool:
@@ -612,3 +613,8 @@ def _reject(
     if allow is not None:
         headers.append(("allow", allow))
     return Reject(status=status, headers=(*headers, *cors), body=_error_body(code, message, request_id))
+
+
+def open_to_any_host(policy: HttpPolicy) -> bool:
+    """Bound to every interface with no allowed hosts listed: no ``Host`` is refused."""
+    return policy.host in _WILDCARD_HOSTS and not policy.allowed_hosts

@@ -68,6 +68,7 @@ from lockgate.core.http import (
     health_body,
     initialize_succeeded,
     json_body,
+    open_to_any_host,
     ops_status,
     session_gone,
     sse_headers,
@@ -570,7 +571,8 @@ async def serve_http(
     with _signals(handle_signals) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
-            await runtime.feed(GatewayStarted(now=trio.current_time()))
+            # The seed is the randomness of the `random` balancing strategy.
+            await runtime.feed(GatewayStarted(now=trio.current_time(), seed=secrets.randbits(64)))
             if reload is not None:
                 # After GatewayStarted: a reload must not race the eager start.
                 await nursery.start(partial(watch_config, handle_sighup=handle_signals), runtime, reload)
@@ -585,6 +587,11 @@ async def serve_http(
 
                 connections.start_soon(accept)
                 _log.log(NOTICE, f"serving Streamable HTTP at {url}")
+                if open_to_any_host(policy):
+                    _log.warning(
+                        f"bound to {host} with no GATEWAY_ALLOWED_HOSTS: any Host header is accepted; "
+                        "list the names clients use to keep DNS rebinding protection"
+                    )
                 if on_listening is not None:
                     on_listening(url)
                 task_status.started(bound)
