@@ -835,14 +835,7 @@ class Gateway:
             reached = call.wire_id is not None
             if pool is not None and current and (not reached or ds.entry.retry_calls) and self._failover(pool, call, now):
                 continue
-            self._finish(
-                call, now,
-                response=self._error(
-                    call.request_id, ErrorCode.SERVER_UNAVAILABLE, f"Server '{ds.name}' is unavailable: {reason}",
-                    server=ds.name, reason=reason,
-                ),
-                decision="ERROR", error_code="SERVER_UNAVAILABLE",
-            )
+            self._fail_call(ds, call, reason, now)
 
     def _failover(self, pool: Pool, call: Call, now: float) -> bool:
         """Give a call whose downstream failed to another instance; False when there is none."""
@@ -1034,7 +1027,7 @@ class Gateway:
         self._fail(ds, reason, ev.now)
 
     def _fail_call(self, ds: Downstream, call: Call, reason: str, now: float) -> None:
-        """Answer one call with ``SERVER_UNAVAILABLE``; its connection stays up."""
+        """Answer one call with ``SERVER_UNAVAILABLE`` (the connection is not touched)."""
         self._finish(
             call, now,
             response=self._error(
