@@ -1,7 +1,7 @@
 """Record the conformance corpus: ``make conformance-record`` (or ``python conformance/record.py``).
 
-Each scenario below starts a real ``lockgate serve --record`` over stdio in a
-scratch folder, drives it with a real client (the MCP SDK ``Client``, or a
+Each scenario below starts a real ``lockgate serve --record`` over stdio (or
+over Streamable HTTP, ``transport="http"``) in a scratch folder, drives it with a real client (the MCP SDK ``Client``, or a
 raw JSON-lines client for what the SDK never sends), and keeps the session's
 core and wire transcripts as ``transcripts/<scenario>.core.jsonl`` and
 ``transcripts/<scenario>.wire.jsonl``. The downstreams are real too: the
@@ -198,10 +198,23 @@ def canonical(lines: list[JSON]) -> list[JSON] | None:
     return out
 
 
-def keep(source: Path, target: Path) -> None:
-    """Copy a core transcript into the corpus, on canonical time when that changes nothing else."""
-    lines = [json.loads(text) for text in source.read_text(encoding="utf-8").splitlines()]
-    result = canonical(lines)
+def keep(source: Path, target: Path, clients: dict[str, str] | None = None) -> None:
+    """Copy a core transcript into the corpus, on canonical time when that changes nothing else.
+
+    ``clients`` renames client ids (random HTTP session ids) wherever they
+    appear as a JSON string; :func:`canonical` then checks that the core
+    decides the same with the new names.
+    """
+    text = source.read_text(encoding="utf-8")
+    for old, new in (clients or {}).items():
+        text = text.replace(json.dumps(old), json.dumps(new))
+    lines = [json.loads(line) for line in text.splitlines()]
+    # The HTTP front seeds the random balancing strategy; a fixed seed keeps
+    # recordings alike, and canonical() checks that no decision depended on it.
+    seeded = [{**line, "seed": 0} if line.get("event") == "GatewayStarted" and "seed" in line else line for line in lines]
+    result = canonical(seeded) if seeded != lines else None
+    if result is None:
+        result = canonical(lines)
     if result is None:
         print(f"note: {target.name} keeps its real times (on an event clock it would decide otherwise)")
         result = lines
@@ -237,8 +250,63 @@ def _environ(scenario: Scenario) -> dict[str, str]:
     }
 
 
+async def record_http(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
+    """Run one scenario over Streamable HTTP; keep each session's core and wire transcripts in ``out``.
+
+    The SDK ``Client``s connect one after the other (session N is the N-th
+    client), run the script, and leave (DELETE); then the gateway gets
+    SIGTERM. Session ids are random: the core transcripts name session N
+    ``http-N`` instead, so two recordings differ only in behaviour.
+    """
+    from contextlib import AsyncExitStack
+
+    from mcp import Client
+
+    from conformance.replay_http import start_gateway
+
+    assert scenario.sdk is not None, "HTTP scenarios use the SDK Client"
+    with tempfile.TemporaryDirectory(prefix="lockgate-record-") as scratch:
+        work = Path(scratch)
+        _prepare(work)
+        (work / "servers.json").write_text(json.dumps({"mcpServers": scenario.servers}, indent=2))
+        (work / "rules.json").write_text(json.dumps(scenario.rules, indent=2))
+        argv = [sys.executable, "-m", "lockgate.shells", "serve", "--config", "servers.json", "--rules", "rules.json",
+                "--record", "recording"]
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                gateway = await start_gateway(nursery, argv, _environ(scenario), work)
+                try:
+                    async with AsyncExitStack() as stack:
+                        clients = [await stack.enter_async_context(Client(gateway.url, mode=scenario.sdk_mode, read_timeout_seconds=30))  # type: ignore[arg-type]
+                                   for _ in range(scenario.sessions)]
+                        await scenario.sdk(clients if scenario.sessions > 1 else clients[0])
+                finally:
+                    code = await gateway.stop()
+        if code != 0:
+            raise RuntimeError(f"{scenario.name}: lockgate exited with {code}:\n{gateway.stderr.decode(errors='replace')[-2000:]}")
+        recording = work / "recording"
+        names = [scenario.name] if scenario.sessions == 1 else [f"{scenario.name}_{n}" for n in range(1, scenario.sessions + 1)]
+        cores = [next(recording.glob(f"*-s{n}.core.jsonl"), None) for n in range(1, len(names) + 1)]
+        wires = [next(recording.glob(f"*-s{n}.wire.jsonl"), None) for n in range(1, len(names) + 1)]
+        if None in cores or None in wires or next(recording.glob(f"*-s{len(names) + 1}.*.jsonl"), None):
+            raise RuntimeError(f"{scenario.name}: expected {len(names)} sessions, found {sorted(recording.iterdir())}")
+        clients_by_id = {}
+        for path in cores:
+            assert path is not None
+            first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+            clients_by_id[first["client"]] = f"http-{first['session']}"
+        out.mkdir(parents=True, exist_ok=True)
+        for name, core, wire in zip(names, cores, wires):
+            assert core is not None and wire is not None
+            keep(core, out / f"{name}.core.jsonl", clients_by_id)
+            (out / f"{name}.wire.jsonl").write_bytes(wire.read_bytes())
+
+
 async def record(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
     """Run one scenario and keep its core and wire transcripts in ``out``."""
+    if scenario.transport == "http":
+        await record_http(scenario, out)
+        return
     with tempfile.TemporaryDirectory(prefix="lockgate-record-") as scratch:
         work = Path(scratch)
         _prepare(work)
@@ -336,7 +404,7 @@ def main() -> int:
             print(f"{s.name:36} {s.about}")
         for name, about, _ in INSPECTOR:
             print(f"{name:36} {about}")
-        print(f"{SESSIONS + '_1, _2':36} two clients of one gateway at once, recorded in process (core replay only)")
+        print(f"{SESSIONS + '_1, _2':36} two clients of one gateway at once, recorded in process (shell replay over HTTP)")
         return 0
     return trio.run(main_async, args.names)
 

@@ -4,7 +4,8 @@ Core replay: :func:`core_replay` feeds a core transcript's events to a fresh
 Gateway (:func:`lockgate.core.transcript.replay`) and returns a readable
 report of the first action that differs, or ``None``.
 
-Shell replay: :func:`shell_replay` starts ``lockgate serve`` over stdio with
+Shell replay: :func:`shell_replay` starts ``lockgate serve`` (over stdio, or
+over HTTP for transcripts not recorded over stdio) with
 the transcript's configuration, every downstream replaced by
 ``fake_server.py`` playing its recorded connections, and sends the client
 side of the wire transcript. A client line is sent once every gateway line
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -39,9 +41,9 @@ JSON = dict[str, Any]
 #: Transcripts whose shell replay cannot be exact, and why. Their core replay still runs.
 SHELL_SKIP: dict[str, str] = {
     "error_backoff": "the error names the seconds left before the next start, which depend on how fast the client called again",
-    "concurrent_sessions_1": "two clients of one gateway: the stdio front has one client (replayable over HTTP)",
-    "concurrent_sessions_2": "two clients of one gateway: the stdio front has one client (replayable over HTTP)",
 }
+
+_SESSION_NUMBER = re.compile(r"^(.+)_([0-9]+)$")
 
 
 def read_jsonl(path: Path) -> list[JSON]:
@@ -204,18 +206,50 @@ def _shim(bin_dir: Path, command: str) -> str:
     return command
 
 
+def transport(name: str) -> str:
+    """The transport a transcript was recorded over (its header's ``transport``: stdio, http, memory)."""
+    with (TRANSCRIPTS / f"{name}.core.jsonl").open(encoding="utf-8") as file:
+        return str(json.loads(file.readline())["transport"])
+
+
+def sessions_of(name: str) -> list[str]:
+    """The transcripts recorded by one gateway together with ``name`` (``NAME_1``, ``NAME_2``…), in order.
+
+    Over stdio a gateway has one client; a transcript of another transport
+    named ``<run>_<N>`` is the N-th session of ``<run>``.
+    """
+    found = _SESSION_NUMBER.match(name)
+    if found is None or transport(name) == "stdio":
+        return [name]
+    run = found.group(1)
+    names = [n for n in corpus() if (m := _SESSION_NUMBER.match(n)) and m.group(1) == run]
+    return sorted(names, key=lambda n: int(n.rsplit("_", 1)[1]))
+
+
 async def shell_replay(
     name: str, *, directory: Path | None = None, timeout: float = 30.0, wire: list[JSON] | None = None
 ) -> str | None:
-    """Replay ``name``'s wire transcript (or ``wire``) against a real ``lockgate serve``; a report, or ``None``."""
-    core_path = TRANSCRIPTS / f"{name}.core.jsonl"
-    if wire is None:
-        wire = read_jsonl(TRANSCRIPTS / f"{name}.wire.jsonl")
+    """Replay ``name``'s wire transcript (or ``wire``) against a real ``lockgate serve``; a report, or ``None``.
+
+    A stdio transcript goes to ``lockgate serve`` over stdio. Any other (HTTP,
+    or the in-process ``memory`` clients) goes to ``lockgate serve --transport
+    http``, together with the other sessions of its run, each in its own HTTP
+    session (see :mod:`conformance.replay_http`).
+    """
+    names = [name] if wire is not None else sessions_of(name)
+    # The last session's core transcript holds the whole run: the fakes play it.
+    core_path = TRANSCRIPTS / f"{names[-1]}.core.jsonl"
+    wires = [wire] if wire is not None else [read_jsonl(TRANSCRIPTS / f"{n}.wire.jsonl") for n in names]
     lines = read_jsonl(core_path)
+    max_bytes = lines[0]["config"]["settings"]["max_message_bytes"]
     with tempfile.TemporaryDirectory(prefix="lockgate-replay-") as scratch:
         work = directory or Path(scratch)
         command, env = write_replay_setup(lines, core_path, work)
-        return await _drive(command, env, work, wire, lines[0]["config"]["settings"]["max_message_bytes"], timeout)
+        if lines[0]["transport"] == "stdio":
+            return await _drive(command, env, work, wires[0], max_bytes, timeout)
+        from conformance.replay_http import drive_http
+
+        return await drive_http(command, env, work, wires, max_bytes, timeout)
 
 
 class WireCheck:

@@ -1,4 +1,4 @@
-"""The conformance corpus, replayed: through the core exactly, and through a real `lockgate serve`.
+"""The conformance corpus, replayed: through the core exactly, and through a real `lockgate serve` (stdio or HTTP).
 
 Each transcript in conformance/transcripts/ was recorded by
 conformance/record.py (`make conformance-record`). A failure here means
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.replay import SHELL_SKIP, TRANSCRIPTS, corpus, core_replay, shell_replay
+from conformance.replay import SHELL_SKIP, TRANSCRIPTS, corpus, core_replay, shell_replay, transport
 from tests.e2e.conftest import processes_mentioning
 
 NAMES = corpus()
@@ -23,6 +23,8 @@ def test_the_corpus_has_at_least_40_transcripts_each_with_its_wire_side() -> Non
     assert len(NAMES) >= 40
     assert [n for n in NAMES if not (TRANSCRIPTS / f"{n}.wire.jsonl").exists()] == []
     assert set(SHELL_SKIP) <= set(NAMES)
+    # Shell replay runs over both fronts: stdio, and Streamable HTTP for the rest.
+    assert {transport(n) for n in NAMES} >= {"stdio", "http"}
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conformance.replay import FAKE_SERVER, HERE, TRANSCRIPTS, core_replay, read_jsonl, shell_replay
+from conformance.replay import FAKE_SERVER, HERE, TRANSCRIPTS, core_replay, read_jsonl, sessions_of, shell_replay, transport
 
 
 async def test_shell_replay_reports_a_message_that_differs_from_the_recording(tmp_path: Path) -> None:
@@ -55,3 +55,20 @@ def test_the_fixture_server_answers_requests_like_its_recording() -> None:
     assert [a["params"]["progressToken"] for a in answers[1:3]] == ["t", "t"]
     assert answers[3]["id"] == 11 and answers[3]["result"]["structuredContent"] == {"result": "done 2"}
     assert answers[4] == {"jsonrpc": "2.0", "id": 12, "error": {"code": -32601, "message": "Method not found: nope"}}
+
+
+async def test_http_shell_replay_reports_a_difference_in_an_sse_progress_notification(tmp_path: Path) -> None:
+    wire = read_jsonl(TRANSCRIPTS / "http_progress.wire.jsonl")
+    index = next(i for i, line in enumerate(wire) if line.get("msg", {}).get("method") == "notifications/progress")
+    wire[index]["msg"]["params"]["message"] = "something else"
+    report = await shell_replay("http_progress", directory=tmp_path, wire=wire)
+    assert report is not None
+    assert f"wire line {index + 1}: received a different message" in report
+    assert "message.params.message" in report
+
+
+def test_sessions_of_one_http_run_replay_together() -> None:
+    assert sessions_of("http_sessions_2") == ["http_sessions_1", "http_sessions_2"]
+    assert sessions_of("concurrent_sessions_1") == ["concurrent_sessions_1", "concurrent_sessions_2"]
+    assert sessions_of("handshake_version_2025_11_25") == ["handshake_version_2025_11_25"]  # stdio: a name, not a run
+    assert transport("http_progress") == "http"
