@@ -275,19 +275,19 @@ async def _(raw: Raw) -> None:
     await raw.call("execute_tool", agent_id="dev", server="raw", tool="hang")
 
 
-@scenario("error_command_not_found", "a server whose command does not exist: SERVER_UNAVAILABLE with the reason, each time",
+# One call each: the gateway restarts a failed server on its own right away, so
+# what a second call finds depends on whether that restart has failed yet.
+@scenario("error_command_not_found", "a server whose command does not exist: SERVER_UNAVAILABLE with the reason",
           servers={"raw": RAW, "missing": {"command": "no-such-mcp-server", "description": "Not installed."}})
 async def _(raw: Raw) -> None:
     await raw.init()
     await raw.call("execute_tool", agent_id="dev", server="missing", tool="anything")
-    await raw.call("get_server_tools", agent_id="dev", server="missing")
 
 
-@scenario("error_exit_at_start", "a server that exits at start: SERVER_UNAVAILABLE (exited with code 3), restarted on next use",
+@scenario("error_exit_at_start", "a server that exits at start: SERVER_UNAVAILABLE (exited with code 3)",
           servers={"raw": {**RAW, "args": ["servers/raw_server.py", "--exit-at-start", "3"]}})
 async def _(raw: Raw) -> None:
     await raw.init()
-    await raw.call("get_server_tools", agent_id="dev", server="raw")
     await raw.call("get_server_tools", agent_id="dev", server="raw")
 
 
