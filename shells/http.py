@@ -97,6 +97,10 @@ _READ_CHUNK = 65536
 _MAX_HEAD = 64 * 1024
 #: Session ids: 32 random bytes, URL-safe base64 (256 bits, visible ASCII as the spec asks).
 _SESSION_BYTES = 32
+#: Status lines of the responses _send writes by hand; h11 too leaves the reason phrase out.
+_STATUS_LINES = {status: b"HTTP/1.1 %d \r\n" % status for status in (200, 202)}
+#: Statuses that carry no body (nor Content-Length): always sent through h11.
+_NO_BODY = frozenset({204, 304})
 #: The Prometheus text exposition format, version 0.0.4.
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -199,6 +203,13 @@ class HttpServer:
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed
             await self._handle(conn, stream, event)
+            if conn.our_state is h11.SEND_RESPONSE and conn.their_state is h11.DONE:
+                # Answered by hand (see _send): h11 never saw the response, so
+                # the next request gets a fresh parser with the bytes already read.
+                if self._closing:
+                    return
+                conn = _next_parser(conn)
+                continue
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             if conn.their_state is not h11.DONE:
@@ -468,7 +479,8 @@ class HttpServer:
         headers = list(reject.headers)
         if close and ("connection", "close") not in headers:
             headers.append(("connection", "close"))
-        await self._send(conn, stream, reject.status, headers, reject.body)
+        # Through h11: a reject may answer HEAD, HTTP/1.0 or a half-read request.
+        await self._send_h11(conn, stream, reject.status, headers, reject.body)
         if close:
             await _linger(stream)
 
@@ -489,7 +501,22 @@ class HttpServer:
     async def _send(
         self, conn: h11.Connection, stream: trio.SocketStream, status: int, headers: list[tuple[str, str]], body: bytes
     ) -> None:
+        """Answer a routed request (never HEAD: :func:`check_head` refuses it) with a whole body."""
         if self._closing and conn.their_state is h11.DONE:
+            headers = [*headers, ("connection", "close")]
+        # The common case, a keep-alive request read to its end (h11 says DONE,
+        # not MUST_CLOSE, only then), is written by hand: building and checking
+        # an h11.Response costs more than the rest of the shell's work per call.
+        # h11 still parsed the request; _serve gives the next one a new parser.
+        if conn.our_state is h11.SEND_RESPONSE and conn.their_state is h11.DONE and status not in _NO_BODY:
+            await stream.send_all(_response_bytes(status, headers, body))
+            return
+        await self._send_h11(conn, stream, status, headers, body)
+
+    async def _send_h11(
+        self, conn: h11.Connection, stream: trio.SocketStream, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        if self._closing and conn.their_state is h11.DONE and ("connection", "close") not in headers:
             headers = [*headers, ("connection", "close")]
         head = h11.Response(status_code=status, headers=[*headers, ("content-length", str(len(body)))])
         data = conn.send(head)
@@ -630,6 +657,31 @@ async def _linger(stream: trio.SocketStream) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
     raise _Closed
+
+
+def _next_parser(conn: h11.Connection) -> h11.Connection:
+    """A fresh h11 parser for the connection's next request, fed what ``conn`` read past the last one."""
+    data, closed = conn.trailing_data
+    fresh = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+    if data:
+        fresh.receive_data(data)
+    if closed:
+        fresh.receive_data(b"")
+    return fresh
+
+
+def _response_bytes(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """An HTTP/1.1 response with a ``Content-Length`` body, as h11 would write it.
+
+    Header names are the core's lower-case constants; values are the core's
+    or ones h11 accepted in the request (an echoed ``Origin``), so none holds
+    a line break.
+    """
+    lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+    lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
+    lines.append(b"content-length: %d\r\n\r\n" % len(body))
+    lines.append(body)
+    return b"".join(lines)
 
 
 def void(_: object) -> None:
