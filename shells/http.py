@@ -6,7 +6,9 @@ MCP 2025-11-25, basic/transports, "Streamable HTTP". The endpoint is ``/mcp``;
 Theory of operation. One task per TCP connection parses HTTP/1.1 with h11
 (keep-alive, one request at a time) and asks :mod:`lockgate.core.http` what
 to do with each request: every status code and header comes from there. The
-shell only moves bytes:
+shell only moves bytes. (Keep-alive answers with a body are written without
+h11, which costs more than building them; the next request then gets a fresh
+h11 parser. SSE streams and everything else go through h11.)
 
 - ``initialize`` without a session: mint a session id from :mod:`secrets`,
   register it with the :class:`~.runtime.Runtime` and feed ``ClientOpened``
