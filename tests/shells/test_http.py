@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import pytest
 import trio
@@ -23,7 +24,7 @@ import trio
 from lockgate.core.config import Config, ServerSpec, Settings
 from lockgate.core.gateway import Gateway
 from lockgate.core.policy import Policy
-from lockgate.shells.http import serve_http
+from lockgate.shells.http import _response_bytes, serve_http
 
 RAW = str(Path(__file__).with_name("raw_mcp_server.py"))
 BOTH = "application/json, text/event-stream"
@@ -555,3 +556,23 @@ async def test_http_1_0_and_connection_close_get_their_answer_then_the_connectio
             assert answer.startswith(b"HTTP/1.1 200 ")
             assert b"connection: close\r\n" in answer.lower()
             assert answer.endswith(b"}")
+
+
+def test_a_response_written_by_hand_is_valid_http_for_h11() -> None:
+    """What _send writes without h11 reads back, through h11's client side, as the same response."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="POST", target="/mcp", headers=[("host", "x"), ("content-length", "0")]))
+    client.send(h11.EndOfMessage())
+    headers = [("content-type", "application/json"), ("mcp-session-id", "abc"), ("vary", "Origin")]
+    client.receive_data(_response_bytes(202, headers, b"") + _response_bytes(200, headers, b'{"ok":true}'))
+    response = client.next_event()
+    assert isinstance(response, h11.Response) and response.status_code == 202
+    assert [(n.decode(), v.decode()) for n, v in response.headers] == [*headers, ("content-length", "0")]
+    assert isinstance(client.next_event(), h11.EndOfMessage)
+    client.start_next_cycle()
+    client.send(h11.Request(method="POST", target="/mcp", headers=[("host", "x"), ("content-length", "0")]))
+    client.send(h11.EndOfMessage())
+    response = client.next_event()
+    assert isinstance(response, h11.Response) and response.status_code == 200
+    data = client.next_event()
+    assert isinstance(data, h11.Data) and data.data == b'{"ok":true}'
