@@ -16,7 +16,10 @@ server (``echo_server.py``). In each mode:
    once (the way the gateway talks to it), for the same time.
 
 Reported per mode and side: calls/s, p50/p95/p99 latency in milliseconds and
-errors. ``--json`` prints one JSON object instead.
+errors; for the gateway also its CPU time per call in microseconds (user +
+system, read from ``/proc`` on Linux), which moves far less than the
+throughput when other programs share the machine. ``--json`` prints one JSON
+object instead.
 
     python bench/http_load.py [--sessions 100] [--duration 10] [--mode raw|sdk|both] [--json]
 """
@@ -262,6 +265,16 @@ def start_gateway(directory: Path, mode: str) -> tuple[subprocess.Popen[bytes], 
     raise SystemExit("the gateway did not become ready")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far, or ``None`` where ``/proc`` is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 of stat(5) (utime, stime), counted after the ")" that ends the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_worker(args: list[str]) -> dict[str, Any]:
     result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -274,7 +287,12 @@ def run_mode(mode: str, sessions: int, duration: float) -> dict[str, Any]:
         proc, url = start_gateway(Path(tmp), mode)
         try:
             host, port = url.removeprefix("http://").rsplit(":", 1)
+            cpu_before = cpu_seconds(proc.pid)
             gateway = run_worker(["--worker", "http", "--host", host, "--port", port, "--sessions", str(sessions), "--duration", str(duration)])
+            cpu_after = cpu_seconds(proc.pid)
+            if cpu_before is not None and cpu_after is not None and gateway["calls"]:
+                # Includes opening the sessions, a small share of a run of seconds.
+                gateway["cpu_us_per_call"] = round((cpu_after - cpu_before) / gateway["calls"] * 1e6, 1)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -309,11 +327,11 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     print(f"{args.sessions} sessions, {args.duration:g} s per side")
-    print(f"{'mode':<5} {'side':<8} {'calls/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'calls':>8} {'errors':>7}")
+    print(f"{'mode':<5} {'side':<8} {'calls/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'calls':>8} {'errors':>7} {'CPU µs/call':>12}")
     for mode in modes:
         for side in ("gateway", "direct"):
             r = results[mode][side]
-            print(f"{mode:<5} {side:<8} {r['calls_per_second']:>9.1f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['calls']:>8} {r['errors']:>7}")
+            print(f"{mode:<5} {side:<8} {r['calls_per_second']:>9.1f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['calls']:>8} {r['errors']:>7} {r.get('cpu_us_per_call', ''):>12}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import json
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -499,6 +500,12 @@ class EventBuffer:
 # -- header checks ----------------------------------------------------------------
 
 
+#: Distinct header values remembered by the parsers below: every request of a
+#: client repeats the same ``Host`` and ``Accept``, so each is parsed once.
+_PARSE_CACHE = 256
+
+
+@lru_cache(maxsize=_PARSE_CACHE)
 def host_allowed(host: str | None, policy: HttpPolicy) -> bool:
     """Whether ``Host`` names this endpoint: the bound address, loopback when bound there, or an allowed host.
 
@@ -552,6 +559,7 @@ def _split_host(host: str) -> tuple[str, int | None]:
     return name, port
 
 
+@lru_cache(maxsize=_PARSE_CACHE)
 def _accepts(accept: str) -> tuple[bool, bool]:
     """(JSON, SSE) acceptable per ``Accept``, wildcards included (RFC 9110, section 12.5.1)."""
     types = {_media_type(part) for part in accept.split(",")}
@@ -562,6 +570,7 @@ def _accepts(accept: str) -> tuple[bool, bool]:
     )
 
 
+@lru_cache(maxsize=_PARSE_CACHE)
 def _media_type(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
 

@@ -6,7 +6,9 @@ MCP 2025-11-25, basic/transports, "Streamable HTTP". The endpoint is ``/mcp``;
 Theory of operation. One task per TCP connection parses HTTP/1.1 with h11
 (keep-alive, one request at a time) and asks :mod:`lockgate.core.http` what
 to do with each request: every status code and header comes from there. The
-shell only moves bytes:
+shell only moves bytes. (Keep-alive answers with a body are written without
+h11, which costs more than building them; the next request then gets a fresh
+h11 parser. SSE streams and everything else go through h11.)
 
 - ``initialize`` without a session: mint a session id from :mod:`secrets`,
   register it with the :class:`~.runtime.Runtime` and feed ``ClientOpened``
@@ -31,6 +33,7 @@ fails what is left), end the SSE streams and stop every downstream.
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 from collections.abc import Callable, Iterator, Mapping
@@ -97,6 +100,10 @@ _READ_CHUNK = 65536
 _MAX_HEAD = 64 * 1024
 #: Session ids: 32 random bytes, URL-safe base64 (256 bits, visible ASCII as the spec asks).
 _SESSION_BYTES = 32
+#: Status lines of the responses _send writes by hand; h11 too leaves the reason phrase out.
+_STATUS_LINES = {status: b"HTTP/1.1 %d \r\n" % status for status in (200, 202)}
+#: Statuses that carry no body (nor Content-Length): always sent through h11.
+_NO_BODY = frozenset({204, 304})
 #: The Prometheus text exposition format, version 0.0.4.
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -199,6 +206,13 @@ class HttpServer:
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed
             await self._handle(conn, stream, event)
+            if conn.our_state is h11.SEND_RESPONSE and conn.their_state is h11.DONE:
+                # Answered by hand (see _send): h11 never saw the response, so
+                # the next request gets a fresh parser with the bytes already read.
+                if self._closing:
+                    return
+                conn = _next_parser(conn)
+                continue
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             if conn.their_state is not h11.DONE:
@@ -220,7 +234,7 @@ class HttpServer:
                         raise _Closed
                     self._waiting[scope] = None
                 try:
-                    data = await stream.receive_some(_READ_CHUNK)
+                    data = await _receive(stream)
                 finally:
                     self._waiting.pop(scope, None)
             if scope.cancelled_caught:
@@ -435,7 +449,7 @@ class HttpServer:
         headers = list(sse_headers(session.id, route.headers))
         data = conn.send(h11.Response(status_code=200, headers=headers))
         data += b"".join(conn.send(h11.Data(data=f)) for f in frames)
-        await stream.send_all(data + conn.send(h11.EndOfMessage()))
+        await _write(stream, data + conn.send(h11.EndOfMessage()))
 
     # -- sessions ----------------------------------------------------------------
 
@@ -468,7 +482,8 @@ class HttpServer:
         headers = list(reject.headers)
         if close and ("connection", "close") not in headers:
             headers.append(("connection", "close"))
-        await self._send(conn, stream, reject.status, headers, reject.body)
+        # Through h11: a reject may answer HEAD, HTTP/1.0 or a half-read request.
+        await self._send_h11(conn, stream, reject.status, headers, reject.body)
         if close:
             await _linger(stream)
 
@@ -489,13 +504,28 @@ class HttpServer:
     async def _send(
         self, conn: h11.Connection, stream: trio.SocketStream, status: int, headers: list[tuple[str, str]], body: bytes
     ) -> None:
+        """Answer a routed request (never HEAD: :func:`check_head` refuses it) with a whole body."""
         if self._closing and conn.their_state is h11.DONE:
+            headers = [*headers, ("connection", "close")]
+        # The common case, a keep-alive request read to its end (h11 says DONE,
+        # not MUST_CLOSE, only then), is written by hand: building and checking
+        # an h11.Response costs more than the rest of the shell's work per call.
+        # h11 still parsed the request; _serve gives the next one a new parser.
+        if conn.our_state is h11.SEND_RESPONSE and conn.their_state is h11.DONE and status not in _NO_BODY:
+            await _write(stream, _response_bytes(status, headers, body))
+            return
+        await self._send_h11(conn, stream, status, headers, body)
+
+    async def _send_h11(
+        self, conn: h11.Connection, stream: trio.SocketStream, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        if self._closing and conn.their_state is h11.DONE and ("connection", "close") not in headers:
             headers = [*headers, ("connection", "close")]
         head = h11.Response(status_code=status, headers=[*headers, ("content-length", str(len(body)))])
         data = conn.send(head)
         if body:
             data += conn.send(h11.Data(data=body))
-        await stream.send_all(data + conn.send(h11.EndOfMessage()))
+        await _write(stream, data + conn.send(h11.EndOfMessage()))
 
     # -- shutdown ----------------------------------------------------------------
 
@@ -609,6 +639,34 @@ async def serve_http(
             nursery.cancel_scope.cancel()
 
 
+# trio's SocketStream tries a read before it waits for one, and yields to the
+# scheduler after every read and write that succeeds. Under load that is one
+# failed system call and two extra passes through the scheduler per request,
+# about as much CPU as parsing it. The two helpers below move the same bytes
+# over the same non-blocking socket, waiting only when the kernel says so.
+
+
+async def _receive(stream: trio.SocketStream) -> bytes:
+    """The next bytes the peer sent, waiting for them; ``b""`` once it closed its side."""
+    sock = stream.socket
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return os.read(sock.fileno(), _READ_CHUNK)
+        except BlockingIOError:
+            continue  # woken with nothing to read after all
+
+
+async def _write(stream: trio.SocketStream, data: bytes) -> None:
+    """Send all of ``data``: at once when the socket takes it (the usual case), else through trio."""
+    try:
+        sent = os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        await stream.send_all(memoryview(data)[sent:])
+
+
 async def _watch_hangup(stream: trio.SocketStream, scope: trio.CancelScope, hung_up: trio.Event) -> None:
     try:
         await stream.receive_some(_READ_CHUNK)
@@ -630,6 +688,31 @@ async def _linger(stream: trio.SocketStream) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
     raise _Closed
+
+
+def _next_parser(conn: h11.Connection) -> h11.Connection:
+    """A fresh h11 parser for the connection's next request, fed what ``conn`` read past the last one."""
+    data, closed = conn.trailing_data
+    fresh = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+    if data:
+        fresh.receive_data(data)
+    if closed:
+        fresh.receive_data(b"")
+    return fresh
+
+
+def _response_bytes(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """An HTTP/1.1 response with a ``Content-Length`` body, as h11 would write it.
+
+    Header names are the core's lower-case constants; values are the core's
+    or ones h11 accepted in the request (an echoed ``Origin``), so none holds
+    a line break.
+    """
+    lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+    lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
+    lines.append(b"content-length: %d\r\n\r\n" % len(body))
+    lines.append(body)
+    return b"".join(lines)
 
 
 def void(_: object) -> None:

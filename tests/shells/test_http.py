@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import pytest
 import trio
@@ -23,7 +24,7 @@ import trio
 from lockgate.core.config import Config, ServerSpec, Settings
 from lockgate.core.gateway import Gateway
 from lockgate.core.policy import Policy
-from lockgate.shells.http import serve_http
+from lockgate.shells.http import _response_bytes, serve_http
 
 RAW = str(Path(__file__).with_name("raw_mcp_server.py"))
 BOTH = "application/json, text/event-stream"
@@ -508,3 +509,70 @@ async def test_garbage_instead_of_http_gets_400_and_the_connection_closes(tmp_pa
         assert b'"code":-32600' in answer
         await stream.aclose()
         assert (await gate.http.get(f"{gate.base}/health")).status_code == 200
+
+
+async def _read_until_closed(stream: trio.SocketStream) -> bytes:
+    answer = b""
+    with trio.fail_after(10):
+        while chunk := await stream.receive_some(4096):
+            answer += chunk
+    return answer
+
+
+async def test_pipelined_requests_are_all_answered_in_order(tmp_path: Path) -> None:
+    """Requests sent back to back in one write: each answer is written, the bytes past it parsed next."""
+    async with running(tmp_path) as gate:
+        session = await gate.initialize()
+        call = json.dumps(execute(7, "echo", text="piped")).encode()
+        post = (
+            b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: " + BOTH.encode()
+            + b"\r\ncontent-type: application/json\r\nmcp-session-id: " + session.encode()
+            + b"\r\ncontent-length: %d\r\n\r\n" % len(call) + call
+        )
+        stream = await trio.open_tcp_stream("127.0.0.1", gate.port)
+        last = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+        await stream.send_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n" + post + last)
+        answer = await _read_until_closed(stream)
+        await stream.aclose()
+        assert answer.count(b"HTTP/1.1 200 \r\n") == 3
+        first, second, third = (answer.index(b'"healthy"'), answer.index(b"piped"), answer.rindex(b'"healthy"'))
+        assert first < second < third
+        # Framed by Content-Length, so the client can tell the answers apart.
+        assert re.search(rb"content-length: \d+\r\n\r\n\{", answer)
+        assert answer.endswith(b"}")
+        assert b"connection: close" in answer.rpartition(b"HTTP/1.1 200")[2].lower()
+
+
+async def test_http_1_0_and_connection_close_get_their_answer_then_the_connection_closes(tmp_path: Path) -> None:
+    async with running(tmp_path) as gate:
+        for request in (
+            b"GET /health HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+        ):
+            stream = await trio.open_tcp_stream("127.0.0.1", gate.port)
+            await stream.send_all(request)
+            answer = await _read_until_closed(stream)
+            await stream.aclose()
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            assert b"connection: close\r\n" in answer.lower()
+            assert answer.endswith(b"}")
+
+
+def test_a_response_written_by_hand_is_valid_http_for_h11() -> None:
+    """What _send writes without h11 reads back, through h11's client side, as the same response."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="POST", target="/mcp", headers=[("host", "x"), ("content-length", "0")]))
+    client.send(h11.EndOfMessage())
+    headers = [("content-type", "application/json"), ("mcp-session-id", "abc"), ("vary", "Origin")]
+    client.receive_data(_response_bytes(202, headers, b"") + _response_bytes(200, headers, b'{"ok":true}'))
+    response = client.next_event()
+    assert isinstance(response, h11.Response) and response.status_code == 202
+    assert [(n.decode(), v.decode()) for n, v in response.headers] == [*headers, ("content-length", "0")]
+    assert isinstance(client.next_event(), h11.EndOfMessage)
+    client.start_next_cycle()
+    client.send(h11.Request(method="POST", target="/mcp", headers=[("host", "x"), ("content-length", "0")]))
+    client.send(h11.EndOfMessage())
+    response = client.next_event()
+    assert isinstance(response, h11.Response) and response.status_code == 200
+    data = client.next_event()
+    assert isinstance(data, h11.Data) and data.data == b'{"ok":true}'
