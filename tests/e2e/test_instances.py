@@ -20,7 +20,7 @@ import pytest
 import trio
 from mcp import Client, MCPError
 
-from .conftest import Setup, processes_mentioning
+from .conftest import Setup, processes_mentioning, structured
 
 RAW = str(Path(__file__).parent / "servers" / "raw_server.py")
 
@@ -83,8 +83,16 @@ async def test_instances_share_the_calls_by_strategy(
     setup: Setup, strategy: str, weights: tuple[int, ...], expected: dict[str, int] | None
 ) -> None:
     setup.env["GATEWAY_INIT_STRATEGY"] = "eager"
+    setup.env["GATEWAY_DEBUG"] = "1"  # for get_gateway_status
     pool(setup, [raw(setup, f"i{i}", weight=w) for i, w in enumerate(weights)], strategy=strategy)
     async with setup.client() as client:
+        # Every instance up first: health_based prefers instances already running.
+        with trio.fail_after(20):
+            while True:
+                status = structured(await client.call_tool("get_gateway_status", {"agent_id": "dev"}))
+                if all(i["state"] == "ready" for i in status["servers"]["pool"]["instances"]):
+                    break
+                await trio.sleep(0.05)
         counts = Counter([(await whoami(client))[0] for _ in range(30)])
     print(strategy, weights, dict(counts))  # the distribution, for -s runs
     if expected is not None:
