@@ -38,6 +38,7 @@ from lockgate.core.jsonrpc import encode
 
 from .framing import LineSplitter
 from .logs import get_logger
+from .pipes import PipeReader
 from .reload import ReloadSource, watch_config
 from .runtime import Core, Runtime
 
@@ -137,8 +138,9 @@ async def _read_client(
     runtime: Runtime, stdin: trio.abc.ReceiveStream, max_bytes: int, done: trio.Event, tap: WireTap | None
 ) -> None:
     splitter = LineSplitter(max_bytes)
+    reader = PipeReader(stdin, _READ_CHUNK)
     try:
-        while chunk := await stdin.receive_some(_READ_CHUNK):
+        while chunk := await reader.receive_some():
             now = trio.current_time()
             for line in splitter.feed(chunk):
                 if tap is not None:
