@@ -2,9 +2,10 @@
 
 Theory of operation. Transport shells (stdio, later HTTP and WebSocket) read
 bytes, stamp ``now = trio.current_time()`` and :meth:`Runtime.feed` events
-into one bounded channel; a full channel pushes back on the readers. Exactly
-one task, the loop in :meth:`Runtime.run`, takes events off that channel,
-calls ``core.handle(event)`` and performs the returned actions in order:
+into one bounded channel; a full channel pushes back on the readers. The
+loop in :meth:`Runtime.run` takes events off that channel, calls
+``core.handle(event)`` and performs the returned actions in order (an idle
+loop lets the feeding task do it, see "Inline handling" below):
 
 ==================  ==========================================================
 SendToClient        awaits the client's ``send`` callable (stdio writes
