@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import datetime, timezone
 from typing import IO, Any
 
@@ -23,6 +24,7 @@ from .logs import get_logger
 __all__ = ["AuditLog", "utc_timestamp"]
 
 _log = get_logger("audit")
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
@@ -30,6 +32,22 @@ def utc_timestamp(moment: datetime | None = None) -> str:
     moment = moment if moment is not None else datetime.now(timezone.utc)
     moment = moment.astimezone(timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class _Clock:
+    """``utc_timestamp()`` for now, formatting the date and time once a second (it is per call)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        moment = time.time()
+        second = int(moment)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        return f"{self._prefix}{int((moment - second) * 1000):03d}Z"
 
 
 class AuditLog:
@@ -40,6 +58,7 @@ class AuditLog:
         self._file: IO[str] | None = None
         self._failed = False
         self.records = 0
+        self._clock = _Clock()
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record; never raises."""
@@ -48,12 +67,12 @@ class AuditLog:
         if self._file is None and not self._open():
             return
         assert self._file is not None
-        line = json.dumps(
-            {"time": utc_timestamp(), **record},
-            ensure_ascii=False,
-            separators=(",", ":"),
-            default=str,
-        )
+        stamp = self._clock.now()
+        if record and "time" not in record:
+            # Splice "time" in front without copying the record into a new dict.
+            line = f'{{"time":"{stamp}",{_encoder.encode(record)[1:]}'
+        else:
+            line = _encoder.encode({"time": stamp, **record})
         try:
             self._file.write(line + "\n")
             self._file.flush()

@@ -49,6 +49,7 @@ from lockgate.core.events import DownstreamExited, DownstreamMessageReceived, Ev
 
 from .framing import LineSplitter
 from .logs import get_logger
+from .pipes import PipeReader
 
 __all__ = [
     "INHERITED_ENVIRONMENT",
@@ -334,8 +335,9 @@ class StdioDownstream:
     async def _read_stdout(self, proc: trio.Process) -> None:
         assert proc.stdout is not None
         splitter = LineSplitter(self._max_message_bytes)
+        reader = PipeReader(proc.stdout, _READ_CHUNK)
         try:
-            while chunk := await proc.stdout.receive_some(_READ_CHUNK):
+            while chunk := await reader.receive_some():
                 now = trio.current_time()
                 for line in splitter.feed(chunk):
                     if isinstance(line, bytes):

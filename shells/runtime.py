@@ -2,9 +2,10 @@
 
 Theory of operation. Transport shells (stdio, later HTTP and WebSocket) read
 bytes, stamp ``now = trio.current_time()`` and :meth:`Runtime.feed` events
-into one bounded channel; a full channel pushes back on the readers. Exactly
-one task, the loop in :meth:`Runtime.run`, takes events off that channel,
-calls ``core.handle(event)`` and performs the returned actions in order:
+into one bounded channel; a full channel pushes back on the readers. The
+loop in :meth:`Runtime.run` takes events off that channel, calls
+``core.handle(event)`` and performs the returned actions in order (an idle
+loop lets the feeding task do it, see "Inline handling" below):
 
 ==================  ==========================================================
 SendToClient        awaits the client's ``send`` callable (stdio writes
@@ -24,6 +25,15 @@ CancelTimer         forgets it
 Audit               appends a line to the audit log
 Log                 writes a log line on stderr
 ==================  ==========================================================
+
+Inline handling. A task feeding an event while the loop waits for work and
+nothing is queued hands it to the core itself, in the same code path, and
+performs the actions that need no waiting (every action but a
+``SendToClient`` the client cannot take at once). It never awaits in between,
+so trio's cooperative scheduling keeps the guarantees: one ``handle`` at a
+time, events in the order they were fed. When an action would have to wait,
+the rest of the batch goes to the loop (a ``_Deferred`` item), which performs
+it before anything fed later. This spares two task switches per call.
 
 A failed delivery comes back to the core as an event (``ClientClosed``,
 ``DownstreamExited``), handled right after the current batch of actions.
@@ -91,6 +101,8 @@ DELIVERY_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 """What a client's ``send`` may raise to say the client is gone."""
 
 ClientSend = Callable[[SendToClient], Awaitable[None]]
+ClientSendNowait = Callable[[SendToClient], bool]
+"""Deliver at once if that needs no waiting and say so; ``False`` means nothing was delivered."""
 
 _log = get_logger("runtime")
 _core_log = get_logger("core")
@@ -139,6 +151,7 @@ class RuntimeStatistics:
 class _Client:
     send: ClientSend
     close: Callable[[], None]
+    send_nowait: ClientSendNowait | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +165,14 @@ class _Close:
     pass
 
 
-_Item = Union[Event, _TimerDue, _Close]
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """Actions an inline handling left to the loop, in order (see the module docstring)."""
+
+    actions: deque[Action]
+
+
+_Item = Union[Event, _TimerDue, _Close, _Deferred]
 
 
 class Runtime:
@@ -198,22 +218,43 @@ class Runtime:
     async def feed(self, event: Event) -> None:
         """Queue ``event`` for the core; waits while the queue is full.
 
-        After the loop has ended the event is dropped.
+        When the loop is idle and nothing is queued, the event is handled
+        right here instead (see the module docstring). After the loop has
+        ended the event is dropped.
         """
+        statistics = self._receive.statistics()
+        # The loop parks in `receive` only with an empty queue and nothing in
+        # hand; a value sent to it is handed over directly and it stops
+        # waiting, so this says: nobody is handling anything and nothing waits.
+        if statistics.tasks_waiting_receive and not statistics.current_buffer_used:
+            self._handle_inline(event)
+            return
         try:
             await self._send.send(event)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    def register_client(self, client: ClientId, send: ClientSend, close: Callable[[], None] | None = None) -> None:
+    def register_client(
+        self,
+        client: ClientId,
+        send: ClientSend,
+        close: Callable[[], None] | None = None,
+        send_nowait: ClientSendNowait | None = None,
+    ) -> None:
         """Route ``SendToClient`` for ``client`` to ``send`` and ``CloseClient`` to ``close``.
+
+        ``send_nowait``, when given (or when ``send`` has one as its
+        ``nowait`` attribute, as :func:`queued_sender`'s has), lets inline
+        handling deliver without waiting; it raises like ``send``.
 
         Register before feeding ``ClientOpened``: events from unregistered
         clients are dropped. ``send`` raising one of :data:`DELIVERY_ERRORS`
         unregisters the client, calls ``close`` and reports ``ClientClosed``.
         A fed ``ClientClosed`` unregisters it too (without calling ``close``).
         """
-        self._clients[client] = _Client(send, close if close is not None else _nothing)
+        if send_nowait is None:
+            send_nowait = getattr(send, "nowait", None)
+        self._clients[client] = _Client(send, close if close is not None else _nothing, send_nowait)
 
     def statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(
@@ -278,6 +319,12 @@ class Runtime:
             item = await self._receive.receive()
             if isinstance(item, _Close):
                 return
+            if isinstance(item, _Deferred):
+                while item.actions:
+                    await self._perform(item.actions.popleft())
+                while self._pending:
+                    await self._dispatch(self._pending.popleft())
+                continue
             event = self._admit(item)
             if event is not None:
                 await self._dispatch(event)
@@ -305,14 +352,57 @@ class Runtime:
             self._settings = item.config.settings
         return item
 
+    def _handle_inline(self, event: Event) -> None:
+        """Handle ``event`` in the feeding task; leave to the loop what would wait.
+
+        Never awaits: that is what keeps it alone with the core.
+        """
+        admitted = self._admit(event)
+        actions: deque[Action] = deque(self._core.handle(admitted) if admitted is not None else ())
+        while True:
+            while actions:
+                if not self._perform_nowait(actions[0]):
+                    # The loop is parked on an empty channel, so this never blocks
+                    # and hands the rest straight to it, ahead of any later event.
+                    self._send.send_nowait(_Deferred(actions))
+                    return
+                actions.popleft()
+            if not self._pending:
+                return
+            actions.extend(self._core.handle(self._pending.popleft()))
+
+    def _perform_nowait(self, action: Action) -> bool:
+        """Perform ``action`` if that needs no waiting; ``False`` when it was left alone."""
+        if not isinstance(action, SendToClient):
+            self._perform_sync(action)
+            return True
+        client = self._clients.get(action.client)
+        if client is None:
+            _log.debug("message for a closed client dropped", extra={"fields": {"client": action.client}})
+            return True
+        if client.send_nowait is None:
+            return False
+        try:
+            return client.send_nowait(action)
+        except DELIVERY_ERRORS as exc:
+            self._client_gone(action.client, client, exc)
+            return True
+
     async def _dispatch(self, event: Event) -> None:
         for action in self._core.handle(event):
             await self._perform(action)
 
     async def _perform(self, action: Action) -> None:
+        if isinstance(action, SendToClient):
+            await self._send_to_client(action)
+        else:
+            self._perform_sync(action)
+
+    def _perform_sync(self, action: Action) -> None:
+        """Perform any action but ``SendToClient``; none of them waits."""
         match action:
             case SendToClient():
-                await self._send_to_client(action)
+                raise AssertionError("SendToClient needs awaiting: see _perform")
             case CloseClient(client=client):
                 closed = self._clients.pop(client, None)
                 if closed is not None:
@@ -344,11 +434,14 @@ class Runtime:
         try:
             await client.send(action)
         except DELIVERY_ERRORS as exc:
-            _log.info(f"client is gone: {type(exc).__name__}", extra={"fields": {"client": action.client}})
-            if self._clients.get(action.client) is client:
-                del self._clients[action.client]
-                client.close()
-                self._pending.append(ClientClosed(now=trio.current_time(), client=action.client))
+            self._client_gone(action.client, client, exc)
+
+    def _client_gone(self, client_id: ClientId, client: _Client, exc: BaseException) -> None:
+        _log.info(f"client is gone: {type(exc).__name__}", extra={"fields": {"client": client_id}})
+        if self._clients.get(client_id) is client:
+            del self._clients[client_id]
+            client.close()
+            self._pending.append(ClientClosed(now=trio.current_time(), client=client_id))
 
     def _start_downstream(self, action: StartDownstream) -> None:
         assert self._nursery is not None
@@ -419,12 +512,17 @@ def queued_sender(channel: trio.MemorySendChannel[SendToClient]) -> ClientSend:
     reported like a broken connection, so one slow client cannot stall the loop.
     """
 
-    async def send(action: SendToClient) -> None:
+    def nowait(action: SendToClient) -> bool:
         try:
             channel.send_nowait(action)
         except trio.WouldBlock:
             raise trio.BrokenResourceError("the client is not reading") from None
+        return True
 
+    async def send(action: SendToClient) -> None:
+        nowait(action)
+
+    send.nowait = nowait  # type: ignore[attr-defined]  # found by register_client
     return send
 
 

@@ -38,6 +38,7 @@ from lockgate.core.jsonrpc import encode
 
 from .framing import LineSplitter
 from .logs import get_logger
+from .pipes import PipeReader
 from .reload import ReloadSource, watch_config
 from .runtime import Core, Runtime
 
@@ -75,28 +76,46 @@ async def serve_stdio(
 
     out_fd = stdout.fileno() if isinstance(stdout, trio.lowlevel.FdStream) else None
 
-    async def send(action: SendToClient) -> None:
+    # A message send_nowait framed but could not write (all or part of it): the
+    # runtime hands that same action to `send` next, which writes what is left.
+    held: list[tuple[SendToClient, bytes]] = []
+
+    def frame(action: SendToClient) -> bytes:
         data = encode(action.message)
         if tap is not None:
             tap("s2c", data)
-        data += b"\n"
-        if out_fd is not None:
-            # Fast path: only the runtime's loop writes here, one message at a
-            # time, so a direct non-blocking write keeps order and spares the
-            # scheduler a round trip; a full pipe falls back to send_all.
-            try:
-                written = os.write(out_fd, data)
-            except BlockingIOError:
-                written = 0
-            if written == len(data):
+        return data + b"\n"
+
+    def send_nowait(action: SendToClient) -> bool:
+        # Only one task performs actions at a time (the runtime's guarantee),
+        # so a direct non-blocking write keeps order and spares the scheduler
+        # a round trip; a full pipe leaves the rest to `send`.
+        if out_fd is None or held:
+            return False
+        data = frame(action)
+        try:
+            written = os.write(out_fd, data)
+        except BlockingIOError:
+            written = 0
+        if written == len(data):
+            return True
+        held.append((action, data[written:]))
+        return False
+
+    async def send(action: SendToClient) -> None:
+        if held and held[0][0] is action:
+            data = held.pop()[1]
+        else:
+            held.clear()
+            if send_nowait(action):
                 return
-            data = data[written:]
+            data = held.pop()[1] if held else frame(action)
         await stdout.send_all(data)
 
     with _signals(handle_signals) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
-            runtime.register_client(STDIO_CLIENT, send, done.set)
+            runtime.register_client(STDIO_CLIENT, send, done.set, send_nowait)
             now = trio.current_time()
             # The seed of the core's `random` balancing strategy (the core may not draw its own).
             await runtime.feed(GatewayStarted(now=now, seed=secrets.randbits(64)))
@@ -137,8 +156,9 @@ async def _read_client(
     runtime: Runtime, stdin: trio.abc.ReceiveStream, max_bytes: int, done: trio.Event, tap: WireTap | None
 ) -> None:
     splitter = LineSplitter(max_bytes)
+    reader = PipeReader(stdin, _READ_CHUNK)
     try:
-        while chunk := await stdin.receive_some(_READ_CHUNK):
+        while chunk := await reader.receive_some():
             now = trio.current_time()
             for line in splitter.feed(chunk):
                 if tap is not None:

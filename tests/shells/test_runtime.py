@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from lockgate.core.actions import (
     Action,
@@ -292,3 +293,69 @@ async def test_a_queued_client_that_does_not_read_is_closed(tmp_path: Path) -> N
             await core.wait_for(lambda events: len(events) == 3)
     assert [receive_channel.receive_nowait().message for _ in range(2)] == [{"n": 0}, {"n": 1}]
     assert isinstance(core.events[-1], ClientClosed) and closed == ["h"]
+
+
+async def test_an_event_fed_to_an_idle_loop_is_handled_before_feed_returns(tmp_path: Path) -> None:
+    sent: list[SendToClient] = []
+    send_channel, receive_channel = trio.open_memory_channel[SendToClient](10)
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, ClientMessageReceived):
+            return [SendToClient(client="q", message={"n": len(sent)})]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(5):
+        async with running(core, tmp_path) as runtime:
+            runtime.register_client("q", queued_sender(send_channel))
+            await runtime.feed(ClientOpened(now=now(), client="q"))
+            await trio.testing.wait_all_tasks_blocked()
+            await runtime.feed(ClientMessageReceived(now=now(), client="q", data=b"{}"))
+            # Handled inline: the core saw it and the answer is queued, with no
+            # scheduling in between.
+            assert [type(e) for e in core.events] == [ClientOpened, ClientMessageReceived]
+            sent.append(receive_channel.receive_nowait())
+    assert sent == [SendToClient(client="q", message={"n": 0})]
+
+
+async def test_a_send_that_waits_holds_back_later_events_in_order(tmp_path: Path) -> None:
+    log: list[str] = []
+    release = trio.Event()
+
+    async def slow_send(action: SendToClient) -> None:
+        log.append(f"send {action.message['n']} starts")
+        if action.message["n"] == 1:
+            await release.wait()
+        log.append(f"send {action.message['n']} done")
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, ClientMessageReceived):
+            n = int(event.data)
+            log.append(f"handle {n}")
+            return [
+                SendToClient(client="s", message={"n": n}),
+                Audit(record={"n": n}),
+                SendToClient(client="s", message={"n": n + 10}),
+            ]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(5):
+        async with running(core, tmp_path) as runtime:
+            runtime.register_client("s", slow_send)
+            await runtime.feed(ClientOpened(now=now(), client="s"))
+            await trio.testing.wait_all_tasks_blocked()
+            async with trio.open_nursery() as nursery:
+                await runtime.feed(ClientMessageReceived(now=now(), client="s", data=b"1"))
+                nursery.start_soon(runtime.feed, ClientMessageReceived(now=now(), client="s", data=b"2"))
+                await trio.testing.wait_all_tasks_blocked()
+                assert log == ["handle 1", "send 1 starts"]
+                release.set()
+            await core.wait_for(lambda events: len(events) == 3)
+            await trio.testing.wait_all_tasks_blocked()
+    assert log == [
+        "handle 1", "send 1 starts", "send 1 done", "send 11 starts", "send 11 done",
+        "handle 2", "send 2 starts", "send 2 done", "send 12 starts", "send 12 done",
+    ]
+    lines = (tmp_path / "logs" / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["n"] for line in lines] == [1, 2]

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
+import trio.testing
 from trio.lowlevel import FdStream
 
 from lockgate.core.actions import Action, CloseClient, SendToClient, StartDownstream
@@ -125,3 +126,27 @@ def _parent(proc: Path) -> int:
         return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except OSError:
         return -1
+
+
+async def test_large_answers_to_a_client_that_reads_late_arrive_whole_and_in_order(tmp_path: Path) -> None:
+    # Each answer is larger than a pipe's buffer, so writes stop part way and
+    # the rest waits for the client; later messages must queue up behind it.
+    def answers(event: Event) -> list[Action]:
+        if isinstance(event, ClientMessageReceived):
+            n = json.loads(event.data)
+            return [
+                SendToClient(client=event.client, message={"n": n, "part": 1, "pad": "x" * 200_000}),
+                SendToClient(client=event.client, message={"n": n, "part": 2}),
+            ]
+        return []
+
+    core = FakeCore(answers)
+    with trio.fail_after(10):
+        async with gateway(core, tmp_path) as pipes:
+            for n in range(3):
+                await pipes.to_gateway.send_all(f"{n}\n".encode())
+            await trio.testing.wait_all_tasks_blocked()
+            got = [await pipes.read_line() for _ in range(6)]
+            await pipes.to_gateway.aclose()
+    assert [(m["n"], m["part"]) for m in got] == [(n, part) for n in range(3) for part in (1, 2)]
+    assert all(m["pad"] == "x" * 200_000 for m in got if m["part"] == 1)
