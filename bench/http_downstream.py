@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +37,7 @@ from mcp.types import CallToolResult
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from stdio_overhead import ModeResult, Side, check_echo, describe, print_mode  # noqa: E402
+from stdio_overhead import ModeResult, describe, measure, print_mode  # noqa: E402
 
 Mode = Literal["sdk", "raw"]
 SERVER_SCRIPTS: dict[Mode, Path] = {
@@ -99,28 +99,7 @@ async def run_mode(mode: Mode, args: argparse.Namespace, result: ModeResult) -> 
             async def straight() -> CallToolResult:
                 return await direct.call_tool("echo", {"text": TEXT})
 
-            for _ in range(args.warmup):
-                check_echo(await via_gateway(), "gateway")
-                check_echo(await straight(), "direct")
-
-            per_block = max(1, args.calls // args.blocks)
-            sides: list[tuple[Callable[[], Awaitable[CallToolResult]], Side]] = [
-                (via_gateway, result.gateway),
-                (straight, result.direct),
-            ]
-            done = 0
-            block = 0
-            while done < args.calls:
-                count = min(per_block, args.calls - done)
-                for call, side in sides if block % 2 == 0 else sides[::-1]:
-                    for _ in range(count):
-                        start = time.perf_counter_ns()
-                        await call()
-                        side.samples_ns.append(time.perf_counter_ns() - start)
-                done += count
-                block += 1
-            check_echo(await via_gateway(), "gateway")
-            check_echo(await straight(), "direct")
+            await measure(via_gateway, straight, args, result)
     result.complete = True
 
 

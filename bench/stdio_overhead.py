@@ -164,31 +164,35 @@ async def run_mode(mode: Mode, args: argparse.Namespace, result: ModeResult) -> 
             async def straight() -> CallToolResult:
                 return await direct.call_tool("echo", {"text": TEXT})
 
-            for _ in range(args.warmup):
-                check_echo(await via_gateway(), "gateway")
-                check_echo(await straight(), "direct")
-
-            per_block = max(1, args.calls // args.blocks)
-            sides: list[tuple[Callable[[], Awaitable[CallToolResult]], Side]] = [
-                (via_gateway, result.gateway),
-                (straight, result.direct),
-            ]
-            done = 0
-            block = 0
-            while done < args.calls:
-                count = min(per_block, args.calls - done)
-                order = sides if block % 2 == 0 else sides[::-1]
-                for call, side in order:
-                    for _ in range(count):
-                        start = time.perf_counter_ns()
-                        await call()
-                        side.samples_ns.append(time.perf_counter_ns() - start)
-                done += count
-                block += 1
-            # One last check that both sides still echo after the timed calls.
-            check_echo(await via_gateway(), "gateway")
-            check_echo(await straight(), "direct")
+            await measure(via_gateway, straight, args, result)
     result.complete = True
+
+
+Call = Callable[[], Awaitable[CallToolResult]]
+
+
+async def measure(via_gateway: Call, straight: Call, args: argparse.Namespace, result: ModeResult) -> None:
+    """Warm up, then time ``args.calls`` calls per side in alternating blocks, then check both still echo."""
+    for _ in range(args.warmup):
+        check_echo(await via_gateway(), "gateway")
+        check_echo(await straight(), "direct")
+    per_block = max(1, args.calls // args.blocks)
+    sides: list[tuple[Call, Side]] = [(via_gateway, result.gateway), (straight, result.direct)]
+    done = 0
+    block = 0
+    while done < args.calls:
+        count = min(per_block, args.calls - done)
+        # Alternate which side goes first, so neither always runs on a warmer machine.
+        order = sides if block % 2 == 0 else sides[::-1]
+        for call, side in order:
+            for _ in range(count):
+                start = time.perf_counter_ns()
+                await call()
+                side.samples_ns.append(time.perf_counter_ns() - start)
+        done += count
+        block += 1
+    check_echo(await via_gateway(), "gateway")
+    check_echo(await straight(), "direct")
 
 
 def describe(exc: BaseException) -> str:
