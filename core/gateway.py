@@ -322,6 +322,7 @@ class Gateway:
             if session is not None:
                 for call in list(session.calls.values()):
                     self._abandon(call, now, "the session expired")
+                self._release_client(client)
             # Session ids are bearer secrets: log a prefix only.
             self._log("info", "session expired", session=str(client)[:8], idle_seconds=round(now - seen, 3))
             self._emit(CloseClient(client=client))

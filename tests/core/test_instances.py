@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -458,3 +459,17 @@ def test_reload_retires_per_client_sessions_once_idle() -> None:
     assert StopDownstream(downstream=1) in actions
     # The client's next call gets a session from the new pool.
     assert [a.downstream for a in d.send(execute(2)) if isinstance(a, StartDownstream)] == [2]
+
+
+def test_an_expired_http_session_stops_its_own_downstream() -> None:
+    config = pool_config(1, isolation="per_client")
+    d = Driver(dataclasses.replace(config, settings=dataclasses.replace(config.settings, session_ttl=10.0)))
+    d.handle(ClientOpened(now=d.now, client="h", transport="http"))
+    d.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}}), client="h")
+    [started] = [x for x in d.send(execute(1), client="h") if isinstance(x, StartDownstream)]
+    d.handshake_connection(started.downstream, [ECHO_TOOL])
+    d.now = 10.0
+    [expiry] = [t for t, deadline in d.timers.items() if deadline == 10.0]
+    actions = d.fire(expiry)
+    assert StopDownstream(downstream=started.downstream) in actions
+    assert d.gw.status()["servers"]["db"]["sessions"] == 0
