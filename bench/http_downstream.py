@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +36,7 @@ from mcp.types import CallToolResult
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from stdio_overhead import ModeResult, describe, measure, print_mode  # noqa: E402
+from stdio_overhead import ModeResult, measure, run_modes  # noqa: E402
 
 Mode = Literal["sdk", "raw"]
 SERVER_SCRIPTS: dict[Mode, Path] = {
@@ -104,22 +103,7 @@ async def run_mode(mode: Mode, args: argparse.Namespace, result: ModeResult) -> 
 
 
 async def run_all(args: argparse.Namespace) -> list[ModeResult]:
-    results: list[ModeResult] = []
-    for mode in args.modes:
-        result = ModeResult(mode=mode)
-        results.append(result)
-        started = time.monotonic()
-        with trio.move_on_after(args.phase_timeout) as scope:
-            try:
-                await run_mode(mode, args, result)
-            except Exception as exc:  # report and go on to the next mode
-                result.error = describe(exc)
-        if scope.cancelled_caught:
-            result.error = f"stopped after the {args.phase_timeout:g}s limit"
-        result.seconds = time.monotonic() - started
-        if not args.json:
-            print_mode(report(result))
-    return results
+    return await run_modes(args, run_mode, report)
 
 
 def report(result: ModeResult) -> dict[str, Any]:

@@ -202,7 +202,13 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def run_all(args: argparse.Namespace) -> list[ModeResult]:
+RunMode = Callable[[Any, argparse.Namespace, ModeResult], Awaitable[None]]
+
+
+async def run_modes(
+    args: argparse.Namespace, run: RunMode, summarise: Callable[[ModeResult], dict[str, Any]]
+) -> list[ModeResult]:
+    """Run each of ``args.modes`` under its time limit; a failing mode is reported and the next one runs."""
     results: list[ModeResult] = []
     for mode in args.modes:
         result = ModeResult(mode=mode)
@@ -210,15 +216,19 @@ async def run_all(args: argparse.Namespace) -> list[ModeResult]:
         started = time.monotonic()
         with trio.move_on_after(args.phase_timeout) as scope:
             try:
-                await run_mode(mode, args, result)
+                await run(mode, args, result)
             except Exception as exc:  # report and go on to the next mode
                 result.error = describe(exc)
         if scope.cancelled_caught:
             result.error = f"stopped after the {args.phase_timeout:g}s limit"
         result.seconds = time.monotonic() - started
         if not args.json:
-            print_mode(result.report())
+            print_mode(summarise(result))
     return results
+
+
+async def run_all(args: argparse.Namespace) -> list[ModeResult]:
+    return await run_modes(args, run_mode, ModeResult.report)
 
 
 def _fmt(value: float | int | None, spec: str) -> str:
