@@ -4,6 +4,11 @@ https://www.jsonrpc.org/specification. MCP sends one message per frame and,
 since 2025-06-18, no batches; a batch array is answered with -32600.
 Messages stay plain dicts end to end so that fields the gateway does not know
 (``_meta``, schemas, extensions) survive forwarding untouched.
+
+Every frame is parsed by :func:`lockgate.core.strictjson.parse`, so whatever
+:func:`decode` returns as a message can be encoded again: a frame holding a
+lone surrogate, ``NaN``, an out-of-range number or nesting past the limit is
+:class:`Invalid`, answered with the request's id whenever that id is sound.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from .errors import ErrorCode
+from .policy import json_path
+from .strictjson import Flawed, parse
 
 __all__ = [
     "Invalid",
@@ -75,11 +82,22 @@ class Invalid:
 
     ``id`` is the request id when one could be read (so the error can name
     it), else ``None`` as the spec requires for unreadable requests.
+    ``path`` locates the flaw of a frame refused by the strict parser
+    (``params.arguments.args.x``), and ``salvaged`` is that frame with every
+    flaw replaced (see :class:`~lockgate.core.strictjson.Flawed`), so the
+    gateway can still audit what was asked; both are ``None`` otherwise.
     """
 
     code: ErrorCode
     message: str
     id: RequestId | None = None
+    path: str | None = None
+    salvaged: dict[str, Any] | None = None
+
+    @property
+    def notification(self) -> bool:
+        """Whether the frame was a notification (nobody may answer it), as far as it could be read."""
+        return self.salvaged is not None and "method" in self.salvaged and "id" not in self.salvaged
 
 
 Message = Union[Request, Notification, Response, Invalid]
@@ -87,12 +105,40 @@ Message = Union[Request, Notification, Response, Invalid]
 
 def decode(data: bytes | str) -> Message:
     """Parse and classify one frame; never raises on bad input."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
-        return Invalid(ErrorCode.PARSE_ERROR, f"Parse error: {exc}")
-    return classify(obj)
+    value = parse(data)
+    if isinstance(value, Flawed):
+        return _refused(value)
+    return classify(value)
+
+
+def _refused(flawed: Flawed) -> Invalid:
+    """The error for a frame the strict parser refused, with the request's id when it is sound.
+
+    Text that is not JSON at all (bad syntax, invalid UTF-8, ``NaN``) is a
+    parse error (-32700); well-formed JSON the gateway cannot carry is
+    -32602 when the flaw is inside ``params``, else -32600.
+    """
+    flaw = flawed.first
+    salvaged = flawed.salvaged if isinstance(flawed.salvaged, dict) else None
+    msg_id: RequestId | None = None
+    if salvaged is not None and "id" not in flawed.tainted and is_request_id(salvaged.get("id")):
+        msg_id = salvaged["id"]
+    where = _short_path(flaw.path)
+    if flaw.not_json or flawed.salvaged is None:
+        code, prefix = ErrorCode.PARSE_ERROR, "Parse error"
+    elif flaw.path[:1] == ("params",):
+        code, prefix = ErrorCode.INVALID_PARAMS, "Invalid params"
+    else:
+        code, prefix = ErrorCode.INVALID_REQUEST, "Invalid Request"
+    message = f"{prefix}: {flaw.detail}" + (f" at {where}" if where else "")
+    return Invalid(code, message, msg_id, path=where or None, salvaged=salvaged)
+
+
+def _short_path(path: tuple[str | int, ...], keep: int = 8) -> str:
+    """``json_path`` of ``path``, its first ``keep`` steps only when it is deeper."""
+    if len(path) <= keep:
+        return json_path(*path)
+    return f"{json_path(*path[:keep])}... ({len(path) - keep} levels more)"
 
 
 def classify(obj: Any) -> Message:
