@@ -212,10 +212,36 @@ class Gateway:
             case Notification():
                 self._on_client_notification(session, msg, ev.now)
             case Invalid():
-                self._reply_error(session, msg.id, msg.code, msg.message)
+                self._on_client_invalid(session, msg, ev)
             case Response():
                 # The gateway sends clients no requests, so no answer is awaited.
                 self._log("debug", "ignored a response from a client", client=str(session.id), id=msg.id)
+
+    def _on_client_invalid(self, session: ClientSession, msg: Invalid, ev: ClientMessageReceived) -> None:
+        """Answer a frame that is not a valid message (unless it was a notification), and audit a refused call.
+
+        A ``tools/call`` refused at the JSON boundary (a lone surrogate in its
+        arguments, say) is still a call: it gets its audit record, with what
+        could be salvaged of its name and argument keys and the flaw's location.
+        """
+        if msg.notification:
+            self._log("warning", "ignored an invalid notification", client=_client_label(session.id), error=msg.message[:200])
+            return
+        context: JSONObject = {"path": msg.path} if msg.path is not None else {}
+        self._reply_error(session, msg.id, msg.code, msg.message, **context)
+        salvaged = msg.salvaged
+        if salvaged is None or salvaged.get("method") != "tools/call":
+            return
+        params = salvaged.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        record: JSONObject = {
+            "operation": name[:128] if isinstance(name, str) else None,
+            "request_bytes": len(ev.data),
+            "arg_keys": sorted(arguments) if isinstance(arguments, dict) else [],
+            "invalid": msg.message[:300],
+        }
+        self._audit(record, decision="ERROR", error_code=msg.code.name, latency=0.0)
 
     def _on_client_request(self, session: ClientSession, req: Request, ev: ClientMessageReceived) -> None:
         method = req.method
@@ -673,10 +699,35 @@ class Gateway:
                     reply = error(msg.id, ErrorCode.METHOD_NOT_FOUND, f"Method not supported by the gateway: {msg.method}")
                 self._emit(SendToDownstream(downstream=ev.downstream, message=reply))
             case Invalid():
-                ds.garbage_lines += 1
-                # Say it a few times, not once per line of a chatty server.
-                level: LogLevel = "warning" if ds.garbage_lines <= 3 else "debug"
-                self._log(level, "ignored output that is not JSON-RPC", server=ds.name, error=msg.message[:200])
+                self._on_downstream_invalid(ds, msg, ev.now)
+
+    def _on_downstream_invalid(self, ds: Downstream, msg: Invalid, now: float) -> None:
+        """A downstream wrote something that is not a valid message.
+
+        An answer to one of our requests that cannot be forwarded (a lone
+        surrogate or ``NaN`` in a result, say) still answers it: the call
+        fails at once with -32603 instead of waiting for its timeout. A
+        request the server sent that way gets the error it earned. Anything
+        else is noise on the line, logged a few times.
+        """
+        wire_id = msg.id
+        if isinstance(wire_id, int) and (wire_id in ds.pending or wire_id in ds.internal):
+            reason = f"sent an answer that cannot be forwarded ({msg.message[:200]})"
+            data: JSONObject = {"code": ErrorCode.INTERNAL_ERROR.name, "server": ds.name, "reason": reason}
+            if msg.path is not None:
+                data["path"] = msg.path
+            err = {"code": int(ErrorCode.INTERNAL_ERROR), "message": f"Server '{ds.name}' {reason}", "data": data}
+            self._log("warning", "server sent an answer that cannot be forwarded", server=ds.name, error=msg.message[:200])
+            self._on_downstream_response(ds, Response(wire_id, {"jsonrpc": "2.0", "id": wire_id, "error": err}), now)
+            return
+        if msg.id is not None and not msg.notification and msg.salvaged is not None and "method" in msg.salvaged:
+            assert ds.connection is not None
+            self._emit(SendToDownstream(downstream=ds.connection, message=error(msg.id, msg.code, msg.message)))
+            return
+        ds.garbage_lines += 1
+        # Say it a few times, not once per line of a chatty server.
+        level: LogLevel = "warning" if ds.garbage_lines <= 3 else "debug"
+        self._log(level, "ignored output that is not JSON-RPC", server=ds.name, error=msg.message[:200])
 
     def _on_downstream_response(self, ds: Downstream, msg: Response, now: float) -> None:
         wire_id = msg.id
@@ -709,6 +760,7 @@ class Gateway:
         if not isinstance(res, dict):
             err = msg.raw.get("error")
             detail = err.get("message") if isinstance(err, dict) else None
+            detail = detail[:200] if isinstance(detail, str) else None
             self._fail(ds, f"initialize failed: {detail or 'no result'}", now)
             return
         version = res.get("protocolVersion")
@@ -1308,7 +1360,7 @@ class Gateway:
                     "rule": record.get("rule"),
                     "latency_ms": round(latency * 1000, 3),
                     "error_code": error_code,
-                    "args": {"keys": record.get("arg_keys", []), "request_bytes": record.get("request_bytes", 0)},
+                    "args": _audit_args(record),
                 }
             )
         )
@@ -1330,6 +1382,25 @@ def _jsonrpc_error(body: bytes) -> JSONObject | None:
     if isinstance(err, dict) and isinstance(err.get("code"), int) and isinstance(err.get("message"), str):
         return err
     return None
+
+
+def _audit_args(record: JSONObject) -> JSONObject:
+    """The ``args`` of an audit record: argument keys and size, never values.
+
+    ``invalid`` marks a call whose message was refused at the JSON boundary:
+    the keys are what could be salvaged (a lone surrogate shows as U+FFFD)
+    and it says what could not be recorded, and where.
+    """
+    args: JSONObject = {"keys": record.get("arg_keys", []), "request_bytes": record.get("request_bytes", 0)}
+    invalid = record.get("invalid")
+    if invalid is not None:
+        args["invalid"] = invalid
+    return args
+
+
+def _client_label(client: ClientId) -> str:
+    """A client id for logs: HTTP session ids are bearer secrets, so only their start."""
+    return str(client)[:8] if isinstance(client, str) else str(client)
 
 
 def _first_start_done(ds: Downstream) -> bool:

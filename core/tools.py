@@ -33,6 +33,10 @@ __all__ = [
 
 JSONObject = dict[str, Any]
 
+#: The longest ``timeout_ms`` a call may ask for: 2**31 - 1 ms, about 24.8 days
+#: (the largest delay most timer APIs take), so deadlines stay ordinary floats.
+MAX_TIMEOUT_MS = 2**31 - 1
+
 _AGENT = {"type": "string", "description": "Your agent id."}
 
 _LIST_SERVERS: JSONObject = {
@@ -165,14 +169,20 @@ class _Args:
             return False
         return value
 
-    def integer(self, name: str, *, minimum: int) -> int | None:
+    def integer(self, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
         value = self._arguments.get(name)
         if value is None:
             return None
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            self._fail(name, f"parameter '{name}' must be an integer >= {minimum}")
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            self._fail(name, f"parameter '{name}' must be an integer {bounds}")
             return None
         return value
 
@@ -220,7 +230,7 @@ def parse_call(name: str, arguments: JSONObject, *, debug: bool) -> ToolCall | A
             a.string("server", required=True) or "",
             a.string("tool", required=True) or "",
             a.object("args"),
-            a.integer("timeout_ms", minimum=1),
+            a.integer("timeout_ms", minimum=1, maximum=MAX_TIMEOUT_MS),
         )
     elif name == "get_gateway_status" and debug:
         call = GetStatus(a.string("agent_id"))

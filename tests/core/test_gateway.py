@@ -179,6 +179,130 @@ def test_malformed_json_answers_with_id_null() -> None:
     assert msg["id"] is None and msg["error"]["code"] == -32700
 
 
+# -- poison frames: valid JSON syntax the gateway could not write back --------------
+
+EXECUTE = b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"execute_tool","arguments":{"agent_id":"dev","server":"db","tool":"echo","args":%s}}}'
+
+
+def test_a_poisoned_id_is_answered_with_id_null() -> None:
+    # Regression: this one line once stopped the whole gateway (UnicodeEncodeError on the answer).
+    d = Driver()
+    actions = d.send(b'{"jsonrpc":"2.0","id":"\\ud800","method":"ping"}')
+    assert actions == [
+        SendToClient(
+            client=0,
+            request=None,
+            message={
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": -32600,
+                    "message": "Invalid Request: a string holds a lone UTF-16 surrogate at id",
+                    "data": {"code": "INVALID_REQUEST", "path": "id"},
+                },
+            },
+        )
+    ]
+    encode(actions[0].message)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "path"),
+    [
+        (b'{"text":"\\udfff"}', -32602, "params.arguments.args.text"),
+        (b'{"text":"\xed\xa0\x80"}', -32700, "params.arguments.args.text"),
+        (b'{"n":NaN}', -32700, "params.arguments.args.n"),
+        (b'{"n":Infinity}', -32700, "params.arguments.args.n"),
+        (b'{"n":1e400}', -32602, "params.arguments.args.n"),
+        (b'{"n":' + b"1" * 400 + b"}", -32602, "params.arguments.args.n"),
+        (b'{"\\ud800":1}', -32602, 'params.arguments.args["\\ufffd"]'),
+        (b'{"deep":' + b"[" * 900 + b"]" * 900 + b"}", -32602, None),
+    ],
+)
+def test_poison_in_forwarded_arguments_is_refused_with_the_request_id_and_audited(args: bytes, code: int, path: str | None) -> None:
+    d = Driver()
+    d.initialize()
+    ready(d)
+    actions = d.send(EXECUTE % args)
+    [msg] = sent_to_client(actions)
+    assert msg["id"] == 5 and msg["error"]["code"] == code
+    if path is not None:
+        assert msg["error"]["data"]["path"] == path
+    assert sent_downstream(actions) == []  # nothing unencodable is forwarded
+    # The call still leaves its audit record: what could be salvaged, and what could not be recorded.
+    [record] = audits(actions)
+    assert (record["operation"], record["decision"], record["agent"]) == ("execute_tool", "ERROR", None)
+    assert record["args"]["keys"] == ["agent_id", "args", "server", "tool"]
+    assert record["args"]["invalid"] == msg["error"]["message"]
+    encode(msg)
+    encode(record)
+
+
+def test_a_key_that_cannot_be_encoded_is_audited_as_a_replacement_character() -> None:
+    d = Driver()
+    d.initialize()
+    frame = b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"list_servers","arguments":{"\\ud800":1}}}'
+    [record] = audits(d.send(frame))
+    assert record["args"] == {
+        "keys": ["\ufffd"],
+        "request_bytes": len(frame),
+        "invalid": 'Invalid params: a key holds a lone UTF-16 surrogate at params.arguments["\\ufffd"]',
+    }
+    # And the next call is audited as usual.
+    assert audits(d.send(call(7, "list_servers", agent_id="dev")))[0]["decision"] == "ALLOW"
+
+
+def test_a_huge_timeout_is_refused_before_any_arithmetic() -> None:
+    d = Driver()
+    d.initialize()
+    ready(d)
+    [msg] = sent_to_client(d.send(call(8, "execute_tool", agent_id="dev", server="db", tool="echo", timeout_ms=10**400)))
+    assert (msg["id"], msg["error"]["code"], msg["error"]["data"]["path"]) == (8, -32602, "params.arguments.timeout_ms")
+    [msg] = sent_to_client(d.send(call(9, "execute_tool", agent_id="dev", server="db", tool="echo", timeout_ms=1e300)))
+    assert (msg["id"], msg["error"]["data"]) == (9, {"code": "INVALID_PARAMS", "parameter": "timeout_ms"})
+
+
+def test_a_poisoned_notification_gets_no_answer() -> None:
+    d = Driver()
+    d.initialize()
+    actions = d.send(b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"\\ud800"}}')
+    assert sent_to_client(actions) == []
+    [log] = [a for a in actions if isinstance(a, Log)]
+    assert log.message == "ignored an invalid notification"
+
+
+def test_an_answer_that_cannot_be_forwarded_fails_the_call_at_once() -> None:
+    d = Driver()
+    d.initialize()
+    ready(d)
+    d.send(call("c", "execute_tool", agent_id="dev", server="db", tool="echo", args={"text": "hi"}))
+    actions = d.downstream("db", b'{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"\\ud800"}]}}')
+    [msg] = sent_to_client(actions)
+    reason = "sent an answer that cannot be forwarded (Invalid Request: a string holds a lone UTF-16 surrogate at result.content[0].text)"
+    assert msg == {
+        "jsonrpc": "2.0",
+        "id": "c",
+        "error": {
+            "code": -32603,
+            "message": f"Server 'db' {reason}",
+            "data": {"code": "INTERNAL_ERROR", "server": "db", "reason": reason, "path": "result.content[0].text"},
+        },
+    }
+    assert CancelTimer(timer=3) in actions
+    # The server is fine otherwise: the next call goes out on the same connection.
+    assert sent_downstream(d.send(call("d", "execute_tool", agent_id="dev", server="db", tool="echo", args={})))[0]["id"] == 4
+
+
+def test_a_poisoned_request_from_a_server_gets_an_error_and_garbage_is_logged() -> None:
+    d = Driver()
+    d.initialize()
+    ready(d)
+    [reply] = sent_downstream(d.downstream("db", b'{"jsonrpc":"2.0","id":"s1","method":"roots/list","params":{"x":NaN}}'))
+    assert (reply["id"], reply["error"]["code"]) == ("s1", -32700)
+    actions = d.downstream("db", b'{"jsonrpc":"2.0","id":99,"result":NaN}')  # answers nothing of ours
+    assert sent_to_client(actions) == [] and sent_downstream(actions) == []
+
+
 def test_an_oversized_message_gets_an_error() -> None:
     d = Driver(make_config(max_message_bytes=1000))
     actions = d.handle(ClientMessageReceived(now=0, client=0, data=b"", too_large=True))

@@ -8,8 +8,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockgate.core.actions import SendToClient, SendToDownstream
+from lockgate.core.actions import Audit, SendToClient, SendToDownstream
 from lockgate.core.events import ClientClosed, ClientMessageReceived, ShutdownRequested
+from lockgate.core.jsonrpc import encode
 from lockgate.core.policy import Policy
 
 from .harness import Driver, call, make_config, sent_to_client, structured
@@ -18,6 +19,26 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=20,
+)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# What Python's json accepts but cannot write back (see lockgate.core.strictjson).
+poison = (
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), 10**30, -(10**400), 1e308 * 10])
+    | st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3)
+    | st.integers(129, 1500).map(_nested)
+)
+poisoned_values = st.recursive(
+    st.none() | st.integers(-5, 5) | st.text(max_size=5) | poison,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5) | poison.filter(lambda p: isinstance(p, str)), inner, max_size=3),
+    max_leaves=8,
 )
 
 METHODS = ["initialize", "ping", "tools/list", "tools/call", "logging/setLevel", "server/discover",
@@ -88,7 +109,7 @@ def test_random_json_rpc_never_raises_and_every_request_is_answered(msgs: list[A
     asked: list[Any] = []
     answered: list[Any] = []
     for msg in msgs:
-        if isinstance(msg.get("id"), (int, str)) and not isinstance(msg.get("id"), bool) and isinstance(msg.get("method"), str):
+        if _sound_id(msg.get("id")) and isinstance(msg.get("method"), str):
             asked.append(msg["id"])
         for action in d.send(msg):
             if isinstance(action, SendToClient) and "id" in action.message:
@@ -102,6 +123,58 @@ def test_random_json_rpc_never_raises_and_every_request_is_answered(msgs: list[A
     status = d.gw.status()
     assert status["calls_in_flight"] == 0
     assert all(s["pending_calls"] == 0 and s["waiting_calls"] == 0 for s in status["servers"].values())
+
+
+def _sound_id(value: Any) -> bool:
+    """A request id the gateway can echo: a string without lone surrogates, or an integer within the strict JSON limits."""
+    if isinstance(value, str):
+        return not any("\ud800" <= c <= "\udfff" for c in value)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**21
+
+
+@st.composite
+def poisoned_frames(draw: st.DrawFn) -> tuple[Any, bytes]:
+    """A tools/call (or another request) with poison somewhere in it, framed as Python's json writes it."""
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "method": draw(st.sampled_from(["tools/call", "ping", "initialize"]) | poison)}
+    if draw(st.integers(0, 4)):
+        msg["id"] = draw(st.integers(-3, 30) | st.text(max_size=3) | poison)
+    msg["params"] = {
+        "name": draw(st.sampled_from(TOOLS) | poison),
+        "arguments": {
+            "agent_id": draw(st.sampled_from(["dev", "ghost"]) | poison),
+            "server": draw(st.sampled_from(["db", "util"]) | poison),
+            "tool": draw(st.sampled_from(["echo", "get_user"]) | poison),
+            "args": draw(poisoned_values),
+            "timeout_ms": draw(st.none() | st.integers(1, 10**6) | poison),
+        },
+    }
+    text = json.dumps(msg, ensure_ascii=draw(st.booleans()))
+    return msg, text.encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(poisoned_frames(), min_size=1, max_size=8))
+def test_poisoned_frames_never_raise_every_output_encodes_and_sound_ids_are_answered(frames: list[tuple[Any, bytes]]) -> None:
+    d = Driver(make_config(debug=True))
+    d.initialize()
+    d.send(call(0, "get_server_tools", agent_id="dev", server="db"))
+    d.handshake("db", [{"name": "echo", "inputSchema": {"type": "object"}}])
+    asked, answered = [], []
+    for msg, frame in frames:
+        if _sound_id(msg.get("id")):
+            asked.append(msg["id"])
+        for action in d.send(frame):
+            if isinstance(action, (SendToClient, SendToDownstream)):
+                encode(action.message)
+            if isinstance(action, SendToClient):
+                answered.append(action.message.get("id"))
+            if isinstance(action, Audit):
+                encode(action.record)
+    for action in d.handle(ShutdownRequested(now=d.now)):
+        if isinstance(action, SendToClient):
+            answered.append(action.message.get("id"))
+    for request_id in asked:
+        assert request_id in answered
 
 
 names = st.sampled_from(["echo", "get_user", "get_item", "drop_table", "list_all", "x_user"])
