@@ -5,7 +5,11 @@ Each :class:`~lockgate.core.actions.Audit` record is written as it comes, with
 once so a crash loses nothing already decided. The file and its directory are
 created on the first record, not at start-up. If the file cannot be opened or
 written, one error is logged and the gateway keeps serving without an audit
-log: losing the audit trail must not take the service down.
+log: losing the audit trail must not take the service down. A record that
+cannot be encoded (which the core's strict JSON boundary should make
+impossible) is never a reason to stop: it is written with the offending
+values escaped, or, failing that, as a stub that says so, and later records
+are written as usual.
 
 Writes are small, synchronous and local; they happen on the runtime's one
 loop task, so records keep the order of the decisions.
@@ -24,7 +28,7 @@ from .logs import get_logger
 __all__ = ["AuditLog", "utc_timestamp"]
 
 _log = get_logger("audit")
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
 
 
 def utc_timestamp(moment: datetime | None = None) -> str:
@@ -67,12 +71,7 @@ class AuditLog:
         if self._file is None and not self._open():
             return
         assert self._file is not None
-        stamp = self._clock.now()
-        if record and "time" not in record:
-            # Splice "time" in front without copying the record into a new dict.
-            line = f'{{"time":"{stamp}",{_encoder.encode(record)[1:]}'
-        else:
-            line = _encoder.encode({"time": stamp, **record})
+        line = _format(self._clock.now(), record)
         try:
             self._file.write(line + "\n")
             self._file.flush()
@@ -110,6 +109,26 @@ class AuditLog:
             except OSError:
                 pass
             self._file = None
+
+
+def _format(stamp: str, record: dict[str, Any]) -> str:
+    """One audit line; never raises, whatever the record holds."""
+    try:
+        if record and "time" not in record:
+            # Splice "time" in front without copying the record into a new dict.
+            line = f'{{"time":"{stamp}",{_encoder.encode(record)[1:]}'
+        else:
+            line = _encoder.encode({"time": stamp, **record})
+        line.encode("utf-8")  # what the file's write would do: a lone surrogate fails here
+        return line
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        problem = type(exc).__name__
+    _log.error(f"an audit record could not be encoded ({problem}); writing it escaped")
+    try:
+        # ASCII escapes every lone surrogate; NaN and the like fall through to the stub.
+        return json.dumps({"time": stamp, **record, "audit_error": problem}, ensure_ascii=True, default=repr, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps({"time": stamp, "audit_error": problem, "decision": str(record.get("decision"))}, ensure_ascii=True)
 
 
 def _describe(exc: BaseException) -> str:

@@ -46,6 +46,7 @@ from typing import IO, Any
 from lockgate.core.actions import Action, CloseClient, SetTimer
 from lockgate.core.config import Config
 from lockgate.core.events import ClientClosed, ClientId, ClientOpened, ConfigReloaded, Event, ShutdownRequested
+from lockgate.core.strictjson import Flawed, parse
 from lockgate.core.transcript import action_to_json, event_to_json, header
 
 from .runtime import Core
@@ -251,9 +252,10 @@ def _wire_line(direction: str, data: bytes | None) -> dict[str, Any]:
     except UnicodeDecodeError:
         line["raw_base64"] = base64.b64encode(data).decode("ascii")
         return line
-    try:
-        msg = json.loads(text)
-    except ValueError:
+    msg = parse(data)
+    if isinstance(msg, Flawed):
+        # Not JSON, or JSON the gateway could not write back (a lone surrogate,
+        # NaN): keep the text, never a value the transcript file could not hold.
         line["raw"] = text
         return line
     line["msg"] = msg

@@ -39,6 +39,23 @@ def test_unopenable_audit_log_logs_one_error_and_goes_on(tmp_path: Path, caplog:
     assert audit.records == 0
 
 
+def test_a_record_that_cannot_be_encoded_is_written_escaped_and_auditing_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Regression: a lone surrogate in one record once switched the audit log off for good.
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path))
+    audit.write({"decision": "DENY", "args": {"keys": ["\ud800"]}})
+    audit.write({"decision": "ERROR", "latency_ms": float("nan")})
+    audit.write({"decision": "ALLOW"})
+    audit.close()
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [(r["decision"], r.get("audit_error")) for r in lines] == [
+        ("DENY", "UnicodeEncodeError"), ("ERROR", "ValueError"), ("ALLOW", None),
+    ]
+    assert lines[0]["args"] == {"keys": ["\ud800"]}  # escaped in the file, read back as it was
+    assert audit.records == 3
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
+
+
 def test_disabled_audit_log_writes_nothing() -> None:
     audit = AuditLog("")
     audit.write({"n": 1})
