@@ -85,10 +85,14 @@ class SendToDownstream:
 class StopDownstream:
     """Stop a downstream: close its input, then terminate, then kill.
 
-    The shell reports nothing back; the core has already forgotten the id.
+    With ``kill`` the downstream is hung: kill it (its whole process group)
+    at once, since it will react to neither a closed input nor a polite
+    signal. The shell reports nothing back; the core has already forgotten
+    the id.
     """
 
     downstream: int
+    kill: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,15 +31,20 @@ another instance. Forwarded calls (``pending``) may have reached it: when the
 connection dies they fail at once, unless the server says ``retry_calls``.
 
 Circuit breaker (per instance). Failures are: a connection that dies or
-cannot start, a handshake or health check that times out, a call that times
-out. Any answer from the instance (handshake done, a call answered, even
-with an error, a ping answered) resets the count. The breaker is *closed*
-below :data:`BREAKER_THRESHOLD` consecutive failures, *open* (the instance
-takes nothing) until ``retry_at``, then *half open*: one probe may go, a
-start when it has no connection, else a ``ping`` (calls are not used as
-probes: a slow tool would hold every other call back); the probe's success
-closes the breaker, its failure opens it again for longer
+cannot start, a handshake or health check that times out. Any answer from
+the instance (handshake done, a call answered, even with an error, a ping
+answered) resets the count. The breaker is *closed* below
+:data:`BREAKER_THRESHOLD` consecutive failures, *open* (the instance takes
+nothing) until ``retry_at``, then *half open*: one probe may go, a start;
+its success closes the breaker, its failure opens it again for longer
 (:func:`backoff_delay`).
+
+Hangs. A call that times out is not a failure by itself (a slow tool is not
+a broken server): it makes the connection *suspect*, which sends a ping at
+once and holds new calls back in ``waiters``. An answer clears the
+suspicion; a ping that times out means the instance hung: it is killed and
+started again at once, and the waiting calls go to the new connection (see
+``Gateway._suspect`` and ``Gateway._hung``).
 
 An HTTP server may lose our MCP session (it expired it, or restarted) while
 the connection stays up: READY goes back to STARTING on the same connection
@@ -144,7 +149,7 @@ class Instance:
     failures: int = 0
     retry_at: float = 0.0
     last_error: str | None = None
-    #: The one probe of the half-open breaker (a start, or a ping) is under way.
+    #: The one probe of the half-open breaker (a start) is under way.
     probing: bool = False
     starts: int = 0
 
@@ -210,6 +215,9 @@ class Downstream:
     #: Wire id of the latest ``initialize``: lower ids went to an earlier
     #: MCP session of this connection (HTTP servers can lose sessions).
     session_wire: int = 0
+    #: Why the gateway doubts this READY connection is alive (a forwarded
+    #: call timed out), until a ping answers; new calls wait meanwhile.
+    suspect: str | None = None
 
     def move(self, new: State) -> None:
         """Change state, refusing any transition the table does not list."""
@@ -308,6 +316,9 @@ class Pool:
                 return f"all {cap} of its processes are in use (max_processes)"
         if prefer_running and any(ds.state is State.READY for ds in usable):
             usable = [ds for ds in usable if ds.state is State.READY]
+        if any(ds.suspect is not None for ds in usable) and any(ds.suspect is None for ds in usable):
+            # A connection whose call just timed out waits for its ping; others need not.
+            usable = [ds for ds in usable if ds.suspect is None]
         if not usable:
             return self.unavailable(now)
         candidates = [

@@ -19,8 +19,8 @@ timers together.
 
 Downstream timers. Besides each call's timeout, a downstream may have a
 ``start`` timer (handshake timeout), a ``health`` timer (next ping), a
-``ping`` timer (that ping's timeout), a ``probe`` timer (the ping that tests a
-half-open breaker), an ``idle`` timer and a ``restart`` timer (a shared
+``ping`` timer (that ping's timeout; also sent at once when a call timed
+out, see :meth:`Gateway._suspect`), an ``idle`` timer and a ``restart`` timer (a shared
 downstream that failed starts again after its backoff). Each remembers the
 connection it was set for, so a timer of an earlier incarnation does nothing.
 A call's timer is not moved by progress notifications (that would be two
@@ -615,7 +615,7 @@ class Gateway:
     def _assign(self, ds: Downstream, call: Call, now: float) -> None:
         """Hand a call to a downstream: serve it now, or wait for (and start) the connection."""
         call.tried = (*call.tried, ds.instance.index)
-        if ds.state is State.READY:
+        if ds.state is State.READY and ds.suspect is None:
             self._dispatch(ds, call, now)
             return
         if ds.state in (State.IDLE, State.BACKOFF):
@@ -652,6 +652,7 @@ class Gateway:
         ds.internal = {}
         ds.listing = []
         ds.garbage_lines = 0
+        ds.suspect = None
         instance.starts += 1
         self._connections[connection] = ds
         self._emit(StartDownstream(downstream=connection, server=ds.name, spec=ds.spec, instance=instance.index))
@@ -754,6 +755,10 @@ class Gateway:
             self._cancel_ds_timer(ds, "ping")
             ds.instance.answered()
             self._schedule_health(ds, now)
+            if ds.suspect is not None:
+                ds.suspect = None
+                self._log("info", "server answered a health check after a call timed out", server=ds.name)
+                self._drain_waiters(ds, now)
 
     def _on_initialized(self, ds: Downstream, msg: Response, now: float) -> None:
         res = msg.raw.get("result")
@@ -812,10 +817,14 @@ class Gateway:
             self._schedule_health(ds, now)
             ds.last_active = now
             self._arm_idle(ds, now)
-            # One at a time, the rest still queued: a server a reload retired
-            # must not look idle (and be stopped) before the last waiter is sent.
-            while ds.waiters and ds.connection is not None:
-                self._dispatch(ds, ds.waiters.pop(0), now)
+            self._drain_waiters(ds, now)
+
+    def _drain_waiters(self, ds: Downstream, now: float) -> None:
+        """Serve the calls that waited for ``ds`` to be READY (and not suspect), in order."""
+        # One at a time, the rest still queued: a server a reload retired
+        # must not look idle (and be stopped) before the last waiter is sent.
+        while ds.waiters and ds.connection is not None and ds.state is State.READY and ds.suspect is None:
+            self._dispatch(ds, ds.waiters.pop(0), now)
 
     def _on_downstream_notification(self, ds: Downstream, note: Notification, now: float) -> None:
         method = note.method
@@ -846,13 +855,13 @@ class Gateway:
                 data=note.params.get("data"),
             )
 
-    def _fail(self, ds: Downstream, reason: str, now: float) -> None:
-        """Give up on a live connection: stop it and fail what depends on it."""
+    def _fail(self, ds: Downstream, reason: str, now: float, *, kill: bool = False) -> None:
+        """Give up on a live connection: stop (or, hung, kill) it and fail what depends on it."""
         assert ds.connection is not None
         self._connections.pop(ds.connection, None)
-        self._connection_failed(ds, reason, now, stop=True)
+        self._connection_failed(ds, reason, now, stop=True, kill=kill)
 
-    def _connection_failed(self, ds: Downstream, reason: str, now: float, *, stop: bool) -> None:
+    def _connection_failed(self, ds: Downstream, reason: str, now: float, *, stop: bool, kill: bool = False) -> None:
         """A connection is gone (already removed from ``_connections``).
 
         Calls that never reached it fail over to another instance; forwarded
@@ -864,7 +873,7 @@ class Gateway:
         connection = ds.connection
         assert connection is not None
         if stop:
-            self._emit(StopDownstream(downstream=connection))
+            self._emit(StopDownstream(downstream=connection, kill=kill))
         self._cancel_ds_timers(ds)
         ds.connection = None
         ds.internal = {}
@@ -975,12 +984,11 @@ class Gateway:
             case "health":
                 if ds.state is State.READY and "ping" not in ds.timers:
                     self._ping(ds, now)
-            case "probe":
-                if ds.state is State.READY and "ping" not in ds.timers:
-                    ds.instance.probing = True
-                    self._ping(ds, now)
             case "ping":
-                self._fail(ds, f"did not answer a health check within {self._health_timeout(ds):g} s", now)
+                reason = f"did not answer a health check within {self._health_timeout(ds):g} s"
+                if ds.suspect is not None:
+                    reason = f"stopped answering ({ds.suspect}, and it {reason})"
+                self._hung(ds, reason, now)
             case "idle":
                 idle = ds.entry.idle_timeout
                 if ds.state is not State.READY or ds.in_flight or idle is None:
@@ -1129,10 +1137,50 @@ class Gateway:
             decision="ERROR", error_code="TIMEOUT",
         )
         if ds is not None and forwarded and ds.connection is not None:
-            # A call that hangs counts against its instance; a ping tests it once the breaker half-opens.
-            ds.instance.failed(f"a call timed out after {call.timeout_ms} ms", ev.now)
-            if ds.instance.breaker(ev.now) == "open":
-                self._set_ds_timer(ds, "probe", ds.instance.retry_at)
+            self._suspect(ds, f"a call timed out after {call.timeout_ms} ms", ev.now)
+
+    def _suspect(self, ds: Downstream, why: str, now: float) -> None:
+        """A forwarded call got no answer in time: is the instance alive, or only that call slow?
+
+        A ping goes out at once (unless one is under way). Until it is
+        answered, new calls for this connection wait instead of joining the
+        ones that may be stuck; they have reached nothing, so whatever the
+        ping shows costs them no more than their own timeout. An answer
+        clears the doubt (a slow tool is not a broken server); no answer
+        means the instance hung (:meth:`_hung`). However many calls time
+        out together, they are one suspicion and one ping, not a failure
+        each: counting them one by one once pushed the restart backoff of a
+        briefly stuck server to its 30 s cap.
+        """
+        if ds.state is not State.READY or ds.suspect is not None:
+            return
+        ds.suspect = why
+        self._log("warning", "a call timed out; checking that the server is alive", server=ds.name, reason=why)
+        self._cancel_ds_timer(ds, "health")
+        if "ping" not in ds.timers:
+            self._ping(ds, now)
+
+    def _hung(self, ds: Downstream, reason: str, now: float) -> None:
+        """A live connection stopped answering (a ping timed out): kill it and serve its waiters anew.
+
+        The process (its whole group) is killed at once: a hung or stopped
+        process reacts to neither a closed stdin nor SIGTERM. Forwarded calls
+        fail, as for a crash; calls that were waiting never reached it, so
+        they are routed again, which starts the instance again at once. A
+        server that hung once gets no backoff: only starts that fail in a
+        row (a server that crashes on start) wait longer each time.
+        """
+        waiting, ds.waiters = ds.waiters, []
+        self._fail(ds, reason, now, kill=True)
+        pool = self._pools.get(ds.name)
+        for call in waiting:
+            target = self._choose(pool, call.client, now) if pool is not None and call.client in self._clients else None
+            if isinstance(target, Downstream):
+                call.wire_id = None
+                call.connection = None
+                self._assign(target, call, now)
+            else:
+                self._fail_call(ds, call, target or reason, now)
 
     def _on_config(self, ev: ConfigReloaded) -> None:
         """Swap configuration between two events; running calls finish as they started.

@@ -135,8 +135,12 @@ class HttpDownstream:
         """
         self._queue_in.send_nowait(data)
 
-    def stop(self) -> None:
-        """End the session in the background; report nothing from now on."""
+    def stop(self, kill: bool = False) -> None:
+        """End the session in the background; report nothing from now on.
+
+        ``kill`` (a server declared hung) changes nothing here: cancelling is
+        already immediate, and the DELETE that ends the session is bounded.
+        """
         self._stopped = True
         self._scope.cancel()
 

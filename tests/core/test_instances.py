@@ -209,36 +209,76 @@ def test_health_checks_ping_and_a_silent_instance_is_restarted() -> None:
     [ping] = new_timers(d.fire(health.timer))
     d.now = 11.5
     actions = d.fire(ping.timer)
-    assert actions[0] == StopDownstream(downstream=1)
+    assert actions[0] == StopDownstream(downstream=1, kill=True)
     assert d.gw.status()["servers"]["db"]["instances"][0]["last_error"] == "did not answer a health check within 1 s"
     [restart] = new_timers(actions)
     assert [a.downstream for a in d.fire(restart.timer) if isinstance(a, StartDownstream)] == [2]
 
 
-def test_the_breaker_opens_after_two_timeouts_and_a_ping_probe_closes_it() -> None:
-    d = Driver(pool_config(1, eager=True))
+def test_concurrent_timeouts_are_one_suspicion_and_an_answered_ping_clears_it() -> None:
+    # Regression: each timed-out call used to count as a failure of its own, so
+    # 20 callers of a briefly stuck server pushed its restart backoff to 30 s.
+    d = Driver(pool_config(1, eager=True, health_interval=30.0, health_timeout=1.0))
     all_ready(d, 1)
-    for i, at in ((1, 0.1), (2, 0.2)):
-        d.now = at - 0.1
-        [timer] = new_timers(d.send(execute(i, timeout_ms=100)))
-        d.now = at
-        actions = d.fire(timer.timer)
-        assert sent_to_client(actions)[0]["error"]["data"]["code"] == "TIMEOUT"
-    [probe] = new_timers(actions)
-    assert probe.deadline == 0.7
-    d.now = 0.3
-    [msg] = sent_to_client(d.send(execute(3)))
-    assert msg["error"]["data"]["reason"] == "a call timed out after 100 ms; not used for another 0.4 s"
-    assert d.gw.server_states() == {"db": "unavailable"}
-    d.now = 0.7
-    actions = d.fire(probe.timer)
-    [ping] = sent_downstream(actions)
-    assert ping["method"] == "ping"
-    [msg] = sent_to_client(d.send(execute(4)))
-    assert msg["error"]["data"]["reason"] == "a call timed out after 100 ms; a probe is under way"
-    d.to(1, {"jsonrpc": "2.0", "id": ping["id"], "result": {}})
+    timers = [new_timers(d.send(execute(i, timeout_ms=100)))[0] for i in (1, 2)]
+    d.now = 0.1
+    actions = d.fire(timers[0].timer)
+    assert sent_to_client(actions)[0]["error"]["data"]["code"] == "TIMEOUT"
+    # Not a failure: a ping goes out at once instead of at the next health check.
+    assert [a.message for a in actions if isinstance(a, SendToDownstream)] == [
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "reason": "timed out after 100 ms"}},
+        {"jsonrpc": "2.0", "id": 5, "method": "ping"},
+    ]
+    [ping] = [t for t in new_timers(actions) if t.deadline == 1.1]
+    actions = d.fire(timers[1].timer)
+    assert sent_to_client(actions)[0]["error"]["data"]["code"] == "TIMEOUT"
+    assert [a.message["method"] for a in actions if isinstance(a, SendToDownstream)] == ["notifications/cancelled"]
+    assert d.gw.status()["servers"]["db"]["instances"][0]["consecutive_failures"] == 0
+    # A call arriving meanwhile waits for the ping's verdict instead of joining the stuck ones.
+    assert forwarded_to(d.send(execute(3))) == []
+    d.now = 0.2
+    actions = d.to(1, {"jsonrpc": "2.0", "id": 5, "result": {}})
+    assert CancelTimer(timer=ping.timer) in actions
+    assert forwarded_to(actions) == [1]
     assert d.gw.server_states() == {"db": "ready"}
-    assert forwarded_to(d.send(execute(5))) == [1]
+
+
+def test_a_hung_instance_is_killed_and_restarted_at_once_and_waiting_calls_move_to_it() -> None:
+    d = Driver(pool_config(1, eager=True, health_interval=30.0, health_timeout=1.0))
+    all_ready(d, 1)
+    [timer] = new_timers(d.send(execute(1, timeout_ms=100)))
+    d.now = 0.1
+    [ping] = [t for t in new_timers(d.fire(timer.timer)) if t.deadline == 1.1]
+    d.now = 0.5
+    [waiting] = new_timers(d.send(execute(2, timeout_ms=5000)))
+    d.now = 1.1
+    actions = d.fire(ping.timer)
+    # Killed at once (its whole process group), no backoff, and the waiting call goes to the new connection.
+    assert actions[0] == StopDownstream(downstream=1, kill=True)
+    assert [(a.downstream, a.instance) for a in actions if isinstance(a, StartDownstream)] == [(2, 0)]
+    reason = "stopped answering (a call timed out after 100 ms, and it did not answer a health check within 1 s)"
+    assert d.gw.status()["servers"]["db"]["instances"][0]["last_error"] == reason
+    assert sent_to_client(actions) == []
+    actions = d.handshake_connection(2, [ECHO_TOOL])
+    assert forwarded_to(actions) == [2]
+    assert waiting.timer in d.timers
+
+
+def test_a_hang_with_calls_in_flight_fails_them_and_serves_the_next_ones() -> None:
+    d = Driver(pool_config(1, eager=True, health_interval=5.0, health_timeout=1.0))
+    all_ready(d, 1)
+    d.send(execute(1, timeout_ms=60_000))
+    d.now = 5.0
+    [health] = d.timers_at(5.0)
+    [ping] = new_timers(d.fire(health))
+    d.now = 6.0
+    actions = d.fire(ping.timer)
+    assert actions[0] == StopDownstream(downstream=1, kill=True)
+    [msg] = sent_to_client(actions)
+    assert msg["error"]["data"]["code"] == "SERVER_UNAVAILABLE"
+    assert msg["error"]["data"]["reason"] == "did not answer a health check within 1 s"
+    [restart] = [t for t in new_timers(actions) if t.deadline == 6.0]
+    assert [a.downstream for a in d.fire(restart.timer) if isinstance(a, StartDownstream)] == [2]
 
 
 def test_a_failed_probe_start_opens_the_breaker_for_longer() -> None:
@@ -425,12 +465,16 @@ def test_a_shared_pool_at_its_cap_does_not_start_another_instance() -> None:
     all_ready(d, 1)
     assert [s.instance for s in d.started] == [0]
     assert forwarded_to(d.send(execute(1))) == [1]  # waits its turn on the running one
-    for i, at in ((2, 0.1), (3, 0.2)):
-        d.now = at - 0.1
-        [timer] = new_timers(d.send(execute(i, timeout_ms=100)))
-        d.now = at
-        d.fire(timer.timer)
-    # Instance 0 is out (breaker open) and holds the only process allowed.
+    [restart] = new_timers(d.exit_connection(1))
+    assert restart.deadline == 0.0  # the first failure restarts at once
+    d.fire(restart.timer)
+    [restart] = new_timers(d.exit_connection(2))
+    # Instance 0 failed twice: its breaker is open until 0.5 s, then its restart is the probe.
+    assert restart.deadline == 0.5
+    d.now = 0.5
+    d.fire(restart.timer)
+    assert [s.instance for s in d.started] == [0, 0, 0]
+    # The probe start holds the only process allowed; instance 1 may not start beside it.
     [msg] = sent_to_client(d.send(execute(4)))
     assert msg["error"]["data"]["reason"] == "all 1 of its processes are in use (max_processes)"
 

@@ -164,6 +164,44 @@ async def test_a_hung_server_fails_its_health_check_and_is_restarted(setup: Setu
         assert new != pid
 
 
+async def test_a_sigstopped_server_under_twenty_callers_is_killed_and_serves_again(setup: Setup) -> None:
+    # Regression: 20 callers' timeouts counted as 20 failures, the restart backoff
+    # hit its 30 s cap, and nothing succeeded for 33 s. Now the timeouts are one
+    # suspicion, the ping that follows times out, and the stopped process (which
+    # neither a closed stdin nor SIGTERM moves) is killed and started again.
+    pool(setup, [raw(setup, "only")], health_interval=5, health_timeout=0.5)
+    async with setup.client() as client:
+        _, pid = await whoami(client)
+        outcomes: Counter[str] = Counter()
+        served_by: set[int] = set()
+        stop_looping = trio.Event()
+
+        async def caller() -> None:
+            while not stop_looping.is_set():
+                try:
+                    name, answered_by = (await tool(client, "whoami", timeout_ms=500)).split()
+                    served_by.add(int(answered_by))
+                    outcomes["ok"] += 1
+                except MCPError as error:
+                    outcomes[error.data["code"]] += 1
+                    await trio.sleep(0.05)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(caller)
+                await trio.sleep(0.3)
+                os.kill(pid, signal.SIGSTOP)
+                stopped_at = outcomes["ok"]
+                await wait_gone(pid)  # killed although stopped
+                while not served_by - {pid} or outcomes["ok"] < stopped_at + 20:
+                    await trio.sleep(0.05)
+                stop_looping.set()
+        assert outcomes["TIMEOUT"] >= 1
+        status = await client.call_tool("execute_tool", {"agent_id": "dev", "server": "pool", "tool": "whoami", "args": {}})
+        assert not status.is_error
+
+
 async def test_a_slow_call_lives_on_progress_up_to_max_timeout_ms(setup: Setup) -> None:
     pool(setup, [raw(setup, "only")], max_timeout_ms=3000)
     seen: list[float] = []
