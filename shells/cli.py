@@ -234,6 +234,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     from dataclasses import replace
 
+    from .guardian import guarding
     from .http import GatewayCore, serve_http
     from .record import Recorder
     from .reload import ReloadSource
@@ -283,19 +284,21 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         keep = recorder.remember_rules
         source = replace(source, on_config=lambda new, rules: keep(new, json.loads(rules)))
     try:
-        if config.settings.transport == "http":
-            try:
-                trio.run(
-                    partial(
-                        serve_http, core, config.settings, on_listening=_connect_hint, reload=source, recorder=recorder
+        # Servers die with the gateway however it ends; leftovers of a killed one are swept first.
+        with guarding():
+            if config.settings.transport == "http":
+                try:
+                    trio.run(
+                        partial(
+                            serve_http, core, config.settings, on_listening=_connect_hint, reload=source, recorder=recorder
+                        )
                     )
-                )
-            except OSError as exc:  # the port is taken, say
-                print(f"lockgate: error: cannot serve HTTP: {exc.strerror or exc}", file=sys.stderr)
-                return _EXIT_USAGE
-        else:
-            tap = recorder.wire(STDIO_CLIENT) if recorder is not None else None
-            trio.run(serve_process_stdio, core, config.settings, source, tap)
+                except OSError as exc:  # the port is taken, say
+                    print(f"lockgate: error: cannot serve HTTP: {exc.strerror or exc}", file=sys.stderr)
+                    return _EXIT_USAGE
+            else:
+                tap = recorder.wire(STDIO_CLIENT) if recorder is not None else None
+                trio.run(serve_process_stdio, core, config.settings, source, tap)
     finally:
         if recorder is not None:
             recorder.close()
@@ -405,6 +408,7 @@ def _explain(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     from lockgate.core.report import explain_agent
 
+    from .guardian import guarding
     from .probe import probe_servers
 
     config = _load(args, environ)
@@ -420,7 +424,8 @@ def _explain(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if not args.offline:
         names = [args.server] if args.server is not None else list(config.servers)
         wanted = [n for n in names if n in config.servers and policy.decide_server(args.agent, n).allowed]
-        probed = trio.run(probe_servers, config, wanted)
+        with guarding():
+            probed = trio.run(probe_servers, config, wanted)
         tools = {name: server.tools for name, server in probed.items()}
         failed = {name: str(s.status.get("last_error") or s.status.get("state")) for name, s in probed.items() if not s.ok}
     report = explain_agent(config, args.agent, tools=tools, server=args.server)
@@ -476,12 +481,14 @@ def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     from lockgate.core.report import context_report, tool_cost
 
+    from .guardian import guarding
     from .probe import probe_servers
 
     config = _load(args, environ)
     if config is None:
         return _EXIT_USAGE
-    probed = trio.run(probe_servers, config)
+    with guarding():
+        probed = trio.run(probe_servers, config)
     servers = {}
     for name, server in probed.items():
         status = server.status

@@ -17,13 +17,21 @@ It then waits for one of three things:
   ``DownstreamExited("exited with code N")`` is reported;
 - :meth:`stop` (the core's ``StopDownstream``, or shutdown): stdin is closed,
   then after 2 s the group gets SIGTERM, then after 2 s SIGKILL, and the
-  process is reaped. The core has forgotten the id, so nothing is reported;
+  process is reaped. The core has forgotten the id, so nothing is reported.
+  ``stop(kill=True)`` (a server the core declared hung) skips the grace: a
+  hung or stopped process would not react to end of input or SIGTERM, while
+  SIGKILL ends even a SIGSTOPped one. It also cuts short a grace already
+  running;
 - writing to stdin fails: the same sequence, reported as the exit reason if
   the process exits on its own within the grace period, else as
   ``"closed its input"``.
 
 Cleanup is shielded from cancellation and bounded in time, so a cancelled
-runtime still leaves no process behind. Exit reasons may reach clients: they
+runtime still leaves no process behind. A gateway that is killed cannot clean
+up: for that case each child carries this gateway's marker in its environment
+(``LOCKGATE_GATEWAY``), and its process group is registered with the guardian
+process from spawn until it is killed (see :mod:`.guardian`, which also says
+why ``PR_SET_PDEATHSIG`` is no option). Exit reasons may reach clients: they
 never hold a host path, a secret or a traceback.
 
 The MCP stdio shutdown sequence (close stdin, SIGTERM, SIGKILL) is from spec
@@ -48,6 +56,7 @@ from lockgate.core.config import ServerSpec
 from lockgate.core.events import DownstreamExited, DownstreamMessageReceived, Event
 
 from .framing import LineSplitter
+from .guardian import MARKER_VARIABLE, Guardian, current_guardian, gateway_marker
 from .logs import get_logger
 from .pipes import PipeReader
 
@@ -126,19 +135,25 @@ class StdioDownstream:
         emit: Emit,
         queue_size: int = 1024,
         environ: Mapping[str, str] | None = None,
+        guardian: Guardian | None = None,
     ) -> None:
+        """``guardian``: where to register the process group; by default :func:`.guardian.current_guardian`."""
         self.downstream = downstream
         self.server = server
         self._spec = spec
         self._max_message_bytes = max_message_bytes
         self._emit_event = emit
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._guardian = guardian if guardian is not None else current_guardian()
         self._queue_in, self._queue_out = trio.open_memory_channel[bytes](queue_size)
         self._waiting = trio.CancelScope()
         self._stopped = False
         self._closing_input = False
         self._leader_gone = False
         self._terminated: bool | None = None
+        self._kill = False
+        #: The grace periods of `_terminate`, cancelled by `stop(kill=True)`.
+        self._grace: trio.CancelScope | None = None
         self._stdout_done = trio.Event()
         self._stderr_done = trio.Event()
         self._stderr = StderrRelay(server)
@@ -175,10 +190,19 @@ class StdioDownstream:
         self._queue_in.send_nowait(data)
         self._queued += 1
 
-    def stop(self) -> None:
-        """Stop the process in the background; report nothing from now on."""
+    def stop(self, kill: bool = False) -> None:
+        """Stop the process in the background; report nothing from now on.
+
+        With ``kill``, the whole process group gets SIGKILL at once, without
+        closing stdin or sending SIGTERM first, even if a gentler stop is
+        already waiting out its grace period.
+        """
         self._stopped = True
         self._stdin_fd = None
+        if kill:
+            self._kill = True
+            if self._grace is not None:
+                self._grace.cancel()
         self._waiting.cancel()
 
     async def run(self) -> None:
@@ -201,6 +225,8 @@ class StdioDownstream:
         if spec.transport != "stdio" or not spec.command:
             return "no command configured"
         env = child_environment(self._environ, spec.env)
+        # Set last, so a server's `env` can neither forge nor drop it.
+        env[MARKER_VARIABLE] = gateway_marker()
         if spec.cwd is not None and not os.path.isdir(spec.cwd):
             return "failed to start: working directory not found"
         executable = resolve_command(spec.command, path=env.get("PATH", os.defpath), cwd=spec.cwd)
@@ -222,6 +248,9 @@ class StdioDownstream:
         except OSError as exc:
             return f"failed to start: {exc.strerror or type(exc).__name__}"
         self.pid = proc.pid
+        # start_new_session: the child leads its own group, whose id is its pid.
+        if self._guardian is not None:
+            self._guardian.register(proc.pid)
         self._pidfd = _open_pidfd(proc.pid)
         assert proc.stdin is not None
         self._stdin_fd = proc.stdin.fileno()
@@ -279,17 +308,27 @@ class StdioDownstream:
             by_itself = self._leader_gone
             if not by_itself:
                 self._closing_input = True
-                if proc.stdin is not None:
-                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        await proc.stdin.aclose()
-                by_itself = await self._exits_within(proc, GRACE_S)
-                if not by_itself:
-                    self._signal(proc, signal.SIGTERM)
-                    if not await self._exits_within(proc, GRACE_S):
-                        self._signal(proc, signal.SIGKILL)
-                        await self._exits_within(proc, _REAP_S)
+                # A scope inside the shield: stop(kill=True) can still end the grace.
+                self._grace = grace = trio.CancelScope()
+                with grace:
+                    if not self._kill:
+                        if proc.stdin is not None:
+                            with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                                await proc.stdin.aclose()
+                        by_itself = await self._exits_within(proc, GRACE_S)
+                        if not by_itself:
+                            self._signal(proc, signal.SIGTERM)
+                            await self._exits_within(proc, GRACE_S)
+                if not self._leader_gone:
+                    self._signal(proc, signal.SIGKILL)
+                    await self._exits_within(proc, _REAP_S)
             # Whatever the leader left behind in its group dies with it.
             self._signal(proc, signal.SIGKILL, leader=False)
+            if self._guardian is not None:
+                # Every member has SIGKILL now, and the leader is not reaped
+                # yet (see _wait_exit): the group id cannot be reused before
+                # the guardian reads this line.
+                self._guardian.unregister(proc.pid)
             with trio.move_on_after(_REAP_S):
                 await proc.wait()
         self._terminated = by_itself

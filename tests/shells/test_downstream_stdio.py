@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 import pytest
@@ -13,7 +14,7 @@ from lockgate.core.config import ServerSpec
 from lockgate.core.events import DownstreamExited, DownstreamMessageReceived, Event
 from lockgate.shells.downstream_stdio import StdioDownstream, child_environment, describe_exit, resolve_command
 
-from .helpers import child_spec, pid_exists, session_members, wait_session_empty
+from .helpers import CHILD, child_spec, pid_exists, session_members, wait_session_empty
 
 
 class Collector:
@@ -252,3 +253,43 @@ async def test_a_dying_server_leaves_its_last_stderr_lines_in_the_quiet_log(capl
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert messages == ["server exited with code 1; its last stderr lines follow", "stderr: starting", "stderr: boom: no module"]
     assert collector.exits() == ["exited with code 1"]
+
+
+async def test_kill_ends_a_stopped_server_at_once() -> None:
+    # A hung server: SIGSTOPped, it reacts to neither end of input nor SIGTERM.
+    collector = Collector()
+    spec = ServerSpec(name="hung", transport="stdio", command="sh", args=("-c", f"sleep 60 & exec {sys.executable} {CHILD} stubborn"))
+    ds = downstream(spec, collector)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ds.run)
+            await collector.wait_for(1)  # {"ready":true}
+            pid = await wait_until_started(ds)
+            os.killpg(pid, signal.SIGSTOP)
+            start = trio.current_time()
+            ds.stop(kill=True)
+            await ds.finished.wait()
+            elapsed = trio.current_time() - start
+    assert elapsed < 1
+    assert not pid_exists(pid)  # reaped
+    assert await wait_session_empty(pid) == []  # the background sleep too
+    assert collector.exits() == []
+
+
+async def test_kill_cuts_short_a_gentle_stop_under_way() -> None:
+    collector = Collector()
+    ds = downstream(child_spec("stubborn"), collector)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ds.run)
+            await collector.wait_for(1)  # SIGTERM is ignored from now on
+            pid = await wait_until_started(ds)
+            start = trio.current_time()
+            ds.stop()
+            await trio.sleep(0.5)  # inside the first grace period
+            assert pid_exists(pid)
+            ds.stop(kill=True)
+            await ds.finished.wait()
+            elapsed = trio.current_time() - start
+    assert elapsed < 1.5  # not the 4 s of two grace periods
+    assert not pid_exists(pid)
