@@ -42,11 +42,19 @@ class JsonWaiter:
 
     done: trio.Event = field(default_factory=trio.Event)
     message: dict[str, Any] | None = None
+    #: ``message`` encoded, when it was delivered by the core (not a stand-in).
+    body: bytes | None = None
 
-    def resolve(self, message: dict[str, Any] | None) -> None:
+    def resolve(self, message: dict[str, Any] | None, body: bytes | None = None) -> None:
         if not self.done.is_set():
             self.message = message
+            self.body = body
             self.done.set()
+
+    def encoded(self) -> bytes:
+        """The answer's bytes, encoded once (``message`` must be set)."""
+        assert self.message is not None
+        return self.body if self.body is not None else encode(self.message)
 
 
 @dataclass(slots=True)
@@ -88,21 +96,26 @@ class HttpSession:
         self.deliver(action.message, action.request)
 
     def deliver(self, message: dict[str, Any], request: Any) -> None:
+        """Route one message to whoever waits for it; raises only if it cannot be encoded (nothing changes then)."""
         if self.closed:
             return
         if request is not None:
             waiter = self.json_waiters.get(request)
             if waiter is not None:
                 if ends_request(message):
+                    # Encoded here, before anything changes, so that a failure
+                    # leaves the request waiting for the runtime's replacement.
+                    body = encode(message)
                     del self.json_waiters[request]
-                    waiter.resolve(message)
+                    waiter.resolve(message, body)
                 return  # JSON answers carry nothing but the response
             if request in self.sse_requests:
+                data = encode(message)
                 last = ends_request(message)
                 if last:
                     self.sse_requests.discard(request)
                 key: StreamKey = ("post", request)
-                self._push(key, self.events.add(key, encode(message), last=last), end=last)
+                self._push(key, self.events.add(key, data, last=last), end=last)
             return  # nobody waits for it any more (its client went away)
         self._push(GET_STREAM, self.events.add(GET_STREAM, encode(message)))
 

@@ -37,6 +37,14 @@ it before anything fed later. This spares two task switches per call.
 
 A failed delivery comes back to the core as an event (``ClientClosed``,
 ``DownstreamExited``), handled right after the current batch of actions.
+
+Last line of defence. The core never raises on what a peer sends, and every
+message it emits can be encoded; should either ever fail (a bug), the one
+message is contained, logged with its traceback, and the gateway keeps
+serving everyone else: a client request whose handling raised is answered
+with -32603, an answer that cannot be encoded is replaced by a -32603 for the
+same request, and a downstream whose event raised, or whose message cannot
+be encoded, is stopped and reported as exited.
 The loop also keeps the core's view consistent: events about a client or a
 downstream the core already let go of (after ``CloseClient``,
 ``StopDownstream`` or a reported exit) and timers cancelled after they fell
@@ -50,7 +58,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, Union, assert_never
+from typing import Any, Protocol, Union, assert_never
 
 import trio
 
@@ -79,7 +87,8 @@ from lockgate.core.events import (
     Event,
     TimerFired,
 )
-from lockgate.core.jsonrpc import encode
+from lockgate.core.errors import ErrorCode
+from lockgate.core.jsonrpc import Request, decode, encode, error, is_request_id
 
 from .audit import AuditLog
 from .downstream_http import HttpDownstream
@@ -129,7 +138,7 @@ class Downstream(Protocol):
 
     def send_nowait(self, data: bytes) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self, kill: bool = False) -> None: ...
 
     async def run(self) -> None: ...
 
@@ -358,7 +367,7 @@ class Runtime:
         Never awaits: that is what keeps it alone with the core.
         """
         admitted = self._admit(event)
-        actions: deque[Action] = deque(self._core.handle(admitted) if admitted is not None else ())
+        actions: deque[Action] = deque(self._handle(admitted) if admitted is not None else ())
         while True:
             while actions:
                 if not self._perform_nowait(actions[0]):
@@ -369,7 +378,7 @@ class Runtime:
                 actions.popleft()
             if not self._pending:
                 return
-            actions.extend(self._core.handle(self._pending.popleft()))
+            actions.extend(self._handle(self._pending.popleft()))
 
     def _perform_nowait(self, action: Action) -> bool:
         """Perform ``action`` if that needs no waiting; ``False`` when it was left alone."""
@@ -387,10 +396,46 @@ class Runtime:
         except DELIVERY_ERRORS as exc:
             self._client_gone(action.client, client, exc)
             return True
+        except Exception:
+            return False  # the loop sends it again through `send`, which logs and replaces it
 
     async def _dispatch(self, event: Event) -> None:
-        for action in self._core.handle(event):
+        for action in self._handle(event):
             await self._perform(action)
+
+    def _handle(self, event: Event) -> list[Action]:
+        """``core.handle(event)``; should it raise (a bug), contain the damage to that event's peer."""
+        try:
+            return self._core.handle(event)
+        except Exception:
+            _log.exception(f"internal error while handling {type(event).__name__}; the gateway carries on")
+        if isinstance(event, ClientMessageReceived):
+            answer = _internal_error_for(event.data)
+            if answer is not None:
+                return [SendToClient(client=event.client, message=answer, request=answer["id"])]
+        elif isinstance(event, (DownstreamMessageReceived, DownstreamSessionLost, DownstreamHttpError)):
+            self._drop_downstream(event.downstream, "internal error in the gateway (logged)")
+        return []
+
+    def _undeliverable(self, action: SendToClient) -> SendToClient | None:
+        """A message the client's ``send`` failed on (a bug): log it, and the error that replaces it, if any."""
+        _log.exception("internal error while sending a message to a client", extra={"fields": {"client": action.client}})
+        message_id = action.message.get("id")
+        if "method" in action.message or not is_request_id(message_id):
+            return None  # a notification: dropping it loses no answer
+        answer = error(
+            message_id, ErrorCode.INTERNAL_ERROR, "Internal error: the answer could not be sent (logged)",
+            {"code": ErrorCode.INTERNAL_ERROR.name},
+        )
+        return SendToClient(client=action.client, message=answer, request=action.request)
+
+    def _drop_downstream(self, downstream_id: int, reason: str) -> None:
+        """Stop a downstream the shell cannot go on with, and tell the core it exited."""
+        downstream = self._downstreams.pop(downstream_id, None)
+        if downstream is None:
+            return
+        downstream.stop()
+        self._pending.append(DownstreamExited(now=trio.current_time(), downstream=downstream_id, reason=reason))
 
     async def _perform(self, action: Action) -> None:
         if isinstance(action, SendToClient):
@@ -411,10 +456,10 @@ class Runtime:
                 self._start_downstream(action)
             case SendToDownstream():
                 self._send_to_downstream(action)
-            case StopDownstream(downstream=downstream):
+            case StopDownstream(downstream=downstream, kill=kill):
                 stopped = self._downstreams.pop(downstream, None)
                 if stopped is not None:
-                    stopped.stop()
+                    stopped.stop(kill=kill)
             case SetTimer(timer=timer, deadline=deadline):
                 self._timers.set(timer, deadline)
             case CancelTimer(timer=timer):
@@ -435,6 +480,14 @@ class Runtime:
             await client.send(action)
         except DELIVERY_ERRORS as exc:
             self._client_gone(action.client, client, exc)
+        except Exception:
+            substitute = self._undeliverable(action)
+            if substitute is None:
+                return
+            try:
+                await client.send(substitute)
+            except DELIVERY_ERRORS as exc:
+                self._client_gone(action.client, client, exc)
 
     def _client_gone(self, client_id: ClientId, client: _Client, exc: BaseException) -> None:
         _log.info(f"client is gone: {type(exc).__name__}", extra={"fields": {"client": client_id}})
@@ -482,7 +535,13 @@ class Runtime:
             _log.debug("message for a stopped downstream dropped", extra={"fields": {"downstream": action.downstream}})
             return
         try:
-            downstream.send_nowait(encode(action.message) + b"\n")
+            data = encode(action.message) + b"\n"
+        except Exception:
+            _log.exception("internal error: a message for a server could not be encoded", extra={"fields": {"server": downstream.server}})
+            self._drop_downstream(action.downstream, "internal error in the gateway (logged)")
+            return
+        try:
+            downstream.send_nowait(data)
         except trio.WouldBlock:
             _log.warning("server is not reading its input; stopping it", extra={"fields": {"server": downstream.server}})
             del self._downstreams[action.downstream]
@@ -528,3 +587,14 @@ def queued_sender(channel: trio.MemorySendChannel[SendToClient]) -> ClientSend:
 
 def _nothing() -> None:
     pass
+
+
+def _internal_error_for(data: bytes) -> dict[str, Any] | None:
+    """The -32603 answer to the client request in ``data``, or ``None`` when it is not a request."""
+    message = decode(data)
+    if not isinstance(message, Request):
+        return None
+    return error(
+        message.id, ErrorCode.INTERNAL_ERROR, "Internal error: the gateway failed to handle this request (logged)",
+        {"code": ErrorCode.INTERNAL_ERROR.name},
+    )
