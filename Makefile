@@ -5,7 +5,7 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: run run-stdio demo test typecheck unit conformance conformance-record wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang clean
+.PHONY: run run-stdio demo test typecheck unit conformance conformance-record wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,11 +90,15 @@ $(AMG_STAMP):
 bench-compare: $(STAMP) $(AMG_STAMP)
 	$(PY) bench/compare_gateways.py --amg-python $(AMG_VENV)/bin/python
 
+## New clients of the HTTP front while 1,000 connections trickle their requests (slowloris).
+bench-slowloris: $(STAMP)
+	$(PY) bench/slowloris.py
+
 ## 20 callers through Lockgate while its downstream is SIGSTOPped: time to recover, calls failed.
 bench-hang: $(STAMP)
 	$(PY) bench/hang_recovery.py --against 28b0519
 
-bench: bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang
+bench: bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info logs

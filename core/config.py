@@ -55,6 +55,9 @@ DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_SESSION_TTL = 3600.0
 DEFAULT_SHUTDOWN_GRACE = 10.0
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
+DEFAULT_HTTP_HEAD_TIMEOUT = 10.0
 
 LogThreshold = Literal["debug", "info", "warning", "error"]
 _LOG_THRESHOLDS: dict[str, LogThreshold] = {"debug": "debug", "info": "info", "warning": "warning", "error": "error"}
@@ -166,6 +169,12 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     session_ttl: float = DEFAULT_SESSION_TTL
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    #: Connections the HTTP front holds open at once (``GATEWAY_MAX_CONNECTIONS``).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: ... from one peer address, 0 for no limit (``GATEWAY_MAX_CONNECTIONS_PER_ADDRESS``).
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    #: Seconds a request head may take from its first byte (``GATEWAY_HTTP_HEAD_TIMEOUT``).
+    http_head_timeout: float = DEFAULT_HTTP_HEAD_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,7 +303,22 @@ def _http_settings(environ: Mapping[str, str], problem: Callable[[str, str], Non
         items = tuple(item.strip() for item in environ.get(variable, "").split(",") if item.strip())
         if items:
             values[key] = items
-    for variable, key in (("GATEWAY_SESSION_TTL", "session_ttl"), ("GATEWAY_SHUTDOWN_GRACE", "shutdown_grace")):
+    for variable, key, zero in (
+        ("GATEWAY_MAX_CONNECTIONS", "max_connections", False),
+        ("GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", "max_connections_per_address", True),
+    ):
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            continue
+        if raw.isascii() and raw.isdigit() and (zero or int(raw) > 0):
+            values[key] = int(raw)
+        else:
+            problem(variable, f"{raw!r} is not {'an integer, 0 or more' if zero else 'a positive integer'}")
+    for variable, key in (
+        ("GATEWAY_SESSION_TTL", "session_ttl"),
+        ("GATEWAY_SHUTDOWN_GRACE", "shutdown_grace"),
+        ("GATEWAY_HTTP_HEAD_TIMEOUT", "http_head_timeout"),
+    ):
         raw = environ.get(variable, "").strip()
         if not raw:
             continue

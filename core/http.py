@@ -18,11 +18,17 @@ steps, so that every status code and every header it sends is decided here:
    for ``initialize``, 202 for notifications and responses, or a request
    that is answered as JSON or as an SSE stream.
 
-Checks run in this order, DNS rebinding protection first, then the order a
-client can fix them in: path (404), ``Host`` (421), ``Origin`` (403), CORS
-preflight, method (405), ``Accept`` (406), ``Content-Type`` (415),
-``Content-Length`` (413), ``MCP-Protocol-Version`` (400), session (400
-missing, 404 unknown).
+Before either, :func:`check_head_size` caps the head (431), and
+:func:`check_head` refuses a request whose body framing is ambiguous (400,
+then the connection closes: request smuggling). Then checks run in this
+order, DNS rebinding protection first, then the order a client can fix them
+in: path (404), ``Host`` (421), ``Origin`` (403), CORS preflight, method
+(405), ``Accept`` (406), ``Content-Type`` (415), ``Content-Length`` (413),
+``MCP-Protocol-Version`` (400), session (400 missing, 404 unknown).
+
+Which connections the endpoint keeps when clients hold too many, and how
+long a request may take to arrive, are decided here too: see
+:func:`admit`, :class:`ConnectionLimits` and :func:`body_timeout`.
 
 The protocol version is a property of each request and session, never of the
 shell: the handshake era sends ``MCP-Protocol-Version`` after ``initialize``
@@ -43,15 +49,23 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .errors import ErrorCode
+from .config import DEFAULT_HTTP_HEAD_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+from .errors import ErrorCode, LocalProtocolError
 from .jsonrpc import Invalid, Notification, Request, Response, decode, error, is_request_id
 from .session import HANDSHAKE_VERSIONS
 
 __all__ = [
+    "DEFAULT_BODY_RATE",
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_PROTOCOL_VERSION",
+    "ConnectionLimits",
     "EventBuffer",
+    "Evict",
     "HttpPolicy",
+    "MAX_HEAD_BYTES",
+    "MAX_HEADER_FIELDS",
     "MCP_PATH",
+    "Occupancy",
     "Post",
     "Reject",
     "Replay",
@@ -60,14 +74,18 @@ __all__ = [
     "GET_STREAM",
     "admit",
     "bad_http",
+    "body_timeout",
     "busy",
     "cancelled_response",
     "check_head",
+    "check_head_size",
     "check_post",
     "ends_request",
     "format_event",
+    "head_too_large",
     "health_body",
     "initialize_succeeded",
+    "internal_error",
     "json_body",
     "duplicate_request",
     "host_allowed",
@@ -103,6 +121,13 @@ _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 _MCP_METHODS = "GET, POST, DELETE, OPTIONS"
 
+#: Most header fields a request head may carry; MCP clients send about ten.
+#: Past it, or past MAX_HEAD_BYTES, the answer is 431 (RFC 6585, section 5)
+#: and nothing is done with the fields, so their cost stays bounded.
+MAX_HEADER_FIELDS = 100
+#: Largest request head, request line and header fields together.
+MAX_HEAD_BYTES = 64 * 1024
+
 _ALLOW_HEADERS = "Accept, Authorization, Content-Type, Last-Event-ID, Mcp-Protocol-Version, Mcp-Session-Id"
 _EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version"
 
@@ -131,11 +156,17 @@ class HttpPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reject:
-    """Answer at once with ``status``, ``headers`` and ``body``; serve nothing."""
+    """Answer at once with ``status``, ``headers`` and ``body``; serve nothing.
+
+    ``close``: the connection must close after this answer, and nothing
+    more is read from it as a request (its framing cannot be trusted, or the
+    client is to go away).
+    """
 
     status: int
     headers: Headers
     body: bytes
+    close: bool = False
 
 
 RouteKind = Literal["post", "get", "delete", "preflight", "health", "ready", "metrics"]
@@ -191,10 +222,23 @@ def check_head(
     Args:
         method: the HTTP method, upper case.
         target: the request target (path and query).
-        headers: header values by lower-case name; repeated headers joined by ``", "``.
+        headers: header values by lower-case name; repeated headers joined by
+            ``", "``. :func:`check_head_size` has passed them.
         policy: the bound address and allowed origins and hosts.
         session_known: whether the ``Mcp-Session-Id`` header names a live session.
     """
+    if "transfer-encoding" in headers and "content-length" in headers:
+        # RFC 9112, section 6.1 (https://www.rfc-editor.org/rfc/rfc9112#section-6.1):
+        # a proxy in front may frame the body by Content-Length while we frame
+        # it by the chunks, so the rest of the bytes could be a request the
+        # proxy never saw (request smuggling). "Regardless, the server MUST
+        # close the connection after responding to such a request."
+        return Reject(
+            status=400,
+            headers=(("content-type", _JSON), ("connection", "close")),
+            body=_error_body(ErrorCode.INVALID_REQUEST, "Bad Request: both Content-Length and Transfer-Encoding"),
+            close=True,
+        )
     # Not urlsplit: it raises on some malformed targets; a request target is a path here.
     path, _, query = target.partition("?")
     path = path.partition("#")[0]
@@ -291,19 +335,29 @@ def cancelled_response(request_id: Any) -> dict[str, Any]:
     return error(request_id, ErrorCode.CANCELLED, "Request cancelled by the client", {"code": ErrorCode.CANCELLED.name})
 
 
-def admit(open_connections: int, limit: int, *, idle: int, closing: bool) -> Literal["serve", "evict", "refuse"]:
-    """What to do with a new connection, counted in ``open_connections``.
+def check_head_size(fields: int, size: int) -> Reject | None:
+    """431 when a request head has more than :data:`MAX_HEADER_FIELDS` fields or is over :data:`MAX_HEAD_BYTES`.
 
-    Under the limit it is served. Over it, an idle keep-alive connection (one
-    waiting for its next request; ``idle`` of them) is closed to make room,
-    so idle clients cannot lock others out; with none idle, the newcomer gets
-    503. While shutting down every newcomer gets 503.
+    ``size`` counts the request line and every field line. The parser only
+    limits a head that is still incomplete, so one that arrives whole in a
+    read needs this check, before anything works through its fields.
     """
-    if closing:
-        return "refuse"
-    if open_connections <= limit:
-        return "serve"
-    return "evict" if idle else "refuse"
+    if fields > MAX_HEADER_FIELDS or size > MAX_HEAD_BYTES:
+        return head_too_large()
+    return None
+
+
+def head_too_large() -> Reject:
+    """431: too many header fields, or too many bytes of them; the connection closes."""
+    return Reject(
+        status=431,
+        headers=(("content-type", _JSON), ("connection", "close")),
+        body=_error_body(
+            ErrorCode.INVALID_REQUEST,
+            f"Request Header Fields Too Large: at most {MAX_HEADER_FIELDS} fields and {MAX_HEAD_BYTES} bytes",
+        ),
+        close=True,
+    )
 
 
 def too_large(policy: HttpPolicy, cors: Headers = ()) -> Reject:
@@ -314,11 +368,28 @@ def too_large(policy: HttpPolicy, cors: Headers = ()) -> Reject:
 
 
 def bad_http(status: int, detail: str) -> Reject:
-    """The request is not valid HTTP/1.1 (``status`` is the parser's hint, usually 400); the connection closes."""
+    """The request is not valid HTTP/1.1 (``status`` is the parser's hint, usually 400); the connection closes.
+
+    The hint 431 means the head outgrew the parser's buffer: the same
+    answer as :func:`check_head_size` gives.
+    """
+    if status == 431:
+        return head_too_large()
     return Reject(
         status=status,
         headers=(("content-type", _JSON), ("connection", "close")),
         body=_error_body(ErrorCode.INVALID_REQUEST, f"Bad HTTP request: {detail[:200]}"),
+        close=True,
+    )
+
+
+def internal_error() -> Reject:
+    """500: serving the request failed inside the gateway (a bug, logged by the shell); the connection closes."""
+    return Reject(
+        status=500,
+        headers=(("content-type", _JSON), ("connection", "close")),
+        body=_error_body(ErrorCode.INTERNAL_ERROR, "Internal Server Error"),
+        close=True,
     )
 
 
@@ -328,11 +399,12 @@ def session_gone(cors: Headers = ()) -> Reject:
 
 
 def busy() -> Reject:
-    """503: the connection limit is reached; the client should come back later."""
+    """503: the connection limit is reached and every connection is busy; the client should come back later."""
     return Reject(
         status=503,
         headers=(("content-type", _JSON), ("retry-after", "1"), ("connection", "close")),
         body=_error_body(ErrorCode.INTERNAL_ERROR, "Service Unavailable: too many connections, retry later"),
+        close=True,
     )
 
 
@@ -416,6 +488,140 @@ def format_event(event_id: int | None, data: bytes) -> bytes:
 def priming_event(event_id: int) -> bytes:
     """The first event of a stream: an id to resume from, empty data, and ``retry:``."""
     return b"id: %d\nretry: %d\nevent: message\ndata: \n\n" % (event_id, RETRY_MS)
+
+
+# -- connections -----------------------------------------------------------------
+#
+# Theory of operation. A client can hold a connection without sending a
+# request (idle keep-alive), by sending one slowly (slowloris: a byte every
+# few seconds), or by asking for something that takes long (a tool call, an
+# SSE stream). The shell tracks each open connection in one of three states:
+#
+#   idle     waiting for the next request on a keep-alive connection;
+#   reading  a request under way: a new connection from its accept, a head
+#            from its first byte, then the body;
+#   busy     the request is read and being answered.
+#
+# Reading is bounded in time whatever the pace: the head within
+# head_timeout of its first byte, the body within body_timeout() of the end
+# of the head, and no read may stall idle_timeout. Room is bounded in
+# number: when a connection arrives at a limit, admit() names whom to close:
+# first an idle connection, then the request that has been reading longest,
+# so clients that trickle cannot lock out one that sends its request at
+# once. Busy connections are never closed to make room; with only busy ones
+# left, the newcomer gets 503. The limit per address keeps one client from
+# taking every slot: past it, the newcomer can only displace its own.
+
+
+#: What ``GATEWAY_*`` does not set: seconds a connection may wait between
+#: two requests, or between two reads of one.
+DEFAULT_IDLE_TIMEOUT = 30.0
+#: The slowest a body may arrive, in bytes per second: a client slower than
+#: this is treated as a slowloris (64 KiB/s is about 0.5 Mbit/s).
+DEFAULT_BODY_RATE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLimits:
+    """How many connections the endpoint holds, and how long a request may take to arrive.
+
+    ``max_connections`` open at once; ``max_per_address`` from one peer
+    address (0: no limit; behind a reverse proxy every connection comes from
+    the proxy). ``idle_timeout``: seconds a keep-alive connection may wait
+    for its next request, and a request for its next bytes.
+    ``head_timeout``: seconds a request head may take from its first byte.
+    ``body_rate``: the slowest pace a body may arrive at (see
+    :func:`body_timeout`).
+
+    Raises:
+        LocalProtocolError: a limit is not positive (``max_per_address`` may be 0).
+    """
+
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    head_timeout: float = DEFAULT_HTTP_HEAD_TIMEOUT
+    body_rate: int = DEFAULT_BODY_RATE
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_per_address < 0 or self.body_rate < 1:
+            raise LocalProtocolError(f"connection limits out of range: {self!r}")
+        if not (self.idle_timeout > 0 and self.head_timeout > 0):
+            raise LocalProtocolError(f"connection timeouts must be positive: {self!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Occupancy:
+    """The connections already open when a new one arrives (not counting it), as the shell counts them.
+
+    ``open``, ``idle`` and ``reading`` over every peer (the rest are busy);
+    ``address_*`` the same for the newcomer's peer address alone.
+    """
+
+    open: int
+    idle: int
+    reading: int
+    address_open: int
+    address_idle: int
+    address_reading: int
+
+    def __post_init__(self) -> None:
+        if self.idle + self.reading > self.open or self.address_idle + self.address_reading > self.address_open:
+            raise LocalProtocolError(f"more idle and reading connections than open ones: {self!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evict:
+    """Close one connection to make room, then serve the newcomer.
+
+    The one to close is the oldest in ``state``: the idle connection that has
+    waited longest, or the request that began reading longest ago (a new
+    connection begins at its accept). With ``own_address``, only the
+    newcomer's own address is searched.
+    """
+
+    state: Literal["idle", "reading"]
+    own_address: bool
+
+
+def admit(occupancy: Occupancy, limits: ConnectionLimits, *, closing: bool) -> Literal["serve", "refuse"] | Evict:
+    """What to do with a new connection; see "connections" above.
+
+    An address at its own limit can only make room among its own
+    connections (that frees a place under the global limit too); otherwise,
+    at the global limit, any address's connection is closed. Idle ones go
+    before reading ones; with neither, the newcomer gets 503 (:func:`busy`),
+    as it does while the endpoint shuts down.
+    """
+    if closing:
+        return "refuse"
+    if limits.max_per_address and occupancy.address_open >= limits.max_per_address:
+        return _make_room(occupancy.address_idle, occupancy.address_reading, own_address=True)
+    if occupancy.open >= limits.max_connections:
+        return _make_room(occupancy.idle, occupancy.reading, own_address=False)
+    return "serve"
+
+
+def _make_room(idle: int, reading: int, *, own_address: bool) -> Literal["refuse"] | Evict:
+    if idle:
+        return Evict(state="idle", own_address=own_address)
+    if reading:
+        return Evict(state="reading", own_address=own_address)
+    return "refuse"
+
+
+def body_timeout(content_length: str | None, policy: HttpPolicy, limits: ConnectionLimits) -> float:
+    """Seconds a request body may take to arrive, counted from the end of its head.
+
+    ``limits.head_timeout`` plus the time to read the declared
+    ``Content-Length`` (at most the largest body accepted) at
+    ``limits.body_rate``. A chunked body declares no size, so it gets the
+    time of the largest body. With the defaults: 10 s for an empty body,
+    26 s for 1 MiB, 266 s for a chunked body (16 MiB).
+    """
+    declared = content_length.strip() if content_length is not None else ""
+    size = int(declared) if declared.isascii() and declared.isdigit() else policy.max_body_bytes
+    return limits.head_timeout + min(size, policy.max_body_bytes) / limits.body_rate
 
 
 # -- resumption -----------------------------------------------------------------

@@ -20,10 +20,18 @@ h11 parser. SSE streams and everything else go through h11.)
 - GET opens the session's own SSE stream, or resumes a lost one from
   ``Last-Event-ID``; DELETE feeds ``ClientClosed``.
 
-Bad peers are bounded: a connection that sends nothing for ``read_timeout``
-seconds (half a request, or an idle keep-alive) is closed; past
-``max_connections`` a new connection gets 503 and is closed; a body over
-``GATEWAY_MAX_MESSAGE_BYTES`` gets 413 without being read to the end.
+Bad peers are bounded (the rules are in :mod:`lockgate.core.http`, the
+bookkeeping in :mod:`.http_connections`): a request head must arrive whole
+within ``GATEWAY_HTTP_HEAD_TIMEOUT`` of its first byte and its body within
+a time scaled to its size, whatever the pace; a keep-alive connection may
+wait ``read_timeout`` for its next request; at ``GATEWAY_MAX_CONNECTIONS``
+(or ``GATEWAY_MAX_CONNECTIONS_PER_ADDRESS`` from one address) a newcomer
+closes the oldest idle connection, else the slowest request under way, and
+gets 503 only when every connection is busy. A head over 100 fields or
+64 KiB gets 431, a body over ``GATEWAY_MAX_MESSAGE_BYTES`` 413 without
+being read to the end, ambiguous framing 400; each closes the connection.
+A failure inside the shell while serving one request (a bug) is logged,
+answered 500 if nothing was sent yet, and closes that connection alone.
 
 Shutdown (SIGTERM, SIGINT, or :meth:`HttpServer.shutdown`): stop accepting,
 close idle connections, let POSTs in flight finish for up to
@@ -33,7 +41,6 @@ fails what is left), end the SSE streams and stop every downstream.
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 from collections.abc import Callable, Iterator, Mapping
@@ -55,21 +62,26 @@ from lockgate.core.events import (
     ShutdownRequested,
 )
 from lockgate.core.http import (
+    DEFAULT_IDLE_TIMEOUT,
     GET_STREAM,
+    MAX_HEAD_BYTES,
+    ConnectionLimits,
     HttpPolicy,
     Post,
     Reject,
     Route,
     StreamKey,
-    admit,
     bad_http,
+    body_timeout,
     busy,
     cancelled_response,
     check_head,
+    check_head_size,
     check_post,
     duplicate_request,
     health_body,
     initialize_succeeded,
+    internal_error,
     json_body,
     open_to_any_host,
     ops_status,
@@ -84,6 +96,7 @@ from lockgate.core.jsonrpc import encode
 from lockgate.core.metrics import wants_prometheus
 
 from .audit import utc_timestamp
+from .http_connections import HUNG_UP, Closed, ConnectionTable, Link, hung_up, linger, receive_some, watch_hangup, write
 from .http_sessions import HttpSession
 from .logs import NOTICE, get_logger
 from .record import Recorder, WireTap
@@ -94,10 +107,6 @@ __all__ = ["HttpServer", "serve_http"]
 
 _log = get_logger("http")
 
-#: Bytes read from a socket at a time.
-_READ_CHUNK = 65536
-#: Largest request head h11 buffers (request line and headers).
-_MAX_HEAD = 64 * 1024
 #: Session ids: 32 random bytes, URL-safe base64 (256 bits, visible ASCII as the spec asks).
 _SESSION_BYTES = 32
 #: Status lines of the responses _send writes by hand; h11 too leaves the reason phrase out.
@@ -128,10 +137,6 @@ def _tapped(send: ClientSend, tap: WireTap) -> ClientSend:
     return send_and_record
 
 
-class _Closed(Exception):
-    """The connection is done: peer gone, timed out, or it must close after a response."""
-
-
 class HttpServer:
     """Serve the MCP endpoint for one :class:`~.runtime.Runtime`; see the module docstring."""
 
@@ -141,8 +146,7 @@ class HttpServer:
         runtime: Runtime,
         policy: HttpPolicy,
         *,
-        read_timeout: float = 30.0,
-        max_connections: int = 1000,
+        limits: ConnectionLimits = ConnectionLimits(),
         shutdown_grace: float = 10.0,
         recorder: Recorder | None = None,
     ) -> None:
@@ -152,114 +156,133 @@ class HttpServer:
         self._taps: dict[str, WireTap] = {}
         self._runtime = runtime
         self._policy = policy
-        self._read_timeout = read_timeout
-        self._max_connections = max_connections
+        self._limits = limits
+        self._table = ConnectionTable(limits)
         self._shutdown_grace = shutdown_grace
         self._sessions: dict[str, HttpSession] = {}
+        #: Every connection with a task, refused ones included.
         self._connections = 0
         self._in_flight = 0
         self._idle = trio.Event()
         self._idle.set()
-        self._closing = False
-        #: Cancel scopes of connections waiting for their next request, oldest first.
-        self._waiting: dict[trio.CancelScope, None] = {}
         self._started_at = trio.current_time()
 
     # -- connections -----------------------------------------------------------
 
+    @property
+    def _closing(self) -> bool:
+        return self._table.closing
+
     async def handle_connection(self, stream: trio.SocketStream) -> None:
-        """Serve one TCP connection until it closes; never raises."""
+        """Serve one TCP connection until it closes; never raises (but for cancellation)."""
         self._connections += 1
+        link = Link.accepted(stream)
         try:
-            match admit(self._connections, self._max_connections, idle=len(self._waiting), closing=self._closing):
-                case "refuse":
-                    await self._refuse(stream)
-                case "evict":
-                    next(iter(self._waiting)).cancel()
-                    await self._serve(stream)
-                case "serve":
-                    await self._serve(stream)
-        except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        except h11.ProtocolError as exc:
+            if self._table.admit(link):
+                await self._serve(link)
+            else:
+                await self._refuse(link)
+        except h11.RemoteProtocolError as exc:
             _log.debug(f"HTTP protocol error: {exc}")
+        except Exception as exc:
+            # The last line of defence: a bug met while serving one request
+            # must close that connection, not the server's nursery with it.
+            if not hung_up(exc):
+                _log.error("failed while serving an HTTP request; closing its connection", exc_info=exc,
+                           extra={"fields": {"peer": link.address}})
+                await self._answer_failure(link)
         finally:
             self._connections -= 1
+            self._table.remove(link)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
 
-    async def _refuse(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
-        with trio.move_on_after(min(self._read_timeout, 2.0)):
-            if isinstance(await self._next_event(conn, stream, idle=False), h11.Request):
-                await self._send_reject(conn, stream, busy(), close=True)
+    async def _answer_failure(self, link: Link) -> None:
+        """500, unless part of an answer already went out (then closing says enough)."""
+        if link.responded:
+            return
+        reject = internal_error()
+        try:
+            with trio.move_on_after(1):
+                await write(link, _response_bytes(reject.status, list(reject.headers), reject.body))
+            await linger(link.stream)
+        except HUNG_UP:
+            pass
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+    async def _refuse(self, link: Link) -> None:
+        """No room: read the request head for a moment, answer 503, close."""
+        conn = _parser()
+        with trio.move_on_after(min(self._limits.head_timeout, 2.0)):
+            while (event := conn.next_event()) is h11.NEED_DATA:
+                conn.receive_data(await receive_some(link.stream))
+            if isinstance(event, h11.Request):
+                await self._send_reject(conn, link, busy())
+
+    async def _serve(self, link: Link) -> None:
+        conn = _parser()
         while True:
             try:
-                event = await self._next_event(conn, stream, idle=True)
+                event = await self._next_event(conn, link)
             except h11.RemoteProtocolError as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await self._send_reject(conn, stream, bad_http(exc.error_status_hint, str(exc)), close=True)
+                    self._table.busy(link)
+                    await self._send_reject(conn, link, bad_http(exc.error_status_hint, str(exc)))
                 return
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed
-            await self._handle(conn, stream, event)
+            link.responded = False
+            await self._handle(conn, link, event)
             if conn.our_state is h11.SEND_RESPONSE and conn.their_state is h11.DONE:
                 # Answered by hand (see _send): h11 never saw the response, so
                 # the next request gets a fresh parser with the bytes already read.
                 if self._closing:
                     return
                 conn = _next_parser(conn)
-                continue
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+            elif conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
-            if conn.their_state is not h11.DONE:
+            elif conn.their_state is not h11.DONE:
                 return  # we answered before reading the whole body
-            conn.start_next_cycle()
+            else:
+                conn.start_next_cycle()
+            self._table.idle(link)
+            if conn.trailing_data[0]:
+                # Pipelined: the next request's bytes are in, so its head deadline runs now.
+                self._table.start(link, trio.current_time())
 
-    async def _next_event(self, conn: h11.Connection, stream: trio.SocketStream, *, idle: bool) -> Any:
-        """The next h11 event, reading as needed; a read that stalls ``read_timeout`` closes."""
+    async def _next_event(self, conn: h11.Connection, link: Link) -> Any:
+        """The next h11 event, reading as needed under the link's deadlines (see :meth:`ConnectionTable.receive`)."""
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            with trio.CancelScope() as scope:
-                scope.deadline = trio.current_time() + self._read_timeout
-                # Between requests a shutdown may close the connection at once.
-                waiting = idle and conn.their_state is h11.IDLE and not conn.trailing_data[0]
-                if waiting:
-                    if self._closing:
-                        raise _Closed
-                    self._waiting[scope] = None
-                try:
-                    data = await _receive(stream)
-                finally:
-                    self._waiting.pop(scope, None)
-            if scope.cancelled_caught:
-                raise _Closed
-            conn.receive_data(data)
+            conn.receive_data(await self._table.receive(link))
 
-    async def _read_body(self, conn: h11.Connection, stream: trio.SocketStream) -> bytes | None:
-        """The request body, or ``None`` once it passes the size limit."""
+    async def _read_body(self, conn: h11.Connection, link: Link) -> bytes | None:
+        """The request body, or ``None`` once it passes the size limit; the request is then busy."""
         parts: list[bytes] = []
         size = 0
         while True:
-            event = await self._next_event(conn, stream, idle=False)
+            event = await self._next_event(conn, link)
             if isinstance(event, h11.Data):
                 size += len(event.data)
                 if size > self._policy.max_body_bytes:
+                    self._table.busy(link)
                     return None
                 parts.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
+                self._table.busy(link)
                 return b"".join(parts)
             else:
-                raise _Closed
+                raise Closed
 
     # -- requests ----------------------------------------------------------------
 
-    async def _handle(self, conn: h11.Connection, stream: trio.SocketStream, request: h11.Request) -> None:
+    async def _handle(self, conn: h11.Connection, link: Link, request: h11.Request) -> None:
+        too_large_head = check_head_size(len(request.headers), _head_size(request))
+        if too_large_head is not None:
+            self._table.busy(link)
+            await self._send_reject(conn, link, too_large_head)
+            return
         headers: dict[str, str] = {}
         for raw_name, raw_value in request.headers:
             name = raw_name.decode("latin-1")
@@ -273,96 +296,102 @@ class HttpServer:
             self._policy,
             session_known=session_id is not None and session_id in self._sessions,
         )
+        seconds = body_timeout(headers.get("content-length"), self._policy, self._limits)
+        self._table.head_read(link, trio.current_time(), seconds)
         if isinstance(decision, Reject):
             # Read a small body first: closing on unread input would reset the
             # connection and could destroy the answer before the client reads it.
-            fits = conn.their_state is not h11.SEND_BODY or await self._read_body(conn, stream) is not None
-            await self._send_reject(conn, stream, decision, close=not fits)
+            # Unless the framing itself is in doubt: then nothing more is read.
+            fits = not decision.close and (
+                conn.their_state is not h11.SEND_BODY or await self._read_body(conn, link) is not None
+            )
+            self._table.busy(link)
+            await self._send_reject(conn, link, decision, close=not fits)
             return
         route = decision
         # Read the whole request (for GET and friends, its empty body) first:
         # answering before h11 saw its end would cost the keep-alive connection.
-        body = await self._read_body(conn, stream)
+        body = await self._read_body(conn, link)
         if body is None:
-            await self._send_reject(conn, stream, too_large(self._policy, route.headers), close=True)
+            await self._send_reject(conn, link, too_large(self._policy, route.headers), close=True)
             return
         match route.kind:
             case "post":
                 self._in_flight += 1
                 self._idle = trio.Event() if self._in_flight == 1 else self._idle
                 try:
-                    await self._post(conn, stream, route, body)
+                    await self._post(conn, link, route, body)
                 finally:
                     self._in_flight -= 1
                     if self._in_flight == 0:
                         self._idle.set()
             case "get":
-                await self._get(conn, stream, route)
+                await self._get(conn, link, route)
             case "delete":
                 assert route.session is not None
                 await self.end_session(route.session)
-                await self._send(conn, stream, 200, list(route.headers), b"")
+                await self._send(conn, link, 200, list(route.headers), b"")
             case "preflight":
-                await self._send(conn, stream, 204, list(route.headers), b"")
+                await self._send(conn, link, 204, list(route.headers), b"")
             case "health":
                 uptime = trio.current_time() - self._started_at
-                await self._send_json(conn, stream, 200, route, health_body(__version__, uptime))
+                await self._send_json(conn, link, 200, route, health_body(__version__, uptime))
             case "ready":
                 readiness = self._core.readiness()
-                await self._send_json(conn, stream, ops_status(readiness), route, json_body(readiness))
+                await self._send_json(conn, link, ops_status(readiness), route, json_body(readiness))
             case "metrics":
                 now = trio.current_time()
                 if wants_prometheus(headers.get("accept"), route.query):
                     text = self._core.metrics_prometheus(now).encode("utf-8")
-                    await self._send(conn, stream, 200, [("content-type", PROMETHEUS_TYPE), *route.headers], text)
+                    await self._send(conn, link, 200, [("content-type", PROMETHEUS_TYPE), *route.headers], text)
                 else:
                     metrics = {"timestamp": utc_timestamp(), **self._core.metrics_json(now)}
-                    await self._send_json(conn, stream, 200, route, json_body(metrics))
+                    await self._send_json(conn, link, 200, route, json_body(metrics))
 
-    async def _post(self, conn: h11.Connection, stream: trio.SocketStream, route: Route, body: bytes) -> None:
+    async def _post(self, conn: h11.Connection, link: Link, route: Route, body: bytes) -> None:
         plan = check_post(body, route)
         if isinstance(plan, Reject):
-            await self._send_reject(conn, stream, plan)
+            await self._send_reject(conn, link, plan)
             return
         if plan.action == "initialize":
-            await self._initialize(conn, stream, route, plan, body)
+            await self._initialize(conn, link, route, plan, body)
             return
         assert route.session is not None
         session = self._sessions.get(route.session)
         if session is None:
-            await self._send_reject(conn, stream, session_gone(route.headers))
+            await self._send_reject(conn, link, session_gone(route.headers))
             return
         if plan.action == "accept":
             await self._feed_message(session, body)
             if plan.cancels is not None:
                 session.cancel(plan.cancels, cancelled_response(plan.cancels))
-            await self._send(conn, stream, 202, list(route.headers), b"")
+            await self._send(conn, link, 202, list(route.headers), b"")
             return
         if session.in_flight(plan.request_id):
-            await self._send_reject(conn, stream, duplicate_request(plan.request_id, route.headers))
+            await self._send_reject(conn, link, duplicate_request(plan.request_id, route.headers))
             return
         if plan.action == "json":
             waiter = session.wait_json(plan.request_id)
             await self._feed_message(session, body)
             await waiter.done.wait()
             if waiter.message is None:
-                await self._send_reject(conn, stream, session_gone(route.headers))
+                await self._send_reject(conn, link, session_gone(route.headers))
             else:
-                await self._send_json(conn, stream, 200, route, encode(waiter.message), session.id)
+                await self._send_json(conn, link, 200, route, waiter.encoded(), session.id)
             return
         key: StreamKey = ("post", plan.request_id)
         session.sse_requests.add(plan.request_id)
         send, receive = session.attach(key)
         first = [session.events.add(key, None)] if wants_priming(session.protocol_version) else []
         await self._feed_message(session, body)
-        await self._stream(conn, stream, session, key, send, receive, route, first)
+        await self._stream(conn, link, session, key, send, receive, route, first)
 
     async def _initialize(
-        self, conn: h11.Connection, stream: trio.SocketStream, route: Route, plan: Post, body: bytes
+        self, conn: h11.Connection, link: Link, route: Route, plan: Post, body: bytes
     ) -> None:
         session = HttpSession(id=secrets.token_urlsafe(_SESSION_BYTES))
         self._sessions[session.id] = session
-        send = session.send
+        send: ClientSend = session.send
         if self._recorder is not None:
             tap = self._taps[session.id] = self._recorder.wire(session.id)
             send = _tapped(session.send, tap)
@@ -374,21 +403,21 @@ class HttpServer:
         await waiter.done.wait()
         message = waiter.message
         if message is None:
-            await self._send_reject(conn, stream, session_gone(route.headers))
+            await self._send_reject(conn, link, session_gone(route.headers))
             return
         if initialize_succeeded(message):
             version = message["result"].get("protocolVersion")
             session.protocol_version = version if isinstance(version, str) else None
-            await self._send_json(conn, stream, 200, route, encode(message), session.id)
+            await self._send_json(conn, link, 200, route, waiter.encoded(), session.id)
         else:
             await self.end_session(session.id)
-            await self._send_json(conn, stream, 200, route, encode(message))
+            await self._send_json(conn, link, 200, route, waiter.encoded())
 
-    async def _get(self, conn: h11.Connection, stream: trio.SocketStream, route: Route) -> None:
+    async def _get(self, conn: h11.Connection, link: Link, route: Route) -> None:
         assert route.session is not None
         session = self._sessions.get(route.session)
         if session is None:
-            await self._send_reject(conn, stream, session_gone(route.headers))
+            await self._send_reject(conn, link, session_gone(route.headers))
             return
         key: StreamKey = GET_STREAM
         frames: list[bytes] = []
@@ -398,11 +427,11 @@ class HttpServer:
             frames.extend(replay.events)
             if key != GET_STREAM and (replay.finished or key[1] not in session.sse_requests):
                 # That request is answered (or forgotten): replay and end.
-                await self._send_stream_once(conn, stream, session, route, frames)
+                await self._send_stream_once(conn, link, session, route, frames)
                 return
         match stream_takeover(key in session.streams, replay is not None):
             case "conflict":
-                await self._send_reject(conn, stream, stream_conflict(route.headers))
+                await self._send_reject(conn, link, stream_conflict(route.headers))
                 return
             case "replace":
                 session.streams.pop(key).close()
@@ -411,12 +440,12 @@ class HttpServer:
         send, receive = session.attach(key)
         if wants_priming(session.protocol_version):
             frames.insert(0, session.events.add(key, None))
-        await self._stream(conn, stream, session, key, send, receive, route, frames)
+        await self._stream(conn, link, session, key, send, receive, route, frames)
 
     async def _stream(
         self,
         conn: h11.Connection,
-        stream: trio.SocketStream,
+        link: Link,
         session: HttpSession,
         key: StreamKey,
         send: trio.MemorySendChannel[bytes],
@@ -428,28 +457,29 @@ class HttpServer:
         hung_up = trio.Event()
         try:
             head = conn.send(h11.Response(status_code=200, headers=list(sse_headers(session.id, route.headers))))
-            await stream.send_all(head + b"".join(conn.send(h11.Data(data=f)) for f in first))
+            link.responded = True
+            await link.stream.send_all(head + b"".join(conn.send(h11.Data(data=f)) for f in first))
             async with trio.open_nursery() as nursery:
                 # A client that hangs up is noticed at once, not at the next event.
-                nursery.start_soon(_watch_hangup, stream, nursery.cancel_scope, hung_up)
+                nursery.start_soon(watch_hangup, link.stream, nursery.cancel_scope, hung_up)
                 async for frame in receive:
-                    await stream.send_all(conn.send(h11.Data(data=frame)))
+                    await link.stream.send_all(conn.send(h11.Data(data=frame)))
                 nursery.cancel_scope.cancel()
             if hung_up.is_set():
-                raise _Closed
-            await stream.send_all(conn.send(h11.EndOfMessage()))
+                raise Closed
+            await link.stream.send_all(conn.send(h11.EndOfMessage()))
         finally:
             session.detach(key, send)
         if self._closing:
-            raise _Closed
+            raise Closed
 
     async def _send_stream_once(
-        self, conn: h11.Connection, stream: trio.SocketStream, session: HttpSession, route: Route, frames: list[bytes]
+        self, conn: h11.Connection, link: Link, session: HttpSession, route: Route, frames: list[bytes]
     ) -> None:
         headers = list(sse_headers(session.id, route.headers))
         data = conn.send(h11.Response(status_code=200, headers=headers))
         data += b"".join(conn.send(h11.Data(data=f)) for f in frames)
-        await _write(stream, data + conn.send(h11.EndOfMessage()))
+        await write(link, data + conn.send(h11.EndOfMessage()))
 
     # -- sessions ----------------------------------------------------------------
 
@@ -477,20 +507,21 @@ class HttpServer:
     # -- responses ---------------------------------------------------------------
 
     async def _send_reject(
-        self, conn: h11.Connection, stream: trio.SocketStream, reject: Reject, *, close: bool = False
+        self, conn: h11.Connection, link: Link, reject: Reject, *, close: bool = False
     ) -> None:
         headers = list(reject.headers)
+        close = close or reject.close
         if close and ("connection", "close") not in headers:
             headers.append(("connection", "close"))
         # Through h11: a reject may answer HEAD, HTTP/1.0 or a half-read request.
-        await self._send_h11(conn, stream, reject.status, headers, reject.body)
+        await self._send_h11(conn, link, reject.status, headers, reject.body)
         if close:
-            await _linger(stream)
+            await linger(link.stream)
 
     async def _send_json(
         self,
         conn: h11.Connection,
-        stream: trio.SocketStream,
+        link: Link,
         status: int,
         route: Route,
         body: bytes,
@@ -499,10 +530,10 @@ class HttpServer:
         headers = [("content-type", "application/json")]
         if session_id is not None:
             headers.append(("mcp-session-id", session_id))
-        await self._send(conn, stream, status, [*headers, *route.headers], body)
+        await self._send(conn, link, status, [*headers, *route.headers], body)
 
     async def _send(
-        self, conn: h11.Connection, stream: trio.SocketStream, status: int, headers: list[tuple[str, str]], body: bytes
+        self, conn: h11.Connection, link: Link, status: int, headers: list[tuple[str, str]], body: bytes
     ) -> None:
         """Answer a routed request (never HEAD: :func:`check_head` refuses it) with a whole body."""
         if self._closing and conn.their_state is h11.DONE:
@@ -512,12 +543,12 @@ class HttpServer:
         # an h11.Response costs more than the rest of the shell's work per call.
         # h11 still parsed the request; _serve gives the next one a new parser.
         if conn.our_state is h11.SEND_RESPONSE and conn.their_state is h11.DONE and status not in _NO_BODY:
-            await _write(stream, _response_bytes(status, headers, body))
+            await write(link, _response_bytes(status, headers, body))
             return
-        await self._send_h11(conn, stream, status, headers, body)
+        await self._send_h11(conn, link, status, headers, body)
 
     async def _send_h11(
-        self, conn: h11.Connection, stream: trio.SocketStream, status: int, headers: list[tuple[str, str]], body: bytes
+        self, conn: h11.Connection, link: Link, status: int, headers: list[tuple[str, str]], body: bytes
     ) -> None:
         if self._closing and conn.their_state is h11.DONE and ("connection", "close") not in headers:
             headers = [*headers, ("connection", "close")]
@@ -525,7 +556,7 @@ class HttpServer:
         data = conn.send(head)
         if body:
             data += conn.send(h11.Data(data=body))
-        await _write(stream, data + conn.send(h11.EndOfMessage()))
+        await write(link, data + conn.send(h11.EndOfMessage()))
 
     # -- shutdown ----------------------------------------------------------------
 
@@ -535,9 +566,7 @@ class HttpServer:
         Then the core hears ``ShutdownRequested`` and every SSE stream ends.
         The caller stops accepting connections first.
         """
-        self._closing = True
-        for scope in list(self._waiting):
-            scope.cancel()
+        self._table.shut()
         with trio.move_on_after(self._shutdown_grace):
             await self._idle.wait()
         if self._in_flight:
@@ -550,7 +579,17 @@ class HttpServer:
             session.close_streams()
 
     def statistics(self) -> dict[str, int]:
-        return {"connections": self._connections, "sessions": len(self._sessions), "requests_in_flight": self._in_flight}
+        """Counts for operators and tests: connections, sessions, requests in flight.
+
+        ``connections`` counts every connection with a task, refused ones
+        included; the rest come from :meth:`.ConnectionTable.statistics`.
+        """
+        return {
+            "connections": self._connections,
+            "sessions": len(self._sessions),
+            "requests_in_flight": self._in_flight,
+            **self._table.statistics(),
+        }
 
 
 async def serve_http(
@@ -560,8 +599,7 @@ async def serve_http(
     host: str | None = None,
     port: int | None = None,
     handle_signals: bool = True,
-    read_timeout: float = 30.0,
-    max_connections: int = 1000,
+    read_timeout: float = DEFAULT_IDLE_TIMEOUT,
     environ: Mapping[str, str] | None = None,
     on_listening: Callable[[str], None] | None = None,
     stop: trio.Event | None = None,
@@ -577,7 +615,9 @@ async def serve_http(
     transcript is written too.
 
     Reports the bound port through ``task_status`` and calls ``on_listening``
-    with the endpoint URL once it accepts connections.
+    with the endpoint URL once it accepts connections. ``read_timeout`` is
+    how long a connection may wait for its next request, or a request for
+    its next bytes; the other connection limits come from ``settings``.
     """
     host = settings.http_host if host is None else host
     port = settings.http_port if port is None else port
@@ -590,12 +630,14 @@ async def serve_http(
         allowed_hosts=frozenset(h.lower() for h in settings.allowed_hosts),
         max_body_bytes=settings.max_message_bytes,
     )
-    runtime = Runtime(core, settings=settings, environ=environ)
-    server = HttpServer(
-        core, runtime, policy,
-        read_timeout=read_timeout, max_connections=max_connections, shutdown_grace=settings.shutdown_grace,
-        recorder=recorder,
+    limits = ConnectionLimits(
+        max_connections=settings.max_connections,
+        max_per_address=settings.max_connections_per_address,
+        idle_timeout=read_timeout,
+        head_timeout=settings.http_head_timeout,
     )
+    runtime = Runtime(core, settings=settings, environ=environ)
+    server = HttpServer(core, runtime, policy, limits=limits, shutdown_grace=settings.shutdown_grace, recorder=recorder)
     stop = stop if stop is not None else trio.Event()
     url = f"http://{_url_host(host)}:{bound}/mcp"
     with _signals(handle_signals) as signals:
@@ -639,66 +681,26 @@ async def serve_http(
             nursery.cancel_scope.cancel()
 
 
-# trio's SocketStream tries a read before it waits for one, and yields to the
-# scheduler after every read and write that succeeds. Under load that is one
-# failed system call and two extra passes through the scheduler per request,
-# about as much CPU as parsing it. The two helpers below move the same bytes
-# over the same non-blocking socket, waiting only when the kernel says so.
-
-
-async def _receive(stream: trio.SocketStream) -> bytes:
-    """The next bytes the peer sent, waiting for them; ``b""`` once it closed its side."""
-    sock = stream.socket
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        try:
-            return os.read(sock.fileno(), _READ_CHUNK)
-        except BlockingIOError:
-            continue  # woken with nothing to read after all
-
-
-async def _write(stream: trio.SocketStream, data: bytes) -> None:
-    """Send all of ``data``: at once when the socket takes it (the usual case), else through trio."""
-    try:
-        sent = os.write(stream.socket.fileno(), data)
-    except BlockingIOError:
-        sent = 0
-    if sent < len(data):
-        await stream.send_all(memoryview(data)[sent:])
-
-
-async def _watch_hangup(stream: trio.SocketStream, scope: trio.CancelScope, hung_up: trio.Event) -> None:
-    try:
-        await stream.receive_some(_READ_CHUNK)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        pass
-    # EOF, an error or unexpected bytes while we stream: either way this
-    # response is over and the connection closes after it.
-    hung_up.set()
-    scope.cancel()
-
-
-async def _linger(stream: trio.SocketStream) -> None:
-    """Half-close, then read what the client still sends for a moment, so it gets our answer."""
-    with trio.move_on_after(1):
-        try:
-            await stream.send_eof()
-            while await stream.receive_some(_READ_CHUNK):
-                pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-    raise _Closed
-
-
 def _next_parser(conn: h11.Connection) -> h11.Connection:
     """A fresh h11 parser for the connection's next request, fed what ``conn`` read past the last one."""
     data, closed = conn.trailing_data
-    fresh = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+    fresh = _parser()
     if data:
         fresh.receive_data(data)
     if closed:
         fresh.receive_data(b"")
     return fresh
+
+
+def _parser() -> h11.Connection:
+    """A server-side h11 parser that buffers at most one head (more gets 431)."""
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+
+def _head_size(request: h11.Request) -> int:
+    """Bytes of the request line and header field lines, as sent but for optional whitespace."""
+    line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + len(b": \r\n") for name, value in request.headers)
 
 
 def _response_bytes(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:

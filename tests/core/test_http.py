@@ -7,18 +7,27 @@ from typing import Any
 
 import pytest
 
+from lockgate.core.config import ConfigError, settings_from_env
+from lockgate.core.errors import LocalProtocolError
 from lockgate.core.http import (
     GET_STREAM,
+    MAX_HEAD_BYTES,
+    MAX_HEADER_FIELDS,
+    ConnectionLimits,
     EventBuffer,
+    Evict,
     HttpPolicy,
+    Occupancy,
     Post,
     Reject,
     Route,
     admit,
     bad_http,
+    body_timeout,
     busy,
     cancelled_response,
     check_head,
+    check_head_size,
     check_post,
     duplicate_request,
     ends_request,
@@ -26,6 +35,7 @@ from lockgate.core.http import (
     health_body,
     host_allowed,
     initialize_succeeded,
+    internal_error,
     ops_status,
     origin_allowed,
     priming_event,
@@ -297,10 +307,14 @@ def test_notifications_and_responses_are_accepted() -> None:
 
 
 def test_fixed_rejections() -> None:
-    assert busy().status == 503 and ("retry-after", "1") in busy().headers
+    assert busy().status == 503 and ("retry-after", "1") in busy().headers and busy().close
     rejected(stream_conflict(), 409)
+    assert not stream_conflict().close
     assert ("connection", "close") in rejected_headers(bad_http(400, "illegal header line"))
-    assert rejected(bad_http(431, "x" * 500), 431)["error"]["message"] == "Bad HTTP request: " + "x" * 200
+    assert bad_http(400, "illegal header line").close
+    assert rejected(bad_http(400, "x" * 500), 400)["error"]["message"] == "Bad HTTP request: " + "x" * 200
+    # The parser's own 431 (a head still incomplete past its buffer) reads like check_head_size's.
+    assert bad_http(431, "Receive buffer too long") == check_head_size(101, 10)
     assert rejected(duplicate_request(4), 409)["id"] == 4
 
 
@@ -390,8 +404,93 @@ def test_a_resuming_get_replaces_the_open_stream_and_a_fresh_one_conflicts() -> 
     assert stream_takeover(True, True) == "replace"
 
 
-def test_admission_evicts_idle_connections_before_refusing() -> None:
-    assert admit(10, 10, idle=0, closing=False) == "serve"
-    assert admit(11, 10, idle=3, closing=False) == "evict"
-    assert admit(11, 10, idle=0, closing=False) == "refuse"
-    assert admit(1, 10, idle=0, closing=True) == "refuse"
+# -- hostile clients ---------------------------------------------------------------
+
+
+def test_a_request_with_both_content_length_and_transfer_encoding_is_refused_and_closes() -> None:
+    """Regression: it was answered, and the bytes after it served as a second request (smuggling)."""
+    for method, target in (("POST", "/mcp"), ("GET", "/health"), ("GET", "/nowhere")):
+        result = head(method, target, content_length="4", transfer_encoding="chunked")
+        rejected(result, 400)
+        assert isinstance(result, Reject) and result.close
+        assert ("connection", "close") in result.headers
+    assert isinstance(head(transfer_encoding="chunked"), Route)
+
+
+def test_heads_over_the_field_or_byte_cap_get_431_and_close() -> None:
+    """Regression: 10,000 header fields (119 KB) in one read were answered 200."""
+    assert check_head_size(MAX_HEADER_FIELDS, MAX_HEAD_BYTES) is None
+    for fields, size in ((MAX_HEADER_FIELDS + 1, 100), (10_000, 119_000), (3, MAX_HEAD_BYTES + 1)):
+        result = check_head_size(fields, size)
+        rejected(result, 431)
+        assert result is not None and result.close
+
+
+def test_an_internal_error_is_a_500_with_32603_and_closes() -> None:
+    assert rejected(internal_error(), 500, -32603)["id"] is None
+    assert internal_error().close
+
+
+def occupancy(open: int = 0, idle: int = 0, reading: int = 0, own: tuple[int, int, int] = (0, 0, 0)) -> Occupancy:
+    return Occupancy(open=open, idle=idle, reading=reading, address_open=own[0], address_idle=own[1], address_reading=own[2])
+
+
+LIMITS = ConnectionLimits(max_connections=10, max_per_address=4)
+
+
+def test_under_every_limit_a_connection_is_served() -> None:
+    assert admit(occupancy(9, own=(3, 0, 0)), LIMITS, closing=False) == "serve"
+    assert admit(occupancy(9, own=(3, 0, 0)), LIMITS, closing=True) == "refuse"
+
+
+def test_at_the_limit_idle_connections_go_first_then_the_longest_reading_then_503() -> None:
+    assert admit(occupancy(10, idle=1, reading=5), LIMITS, closing=False) == Evict(state="idle", own_address=False)
+    assert admit(occupancy(10, idle=0, reading=5), LIMITS, closing=False) == Evict(state="reading", own_address=False)
+    assert admit(occupancy(10, idle=0, reading=0), LIMITS, closing=False) == "refuse"
+
+
+def test_an_address_at_its_limit_can_only_displace_its_own_connections() -> None:
+    others_idle = occupancy(5, idle=1, reading=1, own=(4, 0, 0))
+    assert admit(others_idle, LIMITS, closing=False) == "refuse"  # all four of its own are busy
+    assert admit(occupancy(5, idle=1, own=(4, 1, 2)), LIMITS, closing=False) == Evict(state="idle", own_address=True)
+    assert admit(occupancy(10, idle=1, own=(4, 0, 2)), LIMITS, closing=False) == Evict(state="reading", own_address=True)
+    # No limit per address (behind a reverse proxy everyone shares one address).
+    unlimited = ConnectionLimits(max_connections=10, max_per_address=0)
+    assert admit(occupancy(9, own=(9, 0, 0)), unlimited, closing=False) == "serve"
+
+
+def test_occupancy_and_limits_refuse_impossible_values() -> None:
+    with pytest.raises(LocalProtocolError):
+        occupancy(2, idle=2, reading=1)
+    with pytest.raises(LocalProtocolError):
+        occupancy(2, own=(1, 1, 1))
+    for bad in ({"max_connections": 0}, {"max_per_address": -1}, {"head_timeout": 0}, {"idle_timeout": -1.0}, {"body_rate": 0}):
+        with pytest.raises(LocalProtocolError):
+            ConnectionLimits(**bad)  # type: ignore[arg-type]
+
+
+def test_a_body_gets_the_head_timeout_plus_its_size_at_the_floor_rate() -> None:
+    limits = ConnectionLimits(head_timeout=10.0, body_rate=64 * 1024)
+    policy = HttpPolicy(host="127.0.0.1", port=8000, max_body_bytes=16 * 1024 * 1024)
+    assert body_timeout("0", policy, limits) == 10.0
+    assert body_timeout(" 1048576 ", policy, limits) == 26.0
+    # Chunked (no size declared) and anything past the limit get the largest body's time.
+    assert body_timeout(None, policy, limits) == 10.0 + 256.0
+    assert body_timeout("999999999999", policy, limits) == 10.0 + 256.0
+
+
+def test_connection_settings_from_the_environment() -> None:
+    s = settings_from_env(
+        {"GATEWAY_MAX_CONNECTIONS": "50", "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS": "0", "GATEWAY_HTTP_HEAD_TIMEOUT": "2.5"}
+    )
+    assert (s.max_connections, s.max_connections_per_address, s.http_head_timeout) == (50, 0, 2.5)
+    d = settings_from_env({})
+    assert (d.max_connections, d.max_connections_per_address, d.http_head_timeout) == (1000, 256, 10.0)
+    assert ConnectionLimits() == ConnectionLimits(max_connections=1000, max_per_address=256, head_timeout=10.0)
+    with pytest.raises(ConfigError) as bad:
+        settings_from_env(
+            {"GATEWAY_MAX_CONNECTIONS": "0", "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS": "-1", "GATEWAY_HTTP_HEAD_TIMEOUT": "0"}
+        )
+    assert [p.path for p in bad.value.problems] == [
+        "GATEWAY_MAX_CONNECTIONS", "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", "GATEWAY_HTTP_HEAD_TIMEOUT",
+    ]

@@ -93,6 +93,16 @@ async def running(
                 stop.set()
 
 
+def raw_post(message: Any, session: str | None = None, host: str = "127.0.0.1") -> bytes:
+    """One POST to /mcp as raw bytes, framed by Content-Length."""
+    body = json.dumps(message).encode()
+    head = b"POST /mcp HTTP/1.1\r\nhost: " + host.encode() + b"\r\naccept: " + BOTH.encode()
+    head += b"\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+    if session is not None:
+        head += b"mcp-session-id: " + session.encode() + b"\r\n"
+    return head + b"\r\n" + body
+
+
 def sse_messages(text: str) -> list[tuple[str | None, str]]:
     """(id, data) of every SSE event in ``text``."""
     events = []
@@ -313,15 +323,17 @@ async def test_configured_cors_origins(tmp_path: Path) -> None:
         assert (await gate.post(INIT, origin="https://other.example")).status_code == 403
 
 
-async def test_the_connection_limit_answers_503_when_no_connection_is_idle(tmp_path: Path) -> None:
-    async with running(tmp_path, http_options={"max_connections": 3}) as gate:
-        # Half-sent requests are busy, not idle: they cannot be closed to make room.
-        busy = [await trio.open_tcp_stream("127.0.0.1", gate.port) for _ in range(3)]
-        for stream in busy:
-            await stream.send_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100\r\n\r\n{")
+async def test_the_connection_limit_answers_503_when_every_connection_is_busy(tmp_path: Path) -> None:
+    async with running(tmp_path, max_connections=3, max_connections_per_address=0) as gate:
+        session = await gate.initialize()
+        # Requests read whole and being answered are busy: nobody may close them
+        # to make room (the idle keep-alive connection of httpx goes instead).
+        calls = [await trio.open_tcp_stream("127.0.0.1", gate.port) for _ in range(3)]
+        for n, stream in enumerate(calls):
+            await stream.send_all(raw_post(execute(f"slow{n}", "sleep", seconds=3), session))
         try:
             with trio.fail_after(10):
-                while True:  # wait until the server has counted all three
+                while True:  # wait until the server has read all three
                     probe = await trio.open_tcp_stream("127.0.0.1", gate.port)
                     await probe.send_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
                     answer = await probe.receive_some(4096)
@@ -330,19 +342,23 @@ async def test_the_connection_limit_answers_503_when_no_connection_is_idle(tmp_p
                         break
                     await trio.sleep(0.05)
             assert b"retry-after: 1" in answer.lower()
+            # Once answered, they are idle and make room again.
+            with trio.fail_after(20):
+                for stream in calls:
+                    assert b"slept" in await stream.receive_some(65536)
+                while (await gate.http.get(f"{gate.base}/health")).status_code != 200:
+                    await trio.sleep(0.05)
         finally:
-            for stream in busy:
+            for stream in calls:
                 await stream.aclose()
-        with trio.fail_after(10):
-            while (await gate.http.get(f"{gate.base}/health")).status_code != 200:
-                await trio.sleep(0.05)
 
 
-async def test_a_thousand_idle_connections_do_not_lock_others_out(tmp_path: Path) -> None:
-    async with running(tmp_path, http_options={"max_connections": 1000}) as gate:
+async def test_a_thousand_silent_connections_do_not_lock_others_out(tmp_path: Path) -> None:
+    # No limit per address here, so that the global limit is the one reached.
+    async with running(tmp_path, max_connections=1000, max_connections_per_address=0) as gate:
         idle = [await trio.open_tcp_stream("127.0.0.1", gate.port) for _ in range(1000)]
         try:
-            # At the limit, the oldest idle connections are closed to make room.
+            # At the limit, the connections waiting longest for a request are closed to make room.
             session = await gate.initialize()
             response = await gate.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, session)
             assert response.status_code == 200
