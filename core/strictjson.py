@@ -237,7 +237,8 @@ def _diagnose(raw: bytes) -> Flawed:
     except RecursionError:
         return _too_deep(text)
     except json.JSONDecodeError as exc:
-        detail = f"invalid UTF-8 at byte {bad_utf8}" if bad_utf8 is not None else f"{exc.msg} at character {exc.pos}"
+        # str(exc) names line, column and character, never the text itself.
+        detail = f"invalid UTF-8 at byte {bad_utf8}" if bad_utf8 is not None else str(exc)
         return Flawed((Flaw("utf8" if bad_utf8 is not None else "syntax", (), detail),), None)
     except ValueError:
         # int() past the interpreter's digit limit cannot happen (the hooks

@@ -181,8 +181,9 @@ class _Args:
             or value < minimum
             or (maximum is not None and value > maximum)
         ):
-            bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-            self._fail(name, f"parameter '{name}' must be an integer {bounds}")
+            too_big = maximum is not None and isinstance(value, int) and not isinstance(value, bool) and value > maximum
+            bound = f"<= {maximum}" if too_big else f">= {minimum}"
+            self._fail(name, f"parameter '{name}' must be an integer {bound}")
             return None
         return value
 
