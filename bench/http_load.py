@@ -233,13 +233,16 @@ def write_config(directory: Path, mode: str) -> tuple[Path, Path]:
     return directory / ".mcp.json", directory / ".mcp-gateway-rules.json"
 
 
-def start_gateway(directory: Path, mode: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(
+    directory: Path, mode: str, env_extra: dict[str, str] | None = None, host: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``lockgate serve --transport http`` on a free port and wait until ``/ready``; return it and its base URL."""
     config, rules = write_config(directory, mode)
-    env = {**os.environ, "GATEWAY_INIT_STRATEGY": "eager", "GATEWAY_AUDIT_LOG": str(directory / "audit.jsonl")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lockgate.shells", "serve", "--config", str(config), "--rules", str(rules), "--transport", "http", "--port", "0"],
-        cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    env = {**os.environ, "GATEWAY_INIT_STRATEGY": "eager", "GATEWAY_AUDIT_LOG": str(directory / "audit.jsonl"), **(env_extra or {})}
+    command = [sys.executable, "-m", "lockgate.shells", "serve", "--config", str(config), "--rules", str(rules), "--transport", "http", "--port", "0"]
+    if host is not None:
+        command += ["--host", host]
+    proc = subprocess.Popen(command, cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     deadline = time.monotonic() + 30
     url = ""
@@ -263,6 +266,17 @@ def start_gateway(directory: Path, mode: str) -> tuple[subprocess.Popen[bytes], 
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("the gateway did not become ready")
+
+
+def stop_gateway(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -294,12 +308,7 @@ def run_mode(mode: str, sessions: int, duration: float) -> dict[str, Any]:
                 # Includes opening the sessions, a small share of a run of seconds.
                 gateway["cpu_us_per_call"] = round((cpu_after - cpu_before) / gateway["calls"] * 1e6, 1)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_gateway(proc)
     direct = run_worker(["--worker", "stdio", "--script", str(SERVERS[mode]), "--sessions", str(sessions), "--duration", str(duration)])
     return {"gateway": gateway, "direct": direct}
 

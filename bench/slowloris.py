@@ -39,23 +39,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import resource
 import selectors
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from http_load import cpu_seconds, write_config
+from http_load import cpu_seconds, start_gateway, stop_gateway
 
 HOST = "127.0.0.1"
 #: A new client that has no answer after this long counts as failed.
@@ -243,49 +238,6 @@ def served_figures(results: list[tuple[str, float]]) -> dict[str, Any]:
 # -- the orchestrator -------------------------------------------------------------------------
 
 
-def start_gateway(directory: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
-    config, rules = write_config(directory, "raw")
-    env = {**os.environ, "GATEWAY_INIT_STRATEGY": "eager", "GATEWAY_AUDIT_LOG": str(directory / "audit.jsonl"), **env_extra}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lockgate.shells", "serve", "--config", str(config), "--rules", str(rules),
-         "--transport", "http", "--host", HOST, "--port", "0"],
-        cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 30
-    port = 0
-    while not port and time.monotonic() < deadline:
-        line = proc.stderr.readline().decode(errors="replace")
-        if not line:
-            break
-        found = re.search(r"at http://127\.0\.0\.1:(\d+)/mcp", line)
-        port = int(found.group(1)) if found else 0
-    if not port:
-        proc.kill()
-        raise SystemExit("the gateway did not start")
-    # Keep reading its stderr so it never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{port}/ready", timeout=5) as response:
-                if response.status == 200:
-                    return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the gateway did not become ready")
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     sources = [HOST] if mode == "one" else MANY_SOURCES
     env_extra = {
@@ -298,7 +250,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         if value is not None
     }
     with tempfile.TemporaryDirectory(prefix="lockgate-slowloris-") as tmp:
-        gateway, port = start_gateway(Path(tmp), env_extra)
+        gateway, url = start_gateway(Path(tmp), "raw", env_extra, host=HOST)
+        port = int(url.rsplit(":", 1)[1])
         attacker: subprocess.Popen[str] | None = None
         try:
             baseline = probe_for(port, None, BASELINE_PROBES)
@@ -318,7 +271,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             if attacker is not None and attacker.poll() is None:
                 attacker.kill()
                 attacker.wait()
-            stop(gateway)
+            stop_gateway(gateway)
     closes = report.pop("closes")
     buckets: dict[str, int] = {}
     for at, _ in closes:
