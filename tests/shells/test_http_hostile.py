@@ -167,21 +167,26 @@ async def test_a_new_client_is_served_during_a_thousand_trickling_connections(
             assert counts(servers)["refused"] == 0
 
 
+async def trickle_until_closed(stream: trio.SocketStream, byte: bytes) -> None:
+    """Send ``byte`` every 0.1 s until the gateway closes the connection, then close our side."""
+    while True:
+        try:
+            await stream.send_all(byte)
+        except trio.BrokenResourceError:
+            break
+        with trio.move_on_after(0.1):
+            if await stream.receive_some(100) == b"":
+                break
+    await stream.aclose()
+
+
 async def test_a_head_trickled_slowly_is_closed_at_its_deadline(tmp_path: Path) -> None:
     """Regression: a byte every few seconds, each inside the per-read timeout, kept a connection forever."""
     async with running(tmp_path, http_head_timeout=1.0, http_options={"read_timeout": 5.0}) as gate:
         stream = await connect(gate.port)
         await stream.send_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nx-pad: ")
         with trio.fail_after(4):  # well before the per-read timeout could act
-            while True:
-                try:
-                    await stream.send_all(b"a")
-                except trio.BrokenResourceError:
-                    break
-                with trio.move_on_after(0.1):
-                    if await stream.receive_some(100) == b"":
-                        break
-        await stream.aclose()
+            await trickle_until_closed(stream, b"a")
         assert (await gate.http.get(f"{gate.base}/health")).status_code == 200
 
 
@@ -193,15 +198,7 @@ async def test_a_body_trickled_slowly_is_closed_at_its_deadline(tmp_path: Path) 
         declared = re.sub(rb"content-length: \d+", b"content-length: 4000", head)
         await stream.send_all(declared + b"\r\n\r\n{")
         with trio.fail_after(4):
-            while True:
-                try:
-                    await stream.send_all(b" ")
-                except trio.BrokenResourceError:
-                    break
-                with trio.move_on_after(0.1):
-                    if await stream.receive_some(100) == b"":
-                        break
-        await stream.aclose()
+            await trickle_until_closed(stream, b" ")
 
 
 async def test_an_idle_keep_alive_connection_keeps_its_own_timeout(tmp_path: Path) -> None:
