@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 # Private helpers shared so that both files word their problems alike.
 from .policy import _AGENT_ID_RULE, _expected
 from .policy import Policy, check_rules, is_glob, json_path, valid_agent_id
+from .strictjson import Flawed, parse
 
 __all__ = [
     "Config",
@@ -361,16 +362,29 @@ _NOT_JSON = object()  # what _parse_json returns for a file that is not JSON
 
 
 def _parse_json(text: str, report: _Report) -> object:
-    """Parse one file; :data:`_NOT_JSON` (with an error) when it is not JSON."""
+    """Parse one file; :data:`_NOT_JSON` (with an error) when it is not JSON.
+
+    A file is held to the same strict JSON as messages
+    (:mod:`~lockgate.core.strictjson`): a description with a lone surrogate
+    or a timeout of ``NaN`` would otherwise reach an encoder later.
+    """
     try:
-        return json.loads(text)
+        json.loads(text)
     except json.JSONDecodeError as exc:
         report.error((), f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
+        return _NOT_JSON
     except ValueError:  # Python's limit on the digits of an int
         report.error((), "invalid JSON: a number has too many digits")
+        return _NOT_JSON
     except RecursionError:
         report.error((), "invalid JSON: nested too deeply")
-    return _NOT_JSON
+        return _NOT_JSON
+    value = parse(text)
+    if isinstance(value, Flawed):
+        for flaw in value.flaws:
+            report.error(flaw.path, f"invalid JSON: {flaw.detail}")
+        return _NOT_JSON
+    return value
 
 
 def _string_list(value: object, path: Path, report: _Report) -> list[str] | None:

@@ -520,6 +520,17 @@ def test_invalid_json(text: str, message: str) -> None:
     assert problems({"mcpServers": {}}, text) == [(RULES_FILE, "", message)]
 
 
+def test_json_that_cannot_be_written_back_is_refused_where_it_stands() -> None:
+    servers = '{"mcpServers": {"a": {"command": "x", "description": "\\ud800", "timeout_ms": NaN}}}'
+    assert problems(servers) == [
+        (SERVERS_FILE, "mcpServers.a.description", "invalid JSON: a string holds a lone UTF-16 surrogate"),
+        (SERVERS_FILE, "mcpServers.a.timeout_ms", "invalid JSON: NaN is not JSON"),
+    ]
+    assert problems({"mcpServers": {}}, '{"agents": {"a": {"allow": {"servers": [1e400]}}}}') == [
+        (RULES_FILE, "agents.a.allow.servers[0]", "invalid JSON: a number out of the range of a double"),
+    ]
+
+
 def test_every_problem_is_collected() -> None:
     servers = {"mcpServers": {"a": {}, "b": {"url": "ftp://x"}, "c": {**STDIO, "junk": 1}}}
     rules = {"agents": {"x y": {}, "b": {"allow": {"servers": ["nowhere"]}}}}
