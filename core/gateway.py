@@ -224,8 +224,11 @@ class Gateway:
         arguments, say) is still a call: it gets its audit record, with what
         could be salvaged of its name and argument keys and the flaw's location.
         """
-        if msg.notification:
-            self._log("warning", "ignored an invalid notification", client=_client_label(session.id), error=msg.message[:200])
+        if not msg.answer_owed:
+            self._log(
+                "warning", "ignored an invalid notification or response",
+                client=_client_label(session.id), error=msg.message[:200],
+            )
             return
         context: JSONObject = {"path": msg.path} if msg.path is not None else {}
         self._reply_error(session, msg.id, msg.code, msg.message, **context)
@@ -721,7 +724,7 @@ class Gateway:
             self._log("warning", "server sent an answer that cannot be forwarded", server=ds.name, error=msg.message[:200])
             self._on_downstream_response(ds, Response(wire_id, {"jsonrpc": "2.0", "id": wire_id, "error": err}), now)
             return
-        if msg.id is not None and not msg.notification and msg.salvaged is not None and "method" in msg.salvaged:
+        if msg.id is not None and msg.answer_owed and msg.salvaged is not None and "method" in msg.salvaged:
             assert ds.connection is not None
             self._emit(SendToDownstream(downstream=ds.connection, message=error(msg.id, msg.code, msg.message)))
             return

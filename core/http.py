@@ -304,17 +304,26 @@ def check_post(body: bytes, route: Route) -> Reject | Post:
 
     Malformed JSON gets 400 with -32700; anything else that is not one
     JSON-RPC message (a batch included, which MCP dropped in 2025-06-18) gets
-    400 with the error the core would answer.
+    400 with the error the core would answer. Within a session, a request the
+    strict JSON boundary refused but whose id is sound goes to the core like
+    any request, so it is answered (and a refused call audited) exactly as
+    over stdio; a refused notification or response is accepted and ignored.
     """
     msg = decode(body)
     match msg:
+        case Invalid() if route.session is not None and msg.salvaged is not None and "method" in msg.salvaged:
+            if msg.id is not None:
+                return Post(action="json", request_id=msg.id)
+            if not msg.answer_owed:
+                return Post(action="accept")
+            return _reject(400, msg.code, msg.message, route.headers, request_id=msg.id, path=msg.path)
         case Invalid():
-            return _reject(400, msg.code, msg.message, route.headers, request_id=msg.id)
+            return _reject(400, msg.code, msg.message, route.headers, request_id=msg.id, path=msg.path)
         case Request() if msg.method == "initialize" and route.session is None:
             return Post(action="initialize", request_id=msg.id)
         case Request():
             if route.session is None:
-                return _missing_session(route.headers)
+                return _missing_session(route.headers, msg.id)
             meta = msg.params.get("_meta")
             # Notifications about a request (progress) can only travel on its
             # own SSE stream; without a progress token none will come.
@@ -807,12 +816,16 @@ def _session_problem(session: str | None, known: bool, cors: Headers) -> Reject 
     return None
 
 
-def _missing_session(cors: Headers) -> Reject:
-    return _reject(400, ErrorCode.INVALID_REQUEST, "Bad Request: Missing session ID", cors)
+def _missing_session(cors: Headers, request_id: Any = None) -> Reject:
+    return _reject(400, ErrorCode.INVALID_REQUEST, "Bad Request: Missing session ID", cors, request_id=request_id)
 
 
-def _error_body(code: ErrorCode, message: str, request_id: Any = None) -> bytes:
-    return json_body({"jsonrpc": "2.0", "id": request_id, "error": {"code": int(code), "message": message}})
+def _error_body(code: ErrorCode, message: str, request_id: Any = None, path: str | None = None) -> bytes:
+    """A JSON-RPC error with ``data.code`` (and ``data.path``), as every error the gateway makes has."""
+    data: dict[str, Any] = {"code": code.name}
+    if path is not None:
+        data["path"] = path
+    return json_body({"jsonrpc": "2.0", "id": request_id, "error": {"code": int(code), "message": message, "data": data}})
 
 
 def _reject(
@@ -823,11 +836,12 @@ def _reject(
     *,
     allow: str | None = None,
     request_id: Any = None,
+    path: str | None = None,
 ) -> Reject:
     headers: list[tuple[str, str]] = [("content-type", _JSON)]
     if allow is not None:
         headers.append(("allow", allow))
-    return Reject(status=status, headers=(*headers, *cors), body=_error_body(code, message, request_id))
+    return Reject(status=status, headers=(*headers, *cors), body=_error_body(code, message, request_id, path))
 
 
 def open_to_any_host(policy: HttpPolicy) -> bool:

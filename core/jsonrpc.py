@@ -86,6 +86,7 @@ class Invalid:
     (``params.arguments.args.x``), and ``salvaged`` is that frame with every
     flaw replaced (see :class:`~lockgate.core.strictjson.Flawed`), so the
     gateway can still audit what was asked; both are ``None`` otherwise.
+    ``partial``: members after a flaw too deep to parse could not be read.
     """
 
     code: ErrorCode
@@ -93,11 +94,21 @@ class Invalid:
     id: RequestId | None = None
     path: str | None = None
     salvaged: dict[str, Any] | None = None
+    partial: bool = False
 
     @property
-    def notification(self) -> bool:
-        """Whether the frame was a notification (nobody may answer it), as far as it could be read."""
-        return self.salvaged is not None and "method" in self.salvaged and "id" not in self.salvaged
+    def answer_owed(self) -> bool:
+        """Whether the frame may be a request, so an error answers it (JSON-RPC: never a notification or a response).
+
+        A frame read only in part may be a request whose ``id`` came after
+        what could be read: it is answered, with ``id`` null.
+        """
+        salvaged = self.salvaged
+        if salvaged is None:
+            return True  # nothing could be read: answered with id null, as JSON-RPC says
+        if "method" in salvaged:
+            return "id" in salvaged or self.partial
+        return not ("result" in salvaged or "error" in salvaged)
 
 
 Message = Union[Request, Notification, Response, Invalid]
@@ -131,7 +142,7 @@ def _refused(flawed: Flawed) -> Invalid:
     else:
         code, prefix = ErrorCode.INVALID_REQUEST, "Invalid Request"
     message = f"{prefix}: {flaw.detail}" + (f" at {where}" if where else "")
-    return Invalid(code, message, msg_id, path=where or None, salvaged=salvaged)
+    return Invalid(code, message, msg_id, path=where or None, salvaged=salvaged, partial=flawed.partial)
 
 
 def _short_path(path: tuple[str | int, ...], keep: int = 8) -> str:

@@ -78,12 +78,15 @@ class Flawed:
     when the text did not parse at all; it is always safe to encode.
     ``tainted`` names the members of a top-level object that held a flaw
     (all of them, even when ``flaws`` was cut short), so that a salvaged
-    ``id`` is never mistaken for the one the peer sent.
+    ``id`` is never mistaken for the one the peer sent. ``partial``: the
+    members after a flaw too deep to parse could not be read at all, so
+    ``salvaged`` may lack some (an ``id`` that came last, say).
     """
 
     flaws: tuple[Flaw, ...]
     salvaged: Any
     tainted: frozenset[str] = frozenset()
+    partial: bool = False
 
     @property
     def first(self) -> Flaw:
@@ -296,7 +299,7 @@ def _too_deep(text: str) -> Flawed:
     found = _Found()
     salvaged = _salvage(members, (), 1, found)
     found.tainted.update(k for k in flaw.path if isinstance(k, str))
-    return Flawed((flaw, *found.flaws)[:_MAX_FLAWS], salvaged, frozenset(found.tainted))
+    return Flawed((flaw, *found.flaws)[:_MAX_FLAWS], salvaged, frozenset(found.tainted), partial=True)
 
 
 class _Found:

@@ -262,13 +262,28 @@ def test_a_huge_timeout_is_refused_before_any_arithmetic() -> None:
     assert (msg["id"], msg["error"]["data"]) == (9, {"code": "INVALID_PARAMS", "parameter": "timeout_ms"})
 
 
-def test_a_poisoned_notification_gets_no_answer() -> None:
+def test_a_poisoned_notification_or_response_gets_no_answer() -> None:
     d = Driver()
     d.initialize()
-    actions = d.send(b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"\\ud800"}}')
-    assert sent_to_client(actions) == []
-    [log] = [a for a in actions if isinstance(a, Log)]
-    assert log.message == "ignored an invalid notification"
+    for frame in (
+        b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"\\ud800"}}',
+        b'{"jsonrpc":"2.0","id":8,"result":{"x":NaN}}',
+    ):
+        actions = d.send(frame)
+        assert sent_to_client(actions) == []
+        [log] = [a for a in actions if isinstance(a, Log)]
+        assert log.message == "ignored an invalid notification or response"
+
+
+def test_a_request_whose_id_follows_a_member_too_deep_to_parse_is_answered_with_id_null() -> None:
+    # Regression: the id was lost with the members after the deep one, and the
+    # frame was taken for a notification and dropped without an answer.
+    d = Driver()
+    d.initialize()
+    deep = b"[" * 50_000 + b"]" * 50_000
+    actions = d.send(b'{"jsonrpc":"2.0","method":"tools/call","params":{"name":"execute_tool","arguments":{"args":' + deep + b'}},"id":30}')
+    [msg] = sent_to_client(actions)
+    assert (msg["id"], msg["error"]["code"], msg["error"]["data"]["path"]) == (None, -32602, "params")
 
 
 def test_an_answer_that_cannot_be_forwarded_fails_the_call_at_once() -> None:
