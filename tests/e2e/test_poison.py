@@ -29,7 +29,7 @@ import trio
 from mcp import Client
 
 from ..fuzzing import HTTP_HEADERS, RawGateway, open_http_session
-from .conftest import Setup, processes_mentioning
+from .conftest import SERVERS, Setup, processes_mentioning
 from .test_http import serve_http
 
 
@@ -228,3 +228,17 @@ async def test_a_call_refused_over_http_is_audited(setup: Setup) -> None:
     assert served.process.returncode == 0
     records = setup.audit_records() if setup.audit.exists() else []  # the log is created with its first record
     assert [(r["operation"], r["decision"], r["error_code"]) for r in records] == [("execute_tool", "ERROR", "INVALID_PARAMS")]
+
+
+async def test_a_server_answer_that_cannot_be_forwarded_fails_its_call_at_once(setup: Setup) -> None:
+    raw_server = str(SERVERS / "raw_server.py")
+    setup.add("raw", raw_server, "--marker", str(setup.tmp))
+    async with serving(setup) as gateway:
+        answer = await gateway.call(1, "execute_tool", agent_id="dev", server="raw", tool="poison", args={})
+        assert answer["id"] == 1 and answer["error"]["code"] == -32603
+        assert answer["error"]["data"]["server"] == "raw"
+        assert answer["error"]["data"]["path"] == "result.content[0].text"
+        # The server is fine otherwise, and so is everyone else.
+        answer = await gateway.call(2, "execute_tool", agent_id="dev", server="raw", tool="echo", args={"text": "ok"})
+        assert answer["result"]["content"][0]["text"] == "ok"
+        await assert_echo_works(gateway)

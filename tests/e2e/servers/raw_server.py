@@ -7,7 +7,9 @@ too, like a hung server). Options: ``--name NAME`` (what ``whoami`` says),
 
 Tools: ``whoami`` (name and pid), ``echo`` (text), ``sleep`` (block for
 ``seconds``), ``slow`` (``steps`` progress notifications ``every`` seconds
-apart, then answer; progress only when a token was given).
+apart, then answer; progress only when a token was given), ``poison`` (a
+result Python's json writes but a strict peer cannot carry: a lone
+surrogate and ``NaN``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ crash_every = int(sys.argv[sys.argv.index("--crash-every") + 1]) if "--crash-eve
 calls = 0
 
 TOOLS = [
-    {"name": n, "inputSchema": {"type": "object"}} for n in ("whoami", "echo", "sleep", "slow")
+    {"name": n, "inputSchema": {"type": "object"}} for n in ("whoami", "echo", "sleep", "slow", "poison")
 ]
 
 
@@ -58,6 +60,8 @@ def call(params: dict[str, Any]) -> dict[str, Any]:
             if token is not None:
                 send({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": step + 1, "total": steps}})
         return text("done")
+    if tool == "poison":
+        return {**text("\ud800"), "structuredContent": {"x": float("nan")}}
     raise ValueError(tool)
 
 
