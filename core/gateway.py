@@ -353,7 +353,7 @@ class Gateway:
                     self._abandon(call, now, "the session expired")
                 self._release_client(client)
             # Session ids are bearer secrets: log a prefix only.
-            self._log("info", "session expired", session=str(client)[:8], idle_seconds=round(now - seen, 3))
+            self._log("info", "session expired", session=_client_label(client), idle_seconds=round(now - seen, 3))
             self._emit(CloseClient(client=client))
         if self._http_seen:
             self._arm_expiry(min(self._http_seen.values()) + ttl)
