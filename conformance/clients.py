@@ -101,7 +101,7 @@ class MemoryClient:
         self._changed = trio.Event()
 
     async def send_action(self, action: Any) -> None:
-        from lockgate.core.jsonrpc import encode
+        from lockgate.core import encode
 
         data = encode(action.message)
         self.tap("s2c", data)
@@ -110,7 +110,7 @@ class MemoryClient:
         self._changed = trio.Event()
 
     async def request(self, request_id: int, method: str, params: JSON | None = None) -> JSON:
-        from lockgate.core.events import ClientMessageReceived
+        from lockgate.core import ClientMessageReceived
 
         message: JSON = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:

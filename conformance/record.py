@@ -100,9 +100,9 @@ async def record_inspector(name: str, arguments: list[str], command: list[str], 
 
 
 async def record_sessions(out: Path = TRANSCRIPTS) -> None:
-    from lockgate.core.config import load_config
-    from lockgate.core.events import ClientClosed, ClientOpened, GatewayStarted, ShutdownRequested
-    from lockgate.core.gateway import Gateway
+    from lockgate.core import load_config
+    from lockgate.core import ClientClosed, ClientOpened, GatewayStarted, ShutdownRequested
+    from lockgate.core import Gateway
     from lockgate.shells.record import Recorder
     from lockgate.shells.runtime import Runtime
 
@@ -173,7 +173,7 @@ def canonical(lines: list[JSON]) -> list[JSON] | None:
     wait, so the actions must come out the same apart from those; if they do
     not, ``None`` says to keep the real times.
     """
-    from lockgate.core.gateway import Gateway
+    from lockgate.core import Gateway
     from lockgate.core.transcript import action_to_json, config_from_json, event_from_json
 
     gateway = Gateway(config_from_json(lines[0]["config"]))

@@ -28,7 +28,6 @@ import re
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio

@@ -1,9 +1,132 @@
 """Lockgate's sans-IO core: parsed events and configuration in, actions out.
 
-Embed it as a library: build a :class:`Gateway` from a :class:`Config`, feed
-it events, perform the actions it returns. Nothing here does I/O, reads a
-clock or draws random numbers, so identical event sequences give identical
-action sequences.
+Embed it as a library: build a :class:`Gateway` from a :class:`Config`
+(:func:`load_config` reads the two JSON files from text you hand it, with the
+environment passed in), feed it events, and perform the actions it returns,
+in order. Nothing here does I/O, reads a clock or draws random numbers, so
+identical event sequences give identical action sequences.
+``docs/embedding.md`` walks through a complete example.
+
+Everything an embedder needs is importable from here; the modules with a
+leading underscore are internal and may change. Two submodules are public
+too: :mod:`lockgate.core.http`, the Streamable HTTP rules a shell asks what
+to answer, and :mod:`lockgate.core.transcript`, the JSON Lines form of
+events and actions that recording and replay use.
 """
 
 __version__ = "0.1.0"
+
+from ._actions import (
+    Action,
+    Audit,
+    CancelTimer,
+    CloseClient,
+    Log,
+    LogLevel,
+    SendToClient,
+    SendToDownstream,
+    SetTimer,
+    StartDownstream,
+    StopDownstream,
+)
+from ._config import (
+    Config,
+    ConfigError,
+    InstanceSpec,
+    Problem,
+    ServerSpec,
+    Settings,
+    load_config,
+    settings_from_env,
+)
+from ._errors import ErrorCode, LocalProtocolError
+from ._events import (
+    ClientClosed,
+    ClientId,
+    ClientMessageReceived,
+    ClientOpened,
+    ConfigRejected,
+    ConfigReloaded,
+    DownstreamExited,
+    DownstreamHttpError,
+    DownstreamMessageReceived,
+    DownstreamSessionLost,
+    Event,
+    GatewayStarted,
+    ShutdownRequested,
+    TimerFired,
+)
+from ._gateway import Gateway
+from ._jsonrpc import (
+    Invalid,
+    Message,
+    Notification,
+    Request,
+    Response,
+    decode,
+    encode,
+    internal_error,
+    internal_error_replacing,
+)
+from ._reload import problem_json
+from ._report import context_report, explain_agent, tool_cost
+
+__all__ = [
+    "__version__",
+    # The state machine.
+    "Gateway",
+    # Configuration.
+    "Config",
+    "ConfigError",
+    "InstanceSpec",
+    "Problem",
+    "ServerSpec",
+    "Settings",
+    "load_config",
+    "settings_from_env",
+    "problem_json",
+    # Events: what the shell reports.
+    "Event",
+    "ClientId",
+    "GatewayStarted",
+    "ClientOpened",
+    "ClientMessageReceived",
+    "ClientClosed",
+    "DownstreamMessageReceived",
+    "DownstreamExited",
+    "DownstreamSessionLost",
+    "DownstreamHttpError",
+    "TimerFired",
+    "ConfigReloaded",
+    "ConfigRejected",
+    "ShutdownRequested",
+    # Actions: what the shell performs.
+    "Action",
+    "LogLevel",
+    "SendToClient",
+    "CloseClient",
+    "StartDownstream",
+    "SendToDownstream",
+    "StopDownstream",
+    "SetTimer",
+    "CancelTimer",
+    "Audit",
+    "Log",
+    # Errors.
+    "ErrorCode",
+    "LocalProtocolError",
+    # JSON-RPC messages, as the core reads and writes them.
+    "Message",
+    "Request",
+    "Notification",
+    "Response",
+    "Invalid",
+    "decode",
+    "encode",
+    "internal_error",
+    "internal_error_replacing",
+    # Reports for tools that inspect a configuration (``lockgate explain``, ``lockgate check``).
+    "explain_agent",
+    "context_report",
+    "tool_cost",
+]

@@ -49,10 +49,10 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .config import DEFAULT_HTTP_HEAD_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
-from .errors import ErrorCode, LocalProtocolError
-from .jsonrpc import Invalid, Notification, Request, Response, decode, error, is_request_id
-from .session import HANDSHAKE_VERSIONS
+from ._config import DEFAULT_HTTP_HEAD_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+from ._errors import ErrorCode, LocalProtocolError
+from ._jsonrpc import Invalid, Notification, Request, Response, decode, error, is_request_id
+from ._session import HANDSHAKE_VERSIONS
 
 __all__ = [
     "DEFAULT_BODY_RATE",
@@ -99,6 +99,7 @@ __all__ = [
     "stream_takeover",
     "too_large",
     "wants_priming",
+    "wants_prometheus",
 ]
 
 Headers = tuple[tuple[str, str], ...]
@@ -847,3 +848,24 @@ def _reject(
 def open_to_any_host(policy: HttpPolicy) -> bool:
     """Bound to every interface with no allowed hosts listed: no ``Host`` is refused."""
     return policy.host in _WILDCARD_HOSTS and not policy.allowed_hosts
+
+
+def wants_prometheus(accept: str | None, query: str) -> bool:
+    """Whether a ``/metrics`` request asks for the Prometheus text format.
+
+    ``?format=prometheus`` (or ``format=text``) wins; otherwise an ``Accept``
+    header that names ``text/plain`` or the OpenMetrics type before any JSON.
+    """
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "format":
+            return value.lower() in ("prometheus", "text")
+    if not accept:
+        return False
+    for item in accept.split(","):
+        media = item.split(";", 1)[0].strip().lower()
+        if media in ("application/json", "*/*"):
+            return False
+        if media in ("text/plain", "application/openmetrics-text"):
+            return True
+    return False

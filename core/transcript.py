@@ -29,7 +29,7 @@ from types import MappingProxyType
 from typing import Any, assert_never
 
 from . import __version__
-from .actions import (
+from ._actions import (
     Action,
     Audit,
     CancelTimer,
@@ -41,8 +41,8 @@ from .actions import (
     StartDownstream,
     StopDownstream,
 )
-from .config import Config, InstanceSpec, Problem, ServerSpec, Settings
-from .events import (
+from ._config import Config, InstanceSpec, Problem, ServerSpec, Settings
+from ._events import (
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
@@ -57,8 +57,10 @@ from .events import (
     ShutdownRequested,
     TimerFired,
 )
-from .gateway import Gateway
-from .policy import Policy
+from ._gateway import Gateway
+from ._jsonrpc import encode
+from ._policy import Policy
+from ._strictjson import Flawed, parse
 
 __all__ = [
     "FORMAT",
@@ -72,6 +74,7 @@ __all__ = [
     "event_to_json",
     "header",
     "replay",
+    "wire_line",
 ]
 
 JSONObject = dict[str, Any]
@@ -428,3 +431,31 @@ def replay(lines: Iterable[Mapping[str, Any]]) -> Divergence | None:
         else:
             raise TranscriptError(f"line {number}: neither an event nor an action")
     return leftover()
+
+
+def wire_line(direction: str, data: bytes | None) -> JSONObject:
+    """One line of a wire transcript: a message read (``"c2s"``) or written (``"s2c"``) as a JSON value.
+
+    ``None`` is a message the shell refused to buffer (too large). Bytes that
+    are not UTF-8 are kept as ``raw_base64``; text that is not JSON, or JSON
+    the gateway could not write back (a lone surrogate, ``NaN``), as ``raw``;
+    a value whose compact encoding differs from the text keeps the text in
+    ``raw`` too, so a replay sends exactly the recorded bytes.
+    """
+    line: JSONObject = {"dir": direction}
+    if data is None:
+        line["too_large"] = True
+        return line
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        line["raw_base64"] = base64.b64encode(data).decode("ascii")
+        return line
+    value = parse(data)
+    if isinstance(value, Flawed):
+        line["raw"] = text
+        return line
+    line["msg"] = value
+    if encode(value).decode("utf-8") != text:
+        line["raw"] = text
+    return line

@@ -38,7 +38,7 @@ from .logs import NOTICE, get_logger, setup_logging
 if TYPE_CHECKING:
     import logging
 
-    from lockgate.core.config import Config, ConfigError, Settings
+    from lockgate.core import Config, ConfigError, Settings
 
 __all__ = ["build_parser", "main"]
 
@@ -229,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import trio
 
-    from lockgate.core.config import ConfigError, load_config, settings_from_env
-    from lockgate.core.gateway import Gateway
+    from lockgate.core import ConfigError, load_config, settings_from_env
+    from lockgate.core import Gateway
 
     from dataclasses import replace
 
@@ -319,7 +319,7 @@ def _print_config_error(exc: ConfigError) -> None:
 
 def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config | None:
     """Locate, read and validate both files for explain and check; ``None`` after printing errors."""
-    from lockgate.core.config import ConfigError, load_config
+    from lockgate.core import ConfigError, load_config
 
     files = locate_files(args.config, args.rules, environ)
     try:
@@ -351,8 +351,8 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 
 def _validate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from lockgate.core.config import ConfigError, Problem, load_config
-    from lockgate.core.reload import problem_json
+    from lockgate.core import ConfigError, Problem, load_config
+    from lockgate.core import problem_json
 
     report: dict[str, Any] = {"valid": False, "servers_file": None, "rules_file": None}
     errors: list[Problem] = []
@@ -406,7 +406,7 @@ def _validate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _explain(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import trio
 
-    from lockgate.core.report import explain_agent
+    from lockgate.core import explain_agent
 
     from .guardian import guarding
     from .probe import probe_servers
@@ -479,7 +479,7 @@ def _print_explanation(report: dict[str, Any]) -> None:
 def _check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import trio
 
-    from lockgate.core.report import context_report, tool_cost
+    from lockgate.core import context_report, tool_cost
 
     from .guardian import guarding
     from .probe import probe_servers

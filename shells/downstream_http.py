@@ -43,13 +43,13 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from lockgate.core.config import ServerSpec
-from lockgate.core.events import (
+from lockgate.core import (
     DownstreamExited,
     DownstreamHttpError,
     DownstreamMessageReceived,
     DownstreamSessionLost,
     Event,
+    ServerSpec,
 )
 
 from .logs import get_logger

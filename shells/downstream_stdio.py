@@ -52,8 +52,7 @@ from contextlib import suppress
 
 import trio
 
-from lockgate.core.config import ServerSpec
-from lockgate.core.events import DownstreamExited, DownstreamMessageReceived, Event
+from lockgate.core import DownstreamExited, DownstreamMessageReceived, Event, ServerSpec
 
 from .framing import LineSplitter
 from .guardian import MARKER_VARIABLE, Guardian, current_guardian, gateway_marker

@@ -51,14 +51,15 @@ from typing import Any, Protocol
 import h11
 import trio
 
-from lockgate.core import __version__
-from lockgate.core.actions import SendToClient
-from lockgate.core.config import Settings
-from lockgate.core.events import (
+from lockgate.core import (
+    __version__,
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
+    encode,
     GatewayStarted,
+    SendToClient,
+    Settings,
     ShutdownRequested,
 )
 from lockgate.core.http import (
@@ -92,8 +93,7 @@ from lockgate.core.http import (
     too_large,
     wants_priming,
 )
-from lockgate.core.jsonrpc import encode
-from lockgate.core.metrics import wants_prometheus
+from lockgate.core.http import wants_prometheus
 
 from .audit import utc_timestamp
 from .http_connections import HUNG_UP, Closed, ConnectionTable, Link, hung_up, linger, receive_some, watch_hangup, write

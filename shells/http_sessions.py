@@ -23,9 +23,8 @@ from typing import Any
 
 import trio
 
-from lockgate.core.actions import SendToClient
+from lockgate.core import encode, SendToClient
 from lockgate.core.http import GET_STREAM, EventBuffer, StreamKey, ends_request
-from lockgate.core.jsonrpc import encode
 
 __all__ = ["HttpSession", "JsonWaiter", "STREAM_BUFFER"]
 

@@ -17,9 +17,7 @@ from typing import Any
 
 import trio
 
-from lockgate.core.config import Config
-from lockgate.core.events import GatewayStarted, ShutdownRequested
-from lockgate.core.gateway import Gateway
+from lockgate.core import Config, Gateway, GatewayStarted, ShutdownRequested
 
 from .runtime import Runtime
 

@@ -34,7 +34,6 @@ for the N-th session, with ``prefix`` ``<UTC time>-<pid>`` unless given.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import os
@@ -43,11 +42,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from lockgate.core.actions import Action, CloseClient, SetTimer
-from lockgate.core.config import Config
-from lockgate.core.events import ClientClosed, ClientId, ClientOpened, ConfigReloaded, Event, ShutdownRequested
-from lockgate.core.strictjson import Flawed, parse
-from lockgate.core.transcript import action_to_json, event_to_json, header
+from lockgate.core import (
+    Action,
+    ClientClosed,
+    ClientId,
+    ClientOpened,
+    CloseClient,
+    Config,
+    ConfigReloaded,
+    Event,
+    SetTimer,
+    ShutdownRequested,
+)
+from lockgate.core.transcript import action_to_json, event_to_json, header, wire_line
 
 from .runtime import Core
 
@@ -116,7 +123,7 @@ class Recorder:
 
         def tap(direction: str, data: bytes | None) -> None:
             if not out.closed:
-                out.write(_line(_wire_line(direction, data)))
+                out.write(_line(wire_line(direction, data)))
                 out.flush()
 
         return tap
@@ -240,25 +247,3 @@ class RecordingCore:
             SetTimer(timer=a.timer, deadline=recorder.shell_time(a.deadline)) if isinstance(a, SetTimer) else a
             for a in actions
         ]
-
-
-def _wire_line(direction: str, data: bytes | None) -> dict[str, Any]:
-    line: dict[str, Any] = {"dir": direction}
-    if data is None:
-        line["too_large"] = True
-        return line
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        line["raw_base64"] = base64.b64encode(data).decode("ascii")
-        return line
-    msg = parse(data)
-    if isinstance(msg, Flawed):
-        # Not JSON, or JSON the gateway could not write back (a lone surrogate,
-        # NaN): keep the text, never a value the transcript file could not hold.
-        line["raw"] = text
-        return line
-    line["msg"] = msg
-    if json.dumps(msg, ensure_ascii=False, separators=(",", ":")) != text:
-        line["raw"] = text  # the exact bytes, for a byte-exact replay
-    return line

@@ -13,7 +13,7 @@ change the watcher looks again every :data:`SETTLE` seconds until two looks
 agree, then loads what it read. Rapid writes therefore give one reload, and a
 write takes at most about ``POLL_INTERVAL + SETTLE`` (300 ms) to be in effect.
 
-Parsing and validation are the core's (:func:`~lockgate.core.config.load_config`).
+Parsing and validation are the core's (:func:`~lockgate.core._config.load_config`).
 A valid result goes to the core as one ``ConfigReloaded`` event through
 :meth:`Runtime.feed <lockgate.shells.runtime.Runtime.feed>`, so the swap
 happens between two ``handle()`` calls. An unreadable or invalid file becomes
@@ -34,8 +34,16 @@ from typing import Protocol
 
 import trio
 
-from lockgate.core.config import Config, ConfigError, Problem, Settings, load_config
-from lockgate.core.events import ConfigRejected, ConfigReloaded, Event
+from lockgate.core import (
+    Config,
+    ConfigError,
+    ConfigRejected,
+    ConfigReloaded,
+    Event,
+    load_config,
+    Problem,
+    Settings,
+)
 
 from .audit import utc_timestamp
 from .configfiles import ConfigFiles

@@ -58,37 +58,36 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, Union, assert_never
+from typing import Protocol, Union, assert_never
 
 import trio
 
-from lockgate.core.actions import (
+from lockgate.core import (
     Action,
     Audit,
     CancelTimer,
-    CloseClient,
-    Log,
-    SendToClient,
-    SendToDownstream,
-    SetTimer,
-    StartDownstream,
-    StopDownstream,
-)
-from lockgate.core.config import Settings
-from lockgate.core.events import (
     ClientClosed,
     ClientId,
     ClientMessageReceived,
+    CloseClient,
     ConfigReloaded,
     DownstreamExited,
     DownstreamHttpError,
     DownstreamMessageReceived,
     DownstreamSessionLost,
+    encode,
     Event,
+    internal_error,
+    internal_error_replacing,
+    Log,
+    SendToClient,
+    SendToDownstream,
+    SetTimer,
+    Settings,
+    StartDownstream,
+    StopDownstream,
     TimerFired,
 )
-from lockgate.core.errors import ErrorCode
-from lockgate.core.jsonrpc import Request, decode, encode, error, is_request_id
 
 from .audit import AuditLog
 from .downstream_http import HttpDownstream
@@ -125,7 +124,7 @@ _LEVELS = {
 
 
 class Core(Protocol):
-    """What the runtime needs of :class:`lockgate.core.gateway.Gateway`."""
+    """What the runtime needs of :class:`lockgate.core._gateway.Gateway`."""
 
     def handle(self, event: Event) -> list[Action]: ...
 
@@ -410,7 +409,7 @@ class Runtime:
         except Exception:
             _log.exception(f"internal error while handling {type(event).__name__}; the gateway carries on")
         if isinstance(event, ClientMessageReceived):
-            answer = _internal_error_for(event.data)
+            answer = internal_error(event.data)
             if answer is not None:
                 return [SendToClient(client=event.client, message=answer, request=answer["id"])]
         elif isinstance(event, (DownstreamMessageReceived, DownstreamSessionLost, DownstreamHttpError)):
@@ -420,14 +419,8 @@ class Runtime:
     def _undeliverable(self, action: SendToClient) -> SendToClient | None:
         """A message the client's ``send`` failed on (a bug): log it, and the error that replaces it, if any."""
         _log.exception("internal error while sending a message to a client", extra={"fields": {"client": action.client}})
-        message_id = action.message.get("id")
-        if "method" in action.message or not is_request_id(message_id):
-            return None  # a notification: dropping it loses no answer
-        answer = error(
-            message_id, ErrorCode.INTERNAL_ERROR, "Internal error: the answer could not be sent (logged)",
-            {"code": ErrorCode.INTERNAL_ERROR.name},
-        )
-        return SendToClient(client=action.client, message=answer, request=action.request)
+        answer = internal_error_replacing(action.message)
+        return None if answer is None else SendToClient(client=action.client, message=answer, request=action.request)
 
     def _drop_downstream(self, downstream_id: int, reason: str) -> None:
         """Stop a downstream the shell cannot go on with, and tell the core it exited."""
@@ -587,14 +580,3 @@ def queued_sender(channel: trio.MemorySendChannel[SendToClient]) -> ClientSend:
 
 def _nothing() -> None:
     pass
-
-
-def _internal_error_for(data: bytes) -> dict[str, Any] | None:
-    """The -32603 answer to the client request in ``data``, or ``None`` when it is not a request."""
-    message = decode(data)
-    if not isinstance(message, Request):
-        return None
-    return error(
-        message.id, ErrorCode.INTERNAL_ERROR, "Internal error: the gateway failed to handle this request (logged)",
-        {"code": ErrorCode.INTERNAL_ERROR.name},
-    )

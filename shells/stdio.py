@@ -31,10 +31,16 @@ from typing import Final
 
 import trio
 
-from lockgate.core.actions import SendToClient
-from lockgate.core.config import Settings
-from lockgate.core.events import ClientClosed, ClientMessageReceived, ClientOpened, GatewayStarted, ShutdownRequested
-from lockgate.core.jsonrpc import encode
+from lockgate.core import (
+    ClientClosed,
+    ClientMessageReceived,
+    ClientOpened,
+    encode,
+    GatewayStarted,
+    SendToClient,
+    Settings,
+    ShutdownRequested,
+)
 
 from .framing import LineSplitter
 from .logs import get_logger

@@ -6,7 +6,7 @@ Shared by ``tests/e2e/test_fuzz.py``, ``tests/e2e/test_poison.py`` and
 :class:`FrameMaker` draws frames from a seeded :class:`random.Random`:
 well-formed JSON-RPC (requests, tool calls through the gateway, notifications,
 responses), the same with poison in it (what Python's json reads but cannot
-write back, see :mod:`lockgate.core.strictjson`: lone surrogates as ``\\uD800``
+write back, see :mod:`lockgate.core._strictjson`: lone surrogates as ``\\uD800``
 escapes or as the bytes ``ED A0 80``, other invalid UTF-8, ``NaN``,
 ``Infinity``, numbers past a double, integers of more than 21 digits, nesting
 past 128 levels), ids that are not sound, batches and scalars, truncated

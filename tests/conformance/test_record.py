@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lockgate.core.actions import SetTimer
-from lockgate.core.events import (
+from lockgate.core._actions import SetTimer
+from lockgate.core._events import (
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
@@ -17,7 +17,7 @@ from lockgate.core.events import (
     GatewayStarted,
     ShutdownRequested,
 )
-from lockgate.core.gateway import Gateway
+from lockgate.core._gateway import Gateway
 from lockgate.core.transcript import replay
 from lockgate.shells.record import Recorder
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lockgate.core.actions import Action, Audit, Log, SendToClient, SendToDownstream, SetTimer, StartDownstream
-from lockgate.core.config import Config, ServerSpec, Settings
-from lockgate.core.events import (
+from lockgate.core._actions import Action, Audit, Log, SendToClient, SendToDownstream, SetTimer, StartDownstream
+from lockgate.core._config import Config, ServerSpec, Settings
+from lockgate.core._events import (
     ClientMessageReceived,
     ClientOpened,
     DownstreamExited,
@@ -20,8 +20,8 @@ from lockgate.core.events import (
     GatewayStarted,
     TimerFired,
 )
-from lockgate.core.gateway import Gateway
-from lockgate.core.policy import Policy
+from lockgate.core._gateway import Gateway
+from lockgate.core._policy import Policy
 
 JSON = dict[str, Any]
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from lockgate.core.balance import DEFAULT_SEED, Candidate, choose, xorshift64
+from lockgate.core._balance import DEFAULT_SEED, Candidate, choose, xorshift64
 
 
 def run(strategy: str, candidates: list[Candidate], n: int, *, size: int = 3, weights: tuple[int, ...] = ()) -> list[int]:

@@ -1,4 +1,4 @@
-"""Tests for lockgate.core.config: both files, ${VAR} substitution, GATEWAY_* settings."""
+"""Tests for lockgate.core._config: both files, ${VAR} substitution, GATEWAY_* settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lockgate.core.config import (
+from lockgate.core._config import (
     Config,
     ConfigError,
     Problem,
@@ -17,7 +17,7 @@ from lockgate.core.config import (
     load_config,
     settings_from_env,
 )
-from lockgate.core.policy import Decision
+from lockgate.core._policy import Decision
 
 SERVERS_FILE = ".mcp.json"
 RULES_FILE = "rules.json"

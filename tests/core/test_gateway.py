@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lockgate.core import __version__
-from lockgate.core.actions import (
+from lockgate.core._actions import (
     Audit,
     CancelTimer,
     Log,
@@ -17,11 +17,11 @@ from lockgate.core.actions import (
     StartDownstream,
     StopDownstream,
 )
-from lockgate.core.config import Settings
-from lockgate.core.errors import LocalProtocolError
-from lockgate.core.events import ClientClosed, ClientMessageReceived, ConfigReloaded, ShutdownRequested
-from lockgate.core.jsonrpc import encode
-from lockgate.core.tools import gateway_tools
+from lockgate.core._config import Settings
+from lockgate.core._errors import LocalProtocolError
+from lockgate.core._events import ClientClosed, ClientMessageReceived, ConfigReloaded, ShutdownRequested
+from lockgate.core._jsonrpc import encode
+from lockgate.core._tools import gateway_tools
 
 from .harness import (
     DROP_TOOL,

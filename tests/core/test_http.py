@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from lockgate.core.config import ConfigError, settings_from_env
-from lockgate.core.errors import LocalProtocolError
+from lockgate.core._config import ConfigError, settings_from_env
+from lockgate.core._errors import LocalProtocolError
 from lockgate.core.http import (
     GET_STREAM,
     MAX_HEAD_BYTES,

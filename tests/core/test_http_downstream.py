@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lockgate.core import __version__
-from lockgate.core.actions import CancelTimer, Log, SendToClient, SendToDownstream, SetTimer, StopDownstream
-from lockgate.core.events import DownstreamHttpError, DownstreamSessionLost
-from lockgate.core.jsonrpc import encode
+from lockgate.core._actions import CancelTimer, Log, SendToClient, SendToDownstream, SetTimer, StopDownstream
+from lockgate.core._events import DownstreamHttpError, DownstreamSessionLost
+from lockgate.core._jsonrpc import encode
 
 from .harness import DROP_TOOL, ECHO_TOOL, GET_TOOL, Driver, audits, call, sent_downstream, sent_to_client, without_logs
 

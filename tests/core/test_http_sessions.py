@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from lockgate.core.actions import CloseClient, SendToDownstream, SetTimer
-from lockgate.core.config import Settings
-from lockgate.core.events import ClientClosed, ClientMessageReceived, ClientOpened, ShutdownRequested, TimerFired
-from lockgate.core.gateway import Gateway
+from lockgate.core._actions import CloseClient, SendToDownstream, SetTimer
+from lockgate.core._config import Settings
+from lockgate.core._events import ClientClosed, ClientMessageReceived, ClientOpened, ShutdownRequested, TimerFired
+from lockgate.core._gateway import Gateway
 
 from .harness import ECHO_TOOL, Driver, audits, call, make_config, req, sent_downstream, without_logs
 
@@ -108,7 +108,7 @@ def test_a_restart_after_a_failed_first_start_still_counts_as_finished() -> None
 def test_http_settings_from_the_environment() -> None:
     import pytest
 
-    from lockgate.core.config import ConfigError, settings_from_env
+    from lockgate.core._config import ConfigError, settings_from_env
 
     s = settings_from_env(
         {

@@ -6,10 +6,10 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
-from lockgate.core.actions import Action, CancelTimer, SendToDownstream, SetTimer, StartDownstream, StopDownstream
-from lockgate.core.config import Config, InstanceSpec, ServerSpec, Settings
-from lockgate.core.events import ClientClosed, ClientOpened, ConfigReloaded, GatewayStarted, ShutdownRequested
-from lockgate.core.policy import Policy
+from lockgate.core._actions import Action, CancelTimer, SendToDownstream, SetTimer, StartDownstream, StopDownstream
+from lockgate.core._config import Config, InstanceSpec, ServerSpec, Settings
+from lockgate.core._events import ClientClosed, ClientOpened, ConfigReloaded, GatewayStarted, ShutdownRequested
+from lockgate.core._policy import Policy
 
 from .harness import ECHO_TOOL, RULES, Driver, call, req, sent_downstream, sent_to_client, structured
 

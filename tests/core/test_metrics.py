@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from lockgate.core.metrics import BOUNDS, MAX_SERIES, Metrics, prometheus_text, wants_prometheus
+from lockgate.core._metrics import BOUNDS, MAX_SERIES, Metrics, prometheus_text
+from lockgate.core.http import wants_prometheus
 
 from .harness import ECHO_TOOL, Driver, call, make_config, sent_to_client, structured
 

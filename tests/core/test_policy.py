@@ -1,4 +1,4 @@
-"""Tests for lockgate.core.policy: precedence, globs, agent resolution, rules checks."""
+"""Tests for lockgate.core._policy: precedence, globs, agent resolution, rules checks."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lockgate.core.errors import ErrorCode
-from lockgate.core.policy import (
+from lockgate.core._errors import ErrorCode
+from lockgate.core._policy import (
     Decision,
     Policy,
     Refusal,

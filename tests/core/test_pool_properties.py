@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockgate.core.actions import SendToClient, SendToDownstream
-from lockgate.core.events import ClientClosed, ClientOpened, ShutdownRequested
+from lockgate.core._actions import SendToClient, SendToDownstream
+from lockgate.core._events import ClientClosed, ClientOpened, ShutdownRequested
 
 from .harness import ECHO_TOOL, Driver, req
 from .test_instances import execute, pool_config

@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockgate.core.actions import Audit, SendToClient, SendToDownstream
-from lockgate.core.events import ClientClosed, ClientMessageReceived, ShutdownRequested
-from lockgate.core.jsonrpc import encode
-from lockgate.core.policy import Policy
+from lockgate.core._actions import Audit, SendToClient, SendToDownstream
+from lockgate.core._events import ClientClosed, ClientMessageReceived, ShutdownRequested
+from lockgate.core._jsonrpc import encode
+from lockgate.core._policy import Policy
 
 from .harness import Driver, call, make_config, sent_to_client, structured
 
@@ -29,7 +29,7 @@ def _nested(depth: int) -> Any:
     return value
 
 
-# What Python's json accepts but cannot write back (see lockgate.core.strictjson).
+# What Python's json accepts but cannot write back (see lockgate.core._strictjson).
 poison = (
     st.sampled_from([float("nan"), float("inf"), float("-inf"), 10**30, -(10**400), 1e308 * 10])
     | st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3)

@@ -6,9 +6,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from lockgate.core.actions import Log, StartDownstream, StopDownstream
-from lockgate.core.config import Config, Problem, load_config
-from lockgate.core.events import (
+from lockgate.core._actions import Log, StartDownstream, StopDownstream
+from lockgate.core._config import Config, Problem, load_config
+from lockgate.core._events import (
     ConfigRejected,
     ConfigReloaded,
     DownstreamMessageReceived,

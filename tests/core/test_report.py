@@ -7,10 +7,10 @@ import fnmatch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lockgate.core.jsonrpc import encode
-from lockgate.core.policy import Decision, Policy
-from lockgate.core.report import context_report, explain_agent, tool_cost
-from lockgate.core.tools import estimate_tokens, gateway_tools
+from lockgate.core._jsonrpc import encode
+from lockgate.core._policy import Decision, Policy
+from lockgate.core._report import context_report, explain_agent, tool_cost
+from lockgate.core._tools import estimate_tokens, gateway_tools
 
 from .harness import DROP_TOOL, ECHO_TOOL, GET_TOOL, make_config
 

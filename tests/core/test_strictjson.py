@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lockgate.core.jsonrpc import Invalid, Request, decode, encode
-from lockgate.core.strictjson import MAX_DEPTH, MAX_INTEGER_DIGITS, Flaw, Flawed, parse
+from lockgate.core._jsonrpc import Invalid, Request, decode, encode
+from lockgate.core._strictjson import MAX_DEPTH, MAX_INTEGER_DIGITS, Flaw, Flawed, parse
 
 ID = b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"execute_tool","arguments":{"args":{"x":%s}}}}'
 

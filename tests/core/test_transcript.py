@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from lockgate.core.actions import Audit, CloseClient, Log, SendToClient, StartDownstream, StopDownstream
-from lockgate.core.config import Config, Problem, Settings
-from lockgate.core.events import (
+from lockgate.core._actions import Audit, CloseClient, Log, SendToClient, StartDownstream, StopDownstream
+from lockgate.core._config import Config, Problem, Settings
+from lockgate.core._events import (
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
@@ -22,8 +22,8 @@ from lockgate.core.events import (
     ShutdownRequested,
     TimerFired,
 )
-from lockgate.core.gateway import Gateway
-from lockgate.core.policy import Policy
+from lockgate.core._gateway import Gateway
+from lockgate.core._policy import Policy
 from lockgate.core.transcript import (
     REDACTED,
     TranscriptError,

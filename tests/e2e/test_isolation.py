@@ -18,10 +18,10 @@ from typing import Any
 
 import trio
 
-from lockgate.core.actions import SendToClient
-from lockgate.core.config import load_config
-from lockgate.core.events import ClientClosed, ClientMessageReceived, ClientOpened, GatewayStarted, ShutdownRequested
-from lockgate.core.gateway import Gateway
+from lockgate.core._actions import SendToClient
+from lockgate.core._config import load_config
+from lockgate.core._events import ClientClosed, ClientMessageReceived, ClientOpened, GatewayStarted, ShutdownRequested
+from lockgate.core._gateway import Gateway
 from lockgate.shells.runtime import Runtime
 
 from .conftest import RULES, processes_mentioning

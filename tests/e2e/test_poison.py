@@ -5,7 +5,7 @@ Python's json accepts what it cannot write back: lone surrogates (the escape
 ``Infinity``, ``1e400``, integers of any length, nesting to the stack limit.
 Each frame below once killed `lockgate serve`, switched its audit log off or
 went unanswered. Now every one is refused at the strict JSON boundary
-(``lockgate.core.strictjson``): -32700 when the text is not JSON (invalid
+(``lockgate.core._strictjson``): -32700 when the text is not JSON (invalid
 UTF-8, ``NaN``, ``Infinity``), -32602 for a flaw inside ``params``, -32600
 for one elsewhere, with the request's id when that id is sound, else null.
 

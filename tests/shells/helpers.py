@@ -9,9 +9,9 @@ from pathlib import Path
 
 import trio
 
-from lockgate.core.actions import Action
-from lockgate.core.config import ServerSpec
-from lockgate.core.events import Event
+from lockgate.core._actions import Action
+from lockgate.core._config import ServerSpec
+from lockgate.core._events import Event
 
 CHILD = str(Path(__file__).with_name("child_server.py"))
 

@@ -16,8 +16,8 @@ from typing import Any
 import h11
 import trio
 
-from lockgate.core.config import ServerSpec
-from lockgate.core.events import (
+from lockgate.core._config import ServerSpec
+from lockgate.core._events import (
     DownstreamExited,
     DownstreamHttpError,
     DownstreamMessageReceived,

@@ -21,9 +21,9 @@ import httpx
 import pytest
 import trio
 
-from lockgate.core.config import Config, ServerSpec, Settings
-from lockgate.core.gateway import Gateway
-from lockgate.core.policy import Policy
+from lockgate.core._config import Config, ServerSpec, Settings
+from lockgate.core._gateway import Gateway
+from lockgate.core._policy import Policy
 from lockgate.shells.http import _response_bytes, serve_http
 
 RAW = str(Path(__file__).with_name("raw_mcp_server.py"))

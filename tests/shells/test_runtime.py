@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from lockgate.core.actions import (
+from lockgate.core._actions import (
     Action,
     Audit,
     CancelTimer,
@@ -26,8 +26,8 @@ from lockgate.core.actions import (
     StartDownstream,
     StopDownstream,
 )
-from lockgate.core.config import ServerSpec, Settings
-from lockgate.core.events import (
+from lockgate.core._config import ServerSpec, Settings
+from lockgate.core._events import (
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
@@ -37,7 +37,7 @@ from lockgate.core.events import (
     GatewayStarted,
     TimerFired,
 )
-from lockgate.core.jsonrpc import encode
+from lockgate.core._jsonrpc import encode
 from lockgate.shells.runtime import Runtime, queued_sender
 
 from .helpers import FakeCore, child_spec, pid_exists, wait_session_empty

@@ -12,9 +12,9 @@ import trio
 import trio.testing
 from trio.lowlevel import FdStream
 
-from lockgate.core.actions import Action, CloseClient, SendToClient, StartDownstream
-from lockgate.core.config import Settings
-from lockgate.core.events import (
+from lockgate.core._actions import Action, CloseClient, SendToClient, StartDownstream
+from lockgate.core._config import Settings
+from lockgate.core._events import (
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,

@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import Config
-from .jsonrpc import encode
-from .policy import Decision
-from .tools import estimate_tokens, gateway_tools
+from ._config import Config
+from ._jsonrpc import encode
+from ._policy import Decision
+from ._tools import estimate_tokens, gateway_tools
 
 __all__ = ["context_report", "explain_agent", "tool_cost"]
 

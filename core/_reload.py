@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Problem
+from ._config import Problem
 
 __all__ = ["ReloadStatus", "problem_json"]
 

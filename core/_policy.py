@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeGuard
 
-from .errors import ErrorCode
+from ._errors import ErrorCode
 
 __all__ = [
     "Decision",

@@ -21,9 +21,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 # Private helpers shared so that both files word their problems alike.
-from .policy import _AGENT_ID_RULE, _expected
-from .policy import Policy, check_rules, is_glob, json_path, valid_agent_id
-from .strictjson import Flawed, parse
+from ._policy import _AGENT_ID_RULE, _expected
+from ._policy import Policy, check_rules, is_glob, json_path, valid_agent_id
+from ._strictjson import Flawed, parse
 
 __all__ = [
     "Config",
@@ -100,7 +100,7 @@ class ServerSpec:
     ``transport`` to ``headers`` say how to start the server; with
     ``instances`` they are copied from the first instance (for display), and
     each instance carries its own. The other fields shape the pool of
-    instances (see :mod:`lockgate.core.downstream`). Seconds are floats;
+    instances (see :mod:`lockgate.core._downstream`). Seconds are floats;
     ``None`` means "the gateway's setting" (health) or "off" (idle timeout,
     process cap).
     """
@@ -134,7 +134,7 @@ class ServerSpec:
 class InstanceSpec:
     """One instance of a server: how to start it (a one-instance :class:`ServerSpec`) and its weight.
 
-    ``spec`` is what :class:`~lockgate.core.actions.StartDownstream` carries,
+    ``spec`` is what :class:`~lockgate.core._actions.StartDownstream` carries,
     so a shell starts an instance exactly as it starts a plain server.
     """
 
@@ -365,7 +365,7 @@ def _parse_json(text: str, report: _Report) -> object:
     """Parse one file; :data:`_NOT_JSON` (with an error) when it is not JSON.
 
     A file is held to the same strict JSON as messages
-    (:mod:`~lockgate.core.strictjson`): a description with a lone surrogate
+    (:mod:`~lockgate.core._strictjson`): a description with a lone surrogate
     or a timeout of ``NaN`` would otherwise reach an encoder later.
     """
     try:

@@ -2,7 +2,7 @@
 
 Every action is a frozen, keyword-only dataclass in the imperative. Messages
 are JSON-compatible dicts; the shell serialises them with
-:func:`lockgate.core.jsonrpc.encode` and frames them for its transport.
+:func:`lockgate.core._jsonrpc.encode` and frames them for its transport.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
-from .config import ServerSpec
-from .events import ClientId
+from ._config import ServerSpec
+from ._events import ClientId
 
 __all__ = [
     "Action",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
-    from .config import Config, Problem
+    from ._config import Config, Problem
 
 __all__ = [
     "ClientId",
@@ -40,7 +40,7 @@ class GatewayStarted:
     """The shell is up and ready to perform actions (eager downstreams start now).
 
     ``seed`` is a random number from the shell, the only source of the
-    ``random`` load-balancing strategy (see :mod:`lockgate.core.balance`);
+    ``random`` load-balancing strategy (see :mod:`lockgate.core._balance`);
     0 leaves the core's fixed default, so runs are reproducible.
     """
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import Strategy
+from ._config import Strategy
 
 __all__ = ["Candidate", "DEFAULT_SEED", "choose", "xorshift64"]
 
@@ -70,7 +70,7 @@ def choose(
     """Pick one of ``candidates``; return its index and the next ``turn``.
 
     Args:
-        strategy: one of :data:`~lockgate.core.config.STRATEGIES`.
+        strategy: one of :data:`~lockgate.core._config.STRATEGIES`.
         candidates: the instances that may take the request; not empty.
         size: how many instances the server has (candidates or not).
         turn: the counter the server keeps between calls.

@@ -58,10 +58,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from .balance import Candidate, choose
-from .config import ServerSpec
-from .errors import LocalProtocolError
-from .events import ClientId
+from ._balance import Candidate, choose
+from ._config import ServerSpec
+from ._errors import LocalProtocolError
+from ._events import ClientId
 
 __all__ = ["BREAKER_THRESHOLD", "Call", "Downstream", "Instance", "Pool", "State", "backoff_delay"]
 
@@ -250,7 +250,7 @@ class Pool:
     shared: list[Downstream]
     #: One downstream per client under ``per_client`` isolation.
     clients: dict[ClientId, Downstream] = field(default_factory=dict)
-    #: The load balancer's rotating counter (see :func:`lockgate.core.balance.choose`).
+    #: The load balancer's rotating counter (see :func:`lockgate.core._balance.choose`).
     turn: int = 0
 
     @classmethod

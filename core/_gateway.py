@@ -11,10 +11,10 @@ the downstream connection's own, and the answer travels back with the
 client's id restored and its result untouched.
 
 Every decision about who may see or call what goes through one
-:class:`~lockgate.core.policy.Policy`, and every gateway tool call ends in
+:class:`~lockgate.core._policy.Policy`, and every gateway tool call ends in
 exactly one audit record. Downstream lifecycles, instances and their
-health live in :mod:`lockgate.core.downstream`, the choice of instance in
-:mod:`lockgate.core.balance`; this module wires clients, downstreams and
+health live in :mod:`lockgate.core._downstream`, the choice of instance in
+:mod:`lockgate.core._balance`; this module wires clients, downstreams and
 timers together.
 
 Downstream timers. Besides each call's timeout, a downstream may have a
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from . import __version__
-from .actions import (
+from ._actions import (
     Action,
     Audit,
     CancelTimer,
@@ -48,11 +48,11 @@ from .actions import (
     StartDownstream,
     StopDownstream,
 )
-from .balance import DEFAULT_SEED, xorshift64
-from .config import DEFAULT_MAX_TIMEOUT_MS, Config, ServerSpec
-from .downstream import Call, Downstream, Pool, State
-from .errors import ErrorCode, LocalProtocolError
-from .events import (
+from ._balance import DEFAULT_SEED, xorshift64
+from ._config import DEFAULT_MAX_TIMEOUT_MS, Config, ServerSpec
+from ._downstream import Call, Downstream, Pool, State
+from ._errors import ErrorCode, LocalProtocolError
+from ._events import (
     ClientClosed,
     ClientId,
     ClientMessageReceived,
@@ -68,12 +68,12 @@ from .events import (
     ShutdownRequested,
     TimerFired,
 )
-from .jsonrpc import Invalid, Notification, Request, Response, decode, error, is_request_id, result
-from .metrics import Extra, Metrics, prometheus_text
-from .policy import Refusal
-from .reload import ReloadStatus
-from .session import LOG_LEVELS, ClientSession, negotiate_version
-from .tools import (
+from ._jsonrpc import Invalid, Notification, Request, Response, decode, error, is_request_id, result
+from ._metrics import Extra, Metrics, prometheus_text
+from ._policy import Refusal
+from ._reload import ReloadStatus
+from ._session import LOG_LEVELS, ClientSession, negotiate_version
+from ._tools import (
     ArgumentError,
     ExecuteTool,
     GetServerTools,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fnmatch import translate
 from typing import Any, Union
 
-from .jsonrpc import encode
+from ._jsonrpc import encode
 
 __all__ = [
     "ArgumentError",

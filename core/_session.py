@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .downstream import Call
-from .events import ClientId
+from ._downstream import Call
+from ._events import ClientId
 
 __all__ = ["HANDSHAKE_VERSIONS", "LOG_LEVELS", "ClientSession", "negotiate_version"]
 

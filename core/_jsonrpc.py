@@ -5,7 +5,7 @@ since 2025-06-18, no batches; a batch array is answered with -32600.
 Messages stay plain dicts end to end so that fields the gateway does not know
 (``_meta``, schemas, extensions) survive forwarding untouched.
 
-Every frame is parsed by :func:`lockgate.core.strictjson.parse`, so whatever
+Every frame is parsed by :func:`lockgate.core._strictjson.parse`, so whatever
 :func:`decode` returns as a message can be encoded again: a frame holding a
 lone surrogate, ``NaN``, an out-of-range number or nesting past the limit is
 :class:`Invalid`, answered with the request's id whenever that id is sound.
@@ -17,9 +17,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Union
 
-from .errors import ErrorCode
-from .policy import json_path
-from .strictjson import Flawed, parse
+from ._errors import ErrorCode
+from ._policy import json_path
+from ._strictjson import Flawed, parse
 
 __all__ = [
     "Invalid",
@@ -30,6 +30,7 @@ __all__ = [
     "encode",
     "classify",
     "error",
+    "internal_error",
     "is_request_id",
     "result",
 ]
@@ -84,7 +85,7 @@ class Invalid:
     it), else ``None`` as the spec requires for unreadable requests.
     ``path`` locates the flaw of a frame refused by the strict parser
     (``params.arguments.args.x``), and ``salvaged`` is that frame with every
-    flaw replaced (see :class:`~lockgate.core.strictjson.Flawed`), so the
+    flaw replaced (see :class:`~lockgate.core._strictjson.Flawed`), so the
     gateway can still audit what was asked; both are ``None`` otherwise.
     ``partial``: members after a flaw too deep to parse could not be read.
     """
@@ -204,3 +205,36 @@ def error(
     if data is not None:
         err["data"] = data
     return {"jsonrpc": "2.0", "id": request_id, "error": err}
+
+
+def internal_error(frame: bytes) -> JSONObject | None:
+    """The -32603 answer to the request in ``frame`` after the gateway failed to handle it; ``None`` if it is no request.
+
+    For the last line of defence: a shell whose ``Gateway.handle`` raised
+    (a bug) still answers the request that met the bug, and nothing else.
+    """
+    message = decode(frame)
+    if not isinstance(message, Request):
+        return None
+    return error(
+        message.id,
+        ErrorCode.INTERNAL_ERROR,
+        "Internal error: the gateway failed to handle this request (logged)",
+        {"code": ErrorCode.INTERNAL_ERROR.name},
+    )
+
+
+def internal_error_replacing(message: JSONObject) -> JSONObject | None:
+    """The -32603 that stands in for an answer a transport could not send; ``None`` for a notification.
+
+    A notification is dropped instead: losing it loses no answer.
+    """
+    request_id = message.get("id")
+    if "method" in message or not is_request_id(request_id):
+        return None
+    return error(
+        request_id,
+        ErrorCode.INTERNAL_ERROR,
+        "Internal error: the answer could not be sent (logged)",
+        {"code": ErrorCode.INTERNAL_ERROR.name},
+    )

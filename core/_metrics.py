@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BOUNDS", "MAX_SERIES", "Extra", "Metrics", "Series", "Summary", "prometheus_text", "wants_prometheus"]
+__all__ = ["BOUNDS", "MAX_SERIES", "Extra", "Metrics", "Series", "Summary", "prometheus_text"]
 
 JSONObject = dict[str, Any]
 
@@ -162,27 +162,6 @@ def _quantile(series: Series, q: float) -> float:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
-
-
-def wants_prometheus(accept: str | None, query: str) -> bool:
-    """Whether a ``/metrics`` request asks for the Prometheus text format.
-
-    ``?format=prometheus`` (or ``format=text``) wins; otherwise an ``Accept``
-    header that names ``text/plain`` or the OpenMetrics type before any JSON.
-    """
-    for part in query.split("&"):
-        name, _, value = part.partition("=")
-        if name == "format":
-            return value.lower() in ("prometheus", "text")
-    if not accept:
-        return False
-    for item in accept.split(","):
-        media = item.split(";", 1)[0].strip().lower()
-        if media in ("application/json", "*/*"):
-            return False
-        if media in ("text/plain", "application/openmetrics-text"):
-            return True
-    return False
 
 
 def _escape(value: str) -> str:
