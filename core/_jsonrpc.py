@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeGuard, Union
 
 from ._errors import ErrorCode
 from ._policy import json_path
@@ -183,7 +183,7 @@ def classify(obj: Any) -> Message:
     return Invalid(ErrorCode.INVALID_REQUEST, "Invalid Request: neither a request, a notification nor a response", msg_id)
 
 
-def is_request_id(value: Any) -> bool:
+def is_request_id(value: Any) -> TypeGuard[RequestId]:
     """Tell whether a value can be a JSON-RPC request id (a string or an integer)."""
     # bool is an int subclass but never a valid id.
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))

@@ -1,21 +1,38 @@
-"""One client's MCP session as the gateway sees it (handshake era).
+"""One client's MCP session as the gateway sees it (handshake era), and its lifecycle.
 
 Protocol versions: MCP 2024-11-05 to 2025-11-25 open a session with
 ``initialize`` and ``notifications/initialized``
 (https://modelcontextprotocol.io/specification/2025-11-25/basic/lifecycle).
 The negotiated version is a property of the session, not of the transport,
 so one gateway serves clients of different revisions side by side.
+
+Theory of operation
+-------------------
+A session exists from ``ClientOpened`` to ``ClientClosed`` (or, over
+Streamable HTTP, until it expires). Rule 1, after h11: every state change is
+in :data:`_TRANSITIONS` and made by :meth:`ClientSession.move`.
+
+    OPEN ──initialize answered──► INITIALIZED ──notifications/initialized──► READY
+      │                               │                                       │
+      └───────────────────────────────┴─────────── close / expire ───────────►┴─► CLOSED
+
+Requests other than ``ping`` and ``initialize`` are served from INITIALIZED
+on (the spec lets a server answer before ``notifications/initialized``). A
+peer that repeats ``initialize`` or sends ``notifications/initialized`` out
+of turn gets an error or nothing; the session does not move.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import Any
 
-from ._downstream import Call
+from ._call import Call
+from ._errors import LocalProtocolError
 from ._events import ClientId
+from ._jsonrpc import RequestId
 
-__all__ = ["HANDSHAKE_VERSIONS", "LOG_LEVELS", "ClientSession", "negotiate_version"]
+__all__ = ["HANDSHAKE_VERSIONS", "LOG_LEVELS", "ClientSession", "SessionState", "SessionTrigger", "negotiate_version"]
 
 #: Oldest first; the last one is what we offer a client we cannot match.
 HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -29,19 +46,47 @@ def negotiate_version(requested: str) -> str:
     return requested if requested in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[-1]
 
 
+class SessionState(enum.Enum):
+    OPEN = "open"
+    INITIALIZED = "initialized"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class SessionTrigger(enum.Enum):
+    INITIALIZE = "initialize"
+    INITIALIZED = "initialized"
+    CLOSE = "close"
+
+
+_TRANSITIONS: dict[tuple[SessionState, SessionTrigger], SessionState] = {
+    (SessionState.OPEN, SessionTrigger.INITIALIZE): SessionState.INITIALIZED,
+    (SessionState.INITIALIZED, SessionTrigger.INITIALIZED): SessionState.READY,
+    **{
+        (state, SessionTrigger.CLOSE): SessionState.CLOSED
+        for state in (SessionState.OPEN, SessionState.INITIALIZED, SessionState.READY)
+    },
+}
+
+
 @dataclass(slots=True, kw_only=True)
 class ClientSession:
     """What the gateway remembers about one connected client."""
 
     id: ClientId
-    transport: str
-    #: ``initialize`` has been answered: requests are served from now on.
-    initialized: bool = False
-    #: ``notifications/initialized`` arrived.
-    ready: bool = False
+    state: SessionState = SessionState.OPEN
     protocol_version: str | None = None
-    client_info: Any = None
-    capabilities: Any = None
-    log_level: str = "info"
     #: Requests in flight through a downstream, by the client's request id.
-    calls: dict[Any, Call] = field(default_factory=dict)
+    calls: dict[RequestId, Call] = field(default_factory=dict)
+
+    @property
+    def initialized(self) -> bool:
+        """``initialize`` has been answered: requests are served from now on."""
+        return self.state in (SessionState.INITIALIZED, SessionState.READY)
+
+    def move(self, trigger: SessionTrigger) -> None:
+        """Take one step of the lifecycle; a step the table does not list is a bug in the core."""
+        new = _TRANSITIONS.get((self.state, trigger))
+        if new is None:
+            raise LocalProtocolError(f"client {self.id!r}: can't {trigger.value} when {self.state.value}")
+        self.state = new

@@ -211,8 +211,8 @@ class _Args:
         return value
 
 
-def parse_call(name: str, arguments: JSONObject, *, debug: bool) -> ToolCall | ArgumentError | None:
-    """Check one gateway tool call's arguments; ``None`` when no such tool exists."""
+def parse_call(name: str, arguments: JSONObject, *, debug: bool) -> ToolCall | ArgumentError:
+    """Check one gateway tool call's name and arguments (an unknown tool is an error about ``name``)."""
     a = _Args(arguments)
     call: ToolCall
     if name == "list_servers":
@@ -236,7 +236,7 @@ def parse_call(name: str, arguments: JSONObject, *, debug: bool) -> ToolCall | A
     elif name == "get_gateway_status" and debug:
         call = GetStatus(a.string("agent_id"))
     else:
-        return None
+        return ArgumentError("name", f"Unknown tool: {name}")
     return a.error or call
 
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lockgate.core._actions import Action, Audit, Log, SendToClient, SendToDownstream, SetTimer, StartDownstream
+from lockgate.core._actions import (
+    Action,
+    Audit,
+    CancelTimer,
+    Log,
+    SendToClient,
+    SendToDownstream,
+    SetTimer,
+    StartDownstream,
+    StopDownstream,
+)
 from lockgate.core._config import Config, ServerSpec, Settings
 from lockgate.core._events import (
     ClientMessageReceived,
@@ -103,17 +113,32 @@ class Driver:
         self.connections: dict[str, int] = {}
         #: Every StartDownstream, in order (for servers with several instances).
         self.started: list[StartDownstream] = []
+        #: Every timer ever set, with its deadline.
         self.timers: dict[int, float] = {}
+        #: Timers set and neither cancelled nor fired yet, as the shell would hold them.
+        self.live_timers: set[int] = set()
+        #: Downstream connections started and neither stopped nor reported gone.
+        self.live_downstreams: set[int] = set()
         self.handle(ClientOpened(now=self.now, client=client))
 
     def handle(self, event: Any) -> list[Action]:
+        if isinstance(event, TimerFired):
+            self.live_timers.discard(event.timer)
+        if isinstance(event, DownstreamExited):
+            self.live_downstreams.discard(event.downstream)
         actions = self.gw.handle(event)
         for a in actions:
             if isinstance(a, StartDownstream):
                 self.connections[a.server] = a.downstream
                 self.started.append(a)
-            if isinstance(a, SetTimer):
+                self.live_downstreams.add(a.downstream)
+            elif isinstance(a, StopDownstream):
+                self.live_downstreams.discard(a.downstream)
+            elif isinstance(a, SetTimer):
                 self.timers[a.timer] = a.deadline
+                self.live_timers.add(a.timer)
+            elif isinstance(a, CancelTimer):
+                self.live_timers.discard(a.timer)
         return actions
 
     def start(self) -> list[Action]:

@@ -19,7 +19,7 @@ from lockgate.core._actions import (
 )
 from lockgate.core._config import Settings
 from lockgate.core._errors import LocalProtocolError
-from lockgate.core._events import ClientClosed, ClientMessageReceived, ConfigReloaded, ShutdownRequested
+from lockgate.core._events import ClientClosed, ClientMessageReceived, ClientOpened, ConfigReloaded, ShutdownRequested
 from lockgate.core._jsonrpc import encode
 from lockgate.core._tools import gateway_tools
 
@@ -375,10 +375,20 @@ def test_a_reused_request_id_is_refused_while_the_first_is_in_flight() -> None:
     assert msg["error"]["code"] == -32600
 
 
-def test_messages_from_an_unopened_client_are_misuse() -> None:
+def test_events_about_a_client_the_core_let_go_of_are_ignored() -> None:
+    d = Driver()
+    d.initialize()
+    d.handle(ClientClosed(now=0, client=0))
+    # A shell may still hold messages of a client the core closed (or never opened).
+    assert d.send(req(1, "ping")) == []
+    assert d.send(req(1, "ping"), client=99) == []
+    assert d.handle(ClientClosed(now=0, client=0)) == []
+
+
+def test_opening_a_client_twice_is_misuse() -> None:
     d = Driver()
     with pytest.raises(LocalProtocolError):
-        d.send(req(1, "ping"), client=99)
+        d.handle(ClientOpened(now=0, client=0))
 
 
 # -- list_servers and identity ---------------------------------------------------

@@ -151,7 +151,7 @@ def test_a_call_that_may_have_reached_an_instance_is_not_repeated() -> None:
     assert msg["error"]["data"] == {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": "killed by signal SIGKILL"}
     # The other instance takes the next call; the dead one restarts after its backoff (0 s).
     assert forwarded_to(d.send(execute(2))) == [2]
-    [restart] = [t for t in d.timers_at(0.0) if t in d.gw._timers]
+    [restart] = [t for t in d.timers_at(0.0) if t in d.live_timers]
     assert [a.instance for a in d.fire(restart) if isinstance(a, StartDownstream)] == [0]
 
 
@@ -429,7 +429,7 @@ def test_shutdown_cancels_restart_timers() -> None:
     all_ready(d, 2)
     d.exit_connection(1)
     d.handle(ShutdownRequested(now=0))
-    assert d.gw._timers == {}
+    assert d.live_timers == set()
 
 
 def test_status_shows_each_instance() -> None:

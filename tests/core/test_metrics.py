@@ -128,7 +128,7 @@ def test_gateway_records_every_call_with_bounded_labels() -> None:
     d.send(call(4, "execute_tool", agent_id="dev", server="no-such-server-" * 5, tool="t", args={}))
     d.send(call(5, "execute_tool", agent_id="reader", server="db", tool="drop_table", args={}))
     d.send(call(6, "invented_tool"))
-    series = dict(d.gw._metrics.series)
+    series = dict(d.gw._ctx.metrics.series)
     assert series[("list_servers", "dev", "none", "ok")].count == 1
     executed = series[("execute_tool", "dev", "db", "ok")]
     assert executed.count == 1 and executed.total == pytest.approx(0.25)

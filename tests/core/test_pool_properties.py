@@ -45,7 +45,7 @@ def test_random_downstream_weather_never_raises_and_every_call_is_answered_once(
                 answers.append((a.client, a.message["id"]))
 
     for step, n in steps:
-        live = [s.downstream for s in d.started if s.downstream in d.gw._connections]
+        live = [s.downstream for s in d.started if s.downstream in d.live_downstreams]
         if step == "call" and clients:
             client = clients[n % len(clients)]
             asked.add((client, next_id))
@@ -62,7 +62,7 @@ def test_random_downstream_weather_never_raises_and_every_call_is_answered_once(
         elif step == "progress" and live:
             record(d.to(live[n % len(live)], {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 3 + n, "progress": 1}}))
         elif step == "fire":
-            due = sorted((deadline, t) for t, deadline in d.timers.items() if t in d.gw._timers)
+            due = sorted((deadline, t) for t, deadline in d.timers.items() if t in d.live_timers)
             if due:
                 deadline, timer = due[n % len(due)]
                 d.now = max(d.now, deadline)

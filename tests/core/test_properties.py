@@ -245,4 +245,4 @@ def test_id_maps_are_empty_once_every_session_closed(steps: list[str]) -> None:
     status = d.gw.status()
     assert status["calls_in_flight"] == 0 and status["servers"]["db"]["pending_calls"] == 0
     # Every call's timer was cancelled along with it.
-    assert not d.gw._timers
+    assert not d.live_timers

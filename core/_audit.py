@@ -1,0 +1,79 @@
+"""The audit record of a gateway tool call, and the decision it records.
+
+Every call of a gateway tool ends in exactly one :class:`~lockgate.core.Audit`
+action, refused and malformed calls included. The record names who asked
+(``agent``), what (``operation``, ``server``, ``tool``), what was decided and
+by which rule, how long it took, and the argument keys and size, never
+their values. The metrics see the same observation, with label values
+bounded to names the configuration defines.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from ._errors import ErrorCode
+
+__all__ = ["OPERATIONS", "AuditEntry", "AuditError", "Decision"]
+
+JSONObject = dict[str, Any]
+
+#: Why a call failed, as its ``error_code`` says: one of the gateway's error
+#: codes, or ``DOWNSTREAM_ERROR`` (the server itself answered with an error).
+AuditError = Union[ErrorCode, Literal["DOWNSTREAM_ERROR"]]
+
+#: The gateway tools, the only ``operation`` values that become metric labels.
+OPERATIONS = frozenset({"list_servers", "get_server_tools", "execute_tool", "get_gateway_status"})
+
+
+class Decision(enum.StrEnum):
+    """What the gateway decided about a call."""
+
+    #: Policy allowed it (a downstream's answer counts as allowed, even an error).
+    ALLOW = "ALLOW"
+    #: Policy refused it (``DENIED_BY_POLICY``).
+    DENY = "DENY"
+    #: It could not be served: bad arguments, unknown agent, server unavailable, timeout, ...
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """What the audit record says about a call, besides its decision and timing.
+
+    ``invalid`` is set for a call refused at the strict JSON boundary: what
+    could not be recorded, and where (the keys are then what was salvaged).
+    """
+
+    agent: str | None = None
+    operation: str | None = None
+    server: str | None = None
+    tool: str | None = None
+    rule: str | None = None
+    request_bytes: int = 0
+    arg_keys: tuple[str, ...] = ()
+    invalid: str | None = None
+
+    def record(self, decision: Decision, latency: float, error: AuditError | None) -> JSONObject:
+        """The JSON record of the :class:`~lockgate.core.Audit` action."""
+        args: JSONObject = {"keys": list(self.arg_keys), "request_bytes": self.request_bytes}
+        if self.invalid is not None:
+            args["invalid"] = self.invalid
+        return {
+            "agent": self.agent,
+            "operation": self.operation,
+            "server": self.server,
+            "tool": self.tool,
+            "decision": decision.value,
+            "rule": self.rule,
+            "latency_ms": round(latency * 1000, 3),
+            "error_code": error_name(error),
+            "args": args,
+        }
+
+
+def error_name(error: AuditError | None) -> str | None:
+    """The ``error_code`` field of a record (and the metrics' outcome, lower-cased)."""
+    return error.name if isinstance(error, ErrorCode) else error

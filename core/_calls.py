@@ -1,0 +1,363 @@
+"""Calls of the gateway tools: from ``tools/call`` through policy to a downstream and back.
+
+Theory of operation
+-------------------
+A ``tools/call`` names one gateway tool (:mod:`~lockgate.core._tools`).
+:meth:`Calls.tools_call` checks its arguments, resolves the agent and asks
+the one :class:`~lockgate.core._policy.Policy`. ``list_servers`` and
+``get_gateway_status`` are answered at once. ``get_server_tools`` and
+``execute_tool`` become a :class:`~lockgate.core._call.Call` on the link the
+pool chooses (:meth:`route`): once the link is ready, :meth:`dispatch`
+answers ``get_server_tools`` from the link's cached tool list, filtered by
+the same policy, or forwards ``execute_tool`` as ``tools/call`` under a wire
+id of the link's own. The server's answer (:meth:`answered`) travels back
+with the client's id restored and its result untouched; progress
+notifications are relayed under the client's own token.
+
+Every call ends in :meth:`finish`, which answers (unless nobody waits any
+more), cancels its timer and writes exactly one audit record, whatever
+ended it: an answer, a refusal, a timeout, a failure of its link, or the
+client cancelling or going away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, assert_never
+
+from ._actions import SendToClient, SendToDownstream
+from ._audit import AuditEntry, AuditError, Decision
+from ._call import Call, CallTrigger
+from ._config import DEFAULT_MAX_TIMEOUT_MS, ServerSpec
+from ._context import Context, error_response
+from ._errors import ErrorCode
+from ._jsonrpc import Invalid, Notification, Request, RequestId, Response, result
+from ._link import Link
+from ._policy import Refusal
+from ._pool import Unavailable
+from ._session import ClientSession
+from ._timers import TimerKind
+from ._tools import (
+    ArgumentError,
+    ExecuteTool,
+    GetServerTools,
+    GetStatus,
+    ListServers,
+    parse_call,
+    select_tools,
+    tool_result,
+)
+
+if TYPE_CHECKING:
+    from ._health import Health
+    from ._links import Links
+    from ._views import Views
+
+__all__ = ["Calls"]
+
+JSONObject = dict[str, Any]
+
+
+class Calls:
+    """The gateway tools and the life of every call (see the module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.links: Links
+        self.health: Health
+        self.views: Views
+
+    # -- a tools/call arrives ----------------------------------------------------
+
+    def tools_call(self, session: ClientSession, req: Request, request_bytes: int) -> None:
+        """Serve one ``tools/call`` of a gateway tool."""
+        ctx = self._ctx
+        name = req.params.get("name")
+        arguments = req.params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        entry = AuditEntry(
+            # A client may send any name; keep the audit line bounded.
+            operation=name[:128] if isinstance(name, str) else None,
+            request_bytes=request_bytes,
+            arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
+        )
+        if not isinstance(name, str):
+            parsed: ListServers | GetStatus | GetServerTools | ExecuteTool | ArgumentError = ArgumentError(
+                "name", "tools/call needs a tool name"
+            )
+        elif not isinstance(arguments, dict):
+            parsed = ArgumentError("arguments", "tools/call arguments must be an object")
+        else:
+            parsed = parse_call(name, arguments, debug=ctx.config.settings.debug)
+        if isinstance(parsed, ArgumentError):
+            ctx.reply_error(session.id, req.id, ErrorCode.INVALID_PARAMS, parsed.message, parameter=parsed.parameter)
+            ctx.audit(entry, Decision.ERROR, error=ErrorCode.INVALID_PARAMS)
+            return
+        agent = ctx.config.policy.resolve_agent(parsed.agent_id, default_agent=ctx.config.settings.default_agent)
+        if isinstance(agent, Refusal):
+            self._refuse(session, req.id, entry, agent)
+            return
+        entry = _with(entry, agent=agent)
+        match parsed:
+            case ListServers():
+                servers = ctx.config.servers
+                listed = [_describe(servers[n], parsed.include_metadata) for n in ctx.config.policy.visible_servers(agent, servers)]
+                ctx.reply(session.id, req.id, tool_result(listed))
+                ctx.audit(entry, Decision.ALLOW)
+            case GetStatus():
+                ctx.reply(session.id, req.id, tool_result(self.views.status()))
+                ctx.audit(entry, Decision.ALLOW)
+            case GetServerTools() | ExecuteTool():
+                self.route(session, req, agent, parsed, entry)
+            case _:
+                assert_never(parsed)
+
+    def refused_at_boundary(self, msg: Invalid, request_bytes: int) -> None:
+        """Audit a ``tools/call`` the strict JSON boundary refused: it is still a call.
+
+        The record has what could be salvaged of its name and argument keys
+        (a lone surrogate shows as U+FFFD), and says what could not be recorded.
+        """
+        salvaged = msg.salvaged
+        if salvaged is None or salvaged.get("method") != "tools/call":
+            return
+        params = salvaged.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        entry = AuditEntry(
+            operation=name[:128] if isinstance(name, str) else None,
+            request_bytes=request_bytes,
+            arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
+            invalid=msg.message[:300],
+        )
+        self._ctx.audit(entry, Decision.ERROR, error=msg.code)
+
+    def route(
+        self, session: ClientSession, req: Request, agent: str, params: GetServerTools | ExecuteTool, entry: AuditEntry
+    ) -> None:
+        """Check policy for the server (and tool), then give the call to the link the pool chooses."""
+        ctx = self._ctx
+        server, tool = params.server, params.tool if isinstance(params, ExecuteTool) else None
+        entry = _with(entry, server=server, tool=tool)
+        policy = ctx.config.policy
+        decision = policy.decide_server(agent, server) if tool is None else policy.decide(agent, server, tool)
+        if not decision.allowed:
+            what = f"server '{server}'" if tool is None else f"tool '{tool}' on server '{server}'"
+            self._refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {what} is denied", decision.rule))
+            return
+        entry = _with(entry, rule=decision.rule)
+        pool = ctx.pools.get(server)
+        if pool is None:
+            ctx.reply_error(
+                session.id, req.id, ErrorCode.SERVER_UNAVAILABLE, f"Server '{server}' is not configured",
+                server=server, reason="not configured",
+            )
+            ctx.audit(entry, Decision.ERROR, error=ErrorCode.SERVER_UNAVAILABLE)
+            return
+        link = self.links.choose(pool, session.id, prefer_running=tool is None)
+        if isinstance(link, Unavailable):
+            ctx.reply_error(
+                session.id, req.id, ErrorCode.SERVER_UNAVAILABLE, f"Server '{server}' is unavailable: {link.reason}",
+                server=server, reason=link.reason,
+            )
+            ctx.audit(entry, Decision.ERROR, error=ErrorCode.SERVER_UNAVAILABLE)
+            return
+        settings = ctx.config.settings
+        if isinstance(params, ExecuteTool):
+            timeout_ms = params.timeout_ms or pool.spec.timeout_ms or settings.call_timeout_ms
+        else:
+            timeout_ms = settings.call_timeout_ms
+        # Progress may extend a call up to this cap, never shorten it.
+        cap_ms = max(timeout_ms, pool.spec.max_timeout_ms or DEFAULT_MAX_TIMEOUT_MS)
+        meta = req.params.get("_meta")
+        now = ctx.now
+        call = Call(
+            client=session.id,
+            request_id=req.id,
+            params=params,
+            agent=agent,
+            server=server,
+            rule=decision.rule,
+            started=now,
+            timer=0,
+            timeout_ms=timeout_ms,
+            progress_token=meta.get("progressToken") if isinstance(meta, dict) else None,
+            request_bytes=entry.request_bytes,
+            arg_keys=entry.arg_keys,
+            deadline=now + timeout_ms / 1000,
+            hard_deadline=now + cap_ms / 1000,
+        )
+        call.timer = ctx.set_timer(TimerKind.CALL, call.deadline, call=call)
+        session.calls[req.id] = call
+        self.links.assign(link, call)
+
+    # -- on a ready link -----------------------------------------------------------
+
+    def dispatch(self, link: Link, call: Call) -> None:
+        """Serve a call on a READY link: from its cached tool list, or by forwarding it."""
+        params = call.params
+        if isinstance(params, GetServerTools):
+            assert link.tools is not None
+            policy = self._ctx.config.policy
+            allowed = [t for t in link.tools if policy.decide(call.agent, link.name, t.get("name", "")).allowed]
+            chosen, used = select_tools(
+                allowed, names=params.names, pattern=params.pattern, max_tokens=params.max_schema_tokens
+            )
+            value = {
+                "tools": chosen,
+                "server": link.name,
+                "total_available": len(allowed),
+                "returned": len(chosen),
+                "tokens_used": used,
+            }
+            self.finish(call, result(call.request_id, tool_result(value)), Decision.ALLOW)
+            return
+        if params.tool not in link.tool_names:
+            response = error_response(
+                call.request_id, ErrorCode.TOOL_NOT_FOUND, f"Tool '{params.tool}' not found on server '{link.name}'",
+                server=link.name, tool=params.tool,
+            )
+            self.finish(call, response, Decision.ERROR, error=ErrorCode.TOOL_NOT_FOUND)
+            return
+        assert link.downstream is not None
+        wire_id = link.take_wire_id()
+        forwarded: JSONObject = {"name": params.tool, "arguments": params.args}
+        if call.progress_token is not None:
+            # Our own token, unique per downstream call; mapped back on the way out.
+            forwarded["_meta"] = {"progressToken": wire_id}
+        call.move(CallTrigger.FORWARD)
+        call.wire_id = wire_id
+        call.downstream = link.downstream
+        link.pending[wire_id] = call
+        self._ctx.emit(
+            SendToDownstream(
+                downstream=link.downstream,
+                message={"jsonrpc": "2.0", "id": wire_id, "method": "tools/call", "params": forwarded},
+            )
+        )
+
+    def answered(self, link: Link, call: Call, msg: Response) -> None:
+        """The server answered a forwarded call: pass the answer on under the client's id, untouched."""
+        link.instance.answered()
+        raw = msg.raw
+        if "error" in raw:
+            response = {"jsonrpc": "2.0", "id": call.request_id, "error": raw["error"]}
+            self.finish(call, response, Decision.ALLOW, error="DOWNSTREAM_ERROR")
+        else:
+            response = {"jsonrpc": "2.0", "id": call.request_id, "result": raw["result"]}
+            self.finish(call, response, Decision.ALLOW)
+
+    def progress(self, call: Call, note: Notification) -> None:
+        """A progress notification about a forwarded call: the call lives on, and its client hears of it."""
+        # Progress shows the call is alive: it gets its full timeout again, up to the cap.
+        call.deadline = min(self._ctx.now + call.timeout_ms / 1000, call.hard_deadline)
+        if call.progress_token is not None:
+            params = {**note.params, "progressToken": call.progress_token}
+            self._ctx.emit(
+                SendToClient(
+                    client=call.client,
+                    message={"jsonrpc": "2.0", "method": "notifications/progress", "params": params},
+                    request=call.request_id,
+                )
+            )
+
+    # -- the end of a call -------------------------------------------------------------
+
+    def finish(self, call: Call, response: JSONObject | None, decision: Decision, *, error: AuditError | None = None) -> None:
+        """End a call: forget it, stop its timer, answer (unless cancelled) and audit it."""
+        ctx = self._ctx
+        call.move(CallTrigger.FINISH)
+        session = ctx.clients.get(call.client)
+        if session is not None:
+            session.calls.pop(call.request_id, None)
+        ctx.cancel_timer(call.timer)
+        if response is not None and session is not None:
+            ctx.emit(SendToClient(client=call.client, message=response, request=call.request_id))
+        entry = AuditEntry(
+            agent=call.agent, operation=call.operation, server=call.server, tool=call.tool, rule=call.rule,
+            request_bytes=call.request_bytes, arg_keys=call.arg_keys,
+        )
+        ctx.audit(entry, decision, latency=ctx.now - call.started, error=error)
+        owner = ctx.links.get(call.downstream) if call.downstream is not None else None
+        if owner is not None:
+            self.links.call_done(owner)
+
+    def fail(self, call: Call, reason: str) -> None:
+        """Answer one call with ``SERVER_UNAVAILABLE`` (its link is not touched)."""
+        response = error_response(
+            call.request_id, ErrorCode.SERVER_UNAVAILABLE, f"Server '{call.server}' is unavailable: {reason}",
+            server=call.server, reason=reason,
+        )
+        self.finish(call, response, Decision.ERROR, error=ErrorCode.SERVER_UNAVAILABLE)
+
+    def abandon(self, call: Call, reason: str) -> None:
+        """Drop a call nobody waits for any more, telling its downstream to stop."""
+        self.unlink(call, reason)
+        self.finish(call, None, Decision.ERROR, error=ErrorCode.CANCELLED)
+
+    def unlink(self, call: Call, reason: str) -> None:
+        """Take a call off its link, cancelling the forwarded request if any (MCP 2025-11-25, basic/utilities/cancellation)."""
+        link = self._ctx.links.get(call.downstream) if call.downstream is not None else None
+        if link is None:
+            return
+        if call.wire_id is not None and link.pending.pop(call.wire_id, None) is not None:
+            assert link.downstream is not None
+            self._ctx.emit(
+                SendToDownstream(
+                    downstream=link.downstream,
+                    message={
+                        "jsonrpc": "2.0",
+                        "method": "notifications/cancelled",
+                        "params": {"requestId": call.wire_id, "reason": reason},
+                    },
+                )
+            )
+        elif call in link.waiters:
+            link.waiters.remove(call)
+
+    def timer_fired(self, call: Call) -> None:
+        """A call's timer fell due: set it again if progress moved the deadline, else the call timed out."""
+        ctx = self._ctx
+        now = ctx.now
+        if now < call.deadline:
+            # Progress moved the deadline on since this timer was set.
+            call.timer = ctx.set_timer(TimerKind.CALL, call.deadline, call=call)
+            return
+        link = ctx.links.get(call.downstream) if call.downstream is not None else None
+        forwarded = link is not None and call.wire_id is not None and call.wire_id in link.pending
+        self.unlink(call, f"timed out after {call.timeout_ms} ms")
+        context: JSONObject = {"server": call.server, "timeout_ms": call.timeout_ms}
+        message = f"No answer from server '{call.server}' within {call.timeout_ms} ms"
+        if call.deadline > call.started + call.timeout_ms / 1000:
+            waited = round((call.deadline - call.started) * 1000)
+            message = f"No answer from server '{call.server}' within {waited} ms (progress extended its {call.timeout_ms} ms timeout)"
+            context["waited_ms"] = waited
+        self.finish(call, error_response(call.request_id, ErrorCode.TIMEOUT, message, **context), Decision.ERROR, error=ErrorCode.TIMEOUT)
+        if link is not None and forwarded and link.downstream is not None:
+            self.health.suspect(link, f"a call timed out after {call.timeout_ms} ms")
+
+    def _refuse(self, session: ClientSession, request_id: RequestId, entry: AuditEntry, refusal: Refusal) -> None:
+        context: JSONObject = {}
+        if refusal.rule is not None:
+            context["rule"] = refusal.rule
+        self._ctx.reply_error(session.id, request_id, refusal.code, refusal.message, **context)
+        decision = Decision.DENY if refusal.code is ErrorCode.DENIED_BY_POLICY else Decision.ERROR
+        self._ctx.audit(_with(entry, rule=refusal.rule), decision, error=refusal.code)
+
+
+def _with(entry: AuditEntry, **changes: Any) -> AuditEntry:
+    """``entry`` with ``changes``: the record grows as the call gets further."""
+    return replace(entry, **changes)
+
+
+def _describe(spec: ServerSpec, metadata: bool) -> JSONObject:
+    """One ``list_servers`` entry; never env values or headers (they hold secrets)."""
+    entry: JSONObject = {"name": spec.name, "description": spec.description}
+    if metadata:
+        entry["transport"] = spec.transport
+        if spec.transport == "stdio":
+            entry["command"] = spec.command
+        else:
+            entry["url"] = spec.url
+    return entry

@@ -1,0 +1,451 @@
+"""Links to downstream servers: choosing one, starting it, its handshake, its failures, reload and shutdown.
+
+Theory of operation
+-------------------
+A call goes to the link its server's pool chooses (:meth:`Links.choose`,
+see :mod:`~lockgate.core._pool`); :meth:`Links.assign` serves it at once on
+a link that is serving, else queues it and starts the link. A start mints a
+fresh ``downstream`` id (:class:`~lockgate.core.StartDownstream`) and runs
+the MCP handshake (MCP 2025-11-25, basic/lifecycle): ``initialize``,
+``notifications/initialized``, then every page of ``tools/list``, under the
+start timer; the tool list is cached for ``get_server_tools`` and refreshed
+on ``notifications/tools/list_changed``. Once READY, the waiting calls go
+out in order.
+
+When a connection fails (it exited, its handshake or a health check timed
+out, an HTTP error broke it), :meth:`connection_failed` decides what becomes
+of its calls: those that never reached it fail over to another instance;
+forwarded ones fail at once unless the server allows ``retry_calls``. A
+shared link starts again after its backoff; a per-client one is forgotten.
+Health checks, idle stops and hangs are :mod:`~lockgate.core._health`'s;
+lost HTTP sessions and error statuses :mod:`~lockgate.core._lost_sessions`'.
+
+A reload swaps the configuration between two events: a changed or removed
+server's links *retire* (stop once their calls end), a changed or added one
+gets a fresh pool. Shutdown fails what is left and stops every link.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from ._actions import SendToDownstream, StartDownstream, StopDownstream
+from ._audit import Decision
+from ._call import Call, CallTrigger
+from ._context import Context, error_response
+from ._errors import ErrorCode
+from ._events import ClientId, ConfigRejected, ConfigReloaded
+from ._jsonrpc import Invalid, Notification, Request, Response, error, result
+from ._link import Internal, Link, State
+from ._pool import Pool, Unavailable
+from ._timers import TimerKind
+
+if TYPE_CHECKING:
+    from ._calls import Calls
+    from ._health import Health
+
+__all__ = ["DOWNSTREAM_PROTOCOL_VERSION", "Links"]
+
+JSONObject = dict[str, Any]
+
+#: The protocol version the gateway offers each downstream it starts.
+DOWNSTREAM_PROTOCOL_VERSION = "2025-11-25"
+
+
+class Links:
+    """The links to downstream servers (see the module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.calls: Calls
+        self.health: Health
+
+    # -- giving a call to a link -----------------------------------------------------
+
+    def choose(
+        self, pool: Pool, client: ClientId, *, exclude: tuple[int, ...] = (), prefer_running: bool = False
+    ) -> Link | Unavailable:
+        """The link to serve a request of ``client``, or why there is none (see :meth:`Pool.choose`)."""
+        draw = self._ctx.draw() if pool.spec.strategy == "random" else 0
+        return pool.choose(client, self._ctx.now, exclude=exclude, prefer_running=prefer_running, draw=draw)
+
+    def assign(self, link: Link, call: Call) -> None:
+        """Give a call to a link: serve it now, or queue it (starting the link when it is down)."""
+        call.tried = (*call.tried, link.instance.index)
+        if link.serving:
+            self.calls.dispatch(link, call)
+            return
+        if link.state in (State.IDLE, State.BACKOFF):
+            self.start(link)
+        call.downstream = link.downstream
+        link.waiters.append(call)
+
+    def drain_waiters(self, link: Link) -> None:
+        """Serve the calls that waited for ``link`` to be serving, in order."""
+        # One at a time, the rest still queued: a link a reload retired must
+        # not look idle (and be stopped) before the last waiter is sent.
+        while link.waiters and link.downstream is not None and link.serving:
+            self.calls.dispatch(link, link.waiters.pop(0))
+
+    def call_done(self, link: Link) -> None:
+        """A call on ``link`` ended: it may now be idle, or done retiring."""
+        link.last_active = self._ctx.now
+        self.health.arm_idle(link)
+        self.retire_if_idle(link)
+
+    # -- starting and the handshake --------------------------------------------------
+
+    def start_eager(self, pool: Pool) -> None:
+        """Start a shared server's instances up front, within its process cap."""
+        for link in pool.shared[: pool.spec.max_processes]:
+            if link.state is State.IDLE:
+                self.start(link)
+
+    def start(self, link: Link) -> None:
+        """Open a new connection to an instance and begin its MCP handshake."""
+        ctx = self._ctx
+        downstream = ctx.new_downstream()
+        self.health.cancel_timer(link, TimerKind.RESTART)
+        instance = link.instance
+        instance.starting(ctx.now)
+        link.move(State.STARTING)
+        link.downstream = downstream
+        link.next_wire_id = 1
+        link.pending = {}
+        link.internal = {}
+        link.listing = []
+        link.garbage_lines = 0
+        link.suspect = None
+        instance.starts += 1
+        ctx.links[downstream] = link
+        ctx.emit(StartDownstream(downstream=downstream, server=link.name, spec=link.spec, instance=instance.index))
+        self.send_initialize(link)
+
+    def send_initialize(self, link: Link) -> None:
+        """Begin the MCP handshake on ``link``'s connection, under the start timer."""
+        downstream = link.downstream
+        assert downstream is not None
+        wire_id = link.take_wire_id()
+        link.internal[wire_id] = Internal.INITIALIZE
+        link.session_wire = wire_id
+        self._ctx.emit(
+            SendToDownstream(
+                downstream=downstream,
+                message={
+                    "jsonrpc": "2.0",
+                    "id": wire_id,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": DOWNSTREAM_PROTOCOL_VERSION,
+                        "capabilities": {},
+                        "clientInfo": {"name": "lockgate", "version": __version__},
+                    },
+                },
+            )
+        )
+        self.health.set_timer(link, TimerKind.START, self._ctx.now + self._ctx.config.settings.start_timeout_ms / 1000)
+
+    # -- what a link's server says ---------------------------------------------------
+
+    def message(self, link: Link, msg: Request | Notification | Response | Invalid) -> None:
+        """One message from ``link``'s server, other than the answer to a call (see :meth:`Calls.answered`)."""
+        match msg:
+            case Response():
+                self._internal_answer(link, msg)
+            case Notification():
+                self._notification(link, msg)
+            case Request():
+                # No client capabilities were declared downstream, so only ping is owed an answer.
+                if msg.method == "ping":
+                    reply = result(msg.id, {})
+                else:
+                    reply = error(msg.id, ErrorCode.METHOD_NOT_FOUND, f"Method not supported by the gateway: {msg.method}")
+                assert link.downstream is not None
+                self._ctx.emit(SendToDownstream(downstream=link.downstream, message=reply))
+            case Invalid():
+                self._invalid(link, msg)
+
+    def _invalid(self, link: Link, msg: Invalid) -> None:
+        """The server wrote something that is not a valid message.
+
+        An answer to one of our requests that cannot be forwarded (a lone
+        surrogate or ``NaN`` in a result, say) still answers it: the call
+        fails at once with -32603 instead of waiting for its timeout. A
+        request the server sent that way gets the error it earned. Anything
+        else is noise on the line, logged a few times.
+        """
+        ctx = self._ctx
+        wire_id = msg.id
+        if isinstance(wire_id, int) and (wire_id in link.pending or wire_id in link.internal):
+            reason = f"sent an answer that cannot be forwarded ({msg.message[:200]})"
+            data: JSONObject = {"code": ErrorCode.INTERNAL_ERROR.name, "server": link.name, "reason": reason}
+            if msg.path is not None:
+                data["path"] = msg.path
+            err = {"code": int(ErrorCode.INTERNAL_ERROR), "message": f"Server '{link.name}' {reason}", "data": data}
+            ctx.log("warning", "server sent an answer that cannot be forwarded", server=link.name, error=msg.message[:200])
+            self.answer(link, Response(wire_id, {"jsonrpc": "2.0", "id": wire_id, "error": err}))
+            return
+        if msg.id is not None and msg.answer_owed and msg.salvaged is not None and "method" in msg.salvaged:
+            assert link.downstream is not None
+            ctx.emit(SendToDownstream(downstream=link.downstream, message=error(msg.id, msg.code, msg.message)))
+            return
+        link.garbage_lines += 1
+        # Say it a few times, not once per line of a chatty server.
+        ctx.log("warning" if link.garbage_lines <= 3 else "debug", "ignored output that is not JSON-RPC", server=link.name, error=msg.message[:200])
+
+    def answer(self, link: Link, msg: Response) -> None:
+        """An answer on ``link``: to a call, or to one of the gateway's own requests."""
+        wire_id = msg.id
+        if not isinstance(wire_id, int):
+            return
+        call = link.pending.pop(wire_id, None)
+        if call is not None:
+            self.calls.answered(link, call, msg)
+        else:
+            self._internal_answer(link, msg)
+
+    def _internal_answer(self, link: Link, msg: Response) -> None:
+        wire_id = msg.id
+        kind = link.internal.pop(wire_id, None) if isinstance(wire_id, int) else None
+        if kind is Internal.INITIALIZE:
+            self._initialized(link, msg)
+        elif kind is Internal.TOOLS_LIST:
+            assert isinstance(wire_id, int)
+            self._tools_page(link, wire_id, msg)
+        elif kind is Internal.PING:
+            self.health.pong(link)
+
+    def _initialized(self, link: Link, msg: Response) -> None:
+        res = msg.raw.get("result")
+        if not isinstance(res, dict):
+            err = msg.raw.get("error")
+            detail = err.get("message") if isinstance(err, dict) else None
+            detail = detail[:200] if isinstance(detail, str) else None
+            self.fail(link, f"initialize failed: {detail or 'no result'}")
+            return
+        version = res.get("protocolVersion")
+        link.protocol_version = version if isinstance(version, str) else None
+        info = res.get("serverInfo")
+        link.server_info = info if isinstance(info, dict) else None
+        assert link.downstream is not None
+        self._ctx.emit(
+            SendToDownstream(downstream=link.downstream, message={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        )
+        link.move(State.LISTING)
+        self.request_tools(link, None)
+
+    def request_tools(self, link: Link, cursor: str | None) -> None:
+        wire_id = link.take_wire_id()
+        link.internal[wire_id] = Internal.TOOLS_LIST
+        link.listing_wire = wire_id
+        message: JSONObject = {"jsonrpc": "2.0", "id": wire_id, "method": "tools/list"}
+        if cursor is not None:
+            message["params"] = {"cursor": cursor}
+        else:
+            link.listing = []
+        assert link.downstream is not None
+        self._ctx.emit(SendToDownstream(downstream=link.downstream, message=message))
+
+    def _tools_page(self, link: Link, wire_id: int, msg: Response) -> None:
+        ctx = self._ctx
+        if wire_id != link.listing_wire:
+            return  # superseded by a newer listing after list_changed
+        res = msg.raw.get("result")
+        if isinstance(res, dict) and isinstance(res.get("tools"), list):
+            link.listing.extend(t for t in res["tools"] if isinstance(t, dict) and isinstance(t.get("name"), str))
+            cursor = res.get("nextCursor")
+            if isinstance(cursor, str) and cursor:
+                self.request_tools(link, cursor)
+                return
+        else:
+            # A server without tools may answer -32601; it simply offers none.
+            ctx.log("warning", "tools/list failed; serving no tools", server=link.name)
+        link.listing_wire = None
+        link.set_tools(link.listing)
+        link.listing = []
+        if link.state is State.LISTING:
+            link.move(State.READY)
+            link.instance.answered()
+            self.health.cancel_timer(link, TimerKind.START)
+            ctx.log("info", "server ready", server=link.name, tools=len(link.tools or ()), protocol=link.protocol_version)
+            self.health.schedule(link)
+            link.last_active = ctx.now
+            self.health.arm_idle(link)
+            self.drain_waiters(link)
+
+    def _notification(self, link: Link, note: Notification) -> None:
+        method = note.method
+        if method == "notifications/progress":
+            token = note.params.get("progressToken")
+            call = link.pending.get(token) if isinstance(token, int) else None
+            if call is not None:
+                self.calls.progress(call, note)
+        elif method == "notifications/tools/list_changed":
+            if link.state is State.READY:
+                self.request_tools(link, None)
+        elif method == "notifications/message":
+            self._ctx.log(
+                "info", "server log message",
+                server=link.name, server_level=note.params.get("level"), data=note.params.get("data"),
+            )
+
+    # -- failures --------------------------------------------------------------------
+
+    def fail(self, link: Link, reason: str, *, kill: bool = False) -> None:
+        """Give up on a live connection: stop (or, hung, kill) it and fail what depends on it."""
+        assert link.downstream is not None
+        self._ctx.links.pop(link.downstream, None)
+        self.connection_failed(link, reason, stop=True, kill=kill)
+
+    def connection_failed(self, link: Link, reason: str, *, stop: bool, kill: bool = False) -> None:
+        """A connection is gone (already out of ``ctx.links``); see the module docstring for its calls."""
+        ctx = self._ctx
+        downstream = link.downstream
+        assert downstream is not None
+        if stop:
+            ctx.emit(StopDownstream(downstream=downstream, kill=kill))
+        self.health.cancel_timers(link)
+        link.downstream = None
+        link.internal = {}
+        link.instance.failed(reason, ctx.now)
+        link.move(State.BACKOFF)
+        ctx.log("warning", "server unavailable", server=link.name, instance=link.instance.index, reason=reason)
+        calls = [*link.pending.values(), *link.waiters]
+        link.pending = {}
+        link.waiters = []
+        pool = ctx.pools.get(link.name)
+        current = pool is not None and (
+            link in pool.shared or (link.client is not None and pool.clients.get(link.client) is link)
+        )
+        if link.client is not None:
+            if pool is not None and current:
+                del pool.clients[link.client]
+            link.move(State.IDLE)
+        elif current and not ctx.closing and not link.retiring:
+            self.health.set_timer(link, TimerKind.RESTART, link.instance.retry_at)
+        for call in calls:
+            reached = call.wire_id is not None
+            if pool is not None and current and (not reached or link.entry.retry_calls) and self._failover(pool, call):
+                continue
+            self.calls.fail(call, reason)
+
+    def _failover(self, pool: Pool, call: Call) -> bool:
+        """Give a call whose link failed to another instance; False when there is none."""
+        if call.client not in self._ctx.clients or self._ctx.closing:
+            return False
+        link = self.choose(pool, call.client, exclude=call.tried, prefer_running=call.tool is None)
+        if isinstance(link, Unavailable):
+            return False
+        self._ctx.log("info", "request moved to another instance", server=pool.name, instance=link.instance.index)
+        self.reroute(link, call)
+        return True
+
+    def reroute(self, link: Link, call: Call) -> None:
+        """Give a call that has not been answered to ``link`` (another instance, or its own started again)."""
+        call.move(CallTrigger.REROUTE)
+        call.wire_id = None
+        call.downstream = None
+        self.assign(link, call)
+
+    # -- stopping on purpose ---------------------------------------------------------
+
+    def stop(self, link: Link) -> None:
+        """Stop a link on purpose (idle, client gone, reload, shutdown); nothing must be pending."""
+        if link.state in (State.STARTING, State.LISTING):
+            link.instance.stopped_starting()
+        if link.downstream is not None:
+            self._ctx.links.pop(link.downstream, None)
+            self._ctx.emit(StopDownstream(downstream=link.downstream))
+            link.downstream = None
+        self.health.cancel_timers(link)
+        link.internal = {}
+        link.move(State.IDLE)
+
+    def retire_if_idle(self, link: Link) -> None:
+        if link.retiring and not link.pending and not link.waiters:
+            self.stop(link)
+
+    def release_client(self, client: ClientId) -> None:
+        """A client is gone: stop the links it had to itself."""
+        for pool in self._ctx.pools.values():
+            link = pool.clients.pop(client, None)
+            if link is not None:
+                self.stop(link)
+
+    # -- reload and shutdown ---------------------------------------------------------
+
+    def reloaded(self, ev: ConfigReloaded) -> None:
+        """Swap configuration between two events; running calls finish as they started.
+
+        Policy and descriptions apply from the next request on. A server whose
+        spec changed, or that is gone, keeps its links until their calls end
+        (``retiring``); a changed or added one gets a fresh :class:`Pool`,
+        started now under the eager strategy.
+        """
+        ctx = self._ctx
+        new = ev.config
+        old_pools = ctx.pools
+        ctx.config = new
+        ctx.pools = {}
+        changed: list[str] = []
+        added: list[str] = []
+        for name, spec in new.servers.items():
+            pool = old_pools.pop(name, None)
+            if pool is not None and pool.spec == spec:
+                ctx.pools[name] = pool
+                continue
+            if pool is not None:
+                changed.append(name)
+                self._retire(pool)
+            else:
+                added.append(name)
+            fresh = Pool.build(spec)
+            ctx.pools[name] = fresh
+            if new.settings.init_strategy == "eager" and not ctx.closing:
+                self.start_eager(fresh)
+        for pool in old_pools.values():
+            self._retire(pool)
+        ctx.reload.succeeded(at=ev.time if ev.time is not None else ev.now, files=ev.files, warnings=new.warnings)
+        ctx.log(
+            "notice", "configuration reloaded",
+            files=list(ev.files), added=added, removed=sorted(old_pools), changed=changed,
+            agents=len(new.policy.agents),
+        )
+        for warning in new.warnings:
+            ctx.log("warning", warning.message, file=warning.file, path=warning.path)
+
+    def _retire(self, pool: Pool) -> None:
+        """A reload removed or changed this server: stop each link once it has nothing in flight."""
+        for link in pool.links():
+            link.retiring = True
+            self.retire_if_idle(link)
+
+    def rejected(self, ev: ConfigRejected) -> None:
+        """Record a refused reload and say why; the running configuration stays."""
+        ctx = self._ctx
+        ctx.reload.failed(at=ev.time if ev.time is not None else ev.now, files=ev.files, problems=ev.problems, warnings=ev.warnings)
+        for problem in ev.problems:
+            ctx.log(
+                "error", f"configuration rejected, keeping the running one: {problem.message}",
+                file=problem.file, path=problem.path,
+            )
+
+    def shutdown(self) -> None:
+        """Fail every call still on a link, stop every link, and start nothing again."""
+        ctx = self._ctx
+        ctx.closing = True
+        for link in list(ctx.links.values()):
+            calls = [*link.pending.values(), *link.waiters]
+            link.pending = {}
+            link.waiters = []
+            for call in calls:
+                response = error_response(
+                    call.request_id, ErrorCode.SERVER_UNAVAILABLE, "The gateway is shutting down",
+                    server=call.server, reason="shutting down",
+                )
+                self.calls.finish(call, response, Decision.ERROR, error=ErrorCode.SERVER_UNAVAILABLE)
+            self.stop(link)
+        for pool in ctx.pools.values():
+            for link in pool.links():
+                self.health.cancel_timers(link)  # restart timers of links that are down

@@ -1,0 +1,127 @@
+"""HTTP downstreams: a lost MCP session, and what an HTTP error status means.
+
+The HTTP shell reports facts (a 404 to a message sent under our session, any
+other status of 300 or more, with the message as sent and the start of the
+body); deciding what they mean for calls and connections happens here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._call import CallState, CallTrigger
+from ._context import Context
+from ._events import DownstreamHttpError, DownstreamSessionLost
+from ._jsonrpc import Notification, Request, Response, decode
+from ._link import State
+from ._strictjson import parse
+
+if TYPE_CHECKING:
+    from ._calls import Calls
+    from ._health import Health
+    from ._links import Links
+
+__all__ = ["LostSessions"]
+
+JSONObject = dict[str, Any]
+
+
+class LostSessions:
+    """What HTTP servers' refusals mean (see the module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.links: Links
+        self.calls: Calls
+        self.health: Health
+
+    def session_lost(self, ev: DownstreamSessionLost) -> None:
+        """An HTTP server lost our MCP session: handshake again, then resend what it refused.
+
+        A 404 to a message sent under a session means the server did not
+        process it (MCP 2025-11-25, basic/transports, "Session Management"),
+        so a refused ``tools/call`` is sent once more, with a new wire id, as
+        soon as the new session is READY; until then it waits with the other
+        calls, under its own timer. A call refused twice fails with
+        ``SERVER_UNAVAILABLE``, and so does the whole connection when the
+        session the handshake just opened is lost too. Refusals of messages
+        sent under an older session (wire id below the latest ``initialize``)
+        need no new handshake.
+        """
+        link = self._ctx.links.get(ev.downstream)
+        if link is None:
+            return
+        sent = decode(ev.data) if ev.data is not None else None
+        wire_id = sent.id if isinstance(sent, Request) and isinstance(sent.id, int) else None
+        if wire_id is None or wire_id >= link.session_wire:
+            if link.state is not State.READY:
+                self.links.fail(link, "lost its MCP session during the handshake")
+                return
+            self._ctx.log("info", "server lost our MCP session; opening a new one", server=link.name)
+            # Health, ping and idle timers belong to the lost session; READY arms them again.
+            self.health.cancel_timers(link)
+            link.move(State.STARTING)
+            self.links.send_initialize(link)
+        if wire_id is None:
+            return
+        link.internal.pop(wire_id, None)  # a refused tools/list: the new handshake lists again
+        call = link.pending.pop(wire_id, None)
+        if call is None:
+            return
+        if call.state is CallState.RESENT:
+            self.calls.fail(call, "lost its MCP session twice in a row")
+            return
+        call.move(CallTrigger.REQUEUE)
+        call.wire_id = None
+        if link.state is State.READY:
+            self.calls.dispatch(link, call)
+        else:
+            link.waiters.append(call)
+
+    def http_error(self, ev: DownstreamHttpError) -> None:
+        """Decide what an HTTP error status from a downstream means.
+
+        - 401: the server wants credentials we do not have; nothing on this
+          connection can work, so it fails (and restarts with backoff).
+        - A request answered 4xx with a JSON-RPC error body: that error is
+          the request's answer; the connection is fine.
+        - A request answered 4xx without one: that request fails with
+          ``SERVER_UNAVAILABLE``, or the connection when it was the
+          gateway's own (``initialize``, ``tools/list``).
+        - 5xx and anything else on a request: the server is broken; the
+          connection fails.
+        - A notification or a response: nothing waits for an answer; logged.
+        """
+        link = self._ctx.links.get(ev.downstream)
+        if link is None:
+            return
+        reason = f"HTTP status {ev.status} from the server"
+        if ev.status == 401:
+            self.links.fail(link, "authentication required")
+            return
+        sent = decode(ev.data) if ev.data is not None else None
+        if not isinstance(sent, Request) or not isinstance(sent.id, int):
+            method = sent.method if isinstance(sent, Notification) else None
+            self._ctx.log("warning", "server refused a message", server=link.name, status=ev.status, method=method)
+            return
+        if 400 <= ev.status < 500:
+            err = _jsonrpc_error(ev.body)
+            if err is not None:
+                self.links.answer(link, Response(sent.id, {"jsonrpc": "2.0", "id": sent.id, "error": err}))
+                return
+            call = link.pending.pop(sent.id, None)
+            if call is not None:
+                self.calls.fail(call, reason)
+                return
+            if sent.id not in link.internal:
+                return  # a request already answered or abandoned
+        self.links.fail(link, reason)
+
+
+def _jsonrpc_error(body: bytes) -> JSONObject | None:
+    """The ``error`` object of a JSON-RPC error response in ``body``, if it is one (held to strict JSON)."""
+    obj = parse(body)  # a dict, another JSON value, or Flawed
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("code"), int) and isinstance(err.get("message"), str):
+        return err
+    return None

@@ -1,0 +1,140 @@
+"""Read-only views of the gateway: status, readiness and metrics.
+
+Nothing here changes state or emits actions; shells and ``lockgate check``
+call these between events (through :class:`~lockgate.core.Gateway`), and
+the ``get_gateway_status`` tool answers with :meth:`Views.status`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from ._context import Context
+from ._link import Link, State
+from ._metrics import Extra, prometheus_text
+from ._pool import ServerState
+
+__all__ = ["Views"]
+
+JSONObject = dict[str, Any]
+
+
+class Views:
+    """What the gateway shows of itself (see the module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def uptime(self, now: float) -> float:
+        """Seconds since the first event the gateway handled, at ``now`` on the event clock."""
+        started = self._ctx.started_at
+        return 0.0 if started is None else max(0.0, now - started)
+
+    def _calls_in_flight(self) -> int:
+        return sum(len(s.calls) for s in self._ctx.clients.values())
+
+    def metrics_json(self, now: float) -> JSONObject:
+        """The JSON ``/metrics`` view: call counts, errors and latency per operation, agent and server.
+
+        The shell adds a wall-clock ``timestamp``; the core has no such clock.
+        """
+        ctx = self._ctx
+        return {
+            **ctx.metrics.snapshot(uptime=self.uptime(now)),
+            "clients": len(ctx.clients),
+            "calls_in_flight": self._calls_in_flight(),
+            "reload": self.reload_status(),
+        }
+
+    def metrics_prometheus(self, now: float) -> str:
+        """The Prometheus text exposition of the same metrics, plus live gauges."""
+        ctx = self._ctx
+        extra: Extra = {
+            "clients": ("gauge", "Client sessions open now.", {(): len(ctx.clients)}),
+            "calls_in_flight": ("gauge", "Gateway tool calls waiting for a downstream.", {(): self._calls_in_flight()}),
+            "server_state": (
+                "gauge",
+                "1 for the state each configured server is in (see server_states).",
+                {(("server", name), ("state", state.value)): 1 for name, state in self.server_states().items()},
+            ),
+            "config_reloads_total": (
+                "counter",
+                "Configuration reload attempts since start-up, by result.",
+                {(("result", "ok"),): ctx.reload.successes, (("result", "rejected"),): ctx.reload.failures},
+            ),
+        }
+        return prometheus_text(ctx.metrics, uptime=self.uptime(now), extra=extra)
+
+    def status(self) -> JSONObject:
+        """A JSON snapshot of the gateway for ``get_gateway_status`` and operators."""
+        ctx = self._ctx
+        now = ctx.now
+        return {
+            "version": __version__,
+            "uptime_seconds": round(self.uptime(now), 3),
+            "servers": {name: pool.status(now) for name, pool in ctx.pools.items()},
+            "clients": len(ctx.clients),
+            "calls_in_flight": self._calls_in_flight(),
+            "init_strategy": ctx.config.settings.init_strategy,
+            "config_warnings": [str(w) for w in ctx.config.warnings],
+            "reload": self.reload_status(),
+            "metrics": ctx.metrics.snapshot(uptime=self.uptime(now)),
+        }
+
+    def reload_status(self) -> JSONObject:
+        """Configuration reloads so far (see :class:`~lockgate.core._reload.ReloadStatus`), as JSON.
+
+        ``draining`` lists the servers a reload removed or changed whose old
+        link is still finishing calls under the old configuration.
+        """
+        status = self._ctx.reload.snapshot()
+        status["draining"] = sorted({link.name for link in self._ctx.links.values() if link.retiring})
+        return status
+
+    def server_tools(self, name: str) -> list[JSONObject] | None:
+        """A copy of the tool definitions server ``name`` listed, as it sent them.
+
+        ``None`` when the server is not configured or has not listed its tools
+        yet.
+        """
+        pool = self._ctx.pools.get(name)
+        listed = [link.tools for link in pool.links() if link.tools is not None] if pool is not None else []
+        return list(listed[0]) if listed else None
+
+    def server_states(self) -> dict[str, ServerState]:
+        """Each server's state in one word (see :class:`~lockgate.core._pool.ServerState`)."""
+        return {name: pool.summary(self._ctx.now) for name, pool in self._ctx.pools.items()}
+
+    def readiness(self) -> JSONObject:
+        """The ``/ready`` answer: ready once every eager server has finished its first start attempt.
+
+        ``status`` is ``"ready"`` or ``"not_ready"`` (with a ``reason``);
+        ``servers`` maps each server to its state either way.
+        """
+        ctx = self._ctx
+        servers = {name: state.value for name, state in self.server_states().items()}
+        reason: str | None = None
+        if not ctx.started:
+            reason = "the gateway has not started its servers yet"
+        elif ctx.closing:
+            reason = "the gateway is shutting down"
+        elif ctx.config.settings.init_strategy == "eager":
+            waiting = sorted(
+                name
+                for name, pool in ctx.pools.items()
+                if not all(_first_start_done(link) for link in pool.shared[: pool.spec.max_processes])
+            )
+            if waiting:
+                reason = f"waiting for the first start of: {', '.join(waiting)}"
+        if reason is not None:
+            return {"status": "not_ready", "reason": reason, "servers": servers}
+        return {"status": "ready", "servers": servers}
+
+
+def _first_start_done(link: Link) -> bool:
+    """Whether an eagerly started link's first start attempt has ended, in success (READY) or failure."""
+    if link.state in (State.READY, State.BACKOFF):
+        return True
+    starts = link.instance.starts
+    return starts > 1 or (starts == 1 and link.state is State.IDLE)
