@@ -24,6 +24,7 @@ part that owns it; the parts share one :class:`~lockgate.core._context.Context`
 :mod:`._health`        the links' timers: health pings, hangs, idle stops,
                        restarts
 :mod:`._lost_sessions` HTTP servers that lost our session or answer errors
+:mod:`._reload`        a new configuration taking over between two events
 :mod:`._views`         status, readiness and metrics (read-only)
 =====================  =====================================================
 
@@ -62,6 +63,7 @@ from ._jsonrpc import Response, decode
 from ._links import Links
 from ._lost_sessions import LostSessions
 from ._pool import ServerState
+from ._reload import Reloads
 from ._timers import TimerKind
 from ._views import Views
 
@@ -108,6 +110,7 @@ class Gateway:
         self._links = Links(ctx)
         self._health = Health(ctx)
         self._lost = LostSessions(ctx)
+        self._reloads = Reloads(ctx)
         self._views = Views(ctx)
         # The parts call one another: wired here, once, in plain sight.
         self._clients.calls, self._clients.links = self._calls, self._links
@@ -115,6 +118,7 @@ class Gateway:
         self._links.calls, self._links.health = self._calls, self._health
         self._health.links, self._health.calls = self._links, self._calls
         self._lost.links, self._lost.calls, self._lost.health = self._links, self._calls, self._health
+        self._reloads.links = self._links
 
     @property
     def config(self) -> Config:
@@ -166,9 +170,9 @@ class Gateway:
                     for pool in ctx.pools.values():
                         self._links.start_eager(pool)  # only idle ones: a reload may have come first
             case ConfigReloaded():
-                self._links.reloaded(event)
+                self._reloads.reloaded(event)
             case ConfigRejected():
-                self._links.rejected(event)
+                self._reloads.rejected(event)
             case ShutdownRequested():
                 self._links.shutdown()
             case _:

@@ -20,9 +20,9 @@ shared link starts again after its backoff; a per-client one is forgotten.
 Health checks, idle stops and hangs are :mod:`~lockgate.core._health`'s;
 lost HTTP sessions and error statuses :mod:`~lockgate.core._lost_sessions`'.
 
-A reload swaps the configuration between two events: a changed or removed
-server's links *retire* (stop once their calls end), a changed or added one
-gets a fresh pool. Shutdown fails what is left and stops every link.
+A reload (:mod:`~lockgate.core._reload`) retires the links of a changed or
+removed server: they stop once their calls end (:meth:`Links.retire_if_idle`).
+Shutdown fails what is left and stops every link.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ._audit import Decision
 from ._call import Call, CallTrigger
 from ._context import Context, error_response
 from ._errors import ErrorCode
-from ._events import ClientId, ConfigRejected, ConfigReloaded
+from ._events import ClientId
 from ._jsonrpc import Invalid, Notification, Request, Response, error, result
 from ._link import Internal, Link, State
 from ._pool import Pool, Unavailable
@@ -373,63 +373,7 @@ class Links:
             if link is not None:
                 self.stop(link)
 
-    # -- reload and shutdown ---------------------------------------------------------
-
-    def reloaded(self, ev: ConfigReloaded) -> None:
-        """Swap configuration between two events; running calls finish as they started.
-
-        Policy and descriptions apply from the next request on. A server whose
-        spec changed, or that is gone, keeps its links until their calls end
-        (``retiring``); a changed or added one gets a fresh :class:`Pool`,
-        started now under the eager strategy.
-        """
-        ctx = self._ctx
-        new = ev.config
-        old_pools = ctx.pools
-        ctx.config = new
-        ctx.pools = {}
-        changed: list[str] = []
-        added: list[str] = []
-        for name, spec in new.servers.items():
-            pool = old_pools.pop(name, None)
-            if pool is not None and pool.spec == spec:
-                ctx.pools[name] = pool
-                continue
-            if pool is not None:
-                changed.append(name)
-                self._retire(pool)
-            else:
-                added.append(name)
-            fresh = Pool.build(spec)
-            ctx.pools[name] = fresh
-            if new.settings.init_strategy == "eager" and not ctx.closing:
-                self.start_eager(fresh)
-        for pool in old_pools.values():
-            self._retire(pool)
-        ctx.reload.succeeded(at=ev.time if ev.time is not None else ev.now, files=ev.files, warnings=new.warnings)
-        ctx.log(
-            "notice", "configuration reloaded",
-            files=list(ev.files), added=added, removed=sorted(old_pools), changed=changed,
-            agents=len(new.policy.agents),
-        )
-        for warning in new.warnings:
-            ctx.log("warning", warning.message, file=warning.file, path=warning.path)
-
-    def _retire(self, pool: Pool) -> None:
-        """A reload removed or changed this server: stop each link once it has nothing in flight."""
-        for link in pool.links():
-            link.retiring = True
-            self.retire_if_idle(link)
-
-    def rejected(self, ev: ConfigRejected) -> None:
-        """Record a refused reload and say why; the running configuration stays."""
-        ctx = self._ctx
-        ctx.reload.failed(at=ev.time if ev.time is not None else ev.now, files=ev.files, problems=ev.problems, warnings=ev.warnings)
-        for problem in ev.problems:
-            ctx.log(
-                "error", f"configuration rejected, keeping the running one: {problem.message}",
-                file=problem.file, path=problem.path,
-            )
+    # -- shutdown --------------------------------------------------------------------
 
     def shutdown(self) -> None:
         """Fail every call still on a link, stop every link, and start nothing again."""

@@ -1,10 +1,13 @@
-"""Reload status: the record of configuration reloads since start-up.
+"""Configuration reloads: how a new configuration takes over, and the record of attempts.
 
 The shell watches the configuration files and reports every attempt to load
-them as one event: :class:`~.events.ConfigReloaded` when the new files are
-valid, :class:`~.events.ConfigRejected` when they are not (the running
-configuration then stays). :class:`ReloadStatus` keeps count of those
-attempts for ``get_gateway_status`` and the metrics endpoint.
+them as one event: :class:`~lockgate.core.ConfigReloaded` when the new files
+are valid, :class:`~lockgate.core.ConfigRejected` when they are not (the
+running configuration then stays). :class:`Reloads` swaps the configuration
+between two events, with no lock: policy applies from the next request on,
+and the links of a changed or removed server retire (stop once their calls
+end) while a changed or added server gets a fresh pool. :class:`ReloadStatus`
+keeps count of the attempts for ``get_gateway_status`` and the metrics.
 
 Times are what the shell put in the event: a wall-clock ISO 8601 string, or,
 when it gave none, the event's monotonic ``now``.
@@ -13,11 +16,17 @@ when it gave none, the event's monotonic ``now``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import Problem
+from ._events import ConfigRejected, ConfigReloaded
+from ._pool import Pool
 
-__all__ = ["ReloadStatus", "problem_json"]
+if TYPE_CHECKING:
+    from ._context import Context
+    from ._links import Links
+
+__all__ = ["ReloadStatus", "Reloads", "problem_json"]
 
 JSONObject = dict[str, Any]
 Stamp = str | float
@@ -99,3 +108,67 @@ class ReloadStatus:
                 for name, r in self.files.items()
             },
         }
+
+
+class Reloads:
+    """A new configuration taking over, or a refused one being recorded (see the module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.links: Links
+
+    def reloaded(self, ev: ConfigReloaded) -> None:
+        """Swap configuration between two events; running calls finish as they started.
+
+        Policy and descriptions apply from the next request on. A server whose
+        spec changed, or that is gone, keeps its links until their calls end
+        (``retiring``); a changed or added one gets a fresh :class:`Pool`,
+        started now under the eager strategy.
+        """
+        ctx = self._ctx
+        new = ev.config
+        old_pools = ctx.pools
+        ctx.config = new
+        ctx.pools = {}
+        changed: list[str] = []
+        added: list[str] = []
+        for name, spec in new.servers.items():
+            pool = old_pools.pop(name, None)
+            if pool is not None and pool.spec == spec:
+                ctx.pools[name] = pool
+                continue
+            if pool is not None:
+                changed.append(name)
+                self._retire(pool)
+            else:
+                added.append(name)
+            fresh = Pool.build(spec)
+            ctx.pools[name] = fresh
+            if new.settings.init_strategy == "eager" and not ctx.closing:
+                self.links.start_eager(fresh)
+        for pool in old_pools.values():
+            self._retire(pool)
+        ctx.reload.succeeded(at=ev.time if ev.time is not None else ev.now, files=ev.files, warnings=new.warnings)
+        ctx.log(
+            "notice", "configuration reloaded",
+            files=list(ev.files), added=added, removed=sorted(old_pools), changed=changed,
+            agents=len(new.policy.agents),
+        )
+        for warning in new.warnings:
+            ctx.log("warning", warning.message, file=warning.file, path=warning.path)
+
+    def _retire(self, pool: Pool) -> None:
+        """A reload removed or changed this server: stop each link once it has nothing in flight."""
+        for link in pool.links():
+            link.retiring = True
+            self.links.retire_if_idle(link)
+
+    def rejected(self, ev: ConfigRejected) -> None:
+        """Record a refused reload and say why; the running configuration stays."""
+        ctx = self._ctx
+        ctx.reload.failed(at=ev.time if ev.time is not None else ev.now, files=ev.files, problems=ev.problems, warnings=ev.warnings)
+        for problem in ev.problems:
+            ctx.log(
+                "error", f"configuration rejected, keeping the running one: {problem.message}",
+                file=problem.file, path=problem.path,
+            )
