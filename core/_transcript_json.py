@@ -1,0 +1,345 @@
+"""Events, actions and configuration as JSON: the lines of a core transcript.
+
+The format is documented in ``conformance/README.md``; :mod:`lockgate.core.transcript`
+is the public face of this module. Bytes are kept as UTF-8 text when they
+are, else as base64; a server's ``env`` and ``headers`` values are redacted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, assert_never
+
+from . import __version__
+from ._actions import (
+    Action,
+    Audit,
+    CancelTimer,
+    CloseClient,
+    Log,
+    SendToClient,
+    SendToDownstream,
+    SetTimer,
+    StartDownstream,
+    StopDownstream,
+)
+from ._config import Config, InstanceSpec, Problem, ServerSpec, Settings
+from ._events import (
+    ClientClosed,
+    ClientMessageReceived,
+    ClientOpened,
+    ConfigRejected,
+    ConfigReloaded,
+    DownstreamExited,
+    DownstreamHttpError,
+    DownstreamMessageReceived,
+    DownstreamSessionLost,
+    Event,
+    GatewayStarted,
+    ShutdownRequested,
+    TimerFired,
+)
+from ._policy import Policy
+
+__all__ = [
+    "FORMAT",
+    "REDACTED",
+    "TranscriptError",
+    "action_to_json",
+    "config_from_json",
+    "config_to_json",
+    "event_from_json",
+    "event_to_json",
+    "header",
+]
+
+JSONObject = dict[str, Any]
+
+FORMAT = 1
+"""The transcript format version written in every header."""
+
+REDACTED = "<redacted>"
+"""What the values of a server's ``env`` and ``headers`` become: they hold secrets."""
+
+
+class TranscriptError(ValueError):
+    """A transcript line is not what this format version allows."""
+
+
+# -- bytes -----------------------------------------------------------------------
+
+
+def _put_bytes(out: JSONObject, key: str, data: bytes) -> None:
+    """Store ``data`` as UTF-8 text under ``key``, or as base64 under ``key_base64``."""
+    try:
+        out[key] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        out[key + "_base64"] = base64.b64encode(data).decode("ascii")
+
+
+def _get_bytes(line: Mapping[str, Any], key: str) -> bytes:
+    if isinstance(line.get(key), str):
+        text: str = line[key]
+        return text.encode("utf-8")
+    encoded = line.get(key + "_base64")
+    if not isinstance(encoded, str):
+        raise TranscriptError(f"{key!r} or {key + '_base64'!r} is missing")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise TranscriptError(f"{key + '_base64'!r} is not base64: {exc}") from None
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+def _spec_to_json(spec: ServerSpec) -> JSONObject:
+    """Every field of a spec (instances included), with secrets redacted.
+
+    Generic over the dataclass fields, so a new configuration key is recorded
+    without touching this module.
+    """
+    out: JSONObject = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if f.name in ("env", "headers"):
+            value = {key: REDACTED for key in value}
+        elif f.name == "instances":
+            value = [{"spec": _spec_to_json(i.spec), "weight": i.weight} for i in value]
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def _spec_from_json(value: Mapping[str, Any]) -> ServerSpec:
+    known = {f.name for f in dataclasses.fields(ServerSpec)}
+    kwargs: JSONObject = {k: v for k, v in value.items() if k in known}
+    kwargs["args"] = tuple(kwargs.get("args", ()))
+    kwargs["env"] = MappingProxyType(dict(kwargs.get("env", {})))
+    kwargs["headers"] = MappingProxyType(dict(kwargs.get("headers", {})))
+    kwargs["instances"] = tuple(
+        InstanceSpec(spec=_spec_from_json(i["spec"]), weight=i.get("weight", 1)) for i in kwargs.get("instances", ())
+    )
+    return ServerSpec(**kwargs)
+
+
+def _problem(problem: Problem) -> JSONObject:
+    return {"file": problem.file, "path": problem.path, "message": problem.message}
+
+
+def config_to_json(config: Config, rules: Mapping[str, Any]) -> JSONObject:
+    """The configuration in a form :func:`config_from_json` rebuilds.
+
+    Args:
+        config: the configuration the Gateway runs under.
+        rules: the rules document ``config.policy`` was compiled from (the
+            compiled :class:`~.policy.Policy` does not keep it).
+
+    Server ``env`` and ``headers`` values are replaced by :data:`REDACTED`;
+    the core never looks at them, so replay is unaffected.
+    """
+    s = config.settings
+    return {
+        "servers": [_spec_to_json(spec) for spec in config.servers.values()],
+        "rules": rules,
+        "settings": {f.name: _plain(getattr(s, f.name)) for f in dataclasses.fields(s)},
+        "warnings": [_problem(w) for w in config.warnings],
+    }
+
+
+def config_from_json(value: Mapping[str, Any]) -> Config:
+    """Rebuild a :class:`Config` written by :func:`config_to_json`.
+
+    Raises:
+        TranscriptError: a field is missing or of the wrong kind.
+    """
+    try:
+        servers = {spec.name: spec for spec in (_spec_from_json(v) for v in value["servers"])}
+        return Config(
+            servers=MappingProxyType(servers),
+            policy=Policy.compile(value["rules"]),
+            settings=_settings_from_json(value["settings"]),
+            warnings=tuple(Problem(**w) for w in value.get("warnings", ())),
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise TranscriptError(f"the configuration cannot be rebuilt: {exc!r}") from None
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _settings_from_json(value: Mapping[str, Any]) -> Settings:
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    kwargs = {k: v for k, v in value.items() if k in fields}
+    for name, v in kwargs.items():
+        # Tuples were written as lists; anything else is plain JSON already.
+        if isinstance(v, list) and isinstance(getattr(Settings(), name), tuple):
+            kwargs[name] = tuple(v)
+    return Settings(**kwargs)
+
+
+def header(config: Config, rules: Mapping[str, Any], **extra: Any) -> JSONObject:
+    """The first line of a transcript; ``extra`` adds free-form fields (``session``, ``transport``)."""
+    return {
+        "transcript": "lockgate-core",
+        "format": FORMAT,
+        "lockgate": __version__,
+        **extra,
+        "config": config_to_json(config, rules),
+    }
+
+
+# -- events ----------------------------------------------------------------------
+
+
+def event_to_json(event: Event, rules: Mapping[str, Any] | None = None) -> JSONObject:
+    """One event line. ``rules`` is the rules document of a ``ConfigReloaded``'s configuration."""
+    out: JSONObject = {"event": type(event).__name__, "now": event.now}
+    match event:
+        case GatewayStarted():
+            if event.seed:
+                out["seed"] = event.seed
+        case ShutdownRequested():
+            pass
+        case ClientOpened():
+            out["client"] = event.client
+            out["transport"] = event.transport
+        case ClientMessageReceived():
+            out["client"] = event.client
+            if event.too_large:
+                out["too_large"] = True
+            else:
+                _put_bytes(out, "data", event.data)
+        case ClientClosed():
+            out["client"] = event.client
+        case DownstreamMessageReceived():
+            out["downstream"] = event.downstream
+            _put_bytes(out, "data", event.data)
+        case DownstreamExited():
+            out["downstream"] = event.downstream
+            out["reason"] = event.reason
+        case TimerFired():
+            out["timer"] = event.timer
+        case DownstreamSessionLost():
+            out["downstream"] = event.downstream
+            if event.data is not None:
+                _put_bytes(out, "data", event.data)
+        case DownstreamHttpError():
+            out.update(downstream=event.downstream, status=event.status)
+            if event.data is not None:
+                _put_bytes(out, "data", event.data)
+            _put_bytes(out, "body", event.body)
+        case ConfigReloaded():
+            out["config"] = None if rules is None else config_to_json(event.config, rules)
+            out.update(files=list(event.files), time=event.time)
+        case ConfigRejected():
+            out.update(
+                problems=[_problem(p) for p in event.problems],
+                warnings=[_problem(p) for p in event.warnings],
+                files=list(event.files),
+                time=event.time,
+            )
+        case _:
+            assert_never(event)
+    return out
+
+
+def event_from_json(line: Mapping[str, Any]) -> Event:
+    """Rebuild an event from its line.
+
+    Raises:
+        TranscriptError: not an event line, or a field is missing.
+    """
+    kind = line.get("event")
+    now = line.get("now")
+    if not isinstance(now, (int, float)):
+        raise TranscriptError(f"event line without a numeric 'now': {kind!r}")
+    try:
+        match kind:
+            case "GatewayStarted":
+                return GatewayStarted(now=now, seed=line.get("seed", 0))
+            case "ShutdownRequested":
+                return ShutdownRequested(now=now)
+            case "ClientOpened":
+                return ClientOpened(now=now, client=line["client"], transport=line.get("transport", "stdio"))
+            case "ClientMessageReceived":
+                if line.get("too_large"):
+                    return ClientMessageReceived(now=now, client=line["client"], data=b"", too_large=True)
+                return ClientMessageReceived(now=now, client=line["client"], data=_get_bytes(line, "data"))
+            case "ClientClosed":
+                return ClientClosed(now=now, client=line["client"])
+            case "DownstreamMessageReceived":
+                return DownstreamMessageReceived(now=now, downstream=line["downstream"], data=_get_bytes(line, "data"))
+            case "DownstreamExited":
+                return DownstreamExited(now=now, downstream=line["downstream"], reason=line["reason"])
+            case "TimerFired":
+                return TimerFired(now=now, timer=line["timer"])
+            case "ConfigReloaded":
+                if line.get("config") is None:
+                    raise TranscriptError("ConfigReloaded without a recorded configuration")
+                return ConfigReloaded(
+                    now=now,
+                    config=config_from_json(line["config"]),
+                    files=tuple(line.get("files", ())),
+                    time=line.get("time"),
+                )
+            case "ConfigRejected":
+                return ConfigRejected(
+                    now=now,
+                    problems=tuple(Problem(**p) for p in line["problems"]),
+                    warnings=tuple(Problem(**p) for p in line.get("warnings", ())),
+                    files=tuple(line.get("files", ())),
+                    time=line.get("time"),
+                )
+            case "DownstreamSessionLost":
+                data = _get_bytes(line, "data") if "data" in line or "data_base64" in line else None
+                return DownstreamSessionLost(now=now, downstream=line["downstream"], data=data)
+            case "DownstreamHttpError":
+                data = _get_bytes(line, "data") if "data" in line or "data_base64" in line else None
+                return DownstreamHttpError(
+                    now=now, downstream=line["downstream"], data=data, status=line["status"], body=_get_bytes(line, "body")
+                )
+    except KeyError as exc:
+        raise TranscriptError(f"{kind} line without {exc}") from None
+    raise TranscriptError(f"unknown event {kind!r}")
+
+
+# -- actions ---------------------------------------------------------------------
+
+
+def action_to_json(action: Action) -> JSONObject:
+    """One action line, in plain JSON (tuples become lists), so lines compare as JSON."""
+    out: JSONObject = {"action": type(action).__name__}
+    match action:
+        case SendToClient():
+            out.update(client=action.client, message=action.message, request=action.request)
+        case CloseClient():
+            out["client"] = action.client
+        case StartDownstream():
+            out.update(
+                downstream=action.downstream, server=action.server, spec=_spec_to_json(action.spec), instance=action.instance
+            )
+        case SendToDownstream():
+            out.update(downstream=action.downstream, message=action.message)
+        case StopDownstream():
+            out["downstream"] = action.downstream
+        case SetTimer():
+            out.update(timer=action.timer, deadline=action.deadline)
+        case CancelTimer():
+            out["timer"] = action.timer
+        case Audit():
+            out["record"] = action.record
+        case Log():
+            out.update(level=action.level, message=action.message, fields=action.fields)
+        case _:
+            assert_never(action)
+    # Round-trip through JSON text: what is compared is what a file would hold.
+    normalised: JSONObject = json.loads(json.dumps(out))
+    return normalised
