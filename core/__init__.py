@@ -21,6 +21,7 @@ from ._actions import (
     Audit,
     CancelTimer,
     CloseClient,
+    DropStream,
     Log,
     LogLevel,
     SendToClient,
@@ -36,12 +37,14 @@ from ._config import (
     Problem,
     ServerSpec,
     Settings,
+    config_schema,
     load_config,
     settings_from_env,
 )
 from ._errors import ErrorCode, LocalProtocolError
 from ._events import (
     ClientClosed,
+    ClientFellBehind,
     ClientId,
     ClientMessageReceived,
     ClientOpened,
@@ -50,6 +53,7 @@ from ._events import (
     DownstreamExited,
     DownstreamHttpError,
     DownstreamMessageReceived,
+    DownstreamNotReading,
     DownstreamSessionLost,
     Event,
     GatewayStarted,
@@ -57,6 +61,7 @@ from ._events import (
     TimerFired,
 )
 from ._gateway import Gateway
+from ._links import downstream_message_bytes
 from ._jsonrpc import (
     Invalid,
     Message,
@@ -84,6 +89,8 @@ __all__ = [
     "Settings",
     "load_config",
     "settings_from_env",
+    "downstream_message_bytes",
+    "config_schema",
     "problem_json",
     # Events: what the shell reports.
     "Event",
@@ -92,7 +99,9 @@ __all__ = [
     "ClientOpened",
     "ClientMessageReceived",
     "ClientClosed",
+    "ClientFellBehind",
     "DownstreamMessageReceived",
+    "DownstreamNotReading",
     "DownstreamExited",
     "DownstreamSessionLost",
     "DownstreamHttpError",
@@ -104,6 +113,7 @@ __all__ = [
     "Action",
     "LogLevel",
     "SendToClient",
+    "DropStream",
     "CloseClient",
     "StartDownstream",
     "SendToDownstream",

@@ -18,6 +18,7 @@ __all__ = [
     "Audit",
     "CancelTimer",
     "CloseClient",
+    "DropStream",
     "Log",
     "SendToClient",
     "SendToDownstream",
@@ -44,6 +45,18 @@ class SendToClient:
 
     client: ClientId
     message: JSONObject
+    request: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropStream:
+    """Stop sending on a client's stream of ``request`` (``None``: its session's own stream).
+
+    The client fell behind on it; it may resume from what the shell kept
+    (Streamable HTTP, ``Last-Event-ID``).
+    """
+
+    client: ClientId
     request: Any = None
 
 
@@ -79,6 +92,11 @@ class SendToDownstream:
 
     downstream: int
     message: JSONObject
+
+    @property
+    def expects_answer(self) -> bool:
+        """Whether the message is a request, which the server answers (else a notification or a response)."""
+        return "method" in self.message and "id" in self.message
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +146,7 @@ class Log:
 
 Action = Union[
     SendToClient,
+    DropStream,
     CloseClient,
     StartDownstream,
     SendToDownstream,

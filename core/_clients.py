@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from ._actions import CloseClient
+from ._actions import CloseClient, DropStream
 from ._call import Call
 from ._context import Context
 from ._errors import ErrorCode, LocalProtocolError
-from ._events import ClientClosed, ClientId, ClientMessageReceived, ClientOpened
+from ._events import ClientClosed, ClientFellBehind, ClientId, ClientMessageReceived, ClientOpened
 from ._jsonrpc import Invalid, Notification, Request, Response, decode, is_request_id
 from ._session import LOG_LEVELS, ClientSession, SessionState, SessionTrigger, negotiate_version
 from ._timers import TimerKind
@@ -104,6 +104,18 @@ class Clients:
             self._ctx.emit(CloseClient(client=client))
         if self._http_seen:
             self._arm_expiry(min(self._http_seen.values()) + ttl)
+
+    def fell_behind(self, ev: ClientFellBehind) -> None:
+        """A client does not read one of its streams fast enough: that stream is dropped.
+
+        Its calls go on, and what was sent stays buffered, so the client can
+        resume the stream (Streamable HTTP, ``Last-Event-ID``); holding the
+        gateway's memory for a reader that does not read is not an option.
+        """
+        if ev.client not in self._ctx.clients:
+            return
+        self._ctx.log("info", "a client fell behind on a stream; dropping it", client=client_label(ev.client))
+        self._ctx.emit(DropStream(client=ev.client, request=ev.request))
 
     # -- messages ----------------------------------------------------------------
 

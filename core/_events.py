@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ClientId",
     "ClientClosed",
+    "ClientFellBehind",
     "ClientMessageReceived",
     "ClientOpened",
     "ConfigRejected",
@@ -25,6 +26,7 @@ __all__ = [
     "DownstreamExited",
     "DownstreamHttpError",
     "DownstreamMessageReceived",
+    "DownstreamNotReading",
     "DownstreamSessionLost",
     "Event",
     "GatewayStarted",
@@ -81,12 +83,40 @@ class ClientClosed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClientFellBehind:
+    """A client does not read the stream of ``request`` (``None``: its session's own stream) fast enough.
+
+    The shell's queue for that stream is full; what was sent stays buffered
+    for resumption. The core decides what becomes of the stream
+    (:class:`~lockgate.core.DropStream`).
+    """
+
+    now: float
+    client: ClientId
+    request: object = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DownstreamMessageReceived:
-    """One framed message arrived from a downstream server."""
+    """One framed message arrived from a downstream server.
+
+    ``too_large`` is set instead of ``data`` when the shell refused to buffer
+    a message over the limit the core set for downstreams
+    (:attr:`~lockgate.core.Settings.downstream_message_bytes`).
+    """
 
     now: float
     downstream: int
     data: bytes
+    too_large: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamNotReading:
+    """A downstream does not take what the gateway writes: its input queue is full."""
+
+    now: float
+    downstream: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,8 +223,10 @@ Event = Union[
     ClientClosed,
     DownstreamMessageReceived,
     DownstreamExited,
+    DownstreamNotReading,
     DownstreamSessionLost,
     DownstreamHttpError,
+    ClientFellBehind,
     TimerFired,
     ConfigReloaded,
     ConfigRejected,

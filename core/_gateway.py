@@ -45,6 +45,7 @@ from ._config import Config
 from ._context import Context
 from ._events import (
     ClientClosed,
+    ClientFellBehind,
     ClientMessageReceived,
     ClientOpened,
     ConfigRejected,
@@ -52,6 +53,7 @@ from ._events import (
     DownstreamExited,
     DownstreamHttpError,
     DownstreamMessageReceived,
+    DownstreamNotReading,
     DownstreamSessionLost,
     Event,
     GatewayStarted,
@@ -60,7 +62,7 @@ from ._events import (
 )
 from ._health import Health
 from ._jsonrpc import Response, decode
-from ._links import Links
+from ._links import Links, downstream_message_bytes
 from ._lost_sessions import LostSessions
 from ._pool import ServerState
 from ._reload import Reloads
@@ -134,12 +136,23 @@ class Gateway:
                 self._clients.message(event)
             case DownstreamMessageReceived():
                 link = ctx.links.get(event.downstream)
-                if link is not None:  # else a connection the core already let go of
+                if link is None:
+                    pass  # a connection the core already let go of
+                elif event.too_large:
+                    # Its output can no longer be matched to calls: start afresh.
+                    self._links.fail(link, f"sent a message over {downstream_message_bytes(ctx.config.settings)} bytes")
+                else:
                     msg = decode(event.data)
                     if isinstance(msg, Response):
                         self._links.answer(link, msg)  # a call's answer goes on to Calls.answered
                     else:
                         self._links.message(link, msg)
+            case DownstreamNotReading():
+                link = ctx.links.get(event.downstream)
+                if link is not None:
+                    self._links.fail(link, "stopped reading its input")
+            case ClientFellBehind():
+                self._clients.fell_behind(event)
             case TimerFired():
                 timer = ctx.fire(event.timer)
                 if timer is None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from ._errors import ErrorCode
 from ._jsonrpc import error
 
-__all__ = ["Headers", "MAX_HEADER_FIELDS", "MAX_HEAD_BYTES", "Reject", "json_body", "bad_http", "head_too_large", "internal_error", "session_gone", "busy", "stream_conflict", "stream_takeover", "duplicate_request", "cancelled_response", "ends_request", "initialize_succeeded", "health_body", "ops_status", "error_body", "reject", "missing_session"]
+__all__ = ["Headers", "MAX_HEADER_FIELDS", "MAX_HEAD_BYTES", "Reject", "json_body", "bad_http", "head_too_large", "internal_error", "session_gone", "busy", "stream_conflict", "stream_takeover", "duplicate_request", "cancelled_response", "ends_request", "Opened", "opened_session", "health_body", "ops_status", "error_body", "reject", "missing_session"]
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -169,9 +169,20 @@ def ends_request(message: Mapping[str, Any]) -> bool:
     return "method" not in message and ("result" in message or "error" in message)
 
 
-def initialize_succeeded(message: Mapping[str, Any]) -> bool:
-    """Whether the core's answer to ``initialize`` opened the session (else the shell closes it)."""
-    return isinstance(message.get("result"), dict)
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The core's answer to ``initialize`` opened the HTTP session, which speaks ``protocol_version``."""
+
+    protocol_version: str | None
+
+
+def opened_session(answer: Mapping[str, Any]) -> Opened | None:
+    """What the core's answer to ``initialize`` means for the HTTP session: ``None`` when refused (close it)."""
+    result = answer.get("result")
+    if not isinstance(result, dict):
+        return None
+    version = result.get("protocolVersion")
+    return Opened(version if isinstance(version, str) else None)
 
 
 def health_body(version: str, uptime_seconds: float) -> bytes:

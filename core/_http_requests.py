@@ -7,7 +7,7 @@ decides from a request's head, :func:`check_post` from a POST's body; see
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -20,6 +20,8 @@ from ._http_answers import (
     MAX_HEADER_FIELDS,
     Headers,
     Reject,
+    cancelled_response,
+    duplicate_request,
     error_body,
     head_too_large,
     missing_session,
@@ -114,9 +116,11 @@ class Post:
 
     action: Literal["initialize", "accept", "json", "sse"]
     request_id: Any = None
-    #: For ``notifications/cancelled``: the request it cancels. Its HTTP
-    #: response must still end, with :func:`cancelled_response`.
+    #: For ``notifications/cancelled``: the request it cancels, and what ends
+    #: that request's HTTP response (the core answers a cancelled call with
+    #: nothing, but a POST must end; :func:`cancelled_response`).
     cancels: Any = None
+    cancel_answer: dict[str, Any] | None = None
 
 
 def too_large(policy: HttpPolicy, cors: Headers = ()) -> Reject:
@@ -228,7 +232,7 @@ def check_head(
     )
 
 
-def check_post(body: bytes, route: Route) -> Reject | Post:
+def check_post(body: bytes, route: Route, in_flight: Container[Any] = ()) -> Reject | Post:
     """Decide what to do with the body of a POST that :func:`check_head` routed.
 
     Malformed JSON gets 400 with -32700; anything else that is not one
@@ -237,10 +241,15 @@ def check_post(body: bytes, route: Route) -> Reject | Post:
     strict JSON boundary refused but whose id is sound goes to the core like
     any request, so it is answered (and a refused call audited) exactly as
     over stdio; a refused notification or response is accepted and ignored.
+    A request whose id is ``in_flight`` in the session (its POST is still
+    waiting for the answer) gets 409: its answer could not be told from the
+    first one's.
     """
     msg = decode(body)
     match msg:
         case Invalid() if route.session is not None and msg.salvaged is not None and "method" in msg.salvaged:
+            if msg.id is not None and msg.id in in_flight:
+                return duplicate_request(msg.id, route.headers)
             if msg.id is not None:
                 return Post(action="json", request_id=msg.id)
             if not msg.answer_owed:
@@ -253,6 +262,8 @@ def check_post(body: bytes, route: Route) -> Reject | Post:
         case Request():
             if route.session is None:
                 return missing_session(route.headers, msg.id)
+            if msg.id in in_flight:
+                return duplicate_request(msg.id, route.headers)
             meta = msg.params.get("_meta")
             # Notifications about a request (progress) can only travel on its
             # own SSE stream; without a progress token none will come.
@@ -264,7 +275,7 @@ def check_post(body: bytes, route: Route) -> Reject | Post:
             if isinstance(msg, Notification) and msg.method == "notifications/cancelled":
                 cancelled = msg.params.get("requestId")
                 if is_request_id(cancelled):
-                    return Post(action="accept", cancels=cancelled)
+                    return Post(action="accept", cancels=cancelled, cancel_answer=cancelled_response(cancelled))
             return Post(action="accept")
 
 

@@ -33,6 +33,7 @@ from . import __version__
 from ._actions import SendToDownstream, StartDownstream, StopDownstream
 from ._audit import Decision
 from ._call import Call, CallTrigger
+from ._config import Settings
 from ._context import Context, error_response
 from ._errors import ErrorCode
 from ._events import ClientId
@@ -45,12 +46,22 @@ if TYPE_CHECKING:
     from ._calls import Calls
     from ._health import Health
 
-__all__ = ["DOWNSTREAM_PROTOCOL_VERSION", "Links"]
+__all__ = ["DOWNSTREAM_MESSAGE_FACTOR", "DOWNSTREAM_PROTOCOL_VERSION", "Links", "downstream_message_bytes"]
 
 JSONObject = dict[str, Any]
 
 #: The protocol version the gateway offers each downstream it starts.
 DOWNSTREAM_PROTOCOL_VERSION = "2025-11-25"
+
+#: How much larger than a client's message a server's may be: SDK servers
+#: send a tool result twice (as text and as structured content), so a result
+#: the size of the client limit must still fit.
+DOWNSTREAM_MESSAGE_FACTOR = 4
+
+
+def downstream_message_bytes(settings: Settings) -> int:
+    """The largest message a downstream may send; past it the shell reports ``too_large``."""
+    return DOWNSTREAM_MESSAGE_FACTOR * settings.max_message_bytes
 
 
 class Links:

@@ -21,6 +21,7 @@ from ._actions import (
     Audit,
     CancelTimer,
     CloseClient,
+    DropStream,
     Log,
     SendToClient,
     SendToDownstream,
@@ -31,6 +32,7 @@ from ._actions import (
 from ._config import Config, InstanceSpec, Problem, ServerSpec, Settings
 from ._events import (
     ClientClosed,
+    ClientFellBehind,
     ClientMessageReceived,
     ClientOpened,
     ConfigRejected,
@@ -38,6 +40,7 @@ from ._events import (
     DownstreamExited,
     DownstreamHttpError,
     DownstreamMessageReceived,
+    DownstreamNotReading,
     DownstreamSessionLost,
     Event,
     GatewayStarted,
@@ -221,7 +224,14 @@ def event_to_json(event: Event, rules: Mapping[str, Any] | None = None) -> JSONO
             out["client"] = event.client
         case DownstreamMessageReceived():
             out["downstream"] = event.downstream
-            _put_bytes(out, "data", event.data)
+            if event.too_large:
+                out["too_large"] = True
+            else:
+                _put_bytes(out, "data", event.data)
+        case DownstreamNotReading():
+            out["downstream"] = event.downstream
+        case ClientFellBehind():
+            out.update(client=event.client, request=event.request)
         case DownstreamExited():
             out["downstream"] = event.downstream
             out["reason"] = event.reason
@@ -276,7 +286,13 @@ def event_from_json(line: Mapping[str, Any]) -> Event:
             case "ClientClosed":
                 return ClientClosed(now=now, client=line["client"])
             case "DownstreamMessageReceived":
+                if line.get("too_large"):
+                    return DownstreamMessageReceived(now=now, downstream=line["downstream"], data=b"", too_large=True)
                 return DownstreamMessageReceived(now=now, downstream=line["downstream"], data=_get_bytes(line, "data"))
+            case "DownstreamNotReading":
+                return DownstreamNotReading(now=now, downstream=line["downstream"])
+            case "ClientFellBehind":
+                return ClientFellBehind(now=now, client=line["client"], request=line.get("request"))
             case "DownstreamExited":
                 return DownstreamExited(now=now, downstream=line["downstream"], reason=line["reason"])
             case "TimerFired":
@@ -320,6 +336,8 @@ def action_to_json(action: Action) -> JSONObject:
     match action:
         case SendToClient():
             out.update(client=action.client, message=action.message, request=action.request)
+        case DropStream():
+            out.update(client=action.client, request=action.request)
         case CloseClient():
             out["client"] = action.client
         case StartDownstream():
@@ -330,6 +348,8 @@ def action_to_json(action: Action) -> JSONObject:
             out.update(downstream=action.downstream, message=action.message)
         case StopDownstream():
             out["downstream"] = action.downstream
+            if action.kill:
+                out["kill"] = True
         case SetTimer():
             out.update(timer=action.timer, deadline=action.deadline)
         case CancelTimer():

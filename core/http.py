@@ -57,7 +57,8 @@ from ._http_answers import (
     ends_request,
     head_too_large,
     health_body,
-    initialize_succeeded,
+    Opened,
+    opened_session,
     internal_error,
     json_body,
     ops_status,
@@ -101,6 +102,8 @@ from ._http_requests import (
 )
 
 __all__ = [
+    "Opened",
+    "opened_session",
     "ConnectionLimits",
     "DEFAULT_BODY_RATE",
     "DEFAULT_IDLE_TIMEOUT",
@@ -132,7 +135,6 @@ __all__ = [
     "head_too_large",
     "health_body",
     "host_allowed",
-    "initialize_succeeded",
     "internal_error",
     "json_body",
     "open_to_any_host",

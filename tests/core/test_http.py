@@ -34,7 +34,8 @@ from lockgate.core.http import (
     format_event,
     health_body,
     host_allowed,
-    initialize_succeeded,
+    Opened,
+    opened_session,
     internal_error,
     ops_status,
     origin_allowed,
@@ -322,8 +323,13 @@ def test_responses_end_requests() -> None:
     assert ends_request({"jsonrpc": "2.0", "id": 1, "result": {}})
     assert ends_request({"jsonrpc": "2.0", "id": 1, "error": {"code": 1, "message": "x"}})
     assert not ends_request({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}})
-    assert initialize_succeeded({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "x"}})
-    assert not initialize_succeeded({"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "x"}})
+
+
+
+def test_the_answer_to_initialize_opens_the_session_or_closes_it() -> None:
+    assert opened_session({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-06-18"}}) == Opened("2025-06-18")
+    assert opened_session({"jsonrpc": "2.0", "id": 1, "result": {}}) == Opened(None)
+    assert opened_session({"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "x"}}) is None
 
 
 def test_health_and_ready_bodies() -> None:
@@ -387,9 +393,17 @@ def test_the_buffer_is_bounded_and_forgets_the_oldest() -> None:
     assert replay is not None and replay.events == (format_event(9, b"8"), format_event(10, b"9"))
 
 
+def test_a_request_id_still_in_flight_in_the_session_gets_409() -> None:
+    plain = {"jsonrpc": "2.0", "id": "a", "method": "tools/call", "params": {"name": "x"}}
+    assert check_post(body(plain), IN_SESSION, in_flight={"b"}) == Post(action="json", request_id="a")
+    assert check_post(body(plain), IN_SESSION, in_flight={"a"}) == duplicate_request("a", IN_SESSION.headers)
+    poisoned = b'{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"\\ud800"}}'
+    assert check_post(poisoned, IN_SESSION, in_flight={"a"}) == duplicate_request("a", IN_SESSION.headers)
+
+
 def test_a_cancellation_names_the_request_whose_response_must_end() -> None:
     note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "r1", "reason": "x"}}
-    assert check_post(body(note), IN_SESSION) == Post(action="accept", cancels="r1")
+    assert check_post(body(note), IN_SESSION) == Post(action="accept", cancels="r1", cancel_answer=cancelled_response("r1"))
     bad = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1.5}}
     assert check_post(body(bad), IN_SESSION) == Post(action="accept")
     assert cancelled_response("r1") == {
