@@ -34,8 +34,8 @@ Every :class:`Decision` names the rule that decided it as a JSON path into the
 rules file (``agents.backend.deny.tools.postgres[0]``), which the gateway puts
 in ``DENIED_BY_POLICY`` errors and audit records.
 
-:func:`check_rules` checks a document's shape (``config`` turns what it finds
-into problems); :meth:`Policy.compile` then trusts it.
+:func:`~._rules.check_rules` checks a document's shape (``config`` turns what
+it finds into problems); :meth:`Policy.compile` then trusts it.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeGuard
+from typing import Any
 
 from ._errors import ErrorCode
 
@@ -55,9 +55,7 @@ __all__ = [
     "Policy",
     "Refusal",
     "RuleEntry",
-    "RulesProblem",
     "ToolRules",
-    "check_rules",
     "is_glob",
     "json_path",
     "valid_agent_id",
@@ -137,102 +135,6 @@ def json_path(*segments: str | int) -> str:
 def is_glob(entry: str) -> bool:
     """Tell whether a rule entry is a wildcard (contains ``*``, ``?`` or ``[``)."""
     return not _GLOB_CHARS.isdisjoint(entry)
-
-
-@dataclass(frozen=True, slots=True)
-class RulesProblem:
-    """One thing :func:`check_rules` found wrong with a rules document."""
-
-    path: str
-    message: str
-    warning: bool = False
-
-
-def check_rules(rules: object) -> list[RulesProblem]:
-    """Check a rules document's shape before :meth:`Policy.compile` trusts it.
-
-    Returns:
-        Every error, and a warning for each unknown key, at its JSON path.
-        The document may be compiled when none is an error.
-    """
-    check = _RulesCheck()
-    if not isinstance(rules, dict):
-        check.error(_expected("an object", rules))
-        return check.problems
-    for key, value in rules.items():
-        if key == "agents":
-            if check.is_object(value, key):
-                for agent, body in value.items():
-                    check.agent(agent, body)
-        elif key == "defaults":
-            if check.is_object(value, key):
-                for name, setting in value.items():
-                    if name != "deny_on_missing_agent":
-                        check.unknown(key, name)
-                    elif not isinstance(setting, bool):
-                        check.error(_expected("a boolean", setting), key, name)
-        else:
-            check.unknown(key)
-    return check.problems
-
-
-class _RulesCheck:
-    """The problems found so far by :func:`check_rules`, and its steps."""
-
-    def __init__(self) -> None:
-        self.problems: list[RulesProblem] = []
-
-    def error(self, message: str, *path: str | int) -> None:
-        self.problems.append(RulesProblem(json_path(*path), message))
-
-    def unknown(self, *path: str | int) -> None:
-        message = f"unknown key {path[-1]!r} is ignored"
-        self.problems.append(RulesProblem(json_path(*path), message, warning=True))
-
-    def is_object(self, value: object, *path: str | int) -> TypeGuard[dict[str, Any]]:
-        if not isinstance(value, dict):
-            self.error(_expected("an object", value), *path)
-        return isinstance(value, dict)
-
-    def strings(self, value: object, *path: str | int) -> None:
-        if not isinstance(value, list):
-            self.error(_expected("an array of strings", value), *path)
-            return
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                self.error(_expected("a string", item), *path, index)
-
-    def agent(self, agent: str, body: object) -> None:
-        if not valid_agent_id(agent):
-            self.error(f"agent id {agent!r} is invalid: {_AGENT_ID_RULE}", "agents", agent)
-        if not self.is_object(body, "agents", agent):
-            return
-        for side, lists in body.items():
-            if side not in ("allow", "deny"):
-                self.unknown("agents", agent, side)
-            elif self.is_object(lists, "agents", agent, side):
-                for key, value in lists.items():
-                    path = ("agents", agent, side, key)
-                    if key == "servers":
-                        self.strings(value, *path)
-                    elif key != "tools":
-                        self.unknown(*path)
-                    elif self.is_object(value, *path):
-                        # Keys are server names, always literal.
-                        for server, tools in value.items():
-                            self.strings(tools, *path, server)
-
-
-def _expected(what: str, value: object) -> str:
-    """Say what a JSON value should have been and what it is.
-
-    Scalars are shown as JSON; strings never are, as they may be secrets.
-    """
-    if value is None or isinstance(value, (bool, int, float)):
-        return f"expected {what}, got {json.dumps(value)}"
-    if isinstance(value, str):
-        return f"expected {what}, got a string"
-    return f"expected {what}, got {'an array' if isinstance(value, list) else 'an object'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +244,7 @@ class Policy:
 
     @classmethod
     def compile(cls, rules: Mapping[str, Any]) -> Policy:
-        """Compile a rules document that :func:`check_rules` found no error in.
+        """Compile a rules document that :func:`~._rules.check_rules` found no error in.
 
         Missing sections mean "nothing": no ``agents`` is no agents, no
         ``defaults.deny_on_missing_agent`` is true (fail closed).

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
+from lockgate.core import _validation
 from lockgate.core._config import (
     Config,
     ConfigError,
@@ -234,6 +237,12 @@ def test_malformed_references(value: str, message: str) -> None:
     assert server_problems(entry, {"A": "a"}) == [("mcpServers.s.env.K", message)]
 
 
+def test_an_array_with_a_wrong_item_is_not_expanded() -> None:
+    # Its problems are reported once: the wrong item, not also the references of the others.
+    assert server_problems({**STDIO, "args": ["${UNSET}", 3]}) == [("mcpServers.s.args[1]", "expected a string, got 3")]
+    assert server_problems({**STDIO, "env": {"A": "${UNSET}", "B": 3}}) == [("mcpServers.s.env.B", "expected a string, got 3")]
+
+
 def test_substitution_errors_never_quote_the_value() -> None:
     entry = {"url": "https://h/", "headers": {"Authorization": "Bearer s3cret ${MISSING}"}}
     with pytest.raises(ConfigError) as info:
@@ -269,6 +278,7 @@ NOT_POSITIVE = "expected a positive integer, got"
         ),
         ({"command": 5}, ".command", "expected a string, got 5"),
         ({"command": " "}, ".command", "must not be empty"),
+        ({"command": ""}, ".command", "must not be empty"),
         ({"command": "${E:-}"}, ".command", "must not be empty"),
         ({**STDIO, "args": "-v"}, ".args", "expected an array of strings, got a string"),
         ({**STDIO, "env": ["A=1"]}, ".env", "expected an object of strings, got an array"),
@@ -551,6 +561,39 @@ def test_every_problem_is_collected() -> None:
     assert str(info.value).splitlines()[0] == (
         ".mcp.json: mcpServers.a: needs 'command' (stdio) or 'url' (HTTP)"
     )
+
+
+def test_problems_come_in_the_order_of_the_file() -> None:
+    entry = {"url": "ftp://h/", "timeout_ms": 0, "type": "sse", "command": 5}
+    assert server_problems(entry) == [
+        ("mcpServers.s", "give either 'command' (stdio) or 'url' (HTTP), not both"),
+        ("mcpServers.s.url", BAD_URL),
+        ("mcpServers.s.timeout_ms", f"{NOT_POSITIVE} 0"),
+        ("mcpServers.s.type", "the SSE transport is not supported; use Streamable HTTP"),
+        ("mcpServers.s.command", "expected a string, got 5"),
+    ]
+
+
+def test_unknown_keys_become_errors_with_one_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_validation, "UNKNOWN_KEYS_ARE_ERRORS", True)
+    assert problems({"mcpServers": {"s": {**STDIO, "colour": "red"}}}, {"version": 1}) == [
+        (SERVERS_FILE, "mcpServers.s.colour", "unknown key 'colour'"),
+        (RULES_FILE, "version", "unknown key 'version'"),
+    ]
+    # Keys of the other transport are known, and stay warnings.
+    assert server_warnings({**STDIO, "headers": {}}) == [
+        ("mcpServers.s.headers", "'headers' applies only to HTTP servers and is ignored")
+    ]
+
+
+def test_pydantic_is_imported_when_a_configuration_is_loaded_not_with_the_core() -> None:
+    script = (
+        "import sys, lockgate.core\n"
+        "assert 'pydantic' not in sys.modules\n"
+        "lockgate.core.settings_from_env({})\n"
+        "assert 'pydantic' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 def test_both_files_invalid_json() -> None:

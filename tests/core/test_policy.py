@@ -15,12 +15,11 @@ from lockgate.core._policy import (
     Decision,
     Policy,
     Refusal,
-    RulesProblem,
-    check_rules,
     is_glob,
     json_path,
     valid_agent_id,
 )
+from lockgate.core._rules import RulesProblem, check_rules
 
 
 def policy_for(body: dict[str, Any], agent: str = "a") -> Policy:

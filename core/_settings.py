@@ -1,0 +1,146 @@
+"""The ``GATEWAY_*`` environment variables: a pydantic model of them, and the :class:`Settings` they give.
+
+Each field of :class:`Variables` is one variable (``default_agent`` is
+``GATEWAY_DEFAULT_AGENT``) and has the name of the :class:`Settings` field it
+sets. Every variable is text, with a grammar pydantic's own coercions do not
+have (``GATEWAY_MAX_MESSAGE_BYTES`` takes digits only, not ``+5`` or
+``1_000``), so each field is read by one small function below that says what
+is wrong in Lockgate's words. pydantic maps names, collects every problem and
+keeps their order. A blank variable (or, for most, one of spaces) counts as
+unset: ``GATEWAY_X=`` is how compose files and CI systems clear a variable.
+``None`` means unset: :class:`Settings` then keeps its default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
+from pydantic_core import PydanticCustomError
+
+from ._config import ENVIRONMENT, ConfigError, Problem, Settings
+from ._policy import _AGENT_ID_RULE, json_path, valid_agent_id
+from ._validation import issues
+
+__all__ = ["Variables", "settings_from_env"]
+
+
+def _wrong(raw: str, what: str) -> PydanticCustomError:
+    return PydanticCustomError("lockgate", "{message}", {"message": f"{raw!r} is not {what}"})
+
+
+def _word(what: str, *words: str) -> Callable[[str], str | None]:
+    def parse(raw: str) -> str | None:
+        word = raw.strip().lower()
+        if word and word not in words:
+            raise _wrong(word, what)
+        return word or None
+
+    return parse
+
+
+def _count(what: str, *, minimum: int, maximum: float = float("inf")) -> Callable[[str], int | None]:
+    def parse(raw: str) -> int | None:
+        text = raw.strip()
+        if not text:
+            return None
+        # Digits only: int() would also take "+5", "1_000" and "-3".
+        if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
+            raise _wrong(text, what)
+        return int(text)
+
+    return parse
+
+
+def _seconds(*, zero: bool) -> Callable[[str], float | None]:
+    def parse(raw: str) -> float | None:
+        text = raw.strip()
+        if not text:
+            return None
+        # A finite, non-negative decimal number.
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) or (float(text) == 0 and not zero):
+            raise _wrong(text, "a number of seconds, 0 or more" if zero else "a positive number of seconds")
+        return float(text)
+
+    return parse
+
+
+def _boolean(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("", "0", "false", "no", "off"):
+        return False
+    raise _wrong(word, "a boolean: use 1/true/yes/on or 0/false/no/off")
+
+
+def _agent_id(raw: str) -> str | None:
+    if raw and not valid_agent_id(raw):
+        raise _wrong(raw, f"a valid agent id: {_AGENT_ID_RULE}")
+    return raw or None
+
+
+def _items(raw: str) -> tuple[str, ...] | None:
+    return tuple(item.strip() for item in raw.split(",") if item.strip()) or None
+
+
+_POSITIVE_INT = PlainValidator(_count("a positive integer", minimum=1))
+_POSITIVE_SECONDS = PlainValidator(_seconds(zero=False))
+
+
+class Variables(BaseModel):
+    """The ``GATEWAY_*`` variables the core reads, in the order their problems are reported."""
+
+    model_config = ConfigDict(alias_generator=lambda name: f"GATEWAY_{name.upper()}", extra="ignore", frozen=True)
+
+    default_agent: Annotated[str | None, PlainValidator(_agent_id)] = None
+    debug: Annotated[bool, PlainValidator(_boolean)] = False
+    init_strategy: Annotated[
+        Literal["eager", "lazy"] | None, PlainValidator(_word("a strategy: use 'eager' or 'lazy'", "eager", "lazy"))
+    ] = None
+    max_message_bytes: Annotated[int | None, _POSITIVE_INT] = None
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"] | None,
+        PlainValidator(_word("a level: use debug, info, warning or error", "debug", "info", "warning", "error")),
+    ] = None
+    log_format: Annotated[
+        Literal["text", "json"] | None, PlainValidator(_word("a format: use 'text' or 'json'", "text", "json"))
+    ] = None
+    health_interval: Annotated[float | None, PlainValidator(_seconds(zero=True))] = None
+    health_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
+    audit_log: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
+    # The Streamable HTTP front
+    transport: Annotated[
+        Literal["stdio", "http"] | None, PlainValidator(_word("a transport: use 'stdio' or 'http'", "stdio", "http"))
+    ] = None
+    http_host: Annotated[str | None, PlainValidator(lambda raw: raw.strip() or None)] = None
+    http_port: Annotated[
+        int | None, PlainValidator(_count("a port number (0 to 65535)", minimum=0, maximum=65535))
+    ] = None
+    cors_origins: Annotated[tuple[str, ...] | None, PlainValidator(_items)] = None
+    allowed_hosts: Annotated[tuple[str, ...] | None, PlainValidator(_items)] = None
+    max_connections: Annotated[int | None, _POSITIVE_INT] = None
+    max_connections_per_address: Annotated[int | None, PlainValidator(_count("an integer, 0 or more", minimum=0))] = None
+    session_ttl: Annotated[float | None, _POSITIVE_SECONDS] = None
+    shutdown_grace: Annotated[float | None, _POSITIVE_SECONDS] = None
+    http_head_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
+
+
+def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Settings:
+    """Build :class:`Settings` from ``GATEWAY_*`` variables; ``debug`` forces debug on.
+
+    Raises:
+        ConfigError: a variable holds a value of the wrong kind; every such
+            variable is reported.
+    """
+    try:
+        variables = Variables.model_validate({k: v for k, v in environ.items() if k.startswith("GATEWAY_")})
+    except ValidationError as exc:
+        problems = [Problem(file=ENVIRONMENT, path=json_path(*i.loc), message=i.message) for i in issues(exc)]
+        raise ConfigError(problems) from None
+    values: dict[str, Any] = {name: value for name, value in variables if value is not None}
+    if debug:
+        values["debug"] = True
+    return Settings(**values)
