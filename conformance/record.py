@@ -1,7 +1,8 @@
 """Record the conformance corpus: ``make conformance-record`` (or ``python conformance/record.py``).
 
-Each scenario below starts a real ``lockgate serve --record`` over stdio (or
-over Streamable HTTP, ``transport="http"``) in a scratch folder, drives it with a real client (the MCP SDK ``Client``, or a
+Each scenario (:mod:`conformance.scenarios`) starts a real ``lockgate serve
+--record`` over stdio (or over Streamable HTTP, ``transport="http"``) in a
+scratch folder, drives it with a real client (the MCP SDK ``Client``, or a
 raw JSON-lines client for what the SDK never sends), and keeps the session's
 core and wire transcripts as ``transcripts/<scenario>.core.jsonl`` and
 ``transcripts/<scenario>.wire.jsonl``. The downstreams are real too: the
@@ -25,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ import trio
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from conformance.canonical import keep  # noqa: E402
 from conformance.clients import INIT, MemoryClient, Raw, call_params  # noqa: E402
 from conformance.scenarios import (  # noqa: E402
     HERE,
@@ -74,26 +77,16 @@ def _inspector() -> list[str] | None:
 
 
 async def record_inspector(name: str, arguments: list[str], command: list[str], out: Path = TRANSCRIPTS) -> None:
-    with tempfile.TemporaryDirectory(prefix="lockgate-record-") as scratch:
-        work = Path(scratch)
-        _prepare(work)
+    with _scratch() as work:
         # The Inspector takes --config for itself: the gateway finds its files under their default names.
         (work / ".mcp.json").write_text(json.dumps({"mcpServers": {"raw": RAW}}, indent=2))
         (work / ".mcp-gateway-rules.json").write_text(json.dumps(RULES, indent=2))
-        env = {**_environ(Scenario(name=name, about="")), "HOME": str(work), "MCP_CATALOG_PATH": str(work / "catalog.json")}
+        env = {**_environ(), "HOME": str(work), "MCP_CATALOG_PATH": str(work / "catalog.json")}
         argv = [*command, "--cwd", str(work), "-e", "GATEWAY_AUDIT_LOG=audit.jsonl", "-e", "GATEWAY_INIT_STRATEGY=lazy",
                 *arguments, "--", "python", "-m", "lockgate.shells", "serve", "--record", "recording"]
         with trio.fail_after(60):
             await trio.run_process(argv, cwd=str(work), env=env, capture_stdout=True, capture_stderr=True, check=False)
-        sessions = sorted((work / "recording").glob("*-s1.*.jsonl"))
-        if len(sessions) != 2:
-            raise RuntimeError(f"{name}: expected a core and a wire transcript, found {sessions}")
-        for path in sessions:
-            kind = path.name.rsplit(".", 2)[-2]
-            if kind == "core":
-                keep(path, out / f"{name}.core.jsonl")
-            else:
-                (out / f"{name}.wire.jsonl").write_bytes(path.read_bytes())
+        _keep_sessions(work / "recording", name, 1, out)
 
 
 # -- concurrent sessions (two clients of one gateway, in process) -----------------------
@@ -106,12 +99,10 @@ async def record_sessions(out: Path = TRANSCRIPTS) -> None:
     from lockgate.shells.record import Recorder
     from lockgate.shells.runtime import Runtime
 
-    with tempfile.TemporaryDirectory(prefix="lockgate-record-") as scratch:
-        work = Path(scratch)
-        _prepare(work)
+    with _scratch() as work:
         servers_text = json.dumps({"mcpServers": {"raw": RAW, "sdk": SDK}})
         rules_text = json.dumps(RULES)
-        environ = _environ(Scenario(name=SESSIONS, about=""))
+        environ = _environ()
         old = os.getcwd()
         os.chdir(work)  # server commands and the audit log are relative to the gateway's folder
         try:
@@ -144,84 +135,19 @@ async def record_sessions(out: Path = TRANSCRIPTS) -> None:
             recorder.close()
         finally:
             os.chdir(old)
-        for n in (1, 2):
-            keep(work / "recording" / f"run-s{n}.core.jsonl", out / f"{SESSIONS}_{n}.core.jsonl")
-            data = (work / "recording" / f"run-s{n}.wire.jsonl").read_bytes()
-            (out / f"{SESSIONS}_{n}.wire.jsonl").write_bytes(data)
-
-
-# -- canonical time --------------------------------------------------------------------
-
-_BACKOFF_SECONDS = re.compile(r"next start attempt in [0-9.]+ s")
-
-
-def _timeless(action: JSON) -> str:
-    """An action with what depends on the clock blanked, as text."""
-    action = json.loads(json.dumps(action))
-    action.pop("deadline", None)
-    if isinstance(action.get("record"), dict):
-        action["record"].pop("latency_ms", None)
-    return _BACKOFF_SECONDS.sub("next start attempt in N s", json.dumps(action, sort_keys=True))
-
-
-def canonical(lines: list[JSON]) -> list[JSON] | None:
-    """The transcript with event n at ``now = n`` ms and the actions computed again.
-
-    Real times make every recording of a scenario differ from the last; on a
-    clock that counts events, only changes of order or behaviour show in a
-    diff. The core uses time only for deadlines, latencies and the backoff
-    wait, so the actions must come out the same apart from those; if they do
-    not, ``None`` says to keep the real times.
-    """
-    from lockgate.core import Gateway
-    from lockgate.core.transcript import action_to_json, config_from_json, event_from_json
-
-    gateway = Gateway(config_from_json(lines[0]["config"]))
-    out: list[JSON] = [lines[0]]
-    recorded: list[JSON] = []
-    produced: list[JSON] = []
-    count = 0
-    for line in [*lines[1:], None]:
-        if line is None or "event" in line:
-            if [_timeless(a) for a in recorded] != [_timeless(a) for a in produced]:
-                return None
-            out.extend(produced)
-            recorded, produced = [], []
-            if line is None:
-                break
-            event = {**line, "now": count / 1000}
-            count += 1
-            out.append(event)
-            produced = [action_to_json(a) for a in gateway.handle(event_from_json(event))]
-        else:
-            recorded.append(line)
-    return out
-
-
-def keep(source: Path, target: Path, clients: dict[str, str] | None = None) -> None:
-    """Copy a core transcript into the corpus, on canonical time when that changes nothing else.
-
-    ``clients`` renames client ids (random HTTP session ids) wherever they
-    appear as a JSON string; :func:`canonical` then checks that the core
-    decides the same with the new names.
-    """
-    text = source.read_text(encoding="utf-8")
-    for old, new in (clients or {}).items():
-        text = text.replace(json.dumps(old), json.dumps(new))
-    lines = [json.loads(line) for line in text.splitlines()]
-    # The HTTP front seeds the random balancing strategy; a fixed seed keeps
-    # recordings alike, and canonical() checks that no decision depended on it.
-    seeded = [{**line, "seed": 0} if line.get("event") == "GatewayStarted" and "seed" in line else line for line in lines]
-    result = canonical(seeded) if seeded != lines else None
-    if result is None:
-        result = canonical(lines)
-    if result is None:
-        print(f"note: {target.name} keeps its real times (on an event clock it would decide otherwise)")
-        result = lines
-    target.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in result), encoding="utf-8")
+        _keep_sessions(work / "recording", SESSIONS, 2, out)
 
 
 # -- running ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _scratch() -> Iterator[Path]:
+    """A scratch folder to record in, prepared (see the module docstring) and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="lockgate-record-") as scratch:
+        work = Path(scratch)
+        _prepare(work)
+        yield work
 
 
 def _prepare(work: Path) -> None:
@@ -239,15 +165,48 @@ def _prepare(work: Path) -> None:
         subprocess.run(["git", *args], cwd=repo, env=env, check=True)
 
 
-def _environ(scenario: Scenario) -> dict[str, str]:
+def _environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The gateway's environment: this Python first on ``PATH``, an audit log, lazy starts, then ``extra``."""
     bin_dir = str(Path(sys.executable).parent)
     return {
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
         "GATEWAY_AUDIT_LOG": "audit.jsonl",
         "GATEWAY_INIT_STRATEGY": "lazy",
-        **scenario.env,
+        **(extra or {}),
     }
+
+
+def _serve_recording(work: Path, scenario: Scenario) -> list[str]:
+    """Write the scenario's servers and rules files into ``work``; the command that serves them, recording."""
+    (work / "servers.json").write_text(json.dumps({"mcpServers": scenario.servers}, indent=2))
+    (work / "rules.json").write_text(json.dumps(scenario.rules, indent=2))
+    return [sys.executable, "-m", "lockgate.shells", "serve", "--config", "servers.json", "--rules", "rules.json",
+            "--record", "recording"]
+
+
+def _keep_sessions(recording: Path, name: str, sessions: int, out: Path, *, rename_clients: bool = False) -> None:
+    """Keep the transcripts of the ``sessions`` sessions in ``recording`` as ``name`` (``name_1`` … when several).
+
+    With ``rename_clients``, session N's client id (a random HTTP session
+    id) is written ``http-N`` instead, so two recordings differ only in behaviour.
+    """
+    names = [name] if sessions == 1 else [f"{name}_{n}" for n in range(1, sessions + 1)]
+    cores = [next(recording.glob(f"*-s{n}.core.jsonl"), None) for n in range(1, sessions + 1)]
+    wires = [next(recording.glob(f"*-s{n}.wire.jsonl"), None) for n in range(1, sessions + 1)]
+    if None in cores or None in wires or next(recording.glob(f"*-s{sessions + 1}.*.jsonl"), None):
+        found = sorted(recording.iterdir()) if recording.is_dir() else []
+        raise RuntimeError(f"{name}: expected {sessions} session(s), found {found}")
+    clients: dict[str, str] = {}
+    for path in cores if rename_clients else []:
+        assert path is not None
+        first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+        clients[first["client"]] = f"http-{first['session']}"
+    out.mkdir(parents=True, exist_ok=True)
+    for session, core, wire in zip(names, cores, wires):
+        assert core is not None and wire is not None
+        keep(core, out / f"{session}.core.jsonl", clients)
+        (out / f"{session}.wire.jsonl").write_bytes(wire.read_bytes())
 
 
 async def record_http(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
@@ -265,41 +224,21 @@ async def record_http(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
     from conformance.replay_http import start_gateway
 
     assert scenario.sdk is not None, "HTTP scenarios use the SDK Client"
-    with tempfile.TemporaryDirectory(prefix="lockgate-record-") as scratch:
-        work = Path(scratch)
-        _prepare(work)
-        (work / "servers.json").write_text(json.dumps({"mcpServers": scenario.servers}, indent=2))
-        (work / "rules.json").write_text(json.dumps(scenario.rules, indent=2))
-        argv = [sys.executable, "-m", "lockgate.shells", "serve", "--config", "servers.json", "--rules", "rules.json",
-                "--record", "recording"]
+    with _scratch() as work:
+        argv = _serve_recording(work, scenario)
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
-                gateway = await start_gateway(nursery, argv, _environ(scenario), work)
+                gateway = await start_gateway(nursery, argv, _environ(scenario.env), work)
                 try:
                     async with AsyncExitStack() as stack:
-                        clients = [await stack.enter_async_context(Client(gateway.url, mode=scenario.sdk_mode, read_timeout_seconds=30))  # type: ignore[arg-type]
+                        clients = [await stack.enter_async_context(Client(gateway.url, mode=scenario.sdk_mode, read_timeout_seconds=30))
                                    for _ in range(scenario.sessions)]
                         await scenario.sdk(clients if scenario.sessions > 1 else clients[0])
                 finally:
                     code = await gateway.stop()
         if code != 0:
             raise RuntimeError(f"{scenario.name}: lockgate exited with {code}:\n{gateway.stderr.decode(errors='replace')[-2000:]}")
-        recording = work / "recording"
-        names = [scenario.name] if scenario.sessions == 1 else [f"{scenario.name}_{n}" for n in range(1, scenario.sessions + 1)]
-        cores = [next(recording.glob(f"*-s{n}.core.jsonl"), None) for n in range(1, len(names) + 1)]
-        wires = [next(recording.glob(f"*-s{n}.wire.jsonl"), None) for n in range(1, len(names) + 1)]
-        if None in cores or None in wires or next(recording.glob(f"*-s{len(names) + 1}.*.jsonl"), None):
-            raise RuntimeError(f"{scenario.name}: expected {len(names)} sessions, found {sorted(recording.iterdir())}")
-        clients_by_id = {}
-        for path in cores:
-            assert path is not None
-            first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
-            clients_by_id[first["client"]] = f"http-{first['session']}"
-        out.mkdir(parents=True, exist_ok=True)
-        for name, core, wire in zip(names, cores, wires):
-            assert core is not None and wire is not None
-            keep(core, out / f"{name}.core.jsonl", clients_by_id)
-            (out / f"{name}.wire.jsonl").write_bytes(wire.read_bytes())
+        _keep_sessions(work / "recording", scenario.name, scenario.sessions, out, rename_clients=True)
 
 
 async def record(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
@@ -307,20 +246,15 @@ async def record(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
     if scenario.transport == "http":
         await record_http(scenario, out)
         return
-    with tempfile.TemporaryDirectory(prefix="lockgate-record-") as scratch:
-        work = Path(scratch)
-        _prepare(work)
-        (work / "servers.json").write_text(json.dumps({"mcpServers": scenario.servers}, indent=2))
-        (work / "rules.json").write_text(json.dumps(scenario.rules, indent=2))
-        argv = [sys.executable, "-m", "lockgate.shells", "serve", "--config", "servers.json", "--rules", "rules.json",
-                "--record", "recording"]
-        env = _environ(scenario)
+    with _scratch() as work:
+        argv = _serve_recording(work, scenario)
+        env = _environ(scenario.env)
         with trio.fail_after(60):
             if scenario.sdk is not None:
                 from mcp import Client, StdioServerParameters
 
                 params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(work))
-                async with Client(params, mode=scenario.sdk_mode, read_timeout_seconds=30) as client:  # type: ignore[arg-type]
+                async with Client(params, mode=scenario.sdk_mode, read_timeout_seconds=30) as client:
                     await scenario.sdk(client)
                 # The client has closed the gateway's stdin; wait for it to finish writing.
                 with trio.move_on_after(10):
@@ -339,13 +273,7 @@ async def record(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
                         code = await process.wait()
                 if code != 0:
                     raise RuntimeError(f"{scenario.name}: lockgate exited with {code}:\n{(work / 'stderr.log').read_text()[-2000:]}")
-        sessions = sorted((work / "recording").glob("*-s1.core.jsonl"))
-        wires = sorted((work / "recording").glob("*-s1.wire.jsonl"))
-        if len(sessions) != 1 or len(wires) != 1:
-            raise RuntimeError(f"{scenario.name}: expected one session, found {sessions} {wires}")
-        out.mkdir(parents=True, exist_ok=True)
-        keep(sessions[0], out / f"{scenario.name}.core.jsonl")
-        (out / f"{scenario.name}.wire.jsonl").write_bytes(wires[0].read_bytes())
+        _keep_sessions(work / "recording", scenario.name, 1, out)
 
 
 def _open_sessions(directory: Path) -> bool:

@@ -99,9 +99,10 @@ def stable(value: Any) -> Any:
     """``value`` with clock readings zeroed, also inside JSON text content."""
     if isinstance(value, dict):
         out = {k: (0 if k in CLOCK_KEYS else stable(v)) for k, v in value.items()}
-        if out.get("type") == "text" and isinstance(out.get("text"), str):
+        text = out.get("text")
+        if out.get("type") == "text" and isinstance(text, str):
             try:
-                out["text"] = json.dumps(stable(json.loads(out["text"])), separators=(",", ":"))
+                out["text"] = json.dumps(stable(json.loads(text)), separators=(",", ":"))
             except ValueError:
                 pass
         return out

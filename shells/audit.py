@@ -1,6 +1,6 @@
 """The audit log: one JSON object per line, appended as the core decides.
 
-Each :class:`~lockgate.core._actions.Audit` record is written as it comes, with
+Each :class:`lockgate.core.Audit` record is written as it comes, with
 ``"time"`` (UTC, ISO 8601 with milliseconds) as its first key, and flushed at
 once so a crash loses nothing already decided. The file and its directory are
 created on the first record, not at start-up. If the file cannot be opened or

@@ -1,6 +1,6 @@
 """Finding and reading the two configuration files.
 
-The core parses and validates (:func:`lockgate.core._config.load_config`);
+The core parses and validates (:func:`lockgate.core.load_config`);
 this module does the file system part for every command and for the reload
 watcher: which files to use (flag, variable, default locations) and reading
 them as UTF-8 text. A file that cannot be found or read is a
@@ -115,7 +115,7 @@ def load_files(files: ConfigFiles, environ: Mapping[str, str], settings: Setting
 
     Raises:
         FileProblem: a file cannot be read.
-        lockgate.core._config.ConfigError: the files are invalid (every problem).
+        lockgate.core.ConfigError: the files are invalid (every problem).
     """
     return load_config(
         servers_text=read_text(files.servers),

@@ -43,14 +43,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from lockgate.core import (
-    DownstreamExited,
-    DownstreamHttpError,
-    DownstreamMessageReceived,
-    DownstreamSessionLost,
-    Event,
-    ServerSpec,
-)
+from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamSessionLost, Event, ServerSpec
 
 from .logs import get_logger
 from .sse_parser import SseEvent, SseParser, SseTooLarge
@@ -197,6 +190,13 @@ class HttpDownstream:
             headers["mcp-protocol-version"] = self._protocol
         return headers
 
+    def _stream_headers(self, session: str | None, parser: SseParser) -> dict[str, str]:
+        """The headers of a GET that opens an event stream, resuming where ``parser`` left off."""
+        headers = self._headers(session, _ACCEPT_SSE)
+        if parser.last_event_id is not None:
+            headers["last-event-id"] = parser.last_event_id
+        return headers
+
     async def _post(self, data: bytes) -> None:
         assert self._client is not None and self._url is not None
         session = self.session
@@ -289,11 +289,8 @@ class HttpDownstream:
         session = self.session
         for _ in range(RESUME_ATTEMPTS):
             await trio.sleep(parser.retry / 1000 if parser.retry is not None else LISTEN_RETRY_S)
-            headers = self._headers(session, _ACCEPT_SSE)
-            if parser.last_event_id is not None:
-                headers["last-event-id"] = parser.last_event_id
             try:
-                async with self._client.stream("GET", self._url, headers=headers) as response:
+                async with self._client.stream("GET", self._url, headers=self._stream_headers(session, parser)) as response:
                     if response.status_code != 200 or _content_type(response) != _ACCEPT_SSE:
                         break
                     async for chunk in response.aiter_bytes():
@@ -316,11 +313,8 @@ class HttpDownstream:
         parser = SseParser(self._max_message_bytes)
         pause = LISTEN_RETRY_S
         while self.session == session:
-            headers = self._headers(session, _ACCEPT_SSE)
-            if parser.last_event_id is not None:
-                headers["last-event-id"] = parser.last_event_id
             try:
-                async with self._client.stream("GET", self._url, headers=headers) as response:
+                async with self._client.stream("GET", self._url, headers=self._stream_headers(session, parser)) as response:
                     status = response.status_code
                     if status in (405, 409):
                         return  # no stream offered, or another one is already open
@@ -408,7 +402,7 @@ def _host_and_port(url: str) -> str:
 
 
 def _content_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return str(response.headers.get("content-type", "")).partition(";")[0].strip().lower()
 
 
 async def _read_body(response: httpx.Response, limit: int, *, truncate: bool = False) -> bytes:
@@ -440,8 +434,10 @@ def _initialize_version(message: bytes) -> str | None:
     except ValueError:
         return None
     result = obj.get("result") if isinstance(obj, dict) else None
-    version = result.get("protocolVersion") if isinstance(result, dict) else None
-    return version if isinstance(version, str) and isinstance(result.get("serverInfo"), dict) else None
+    if not isinstance(result, dict) or not isinstance(result.get("serverInfo"), dict):
+        return None
+    version = result.get("protocolVersion")
+    return version if isinstance(version, str) else None
 
 
 def _is_response(message: bytes) -> bool:

@@ -7,8 +7,8 @@ their children share one process group that can be signalled at once), then
 runs three helpers: a writer that drains the bounded message queue into the
 child's stdin in order, a stdout reader that frames lines into
 ``DownstreamMessageReceived``, and a stderr relay that logs lines with the
-server name. Messages queued before the process is up simply wait in the
-queue.
+server name (:mod:`.stderr_relay`). Messages queued before the process is up
+simply wait in the queue.
 
 It then waits for one of three things:
 
@@ -41,12 +41,10 @@ Python SDK's ``get_default_environment`` on POSIX, plus locale and TMPDIR.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
 import subprocess
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 
@@ -58,6 +56,7 @@ from .framing import LineSplitter
 from .guardian import MARKER_VARIABLE, Guardian, current_guardian, gateway_marker
 from .logs import get_logger
 from .pipes import PipeReader
+from .stderr_relay import StderrRelay
 
 __all__ = [
     "INHERITED_ENVIRONMENT",
@@ -77,8 +76,6 @@ _REAP_S = 2.0
 _DRAIN_S = 2.0
 _READ_CHUNK = 65536
 _WRITE_BATCH = 65536
-_STDERR_MAX_LINE = 8192
-_STDERR_LINES_PER_S = 20
 
 _log = get_logger("downstream")
 
@@ -251,8 +248,9 @@ class StdioDownstream:
         if self._guardian is not None:
             self._guardian.register(proc.pid)
         self._pidfd = _open_pidfd(proc.pid)
-        assert proc.stdin is not None
-        self._stdin_fd = proc.stdin.fileno()
+        # On POSIX the pipes are FdStreams: send_nowait may write to stdin directly.
+        if isinstance(proc.stdin, trio.lowlevel.FdStream):
+            self._stdin_fd = proc.stdin.fileno()
         _log.debug("server process started", extra={"fields": {"server": self.server, "downstream": self.downstream, "pid": proc.pid}})
         try:
             async with trio.open_nursery() as nursery:
@@ -395,61 +393,10 @@ class StdioDownstream:
 
     async def _read_stderr(self, proc: trio.Process) -> None:
         assert proc.stderr is not None
-        relay = self._stderr
-        splitter = LineSplitter(_STDERR_MAX_LINE)
         try:
-            while chunk := await proc.stderr.receive_some(_READ_CHUNK):
-                now = trio.current_time()
-                for line in splitter.feed(chunk):
-                    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else "(overlong line)"
-                    relay.line(text, now)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
+            await self._stderr.relay(proc.stderr)
         finally:
-            relay.flush()
             self._stderr_done.set()
-
-
-class StderrRelay:
-    """Log a server's stderr at info, at most ``limit`` lines a second.
-
-    Lines past the limit in a one-second window are counted and reported as
-    one ``"N lines suppressed"`` line when the next window opens (or at the end).
-    The last few lines are kept, so that when the server dies while info
-    records are hidden (the default), :meth:`log_tail` can still show why.
-    """
-
-    def __init__(self, server: str, *, limit: int = _STDERR_LINES_PER_S, tail: int = 5) -> None:
-        self.server = server
-        self.limit = limit
-        self.tail: deque[str] = deque(maxlen=tail)
-        self._window = -1.0e18
-        self._count = 0
-        self._suppressed = 0
-
-    def line(self, text: str, now: float) -> None:
-        self.tail.append(text)
-        if now - self._window >= 1.0:
-            self.flush()
-            self._window = now
-            self._count = 0
-        if self._count < self.limit:
-            self._count += 1
-            _log.info(text, extra={"fields": {"server": self.server}})
-        else:
-            self._suppressed += 1
-
-    def flush(self) -> None:
-        if self._suppressed:
-            _log.info(f"{self._suppressed} lines suppressed", extra={"fields": {"server": self.server}})
-            self._suppressed = 0
-
-    def log_tail(self, reason: str) -> None:
-        """Log the last lines at warning, unless every line was shown already."""
-        if self.tail and not _log.isEnabledFor(logging.INFO):
-            _log.warning(f"server {reason}; its last stderr lines follow", extra={"fields": {"server": self.server}})
-            for text in self.tail:
-                _log.warning(f"stderr: {text}", extra={"fields": {"server": self.server}})
 
 
 def _open_pidfd(pid: int) -> int | None:

@@ -4,8 +4,8 @@
 to close to make room for it; this module keeps the counts it decides from
 and carries the decision out. It also reads a request's bytes, so that the
 deadlines (head, body, idle; their lengths come from the core) and eviction
-apply to every read, and holds the socket-level helpers of :mod:`.http`
-(write, half-close and linger, notice a hang-up).
+apply to every read, and holds the socket-level helpers of
+:mod:`.http_exchange` (write, half-close and linger, notice a hang-up).
 
 Each :class:`Link` is ``idle``, ``reading`` or ``busy`` (see "connections"
 in :mod:`lockgate.core.http`). Idle and reading links sit in insertion-ordered

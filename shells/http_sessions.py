@@ -14,6 +14,7 @@ named by its ``Mcp-Session-Id``. The runtime's loop hands every
 
 A stream whose reader falls behind is cut loose rather than waited for: the
 loop never blocks on one client, and the buffer still holds what was cut.
+The core may end one stream too (``DropStream``: :meth:`HttpSession.drop_stream`).
 """
 
 from __future__ import annotations
@@ -136,6 +137,17 @@ class HttpSession:
         for send in streams.values():
             send.close()
         self.sse_requests.clear()
+
+    def drop_stream(self, request: Any) -> None:
+        """Stop sending on the stream of ``request`` (``None``: the GET stream), as the core said.
+
+        What it would have carried stays in the event buffer, for the client
+        to resume from with ``Last-Event-ID``.
+        """
+        key: StreamKey = GET_STREAM if request is None else ("post", request)
+        send = self.streams.pop(key, None)
+        if send is not None:
+            send.close()
 
     def close_streams(self) -> None:
         """End every live SSE response (shutdown); the session itself stays."""

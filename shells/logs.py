@@ -5,7 +5,7 @@ for a log file, so every record goes to stderr. Quiet by default: warnings,
 errors and the start-up summary (level ``NOTICE``); ``GATEWAY_LOG_LEVEL``
 picks another threshold, and ``--debug`` or ``GATEWAY_DEBUG`` shows
 everything down to debug when no level is set. Structured fields (the
-``fields`` of a core :class:`~lockgate.core._actions.Log`, or ``server`` for a
+``fields`` of a core :class:`lockgate.core.Log`, or ``server`` for a
 downstream's stderr) are appended as ``key=value``, or, with
 ``GATEWAY_LOG_FORMAT=json``, become keys of one JSON object per line.
 """

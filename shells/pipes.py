@@ -30,7 +30,7 @@ class PipeReader:
         self._chunk = chunk
         self._fd = stream.fileno() if isinstance(stream, trio.lowlevel.FdStream) else None
 
-    async def receive_some(self) -> bytes:
+    async def receive_some(self) -> bytes | bytearray:
         """The next chunk, or ``b""`` at end of stream."""
         fd = self._fd
         if fd is None:

@@ -56,7 +56,7 @@ from lockgate.core import (
 )
 from lockgate.core.transcript import action_to_json, event_to_json, header, wire_line
 
-from .runtime import Core
+from .runtime import GatewayCore
 
 __all__ = ["Recorder", "RecordingCore", "WireTap"]
 
@@ -110,7 +110,7 @@ class Recorder:
         self._all = self._all_path.open("w", encoding="utf-8")
         self._all.write(_line(header(config, rules, transport=transport)))
 
-    def wrap(self, core: Core) -> RecordingCore:
+    def wrap(self, core: GatewayCore) -> RecordingCore:
         """The core to hand the runtime instead of ``core``."""
         return RecordingCore(core, self)
 
@@ -220,21 +220,23 @@ class Recorder:
 
 
 class RecordingCore:
-    """A core that records every event and the actions it produced; see the module docstring."""
+    """A core that records every event and the actions it produced; see the module docstring.
 
-    def __init__(self, core: Core, recorder: Recorder) -> None:
+    Its read-only accessors are the wrapped core's, on the recorder's clock.
+    """
+
+    def __init__(self, core: GatewayCore, recorder: Recorder) -> None:
         self._core = core
         self._recorder = recorder
 
-    def __getattr__(self, name: str) -> Any:
-        """Read-only accessors of the wrapped core (``status``, ``readiness``, ...)."""
-        return getattr(self._core, name)
+    def readiness(self) -> dict[str, Any]:
+        return self._core.readiness()
 
-    def metrics_json(self, now: float) -> Any:
-        return self._core.metrics_json(self._recorder.clock(now))  # type: ignore[attr-defined]
+    def metrics_json(self, now: float) -> dict[str, Any]:
+        return self._core.metrics_json(self._recorder.clock(now))
 
-    def metrics_prometheus(self, now: float) -> Any:
-        return self._core.metrics_prometheus(self._recorder.clock(now))  # type: ignore[attr-defined]
+    def metrics_prometheus(self, now: float) -> str:
+        return self._core.metrics_prometheus(self._recorder.clock(now))
 
     def handle(self, event: Event) -> list[Action]:
         recorder = self._recorder

@@ -13,7 +13,7 @@ change the watcher looks again every :data:`SETTLE` seconds until two looks
 agree, then loads what it read. Rapid writes therefore give one reload, and a
 write takes at most about ``POLL_INTERVAL + SETTLE`` (300 ms) to be in effect.
 
-Parsing and validation are the core's (:func:`~lockgate.core._config.load_config`).
+Parsing and validation are the core's (:func:`lockgate.core.load_config`).
 A valid result goes to the core as one ``ConfigReloaded`` event through
 :meth:`Runtime.feed <lockgate.shells.runtime.Runtime.feed>`, so the swap
 happens between two ``handle()`` calls. An unreadable or invalid file becomes
@@ -27,8 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,6 +47,7 @@ from lockgate.core import (
 from .audit import utc_timestamp
 from .configfiles import ConfigFiles
 from .logs import get_logger
+from .signals import receive_signals
 
 __all__ = ["MAX_SETTLE", "POLL_INTERVAL", "SETTLE", "Feeder", "ReloadSource", "watch_config"]
 
@@ -206,7 +206,7 @@ async def watch_config(
     are taken to be what the running configuration came from.
     """
     watcher = _Watcher(runtime, source)
-    with _sighup(handle_sighup) as hangups:
+    with receive_signals(handle_sighup, signal.SIGHUP) as hangups:
         async with trio.open_nursery() as nursery:
             hangup = trio.Event()
 
@@ -230,12 +230,3 @@ async def watch_config(
                     await watcher.attempt(watcher.seen)
                 else:
                     await watcher.poll()
-
-
-@contextmanager
-def _sighup(enabled: bool) -> Iterator[AsyncIterator[int] | None]:
-    if not enabled:
-        yield None
-        return
-    with trio.open_signal_receiver(signal.SIGHUP) as hangups:
-        yield hangups

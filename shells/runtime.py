@@ -1,6 +1,6 @@
 """The runtime: the one loop that feeds the core and performs its actions.
 
-Theory of operation. Transport shells (stdio, later HTTP and WebSocket) read
+Theory of operation. Transport shells (stdio, Streamable HTTP) read
 bytes, stamp ``now = trio.current_time()`` and :meth:`Runtime.feed` events
 into one bounded channel; a full channel pushes back on the readers. The
 loop in :meth:`Runtime.run` takes events off that channel, calls
@@ -10,12 +10,14 @@ loop lets the feeding task do it, see "Inline handling" below):
 ==================  ==========================================================
 SendToClient        awaits the client's ``send`` callable (stdio writes
                     stdout there; queued transports put it on their own
-                    bounded channel and fail at once when it is full)
+                    bounded channel and fail at once when it is full, see
+                    :class:`~.clients.QueuedSend`)
 CloseClient         calls the client's ``close`` callable; nothing is reported
+DropStream          calls the client's ``drop_stream`` callable, if it has one
 StartDownstream     spawns the task of one instance's connection (a stdio
-                    process, see :mod:`.downstream_stdio`, or a Streamable
-                    HTTP session, see :mod:`.downstream_http`); the core
-                    chose the instance and put how to start it in ``spec``
+                    process or a Streamable HTTP session, see
+                    :mod:`.downstreams`); the core chose the instance and
+                    put how to start it in ``spec``
 SendToDownstream    queues the encoded message on the downstream's bounded
                     writer queue; never waits. A full queue means the server
                     is not reading: it is stopped and reported as exited
@@ -36,7 +38,8 @@ the rest of the batch goes to the loop (a ``_Deferred`` item), which performs
 it before anything fed later. This spares two task switches per call.
 
 A failed delivery comes back to the core as an event (``ClientClosed``,
-``DownstreamExited``), handled right after the current batch of actions.
+``DownstreamExited``), handled right after the current batch of actions
+(:mod:`.clients` and :mod:`.downstreams` say when).
 
 Last line of defence. The core never raises on what a peer sends, and every
 message it emits can be encoded; should either ever fail (a bug), the one
@@ -56,61 +59,26 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, Union, assert_never
+from typing import Any, Protocol, Union, assert_never
 
 import trio
 
-from lockgate.core import (
-    Action,
-    Audit,
-    CancelTimer,
-    ClientClosed,
-    ClientId,
-    ClientMessageReceived,
-    CloseClient,
-    ConfigReloaded,
-    DownstreamExited,
-    DownstreamHttpError,
-    DownstreamMessageReceived,
-    DownstreamSessionLost,
-    encode,
-    Event,
-    internal_error,
-    internal_error_replacing,
-    Log,
-    SendToClient,
-    SendToDownstream,
-    SetTimer,
-    Settings,
-    StartDownstream,
-    StopDownstream,
-    TimerFired,
-)
+from lockgate.core import Action, ClientId, Event, internal_error, Settings
+
+# The actions the loop performs, and the events it looks at before the core does.
+from lockgate.core import Audit, CancelTimer, CloseClient, DropStream, Log, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream
+from lockgate.core import ClientClosed, ClientMessageReceived, ConfigReloaded, TimerFired
+from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamSessionLost
 
 from .audit import AuditLog
-from .downstream_http import HttpDownstream
-from .downstream_stdio import StdioDownstream
+from .clients import Client, Clients, ClientSend, ClientSendNowait, QueuedSend
+from .downstreams import Downstreams
 from .logs import NOTICE, get_logger
 from .timers import Timers
 
-__all__ = [
-    "DELIVERY_ERRORS",
-    "ClientSend",
-    "Core",
-    "Downstream",
-    "Runtime",
-    "RuntimeStatistics",
-    "queued_sender",
-]
-
-DELIVERY_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-"""What a client's ``send`` may raise to say the client is gone."""
-
-ClientSend = Callable[[SendToClient], Awaitable[None]]
-ClientSendNowait = Callable[[SendToClient], bool]
-"""Deliver at once if that needs no waiting and say so; ``False`` means nothing was delivered."""
+__all__ = ["Core", "GatewayCore", "Runtime", "RuntimeStatistics"]
 
 _log = get_logger("runtime")
 _core_log = get_logger("core")
@@ -124,26 +92,19 @@ _LEVELS = {
 
 
 class Core(Protocol):
-    """What the runtime needs of :class:`lockgate.core._gateway.Gateway`."""
+    """What the runtime needs of :class:`lockgate.core.Gateway`."""
 
     def handle(self, event: Event) -> list[Action]: ...
 
 
-class Downstream(Protocol):
-    """A running downstream connection, as the runtime drives it."""
+class GatewayCore(Core, Protocol):
+    """What the HTTP front also reads of the gateway (``/ready``, ``/metrics``): pure accessors."""
 
-    downstream: int
-    server: str
+    def readiness(self) -> dict[str, Any]: ...
 
-    def send_nowait(self, data: bytes) -> None: ...
+    def metrics_json(self, now: float) -> dict[str, Any]: ...
 
-    def stop(self, kill: bool = False) -> None: ...
-
-    async def run(self) -> None: ...
-
-
-#: How much larger than a client's message a downstream's may be.
-DOWNSTREAM_MESSAGE_FACTOR = 4
+    def metrics_prometheus(self, now: float) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +114,6 @@ class RuntimeStatistics:
     downstreams: int
     live_timers: int
     audit_records: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Client:
-    send: ClientSend
-    close: Callable[[], None]
-    send_nowait: ClientSendNowait | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +162,13 @@ class Runtime:
     ) -> None:
         self._core = core
         self._settings = settings
-        self._downstream_buffer = downstream_buffer
-        self._environ = environ
         self._send, self._receive = trio.open_memory_channel[_Item](event_buffer)
+        #: Events the shell reports about its own failures, handled after the current batch.
         self._pending: deque[Event] = deque()
-        self._clients: dict[ClientId, _Client] = {}
-        self._downstreams: dict[int, Downstream] = {}
+        self._clients = Clients(report=self._pending.append)
+        self._downstreams = Downstreams(
+            emit=self.feed, report=self._pending.append, queue_size=downstream_buffer, environ=environ
+        )
         self._timers = Timers(self._timer_due)
         self._audit = AuditLog(settings.audit_log)
         self._nursery: trio.Nursery | None = None
@@ -248,21 +203,25 @@ class Runtime:
         send: ClientSend,
         close: Callable[[], None] | None = None,
         send_nowait: ClientSendNowait | None = None,
+        drop_stream: Callable[[Any], None] | None = None,
     ) -> None:
         """Route ``SendToClient`` for ``client`` to ``send`` and ``CloseClient`` to ``close``.
 
-        ``send_nowait``, when given (or when ``send`` has one as its
-        ``nowait`` attribute, as :func:`queued_sender`'s has), lets inline
-        handling deliver without waiting; it raises like ``send``.
+        ``send_nowait``, when given (or when ``send`` is a
+        :class:`~.clients.QueuedSend`, which has one), lets inline handling
+        deliver without waiting; it raises like ``send``. ``drop_stream``
+        takes ``DropStream`` (a transport with a stream per request:
+        Streamable HTTP); without it ``DropStream`` is ignored.
 
         Register before feeding ``ClientOpened``: events from unregistered
-        clients are dropped. ``send`` raising one of :data:`DELIVERY_ERRORS`
-        unregisters the client, calls ``close`` and reports ``ClientClosed``.
-        A fed ``ClientClosed`` unregisters it too (without calling ``close``).
+        clients are dropped. ``send`` raising one of
+        :data:`~.clients.DELIVERY_ERRORS` unregisters the client, calls
+        ``close`` and reports ``ClientClosed``. A fed ``ClientClosed``
+        unregisters it too (without calling ``close``).
         """
-        if send_nowait is None:
-            send_nowait = getattr(send, "nowait", None)
-        self._clients[client] = _Client(send, close if close is not None else _nothing, send_nowait)
+        if send_nowait is None and isinstance(send, QueuedSend):
+            send_nowait = send.nowait
+        self._clients.add(client, Client(send, close if close is not None else _nothing, send_nowait, drop_stream))
 
     def statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(
@@ -294,7 +253,7 @@ class Runtime:
                                 await self._loop()
                             finally:
                                 self._receive.close()
-                                self._stop_all()
+                                self._downstreams.stop_all()
                     finally:
                         outer.cancel_scope.cancel()
         finally:
@@ -330,11 +289,7 @@ class Runtime:
             if isinstance(item, _Deferred):
                 while item.actions:
                     await self._perform(item.actions.popleft())
-                while self._pending:
-                    await self._dispatch(self._pending.popleft())
-                continue
-            event = self._admit(item)
-            if event is not None:
+            elif (event := self._admit(item)) is not None:
                 await self._dispatch(event)
             while self._pending:
                 await self._dispatch(self._pending.popleft())
@@ -349,12 +304,12 @@ class Runtime:
             if item.downstream not in self._downstreams:
                 return None
             if isinstance(item, DownstreamExited):
-                del self._downstreams[item.downstream]
+                self._downstreams.exited(item.downstream)
         elif isinstance(item, (ClientMessageReceived, ClientClosed)):
             if item.client not in self._clients:
                 return None
             if isinstance(item, ClientClosed):
-                del self._clients[item.client]
+                self._clients.forget(item.client)
         elif isinstance(item, ConfigReloaded):
             # New downstreams use the new limits; the audit log keeps its file.
             self._settings = item.config.settings
@@ -381,22 +336,10 @@ class Runtime:
 
     def _perform_nowait(self, action: Action) -> bool:
         """Perform ``action`` if that needs no waiting; ``False`` when it was left alone."""
-        if not isinstance(action, SendToClient):
-            self._perform_sync(action)
-            return True
-        client = self._clients.get(action.client)
-        if client is None:
-            _log.debug("message for a closed client dropped", extra={"fields": {"client": action.client}})
-            return True
-        if client.send_nowait is None:
-            return False
-        try:
-            return client.send_nowait(action)
-        except DELIVERY_ERRORS as exc:
-            self._client_gone(action.client, client, exc)
-            return True
-        except Exception:
-            return False  # the loop sends it again through `send`, which logs and replaces it
+        if isinstance(action, SendToClient):
+            return self._clients.send_nowait(action)
+        self._perform_sync(action)
+        return True
 
     async def _dispatch(self, event: Event) -> None:
         for action in self._handle(event):
@@ -413,26 +356,12 @@ class Runtime:
             if answer is not None:
                 return [SendToClient(client=event.client, message=answer, request=answer["id"])]
         elif isinstance(event, (DownstreamMessageReceived, DownstreamSessionLost, DownstreamHttpError)):
-            self._drop_downstream(event.downstream, "internal error in the gateway (logged)")
+            self._downstreams.drop(event.downstream, "internal error in the gateway (logged)")
         return []
-
-    def _undeliverable(self, action: SendToClient) -> SendToClient | None:
-        """A message the client's ``send`` failed on (a bug): log it, and the error that replaces it, if any."""
-        _log.exception("internal error while sending a message to a client", extra={"fields": {"client": action.client}})
-        answer = internal_error_replacing(action.message)
-        return None if answer is None else SendToClient(client=action.client, message=answer, request=action.request)
-
-    def _drop_downstream(self, downstream_id: int, reason: str) -> None:
-        """Stop a downstream the shell cannot go on with, and tell the core it exited."""
-        downstream = self._downstreams.pop(downstream_id, None)
-        if downstream is None:
-            return
-        downstream.stop()
-        self._pending.append(DownstreamExited(now=trio.current_time(), downstream=downstream_id, reason=reason))
 
     async def _perform(self, action: Action) -> None:
         if isinstance(action, SendToClient):
-            await self._send_to_client(action)
+            await self._clients.send(action)
         else:
             self._perform_sync(action)
 
@@ -442,17 +371,16 @@ class Runtime:
             case SendToClient():
                 raise AssertionError("SendToClient needs awaiting: see _perform")
             case CloseClient(client=client):
-                closed = self._clients.pop(client, None)
-                if closed is not None:
-                    closed.close()
+                self._clients.close(client)
+            case DropStream(client=client, request=request):
+                self._clients.drop_stream(client, request)
             case StartDownstream():
-                self._start_downstream(action)
+                assert self._nursery is not None
+                self._downstreams.start(action, self._nursery, client_message_bytes=self._settings.max_message_bytes)
             case SendToDownstream():
-                self._send_to_downstream(action)
+                self._downstreams.send(action)
             case StopDownstream(downstream=downstream, kill=kill):
-                stopped = self._downstreams.pop(downstream, None)
-                if stopped is not None:
-                    stopped.stop(kill=kill)
+                self._downstreams.stop(downstream, kill=kill)
             case SetTimer(timer=timer, deadline=deadline):
                 self._timers.set(timer, deadline)
             case CancelTimer(timer=timer):
@@ -464,118 +392,11 @@ class Runtime:
             case _:
                 assert_never(action)
 
-    async def _send_to_client(self, action: SendToClient) -> None:
-        client = self._clients.get(action.client)
-        if client is None:
-            _log.debug("message for a closed client dropped", extra={"fields": {"client": action.client}})
-            return
-        try:
-            await client.send(action)
-        except DELIVERY_ERRORS as exc:
-            self._client_gone(action.client, client, exc)
-        except Exception:
-            substitute = self._undeliverable(action)
-            if substitute is None:
-                return
-            try:
-                await client.send(substitute)
-            except DELIVERY_ERRORS as exc:
-                self._client_gone(action.client, client, exc)
-
-    def _client_gone(self, client_id: ClientId, client: _Client, exc: BaseException) -> None:
-        _log.info(f"client is gone: {type(exc).__name__}", extra={"fields": {"client": client_id}})
-        if self._clients.get(client_id) is client:
-            del self._clients[client_id]
-            client.close()
-            self._pending.append(ClientClosed(now=trio.current_time(), client=client_id))
-
-    def _start_downstream(self, action: StartDownstream) -> None:
-        assert self._nursery is not None
-        previous = self._downstreams.pop(action.downstream, None)
-        if previous is not None:
-            _log.error("downstream id started twice", extra={"fields": {"downstream": action.downstream}})
-            previous.stop()
-        # `action.spec` describes this one instance (a command or a url); the
-        # core has already chosen it, so the shell only picks the transport.
-        downstream: Downstream
-        if action.spec.transport == "stdio":
-            downstream = StdioDownstream(
-                downstream=action.downstream,
-                server=action.server,
-                spec=action.spec,
-                # SDK servers send a tool result twice (text and structured), so
-                # a result the size of the client limit must still fit.
-                max_message_bytes=DOWNSTREAM_MESSAGE_FACTOR * self._settings.max_message_bytes,
-                emit=self.feed,
-                queue_size=self._downstream_buffer,
-                environ=self._environ,
-            )
-        else:
-            downstream = HttpDownstream(
-                downstream=action.downstream,
-                server=action.server,
-                spec=action.spec,
-                max_message_bytes=DOWNSTREAM_MESSAGE_FACTOR * self._settings.max_message_bytes,
-                emit=self.feed,
-                queue_size=self._downstream_buffer,
-            )
-        self._downstreams[action.downstream] = downstream
-        self._nursery.start_soon(downstream.run)
-
-    def _send_to_downstream(self, action: SendToDownstream) -> None:
-        downstream = self._downstreams.get(action.downstream)
-        if downstream is None:
-            _log.debug("message for a stopped downstream dropped", extra={"fields": {"downstream": action.downstream}})
-            return
-        try:
-            data = encode(action.message) + b"\n"
-        except Exception:
-            _log.exception("internal error: a message for a server could not be encoded", extra={"fields": {"server": downstream.server}})
-            self._drop_downstream(action.downstream, "internal error in the gateway (logged)")
-            return
-        try:
-            downstream.send_nowait(data)
-        except trio.WouldBlock:
-            _log.warning("server is not reading its input; stopping it", extra={"fields": {"server": downstream.server}})
-            del self._downstreams[action.downstream]
-            downstream.stop()
-            self._pending.append(
-                DownstreamExited(now=trio.current_time(), downstream=action.downstream, reason="stopped reading its input")
-            )
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # It has ended; its DownstreamExited is already on its way.
-
-    def _stop_all(self) -> None:
-        for downstream in self._downstreams.values():
-            downstream.stop()
-        self._downstreams.clear()
-
     async def _timer_due(self, timer: int, generation: int, now: float) -> None:
         try:
             await self._send.send(_TimerDue(timer, generation, now))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-
-
-def queued_sender(channel: trio.MemorySendChannel[SendToClient]) -> ClientSend:
-    """A client ``send`` for transports with their own writer task reading ``channel``.
-
-    It never waits: a full channel means the client is not reading, which is
-    reported like a broken connection, so one slow client cannot stall the loop.
-    """
-
-    def nowait(action: SendToClient) -> bool:
-        try:
-            channel.send_nowait(action)
-        except trio.WouldBlock:
-            raise trio.BrokenResourceError("the client is not reading") from None
-        return True
-
-    async def send(action: SendToClient) -> None:
-        nowait(action)
-
-    send.nowait = nowait  # type: ignore[attr-defined]  # found by register_client
-    return send
 
 
 def _nothing() -> None:

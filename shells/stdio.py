@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from functools import partial
 from typing import Final
 
@@ -45,13 +43,12 @@ from lockgate.core import (
 from .framing import LineSplitter
 from .logs import get_logger
 from .pipes import PipeReader
+from .record import WireTap
 from .reload import ReloadSource, watch_config
 from .runtime import Core, Runtime
+from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
 
-__all__ = ["STDIO_CLIENT", "WireTap", "serve_process_stdio", "serve_stdio"]
-
-WireTap = Callable[[str, "bytes | None"], None]
-"""Sees each framed message: ``("c2s", line)`` read, ``("s2c", data)`` written; see :mod:`.record`."""
+__all__ = ["STDIO_CLIENT", "serve_process_stdio", "serve_stdio"]
 
 STDIO_CLIENT: Final = 0
 _READ_CHUNK = 65536
@@ -118,7 +115,7 @@ async def serve_stdio(
             data = held.pop()[1] if held else frame(action)
         await stdout.send_all(data)
 
-    with _signals(handle_signals) as signals:
+    with receive_signals(handle_signals, *STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
             runtime.register_client(STDIO_CLIENT, send, done.set, send_nowait)
@@ -132,7 +129,7 @@ async def serve_stdio(
                 await nursery.start(partial(watch_config, handle_sighup=handle_signals), runtime, reload)
             nursery.start_soon(_read_client, runtime, stdin, settings.max_message_bytes, done, tap)
             if signals is not None:
-                nursery.start_soon(_watch_signals, signals, done)
+                nursery.start_soon(stop_on_signals, signals, done, _log, "stopping the servers")
             await done.wait()
             now = trio.current_time()
             await runtime.feed(ClientClosed(now=now, client=STDIO_CLIENT))
@@ -177,20 +174,3 @@ async def _read_client(
         _log.info(f"stdin: {type(exc).__name__}")
     done.set()
 
-
-@contextmanager
-def _signals(enabled: bool) -> Iterator[AsyncIterator[int] | None]:
-    if not enabled:
-        yield None
-        return
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        yield signals
-
-
-async def _watch_signals(signals: AsyncIterator[int], done: trio.Event) -> None:
-    async for signum in signals:
-        if done.is_set():
-            _log.warning(f"received {signal.Signals(signum).name} again; still stopping the servers")
-        else:
-            _log.info(f"received {signal.Signals(signum).name}; shutting down")
-            done.set()

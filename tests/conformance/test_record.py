@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lockgate.core._actions import SetTimer
-from lockgate.core._events import (
+from lockgate.core import (
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
     DownstreamMessageReceived,
+    Gateway,
     GatewayStarted,
+    SetTimer,
     ShutdownRequested,
 )
-from lockgate.core._gateway import Gateway
 from lockgate.core.transcript import replay
 from lockgate.shells.record import Recorder
 

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import trio
 
-from lockgate.core._actions import Action
-from lockgate.core._config import ServerSpec
-from lockgate.core._events import Event
+from lockgate.core import Action, Event, ServerSpec
 
 CHILD = str(Path(__file__).with_name("child_server.py"))
 

@@ -16,13 +16,13 @@ from typing import Any
 import h11
 import trio
 
-from lockgate.core._config import ServerSpec
-from lockgate.core._events import (
+from lockgate.core import (
     DownstreamExited,
     DownstreamHttpError,
     DownstreamMessageReceived,
     DownstreamSessionLost,
     Event,
+    ServerSpec,
 )
 from lockgate.shells.downstream_http import HttpDownstream
 

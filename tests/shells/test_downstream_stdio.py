@@ -10,8 +10,7 @@ import sys
 import pytest
 import trio
 
-from lockgate.core._config import ServerSpec
-from lockgate.core._events import DownstreamExited, DownstreamMessageReceived, Event
+from lockgate.core import DownstreamExited, DownstreamMessageReceived, Event, ServerSpec
 from lockgate.shells.downstream_stdio import StdioDownstream, child_environment, describe_exit, resolve_command
 
 from .helpers import CHILD, child_spec, pid_exists, session_members, wait_session_empty

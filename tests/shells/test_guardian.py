@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from lockgate.core._config import ServerSpec
-from lockgate.core._events import DownstreamMessageReceived, Event
+from lockgate.core import DownstreamMessageReceived, Event, ServerSpec
 from lockgate.shells.downstream_stdio import StdioDownstream
 from lockgate.shells.guardian import MARKER_VARIABLE, Guardian, current_guardian, gateway_marker, guarding, sweep_leftovers
 from lockgate.shells.guardian_script import marker_owner_alive, pid_namespace, start_time

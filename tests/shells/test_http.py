@@ -21,16 +21,15 @@ import httpx
 import pytest
 import trio
 
-from lockgate.core._config import Config, ServerSpec, Settings
-from lockgate.core._gateway import Gateway
-from lockgate.core._policy import Policy
-from lockgate.shells.http import _response_bytes, serve_http
+from lockgate.core import Gateway, load_config, Settings
+from lockgate.shells.http import serve_http
+from lockgate.shells.http_exchange import _response_bytes
 
 RAW = str(Path(__file__).with_name("raw_mcp_server.py"))
 BOTH = "application/json, text/event-stream"
 HEADERS = {"accept": BOTH, "content-type": "application/json"}
 RULES = {"agents": {"dev": {"allow": {"servers": ["*"]}}}, "defaults": {"deny_on_missing_agent": False}}
-INIT = {
+INIT: dict[str, Any] = {
     "jsonrpc": "2.0",
     "id": 0,
     "method": "initialize",
@@ -75,9 +74,12 @@ async def running(
     tmp_path: Path, *, raw_args: tuple[str, ...] = (), http_options: dict[str, Any] | None = None, **settings: Any
 ) -> AsyncIterator[Gate]:
     settings.setdefault("init_strategy", "lazy")
-    config = Config(
-        servers={"raw": ServerSpec(name="raw", transport="stdio", command=sys.executable, args=(RAW, *raw_args))},
-        policy=Policy.compile(RULES),
+    config = load_config(
+        servers_text=json.dumps({"mcpServers": {"raw": {"command": sys.executable, "args": [RAW, *raw_args]}}}),
+        servers_file="servers.json",
+        rules_text=json.dumps(RULES),
+        rules_file="rules.json",
+        environ={},
         settings=Settings(audit_log=str(tmp_path / "audit.jsonl"), **settings),
     )
     gateway = Gateway(config)

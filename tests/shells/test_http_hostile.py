@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import trio
 
-from lockgate.core.http import ConnectionLimits
+from lockgate.core.http import ConnectionLimits, health_body
 from lockgate.shells import http as http_shell
+from lockgate.shells import http_endpoint
 from lockgate.shells.http_connections import ConnectionTable, Link
 
 from .test_http import BOTH, execute, raw_post, running
@@ -89,12 +90,16 @@ async def trickling(port: int, count: int, sources: list[str], interval: float =
 # -- the bookkeeping ---------------------------------------------------------------------
 
 
+def bare_link(address: str) -> Link:
+    return Link(None, address)  # type: ignore[arg-type]  # the table never touches the stream
+
+
 def links(table: ConnectionTable, *addresses: str) -> list[Link]:
     admitted = []
     for address in addresses:
-        link = Link(None, address)  # type: ignore[arg-type]  # the table never touches the stream
-        assert table.admit(link)
-        admitted.append(link)
+        new = bare_link(address)
+        assert table.admit(new)
+        admitted.append(new)
     return admitted
 
 
@@ -110,7 +115,7 @@ def test_the_table_evicts_the_idle_first_then_the_oldest_request_and_keeps_its_c
     assert second.evicted and not fourth.evicted
     table.busy(fourth)
     table.busy(fifth)
-    assert not table.admit(Link(None, "f"))  # type: ignore[arg-type]  # all busy: 503
+    assert not table.admit(bare_link("f"))  # all busy: 503
     assert table.statistics() == {
         "admitted": 3, "idle": 0, "reading": 0, "addresses": 3, "evicted": 2, "refused": 1, "timed_out": 0,
     }
@@ -127,8 +132,8 @@ def test_the_table_makes_room_for_an_address_among_its_own_connections_only() ->
     assert mine_old.evicted and not other.evicted and not mine_new.evicted
     table.busy(mine_new)
     table.busy(newest)
-    assert not table.admit(Link(None, "a"))  # type: ignore[arg-type]
-    assert table.admit(Link(None, "c"))  # type: ignore[arg-type]
+    assert not table.admit(bare_link("a"))
+    assert table.admit(bare_link("c"))
 
 
 # -- slowloris -----------------------------------------------------------------------------
@@ -367,14 +372,13 @@ async def test_a_failure_while_serving_a_request_answers_500_closes_that_connect
     def broken(*args: object) -> bytes:
         raise RuntimeError("injected failure")
 
-    health_body = http_shell.health_body
     records = _Records()
     logger = logging.getLogger("lockgate.http")
     logger.addHandler(records)
     try:
         async with running(tmp_path) as gate:
             session = await gate.initialize()
-            monkeypatch.setattr(http_shell, "health_body", broken)
+            monkeypatch.setattr(http_endpoint, "health_body", broken)
             for _ in range(3):
                 stream = await connect(gate.port)
                 await stream.send_all(HEALTH)
@@ -386,7 +390,7 @@ async def test_a_failure_while_serving_a_request_answers_500_closes_that_connect
             assert (await gate.post(PING, session)).status_code == 200
             assert (await gate.post(PING, await gate.initialize())).status_code == 200
             assert (await gate.http.get(f"{gate.base}/ready")).status_code in (200, 503)
-            monkeypatch.setattr(http_shell, "health_body", health_body)
+            monkeypatch.setattr(http_endpoint, "health_body", health_body)
             assert (await gate.http.get(f"{gate.base}/health")).status_code == 200
     finally:
         logger.removeHandler(records)

@@ -48,6 +48,23 @@ async def test_an_sse_request_streams_until_its_response_and_ids_are_distinct_fr
     assert not session.in_flight(1)
 
 
+async def test_drop_stream_ends_that_stream_only_and_the_buffer_keeps_what_follows() -> None:
+    session = HttpSession(id="s")
+    session.sse_requests.add(1)
+    get_send, get_receive = session.attach(GET_STREAM)
+    post_send, post_receive = session.attach(("post", 1))
+    session.drop_stream(1)  # the core's DropStream for request 1's stream
+    session.drop_stream(2)  # no such stream: nothing happens
+    assert [frame async for frame in post_receive] == []
+    assert list(session.streams) == [GET_STREAM]
+    session.deliver({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}, 1)
+    session.deliver(response(1), 1)  # both buffered, for a client that resumes
+    replay = session.events.replay("1")
+    assert replay is not None and replay.stream == ("post", 1) and replay.finished and len(replay.events) == 1
+    session.drop_stream(None)
+    assert [frame async for frame in get_receive] == [] and not session.streams
+
+
 async def test_a_slow_reader_is_cut_loose_and_the_buffer_keeps_everything() -> None:
     session = HttpSession(id="s")
     session.attach(GET_STREAM)

@@ -16,8 +16,7 @@ import pytest
 import trio
 from trio.testing import MockClock, wait_all_tasks_blocked
 
-from lockgate.core._config import Settings
-from lockgate.core._events import ConfigRejected, ConfigReloaded, Event
+from lockgate.core import ConfigRejected, ConfigReloaded, Event, Settings
 from lockgate.shells.configfiles import ConfigFiles
 from lockgate.shells.reload import POLL_INTERVAL, SETTLE, ReloadSource, watch_config
 

@@ -14,31 +14,33 @@ import pytest
 import trio
 import trio.testing
 
-from lockgate.core._actions import (
+from lockgate.core import (
     Action,
     Audit,
     CancelTimer,
-    CloseClient,
-    Log,
-    SendToClient,
-    SendToDownstream,
-    SetTimer,
-    StartDownstream,
-    StopDownstream,
-)
-from lockgate.core._config import ServerSpec, Settings
-from lockgate.core._events import (
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
+    CloseClient,
     DownstreamExited,
     DownstreamMessageReceived,
+    DropStream,
+    encode,
     Event,
     GatewayStarted,
+    Log,
+    SendToClient,
+    SendToDownstream,
+    ServerSpec,
+    SetTimer,
+    Settings,
+    StartDownstream,
+    StopDownstream,
     TimerFired,
 )
-from lockgate.core._jsonrpc import encode
-from lockgate.shells.runtime import Runtime, queued_sender
+from lockgate.shells.clients import QueuedSend
+from lockgate.shells.downstream_stdio import StdioDownstream
+from lockgate.shells.runtime import Runtime
 
 from .helpers import FakeCore, child_spec, pid_exists, wait_session_empty
 
@@ -222,7 +224,8 @@ async def test_aclose_stops_every_downstream(tmp_path: Path) -> None:
         async with running(core, tmp_path) as runtime:
             await runtime.feed(GatewayStarted(now=now()))
             await core.wait_for(lambda events: len(events) == 6)
-            pids = [ds.pid for ds in runtime._downstreams.values()]  # type: ignore[attr-defined]
+            pids = [ds.pid for ds in runtime._downstreams if isinstance(ds, StdioDownstream)]
+    assert len(pids) == 5
     for pid in pids:
         assert pid is not None and not pid_exists(pid)
         assert await wait_session_empty(pid) == []
@@ -308,10 +311,10 @@ async def test_a_core_bug_on_a_downstream_event_stops_that_downstream_and_report
         async with running(core, tmp_path) as runtime:
             await runtime.feed(GatewayStarted(now=now()))
             await core.wait_for(lambda events: any(isinstance(e, DownstreamExited) for e in events))
-            pid = getattr(runtime._downstreams.get(1), "pid", None)
+            forgotten = 1 not in runtime._downstreams
     [exited] = core.of_type(DownstreamExited)
     assert exited == DownstreamExited(now=exited.now, downstream=1, reason="internal error in the gateway (logged)")
-    assert pid is None  # forgotten by the runtime, and stopped
+    assert forgotten  # by the runtime, and stopped
 
 
 async def test_an_answer_that_cannot_be_encoded_is_replaced_by_an_error(tmp_path: Path) -> None:
@@ -353,12 +356,34 @@ async def test_a_queued_client_that_does_not_read_is_closed(tmp_path: Path) -> N
     core = FakeCore(script)
     with trio.fail_after(5):
         async with running(core, tmp_path) as runtime:
-            runtime.register_client("h", queued_sender(send_channel), lambda: closed.append("h"))
+            runtime.register_client("h", QueuedSend(send_channel), lambda: closed.append("h"))
             await runtime.feed(ClientOpened(now=now(), client="h", transport="http"))
             await runtime.feed(ClientMessageReceived(now=now(), client="h", data=b"{}"))
             await core.wait_for(lambda events: len(events) == 3)
     assert [receive_channel.receive_nowait().message for _ in range(2)] == [{"n": 0}, {"n": 1}]
     assert isinstance(core.events[-1], ClientClosed) and closed == ["h"]
+
+
+async def test_drop_stream_goes_to_the_clients_drop_stream_and_is_ignored_without_one(tmp_path: Path) -> None:
+    dropped: list[object] = []
+
+    async def send(action: SendToClient) -> None:
+        pass
+
+    def script(event: Event) -> list[Action]:
+        if isinstance(event, ClientMessageReceived):
+            return [DropStream(client="h", request=7), DropStream(client="plain"), DropStream(client="gone")]
+        return []
+
+    core = FakeCore(script)
+    with trio.fail_after(5):
+        async with running(core, tmp_path) as runtime:
+            runtime.register_client("h", send, drop_stream=dropped.append)
+            runtime.register_client("plain", send)
+            await runtime.feed(ClientOpened(now=now(), client="h", transport="http"))
+            await runtime.feed(ClientMessageReceived(now=now(), client="h", data=b"{}"))
+    assert dropped == [7]
+    assert [type(e) for e in core.events] == [ClientOpened, ClientMessageReceived]
 
 
 async def test_an_event_fed_to_an_idle_loop_is_handled_before_feed_returns(tmp_path: Path) -> None:
@@ -373,7 +398,7 @@ async def test_an_event_fed_to_an_idle_loop_is_handled_before_feed_returns(tmp_p
     core = FakeCore(script)
     with trio.fail_after(5):
         async with running(core, tmp_path) as runtime:
-            runtime.register_client("q", queued_sender(send_channel))
+            runtime.register_client("q", QueuedSend(send_channel))
             await runtime.feed(ClientOpened(now=now(), client="q"))
             await trio.testing.wait_all_tasks_blocked()
             await runtime.feed(ClientMessageReceived(now=now(), client="q", data=b"{}"))

@@ -12,15 +12,18 @@ import trio
 import trio.testing
 from trio.lowlevel import FdStream
 
-from lockgate.core._actions import Action, CloseClient, SendToClient, StartDownstream
-from lockgate.core._config import Settings
-from lockgate.core._events import (
+from lockgate.core import (
+    Action,
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
+    CloseClient,
     Event,
     GatewayStarted,
+    SendToClient,
+    Settings,
     ShutdownRequested,
+    StartDownstream,
 )
 from lockgate.shells.stdio import serve_stdio
 

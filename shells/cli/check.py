@@ -1,0 +1,92 @@
+"""``lockgate check``: start every server, list its tools, stop it, and report sizes.
+
+Exit status 0 on success; 1 when a server failed to start or list its tools;
+2 for a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+from .common import EXIT_FAILED, EXIT_USAGE, Subcommands, add_file_options, add_json_option, count, load, print_json, table
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Subcommands) -> None:
+    check = commands.add_parser(
+        "check",
+        help="start every server, list its tools, stop it, and report sizes",
+        description=(
+            "Start every configured server, complete the MCP handshake, list its "
+            "tools and stop it. Reports per server its state, protocol version, "
+            "tool count and the size of its tool definitions (bytes and estimated "
+            "tokens), and per agent what its full tool list would cost in context "
+            "against the gateway's own tools. Exit status 1 when a server fails."
+        ),
+    )
+    add_file_options(check)
+    add_json_option(check)
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    import trio
+
+    from lockgate.core import context_report, tool_cost
+
+    from ..guardian import guarding
+    from ..probe import probe_servers
+
+    config = load(args, environ)
+    if config is None:
+        return EXIT_USAGE
+    with guarding():
+        probed = trio.run(probe_servers, config)
+    servers = {}
+    for name, server in probed.items():
+        status = server.status
+        servers[name] = {
+            "ok": server.ok,
+            # A failed server may already be restarting; "failed" says what the probe saw.
+            "state": status.get("state") if server.ok or not status.get("last_error") else "failed",
+            "transport": status.get("transport"),
+            "protocol_version": status.get("protocol_version"),
+            "server_info": status.get("server_info"),
+            "error": None if server.ok else (status.get("last_error") or f"still {status.get('state')}"),
+            **tool_cost(server.tools or []),
+        }
+    context = context_report(config, {name: server.tools for name, server in probed.items()})
+    report = {"ok": all(s["ok"] for s in servers.values()), "servers": servers, "context": context}
+    if args.json:
+        print_json(report)
+    else:
+        _print_check(report)
+    return 0 if report["ok"] else EXIT_FAILED
+
+
+def _print_check(report: dict[str, Any]) -> None:
+    rows = [["server", "state", "protocol", "tools", "bytes", "tokens"]]
+    for name, s in report["servers"].items():
+        rows.append([name, str(s["state"]), str(s["protocol_version"] or "-"), str(s["tools"]), str(s["bytes"]), str(s["tokens"])])
+    print("\n".join(table(rows)))
+    for name, s in report["servers"].items():
+        if not s["ok"]:
+            print(f"FAILED {name}: {s['error']}")
+    context = report["context"]
+    own, every = context["gateway"], context["all_servers"]
+    print(
+        f"\nall servers: {count(every['tools'], 'tool')}, {every['bytes']} bytes, ~{every['tokens']} tokens; "
+        f"gateway tools/list: {count(own['tools'], 'tool')}, {own['bytes']} bytes, ~{own['tokens']} tokens"
+    )
+    rows = [["agent", "servers", "tools", "bytes", "tokens", "via gateway", "saved"]]
+    for agent, a in context["agents"].items():
+        direct = a["direct"]
+        rows.append(
+            [agent, str(len(a["servers"])), str(direct["tools"]), str(direct["bytes"]), str(direct["tokens"]),
+             str(a["gateway"]["tokens"]), str(a["saved_tokens"])]
+        )
+    if len(rows) > 1:
+        print("\ncontext cost per agent (tokens: estimated, all allowed tools loaded up front vs the gateway's tools)")
+        print("\n".join(table(rows)))

@@ -1,0 +1,166 @@
+"""``lockgate serve``: serve MCP over stdio or Streamable HTTP until stopped.
+
+Exit status 0 after a normal shutdown (stdin closed, SIGTERM, SIGINT); 2 for
+a usage or configuration error (a missing file, an invalid one, a port that
+is taken).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from ..configfiles import FileProblem, locate_files, read_text
+from ..logs import NOTICE, get_logger
+from .common import EXIT_USAGE, Subcommands, add_file_options, count, package_version, print_config_error, setup_command_logging
+
+if TYPE_CHECKING:
+    from lockgate.core import Settings
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Subcommands) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve MCP over stdio (default) or Streamable HTTP, logging to stderr",
+        description=(
+            "Serve MCP over stdio until stdin closes, or over Streamable HTTP (--transport http), "
+            "until SIGTERM/SIGINT arrives. "
+            "Downstream servers come from the server configuration, access "
+            "rules from the rules file. Both files are watched: a change is "
+            "loaded without a restart (an invalid one is logged and ignored), "
+            "and SIGHUP reloads at once."
+        ),
+    )
+    add_file_options(serve)
+    serve.add_argument(
+        "--debug",
+        action="store_true",
+        help="log everything, down to debug, on stderr, and offer get_gateway_status (also GATEWAY_DEBUG=1)",
+    )
+    serve.add_argument(
+        "--transport",
+        choices=("stdio", "http"),
+        help="stdio (default) or Streamable HTTP at /mcp; also GATEWAY_TRANSPORT",
+    )
+    serve.add_argument("--host", help="HTTP address to bind; default: $GATEWAY_HTTP_HOST, else 127.0.0.1")
+    serve.add_argument("--port", type=_port, help="HTTP port (0 picks a free one); default: $GATEWAY_HTTP_PORT, else 8000")
+    serve.add_argument(
+        "--record",
+        metavar="DIR",
+        help="write core and wire transcripts of every session into DIR (see conformance/README.md)",
+    )
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    import trio
+
+    from lockgate.core import ConfigError, Gateway, load_config, settings_from_env
+
+    from ..guardian import guarding
+    from ..http import serve_http
+    from ..record import Recorder
+    from ..reload import ReloadSource
+    from ..runtime import GatewayCore
+    from ..stdio import STDIO_CLIENT, serve_process_stdio
+
+    files = locate_files(args.config, args.rules, environ)
+    servers_text = read_text(files.servers)
+    rules_text = read_text(files.rules)
+    try:
+        settings = _with_transport_flags(settings_from_env(environ, debug=args.debug), args)
+        config = load_config(
+            servers_text=servers_text,
+            servers_file=files.servers,
+            rules_text=rules_text,
+            rules_file=files.rules,
+            environ=environ,
+            settings=settings,
+        )
+    except ConfigError as exc:
+        print_config_error(exc)
+        return EXIT_USAGE
+
+    log = setup_command_logging(config.settings)
+    for warning in config.warnings:
+        log.warning(warning.message, extra={"fields": {"file": warning.file, "path": warning.path}})
+    servers = sorted(config.servers)
+    log.log(
+        NOTICE,
+        f"lockgate {package_version()} serving {config.settings.transport}: "
+        f"{count(len(servers), 'server')} ({', '.join(servers) or 'none'}), "
+        f"{count(len(config.policy.agents), 'agent')}, "
+        f"init strategy {config.settings.init_strategy}, "
+        f"audit log {config.settings.audit_log}; "
+        f"watching {files.servers} and {files.rules}",
+    )
+    source = ReloadSource(
+        files=files, environ=dict(environ), settings=config.settings, loaded=(servers_text, rules_text)
+    )
+    recorder: Recorder | None = None
+    core: GatewayCore = Gateway(config)
+    if args.record:
+        try:
+            recorder = Recorder(args.record, config, json.loads(rules_text), transport=config.settings.transport)
+        except OSError as exc:
+            raise FileProblem(f"cannot record into {args.record}: {exc.strerror or type(exc).__name__}") from None
+        core = recorder.wrap(core)
+        keep = recorder.remember_rules
+        source = dataclasses.replace(source, on_config=lambda new, rules: keep(new, json.loads(rules)))
+    try:
+        # Servers die with the gateway however it ends; leftovers of a killed one are swept first.
+        with guarding():
+            if config.settings.transport == "http":
+                try:
+                    trio.run(
+                        partial(
+                            serve_http, core, config.settings, on_listening=_connect_hint, reload=source, recorder=recorder
+                        )
+                    )
+                except OSError as exc:  # the port is taken, say
+                    print(f"lockgate: error: cannot serve HTTP: {exc.strerror or exc}", file=sys.stderr)
+                    return EXIT_USAGE
+            else:
+                tap = recorder.wire(STDIO_CLIENT) if recorder is not None else None
+                trio.run(serve_process_stdio, core, config.settings, source, tap)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    get_logger().info("stopped")
+    return 0
+
+
+def _port(text: str) -> int:
+    if text.isascii() and text.isdigit() and int(text) <= 65535:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+
+
+def _with_transport_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Command-line flags win over ``GATEWAY_TRANSPORT``, ``GATEWAY_HTTP_HOST`` and ``GATEWAY_HTTP_PORT``."""
+    changes: dict[str, Any] = {}
+    if args.transport is not None:
+        changes["transport"] = args.transport
+    if args.host is not None:
+        changes["http_host"] = args.host
+    if args.port is not None:
+        changes["http_port"] = args.port
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _connect_hint(url: str) -> None:
+    """Tell the operator where the endpoint is and one way to reach it (stderr: stdout is not MCP here either)."""
+    print(
+        f"Lockgate serves MCP over Streamable HTTP at {url}\n"
+        f"  Python SDK:     async with mcp.Client({url!r}) as client: ...\n"
+        f"  MCP Inspector:  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list\n"
+        f"  Health:         curl {url.removesuffix('/mcp')}/health",
+        file=sys.stderr,
+        flush=True,
+    )

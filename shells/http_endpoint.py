@@ -1,0 +1,317 @@
+"""The MCP endpoint of the Streamable HTTP front: sessions, POST, GET, DELETE, and the ops routes.
+
+MCP 2025-11-25, basic/transports, "Streamable HTTP". The endpoint is ``/mcp``;
+``/health``, ``/ready`` and ``/metrics`` sit beside it.
+
+Theory of operation. :meth:`McpEndpoint.handle` gets each request as an
+:class:`~.http_exchange.Exchange` and asks :mod:`lockgate.core.http` what to
+do with it: every status code and header comes from there.
+
+- ``initialize`` without a session: mint a session id from :mod:`secrets`,
+  register it with the :class:`~.runtime.Runtime` and feed ``ClientOpened``
+  then the message; the answer carries ``Mcp-Session-Id``, or, when the core
+  refused the initialize, the session is closed again.
+- other POSTs: feed the message and answer 202 (notifications, responses),
+  the response as JSON, or an SSE stream that carries the request's
+  notifications and then its response (see :mod:`.http_sessions`).
+- GET opens the session's own SSE stream, or resumes a lost one from
+  ``Last-Event-ID``; DELETE feeds ``ClientClosed``.
+
+Each session is one client of the core. With ``--record``, each session's
+messages also go to its wire transcript (see :mod:`.record`).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import trio
+
+from lockgate.core import __version__, ClientClosed, ClientMessageReceived, ClientOpened, encode, SendToClient, ShutdownRequested
+from lockgate.core.http import (
+    GET_STREAM,
+    HttpPolicy,
+    Post,
+    Reject,
+    Route,
+    StreamKey,
+    cancelled_response,
+    check_head,
+    check_post,
+    duplicate_request,
+    health_body,
+    opened_session,
+    json_body,
+    ops_status,
+    session_gone,
+    sse_headers,
+    stream_conflict,
+    stream_takeover,
+    too_large,
+    wants_priming,
+    wants_prometheus,
+)
+
+from .audit import utc_timestamp
+from .clients import ClientSend
+from .http_exchange import Exchange
+from .http_sessions import HttpSession
+from .logs import get_logger
+from .record import Recorder, WireTap
+from .runtime import GatewayCore, Runtime
+
+__all__ = ["PROMETHEUS_TYPE", "McpEndpoint"]
+
+_log = get_logger("http")
+
+#: Session ids: 32 random bytes, URL-safe base64 (256 bits, visible ASCII as the spec asks).
+_SESSION_BYTES = 32
+#: The Prometheus text exposition format, version 0.0.4.
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class McpEndpoint:
+    """The sessions of one :class:`~.runtime.Runtime` and the requests about them; see the module docstring."""
+
+    def __init__(self, core: GatewayCore, runtime: Runtime, policy: HttpPolicy, recorder: Recorder | None = None) -> None:
+        self._core = core
+        self._runtime = runtime
+        self._policy = policy
+        self._recorder = recorder
+        #: Wire taps of recorded sessions (``--record``), by session id.
+        self._taps: dict[str, WireTap] = {}
+        self._sessions: dict[str, HttpSession] = {}
+        #: POSTs being answered; ``_idle`` is set while there are none.
+        self.in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._started_at = trio.current_time()
+
+    @property
+    def sessions(self) -> int:
+        """How many sessions are open."""
+        return len(self._sessions)
+
+    async def handle(self, exchange: Exchange) -> None:
+        """Answer one request (the :data:`~.http_exchange.Handler` of every connection)."""
+        headers = exchange.headers
+        session_id = headers.get("mcp-session-id")
+        decision = check_head(
+            exchange.method,
+            exchange.target,
+            headers,
+            self._policy,
+            session_known=session_id is not None and session_id in self._sessions,
+        )
+        if isinstance(decision, Reject):
+            await exchange.refuse(decision)
+            return
+        route = decision
+        # Read the whole request (for GET and friends, its empty body) first:
+        # answering before h11 saw its end would cost the keep-alive connection.
+        body = await exchange.read_body()
+        if body is None:
+            await exchange.reject(too_large(self._policy, route.headers), close=True)
+            return
+        match route.kind:
+            case "post":
+                self.in_flight += 1
+                self._idle = trio.Event() if self.in_flight == 1 else self._idle
+                try:
+                    await self._post(exchange, route, body)
+                finally:
+                    self.in_flight -= 1
+                    if self.in_flight == 0:
+                        self._idle.set()
+            case "get":
+                await self._get(exchange, route)
+            case "delete":
+                assert route.session is not None
+                await self.end_session(route.session)
+                await exchange.respond(200, list(route.headers), b"")
+            case "preflight":
+                await exchange.respond(204, list(route.headers), b"")
+            case "health":
+                uptime = trio.current_time() - self._started_at
+                await _send_json(exchange, 200, route, health_body(__version__, uptime))
+            case "ready":
+                readiness = self._core.readiness()
+                await _send_json(exchange, ops_status(readiness), route, json_body(readiness))
+            case "metrics":
+                now = trio.current_time()
+                if wants_prometheus(headers.get("accept"), route.query):
+                    text = self._core.metrics_prometheus(now).encode("utf-8")
+                    await exchange.respond(200, [("content-type", PROMETHEUS_TYPE), *route.headers], text)
+                else:
+                    metrics = {"timestamp": utc_timestamp(), **self._core.metrics_json(now)}
+                    await _send_json(exchange, 200, route, json_body(metrics))
+
+    # -- POST --------------------------------------------------------------------
+
+    async def _post(self, exchange: Exchange, route: Route, body: bytes) -> None:
+        plan = check_post(body, route)
+        if isinstance(plan, Reject):
+            await exchange.reject(plan)
+            return
+        if plan.action == "initialize":
+            await self._initialize(exchange, route, plan, body)
+            return
+        session = await self._session(exchange, route)
+        if session is None:
+            return
+        if plan.action == "accept":
+            await self._feed_message(session, body)
+            if plan.cancels is not None:
+                session.cancel(plan.cancels, cancelled_response(plan.cancels))
+            await exchange.respond(202, list(route.headers), b"")
+            return
+        if session.in_flight(plan.request_id):
+            await exchange.reject(duplicate_request(plan.request_id, route.headers))
+            return
+        if plan.action == "json":
+            waiter = session.wait_json(plan.request_id)
+            await self._feed_message(session, body)
+            await waiter.done.wait()
+            if waiter.message is None:
+                await exchange.reject(session_gone(route.headers))
+            else:
+                await _send_json(exchange, 200, route, waiter.encoded(), session.id)
+            return
+        key: StreamKey = ("post", plan.request_id)
+        session.sse_requests.add(plan.request_id)
+        send, receive = session.attach(key)
+        first = [session.events.add(key, None)] if wants_priming(session.protocol_version) else []
+        await self._feed_message(session, body)
+        await self._stream(exchange, session, key, send, receive, route, first)
+
+    async def _initialize(self, exchange: Exchange, route: Route, plan: Post, body: bytes) -> None:
+        session = HttpSession(id=secrets.token_urlsafe(_SESSION_BYTES))
+        self._sessions[session.id] = session
+        send: ClientSend = session.send
+        if self._recorder is not None:
+            tap = self._taps[session.id] = self._recorder.wire(session.id)
+            send = _tapped(session.send, tap)
+        self._runtime.register_client(session.id, send, lambda: self._forget(session.id), drop_stream=session.drop_stream)
+        waiter = session.wait_json(plan.request_id)
+        now = trio.current_time()
+        await self._runtime.feed(ClientOpened(now=now, client=session.id, transport="http"))
+        await self._feed_message(session, body, now)
+        await waiter.done.wait()
+        message = waiter.message
+        if message is None:
+            await exchange.reject(session_gone(route.headers))
+            return
+        opened = opened_session(message)
+        if opened is not None:
+            session.protocol_version = opened.protocol_version
+            await _send_json(exchange, 200, route, waiter.encoded(), session.id)
+        else:
+            await self.end_session(session.id)
+            await _send_json(exchange, 200, route, waiter.encoded())
+
+    # -- GET and SSE streams -----------------------------------------------------
+
+    async def _get(self, exchange: Exchange, route: Route) -> None:
+        session = await self._session(exchange, route)
+        if session is None:
+            return
+        key: StreamKey = GET_STREAM
+        frames: list[bytes] = []
+        replay = session.events.replay(route.last_event_id) if route.last_event_id else None
+        if replay is not None:
+            key = replay.stream
+            frames.extend(replay.events)
+            if key != GET_STREAM and (replay.finished or key[1] not in session.sse_requests):
+                # That request is answered (or forgotten): replay and end.
+                await exchange.send_events(list(sse_headers(session.id, route.headers)), frames)
+                return
+        match stream_takeover(key in session.streams, replay is not None):
+            case "conflict":
+                await exchange.reject(stream_conflict(route.headers))
+                return
+            case "replace":
+                session.streams.pop(key).close()
+            case "open":
+                pass
+        send, receive = session.attach(key)
+        if wants_priming(session.protocol_version):
+            frames.insert(0, session.events.add(key, None))
+        await self._stream(exchange, session, key, send, receive, route, frames)
+
+    async def _stream(
+        self,
+        exchange: Exchange,
+        session: HttpSession,
+        key: StreamKey,
+        send: trio.MemorySendChannel[bytes],
+        receive: trio.MemoryReceiveChannel[bytes],
+        route: Route,
+        first: list[bytes],
+    ) -> None:
+        """Answer with an SSE stream: ``first``, then every frame pushed for ``key`` until it ends."""
+        try:
+            await exchange.stream_events(list(sse_headers(session.id, route.headers)), first, receive)
+        finally:
+            session.detach(key, send)
+
+    # -- sessions ----------------------------------------------------------------
+
+    async def _session(self, exchange: Exchange, route: Route) -> HttpSession | None:
+        """The session ``route`` names, or ``None`` once the request is answered 404 (it has ended)."""
+        assert route.session is not None
+        session = self._sessions.get(route.session)
+        if session is None:
+            await exchange.reject(session_gone(route.headers))
+        return session
+
+    async def _feed_message(self, session: HttpSession, body: bytes, now: float | None = None) -> None:
+        tap = self._taps.get(session.id)
+        if tap is not None:
+            tap("c2s", body)
+        now = trio.current_time() if now is None else now
+        await self._runtime.feed(ClientMessageReceived(now=now, client=session.id, data=body))
+
+    async def end_session(self, session_id: str) -> None:
+        """End a session from this side (DELETE, failed initialize): tell the core."""
+        if session_id in self._sessions:
+            self._forget(session_id)
+            await self._runtime.feed(ClientClosed(now=trio.current_time(), client=session_id))
+
+    def _forget(self, session_id: str) -> None:
+        """Drop a session and wake whatever waits on it; the core's ``CloseClient`` lands here too."""
+        session = self._sessions.pop(session_id, None)
+        self._taps.pop(session_id, None)
+        if session is not None:
+            session.close()
+
+    # -- shutdown ----------------------------------------------------------------
+
+    async def shutdown(self, grace: float) -> None:
+        """Let POSTs in flight finish for up to ``grace`` seconds, then tell the core and end every SSE stream."""
+        with trio.move_on_after(grace):
+            await self._idle.wait()
+        if self.in_flight:
+            _log.warning(f"{self.in_flight} request(s) still running after the shutdown grace period")
+        await self._runtime.feed(ShutdownRequested(now=trio.current_time()))
+        # The core now fails what is left; let those answers reach their POSTs.
+        with trio.move_on_after(2):
+            await self._idle.wait()
+        for session in self._sessions.values():
+            session.close_streams()
+
+
+async def _send_json(exchange: Exchange, status: int, route: Route, body: bytes, session_id: str | None = None) -> None:
+    headers = [("content-type", "application/json")]
+    if session_id is not None:
+        headers.append(("mcp-session-id", session_id))
+    await exchange.respond(status, [*headers, *route.headers], body)
+
+
+def _tapped(send: ClientSend, tap: WireTap) -> ClientSend:
+    """``send``, with each message also written to a recorded session's wire transcript."""
+
+    async def send_and_record(action: SendToClient) -> None:
+        tap("s2c", encode(action.message))
+        await send(action)
+
+    return send_and_record
