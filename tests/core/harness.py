@@ -1,8 +1,31 @@
-"""Helpers for synchronous core tests: build a Gateway, feed events, read actions.
+"""A gateway and fake peers for synchronous core tests, in the spirit of h11's ``ConnectionPair``.
 
-No trio, no mocks: a test is a list of events and the exact actions expected.
-``Driver`` keeps a fake clock and remembers the last started connection per
-server so tests can answer as that downstream would.
+A test feeds events and compares the actions that come out, exactly. The
+:class:`Driver` also turns those actions back into peers a test can read and
+act through: every ``StartDownstream`` becomes a :class:`FakeDownstream` that
+records what the core sent it and answers under the wire ids the core chose;
+every client is a :class:`FakeClient` that records what it received; timers
+wait on a fake clock and fire, in deadline order, when the test advances it::
+
+    d = Driver()                                   # client 0 is open; the clock is at 0
+    d.initialize()
+    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    db = d.server("db")                            # the connection that call started
+    db.complete_handshake(tools=[ECHO_TOOL])       # answers initialize, then tools/list
+    actions = db.answer("tools/call", result={"content": []})  # under the wire id the core chose
+    assert sent_to_client(actions) == [{"jsonrpc": "2.0", "id": 1, "result": {"content": []}}]
+    d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    [timeout] = sent_to_client(d.advance(60))      # the call's timer fires after 60 s
+    assert timeout["error"]["data"]["code"] == "TIMEOUT" and d.clients[0].received[-1] == timeout
+
+Compare whole action lists where they are short enough to read: they show
+what a filter hides (a timer set, a log line, the audit record). A wire id or
+timer id may appear in an expectation once the test has shown where it came
+from; to act as a peer, go through the fakes, which find the ids themselves.
+
+The Driver also checks what no test should have to: the core never writes to
+a connection it let go of, nor reuses a connection or timer id, nor cancels a
+timer that is not armed, nor sends to a client it does not know.
 """
 
 from __future__ import annotations
@@ -10,27 +33,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lockgate.core._actions import (
-    Action,
-    Audit,
-    CancelTimer,
-    Log,
-    SendToClient,
-    SendToDownstream,
-    SetTimer,
-    StartDownstream,
-    StopDownstream,
+from lockgate.core import (
+    Action, Audit, CancelTimer, ClientClosed, ClientId, ClientMessageReceived, ClientOpened, CloseClient, Config,
+    DownstreamExited, DownstreamMessageReceived, DropStream, Event, Gateway, GatewayStarted, SendToClient,
+    SendToDownstream, ServerSpec, SetTimer, Settings, StartDownstream, StopDownstream, TimerFired,
 )
-from lockgate.core._config import Config, ServerSpec, Settings
-from lockgate.core._events import (
-    ClientMessageReceived,
-    ClientOpened,
-    DownstreamExited,
-    DownstreamMessageReceived,
-    GatewayStarted,
-    TimerFired,
-)
-from lockgate.core._gateway import Gateway
 from lockgate.core._policy import Policy
 
 JSON = dict[str, Any]
@@ -90,8 +97,19 @@ def audits(actions: list[Action]) -> list[JSON]:
     return [a.record for a in actions if isinstance(a, Audit)]
 
 
-def without_logs(actions: list[Action]) -> list[Action]:
-    return [a for a in actions if not isinstance(a, Log)]
+def audited(message: JSON, decision: str = "ALLOW", **fields: Any) -> Audit:
+    """The audit record of gateway tool call ``message`` as :meth:`Driver.send` sent it, with ``fields`` set.
+
+    Who, what and the argument keys come from the message; ``rule``,
+    ``latency_ms`` and ``error_code`` are ``None``, 0 and ``None`` unless given.
+    """
+    arguments = message["params"].get("arguments", {})
+    record = {
+        "agent": arguments.get("agent_id"), "operation": message["params"].get("name"), "server": arguments.get("server"),
+        "tool": arguments.get("tool"), "decision": decision, "rule": None, "latency_ms": 0.0, "error_code": None,
+        "args": {"keys": sorted(arguments), "request_bytes": len(_bytes(message))},
+    }
+    return Audit(record={**record, **fields})
 
 
 def structured(response: JSON) -> Any:
@@ -103,89 +121,212 @@ def structured(response: JSON) -> Any:
     return res["structuredContent"]
 
 
-class Driver:
-    """One gateway, one fake clock, and the downstream connections it started."""
+def _bytes(message: JSON | bytes) -> bytes:
+    return message if isinstance(message, bytes) else json.dumps(message).encode()
 
-    def __init__(self, config: Config | None = None, *, client: Any = 0) -> None:
-        self.gw = Gateway(config or make_config())
-        self.now = 0.0
-        self.client = client
-        self.connections: dict[str, int] = {}
-        #: Every StartDownstream, in order (for servers with several instances).
-        self.started: list[StartDownstream] = []
-        #: Every timer ever set, with its deadline.
-        self.timers: dict[int, float] = {}
-        #: Timers set and neither cancelled nor fired yet, as the shell would hold them.
-        self.live_timers: set[int] = set()
-        #: Downstream connections started and neither stopped nor reported gone.
-        self.live_downstreams: set[int] = set()
-        self.handle(ClientOpened(now=self.now, client=client))
 
-    def handle(self, event: Any) -> list[Action]:
-        if isinstance(event, TimerFired):
-            self.live_timers.discard(event.timer)
-        if isinstance(event, DownstreamExited):
-            self.live_downstreams.discard(event.downstream)
-        actions = self.gw.handle(event)
-        for a in actions:
-            if isinstance(a, StartDownstream):
-                self.connections[a.server] = a.downstream
-                self.started.append(a)
-                self.live_downstreams.add(a.downstream)
-            elif isinstance(a, StopDownstream):
-                self.live_downstreams.discard(a.downstream)
-            elif isinstance(a, SetTimer):
-                self.timers[a.timer] = a.deadline
-                self.live_timers.add(a.timer)
-            elif isinstance(a, CancelTimer):
-                self.live_timers.discard(a.timer)
-        return actions
+class FakeClient:
+    """One client as the core sees it: what it sends, and what it was sent."""
 
-    def start(self) -> list[Action]:
-        return self.handle(GatewayStarted(now=self.now))
+    def __init__(self, driver: Driver, id: ClientId) -> None:
+        self.driver, self.id = driver, id
+        #: Every message the core sent this client, in order.
+        self.received: list[JSON] = []
+        #: The streams the core dropped (``DropStream.request``), and whether the session is over.
+        self.dropped: list[Any] = []
+        self.closed = False
 
-    def send(self, message: JSON | bytes, client: Any = None) -> list[Action]:
-        data = message if isinstance(message, bytes) else json.dumps(message).encode()
-        return self.handle(
-            ClientMessageReceived(now=self.now, client=self.client if client is None else client, data=data)
-        )
+    def send(self, message: JSON | bytes) -> list[Action]:
+        return self.driver.send(message, client=self.id)
 
     def initialize(self, version: str = "2025-11-25") -> list[Action]:
-        actions = self.send(req(0, "initialize", {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}))
+        """The MCP handshake: ``initialize`` (request id 0), then ``notifications/initialized``; its answer's actions."""
+        params = {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        actions = self.send(req(0, "initialize", params))
         self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         return actions
 
-    def downstream(self, server: str, message: JSON | bytes) -> list[Action]:
-        data = message if isinstance(message, bytes) else json.dumps(message).encode()
-        return self.handle(DownstreamMessageReceived(now=self.now, downstream=self.connections[server], data=data))
+    def close(self) -> list[Action]:
+        return self.driver.handle(ClientClosed(now=self.driver.now, client=self.id))
 
-    def exit(self, server: str, reason: str = "exited with code 1") -> list[Action]:
-        return self.handle(DownstreamExited(now=self.now, downstream=self.connections[server], reason=reason))
 
-    def fire(self, timer: int) -> list[Action]:
-        return self.handle(TimerFired(now=self.now, timer=timer))
+class FakeDownstream:
+    """One connection the core started: it records what the core sent and answers under the core's wire ids."""
+
+    def __init__(self, driver: Driver, start: StartDownstream) -> None:
+        self.driver, self.start = driver, start
+        self.id, self.server, self.instance = start.downstream, start.server, start.instance
+        #: Every message the core sent on this connection, in order.
+        self.received: list[JSON] = []
+        #: Wire ids this fake has answered (or otherwise settled).
+        self.answered: set[Any] = set()
+        #: ``StopDownstream`` once the core stopped it; ``exited`` once a ``DownstreamExited`` was fed.
+        self.stopped: StopDownstream | None = None
+        self.exited = False
+
+    def __repr__(self) -> str:
+        return f"<FakeDownstream {self.id} of {self.server!r}, instance {self.instance}>"
+
+    @property
+    def alive(self) -> bool:
+        return self.stopped is None and not self.exited
+
+    def requests(self, method: str | None = None) -> list[JSON]:
+        """The requests (with ``method``) the core sent and this fake has not answered, oldest first."""
+        return [
+            m for m in self.received
+            if "id" in m and "method" in m and m["id"] not in self.answered and method in (None, m["method"])
+        ]
+
+    def request(self, method: str) -> JSON:
+        """The latest unanswered request with ``method``."""
+        pending = self.requests(method)
+        assert pending, f"{self!r} has no unanswered {method} request; it received {self.received}"
+        return pending[-1]
+
+    # -- what the server says --------------------------------------------------------
+
+    def send(self, message: JSON | bytes) -> list[Action]:
+        """Any message (or raw bytes) from the server; a response settles the request it received with that id."""
+        if isinstance(message, dict) and "method" not in message and any(m["id"] == message.get("id") for m in self.requests()):
+            self.answered.add(message["id"])
+        return self.driver.handle(DownstreamMessageReceived(now=self.driver.now, downstream=self.id, data=_bytes(message)))
+
+    def answer(self, request: str | JSON, *, result: Any = None, error: JSON | None = None) -> list[Action]:
+        """Answer ``request`` (a message it received, or the latest unanswered one with that method)."""
+        if isinstance(request, str):
+            request = self.request(request)
+        if error is not None:
+            return self.send({"jsonrpc": "2.0", "id": request["id"], "error": error})
+        return self.send({"jsonrpc": "2.0", "id": request["id"], "result": {} if result is None else result})
+
+    def answer_all_pings(self) -> list[Action]:
+        """Answer every ping still unanswered (health checks), oldest first."""
+        return [a for ping in self.requests("ping") for a in self.answer(ping)]
+
+    def complete_handshake(self, tools: list[JSON] | None = None) -> list[Action]:
+        """Answer ``initialize``, then ``tools/list`` with ``tools``: the actions of the last answer (the link is READY)."""
+        info = {"name": self.server, "version": "1"}
+        self.answer("initialize", result={"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": info})
+        return self.answer("tools/list", result={"tools": tools or []})
+
+    def notify(self, method: str, **params: Any) -> list[Action]:
+        return self.send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def progress(self, request: str | JSON = "tools/call", **params: Any) -> list[Action]:
+        """``notifications/progress`` under the progress token the core put in ``request``."""
+        if isinstance(request, str):
+            request = self.request(request)
+        return self.notify("notifications/progress", progressToken=request["params"]["_meta"]["progressToken"], **params)
+
+    def exit(self, reason: str = "exited with code 1") -> list[Action]:
+        return self.driver.handle(DownstreamExited(now=self.driver.now, downstream=self.id, reason=reason))
+
+
+class Driver:
+    """One gateway, a fake clock, and the fake peers its actions created (see the module docstring)."""
+
+    def __init__(self, config: Config | None = None, *, client: ClientId = 0) -> None:
+        self.gw = Gateway(config or make_config())
+        self.now = 0.0
+        #: The client :meth:`send` speaks for unless told otherwise (opened here, over stdio).
+        self.client = client
+        self.clients: dict[ClientId, FakeClient] = {}
+        #: Every connection the core started, by id, in the order it started them.
+        self.downstreams: dict[int, FakeDownstream] = {}
+        #: Timers set and neither cancelled nor fired, as a shell would hold them: id -> deadline.
+        self.live_timers: dict[int, float] = {}
+        self._timer_ids: set[int] = set()
+        self.open(client)
+
+    def handle(self, event: Event) -> list[Action]:
+        """Feed one event; route its actions to the fake peers, checking the core's promises on the way."""
+        if isinstance(event, TimerFired):
+            self.live_timers.pop(event.timer, None)
+        elif isinstance(event, DownstreamExited) and event.downstream in self.downstreams:
+            self.downstreams[event.downstream].exited = True
+        elif isinstance(event, ClientOpened) and (event.client not in self.clients or self.clients[event.client].closed):
+            self.clients[event.client] = FakeClient(self, event.client)
+        elif isinstance(event, ClientClosed) and event.client in self.clients:
+            self.clients[event.client].closed = True
+        actions = self.gw.handle(event)
+        for a in actions:
+            if isinstance(a, StartDownstream):
+                assert a.downstream not in self.downstreams, f"connection id {a.downstream} reused"
+                self.downstreams[a.downstream] = FakeDownstream(self, a)
+            elif isinstance(a, SendToDownstream):
+                assert self.downstreams[a.downstream].alive, f"sent to connection {a.downstream} after letting it go: {a}"
+                self.downstreams[a.downstream].received.append(a.message)
+            elif isinstance(a, StopDownstream):
+                assert self.downstreams[a.downstream].alive, f"stopped connection {a.downstream} twice"
+                self.downstreams[a.downstream].stopped = a
+            elif isinstance(a, SetTimer):
+                assert a.timer not in self._timer_ids, f"timer id {a.timer} reused"
+                self._timer_ids.add(a.timer)
+                self.live_timers[a.timer] = a.deadline
+            elif isinstance(a, CancelTimer):
+                assert self.live_timers.pop(a.timer, None) is not None, f"cancelled timer {a.timer}, which is not armed"
+            elif isinstance(a, (SendToClient, CloseClient, DropStream)):
+                client = self.clients.get(a.client)
+                assert client is not None and not client.closed, f"{a} to a client the core does not know"
+                if isinstance(a, SendToClient):
+                    client.received.append(a.message)
+                elif isinstance(a, DropStream):
+                    client.dropped.append(a.request)
+                else:
+                    client.closed = True
+        return actions
+
+    # -- clients ---------------------------------------------------------------------
+
+    def open(self, client: ClientId, transport: str = "stdio") -> FakeClient:
+        self.handle(ClientOpened(now=self.now, client=client, transport=transport))
+        return self.clients[client]
+
+    def send(self, message: JSON | bytes, client: ClientId | None = None) -> list[Action]:
+        client = self.client if client is None else client
+        return self.handle(ClientMessageReceived(now=self.now, client=client, data=_bytes(message)))
+
+    def initialize(self, version: str = "2025-11-25") -> list[Action]:
+        return self.clients[self.client].initialize(version)
+
+    # -- downstreams -----------------------------------------------------------------
+
+    def start(self, seed: int = 0) -> list[Action]:
+        return self.handle(GatewayStarted(now=self.now, seed=seed))
+
+    def server(self, name: str) -> FakeDownstream:
+        """The connection the core started last for server ``name``."""
+        started = [ds for ds in self.downstreams.values() if ds.server == name]
+        assert started, f"no connection was started for {name!r}"
+        return started[-1]
 
     def handshake(self, server: str, tools: list[JSON]) -> list[Action]:
-        """Answer a starting downstream's initialize and tools/list; return the last actions."""
-        self.downstream(
-            server,
-            {"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": server, "version": "1"}}},
-        )
-        return self.downstream(server, {"jsonrpc": "2.0", "id": 2, "result": {"tools": tools}})
+        """Shorthand: ``d.server(server).complete_handshake(tools)``."""
+        return self.server(server).complete_handshake(tools)
 
-    # -- by connection, for servers with several instances or sessions ------------
+    @property
+    def live_downstreams(self) -> list[FakeDownstream]:
+        """Connections started and neither stopped by the core nor exited."""
+        return [ds for ds in self.downstreams.values() if ds.alive]
 
-    def to(self, connection: int, message: JSON) -> list[Action]:
-        """A message from downstream connection ``connection``."""
-        return self.handle(DownstreamMessageReceived(now=self.now, downstream=connection, data=json.dumps(message).encode()))
+    # -- the clock -------------------------------------------------------------------
 
-    def exit_connection(self, connection: int, reason: str = "exited with code 1") -> list[Action]:
-        return self.handle(DownstreamExited(now=self.now, downstream=connection, reason=reason))
+    def fire(self, timer: int) -> list[Action]:
+        """Fire one timer now, due or not (a shell that saw it late, say)."""
+        return self.handle(TimerFired(now=self.now, timer=timer))
 
-    def handshake_connection(self, connection: int, tools: list[JSON]) -> list[Action]:
-        """Answer initialize (wire id 1) and tools/list (wire id 2) on one connection."""
-        self.to(connection, {"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-11-25", "capabilities": {}, "serverInfo": {"name": "s", "version": "1"}}})
-        return self.to(connection, {"jsonrpc": "2.0", "id": 2, "result": {"tools": tools}})
-
-    def timers_at(self, deadline: float) -> list[int]:
-        return [t for t, d in self.timers.items() if d == deadline]
+    def advance(self, seconds: float) -> list[Action]:
+        """Move the clock on, firing every timer that falls due on the way, in deadline order; their actions."""
+        until, out = self.now + seconds, []
+        for _ in range(10_000):
+            due = [(deadline, timer) for timer, deadline in self.live_timers.items() if deadline <= until + 1e-9]
+            if not due:
+                break
+            deadline, timer = min(due)
+            self.now = max(self.now, deadline)
+            out += self.fire(timer)
+        else:
+            raise AssertionError(f"timers keep falling due before {until}: {self.live_timers}")
+        self.now = max(self.now, until)
+        return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pytest
 
@@ -23,12 +24,14 @@ from lockgate.core._events import ClientClosed, ClientMessageReceived, ClientOpe
 from lockgate.core._jsonrpc import encode
 from lockgate.core._tools import gateway_tools
 
+from . import harness
 from .harness import (
     DROP_TOOL,
     ECHO_TOOL,
     GET_TOOL,
     RULES,
     Driver,
+    audited,
     audits,
     call,
     make_config,
@@ -37,9 +40,10 @@ from .harness import (
     sent_to_client,
     server,
     structured,
-    without_logs,
 )
 
+#: The rule that lets dev reach every server.
+DEV = "agents.dev.allow.servers[0]"
 INIT = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "lockgate", "version": __version__}}
 
 
@@ -89,10 +93,14 @@ def test_version_negotiation(requested: str, answered: str) -> None:
 
 def test_requests_before_initialize_get_an_error_but_ping_works() -> None:
     d = Driver()
-    assert sent_to_client(d.send(req(1, "tools/list"))) == [
-        {"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": "Session not initialized: send initialize first", "data": {"code": "INVALID_REQUEST"}}}
+    assert d.send(req(1, "tools/list")) == [
+        SendToClient(
+            client=0,
+            request=1,
+            message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": "Session not initialized: send initialize first", "data": {"code": "INVALID_REQUEST"}}},
+        )
     ]
-    assert sent_to_client(d.send(req(2, "ping"))) == [{"jsonrpc": "2.0", "id": 2, "result": {}}]
+    assert d.send(req(2, "ping")) == [SendToClient(client=0, request=2, message={"jsonrpc": "2.0", "id": 2, "result": {}})]
 
 
 def test_second_initialize_and_bad_initialize_params() -> None:
@@ -143,7 +151,9 @@ def test_unknown_methods_and_server_discover_get_method_not_found() -> None:
 def test_logging_set_level() -> None:
     d = Driver()
     d.initialize()
-    assert sent_to_client(d.send(req(1, "logging/setLevel", {"level": "debug"}))) == [{"jsonrpc": "2.0", "id": 1, "result": {}}]
+    assert d.send(req(1, "logging/setLevel", {"level": "debug"})) == [
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "result": {}})
+    ]
     [bad] = sent_to_client(d.send(req(2, "logging/setLevel", {"level": "loud"})))
     assert bad["error"]["code"] == -32602
 
@@ -170,7 +180,7 @@ def test_malformed_input_gets_an_error_and_the_next_message_works(data: bytes, c
     d.initialize()
     [msg] = sent_to_client(d.send(data))
     assert msg["error"]["code"] == code
-    assert sent_to_client(d.send(req(5, "ping"))) == [{"jsonrpc": "2.0", "id": 5, "result": {}}]
+    assert d.send(req(5, "ping")) == [SendToClient(client=0, request=5, message={"jsonrpc": "2.0", "id": 5, "result": {}})]
 
 
 def test_malformed_json_answers_with_id_null() -> None:
@@ -224,11 +234,12 @@ def test_poison_in_forwarded_arguments_is_refused_with_the_request_id_and_audite
     d.initialize()
     ready(d)
     actions = d.send(EXECUTE % args)
+    # An answer and its audit record, and nothing unencodable is forwarded.
+    assert [type(a) for a in actions] == [SendToClient, Audit]
     [msg] = sent_to_client(actions)
     assert msg["id"] == 5 and msg["error"]["code"] == code
     if path is not None:
         assert msg["error"]["data"]["path"] == path
-    assert sent_downstream(actions) == []  # nothing unencodable is forwarded
     # The call still leaves its audit record: what could be salvaged, and what could not be recorded.
     [record] = audits(actions)
     assert (record["operation"], record["decision"], record["agent"]) == ("execute_tool", "ERROR", None)
@@ -265,14 +276,13 @@ def test_a_huge_timeout_is_refused_before_any_arithmetic() -> None:
 def test_a_poisoned_notification_or_response_gets_no_answer() -> None:
     d = Driver()
     d.initialize()
-    for frame in (
-        b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"\\ud800"}}',
-        b'{"jsonrpc":"2.0","id":8,"result":{"x":NaN}}',
+    for frame, error in (
+        (b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"\\ud800"}}', "Invalid params: a string holds a lone UTF-16 surrogate at params.reason"),
+        (b'{"jsonrpc":"2.0","id":8,"result":{"x":NaN}}', "Parse error: NaN is not JSON at result.x"),
     ):
-        actions = d.send(frame)
-        assert sent_to_client(actions) == []
-        [log] = [a for a in actions if isinstance(a, Log)]
-        assert log.message == "ignored an invalid notification or response"
+        assert d.send(frame) == [
+            Log(level="warning", message="ignored an invalid notification or response", fields={"client": "0", "error": error})
+        ]
 
 
 def test_a_request_whose_id_follows_a_member_too_deep_to_parse_is_answered_with_id_null() -> None:
@@ -290,39 +300,62 @@ def test_an_answer_that_cannot_be_forwarded_fails_the_call_at_once() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    d.send(call("c", "execute_tool", agent_id="dev", server="db", tool="echo", args={"text": "hi"}))
-    actions = d.downstream("db", b'{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"\\ud800"}]}}')
-    [msg] = sent_to_client(actions)
-    reason = "sent an answer that cannot be forwarded (Invalid Request: a string holds a lone UTF-16 surrogate at result.content[0].text)"
-    assert msg == {
-        "jsonrpc": "2.0",
-        "id": "c",
-        "error": {
-            "code": -32603,
-            "message": f"Server 'db' {reason}",
-            "data": {"code": "INTERNAL_ERROR", "server": "db", "reason": reason, "path": "result.content[0].text"},
-        },
-    }
-    assert CancelTimer(timer=3) in actions
-    # The server is fine otherwise: the next call goes out on the same connection.
-    assert sent_downstream(d.send(call("d", "execute_tool", agent_id="dev", server="db", tool="echo", args={})))[0]["id"] == 4
+    execute = call("c", "execute_tool", agent_id="dev", server="db", tool="echo", args={"text": "hi"})
+    assert d.send(execute) == [
+        SetTimer(timer=3, deadline=60.0),
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}}),
+    ]
+    actions = d.server("db").send(b'{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"\\ud800"}]}}')
+    error = "Invalid Request: a string holds a lone UTF-16 surrogate at result.content[0].text"
+    reason = f"sent an answer that cannot be forwarded ({error})"
+    assert actions == [
+        Log(level="warning", message="server sent an answer that cannot be forwarded", fields={"server": "db", "error": error}),
+        CancelTimer(timer=3),
+        SendToClient(
+            client=0,
+            request="c",
+            message={
+                "jsonrpc": "2.0",
+                "id": "c",
+                "error": {
+                    "code": -32603,
+                    "message": f"Server 'db' {reason}",
+                    "data": {"code": "INTERNAL_ERROR", "server": "db", "reason": reason, "path": "result.content[0].text"},
+                },
+            },
+        ),
+        # The server answered, badly: recorded as its error, not the gateway's.
+        audited(execute, rule=DEV, error_code="DOWNSTREAM_ERROR"),
+    ]
+    # The server is fine otherwise: the next call goes out on the same connection, under the next id.
+    assert d.send(call("d", "execute_tool", agent_id="dev", server="db", tool="echo", args={})) == [
+        SetTimer(timer=4, deadline=60.0),
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}),
+    ]
 
 
 def test_a_poisoned_request_from_a_server_gets_an_error_and_garbage_is_logged() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    [reply] = sent_downstream(d.downstream("db", b'{"jsonrpc":"2.0","id":"s1","method":"roots/list","params":{"x":NaN}}'))
-    assert (reply["id"], reply["error"]["code"]) == ("s1", -32700)
-    actions = d.downstream("db", b'{"jsonrpc":"2.0","id":99,"result":NaN}')  # answers nothing of ours
-    assert sent_to_client(actions) == [] and sent_downstream(actions) == []
+    db = d.server("db")
+    assert db.send(b'{"jsonrpc":"2.0","id":"s1","method":"roots/list","params":{"x":NaN}}') == [
+        SendToDownstream(downstream=db.id, message={"jsonrpc": "2.0", "id": "s1", "error": {"code": -32700, "message": "Parse error: NaN is not JSON at params.x"}})
+    ]
+    assert db.send(b'{"jsonrpc":"2.0","id":99,"result":NaN}') == [  # answers nothing of ours
+        Log(level="warning", message="ignored output that is not JSON-RPC", fields={"server": "db", "error": "Parse error: NaN is not JSON at result"})
+    ]
 
 
 def test_an_oversized_message_gets_an_error() -> None:
     d = Driver(make_config(max_message_bytes=1000))
     actions = d.handle(ClientMessageReceived(now=0, client=0, data=b"", too_large=True))
-    assert sent_to_client(actions) == [
-        {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Message exceeds the 1000-byte limit", "data": {"code": "INVALID_REQUEST", "limit": 1000}}}
+    assert actions == [
+        SendToClient(
+            client=0,
+            request=None,
+            message={"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Message exceeds the 1000-byte limit", "data": {"code": "INVALID_REQUEST", "limit": 1000}}},
+        )
     ]
 
 
@@ -373,6 +406,27 @@ def test_a_reused_request_id_is_refused_while_the_first_is_in_flight() -> None:
     d.send(call(1, "get_server_tools", agent_id="dev", server="db"))
     [msg] = sent_to_client(d.send(call(1, "get_server_tools", agent_id="dev", server="db")))
     assert msg["error"]["code"] == -32600
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="core bug: a tools/call refused for the session's state (its request id still in flight, or the gateway "
+    "shutting down) is answered but leaves no audit record, though every gateway tool call should end in exactly one "
+    "(core/_audit.py, core/_gateway.py); Clients._request refuses it before Calls.tools_call sees it",
+)
+@pytest.mark.parametrize("situation", ["request id in flight", "shutting down"])
+def test_a_call_refused_for_the_sessions_state_is_audited_too(situation: str) -> None:
+    d = Driver()
+    d.initialize()
+    d.send(call(1, "get_server_tools", agent_id="dev", server="db"))
+    if situation == "shutting down":
+        d.handle(ShutdownRequested(now=d.now))
+    refused = call(1, "get_server_tools", agent_id="dev", server="util")
+    actions = d.send(refused)
+    [answer] = sent_to_client(actions)
+    assert answer["error"]["data"]["code"] == ("INVALID_REQUEST" if situation == "request id in flight" else "SERVER_UNAVAILABLE")
+    assert [(r["operation"], r["decision"]) for r in audits(actions)] == [("get_server_tools", "ERROR")]
 
 
 def test_events_about_a_client_the_core_let_go_of_are_ignored() -> None:
@@ -464,17 +518,19 @@ def test_get_server_tools_starts_the_downstream_once_and_answers_from_its_list()
         SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT}),
         SetTimer(timer=2, deadline=31.0),
     ]
+    db = d.server("db")
     d.now = 1.5
-    actions = d.downstream("db", {"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {"name": "db"}}})
+    actions = db.answer("initialize", result={"protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {"name": "db"}})
     assert actions == [
         SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "method": "notifications/initialized"}),
         SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
     ]
     d.now = 2.0
-    actions = without_logs(d.downstream("db", {"jsonrpc": "2.0", "id": 2, "result": {"tools": [ECHO_TOOL, DROP_TOOL, GET_TOOL]}}))
+    actions = db.answer("tools/list", result={"tools": [ECHO_TOOL, DROP_TOOL, GET_TOOL]})
     value = {"tools": [GET_TOOL], "server": "db", "total_available": 1, "returned": 1, "tokens_used": 13}
     assert actions == [
         CancelTimer(timer=2),
+        Log(level="info", message="server ready", fields={"server": "db", "tools": 3, "protocol": "2025-06-18"}),
         CancelTimer(timer=1),
         SendToClient(
             client=0,
@@ -485,7 +541,7 @@ def test_get_server_tools_starts_the_downstream_once_and_answers_from_its_list()
     ]
     # A second call is served from the cache: no downstream traffic at all.
     actions = d.send(call(8, "get_server_tools", agent_id="dev", server="db", pattern="*_*"))
-    assert sent_downstream(actions) == []
+    assert [type(a) for a in actions] == [SetTimer, CancelTimer, SendToClient, Audit]
     assert [t["name"] for t in structured(sent_to_client(actions)[0])["tools"]] == ["get_user"]
 
 
@@ -505,12 +561,24 @@ def test_get_server_tools_filters_by_names_and_token_budget() -> None:
 def test_get_server_tools_denied_and_unknown_servers() -> None:
     d = Driver()
     d.initialize()
-    actions = d.send(call(1, "get_server_tools", agent_id="reader", server="util"))
-    [msg] = sent_to_client(actions)
-    assert msg["error"] == {"code": -32000, "message": "Access to server 'util' is denied", "data": {"code": "DENIED_BY_POLICY", "rule": "agents.reader: no rule allows it"}}
-    assert [a for a in actions if isinstance(a, StartDownstream)] == []
-    [msg] = sent_to_client(d.send(call(2, "get_server_tools", agent_id="dev", server="nosuch")))
-    assert msg["error"]["data"] == {"code": "SERVER_UNAVAILABLE", "server": "nosuch", "reason": "not configured"}
+    denied = call(1, "get_server_tools", agent_id="reader", server="util")
+    assert d.send(denied) == [  # and nothing starts
+        SendToClient(
+            client=0,
+            request=1,
+            message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "Access to server 'util' is denied", "data": {"code": "DENIED_BY_POLICY", "rule": "agents.reader: no rule allows it"}}},
+        ),
+        audited(denied, "DENY", rule="agents.reader: no rule allows it", error_code="DENIED_BY_POLICY"),
+    ]
+    unknown = call(2, "get_server_tools", agent_id="dev", server="nosuch")
+    assert d.send(unknown) == [
+        SendToClient(
+            client=0,
+            request=2,
+            message={"jsonrpc": "2.0", "id": 2, "error": {"code": -32001, "message": "Server 'nosuch' is not configured", "data": {"code": "SERVER_UNAVAILABLE", "server": "nosuch", "reason": "not configured"}}},
+        ),
+        audited(unknown, "ERROR", rule=DEV, error_code="SERVER_UNAVAILABLE"),
+    ]
 
 
 # -- execute_tool ----------------------------------------------------------------
@@ -520,19 +588,20 @@ def test_execute_tool_forwards_under_its_own_id_and_returns_the_result_untouched
     d = Driver()
     d.initialize()
     ready(d)
-    actions = d.send(call("abc", "execute_tool", agent_id="dev", server="db", tool="echo", args={"text": "hi"}))
+    execute = call("abc", "execute_tool", agent_id="dev", server="db", tool="echo", args={"text": "hi"})
+    actions = d.send(execute)
     assert actions == [
         SetTimer(timer=3, deadline=60.0),
         SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}}),
     ]
     downstream_result = {"content": [{"type": "text", "text": "hi"}], "structuredContent": {"result": "hi"}, "isError": False, "_meta": {"x": 1}, "extra": [1]}
-    actions = d.downstream("db", {"jsonrpc": "2.0", "id": 3, "result": downstream_result})
-    assert actions[:2] == [
+    actions = d.server("db").answer("tools/call", result=downstream_result)
+    assert actions == [
         CancelTimer(timer=3),
         SendToClient(client=0, request="abc", message={"jsonrpc": "2.0", "id": "abc", "result": downstream_result}),
+        audited(execute, rule=DEV),
     ]
     [record] = audits(actions)
-    assert record["decision"] == "ALLOW" and record["rule"] == "agents.dev.allow.servers[0]"
     assert record["args"]["keys"] == ["agent_id", "args", "server", "tool"]
     assert "hi" not in json.dumps(record)  # argument values stay out of the audit log
 
@@ -541,34 +610,56 @@ def test_a_downstream_error_and_an_is_error_result_are_forwarded_as_they_are() -
     d = Driver()
     d.initialize()
     ready(d)
-    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    db = d.server("db")
+    first = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    d.send(first)
     err = {"code": -32602, "message": "bad text", "data": {"why": 1}}
-    [msg] = sent_to_client(d.downstream("db", {"jsonrpc": "2.0", "id": 3, "error": err}))
-    assert msg == {"jsonrpc": "2.0", "id": 1, "error": err}
-    d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    assert db.answer("tools/call", error=err) == [
+        CancelTimer(timer=3),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "error": err}),
+        audited(first, rule=DEV, error_code="DOWNSTREAM_ERROR"),  # allowed; the server said no
+    ]
+    second = call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    d.send(second)
     res = {"content": [{"type": "text", "text": "boom"}], "isError": True}
-    [msg] = sent_to_client(d.downstream("db", {"jsonrpc": "2.0", "id": 4, "result": res}))
-    assert msg == {"jsonrpc": "2.0", "id": 2, "result": res}
+    assert db.answer("tools/call", result=res) == [
+        CancelTimer(timer=4),
+        SendToClient(client=0, request=2, message={"jsonrpc": "2.0", "id": 2, "result": res}),
+        audited(second, rule=DEV),  # a tool's own failure is an answer like any other
+    ]
 
 
 def test_execute_tool_denials_name_the_rule() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    actions = d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="drop_table", args={}))
-    [msg] = sent_to_client(actions)
-    assert msg["error"] == {"code": -32000, "message": "Access to tool 'drop_table' on server 'db' is denied", "data": {"code": "DENIED_BY_POLICY", "rule": "agents.dev.deny.tools.db[0]"}}
-    assert sent_downstream(actions) == []
-    [record] = audits(actions)
-    assert (record["decision"], record["rule"], record["tool"]) == ("DENY", "agents.dev.deny.tools.db[0]", "drop_table")
+    denied = call(1, "execute_tool", agent_id="dev", server="db", tool="drop_table", args={})
+    assert d.send(denied) == [  # and nothing is forwarded
+        SendToClient(
+            client=0,
+            request=1,
+            message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "Access to tool 'drop_table' on server 'db' is denied", "data": {"code": "DENIED_BY_POLICY", "rule": "agents.dev.deny.tools.db[0]"}}},
+        ),
+        audited(denied, "DENY", rule="agents.dev.deny.tools.db[0]", error_code="DENIED_BY_POLICY"),
+    ]
 
 
 def test_execute_tool_unknown_tool() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    [msg] = sent_to_client(d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="nope", args={})))
-    assert msg["error"] == {"code": -32002, "message": "Tool 'nope' not found on server 'db'", "data": {"code": "TOOL_NOT_FOUND", "server": "db", "tool": "nope"}}
+    unknown = call(1, "execute_tool", agent_id="dev", server="db", tool="nope", args={})
+    assert d.send(unknown) == [
+        # Routed like any call (with its timer), then refused by the server's cached tool list.
+        SetTimer(timer=3, deadline=60.0),
+        CancelTimer(timer=3),
+        SendToClient(
+            client=0,
+            request=1,
+            message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32002, "message": "Tool 'nope' not found on server 'db'", "data": {"code": "TOOL_NOT_FOUND", "server": "db", "tool": "nope"}}},
+        ),
+        audited(unknown, "ERROR", rule=DEV, error_code="TOOL_NOT_FOUND"),
+    ]
 
 
 def test_calls_wait_while_the_downstream_starts_and_go_out_in_order() -> None:
@@ -576,24 +667,29 @@ def test_calls_wait_while_the_downstream_starts_and_go_out_in_order() -> None:
     d.initialize()
     d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={"text": "a"}))
     d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={"text": "b"}))
-    actions = d.handshake("db", [ECHO_TOOL])
-    assert [m["params"]["arguments"]["text"] for m in sent_downstream(actions)] == ["a", "b"]
+    assert d.server("db").complete_handshake([ECHO_TOOL]) == [
+        CancelTimer(timer=2),  # the start timer
+        Log(level="info", message="server ready", fields={"server": "db", "tools": 1, "protocol": "2025-11-25"}),
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "a"}}}),
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "b"}}}),
+    ]
 
 
 def test_progress_tokens_are_rewritten_both_ways() -> None:
     d = Driver()
     d.initialize()
     ready(d)
+    db = d.server("db")
     msg = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
     msg["params"]["_meta"] = {"progressToken": "client-token"}
     [forwarded] = sent_downstream(d.send(msg))
-    assert forwarded["params"]["_meta"] == {"progressToken": 3}
-    actions = d.downstream("db", {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 3, "progress": 1, "total": 2, "message": "half"}})
+    assert forwarded["params"]["_meta"] == {"progressToken": 3}  # the gateway's own token: the wire id
+    actions = db.progress(progress=1, total=2, message="half")
     assert actions == [
         SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "client-token", "progress": 1, "total": 2, "message": "half"}})
     ]
     # Progress for a call nobody asked progress for, or for an unknown token, goes nowhere.
-    assert d.downstream("db", {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 99, "progress": 1}}) == []
+    assert db.notify("notifications/progress", progressToken=99, progress=1) == []
 
 
 # -- failures ----------------------------------------------------------------------
@@ -603,18 +699,24 @@ def test_a_call_that_times_out_is_cancelled_downstream_and_others_keep_working()
     d = Driver()
     d.initialize()
     ready(d)
-    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}, timeout_ms=500))
+    db = d.server("db")
+    slow = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}, timeout_ms=500)
+    d.send(slow)
+    late = db.request("tools/call")
     d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    d.now = 0.5
-    actions = d.fire(3)
-    assert actions[:2] == [
-        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "reason": "timed out after 500 ms"}}),
+    actions = d.advance(0.5)
+    assert actions == [
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": late["id"], "reason": "timed out after 500 ms"}}),
         SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32004, "message": "No answer from server 'db' within 500 ms", "data": {"code": "TIMEOUT", "server": "db", "timeout_ms": 500}}}),
+        audited(slow, "ERROR", rule=DEV, latency_ms=500.0, error_code="TIMEOUT"),
+        # A slow call is no failure, but is the server alive? A ping asks at once.
+        Log(level="warning", message="a call timed out; checking that the server is alive", fields={"server": "db", "reason": "a call timed out after 500 ms"}),
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 5, "method": "ping"}),
+        SetTimer(timer=5, deadline=10.5),
     ]
-    assert audits(actions)[0]["error_code"] == "TIMEOUT"
     # The late answer is dropped; the other call is answered.
-    assert sent_to_client(d.downstream("db", {"jsonrpc": "2.0", "id": 3, "result": {"content": []}})) == []
-    [msg] = sent_to_client(d.downstream("db", {"jsonrpc": "2.0", "id": 4, "result": {"content": []}}))
+    assert db.answer(late, result={"content": []}) == []
+    [msg] = sent_to_client(db.answer("tools/call", result={"content": []}))
     assert msg["id"] == 2
 
 
@@ -622,14 +724,24 @@ def test_a_crash_fails_pending_calls_at_once_and_the_next_call_restarts_it() -> 
     d = Driver()
     d.initialize()
     ready(d)
-    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    actions = d.exit("db", "killed by signal SIGKILL")
-    [msg] = sent_to_client(actions)
-    assert msg["error"] == {"code": -32001, "message": "Server 'db' is unavailable: killed by signal SIGKILL", "data": {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": "killed by signal SIGKILL"}}
-    actions = d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    [start] = [a for a in actions if isinstance(a, StartDownstream)]
-    assert start.downstream == 2
-    forwarded = sent_downstream(d.handshake("db", [ECHO_TOOL]))
+    first = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    d.send(first)
+    reason = "killed by signal SIGKILL"
+    assert d.server("db").exit(reason) == [
+        Log(level="warning", message="server unavailable", fields={"server": "db", "instance": 0, "reason": reason}),
+        SetTimer(timer=4, deadline=0.0),  # its restart: the first failure waits no backoff
+        CancelTimer(timer=3),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32001, "message": f"Server 'db' is unavailable: {reason}", "data": {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": reason}}}),
+        audited(first, "ERROR", rule=DEV, error_code="SERVER_UNAVAILABLE"),
+    ]
+    assert d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={})) == [
+        SetTimer(timer=5, deadline=60.0),
+        CancelTimer(timer=4),  # the call starts it now instead
+        StartDownstream(downstream=2, server="db", spec=server("db")),
+        SendToDownstream(downstream=2, message={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT}),
+        SetTimer(timer=6, deadline=30.0),
+    ]
+    forwarded = sent_downstream(d.server("db").complete_handshake([ECHO_TOOL]))
     assert forwarded[0]["params"]["name"] == "echo"
 
 
@@ -637,60 +749,88 @@ def test_a_server_that_keeps_failing_to_start_backs_off() -> None:
     d = Driver()
     d.initialize()
     d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    [msg] = sent_to_client(d.exit("db", "command not found: srv"))
+    [msg] = sent_to_client(d.server("db").exit("command not found: srv"))
     assert msg["error"]["data"]["reason"] == "command not found: srv"
     # The first failure retries at once; the second one waits 0.5 s.
     d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    d.exit("db", "command not found: srv")
-    actions = d.send(call(3, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    assert [a for a in actions if isinstance(a, StartDownstream)] == []
-    [msg] = sent_to_client(actions)
-    assert msg["error"]["data"]["reason"] == "command not found: srv; next start attempt in 0.5 s"
+    d.server("db").exit("command not found: srv")
+    third = call(3, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    reason = "command not found: srv; next start attempt in 0.5 s"
+    assert d.send(third) == [  # and nothing starts
+        SendToClient(client=0, request=3, message={"jsonrpc": "2.0", "id": 3, "error": {"code": -32001, "message": f"Server 'db' is unavailable: {reason}", "data": {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": reason}}}),
+        audited(third, "ERROR", rule=DEV, error_code="SERVER_UNAVAILABLE"),
+    ]
     d.now = 0.5
     actions = d.send(call(4, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    assert len([a for a in actions if isinstance(a, StartDownstream)]) == 1
+    assert [a.downstream for a in actions if isinstance(a, StartDownstream)] == [3]
 
 
 def test_a_handshake_that_never_finishes_times_out() -> None:
     d = Driver(make_config(start_timeout_ms=2000))
     d.initialize()
-    d.send(call(1, "get_server_tools", agent_id="dev", server="db"))
-    d.now = 2.0
-    actions = d.fire(2)
-    assert actions[0] == StopDownstream(downstream=1)
-    [msg] = sent_to_client(actions)
-    assert msg["error"]["data"]["reason"] == "did not finish its MCP handshake within 2 s"
+    tools = call(1, "get_server_tools", agent_id="dev", server="db")
+    d.send(tools)
+    reason = "did not finish its MCP handshake within 2 s"
+    assert d.advance(2.0) == [
+        StopDownstream(downstream=1),
+        Log(level="warning", message="server unavailable", fields={"server": "db", "instance": 0, "reason": reason}),
+        SetTimer(timer=3, deadline=2.0),
+        CancelTimer(timer=1),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32001, "message": f"Server 'db' is unavailable: {reason}", "data": {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": reason}}}),
+        audited(tools, "ERROR", rule=DEV, latency_ms=2000.0, error_code="SERVER_UNAVAILABLE"),
+        # Its restart timer fell due at once (no backoff after one failure): a shared server starts again.
+        StartDownstream(downstream=2, server="db", spec=server("db")),
+        SendToDownstream(downstream=2, message={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT}),
+        SetTimer(timer=4, deadline=4.0),
+    ]
 
 
 def test_initialize_error_and_garbage_output() -> None:
     d = Driver()
     d.initialize()
-    d.send(call(1, "get_server_tools", agent_id="dev", server="db"))
-    logs = [a for a in d.downstream("db", b"Starting server...") if isinstance(a, Log)]
-    assert logs[0].level == "warning" and logs[0].fields and logs[0].fields["server"] == "db"
-    actions = d.downstream("db", {"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "Unsupported protocol version"}})
-    assert StopDownstream(downstream=1) in actions
-    [msg] = sent_to_client(actions)
-    assert msg["error"]["data"]["reason"] == "initialize failed: Unsupported protocol version"
+    tools = call(1, "get_server_tools", agent_id="dev", server="db")
+    d.send(tools)
+    db = d.server("db")
+    assert db.send(b"Starting server...") == [
+        Log(level="warning", message="ignored output that is not JSON-RPC", fields={"server": "db", "error": "Parse error: Expecting value: line 1 column 1 (char 0)"})
+    ]
+    reason = "initialize failed: Unsupported protocol version"
+    assert db.answer("initialize", error={"code": -32602, "message": "Unsupported protocol version"}) == [
+        StopDownstream(downstream=1),
+        CancelTimer(timer=2),
+        Log(level="warning", message="server unavailable", fields={"server": "db", "instance": 0, "reason": reason}),
+        SetTimer(timer=3, deadline=0.0),
+        CancelTimer(timer=1),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32001, "message": f"Server 'db' is unavailable: {reason}", "data": {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": reason}}}),
+        audited(tools, "ERROR", rule=DEV, error_code="SERVER_UNAVAILABLE"),
+    ]
 
 
 def test_downstream_requests_get_answers() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    assert sent_downstream(d.downstream("db", {"jsonrpc": "2.0", "id": "s1", "method": "ping"})) == [{"jsonrpc": "2.0", "id": "s1", "result": {}}]
-    [reply] = sent_downstream(d.downstream("db", {"jsonrpc": "2.0", "id": "s2", "method": "sampling/createMessage", "params": {}}))
-    assert reply["error"]["code"] == -32601
+    db = d.server("db")
+    assert db.send({"jsonrpc": "2.0", "id": "s1", "method": "ping"}) == [
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": "s1", "result": {}})
+    ]
+    assert db.send({"jsonrpc": "2.0", "id": "s2", "method": "sampling/createMessage", "params": {}}) == [
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": "s2", "error": {"code": -32601, "message": "Method not supported by the gateway: sampling/createMessage"}})
+    ]
 
 
 def test_tools_list_changed_refreshes_the_cache() -> None:
     d = Driver()
     d.initialize()
     ready(d, tools=[ECHO_TOOL])
-    [listing] = sent_downstream(d.downstream("db", {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}))
-    assert listing == {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}
-    d.downstream("db", {"jsonrpc": "2.0", "id": 3, "result": {"tools": [GET_TOOL], "nextCursor": "p2"}})
-    d.downstream("db", {"jsonrpc": "2.0", "id": 4, "result": {"tools": [ECHO_TOOL]}})
+    db = d.server("db")
+    assert db.notify("notifications/tools/list_changed") == [
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+    ]
+    assert db.answer("tools/list", result={"tools": [GET_TOOL], "nextCursor": "p2"}) == [
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"cursor": "p2"}})
+    ]
+    assert db.answer("tools/list", result={"tools": [ECHO_TOOL]}) == []
     [msg] = sent_to_client(d.send(call(1, "get_server_tools", agent_id="dev", server="db")))
     assert [t["name"] for t in structured(msg)["tools"]] == ["get_user", "echo"]
 
@@ -699,33 +839,54 @@ def test_client_cancellation_reaches_the_downstream_and_no_answer_follows() -> N
     d = Driver()
     d.initialize()
     ready(d)
-    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    execute = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    d.send(execute)
+    forwarded = d.server("db").request("tools/call")
     actions = d.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1, "reason": "user"}})
-    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "reason": "user"}}]
-    assert sent_to_client(actions) == [] and audits(actions)[0]["error_code"] == "CANCELLED"
-    assert sent_to_client(d.downstream("db", {"jsonrpc": "2.0", "id": 3, "result": {}})) == []
+    assert actions == [
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": forwarded["id"], "reason": "user"}}),
+        CancelTimer(timer=3),
+        audited(execute, "ERROR", rule=DEV, error_code="CANCELLED"),
+    ]
+    assert d.server("db").answer(forwarded) == []
 
 
 def test_a_closed_client_cancels_what_it_had_in_flight() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    actions = d.handle(ClientClosed(now=0, client=0))
-    assert sent_downstream(actions)[0]["method"] == "notifications/cancelled"
-    assert sent_to_client(actions) == []
+    execute = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    d.send(execute)
+    forwarded = d.server("db").request("tools/call")
+    assert d.clients[0].close() == [
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": forwarded["id"], "reason": "the client went away"}}),
+        CancelTimer(timer=3),
+        audited(execute, "ERROR", rule=DEV, error_code="CANCELLED"),
+    ]
 
 
 def test_eager_start_and_shutdown_stop_every_downstream() -> None:
     d = Driver(make_config(init_strategy="eager"))
-    actions = d.start()
-    assert [a.server for a in actions if isinstance(a, StartDownstream)] == ["db", "util"]
+    assert d.start() == [
+        StartDownstream(downstream=1, server="db", spec=server("db")),
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT}),
+        SetTimer(timer=1, deadline=30.0),
+        StartDownstream(downstream=2, server="util", spec=server("util")),
+        SendToDownstream(downstream=2, message={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": INIT}),
+        SetTimer(timer=2, deadline=30.0),
+    ]
     d.initialize()
-    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    actions = d.handle(ShutdownRequested(now=0))
-    assert [a for a in actions if isinstance(a, StopDownstream)] == [StopDownstream(downstream=1), StopDownstream(downstream=2)]
-    [msg] = sent_to_client(actions)
-    assert msg["error"]["message"] == "The gateway is shutting down"
+    execute = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    d.send(execute)
+    assert d.handle(ShutdownRequested(now=0)) == [
+        CancelTimer(timer=3),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32001, "message": "The gateway is shutting down", "data": {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": "shutting down"}}}),
+        audited(execute, "ERROR", rule=DEV, error_code="SERVER_UNAVAILABLE"),
+        StopDownstream(downstream=1),
+        CancelTimer(timer=1),
+        StopDownstream(downstream=2),
+        CancelTimer(timer=2),
+    ]
     [msg] = sent_to_client(d.send(call(2, "list_servers", agent_id="dev")))
     assert msg["error"]["code"] == -32001
 
@@ -734,17 +895,22 @@ def test_reload_applies_policy_to_the_next_call_and_drains_changed_servers() -> 
     d = Driver()
     d.initialize()
     ready(d)
-    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    execute = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    d.send(execute)
     rules = {"agents": {"dev": {"allow": {"servers": ["util"]}}}}
     changed = make_config(rules)
     changed = type(changed)(servers={"db": server("db", timeout_ms=5), "util": server("util")}, policy=changed.policy, settings=changed.settings)
-    actions = d.handle(ConfigReloaded(now=0, config=changed))
-    assert [a for a in actions if isinstance(a, StopDownstream)] == []  # a call is still in flight
+    assert d.handle(ConfigReloaded(now=0, config=changed)) == [  # nothing stops: a call is still in flight
+        Log(level="notice", message="configuration reloaded", fields={"files": [], "added": [], "removed": [], "changed": ["db"], "agents": 1})
+    ]
     [msg] = sent_to_client(d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={})))
     assert msg["error"]["data"]["code"] == "DENIED_BY_POLICY"
-    actions = d.downstream("db", {"jsonrpc": "2.0", "id": 3, "result": {"content": []}})
-    assert sent_to_client(actions)[0]["id"] == 1
-    assert StopDownstream(downstream=1) in actions
+    assert d.server("db").answer("tools/call", result={"content": []}) == [
+        CancelTimer(timer=3),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "result": {"content": []}}),
+        audited(execute, rule=DEV),  # under the rules it started with
+        StopDownstream(downstream=1),  # drained
+    ]
 
 
 def test_identical_event_sequences_give_identical_actions() -> None:
@@ -753,7 +919,7 @@ def test_identical_event_sequences_give_identical_actions() -> None:
         out = d.initialize()
         out += d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
         out += d.handshake("db", [ECHO_TOOL])
-        out += d.exit("db")
+        out += d.server("db").exit()
         return out
 
     assert run() == run()
@@ -769,4 +935,13 @@ def test_unhashable_ids_in_notifications_are_ignored() -> None:
     d.initialize()
     ready(d)
     assert d.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": []}}) == []
-    assert d.downstream("db", {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": {"a": 1}}}) == []
+    assert d.server("db").notify("notifications/progress", progressToken={"a": 1}) == []
+
+
+# -- the harness ------------------------------------------------------------------
+
+
+def test_the_harness_example_runs() -> None:
+    """The example in tests/core/harness.py's docstring is a test too, so it cannot go stale."""
+    example = (harness.__doc__ or "").split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    exec(textwrap.dedent(example), dict(vars(harness)))  # noqa: S102 (our own docstring)

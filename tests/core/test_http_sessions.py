@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from lockgate.core._actions import CloseClient, SendToDownstream, SetTimer
+import pytest
+
+from lockgate.core._actions import CancelTimer, CloseClient, Log, SendToDownstream, SetTimer, StartDownstream
 from lockgate.core._config import Settings
-from lockgate.core._events import ClientClosed, ClientMessageReceived, ClientOpened, ShutdownRequested, TimerFired
+from lockgate.core._events import ClientOpened, ShutdownRequested
 from lockgate.core._gateway import Gateway
 
-from .harness import ECHO_TOOL, Driver, audits, call, make_config, req, sent_downstream, without_logs
-
-
-def http_driver(ttl: float = 100.0, **settings: object) -> Driver:
-    return Driver(make_config(session_ttl=ttl, **settings), client="s1")
+from .harness import ECHO_TOOL, Driver, audited, call, make_config, req, server
 
 
 def opened(d: Driver, client: str) -> list[object]:
@@ -20,7 +18,7 @@ def opened(d: Driver, client: str) -> list[object]:
 
 def test_the_first_http_session_arms_one_expiry_timer() -> None:
     d = Driver(make_config(session_ttl=100.0))
-    assert d.timers == {}  # a stdio client never expires
+    assert d.live_timers == {}  # a stdio client never expires
     d.now = 5.0
     assert opened(d, "a") == [SetTimer(timer=1, deadline=105.0)]
     d.now = 6.0
@@ -31,38 +29,61 @@ def test_an_idle_session_expires_and_an_active_one_stays() -> None:
     d = Driver(make_config(session_ttl=100.0))
     opened(d, "a")
     opened(d, "b")
-    d.now = 60.0
-    d.handle(ClientMessageReceived(now=d.now, client="b", data=b'{"jsonrpc":"2.0","id":1,"method":"ping"}'))
-    d.now = 100.0
-    actions = without_logs(d.fire(1))
-    assert actions == [CloseClient(client="a"), SetTimer(timer=2, deadline=160.0)]
+    d.advance(60.0)
+    d.send(req(1, "ping"), client="b")
+    assert d.advance(40.0) == [
+        Log(level="info", message="session expired", fields={"session": "a", "idle_seconds": 100.0}),
+        CloseClient(client="a"),
+        SetTimer(timer=2, deadline=160.0),  # for b, the oldest left
+    ]
     assert d.gw.status()["clients"] == 2  # the stdio client 0 and b
-    d.now = 160.0
-    assert without_logs(d.fire(2)) == [CloseClient(client="b")]
+    assert d.advance(60.0) == [
+        Log(level="info", message="session expired", fields={"session": "b", "idle_seconds": 100.0}),
+        CloseClient(client="b"),
+    ]
     assert d.gw.status()["clients"] == 1
+    assert (d.clients["a"].closed, d.clients["b"].closed, d.clients[0].closed) == (True, True, False)
 
 
 def test_expiry_abandons_the_sessions_calls() -> None:
     d = Driver(make_config(session_ttl=10.0))
     opened(d, "a")
-    init = req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}})
-    d.send(init, client="a")
-    d.send(call(1, "execute_tool", agent_id="dev", server="util", tool="echo", args={}), client="a")
-    d.handshake("util", [ECHO_TOOL])
-    d.now = 10.0
-    actions = d.handle(TimerFired(now=d.now, timer=1))
-    cancelled = sent_downstream(actions)
-    assert cancelled[0]["method"] == "notifications/cancelled"
-    assert audits(actions)[0]["error_code"] == "CANCELLED"
-    assert CloseClient(client="a") in actions
+    d.clients["a"].initialize()
+    execute = call(1, "execute_tool", agent_id="dev", server="util", tool="echo", args={})
+    d.send(execute, client="a")
+    util = d.server("util")
+    util.complete_handshake([ECHO_TOOL])
+    forwarded = util.request("tools/call")
+    assert d.advance(10.0) == [
+        SendToDownstream(downstream=util.id, message={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": forwarded["id"], "reason": "the session expired"}}),
+        CancelTimer(timer=2),
+        audited(execute, "ERROR", rule="agents.dev.allow.servers[0]", latency_ms=10000.0, error_code="CANCELLED"),
+        Log(level="info", message="session expired", fields={"session": "a", "idle_seconds": 10.0}),
+        CloseClient(client="a"),
+    ]
 
 
 def test_a_closed_session_is_forgotten_and_the_timer_not_rearmed() -> None:
     d = Driver(make_config(session_ttl=10.0))
     opened(d, "a")
-    d.handle(ClientClosed(now=d.now, client="a"))
-    d.now = 10.0
-    assert d.fire(1) == []
+    d.clients["a"].close()
+    assert d.advance(10.0) == []
+    assert d.live_timers == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="core bug: Clients.message logs a client's response with client=str(session.id), the whole "
+    "HTTP session id (a bearer secret), where every other log line uses client_label (its first 8 characters)",
+)
+def test_a_response_from_an_http_client_is_logged_without_its_session_id() -> None:
+    d = Driver(make_config())
+    session = "0123456789abcdef0123456789abcdef"
+    opened(d, session)
+    assert d.send({"jsonrpc": "2.0", "id": 1, "result": {}}, client=session) == [
+        Log(level="debug", message="ignored a response from a client", fields={"client": "01234567", "id": 1})
+    ]
 
 
 def test_the_ttl_comes_from_settings_by_default() -> None:
@@ -80,9 +101,9 @@ def test_readiness_waits_for_the_first_start_of_every_eager_server() -> None:
     }
     d.start()
     assert d.gw.readiness()["reason"] == "waiting for the first start of: db, util"
-    d.handshake("db", [])
+    d.server("db").complete_handshake([])
     assert d.gw.readiness()["reason"] == "waiting for the first start of: util"
-    d.exit("util")  # a failed first attempt counts as finished
+    d.server("util").exit()  # a failed first attempt counts as finished
     assert d.gw.readiness() == {"status": "ready", "servers": {"db": "ready", "util": "idle"}}
 
 
@@ -98,16 +119,19 @@ def test_readiness_with_lazy_servers_needs_only_the_start() -> None:
 def test_a_restart_after_a_failed_first_start_still_counts_as_finished() -> None:
     d = Driver(make_config(init_strategy="eager", servers=("db",)))
     d.start()
-    d.exit("db")
+    d.server("db").exit()
     d.initialize()
-    actions = d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="get_user", args={}))
-    assert any(isinstance(a, SendToDownstream) for a in actions)  # restarting now
+    assert d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="get_user", args={})) == [
+        SetTimer(timer=3, deadline=60.0),
+        CancelTimer(timer=2),  # the restart timer: the call restarts it now
+        StartDownstream(downstream=2, server="db", spec=server("db")),
+        SendToDownstream(downstream=2, message=d.downstreams[1].received[0]),  # initialize, as before
+        SetTimer(timer=4, deadline=30.0),
+    ]
     assert d.gw.readiness()["status"] == "ready"
 
 
 def test_http_settings_from_the_environment() -> None:
-    import pytest
-
     from lockgate.core._config import ConfigError, settings_from_env
 
     s = settings_from_env(

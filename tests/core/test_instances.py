@@ -6,12 +6,12 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
-from lockgate.core._actions import Action, CancelTimer, SendToDownstream, SetTimer, StartDownstream, StopDownstream
+from lockgate.core._actions import Action, Audit, CancelTimer, CloseClient, Log, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream
 from lockgate.core._config import Config, InstanceSpec, ServerSpec, Settings
-from lockgate.core._events import ClientClosed, ClientOpened, ConfigReloaded, GatewayStarted, ShutdownRequested
+from lockgate.core._events import ConfigReloaded, ShutdownRequested
 from lockgate.core._policy import Policy
 
-from .harness import ECHO_TOOL, RULES, Driver, call, req, sent_downstream, sent_to_client, structured
+from .harness import ECHO_TOOL, RULES, Driver, audited, call, sent_downstream, sent_to_client, structured
 
 JSON = dict[str, Any]
 
@@ -53,13 +53,19 @@ def all_ready(d: Driver, n: int) -> None:
     """Start every instance eagerly and complete their handshakes (connections 1..n)."""
     d.start()
     d.initialize()
-    for connection in range(1, n + 1):
-        d.handshake_connection(connection, [ECHO_TOOL])
+    assert list(d.downstreams) == list(range(1, n + 1))
+    for ds in d.downstreams.values():
+        ds.complete_handshake([ECHO_TOOL])
 
 
 def open_client(d: Driver, client: Any) -> None:
-    d.handle(ClientOpened(now=d.now, client=client))
-    d.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}}), client=client)
+    d.open(client).initialize()
+
+
+def unavailable(request_id: Any, reason: str, client: Any = 0) -> SendToClient:
+    message = f"Server 'db' is unavailable: {reason}"
+    data = {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": reason}
+    return SendToClient(client=client, request=request_id, message={"jsonrpc": "2.0", "id": request_id, "error": {"code": -32001, "message": message, "data": data}})
 
 
 # -- balancing ----------------------------------------------------------------------
@@ -87,10 +93,10 @@ def test_weighted_follows_the_weights() -> None:
 def test_random_spreads_by_the_shells_seed_reproducibly() -> None:
     def run(seed: int) -> list[int]:
         d = Driver(pool_config(3, eager=True, strategy="random"))
-        d.handle(GatewayStarted(now=0, seed=seed))
+        d.start(seed)
         d.initialize()
-        for connection in (1, 2, 3):
-            d.handshake_connection(connection, [ECHO_TOOL])
+        for ds in d.downstreams.values():
+            ds.complete_handshake([ECHO_TOOL])
         return [c for i in range(300) for c in forwarded_to(d.send(execute(i)))]
 
     first = run(12345)
@@ -102,7 +108,7 @@ def test_least_connections_goes_where_fewest_calls_are_in_flight() -> None:
     d = Driver(pool_config(3, eager=True, strategy="least_connections"))
     all_ready(d, 3)
     assert [c for i in range(3) for c in forwarded_to(d.send(execute(i)))] == [1, 2, 3]
-    d.to(2, {"jsonrpc": "2.0", "id": 3, "result": {"content": []}})  # connection 2 is free again
+    d.downstreams[2].answer("tools/call", result={"content": []})  # connection 2 is free again
     assert forwarded_to(d.send(execute(10))) == [2]
     assert forwarded_to(d.send(execute(11))) == [3]
 
@@ -110,7 +116,7 @@ def test_least_connections_goes_where_fewest_calls_are_in_flight() -> None:
 def test_health_based_avoids_an_instance_that_failed() -> None:
     d = Driver(pool_config(3, eager=True, strategy="health_based"))
     all_ready(d, 3)
-    d.exit_connection(1)
+    d.downstreams[1].exit()
     assert [c for i in range(3) for c in forwarded_to(d.send(execute(i)))] == [2, 3, 2]
 
 
@@ -118,9 +124,9 @@ def test_get_server_tools_prefers_a_running_instance() -> None:
     d = Driver(pool_config(3))
     d.initialize()
     d.send(call(1, "get_server_tools", agent_id="dev", server="db"))
-    d.handshake_connection(1, [ECHO_TOOL])
+    d.server("db").complete_handshake([ECHO_TOOL])
     actions = d.send(call(2, "get_server_tools", agent_id="dev", server="db"))
-    assert [a for a in actions if isinstance(a, StartDownstream)] == []
+    assert [type(a) for a in actions] == [SetTimer, CancelTimer, SendToClient, Audit]  # nothing starts
     assert structured(sent_to_client(actions)[0])["returned"] == 1
     # execute_tool spreads the load: it starts the next instance.
     [start] = [a for a in d.send(execute(3)) if isinstance(a, StartDownstream)]
@@ -134,35 +140,45 @@ def test_a_request_that_never_reached_an_instance_fails_over() -> None:
     d = Driver(pool_config(2))
     d.initialize()
     d.send(execute(1))
-    actions = d.exit_connection(1, "command not found: srv")
-    assert sent_to_client(actions) == []
-    [start] = [a for a in actions if isinstance(a, StartDownstream)]
-    assert (start.downstream, start.instance) == (2, 1)
-    assert forwarded_to(d.handshake_connection(2, [ECHO_TOOL])) == [2]
+    actions = d.downstreams[1].exit("command not found: srv")
+    assert actions == [  # the client hears nothing: the call moves on
+        CancelTimer(timer=2),
+        Log(level="warning", message="server unavailable", fields={"server": "db", "instance": 0, "reason": "command not found: srv"}),
+        SetTimer(timer=3, deadline=0.0),
+        Log(level="info", message="request moved to another instance", fields={"server": "db", "instance": 1}),
+        StartDownstream(downstream=2, server="db", spec=d.gw.config.servers["db"].instances[1].spec, instance=1),
+        SendToDownstream(downstream=2, message=d.downstreams[1].received[0]),  # initialize, as on the first
+        SetTimer(timer=4, deadline=30.0),
+    ]
+    assert forwarded_to(d.downstreams[2].complete_handshake([ECHO_TOOL])) == [2]
 
 
 def test_a_call_that_may_have_reached_an_instance_is_not_repeated() -> None:
     d = Driver(pool_config(2, eager=True))
     all_ready(d, 2)
-    assert forwarded_to(d.send(execute(1))) == [1]
-    actions = d.exit_connection(1, "killed by signal SIGKILL")
-    assert forwarded_to(actions) == []
-    [msg] = sent_to_client(actions)
-    assert msg["error"]["data"] == {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": "killed by signal SIGKILL"}
+    first = execute(1)
+    assert forwarded_to(d.send(first)) == [1]
+    reason = "killed by signal SIGKILL"
+    assert d.downstreams[1].exit(reason) == [  # not forwarded anywhere else
+        Log(level="warning", message="server unavailable", fields={"server": "db", "instance": 0, "reason": reason}),
+        SetTimer(timer=4, deadline=0.0),
+        CancelTimer(timer=3),
+        unavailable(1, reason),
+        audited(first, "ERROR", rule="agents.dev.allow.servers[0]", error_code="SERVER_UNAVAILABLE"),
+    ]
     # The other instance takes the next call; the dead one restarts after its backoff (0 s).
     assert forwarded_to(d.send(execute(2))) == [2]
-    [restart] = [t for t in d.timers_at(0.0) if t in d.live_timers]
-    assert [a.instance for a in d.fire(restart) if isinstance(a, StartDownstream)] == [0]
+    assert [a.instance for a in d.advance(0) if isinstance(a, StartDownstream)] == [0]
 
 
 def test_retry_calls_repeats_a_call_on_another_instance() -> None:
     d = Driver(pool_config(2, eager=True, retry_calls=True))
     all_ready(d, 2)
     d.send(execute(1))
-    actions = d.exit_connection(1)
+    actions = d.downstreams[1].exit()
     assert sent_to_client(actions) == [] and forwarded_to(actions) == [2]
-    [msg] = sent_to_client(d.to(2, {"jsonrpc": "2.0", "id": 3, "result": {"content": [], "ok": 1}}))
-    assert msg == {"jsonrpc": "2.0", "id": 1, "result": {"content": [], "ok": 1}}
+    actions = d.downstreams[2].answer("tools/call", result={"content": [], "ok": 1})
+    assert sent_to_client(actions) == [{"jsonrpc": "2.0", "id": 1, "result": {"content": [], "ok": 1}}]
 
 
 def test_every_instance_down_fails_at_once_with_each_reason() -> None:
@@ -170,16 +186,17 @@ def test_every_instance_down_fails_at_once_with_each_reason() -> None:
     d.initialize()
     for i in (1, 2):
         d.send(execute(i))
-        d.exit_connection(d.started[-1].downstream, "command not found: srv")
-        [msg] = sent_to_client(d.exit_connection(d.started[-1].downstream, "command not found: srv"))
-        assert msg["error"]["data"]["reason"] == "command not found: srv"
-    actions = d.send(execute(3))
-    assert [a for a in actions if isinstance(a, StartDownstream)] == []
-    [msg] = sent_to_client(actions)
-    assert msg["error"]["data"]["reason"] == (
+        d.server("db").exit("command not found: srv")  # instance 0; the call fails over to instance 1
+        assert sent_to_client(d.server("db").exit("command not found: srv")) == [unavailable(i, "command not found: srv").message]
+    third = execute(3)
+    reason = (
         "no instance can take the request (instance 0: command not found: srv; next start attempt in 0.5 s; "
         "instance 1: command not found: srv; next start attempt in 0.5 s)"
     )
+    assert d.send(third) == [  # and nothing starts
+        unavailable(3, reason),
+        audited(third, "ERROR", rule="agents.dev.allow.servers[0]", error_code="SERVER_UNAVAILABLE"),
+    ]
     assert d.gw.server_states() == {"db": "unavailable"}
     status = d.gw.status()["servers"]["db"]
     assert [(i["health"], i["breaker"]) for i in status["instances"]] == [("unhealthy", "open")] * 2
@@ -192,27 +209,30 @@ def test_health_checks_ping_and_a_silent_instance_is_restarted() -> None:
     d = Driver(pool_config(1, eager=True, health_interval=5.0, health_timeout=1.0))
     d.start()
     d.initialize()
-    actions = d.handshake_connection(1, [ECHO_TOOL])
-    [health] = new_timers(actions)
-    assert health.deadline == 5.0
-    d.now = 5.0
-    actions = d.fire(health.timer)
-    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "id": 3, "method": "ping"}]
-    [ping] = new_timers(actions)
-    assert ping.deadline == 6.0
-    d.now = 5.5
-    actions = d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}})
-    assert actions[0] == CancelTimer(timer=ping.timer)
-    [health] = new_timers(actions)
-    assert health.deadline == 10.5
-    d.now = 10.5
-    [ping] = new_timers(d.fire(health.timer))
-    d.now = 11.5
-    actions = d.fire(ping.timer)
-    assert actions[0] == StopDownstream(downstream=1, kill=True)
-    assert d.gw.status()["servers"]["db"]["instances"][0]["last_error"] == "did not answer a health check within 1 s"
-    [restart] = new_timers(actions)
-    assert [a.downstream for a in d.fire(restart.timer) if isinstance(a, StartDownstream)] == [2]
+    db = d.server("db")
+    [health] = new_timers(db.complete_handshake([ECHO_TOOL]))
+    assert (health.timer, health.deadline) == (2, 5.0)
+    assert d.advance(5.0) == [
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 3, "method": "ping"}),
+        SetTimer(timer=3, deadline=6.0),
+    ]
+    d.advance(0.5)
+    assert db.answer_all_pings() == [CancelTimer(timer=3), SetTimer(timer=4, deadline=10.5)]  # the next check
+    assert d.advance(5.0) == [
+        SendToDownstream(downstream=1, message={"jsonrpc": "2.0", "id": 4, "method": "ping"}),
+        SetTimer(timer=5, deadline=11.5),
+    ]
+    reason = "did not answer a health check within 1 s"
+    assert d.advance(1.0) == [  # the second ping is never answered
+        StopDownstream(downstream=1, kill=True),
+        Log(level="warning", message="server unavailable", fields={"server": "db", "instance": 0, "reason": reason}),
+        SetTimer(timer=6, deadline=11.5),
+        # That restart timer falls due at once (no backoff after one failure).
+        StartDownstream(downstream=2, server="db", spec=db.start.spec),
+        SendToDownstream(downstream=2, message=db.received[0]),
+        SetTimer(timer=7, deadline=41.5),
+    ]
+    assert d.gw.status()["servers"]["db"]["instances"][0]["last_error"] == reason
 
 
 def test_concurrent_timeouts_are_one_suspicion_and_an_answered_ping_clears_it() -> None:
@@ -220,24 +240,24 @@ def test_concurrent_timeouts_are_one_suspicion_and_an_answered_ping_clears_it() 
     # 20 callers of a briefly stuck server pushed its restart backoff to 30 s.
     d = Driver(pool_config(1, eager=True, health_interval=30.0, health_timeout=1.0))
     all_ready(d, 1)
-    timers = [new_timers(d.send(execute(i, timeout_ms=100)))[0] for i in (1, 2)]
-    d.now = 0.1
-    actions = d.fire(timers[0].timer)
-    assert sent_to_client(actions)[0]["error"]["data"]["code"] == "TIMEOUT"
-    # Not a failure: a ping goes out at once instead of at the next health check.
-    assert [a.message for a in actions if isinstance(a, SendToDownstream)] == [
-        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "reason": "timed out after 100 ms"}},
+    db = d.server("db")
+    for i in (1, 2):
+        d.send(execute(i, timeout_ms=100))
+    first, second = db.requests("tools/call")
+    actions = d.advance(0.1)  # both calls time out
+    assert [m["error"]["data"]["code"] for m in sent_to_client(actions)] == ["TIMEOUT", "TIMEOUT"]
+    # Not a failure: one ping goes out at once instead of at the next health check.
+    assert sent_downstream(actions) == [
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": first["id"], "reason": "timed out after 100 ms"}},
         {"jsonrpc": "2.0", "id": 5, "method": "ping"},
+        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": second["id"], "reason": "timed out after 100 ms"}},
     ]
     [ping] = [t for t in new_timers(actions) if t.deadline == 1.1]
-    actions = d.fire(timers[1].timer)
-    assert sent_to_client(actions)[0]["error"]["data"]["code"] == "TIMEOUT"
-    assert [a.message["method"] for a in actions if isinstance(a, SendToDownstream)] == ["notifications/cancelled"]
     assert d.gw.status()["servers"]["db"]["instances"][0]["consecutive_failures"] == 0
     # A call arriving meanwhile waits for the ping's verdict instead of joining the stuck ones.
     assert forwarded_to(d.send(execute(3))) == []
-    d.now = 0.2
-    actions = d.to(1, {"jsonrpc": "2.0", "id": 5, "result": {}})
+    d.advance(0.1)
+    actions = db.answer_all_pings()
     assert CancelTimer(timer=ping.timer) in actions
     assert forwarded_to(actions) == [1]
     assert d.gw.server_states() == {"db": "ready"}
@@ -246,39 +266,43 @@ def test_concurrent_timeouts_are_one_suspicion_and_an_answered_ping_clears_it() 
 def test_a_hung_instance_is_killed_and_restarted_at_once_and_waiting_calls_move_to_it() -> None:
     d = Driver(pool_config(1, eager=True, health_interval=30.0, health_timeout=1.0))
     all_ready(d, 1)
-    [timer] = new_timers(d.send(execute(1, timeout_ms=100)))
-    d.now = 0.1
-    [ping] = [t for t in new_timers(d.fire(timer.timer)) if t.deadline == 1.1]
-    d.now = 0.5
+    d.send(execute(1, timeout_ms=100))
+    [ping] = [t for t in new_timers(d.advance(0.1)) if t.deadline == 1.1]
+    d.advance(0.4)
     [waiting] = new_timers(d.send(execute(2, timeout_ms=5000)))
-    d.now = 1.1
-    actions = d.fire(ping.timer)
+    actions = d.advance(0.6)
+    assert d.now == ping.deadline
     # Killed at once (its whole process group), no backoff, and the waiting call goes to the new connection.
     assert actions[0] == StopDownstream(downstream=1, kill=True)
     assert [(a.downstream, a.instance) for a in actions if isinstance(a, StartDownstream)] == [(2, 0)]
     reason = "stopped answering (a call timed out after 100 ms, and it did not answer a health check within 1 s)"
     assert d.gw.status()["servers"]["db"]["instances"][0]["last_error"] == reason
     assert sent_to_client(actions) == []
-    actions = d.handshake_connection(2, [ECHO_TOOL])
+    actions = d.downstreams[2].complete_handshake([ECHO_TOOL])
     assert forwarded_to(actions) == [2]
-    assert waiting.timer in d.timers
+    assert waiting.timer in d.live_timers  # the waiting call still runs under its own timeout
 
 
 def test_a_hang_with_calls_in_flight_fails_them_and_serves_the_next_ones() -> None:
     d = Driver(pool_config(1, eager=True, health_interval=5.0, health_timeout=1.0))
     all_ready(d, 1)
-    d.send(execute(1, timeout_ms=60_000))
-    d.now = 5.0
-    [health] = d.timers_at(5.0)
-    [ping] = new_timers(d.fire(health))
-    d.now = 6.0
-    actions = d.fire(ping.timer)
-    assert actions[0] == StopDownstream(downstream=1, kill=True)
-    [msg] = sent_to_client(actions)
-    assert msg["error"]["data"]["code"] == "SERVER_UNAVAILABLE"
-    assert msg["error"]["data"]["reason"] == "did not answer a health check within 1 s"
-    [restart] = [t for t in new_timers(actions) if t.deadline == 6.0]
-    assert [a.downstream for a in d.fire(restart.timer) if isinstance(a, StartDownstream)] == [2]
+    first = execute(1, timeout_ms=60_000)
+    d.send(first)
+    assert sent_downstream(d.advance(5.0)) == [{"jsonrpc": "2.0", "id": 4, "method": "ping"}]
+    reason = "did not answer a health check within 1 s"
+    hung = d.downstreams[1]
+    assert d.advance(1.0) == [
+        StopDownstream(downstream=1, kill=True),
+        Log(level="warning", message="server unavailable", fields={"server": "db", "instance": 0, "reason": reason}),
+        SetTimer(timer=5, deadline=6.0),  # its restart: at once
+        CancelTimer(timer=3),
+        unavailable(1, reason),
+        audited(first, "ERROR", rule="agents.dev.allow.servers[0]", latency_ms=6000.0, error_code="SERVER_UNAVAILABLE"),
+        # The restart timer fires: the same instance on a new connection.
+        StartDownstream(downstream=2, server="db", spec=hung.start.spec),
+        SendToDownstream(downstream=2, message=hung.received[0]),
+        SetTimer(timer=6, deadline=36.0),
+    ]
 
 
 def test_a_failed_probe_start_opens_the_breaker_for_longer() -> None:
@@ -286,11 +310,11 @@ def test_a_failed_probe_start_opens_the_breaker_for_longer() -> None:
     d.initialize()
     for i in (1, 2):
         d.send(execute(i))
-        d.exit_connection(d.started[-1].downstream, "exited with code 1")
+        d.server("db").exit("exited with code 1")
     d.now = 0.5  # half open: the next start is the probe
     d.send(execute(3))
     assert d.gw.status()["servers"]["db"]["instances"][0]["breaker"] == "half_open"
-    [msg] = sent_to_client(d.exit_connection(d.started[-1].downstream, "exited with code 1"))
+    [msg] = sent_to_client(d.server("db").exit("exited with code 1"))
     assert msg["error"]["data"]["reason"] == "exited with code 1"
     [msg] = sent_to_client(d.send(execute(4)))
     assert msg["error"]["data"]["reason"] == "exited with code 1; next start attempt in 1.0 s"
@@ -304,18 +328,21 @@ def test_per_client_isolation_gives_each_client_its_own_session() -> None:
     d.initialize()
     open_client(d, "b")
     [a] = [x for x in d.send(execute(1)) if isinstance(x, StartDownstream)]
-    [b] = [x for x in d.send(execute(1), client="b") if isinstance(x, StartDownstream)]
+    b_call = execute(1)
+    [b] = [x for x in d.send(b_call, client="b") if isinstance(x, StartDownstream)]
     assert (a.downstream, b.downstream) == (1, 2)
-    assert forwarded_to(d.handshake_connection(1, [ECHO_TOOL])) == [1]
-    assert forwarded_to(d.handshake_connection(2, [ECHO_TOOL])) == [2]
+    assert forwarded_to(d.downstreams[1].complete_handshake([ECHO_TOOL])) == [1]
+    assert forwarded_to(d.downstreams[2].complete_handshake([ECHO_TOOL])) == [2]
     assert forwarded_to(d.send(execute(2))) == [1]
     # A client's cancellation reaches its own session.
+    forwarded = d.downstreams[2].request("tools/call")
     actions = d.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}, client="b")
-    assert [(x.downstream, x.message["method"]) for x in actions if isinstance(x, SendToDownstream)] == [
-        (2, "notifications/cancelled")
+    assert actions == [
+        SendToDownstream(downstream=2, message={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": forwarded["id"], "reason": "cancelled by the client"}}),
+        CancelTimer(timer=3),  # b's call's
+        audited(b_call, "ERROR", rule="agents.dev.allow.servers[0]", error_code="CANCELLED"),
     ]
-    actions = d.handle(ClientClosed(now=d.now, client="b"))
-    assert [x for x in actions if isinstance(x, StopDownstream)] == [StopDownstream(downstream=2)]
+    assert d.clients["b"].close() == [StopDownstream(downstream=2)]  # its session goes with it
     assert d.gw.status()["servers"]["db"]["sessions"] == 1
 
 
@@ -325,13 +352,13 @@ def test_per_client_sessions_spread_over_instances_and_a_dead_one_is_replaced() 
     open_client(d, "b")
     d.send(execute(1))
     d.send(execute(1), client="b")
-    assert [s.instance for s in d.started] == [0, 1]
-    d.handshake_connection(1, [ECHO_TOOL])
-    d.exit_connection(1, "killed by signal SIGKILL")
+    assert [ds.instance for ds in d.downstreams.values()] == [0, 1]
+    d.downstreams[1].complete_handshake([ECHO_TOOL])
+    d.downstreams[1].exit("killed by signal SIGKILL")
     # Client 0's session died with its state; its next call gets a fresh one,
     # on the healthier instance.
     d.send(execute(2))
-    assert [s.instance for s in d.started] == [0, 1, 1]
+    assert [ds.instance for ds in d.downstreams.values()] == [0, 1, 1]
 
 
 def test_max_processes_refuses_a_new_session_clearly() -> None:
@@ -339,9 +366,12 @@ def test_max_processes_refuses_a_new_session_clearly() -> None:
     d.initialize()
     open_client(d, "b")
     d.send(execute(1))
-    [msg] = sent_to_client(d.send(execute(1), client="b"))
-    assert msg["error"]["data"]["reason"] == "all 1 of its processes are in use (max_processes)"
-    d.handle(ClientClosed(now=d.now, client=0))
+    refused = execute(1)
+    assert d.send(refused, client="b") == [
+        unavailable(1, "all 1 of its processes are in use (max_processes)", client="b"),
+        audited(refused, "ERROR", rule="agents.dev.allow.servers[0]", error_code="SERVER_UNAVAILABLE"),
+    ]
+    d.clients[0].close()
     assert [x for x in d.send(execute(2), client="b") if isinstance(x, StartDownstream)] != []
 
 
@@ -349,8 +379,8 @@ def test_max_processes_limits_eager_starts_of_shared_instances() -> None:
     d = Driver(pool_config(3, eager=True, max_processes=2))
     assert [a.instance for a in d.start() if isinstance(a, StartDownstream)] == [0, 1]
     d.initialize()
-    d.handshake_connection(1, [ECHO_TOOL])
-    d.handshake_connection(2, [ECHO_TOOL])
+    for ds in d.downstreams.values():
+        ds.complete_handshake([ECHO_TOOL])
     assert [c for i in range(4) for c in forwarded_to(d.send(execute(i)))] == [1, 2, 1, 2]
 
 
@@ -361,23 +391,26 @@ def test_an_idle_instance_is_stopped_and_starts_again_on_use() -> None:
     d = Driver(pool_config(1, eager=True, idle_timeout=5.0))
     d.start()
     d.initialize()
-    [idle] = new_timers(d.handshake_connection(1, [ECHO_TOOL]))
+    [idle] = new_timers(d.server("db").complete_handshake([ECHO_TOOL]))
     assert idle.deadline == 5.0
-    d.now = 1.0
+    d.advance(1.0)
     d.send(execute(1))
-    d.now = 2.0
-    d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}})
-    d.now = 5.0
-    [again] = new_timers(d.fire(idle.timer))
-    assert again.deadline == 7.0  # five seconds after the last call ended
-    d.now = 7.0
-    assert StopDownstream(downstream=1) in d.fire(again.timer)
+    d.advance(1.0)
+    d.server("db").answer("tools/call")
+    # At 5 s the idle timer finds it busy 3 s ago: it waits until five seconds after the last call ended.
+    assert d.advance(3.0) == [SetTimer(timer=idle.timer + 2, deadline=7.0)]
+    assert d.advance(2.0) == [
+        Log(level="info", message="stopped an idle server", fields={"server": "db", "instance": 0}),
+        StopDownstream(downstream=1),
+    ]
     assert d.gw.server_states() == {"db": "idle"}
     assert [a.downstream for a in d.send(execute(2)) if isinstance(a, StartDownstream)] == [2]
 
 
-def progress(d: Driver, token: int) -> list[Action]:
-    return d.to(1, {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": 1}})
+def progress(d: Driver, request: dict[str, Any]) -> list[Action]:
+    """A progress notification under the token the core put in ``request``, or under its wire id without one."""
+    meta = request["params"].get("_meta", {"progressToken": request["id"]})
+    return d.downstreams[1].notify("notifications/progress", progressToken=meta["progressToken"], progress=1)
 
 
 def test_progress_resets_the_call_timeout() -> None:
@@ -386,12 +419,10 @@ def test_progress_resets_the_call_timeout() -> None:
     msg = execute(1, timeout_ms=1000)
     msg["params"]["_meta"] = {"progressToken": "p"}
     [timer] = new_timers(d.send(msg))
-    d.now = 0.8
-    assert len(sent_to_client(progress(d, 3))) == 1
-    d.now = 1.0
-    assert d.fire(timer.timer) == [SetTimer(timer=timer.timer + 1, deadline=1.8)]
-    d.now = 1.8
-    [err] = sent_to_client(d.fire(timer.timer + 1))
+    d.advance(0.8)
+    assert len(sent_to_client(progress(d, d.downstreams[1].request("tools/call")))) == 1
+    assert d.advance(0.2) == [SetTimer(timer=timer.timer + 1, deadline=1.8)]
+    [err] = sent_to_client(d.advance(0.8))
     assert err["error"]["message"] == "No answer from server 'db' within 1800 ms (progress extended its 1000 ms timeout)"
     assert err["error"]["data"] == {"code": "TIMEOUT", "server": "db", "timeout_ms": 1000, "waited_ms": 1800}
 
@@ -400,12 +431,11 @@ def test_progress_never_extends_a_call_past_max_timeout_ms() -> None:
     d = Driver(pool_config(1, eager=True, max_timeout_ms=1500))
     all_ready(d, 1)
     [timer] = new_timers(d.send(execute(1, timeout_ms=1000)))
-    d.now = 0.8
-    assert progress(d, 3) == []  # no token was asked for: nothing reaches the client, the timer still moves
-    d.now = 1.0
-    assert d.fire(timer.timer) == [SetTimer(timer=timer.timer + 1, deadline=1.5)]
-    d.now = 1.5
-    actions = d.fire(timer.timer + 1)
+    d.advance(0.8)
+    # No token was asked for, so the server has none to use; under the wire id nothing reaches the client, yet the timer moves.
+    assert progress(d, d.downstreams[1].request("tools/call")) == []
+    assert d.advance(0.2) == [SetTimer(timer=timer.timer + 1, deadline=1.5)]
+    actions = d.advance(0.5)
     assert sent_downstream(actions)[0]["method"] == "notifications/cancelled"
     assert sent_to_client(actions)[0]["error"]["data"]["waited_ms"] == 1500
 
@@ -416,27 +446,33 @@ def test_progress_never_extends_a_call_past_max_timeout_ms() -> None:
 def test_a_changed_pool_is_drained_and_replaced() -> None:
     d = Driver(pool_config(2, eager=True))
     all_ready(d, 2)
-    d.send(execute(1))
+    first = execute(1)
+    d.send(first)
     actions = d.handle(ConfigReloaded(now=0, config=pool_config(3, eager=True)))
     assert [a for a in actions if isinstance(a, StopDownstream)] == [StopDownstream(downstream=2)]
     assert [a.instance for a in actions if isinstance(a, StartDownstream)] == [0, 1, 2]
-    actions = d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}})
-    assert sent_to_client(actions)[0]["id"] == 1 and StopDownstream(downstream=1) in actions
+    assert d.downstreams[1].answer("tools/call") == [
+        CancelTimer(timer=3),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "result": {}}),
+        audited(first, rule="agents.dev.allow.servers[0]"),
+        StopDownstream(downstream=1),  # drained: the old instance stops once its call ended
+    ]
 
 
 def test_shutdown_cancels_restart_timers() -> None:
     d = Driver(pool_config(2, eager=True))
     all_ready(d, 2)
-    d.exit_connection(1)
+    d.downstreams[1].exit()
     d.handle(ShutdownRequested(now=0))
-    assert d.live_timers == set()
+    assert d.live_timers == {}
+    assert d.live_downstreams == []
 
 
 def test_status_shows_each_instance() -> None:
     d = Driver(pool_config(2, eager=True))
     all_ready(d, 2)
     d.send(execute(1))
-    d.exit_connection(2)
+    d.downstreams[2].exit()
     [msg] = sent_to_client(d.send(call(5, "get_gateway_status")))
     db = structured(msg)["servers"]["db"]
     assert (db["state"], db["strategy"], db["isolation"], db["sessions"]) == ("degraded", "round_robin", "shared", 2)
@@ -452,28 +488,30 @@ def test_an_idle_per_client_session_is_stopped_and_the_client_gets_a_new_one() -
     d = Driver(pool_config(2, isolation="per_client", idle_timeout=1.0))
     d.initialize()
     d.send(execute(1))
-    d.handshake_connection(1, [ECHO_TOOL])
-    [idle] = new_timers(d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}}))
-    d.now = 1.0
-    assert StopDownstream(downstream=1) in d.fire(idle.timer)
+    d.downstreams[1].complete_handshake([ECHO_TOOL])
+    [idle] = new_timers(d.downstreams[1].answer("tools/call"))
+    assert idle.deadline == 1.0
+    assert d.advance(1.0) == [
+        Log(level="info", message="stopped an idle server", fields={"server": "db", "instance": 0}),
+        StopDownstream(downstream=1),
+    ]
     d.send(execute(2))
-    assert [(s.downstream, s.instance) for s in d.started] == [(1, 0), (2, 1)]
+    assert [(ds.id, ds.instance) for ds in d.downstreams.values()] == [(1, 0), (2, 1)]
 
 
 def test_a_shared_pool_at_its_cap_does_not_start_another_instance() -> None:
     d = Driver(pool_config(2, eager=True, max_processes=1))
     all_ready(d, 1)
-    assert [s.instance for s in d.started] == [0]
+    assert [ds.instance for ds in d.downstreams.values()] == [0]
     assert forwarded_to(d.send(execute(1))) == [1]  # waits its turn on the running one
-    [restart] = new_timers(d.exit_connection(1))
+    [restart] = new_timers(d.downstreams[1].exit())
     assert restart.deadline == 0.0  # the first failure restarts at once
-    d.fire(restart.timer)
-    [restart] = new_timers(d.exit_connection(2))
+    d.advance(0)
+    [restart] = new_timers(d.downstreams[2].exit())
     # Instance 0 failed twice: its breaker is open until 0.5 s, then its restart is the probe.
     assert restart.deadline == 0.5
-    d.now = 0.5
-    d.fire(restart.timer)
-    assert [s.instance for s in d.started] == [0, 0, 0]
+    d.advance(0.5)
+    assert [ds.instance for ds in d.downstreams.values()] == [0, 0, 0]
     # The probe start holds the only process allowed; instance 1 may not start beside it.
     [msg] = sent_to_client(d.send(execute(4)))
     assert msg["error"]["data"]["reason"] == "all 1 of its processes are in use (max_processes)"
@@ -484,10 +522,10 @@ def test_a_stopped_probe_does_not_block_the_instance() -> None:
     d.initialize()
     for i in (1, 2):
         d.send(execute(i))
-        d.exit_connection(d.started[-1].downstream)
+        d.server("db").exit()
     d.now = 0.5
     d.send(execute(3))  # the probe start
-    d.handle(ClientClosed(now=d.now, client=0))
+    d.clients[0].close()
     open_client(d, "b")
     assert [a for a in d.send(execute(4), client="b") if isinstance(a, StartDownstream)] != []
 
@@ -495,12 +533,17 @@ def test_a_stopped_probe_does_not_block_the_instance() -> None:
 def test_reload_retires_per_client_sessions_once_idle() -> None:
     d = Driver(pool_config(1, isolation="per_client"))
     d.initialize()
-    d.send(execute(1))
-    d.handshake_connection(1, [ECHO_TOOL])
+    first = execute(1)
+    d.send(first)
+    d.downstreams[1].complete_handshake([ECHO_TOOL])
     actions = d.handle(ConfigReloaded(now=0, config=pool_config(2, isolation="per_client")))
     assert [a for a in actions if isinstance(a, StopDownstream)] == []
-    actions = d.to(1, {"jsonrpc": "2.0", "id": 3, "result": {}})
-    assert StopDownstream(downstream=1) in actions
+    assert d.downstreams[1].answer("tools/call") == [
+        CancelTimer(timer=1),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "result": {}}),
+        audited(first, rule="agents.dev.allow.servers[0]"),
+        StopDownstream(downstream=1),
+    ]
     # The client's next call gets a session from the new pool.
     assert [a.downstream for a in d.send(execute(2)) if isinstance(a, StartDownstream)] == [2]
 
@@ -508,12 +551,18 @@ def test_reload_retires_per_client_sessions_once_idle() -> None:
 def test_an_expired_http_session_stops_its_own_downstream() -> None:
     config = pool_config(1, isolation="per_client")
     d = Driver(dataclasses.replace(config, settings=dataclasses.replace(config.settings, session_ttl=10.0)))
-    d.handle(ClientOpened(now=d.now, client="h", transport="http"))
-    d.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}}), client="h")
-    [started] = [x for x in d.send(execute(1), client="h") if isinstance(x, StartDownstream)]
-    d.handshake_connection(started.downstream, [ECHO_TOOL])
-    d.now = 10.0
-    [expiry] = [t for t, deadline in d.timers.items() if deadline == 10.0]
-    actions = d.fire(expiry)
-    assert StopDownstream(downstream=started.downstream) in actions
+    d.open("h", transport="http").initialize()
+    first = execute(1)
+    [started] = [x for x in d.send(first, client="h") if isinstance(x, StartDownstream)]
+    ds = d.downstreams[started.downstream]
+    ds.complete_handshake([ECHO_TOOL])
+    assert d.advance(10.0) == [
+        SendToDownstream(downstream=ds.id, message={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": ds.request("tools/call")["id"], "reason": "the session expired"}}),
+        CancelTimer(timer=2),
+        audited(first, "ERROR", rule="agents.dev.allow.servers[0]", latency_ms=10000.0, error_code="CANCELLED"),
+        StopDownstream(downstream=ds.id),
+        Log(level="info", message="session expired", fields={"session": "h", "idle_seconds": 10.0}),
+        CloseClient(client="h"),
+    ]
+    assert d.clients["h"].closed
     assert d.gw.status()["servers"]["db"]["sessions"] == 0

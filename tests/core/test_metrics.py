@@ -124,7 +124,7 @@ def test_gateway_records_every_call_with_bounded_labels() -> None:
     d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={"text": "x"}))
     d.now = 0.25
     d.handshake("db", [ECHO_TOOL])
-    d.downstream("db", {"jsonrpc": "2.0", "id": 3, "result": {"content": []}})
+    d.server("db").answer("tools/call", result={"content": []})
     d.send(call(4, "execute_tool", agent_id="dev", server="no-such-server-" * 5, tool="t", args={}))
     d.send(call(5, "execute_tool", agent_id="reader", server="db", tool="drop_table", args={}))
     d.send(call(6, "invented_tool"))

@@ -6,28 +6,27 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from lockgate.core._actions import Log, StartDownstream, StopDownstream
+from lockgate.core._actions import CancelTimer, Log, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream
 from lockgate.core._config import Config, Problem, load_config
-from lockgate.core._events import (
-    ConfigRejected,
-    ConfigReloaded,
-    DownstreamMessageReceived,
-    ShutdownRequested,
-)
+from lockgate.core._events import ConfigRejected, ConfigReloaded, ShutdownRequested
 
-from .harness import DROP_TOOL, ECHO_TOOL, GET_TOOL, RULES, Driver, call, make_config, sent_to_client, server
+from .harness import DROP_TOOL, ECHO_TOOL, GET_TOOL, RULES, Driver, audited, call, make_config, sent_downstream, sent_to_client, server
 
 TOOLS = [ECHO_TOOL, DROP_TOOL, GET_TOOL]
 
 
 def ready(d: Driver, srv: str = "db") -> None:
-    d.send(call(900 + len(d.connections), "get_server_tools", agent_id="dev", server=srv))
+    d.send(call(900 + len(d.downstreams), "get_server_tools", agent_id="dev", server=srv))
     d.handshake(srv, TOOLS)
 
 
-def answer(d: Driver, connection: int, wire_id: int, text: str = "ok") -> list[Any]:
-    message = {"jsonrpc": "2.0", "id": wire_id, "result": {"content": [{"type": "text", "text": text}]}}
-    return d.handle(DownstreamMessageReceived(now=d.now, downstream=connection, data=json.dumps(message).encode()))
+def answer(d: Driver, connection: int, text: str = "ok") -> list[Any]:
+    """Connection ``connection`` answers the latest call it was sent."""
+    return d.downstreams[connection].answer("tools/call", result={"content": [{"type": "text", "text": text}]})
+
+
+def reloaded(**fields: Any) -> Log:
+    return Log(level="notice", message="configuration reloaded", fields={"files": [], "added": [], "removed": [], "changed": [], **fields})
 
 
 def with_servers(config: Config, **specs: Any) -> Config:
@@ -50,11 +49,15 @@ def test_a_call_in_flight_finishes_under_the_rules_it_started_with() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    execute = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    d.send(execute)
     # dev loses db; the call already forwarded still gets its answer.
     d.handle(ConfigReloaded(now=0, config=make_config({"agents": {"dev": {"allow": {"servers": ["util"]}}}})))
-    [msg] = sent_to_client(answer(d, 1, 3))
-    assert msg["id"] == 1 and msg["result"]["content"][0]["text"] == "ok"
+    assert answer(d, 1) == [
+        CancelTimer(timer=3),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}]}}),
+        audited(execute, rule="agents.dev.allow.servers[0]"),
+    ]
     [msg] = sent_to_client(d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={})))
     assert msg["error"]["data"]["rule"] == "agents.dev: no rule allows it"
 
@@ -63,8 +66,7 @@ def test_a_rules_change_keeps_every_server_running() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    actions = d.handle(ConfigReloaded(now=0, config=make_config({"agents": {"x": {}}})))
-    assert stops(actions) == [] and starts(actions) == []
+    assert d.handle(ConfigReloaded(now=0, config=make_config({"agents": {"x": {}}}))) == [reloaded(agents=1)]
     assert d.gw.status()["servers"]["db"]["state"] == "ready"
 
 
@@ -83,7 +85,7 @@ def test_an_added_server_starts_on_use_or_at_once_when_eager() -> None:
     d = Driver()
     d.initialize()
     actions = d.handle(ConfigReloaded(now=0, config=make_config(servers=("db", "util", "extra"))))
-    assert starts(actions) == []
+    assert actions == [reloaded(added=["extra"], agents=3)]
     [msg] = sent_to_client(d.send(call(1, "list_servers", agent_id="dev")))
     assert [s["name"] for s in msg["result"]["structuredContent"]["result"]] == ["db", "util", "extra"]
     assert starts(d.send(call(2, "get_server_tools", agent_id="dev", server="extra"))) == [(1, "extra")]
@@ -91,22 +93,31 @@ def test_an_added_server_starts_on_use_or_at_once_when_eager() -> None:
     eager = Driver(make_config(init_strategy="eager"))
     eager.start()
     actions = eager.handle(ConfigReloaded(now=0, config=make_config(servers=("db", "util", "extra"), init_strategy="eager")))
-    assert starts(actions) == [(3, "extra")]
+    assert actions == [
+        StartDownstream(downstream=3, server="extra", spec=server("extra")),
+        SendToDownstream(downstream=3, message=eager.downstreams[1].received[0]),  # initialize
+        SetTimer(timer=3, deadline=30.0),
+        reloaded(added=["extra"], agents=3),
+    ]
 
 
 def test_a_removed_server_stops_once_its_call_ends() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    d.send(call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    execute = call(1, "execute_tool", agent_id="dev", server="db", tool="echo", args={})
+    d.send(execute)
     actions = d.handle(ConfigReloaded(now=0, config=make_config(servers=("util",))))
-    assert stops(actions) == []
+    assert actions == [reloaded(removed=["db"], agents=3)]  # nothing stops yet
     assert d.gw.reload_status()["draining"] == ["db"]
     [msg] = sent_to_client(d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={})))
     assert msg["error"]["data"] == {"code": "SERVER_UNAVAILABLE", "server": "db", "reason": "not configured"}
-    actions = answer(d, 1, 3)
-    assert sent_to_client(actions)[0]["id"] == 1
-    assert stops(actions) == [1]
+    assert answer(d, 1) == [
+        CancelTimer(timer=3),
+        SendToClient(client=0, request=1, message={"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}]}}),
+        audited(execute, rule="agents.dev.allow.servers[0]"),
+        StopDownstream(downstream=1),
+    ]
     assert d.gw.reload_status()["draining"] == []
 
 
@@ -114,7 +125,10 @@ def test_an_idle_removed_server_stops_at_once() -> None:
     d = Driver()
     d.initialize()
     ready(d)
-    assert stops(d.handle(ConfigReloaded(now=0, config=make_config(servers=("util",))))) == [1]
+    assert d.handle(ConfigReloaded(now=0, config=make_config(servers=("util",)))) == [
+        StopDownstream(downstream=1),
+        reloaded(removed=["db"], agents=3),
+    ]
 
 
 def test_a_changed_server_restarts_while_the_old_one_finishes_its_call() -> None:
@@ -125,16 +139,20 @@ def test_a_changed_server_restarts_while_the_old_one_finishes_its_call() -> None
     base = make_config()
     new_db = server("db", timeout_ms=5000)
     actions = d.handle(ConfigReloaded(now=0, config=with_servers(base, db=new_db, util=server("util"))))
-    assert stops(actions) == [] and starts(actions) == []
+    assert actions == [reloaded(changed=["db"], agents=3)]  # nothing stops or starts yet
     # The next call starts the new spec while connection 1 still serves call 1.
     actions = d.send(call(2, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
-    [start] = [a for a in actions if isinstance(a, StartDownstream)]
-    assert start.downstream == 2 and start.spec == new_db
-    d.handshake("db", TOOLS)  # connection 2
-    actions = answer(d, 1, 3, "old")
+    assert actions == [
+        SetTimer(timer=4, deadline=5.0),  # the new spec's timeout
+        StartDownstream(downstream=2, server="db", spec=new_db),
+        SendToDownstream(downstream=2, message=d.downstreams[1].received[0]),  # initialize
+        SetTimer(timer=5, deadline=30.0),
+    ]
+    d.downstreams[2].complete_handshake(TOOLS)
+    actions = answer(d, 1, "old")
     assert [m["id"] for m in sent_to_client(actions)] == [1]
     assert stops(actions) == [1]
-    actions = answer(d, 2, 3, "new")
+    actions = answer(d, 2, "new")
     assert sent_to_client(actions)[0]["result"]["content"][0]["text"] == "new"
     assert stops(actions) == []
 
@@ -150,8 +168,9 @@ def test_calls_waiting_for_a_retired_server_are_all_served_before_it_stops() -> 
     d.handle(ConfigReloaded(now=0, config=make_config(servers=("util",))))
     actions = d.handshake("db", TOOLS)
     assert [m["id"] for m in sent_to_client(actions)] == [1, 3]
+    assert [m["params"]["name"] for m in sent_downstream(actions)] == ["echo"]  # call 2 is forwarded
     assert stops(actions) == []
-    actions = answer(d, 1, 3)
+    actions = answer(d, 1)
     assert [m["id"] for m in sent_to_client(actions)] == [2]
     assert stops(actions) == [1]
 
@@ -161,7 +180,7 @@ def test_a_reload_during_shutdown_starts_nothing() -> None:
     d.start()
     d.handle(ShutdownRequested(now=0))
     actions = d.handle(ConfigReloaded(now=0, config=make_config(servers=("db", "x"), init_strategy="eager")))
-    assert starts(actions) == []
+    assert actions == [reloaded(added=["x"], removed=["util"], agents=3)]
 
 
 def test_rejected_reload_keeps_the_config_and_is_logged_and_recorded() -> None:
