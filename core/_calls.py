@@ -76,12 +76,7 @@ class Calls:
         arguments = req.params.get("arguments")
         if arguments is None:
             arguments = {}
-        entry = AuditEntry(
-            # A client may send any name; keep the audit line bounded.
-            operation=name[:128] if isinstance(name, str) else None,
-            request_bytes=request_bytes,
-            arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
-        )
+        entry = _entry(req, request_bytes)
         if not isinstance(name, str):
             parsed: ListServers | GetStatus | GetServerTools | ExecuteTool | ArgumentError = ArgumentError(
                 "name", "tools/call needs a tool name"
@@ -112,6 +107,15 @@ class Calls:
                 self.route(session, req, agent, parsed, entry)
             case _:
                 assert_never(parsed)
+
+    def refused(self, session: ClientSession, req: Request, request_bytes: int, code: ErrorCode, message: str) -> None:
+        """Answer and audit a ``tools/call`` refused for the session's state, before it was parsed.
+
+        A reused request id or a gateway shutting down refuses the call, and
+        every gateway tool call still ends in exactly one audit record.
+        """
+        self._ctx.reply_error(session.id, req.id, code, message)
+        self._ctx.audit(_entry(req, request_bytes), Decision.ERROR, error=code)
 
     def refused_at_boundary(self, msg: Invalid, request_bytes: int) -> None:
         """Audit a ``tools/call`` the strict JSON boundary refused: it is still a call.
@@ -344,6 +348,18 @@ class Calls:
         self._ctx.reply_error(session.id, request_id, refusal.code, refusal.message, **context)
         decision = Decision.DENY if refusal.code is ErrorCode.DENIED_BY_POLICY else Decision.ERROR
         self._ctx.audit(_with(entry, rule=refusal.rule), decision, error=refusal.code)
+
+
+def _entry(req: Request, request_bytes: int) -> AuditEntry:
+    """The first audit record of a ``tools/call``: its name and argument keys, as sent."""
+    name = req.params.get("name")
+    arguments = req.params.get("arguments")
+    return AuditEntry(
+        # A client may send any name; keep the audit line bounded.
+        operation=name[:128] if isinstance(name, str) else None,
+        request_bytes=request_bytes,
+        arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
+    )
 
 
 def _with(entry: AuditEntry, **changes: Any) -> AuditEntry:

@@ -139,7 +139,7 @@ class Clients:
                 self._invalid(session, msg, ev)
             case Response():
                 # The gateway sends clients no requests, so no answer is awaited.
-                self._ctx.log("debug", "ignored a response from a client", client=str(session.id), id=msg.id)
+                self._ctx.log("debug", "ignored a response from a client", client=client_label(session.id), id=msg.id)
 
     def _invalid(self, session: ClientSession, msg: Invalid, ev: ClientMessageReceived) -> None:
         """Answer a frame that is not a valid message, unless it was a notification or a response."""
@@ -161,11 +161,11 @@ class Clients:
         elif method == "initialize":
             self._initialize(session, req)
         elif ctx.closing:
-            ctx.reply_error(session.id, req.id, ErrorCode.SERVER_UNAVAILABLE, "The gateway is shutting down")
+            self._refuse(session, req, ev, ErrorCode.SERVER_UNAVAILABLE, "The gateway is shutting down")
         elif not session.initialized:
             ctx.reply_error(session.id, req.id, ErrorCode.INVALID_REQUEST, "Session not initialized: send initialize first")
         elif req.id in session.calls:
-            ctx.reply_error(session.id, req.id, ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in use")
+            self._refuse(session, req, ev, ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in use")
         elif method == "tools/list":
             ctx.reply(session.id, req.id, {"tools": gateway_tools(debug=ctx.config.settings.debug)})
         elif method == "tools/call":
@@ -180,6 +180,13 @@ class Clients:
         else:
             # server/discover included: a 2026-07-28 client falls back to initialize on -32601.
             ctx.reply_error(session.id, req.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    def _refuse(self, session: ClientSession, req: Request, ev: ClientMessageReceived, code: ErrorCode, message: str) -> None:
+        """Refuse a request for the session's state; a ``tools/call`` is audited too."""
+        if req.method == "tools/call":
+            self.calls.refused(session, req, len(ev.data), code, message)
+        else:
+            self._ctx.reply_error(session.id, req.id, code, message)
 
     def _initialize(self, session: ClientSession, req: Request) -> None:
         ctx = self._ctx

@@ -102,7 +102,7 @@ class DownstreamMessageReceived:
 
     ``too_large`` is set instead of ``data`` when the shell refused to buffer
     a message over the limit the core set for downstreams
-    (:attr:`~lockgate.core.Settings.downstream_message_bytes`).
+    (:func:`~lockgate.core.downstream_message_bytes`).
     """
 
     now: float

@@ -408,13 +408,6 @@ def test_a_reused_request_id_is_refused_while_the_first_is_in_flight() -> None:
     assert msg["error"]["code"] == -32600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug: a tools/call refused for the session's state (its request id still in flight, or the gateway "
-    "shutting down) is answered but leaves no audit record, though every gateway tool call should end in exactly one "
-    "(core/_audit.py, core/_gateway.py); Clients._request refuses it before Calls.tools_call sees it",
-)
 @pytest.mark.parametrize("situation", ["request id in flight", "shutting down"])
 def test_a_call_refused_for_the_sessions_state_is_audited_too(situation: str) -> None:
     d = Driver()

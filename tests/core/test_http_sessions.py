@@ -71,12 +71,6 @@ def test_a_closed_session_is_forgotten_and_the_timer_not_rearmed() -> None:
     assert d.live_timers == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug: Clients.message logs a client's response with client=str(session.id), the whole "
-    "HTTP session id (a bearer secret), where every other log line uses client_label (its first 8 characters)",
-)
 def test_a_response_from_an_http_client_is_logged_without_its_session_id() -> None:
     d = Driver(make_config())
     session = "0123456789abcdef0123456789abcdef"

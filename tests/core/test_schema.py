@@ -11,7 +11,7 @@ import pytest
 
 from lockgate.core import ConfigError, config_schema, load_config
 
-jsonschema = pytest.importorskip("jsonschema")
+import jsonschema  # installed with mcp, a test dependency
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KINDS: list[Literal["servers", "rules"]] = ["servers", "rules"]
