@@ -106,7 +106,7 @@ async def record_sessions(out: Path = TRANSCRIPTS) -> None:
         old = os.getcwd()
         os.chdir(work)  # server commands and the audit log are relative to the gateway's folder
         try:
-            config = load_config(servers_text=servers_text, servers_file="servers.json", rules_text=rules_text,
+            config = load_config(servers=servers_text, servers_file="servers.json", rules=rules_text,
                                  rules_file="rules.json", environ=environ)
             recorder = Recorder(work / "recording", config, RULES, transport="memory", prefix="run")
             runtime = Runtime(recorder.wrap(Gateway(config)), settings=config.settings, environ=environ)

@@ -254,13 +254,22 @@ class _Report:
 _NOT_JSON = object()  # what _parse_json returns for a file that is not JSON
 
 
-def _parse_json(text: str, report: _Report) -> object:
+def _parse_json(source: str | Mapping[str, Any], report: _Report) -> object:
     """Parse one file; :data:`_NOT_JSON` (with an error) when it is not JSON.
 
     A file is held to the same strict JSON as messages
     (:mod:`~lockgate.core._strictjson`): a description with a lone surrogate
-    or a timeout of ``NaN`` would otherwise reach an encoder later.
+    or a timeout of ``NaN`` would otherwise reach an encoder later. A mapping
+    goes through its JSON text, so it meets the very same checks.
     """
+    if isinstance(source, str):
+        text = source
+    else:
+        try:
+            text = json.dumps(source)
+        except (TypeError, ValueError, RecursionError) as exc:
+            report.add((), f"not a JSON document: {exc}")
+            return _NOT_JSON
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
@@ -282,22 +291,27 @@ def _parse_json(text: str, report: _Report) -> object:
 
 def load_config(
     *,
-    servers_text: str,
-    servers_file: str,
-    rules_text: str,
-    rules_file: str,
+    servers: str | Mapping[str, Any],
+    rules: str | Mapping[str, Any],
     environ: Mapping[str, str],
+    servers_file: str = "servers",
+    rules_file: str = "rules",
     settings: Settings | None = None,
 ) -> Config:
     """Parse and validate both files into one :class:`Config`.
 
+    Each file is given as its text or as the mapping it would parse into;
+    a mapping is checked exactly as its text would be (a ``NaN``, a lone
+    surrogate or a value JSON cannot hold is a problem, not a crash).
+
     Args:
-        servers_text: the text of the servers file (``.mcp.json`` shape).
-        servers_file: its name, as problems should show it.
-        rules_text: the text of the rules file.
-        rules_file: its name, as problems should show it.
+        servers: the servers file (``.mcp.json`` shape).
+        rules: the rules file.
         environ: the variables for ``${VAR}`` substitution, and for
-            :func:`settings_from_env` when ``settings`` is not given.
+            :func:`settings_from_env` when ``settings`` is not given. Nothing
+            is read from ``os.environ``: pass it in if that is what you mean.
+        servers_file: the servers file's name, as problems should show it.
+        rules_file: the rules file's name, as problems should show it.
         settings: settings already built (from command-line flags, say).
 
     Raises:
@@ -309,18 +323,18 @@ def load_config(
     warnings: list[Problem] = []
 
     servers_report = _Report(servers_file, errors, warnings)
-    servers_doc = _parse_json(servers_text, servers_report)
-    servers = None
+    servers_doc = _parse_json(servers, servers_report)
+    specs = None
     if servers_doc is not _NOT_JSON:
-        servers, found = _servers.parse(servers_doc, environ)
+        specs, found = _servers.parse(servers_doc, environ)
         for issue in found:
             servers_report.add(issue.loc, issue.message, warning=issue.warning)
 
     rules_report = _Report(rules_file, errors, warnings)
-    rules_doc = _parse_json(rules_text, rules_report)
-    rules = None
+    rules_doc = _parse_json(rules, rules_report)
+    document = None
     if rules_doc is not _NOT_JSON:
-        rules, found = _rules.parse(rules_doc)
+        document, found = _rules.parse(rules_doc)
         for issue in found:
             rules_report.add(issue.loc, issue.message, warning=issue.warning)
 
@@ -331,15 +345,15 @@ def load_config(
             errors.extend(exc.problems)
             settings = Settings()
 
-    if servers is not None and rules is not None:
-        for path, server in _rules.mentioned_servers(rules):
-            if server not in servers:
+    if specs is not None and document is not None:
+        for path, server in _rules.mentioned_servers(document):
+            if server not in specs:
                 rules_report.add(path, f"server {server!r} is not configured in {servers_file}", warning=True)
 
     if errors:
         raise ConfigError(errors, warnings=tuple(warnings))
-    assert rules is not None and servers is not None  # no errors implies both parsed
-    policy = Policy.compile(rules)
+    assert document is not None and specs is not None  # no errors implies both parsed
+    policy = Policy.compile(document)
     if settings.default_agent is not None and settings.default_agent not in policy.agents:
         warnings.append(
             Problem(
@@ -349,7 +363,7 @@ def load_config(
             )
         )
     return Config(
-        servers=MappingProxyType(servers),
+        servers=MappingProxyType(specs),
         policy=policy,
         settings=settings,
         warnings=tuple(warnings),

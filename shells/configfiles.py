@@ -118,9 +118,9 @@ def load_files(files: ConfigFiles, environ: Mapping[str, str], settings: Setting
         lockgate.core.ConfigError: the files are invalid (every problem).
     """
     return load_config(
-        servers_text=read_text(files.servers),
+        servers=read_text(files.servers),
         servers_file=files.servers,
-        rules_text=read_text(files.rules),
+        rules=read_text(files.rules),
         rules_file=files.rules,
         environ=environ,
         settings=settings,

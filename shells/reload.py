@@ -173,9 +173,9 @@ class _Watcher:
         servers, rules = (looks[path].text or "" for path in self.paths)
         try:
             config = load_config(
-                servers_text=servers,
+                servers=servers,
                 servers_file=self.source.files.servers,
-                rules_text=rules,
+                rules=rules,
                 rules_file=self.source.files.rules,
                 environ=self.source.environ,
                 settings=self.source.settings,

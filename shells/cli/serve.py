@@ -76,9 +76,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         settings = _with_transport_flags(settings_from_env(environ, debug=args.debug), args)
         config = load_config(
-            servers_text=servers_text,
+            servers=servers_text,
             servers_file=files.servers,
-            rules_text=rules_text,
+            rules=rules_text,
             rules_file=files.rules,
             environ=environ,
             settings=settings,

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     else:
         try:
             config = load_config(
-                servers_text=texts[0], servers_file=files.servers, rules_text=texts[1], rules_file=files.rules,
+                servers=texts[0], servers_file=files.servers, rules=texts[1], rules_file=files.rules,
                 environ=environ,
             )
         except ConfigError as exc:

@@ -35,9 +35,9 @@ def load(
 ) -> Config:
     """Load documents (dicts are serialised, strings passed as they are)."""
     return load_config(
-        servers_text=servers if isinstance(servers, str) else json.dumps(servers),
+        servers=servers if isinstance(servers, str) else json.dumps(servers),
         servers_file=SERVERS_FILE,
-        rules_text=rules if isinstance(rules, str) else json.dumps(rules),
+        rules=rules if isinstance(rules, str) else json.dumps(rules),
         rules_file=RULES_FILE,
         environ=environ or {},
         settings=settings,
@@ -716,3 +716,32 @@ def test_settings_errors_are_all_collected() -> None:
         "GATEWAY_DEBUG",
         "GATEWAY_INIT_STRATEGY",
     ]
+
+
+# -- mappings instead of text ---------------------------------------------------
+
+
+def test_a_mapping_loads_as_its_text_would() -> None:
+    servers = {"mcpServers": {"db": {"command": "${BIN}/db", "env": {"K": "v"}}}}
+    from_text = load(servers, ALLOW_ALL, {"BIN": "/opt"})
+    from_mappings = load_config(servers=servers, rules=ALLOW_ALL, environ={"BIN": "/opt"})
+    assert (from_mappings.servers, from_mappings.settings, from_mappings.warnings) == (
+        from_text.servers, from_text.settings, from_text.warnings,
+    )
+    assert from_mappings.policy.agents == from_text.policy.agents
+    assert from_mappings.servers["db"].command == "/opt/db"
+
+
+def test_a_mapping_meets_the_same_strict_checks_as_text() -> None:
+    def mapping_problems(servers: Any, rules: Any) -> list[tuple[str, str, str]]:
+        with pytest.raises(ConfigError) as info:
+            load_config(servers=servers, rules=rules, environ={})
+        return [(p.file, p.path, p.message) for p in info.value.problems]
+
+    nan = {"mcpServers": {"db": {"command": "db", "timeout_ms": float("nan")}}}
+    assert mapping_problems(nan, ALLOW_ALL) == [("servers", "mcpServers.db.timeout_ms", "invalid JSON: NaN is not JSON")]
+    surrogate = {"agents": {"a": {"allow": {"servers": ["\ud800"]}}}}
+    [(file, path, message)] = mapping_problems({"mcpServers": {}}, surrogate)
+    assert (file, path) == ("rules", "agents.a.allow.servers[0]") and "surrogate" in message
+    [(file, path, message)] = mapping_problems({"mcpServers": {"db": {"command": object()}}}, ALLOW_ALL)
+    assert (file, path) == ("servers", "") and message.startswith("not a JSON document: Object of type object")

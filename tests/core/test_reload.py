@@ -76,7 +76,7 @@ def test_servers_loaded_twice_from_the_same_text_are_equal() -> None:
     rules = json.dumps(RULES)
 
     def load() -> Config:
-        return load_config(servers_text=text, servers_file="s", rules_text=rules, rules_file="r", environ={})
+        return load_config(servers=text, servers_file="s", rules=rules, rules_file="r", environ={})
 
     assert load().servers == load().servers
 

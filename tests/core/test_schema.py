@@ -59,9 +59,9 @@ def gateway_accepts(servers: Any = None, rules: Any = None) -> bool:
     """Whether the gateway loads the documents without an error or a warning."""
     try:
         config = load_config(
-            servers_text=json.dumps({"mcpServers": {"db": STDIO}} if servers is None else servers),
+            servers=json.dumps({"mcpServers": {"db": STDIO}} if servers is None else servers),
             servers_file=".mcp.json",
-            rules_text=json.dumps({} if rules is None else rules),
+            rules=json.dumps({} if rules is None else rules),
             rules_file="rules.json",
             environ={"TOKEN": "t"},
         )

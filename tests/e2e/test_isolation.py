@@ -74,9 +74,9 @@ async def gateway(tmp_path: Path, **pool: Any) -> AsyncIterator[Clients]:
     instance = {"command": sys.executable, "args": [RAW, "--marker", str(tmp_path)]}
     servers = {"mcpServers": {"pool": {"instances": [instance, instance], "isolation": "per_client", **pool}}}
     config = load_config(
-        servers_text=json.dumps(servers),
+        servers=json.dumps(servers),
         servers_file=".mcp.json",
-        rules_text=json.dumps(RULES),
+        rules=json.dumps(RULES),
         rules_file="rules.json",
         environ={"GATEWAY_AUDIT_LOG": "/dev/null", "GATEWAY_INIT_STRATEGY": "lazy"},
     )

@@ -75,9 +75,9 @@ async def running(
 ) -> AsyncIterator[Gate]:
     settings.setdefault("init_strategy", "lazy")
     config = load_config(
-        servers_text=json.dumps({"mcpServers": {"raw": {"command": sys.executable, "args": [RAW, *raw_args]}}}),
+        servers=json.dumps({"mcpServers": {"raw": {"command": sys.executable, "args": [RAW, *raw_args]}}}),
         servers_file="servers.json",
-        rules_text=json.dumps(RULES),
+        rules=json.dumps(RULES),
         rules_file="rules.json",
         environ={},
         settings=Settings(audit_log=str(tmp_path / "audit.jsonl"), **settings),
