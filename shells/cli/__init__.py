@@ -1,8 +1,8 @@
-"""The ``lockgate`` command: serve (stdio or Streamable HTTP), validate, explain and check.
+"""The ``lockgate`` command: serve (stdio or Streamable HTTP), validate, explain, check and schema.
 
 Each command is a module of this package with ``add_parser`` (its options)
 and ``run`` (what it does, returning the exit status): :mod:`.serve`,
-:mod:`.validate`, :mod:`.explain` and :mod:`.check`; :mod:`.common` holds
+:mod:`.validate`, :mod:`.explain`, :mod:`.check` and :mod:`.schema`; :mod:`.common` holds
 what they share. Each module's docstring gives its exit statuses; in short,
 0 is success, 1 a failed check, 2 a usage or configuration error.
 
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ..configfiles import FileProblem
-from . import check, explain, serve, validate
+from . import check, explain, schema, serve, validate
 from .common import EXIT_USAGE, Subcommands, package_version
 
 __all__ = ["build_parser", "main"]
@@ -33,7 +33,7 @@ class _Command(Protocol):
 
 
 #: Each command's module, in the order ``--help`` lists them.
-_COMMANDS: dict[str, _Command] = {"serve": serve, "validate": validate, "explain": explain, "check": check}
+_COMMANDS: dict[str, _Command] = {"serve": serve, "validate": validate, "explain": explain, "check": check, "schema": schema}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""`lockgate validate`, `explain` and `check` as real processes, against the examples and broken files."""
+"""`lockgate validate`, `explain`, `check` and `schema` as real processes, against the examples and broken files."""
 
 from __future__ import annotations
 
@@ -205,3 +205,17 @@ def test_check_fails_when_a_server_fails(tmp_path: Path) -> None:
     assert text.returncode == 1
     assert "FAILED broken: exited with code 3" in text.stdout
 
+
+
+@pytest.mark.parametrize("kind", ["servers", "rules"])
+def test_schema_prints_the_shipped_schema(kind: str) -> None:
+    result = run("schema", kind)
+    assert result.returncode == 0
+    assert result.stdout == (REPO / "core" / "schemas" / f"{kind}.schema.json").read_text(encoding="utf-8")
+    assert json.loads(result.stdout)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_schema_refuses_an_unknown_kind() -> None:
+    result = run("schema", "policy")
+    assert result.returncode == 2
+    assert "invalid choice: 'policy'" in result.stderr
