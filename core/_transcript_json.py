@@ -16,37 +16,9 @@ from types import MappingProxyType
 from typing import Any, assert_never
 
 from . import __version__
-from ._actions import (
-    Action,
-    Audit,
-    CancelTimer,
-    CloseClient,
-    DropStream,
-    Log,
-    SendToClient,
-    SendToDownstream,
-    SetTimer,
-    StartDownstream,
-    StopDownstream,
-)
+from . import _actions as act
+from . import _events as ev
 from ._config import Config, InstanceSpec, Problem, ServerSpec, Settings
-from ._events import (
-    ClientClosed,
-    ClientFellBehind,
-    ClientMessageReceived,
-    ClientOpened,
-    ConfigRejected,
-    ConfigReloaded,
-    DownstreamExited,
-    DownstreamHttpError,
-    DownstreamMessageReceived,
-    DownstreamNotReading,
-    DownstreamSessionLost,
-    Event,
-    GatewayStarted,
-    ShutdownRequested,
-    TimerFired,
-)
 from ._policy import Policy
 
 __all__ = [
@@ -202,54 +174,54 @@ def header(config: Config, rules: Mapping[str, Any], **extra: Any) -> JSONObject
 # -- events ----------------------------------------------------------------------
 
 
-def event_to_json(event: Event, rules: Mapping[str, Any] | None = None) -> JSONObject:
+def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JSONObject:
     """One event line. ``rules`` is the rules document of a ``ConfigReloaded``'s configuration."""
     out: JSONObject = {"event": type(event).__name__, "now": event.now}
     match event:
-        case GatewayStarted():
+        case ev.GatewayStarted():
             if event.seed:
                 out["seed"] = event.seed
-        case ShutdownRequested():
+        case ev.ShutdownRequested():
             pass
-        case ClientOpened():
+        case ev.ClientOpened():
             out["client"] = event.client
             out["transport"] = event.transport
-        case ClientMessageReceived():
+        case ev.ClientMessageReceived():
             out["client"] = event.client
             if event.too_large:
                 out["too_large"] = True
             else:
                 _put_bytes(out, "data", event.data)
-        case ClientClosed():
+        case ev.ClientClosed():
             out["client"] = event.client
-        case DownstreamMessageReceived():
+        case ev.DownstreamMessageReceived():
             out["downstream"] = event.downstream
             if event.too_large:
                 out["too_large"] = True
             else:
                 _put_bytes(out, "data", event.data)
-        case DownstreamNotReading():
+        case ev.DownstreamNotReading():
             out["downstream"] = event.downstream
-        case ClientFellBehind():
+        case ev.ClientFellBehind():
             out.update(client=event.client, request=event.request)
-        case DownstreamExited():
+        case ev.DownstreamExited():
             out["downstream"] = event.downstream
             out["reason"] = event.reason
-        case TimerFired():
+        case ev.TimerFired():
             out["timer"] = event.timer
-        case DownstreamSessionLost():
+        case ev.DownstreamSessionLost():
             out["downstream"] = event.downstream
             if event.data is not None:
                 _put_bytes(out, "data", event.data)
-        case DownstreamHttpError():
+        case ev.DownstreamHttpError():
             out.update(downstream=event.downstream, status=event.status)
             if event.data is not None:
                 _put_bytes(out, "data", event.data)
             _put_bytes(out, "body", event.body)
-        case ConfigReloaded():
+        case ev.ConfigReloaded():
             out["config"] = None if rules is None else config_to_json(event.config, rules)
             out.update(files=list(event.files), time=event.time)
-        case ConfigRejected():
+        case ev.ConfigRejected():
             out.update(
                 problems=[_problem(p) for p in event.problems],
                 warnings=[_problem(p) for p in event.warnings],
@@ -261,7 +233,7 @@ def event_to_json(event: Event, rules: Mapping[str, Any] | None = None) -> JSONO
     return out
 
 
-def event_from_json(line: Mapping[str, Any]) -> Event:
+def event_from_json(line: Mapping[str, Any]) -> ev.Event:
     """Rebuild an event from its line.
 
     Raises:
@@ -274,40 +246,40 @@ def event_from_json(line: Mapping[str, Any]) -> Event:
     try:
         match kind:
             case "GatewayStarted":
-                return GatewayStarted(now=now, seed=line.get("seed", 0))
+                return ev.GatewayStarted(now=now, seed=line.get("seed", 0))
             case "ShutdownRequested":
-                return ShutdownRequested(now=now)
+                return ev.ShutdownRequested(now=now)
             case "ClientOpened":
-                return ClientOpened(now=now, client=line["client"], transport=line.get("transport", "stdio"))
+                return ev.ClientOpened(now=now, client=line["client"], transport=line.get("transport", "stdio"))
             case "ClientMessageReceived":
                 if line.get("too_large"):
-                    return ClientMessageReceived(now=now, client=line["client"], data=b"", too_large=True)
-                return ClientMessageReceived(now=now, client=line["client"], data=_get_bytes(line, "data"))
+                    return ev.ClientMessageReceived(now=now, client=line["client"], data=b"", too_large=True)
+                return ev.ClientMessageReceived(now=now, client=line["client"], data=_get_bytes(line, "data"))
             case "ClientClosed":
-                return ClientClosed(now=now, client=line["client"])
+                return ev.ClientClosed(now=now, client=line["client"])
             case "DownstreamMessageReceived":
                 if line.get("too_large"):
-                    return DownstreamMessageReceived(now=now, downstream=line["downstream"], data=b"", too_large=True)
-                return DownstreamMessageReceived(now=now, downstream=line["downstream"], data=_get_bytes(line, "data"))
+                    return ev.DownstreamMessageReceived(now=now, downstream=line["downstream"], data=b"", too_large=True)
+                return ev.DownstreamMessageReceived(now=now, downstream=line["downstream"], data=_get_bytes(line, "data"))
             case "DownstreamNotReading":
-                return DownstreamNotReading(now=now, downstream=line["downstream"])
+                return ev.DownstreamNotReading(now=now, downstream=line["downstream"])
             case "ClientFellBehind":
-                return ClientFellBehind(now=now, client=line["client"], request=line.get("request"))
+                return ev.ClientFellBehind(now=now, client=line["client"], request=line.get("request"))
             case "DownstreamExited":
-                return DownstreamExited(now=now, downstream=line["downstream"], reason=line["reason"])
+                return ev.DownstreamExited(now=now, downstream=line["downstream"], reason=line["reason"])
             case "TimerFired":
-                return TimerFired(now=now, timer=line["timer"])
+                return ev.TimerFired(now=now, timer=line["timer"])
             case "ConfigReloaded":
                 if line.get("config") is None:
                     raise TranscriptError("ConfigReloaded without a recorded configuration")
-                return ConfigReloaded(
+                return ev.ConfigReloaded(
                     now=now,
                     config=config_from_json(line["config"]),
                     files=tuple(line.get("files", ())),
                     time=line.get("time"),
                 )
             case "ConfigRejected":
-                return ConfigRejected(
+                return ev.ConfigRejected(
                     now=now,
                     problems=tuple(Problem(**p) for p in line["problems"]),
                     warnings=tuple(Problem(**p) for p in line.get("warnings", ())),
@@ -316,10 +288,10 @@ def event_from_json(line: Mapping[str, Any]) -> Event:
                 )
             case "DownstreamSessionLost":
                 data = _get_bytes(line, "data") if "data" in line or "data_base64" in line else None
-                return DownstreamSessionLost(now=now, downstream=line["downstream"], data=data)
+                return ev.DownstreamSessionLost(now=now, downstream=line["downstream"], data=data)
             case "DownstreamHttpError":
                 data = _get_bytes(line, "data") if "data" in line or "data_base64" in line else None
-                return DownstreamHttpError(
+                return ev.DownstreamHttpError(
                     now=now, downstream=line["downstream"], data=data, status=line["status"], body=_get_bytes(line, "body")
                 )
     except KeyError as exc:
@@ -330,33 +302,33 @@ def event_from_json(line: Mapping[str, Any]) -> Event:
 # -- actions ---------------------------------------------------------------------
 
 
-def action_to_json(action: Action) -> JSONObject:
+def action_to_json(action: act.Action) -> JSONObject:
     """One action line, in plain JSON (tuples become lists), so lines compare as JSON."""
     out: JSONObject = {"action": type(action).__name__}
     match action:
-        case SendToClient():
+        case act.SendToClient():
             out.update(client=action.client, message=action.message, request=action.request)
-        case DropStream():
+        case act.DropStream():
             out.update(client=action.client, request=action.request)
-        case CloseClient():
+        case act.CloseClient():
             out["client"] = action.client
-        case StartDownstream():
+        case act.StartDownstream():
             out.update(
                 downstream=action.downstream, server=action.server, spec=_spec_to_json(action.spec), instance=action.instance
             )
-        case SendToDownstream():
+        case act.SendToDownstream():
             out.update(downstream=action.downstream, message=action.message)
-        case StopDownstream():
+        case act.StopDownstream():
             out["downstream"] = action.downstream
             if action.kill:
                 out["kill"] = True
-        case SetTimer():
+        case act.SetTimer():
             out.update(timer=action.timer, deadline=action.deadline)
-        case CancelTimer():
+        case act.CancelTimer():
             out["timer"] = action.timer
-        case Audit():
+        case act.Audit():
             out["record"] = action.record
-        case Log():
+        case act.Log():
             out.update(level=action.level, message=action.message, fields=action.fields)
         case _:
             assert_never(action)
