@@ -8,6 +8,9 @@ failure into a fact for the core or contains it:
 
 - ``send`` raising one of :data:`DELIVERY_ERRORS` says the client is gone: it
   is unregistered, its ``close`` is called and ``ClientClosed`` is reported;
+- ``send`` raising :class:`StreamFellBehind` says one of the client's streams
+  is full: the message was kept for the client to resume from, and
+  ``ClientFellBehind`` is reported; the core decides (``DropStream``);
 - any other exception is a bug (a message ``send`` cannot carry): it is
   logged with its traceback, and the message is replaced by the -32603 error
   for the same request that :func:`lockgate.core.internal_error_replacing`
@@ -25,11 +28,11 @@ from typing import Any
 
 import trio
 
-from lockgate.core import ClientClosed, ClientId, Event, internal_error_replacing, SendToClient
+from lockgate.core import ClientClosed, ClientFellBehind, ClientId, Event, internal_error_replacing, SendToClient
 
 from .logs import get_logger
 
-__all__ = ["DELIVERY_ERRORS", "Client", "ClientSend", "ClientSendNowait", "Clients", "QueuedSend"]
+__all__ = ["DELIVERY_ERRORS", "Client", "ClientSend", "ClientSendNowait", "Clients", "QueuedSend", "StreamFellBehind"]
 
 DELIVERY_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 """What a client's ``send`` may raise to say the client is gone."""
@@ -39,6 +42,22 @@ ClientSendNowait = Callable[[SendToClient], bool]
 """Deliver at once if that needs no waiting and say so; ``False`` means nothing was delivered."""
 
 _log = get_logger("runtime")
+
+
+class StreamFellBehind(Exception):
+    """What a client's ``send`` raises when the stream a message goes on is full.
+
+    The message is kept (buffered for resumption), so it counts as
+    delivered; that the reader is too slow is a fact for the core
+    (``ClientFellBehind``), which decides what becomes of the stream. Raise
+    it once per stream: a burst of messages must not report it many times.
+    ``request`` names the stream: the request it carries, ``None`` for the
+    client's own stream.
+    """
+
+    def __init__(self, request: Any) -> None:
+        super().__init__("a client's stream is full")
+        self.request = request
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +111,8 @@ class Clients:
             return
         try:
             await client.send(action)
+        except StreamFellBehind as exc:
+            self._fell_behind(action.client, exc)
         except DELIVERY_ERRORS as exc:
             self._gone(action.client, client, exc)
         except Exception:
@@ -100,6 +121,8 @@ class Clients:
                 return
             try:
                 await client.send(substitute)
+            except StreamFellBehind as exc:
+                self._fell_behind(action.client, exc)
             except DELIVERY_ERRORS as exc:
                 self._gone(action.client, client, exc)
 
@@ -113,11 +136,18 @@ class Clients:
             return False
         try:
             return client.send_nowait(action)
+        except StreamFellBehind as exc:
+            self._fell_behind(action.client, exc)
+            return True
         except DELIVERY_ERRORS as exc:
             self._gone(action.client, client, exc)
             return True
         except Exception:
             return False  # `send` tries again, and logs and replaces what it cannot carry
+
+    def _fell_behind(self, client_id: ClientId, exc: StreamFellBehind) -> None:
+        """A stream of the client is full: report it; the core answers with ``DropStream``."""
+        self._report(ClientFellBehind(now=trio.current_time(), client=client_id, request=exc.request))
 
     def _gone(self, client_id: ClientId, client: Client, exc: BaseException) -> None:
         _log.info(f"client is gone: {type(exc).__name__}", extra={"fields": {"client": client_id}})

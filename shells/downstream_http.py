@@ -6,10 +6,11 @@ the life of the downstream connection, and POSTs every message the core
 sends, as the bytes the core encoded, to the server's URL (MCP 2025-11-25,
 basic/transports, "Streamable HTTP"):
 
-- Requests are POSTed concurrently, each in its own task, so a slow call
-  never holds up the others. Notifications are POSTed in order, each
-  awaited (a 202 comes at once), so ``notifications/initialized`` reaches
-  the server before the requests that follow it.
+- Requests (``SendToDownstream.expects_answer``) are POSTed concurrently,
+  each in its own task, so a slow call never holds up the others.
+  Notifications and responses are POSTed in order, each awaited (a 202
+  comes at once), so ``notifications/initialized`` reaches the server
+  before the requests that follow it.
 - The answer to a request is either ``application/json`` (one message) or a
   ``text/event-stream`` (:mod:`.sse_parser`, parsed as it arrives); every
   JSON-RPC message in it becomes one ``DownstreamMessageReceived``, in order.
@@ -26,25 +27,35 @@ basic/transports, "Streamable HTTP"):
 The shell reports facts and leaves every decision to the core: a 404 to a
 message sent under our session is ``DownstreamSessionLost`` (the shell
 forgets that session id first); any other status of 300 or more is
-``DownstreamHttpError`` with the start of the body; a transport failure
-(connection refused, reset, connect timeout, a message over the size limit)
-ends the downstream with ``DownstreamExited`` and a reason that names only
-host and port ("connection refused to 127.0.0.1:8000"), never the URL's path,
-query or credentials. Tool calls have no HTTP read timeout: the core's
-per-call timers own that.
+``DownstreamHttpError`` with the start of the body; a message over the size
+limit is ``DownstreamMessageReceived(too_large=True)``, after which no
+message of the connection is delivered (the core stops it: whatever follows
+can no longer be matched to calls); a transport failure (connection refused,
+reset, connect timeout) ends the downstream with ``DownstreamExited`` and a
+reason that names only host and port ("connection refused to
+127.0.0.1:8000"), never the URL's path, query or credentials. Tool calls
+have no HTTP read timeout: the core's per-call timers own that.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
 import httpx
 import trio
 
 from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamSessionLost, Event, ServerSpec
 
+from .downstream_http_replies import (
+    TooLarge,
+    content_type,
+    describe_failure,
+    fresh_parser,
+    host_and_port,
+    initialize_version,
+    is_response,
+    read_body,
+)
 from .logs import get_logger
 from .sse_parser import SseEvent, SseParser, SseTooLarge
 
@@ -71,16 +82,8 @@ KEEPALIVE_CONNECTIONS = 20
 
 _ACCEPT_POST = "application/json, text/event-stream"
 _ACCEPT_SSE = "text/event-stream"
-# The core's encoder writes "jsonrpc" first, then "method" for a notification
-# and "id" for a request or a response. Getting this wrong for some other
-# encoding would only cost ordering, never a message.
-_NOTIFICATION_PREFIX = b'{"jsonrpc":"2.0","method"'
 
 _log = get_logger("downstream")
-
-
-class _TooLarge(Exception):
-    """A response body grew past the message size limit."""
 
 
 class HttpDownstream:
@@ -98,7 +101,7 @@ class HttpDownstream:
     ) -> None:
         self.downstream = downstream
         self.server = server
-        self._where = _host_and_port(spec.url or "")
+        self._where = host_and_port(spec.url or "")
         # Parsed once: httpx would parse a string again for every request.
         self._url: httpx.URL | None = httpx.URL(spec.url) if spec.url else None
         # Configured headers (Authorization, say) go on every request; the
@@ -107,10 +110,13 @@ class HttpDownstream:
         self._base_headers["content-type"] = "application/json"
         self._max_message_bytes = max_message_bytes
         self._emit_event = emit
-        self._queue_in, self._queue_out = trio.open_memory_channel[bytes](queue_size)
+        #: Each message, and whether it is a request (POSTed concurrently).
+        self._queue_in, self._queue_out = trio.open_memory_channel[tuple[bytes, bool]](queue_size)
         self._scope = trio.CancelScope()
         self._stopped = False
         self._failure: str | None = None
+        #: A message over the limit was reported: deliver nothing more.
+        self._too_large = False
         self._client: httpx.AsyncClient | None = None
         self._nursery: trio.Nursery | None = None
         #: The current MCP session id, and the protocol version it speaks.
@@ -119,14 +125,17 @@ class HttpDownstream:
         self.finished = trio.Event()
         """Set when :meth:`run` is over (the session is deleted, the pool closed)."""
 
-    def send_nowait(self, data: bytes) -> None:
+    def send_nowait(self, data: bytes, *, expects_answer: bool) -> None:
         """Queue one message (the core's encoded bytes) for the server.
+
+        ``expects_answer``: a request, POSTed in a task of its own (see the
+        module docstring); anything else is POSTed in order.
 
         Raises:
             trio.WouldBlock: the queue is full (the server does not keep up).
             trio.BrokenResourceError: the downstream is gone.
         """
-        self._queue_in.send_nowait(data)
+        self._queue_in.send_nowait((data, expects_answer))
 
     def stop(self, kill: bool = False) -> None:
         """End the session in the background; report nothing from now on.
@@ -170,11 +179,11 @@ class HttpDownstream:
                 with self._scope:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
-                        async for data in self._queue_out:
-                            if data.startswith(_NOTIFICATION_PREFIX):
-                                await self._post(data)
-                            else:
+                        async for data, expects_answer in self._queue_out:
+                            if expects_answer:
                                 nursery.start_soon(self._post, data)
+                            else:
+                                await self._post(data)
             finally:
                 with trio.CancelScope(shield=True):
                     await self._end_session(client)
@@ -208,8 +217,8 @@ class HttpDownstream:
         except httpx.TransportError as exc:
             _log.debug(f"POST failed: {exc!r}", extra={"fields": {"server": self.server}})
             self._fail(describe_failure(exc, self._where))
-        except (_TooLarge, SseTooLarge):
-            self._fail(f"sent a message over {self._max_message_bytes} bytes")
+        except (TooLarge, SseTooLarge):
+            await self._report_too_large()
 
     async def _on_post_response(self, data: bytes, session: str | None, response: httpx.Response) -> None:
         status = response.status_code
@@ -235,21 +244,33 @@ class HttpDownstream:
             await self._emit(DownstreamSessionLost(now=trio.current_time(), downstream=self.downstream, data=data))
             return
         if status >= 300:
-            body = await _read_body(response, ERROR_BODY_BYTES, truncate=True)
+            body = await read_body(response, ERROR_BODY_BYTES, truncate=True)
             await self._emit(
                 DownstreamHttpError(now=trio.current_time(), downstream=self.downstream, data=data, status=status, body=body)
             )
             return
-        if _content_type(response) == _ACCEPT_SSE:
+        if content_type(response) == _ACCEPT_SSE:
             await self._read_response_stream(response)
             return
-        body = await _read_body(response, self._max_message_bytes)
+        body = await read_body(response, self._max_message_bytes)
         if body.strip():  # 202 Accepted has none
             await self._deliver(body)
 
+    async def _report_too_large(self) -> None:
+        """A message over the limit: tell the core (once), which stops the connection."""
+        if self._too_large:
+            return
+        self._too_large = True
+        _log.warning(f"sent a message over {self._max_message_bytes} bytes", extra={"fields": {"server": self.server}})
+        await self._emit(DownstreamMessageReceived(now=trio.current_time(), downstream=self.downstream, data=b"", too_large=True))
+
     async def _deliver(self, message: bytes) -> None:
+        if self._too_large:
+            # The lost message answered some call we can no longer name, so
+            # nothing after it can be trusted to line up; the core is stopping us.
+            return
         if self._protocol is None:
-            self._protocol = _initialize_version(message)
+            self._protocol = initialize_version(message)
         await self._emit(DownstreamMessageReceived(now=trio.current_time(), downstream=self.downstream, data=message))
 
     async def _deliver_event(self, event: SseEvent) -> bool:
@@ -271,7 +292,7 @@ class HttpDownstream:
         except httpx.TransportError as exc:
             # The answer comes last: a stream that breaks after it lost nothing
             # (a server that dies between its answer and the stream's end).
-            if last is not None and _is_response(last):
+            if last is not None and is_response(last):
                 return
             if parser.last_event_id is None:
                 raise
@@ -279,7 +300,7 @@ class HttpDownstream:
         else:
             # Without event ids the server cannot resume, and a stream it
             # ended itself ended after the answer.
-            if parser.last_event_id is None or (last is not None and _is_response(last)):
+            if parser.last_event_id is None or (last is not None and is_response(last)):
                 return
         await self._resume(parser)
 
@@ -291,11 +312,11 @@ class HttpDownstream:
             await trio.sleep(parser.retry / 1000 if parser.retry is not None else LISTEN_RETRY_S)
             try:
                 async with self._client.stream("GET", self._url, headers=self._stream_headers(session, parser)) as response:
-                    if response.status_code != 200 or _content_type(response) != _ACCEPT_SSE:
+                    if response.status_code != 200 or content_type(response) != _ACCEPT_SSE:
                         break
                     async for chunk in response.aiter_bytes():
                         for event in parser.feed(chunk):
-                            if await self._deliver_event(event) and _is_response(event.data):
+                            if await self._deliver_event(event) and is_response(event.data):
                                 return
             except httpx.TransportError:
                 continue
@@ -331,8 +352,8 @@ class HttpDownstream:
                             DownstreamHttpError(now=trio.current_time(), downstream=self.downstream, data=None, status=401)
                         )
                         return
-                    if status == 200 and _content_type(response) == _ACCEPT_SSE:
-                        parser = _fresh_parser(parser, self._max_message_bytes)
+                    if status == 200 and content_type(response) == _ACCEPT_SSE:
+                        parser = fresh_parser(parser, self._max_message_bytes)
                         async for chunk in response.aiter_bytes():
                             for event in parser.feed(chunk):
                                 if await self._deliver_event(event):
@@ -340,7 +361,7 @@ class HttpDownstream:
             except httpx.TransportError:
                 pass  # the server is away; POSTs will say so if it stays away
             except SseTooLarge:
-                self._fail(f"sent a message over {self._max_message_bytes} bytes")
+                await self._report_too_large()
                 return
             await trio.sleep(parser.retry / 1000 if parser.retry is not None else pause)
             pause = min(pause * 2, LISTEN_RETRY_MAX_S)
@@ -355,94 +376,3 @@ class HttpDownstream:
                 await client.delete(self._url, headers=self._headers(session, _ACCEPT_POST))
             except httpx.HTTPError:
                 pass
-
-
-def describe_failure(exc: BaseException, where: str) -> str:
-    """A short reason for a transport failure, naming only ``host:port``."""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return f"connection to {where} timed out"
-    if isinstance(exc, httpx.ConnectError):
-        if _caused_by(exc, ConnectionRefusedError):
-            return f"connection refused to {where}"
-        return f"cannot connect to {where}"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timed out talking to {where}"
-    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError, httpx.CloseError)):
-        return f"connection to {where} was lost"
-    return f"HTTP request to {where} failed ({type(exc).__name__})"
-
-
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
-    """Whether ``kind`` is among the causes of ``exc``, exception groups included."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, kind):
-            return True
-        if isinstance(current, BaseExceptionGroup):
-            todo.extend(current.exceptions)
-        for linked in (current.__cause__, current.__context__):
-            if linked is not None:
-                todo.append(linked)
-    return False
-
-
-def _host_and_port(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return "the server"
-    host = parts.hostname or "the server"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _content_type(response: httpx.Response) -> str:
-    return str(response.headers.get("content-type", "")).partition(";")[0].strip().lower()
-
-
-async def _read_body(response: httpx.Response, limit: int, *, truncate: bool = False) -> bytes:
-    """Read a body up to ``limit`` bytes: cut there, or raise :class:`_TooLarge`."""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            if truncate:
-                break
-            raise _TooLarge()
-    return b"".join(parts)[:limit]
-
-
-def _fresh_parser(previous: SseParser, limit: int) -> SseParser:
-    """A parser for a new stream that remembers where the last one left off."""
-    parser = SseParser(limit)
-    parser.last_event_id = previous.last_event_id
-    parser.retry = previous.retry
-    return parser
-
-
-def _initialize_version(message: bytes) -> str | None:
-    """The ``protocolVersion`` of an initialize result, else ``None``."""
-    try:
-        obj = json.loads(message)
-    except ValueError:
-        return None
-    result = obj.get("result") if isinstance(obj, dict) else None
-    if not isinstance(result, dict) or not isinstance(result.get("serverInfo"), dict):
-        return None
-    version = result.get("protocolVersion")
-    return version if isinstance(version, str) else None
-
-
-def _is_response(message: bytes) -> bool:
-    try:
-        obj = json.loads(message)
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and "id" in obj and ("result" in obj or "error" in obj)

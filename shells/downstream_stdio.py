@@ -26,6 +26,11 @@ It then waits for one of three things:
   the process exits on its own within the grace period, else as
   ``"closed its input"``.
 
+A line on stdout over the limit is a fact for the core, not a reason for the
+shell to end anything: it is reported as ``DownstreamMessageReceived`` with
+``too_large`` set, and stdout is read no further (whatever follows can no
+longer be matched to calls). The core answers with ``StopDownstream``.
+
 Cleanup is shielded from cancellation and bounded in time, so a cancelled
 runtime still leaves no process behind. A gateway that is killed cannot clean
 up: for that case each child carries this gateway's marker in its environment
@@ -35,14 +40,13 @@ why ``PR_SET_PDEATHSIG`` is no option). Exit reasons may reach clients: they
 never hold a host path, a secret or a traceback.
 
 The MCP stdio shutdown sequence (close stdin, SIGTERM, SIGKILL) is from spec
-2025-11-25, basic/lifecycle, "Shutdown"; the inherited environment matches the
-Python SDK's ``get_default_environment`` on POSIX, plus locale and TMPDIR.
+2025-11-25, basic/lifecycle, "Shutdown". What the child inherits, how its
+command is found and how its exit is described are :mod:`.child_process`'s.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping
@@ -52,6 +56,7 @@ import trio
 
 from lockgate.core import DownstreamExited, DownstreamMessageReceived, Event, ServerSpec
 
+from .child_process import INHERITED_ENVIRONMENT, child_environment, describe_exit, open_pidfd, resolve_command
 from .framing import LineSplitter
 from .guardian import MARKER_VARIABLE, Guardian, current_guardian, gateway_marker
 from .logs import get_logger
@@ -68,8 +73,6 @@ __all__ = [
 
 Emit = Callable[[Event], Awaitable[None]]
 
-INHERITED_ENVIRONMENT = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TMPDIR")
-
 GRACE_S = 2.0
 """Wait after closing stdin, and again after SIGTERM."""
 _REAP_S = 2.0
@@ -78,44 +81,6 @@ _READ_CHUNK = 65536
 _WRITE_BATCH = 65536
 
 _log = get_logger("downstream")
-
-
-def child_environment(environ: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
-    """The safe subset of ``environ`` a child inherits, overlaid with the server's ``env``."""
-    env: dict[str, str] = {}
-    for key in INHERITED_ENVIRONMENT:
-        value = environ.get(key)
-        # A value starting with "()" is an exported shell function: never pass it on.
-        if value is not None and not value.startswith("()"):
-            env[key] = value
-    env.update(overrides)
-    return env
-
-
-def resolve_command(command: str, *, path: str, cwd: str | None) -> str | None:
-    """The absolute path that would run for ``command``, or ``None`` when there is none.
-
-    A name with a slash is taken relative to ``cwd`` (as exec would after the
-    child changes directory); a bare name is searched on ``path``.
-    """
-    if os.sep in command or (os.altsep is not None and os.altsep in command):
-        candidate = os.path.abspath(os.path.join(cwd or os.curdir, command))
-        return candidate if os.path.isfile(candidate) else None
-    found = shutil.which(command, path=path)
-    return os.path.abspath(found) if found is not None else None
-
-
-def describe_exit(returncode: int | None) -> str:
-    """``"exited with code 1"`` or ``"killed by signal SIGKILL"``."""
-    if returncode is None:
-        return "exited"
-    if returncode >= 0:
-        return f"exited with code {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = str(-returncode)
-    return f"killed by signal {name}"
 
 
 class StdioDownstream:
@@ -158,14 +123,15 @@ class StdioDownstream:
         #: messages wait for (or are being written by) the writer task.
         self._stdin_fd: int | None = None
         self._queued = 0
-        #: Why the shell gave up on a live process, when it did.
-        self._broken: str | None = None
         self.pid: int | None = None
         self.finished = trio.Event()
         """Set when :meth:`run` is over: the process (if any) is reaped."""
 
-    def send_nowait(self, data: bytes) -> None:
+    def send_nowait(self, data: bytes, *, expects_answer: bool = False) -> None:
         """Queue one framed message for stdin.
+
+        ``expects_answer`` changes nothing here: a pipe carries every message
+        in order.
 
         Raises:
             trio.WouldBlock: the queue is full (the server is not reading).
@@ -247,7 +213,7 @@ class StdioDownstream:
         # start_new_session: the child leads its own group, whose id is its pid.
         if self._guardian is not None:
             self._guardian.register(proc.pid)
-        self._pidfd = _open_pidfd(proc.pid)
+        self._pidfd = open_pidfd(proc.pid)
         # On POSIX the pipes are FdStreams: send_nowait may write to stdin directly.
         if isinstance(proc.stdin, trio.lowlevel.FdStream):
             self._stdin_fd = proc.stdin.fileno()
@@ -273,8 +239,6 @@ class StdioDownstream:
                     if stream is not None:
                         await stream.aclose()
                 self._close_pidfd()
-        if self._broken is not None:
-            return self._broken
         return describe_exit(proc.returncode) if exited_by_itself else "closed its input"
 
     # -- ending the process -------------------------------------------------
@@ -380,11 +344,11 @@ class StdioDownstream:
                         await self._emit(DownstreamMessageReceived(now=now, downstream=self.downstream, data=line))
                     else:
                         # The message answered some call we can no longer name, so
-                        # nothing the server says can be trusted to line up: restart
-                        # it and fail its calls now rather than at their timeouts.
-                        self._broken = f"sent a message over {self._max_message_bytes} bytes"
-                        _log.warning(self._broken, extra={"fields": {"server": self.server}})
-                        self._waiting.cancel()
+                        # nothing after it can be trusted to line up: read no more,
+                        # and let the core decide (it stops the server and fails
+                        # its calls now rather than at their timeouts).
+                        _log.warning(f"sent a message over {self._max_message_bytes} bytes", extra={"fields": {"server": self.server}})
+                        await self._emit(DownstreamMessageReceived(now=now, downstream=self.downstream, data=b"", too_large=True))
                         return
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
@@ -397,14 +361,3 @@ class StdioDownstream:
             await self._stderr.relay(proc.stderr)
         finally:
             self._stderr_done.set()
-
-
-def _open_pidfd(pid: int) -> int | None:
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is None:
-        return None
-    try:
-        fd: int = pidfd_open(pid)
-    except OSError:
-        return None
-    return fd

@@ -7,11 +7,15 @@ The runtime performs ``StartDownstream``, ``SendToDownstream`` and
   runtime's nursery: a stdio process (:mod:`.downstream_stdio`) or a
   Streamable HTTP session (:mod:`.downstream_http`). The core chose the
   instance and put how to start it in ``spec``; the shell only picks the
-  transport it names.
+  transport it names. The largest message the connection takes from the
+  server is the core's :func:`~lockgate.core.downstream_message_bytes`.
 - ``SendToDownstream`` queues the encoded message on the connection's
-  bounded writer queue and never waits. A full queue means the server is not
-  reading: it is stopped and reported as exited, as is a downstream whose
-  message cannot be encoded (a bug, logged).
+  bounded writer queue and never waits; it says whether the message
+  expects an answer (an HTTP downstream POSTs requests concurrently). A
+  full queue means the server is not reading: that fact is reported as
+  ``DownstreamNotReading``, once, and the core decides (it answers with
+  ``StopDownstream``). A message that cannot be encoded is a gateway bug:
+  logged, and the downstream is stopped and reported as exited.
 - ``StopDownstream`` stops it in the background (bounded, shielded cleanup).
 
 A stopped downstream, or one whose exit the core has heard of, is forgotten;
@@ -27,18 +31,13 @@ from typing import Protocol
 
 import trio
 
-from lockgate.core import DownstreamExited, encode, Event, SendToDownstream, StartDownstream
+from lockgate.core import DownstreamExited, DownstreamNotReading, encode, Event, SendToDownstream, StartDownstream
 
 from .downstream_http import HttpDownstream
 from .downstream_stdio import StdioDownstream
 from .logs import get_logger
 
-__all__ = ["DOWNSTREAM_MESSAGE_FACTOR", "Downstream", "Downstreams"]
-
-#: How much larger than a client's message a downstream's may be: SDK servers
-#: send a tool result twice (text and structured), so a result the size of the
-#: client limit must still fit.
-DOWNSTREAM_MESSAGE_FACTOR = 4
+__all__ = ["Downstream", "Downstreams"]
 
 _log = get_logger("runtime")
 
@@ -49,7 +48,9 @@ class Downstream(Protocol):
     downstream: int
     server: str
 
-    def send_nowait(self, data: bytes) -> None: ...
+    def send_nowait(self, data: bytes, *, expects_answer: bool) -> None:
+        """Queue one framed message; raises ``trio.WouldBlock`` when the queue is full."""
+        ...
 
     def stop(self, kill: bool = False) -> None: ...
 
@@ -60,8 +61,9 @@ class Downstreams:
     """The live downstream connections; see the module docstring.
 
     ``emit`` is where a connection's own events go (the runtime's ``feed``);
-    ``report`` takes the ``DownstreamExited`` of a connection the shell gave
-    up on, for the core to hear right after the current batch of actions.
+    ``report`` takes the facts the shell learns while performing an action
+    (``DownstreamNotReading``, or the ``DownstreamExited`` of a connection it
+    gave up on), for the core to hear right after the current batch of actions.
     """
 
     def __init__(
@@ -73,6 +75,10 @@ class Downstreams:
         environ: Mapping[str, str] | None,
     ) -> None:
         self._live: dict[int, Downstream] = {}
+        #: Live downstreams already reported as not reading: the core's
+        #: StopDownstream is on its way, and every send until then finds the
+        #: same full queue.
+        self._not_reading: set[int] = set()
         self._emit = emit
         self._report = report
         self._queue_size = queue_size
@@ -90,12 +96,13 @@ class Downstreams:
     def exited(self, downstream_id: int) -> None:
         """The core heard ``DownstreamExited``: forget the connection."""
         del self._live[downstream_id]
+        self._not_reading.discard(downstream_id)
 
-    def start(self, action: StartDownstream, nursery: trio.Nursery, *, client_message_bytes: int) -> None:
+    def start(self, action: StartDownstream, nursery: trio.Nursery, *, max_message_bytes: int) -> None:
         """Perform ``StartDownstream``: run the connection in ``nursery``.
 
-        Its messages may be :data:`DOWNSTREAM_MESSAGE_FACTOR` times
-        ``client_message_bytes`` (the settings' limit for a client's).
+        ``max_message_bytes`` is the largest message it takes from the server
+        (:func:`lockgate.core.downstream_message_bytes` of the settings).
         """
         previous = self._live.pop(action.downstream, None)
         if previous is not None:
@@ -106,7 +113,7 @@ class Downstreams:
             downstream=action.downstream,
             server=action.server,
             spec=action.spec,
-            max_message_bytes=DOWNSTREAM_MESSAGE_FACTOR * client_message_bytes,
+            max_message_bytes=max_message_bytes,
             emit=self._emit,
             queue_size=self._queue_size,
         )
@@ -126,21 +133,30 @@ class Downstreams:
             self.drop(action.downstream, "internal error in the gateway (logged)")
             return
         try:
-            downstream.send_nowait(data)
+            downstream.send_nowait(data, expects_answer=action.expects_answer)
         except trio.WouldBlock:
-            _log.warning("server is not reading its input; stopping it", extra={"fields": {"server": downstream.server}})
-            self.drop(action.downstream, "stopped reading its input")
+            self._report_not_reading(action.downstream, downstream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # It has ended; its DownstreamExited is already on its way.
 
+    def _report_not_reading(self, downstream_id: int, downstream: Downstream) -> None:
+        """The server does not take its input: tell the core (once); what to do is its decision."""
+        if downstream_id in self._not_reading:
+            return
+        self._not_reading.add(downstream_id)
+        _log.warning("server is not reading its input", extra={"fields": {"server": downstream.server}})
+        self._report(DownstreamNotReading(now=trio.current_time(), downstream=downstream_id))
+
     def stop(self, downstream_id: int, *, kill: bool = False) -> None:
         """Perform ``StopDownstream``: stop it in the background; nothing is reported."""
+        self._not_reading.discard(downstream_id)
         stopped = self._live.pop(downstream_id, None)
         if stopped is not None:
             stopped.stop(kill=kill)
 
     def drop(self, downstream_id: int, reason: str) -> None:
-        """Stop a downstream the shell cannot go on with, and report that it exited for ``reason``."""
+        """Stop a downstream the shell cannot go on with (a gateway bug), and report that it exited for ``reason``."""
+        self._not_reading.discard(downstream_id)
         downstream = self._live.pop(downstream_id, None)
         if downstream is None:
             return
@@ -152,3 +168,4 @@ class Downstreams:
         for downstream in self._live.values():
             downstream.stop()
         self._live.clear()
+        self._not_reading.clear()

@@ -13,7 +13,9 @@ do with it: every status code and header comes from there.
   refused the initialize, the session is closed again.
 - other POSTs: feed the message and answer 202 (notifications, responses),
   the response as JSON, or an SSE stream that carries the request's
-  notifications and then its response (see :mod:`.http_sessions`).
+  notifications and then its response (see :mod:`.http_sessions`). The core
+  refuses a request whose id is still in flight in its session (409), and
+  says what ends the POST of a request the client cancelled.
 - GET opens the session's own SSE stream, or resumes a lost one from
   ``Last-Event-ID``; DELETE feeds ``ClientClosed``.
 
@@ -24,10 +26,11 @@ messages also go to its wire transcript (see :mod:`.record`).
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import trio
 
-from lockgate.core import __version__, ClientClosed, ClientMessageReceived, ClientOpened, encode, SendToClient, ShutdownRequested
+from lockgate.core import __version__, ClientClosed, ClientFellBehind, ClientMessageReceived, ClientOpened, encode, SendToClient, ShutdownRequested
 from lockgate.core.http import (
     GET_STREAM,
     HttpPolicy,
@@ -35,10 +38,8 @@ from lockgate.core.http import (
     Reject,
     Route,
     StreamKey,
-    cancelled_response,
     check_head,
     check_post,
-    duplicate_request,
     health_body,
     opened_session,
     json_body,
@@ -53,7 +54,7 @@ from lockgate.core.http import (
 )
 
 from .audit import utc_timestamp
-from .clients import ClientSend
+from .clients import ClientSend, StreamFellBehind
 from .http_exchange import Exchange
 from .http_sessions import HttpSession
 from .logs import get_logger
@@ -85,7 +86,6 @@ class McpEndpoint:
         self.in_flight = 0
         self._idle = trio.Event()
         self._idle.set()
-        self._started_at = trio.current_time()
 
     @property
     def sessions(self) -> int:
@@ -132,7 +132,7 @@ class McpEndpoint:
             case "preflight":
                 await exchange.respond(204, list(route.headers), b"")
             case "health":
-                uptime = trio.current_time() - self._started_at
+                uptime = self._core.uptime(trio.current_time())
                 await _send_json(exchange, 200, route, health_body(__version__, uptime))
             case "ready":
                 readiness = self._core.readiness()
@@ -149,24 +149,24 @@ class McpEndpoint:
     # -- POST --------------------------------------------------------------------
 
     async def _post(self, exchange: Exchange, route: Route, body: bytes) -> None:
-        plan = check_post(body, route)
+        session = self._sessions.get(route.session) if route.session is not None else None
+        # The core answers 409 to a request whose id is in flight: it needs to know which are.
+        plan = check_post(body, route, session.requests_in_flight if session is not None else ())
         if isinstance(plan, Reject):
             await exchange.reject(plan)
             return
         if plan.action == "initialize":
             await self._initialize(exchange, route, plan, body)
             return
-        session = await self._session(exchange, route)
         if session is None:
+            # It ended while the body was read (check_head knew it).
+            await exchange.reject(session_gone(route.headers))
             return
         if plan.action == "accept":
             await self._feed_message(session, body)
-            if plan.cancels is not None:
-                session.cancel(plan.cancels, cancelled_response(plan.cancels))
+            if plan.cancel_answer is not None:
+                await self._cancel(session, plan.cancels, plan.cancel_answer)
             await exchange.respond(202, list(route.headers), b"")
-            return
-        if session.in_flight(plan.request_id):
-            await exchange.reject(duplicate_request(plan.request_id, route.headers))
             return
         if plan.action == "json":
             waiter = session.wait_json(plan.request_id)
@@ -208,6 +208,14 @@ class McpEndpoint:
         else:
             await self.end_session(session.id)
             await _send_json(exchange, 200, route, waiter.encoded())
+
+    async def _cancel(self, session: HttpSession, request_id: Any, answer: dict[str, Any]) -> None:
+        """End the POST of a request the client cancelled with ``answer`` (the core answers it with nothing)."""
+        try:
+            session.cancel(request_id, answer)
+        except StreamFellBehind as exc:
+            # Delivered outside the runtime, so reported here: the core decides about the stream.
+            await self._runtime.feed(ClientFellBehind(now=trio.current_time(), client=session.id, request=exc.request))
 
     # -- GET and SSE streams -----------------------------------------------------
 

@@ -12,13 +12,17 @@ named by its ``Mcp-Session-Id``. The runtime's loop hands every
 - a message about no request goes to the session's GET stream, numbered and
   buffered the same way.
 
-A stream whose reader falls behind is cut loose rather than waited for: the
-loop never blocks on one client, and the buffer still holds what was cut.
-The core may end one stream too (``DropStream``: :meth:`HttpSession.drop_stream`).
+A stream whose reader falls behind is never waited for: the loop never
+blocks on one client. The frame that did not fit stays in the buffer, the
+stream gets nothing more, and :class:`~.clients.StreamFellBehind` tells the
+runtime, which reports ``ClientFellBehind``; the core then ends the stream
+(``DropStream``: :meth:`HttpSession.drop_stream`), and the client resumes
+from the buffer with ``Last-Event-ID``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +30,8 @@ import trio
 
 from lockgate.core import encode, SendToClient
 from lockgate.core.http import GET_STREAM, EventBuffer, StreamKey, ends_request
+
+from .clients import StreamFellBehind
 
 __all__ = ["HttpSession", "JsonWaiter", "STREAM_BUFFER"]
 
@@ -69,10 +75,18 @@ class HttpSession:
     sse_requests: set[Any] = field(default_factory=set)
     #: Live SSE responses, by the stream they carry.
     streams: dict[StreamKey, trio.MemorySendChannel[bytes]] = field(default_factory=dict)
+    #: Live streams whose reader fell behind, reported and not yet dropped by the core.
+    behind: dict[StreamKey, trio.MemorySendChannel[bytes]] = field(default_factory=dict)
     closed: bool = False
 
     def in_flight(self, request_id: Any) -> bool:
+        """Whether a request with this id waits for its answer (its POST is still open)."""
         return request_id in self.json_waiters or request_id in self.sse_requests
+
+    @property
+    def requests_in_flight(self) -> Container[Any]:
+        """The ids :meth:`in_flight` is true of, for :func:`lockgate.core.http.check_post` (409)."""
+        return _InFlight(self)
 
     def wait_json(self, request_id: Any) -> JsonWaiter:
         waiter = JsonWaiter()
@@ -96,7 +110,12 @@ class HttpSession:
         self.deliver(action.message, action.request)
 
     def deliver(self, message: dict[str, Any], request: Any) -> None:
-        """Route one message to whoever waits for it; raises only if it cannot be encoded (nothing changes then)."""
+        """Route one message to whoever waits for it.
+
+        Raises:
+            StreamFellBehind: the message is buffered, but its stream is full.
+            Exception: the message cannot be encoded (a bug); nothing changed.
+        """
         if self.closed:
             return
         if request is not None:
@@ -137,6 +156,7 @@ class HttpSession:
         for send in streams.values():
             send.close()
         self.sse_requests.clear()
+        self.behind.clear()
 
     def drop_stream(self, request: Any) -> None:
         """Stop sending on the stream of ``request`` (``None``: the GET stream), as the core said.
@@ -145,25 +165,43 @@ class HttpSession:
         to resume from with ``Last-Event-ID``.
         """
         key: StreamKey = GET_STREAM if request is None else ("post", request)
-        send = self.streams.pop(key, None)
-        if send is not None:
-            send.close()
+        behind = self.behind.pop(key, None)
+        send = self.streams.get(key)
+        if send is None or (behind is not None and send is not behind):
+            return  # ended already, or taken over since by a reader that resumed, which keeps up
+        del self.streams[key]
+        send.close()
 
     def close_streams(self) -> None:
         """End every live SSE response (shutdown); the session itself stays."""
         streams, self.streams = self.streams, {}
         for send in streams.values():
             send.close()
+        self.behind.clear()
 
     def _push(self, key: StreamKey, frame: bytes, *, end: bool = False) -> None:
         send = self.streams.get(key)
-        if send is None:
-            return
+        if send is None or self.behind.get(key) is send:
+            return  # nobody listens, or the core is deciding about a slow reader: the buffer has the frame
         try:
             send.send_nowait(frame)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            # Too slow or gone: cut it loose; the buffer still has the frame.
-            end = True
+        except trio.WouldBlock:
+            # Too slow: a fact for the core (reported once per stream); the
+            # buffer has the frame for the client to resume from.
+            self.behind[key] = send
+            raise StreamFellBehind(key[1]) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            end = True  # its response ended: the buffer still has the frame
         if end:
             del self.streams[key]
             send.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """The ids of a session's requests in flight, as a container (see :attr:`HttpSession.requests_in_flight`)."""
+
+    session: HttpSession
+
+    def __contains__(self, request_id: object) -> bool:
+        return self.session.in_flight(request_id)

@@ -229,6 +229,9 @@ class RecordingCore:
         self._core = core
         self._recorder = recorder
 
+    def uptime(self, now: float) -> float:
+        return self._core.uptime(self._recorder.clock(now))
+
     def readiness(self) -> dict[str, Any]:
         return self._core.readiness()
 

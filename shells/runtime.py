@@ -20,7 +20,7 @@ StartDownstream     spawns the task of one instance's connection (a stdio
                     put how to start it in ``spec``
 SendToDownstream    queues the encoded message on the downstream's bounded
                     writer queue; never waits. A full queue means the server
-                    is not reading: it is stopped and reported as exited
+                    is not reading: reported as ``DownstreamNotReading``
 StopDownstream      stops it in the background (bounded, shielded cleanup)
 SetTimer            arms a timer in :class:`~.timers.Timers` (one task)
 CancelTimer         forgets it
@@ -37,9 +37,9 @@ time, events in the order they were fed. When an action would have to wait,
 the rest of the batch goes to the loop (a ``_Deferred`` item), which performs
 it before anything fed later. This spares two task switches per call.
 
-A failed delivery comes back to the core as an event (``ClientClosed``,
-``DownstreamExited``), handled right after the current batch of actions
-(:mod:`.clients` and :mod:`.downstreams` say when).
+A failed delivery is a fact for the core to decide on (``ClientClosed``,
+``ClientFellBehind``, ``DownstreamNotReading``, ``DownstreamExited``), handled
+right after the current batch of actions (:mod:`.clients`, :mod:`.downstreams`).
 
 Last line of defence. The core never raises on what a peer sends, and every
 message it emits can be encoded; should either ever fail (a bug), the one
@@ -65,12 +65,12 @@ from typing import Any, Protocol, Union, assert_never
 
 import trio
 
-from lockgate.core import Action, ClientId, Event, internal_error, Settings
+from lockgate.core import Action, ClientId, downstream_message_bytes, Event, internal_error, Settings
 
 # The actions the loop performs, and the events it looks at before the core does.
 from lockgate.core import Audit, CancelTimer, CloseClient, DropStream, Log, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream
-from lockgate.core import ClientClosed, ClientMessageReceived, ConfigReloaded, TimerFired
-from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamSessionLost
+from lockgate.core import ClientClosed, ClientFellBehind, ClientMessageReceived, ConfigReloaded, TimerFired
+from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamNotReading, DownstreamSessionLost
 
 from .audit import AuditLog
 from .clients import Client, Clients, ClientSend, ClientSendNowait, QueuedSend
@@ -98,7 +98,9 @@ class Core(Protocol):
 
 
 class GatewayCore(Core, Protocol):
-    """What the HTTP front also reads of the gateway (``/ready``, ``/metrics``): pure accessors."""
+    """What the HTTP front also reads of the gateway (``/health``, ``/ready``, ``/metrics``): pure accessors."""
+
+    def uptime(self, now: float) -> float: ...
 
     def readiness(self) -> dict[str, Any]: ...
 
@@ -135,6 +137,9 @@ class _Deferred:
 
 
 _Item = Union[Event, _TimerDue, _Close, _Deferred]
+
+#: Events about one downstream, dropped once the runtime has let go of it.
+_DOWNSTREAM_EVENTS = (DownstreamMessageReceived, DownstreamExited, DownstreamNotReading, DownstreamSessionLost, DownstreamHttpError)
 
 
 class Runtime:
@@ -300,12 +305,12 @@ class Runtime:
             if self._timers.claim(item.timer, item.generation):
                 return TimerFired(now=item.now, timer=item.timer)
             return None
-        if isinstance(item, (DownstreamMessageReceived, DownstreamExited, DownstreamSessionLost, DownstreamHttpError)):
+        if isinstance(item, _DOWNSTREAM_EVENTS):
             if item.downstream not in self._downstreams:
                 return None
             if isinstance(item, DownstreamExited):
                 self._downstreams.exited(item.downstream)
-        elif isinstance(item, (ClientMessageReceived, ClientClosed)):
+        elif isinstance(item, (ClientMessageReceived, ClientClosed, ClientFellBehind)):
             if item.client not in self._clients:
                 return None
             if isinstance(item, ClientClosed):
@@ -355,7 +360,7 @@ class Runtime:
             answer = internal_error(event.data)
             if answer is not None:
                 return [SendToClient(client=event.client, message=answer, request=answer["id"])]
-        elif isinstance(event, (DownstreamMessageReceived, DownstreamSessionLost, DownstreamHttpError)):
+        elif isinstance(event, _DOWNSTREAM_EVENTS) and not isinstance(event, DownstreamExited):
             self._downstreams.drop(event.downstream, "internal error in the gateway (logged)")
         return []
 
@@ -376,7 +381,7 @@ class Runtime:
                 self._clients.drop_stream(client, request)
             case StartDownstream():
                 assert self._nursery is not None
-                self._downstreams.start(action, self._nursery, client_message_bytes=self._settings.max_message_bytes)
+                self._downstreams.start(action, self._nursery, max_message_bytes=downstream_message_bytes(self._settings))
             case SendToDownstream():
                 self._downstreams.send(action)
             case StopDownstream(downstream=downstream, kill=kill):

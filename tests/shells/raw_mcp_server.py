@@ -2,8 +2,9 @@
 
 Tools: ``echo(text)``; ``progress(steps)`` sends one progress notification per
 step when the call carries a progress token, then answers; ``sleep(seconds)``
-answers after a pause. ``--start-delay S`` waits before answering
-``initialize`` (to watch ``/ready`` say 503 first).
+answers after a pause; ``big(size)`` answers with a text of ``size`` bytes
+(one line); ``deaf()`` never answers and stops reading stdin. ``--start-delay
+S`` waits before answering ``initialize`` (to watch ``/ready`` say 503 first).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ TOOLS = [
     {"name": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}},
     {"name": "progress", "inputSchema": {"type": "object", "properties": {"steps": {"type": "integer"}}}},
     {"name": "sleep", "inputSchema": {"type": "object", "properties": {"seconds": {"type": "number"}}}},
+    {"name": "big", "inputSchema": {"type": "object", "properties": {"size": {"type": "integer"}}}},
+    {"name": "deaf", "inputSchema": {"type": "object"}},
 ]
 lock = threading.Lock()
 
@@ -48,6 +51,8 @@ def call(request_id: Any, params: dict[str, Any]) -> None:
     elif name == "sleep":
         time.sleep(float(args.get("seconds", 1)))
         text(request_id, "slept")
+    elif name == "big":
+        text(request_id, "x" * int(args.get("size", 1)))
     else:
         write({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": f"unknown tool {name}"}})
 
@@ -64,6 +69,8 @@ def main() -> None:
             write({"jsonrpc": "2.0", "id": request_id, "result": {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "raw", "version": "1"}}})
         elif method == "tools/list":
             write({"jsonrpc": "2.0", "id": request_id, "result": {"tools": TOOLS}})
+        elif method == "tools/call" and (message.get("params") or {}).get("name") == "deaf":
+            time.sleep(3600)  # stdin is read no more: the gateway's writes pile up
         elif method == "tools/call":
             threading.Thread(target=call, args=(request_id, message.get("params") or {}), daemon=True).start()
         else:

@@ -183,11 +183,11 @@ async def test_session_headers_json_and_sse_answers_and_delete_at_stop() -> None
         return standard(seen)
 
     async with running(handler, headers={"Authorization": "Bearer t"}) as (server, downstream, events):
-        downstream.send_nowait(INIT)
+        downstream.send_nowait(INIT, expects_answer=True)
         await until(lambda: len(messages(events)) == 1)
-        downstream.send_nowait(INITIALIZED)
-        downstream.send_nowait(call(2))
-        downstream.send_nowait(call(3))
+        downstream.send_nowait(INITIALIZED, expects_answer=False)
+        downstream.send_nowait(call(2), expects_answer=True)
+        downstream.send_nowait(call(3), expects_answer=True)
         await until(lambda: len(messages(events)) == 4)
         assert messages(events)[0] == INIT_RESULT
         assert set(messages(events)[1:]) == {answer(2), b'{"jsonrpc":"2.0","method":"notifications/progress"}', answer(3)}
@@ -215,10 +215,10 @@ async def test_a_slow_answer_does_not_hold_up_others() -> None:
         return reply
 
     async with running(handler) as (server, downstream, events):
-        downstream.send_nowait(INIT)
+        downstream.send_nowait(INIT, expects_answer=True)
         await until(lambda: len(messages(events)) == 1)
-        downstream.send_nowait(call(2))
-        downstream.send_nowait(call(3))
+        downstream.send_nowait(call(2), expects_answer=True)
+        downstream.send_nowait(call(3), expects_answer=True)
         await until(lambda: answer(3) in messages(events))
         assert answer(2) not in messages(events)
         release.set()
@@ -234,16 +234,16 @@ async def test_a_404_under_the_session_is_reported_and_the_session_forgotten() -
         return standard(seen)
 
     async with running(lambda s: _with_status(handler(s))) as (server, downstream, events):
-        downstream.send_nowait(INIT)
+        downstream.send_nowait(INIT, expects_answer=True)
         await until(lambda: len(messages(events)) == 1)
         lost["yes"] = True
-        downstream.send_nowait(call(2))
+        downstream.send_nowait(call(2), expects_answer=True)
         await until(lambda: any(isinstance(e, DownstreamSessionLost) for e in events))
         [event] = [e for e in events if isinstance(e, DownstreamSessionLost)]
         assert event == DownstreamSessionLost(now=event.now, downstream=7, data=call(2))
         assert downstream.session is None
         # The next initialize goes without a session id and opens a new one.
-        downstream.send_nowait(INIT)
+        downstream.send_nowait(INIT, expects_answer=True)
         await until(lambda: len(messages(events)) == 2)
         assert [s for s in server.seen if s.body == INIT][-1].headers.get("mcp-session-id") is None
 
@@ -264,8 +264,8 @@ async def test_error_statuses_are_reported_with_the_message_and_body() -> None:
         return standard(seen)
 
     async with running(lambda s: _with_status(handler(s))) as (server, downstream, events):
-        downstream.send_nowait(call(2))
-        downstream.send_nowait(call(3))
+        downstream.send_nowait(call(2), expects_answer=True)
+        downstream.send_nowait(call(3), expects_answer=True)
         await until(lambda: len([e for e in events if isinstance(e, DownstreamHttpError)]) == 2)
     errors = sorted((e for e in events if isinstance(e, DownstreamHttpError)), key=lambda e: e.status)
     assert (errors[0].data, errors[0].status, errors[0].body) == (call(2), 400, b'{"error":1}')
@@ -283,9 +283,9 @@ async def test_a_broken_answer_stream_is_resumed_with_last_event_id() -> None:
         return standard(seen)
 
     async with running(handler) as (server, downstream, events):
-        downstream.send_nowait(INIT)
+        downstream.send_nowait(INIT, expects_answer=True)
         await until(lambda: len(messages(events)) == 1)
-        downstream.send_nowait(call(2))
+        downstream.send_nowait(call(2), expects_answer=True)
         await until(lambda: answer(2) in messages(events))
     assert messages(events)[1:] == [b'{"jsonrpc":"2.0","method":"notifications/progress"}', answer(2)]
     assert not any(isinstance(e, DownstreamExited) for e in events)
@@ -303,7 +303,7 @@ async def test_the_notification_stream_is_reopened_with_last_event_id() -> None:
         return standard(seen)
 
     async with running(handler) as (server, downstream, events):
-        downstream.send_nowait(INIT)
+        downstream.send_nowait(INIT, expects_answer=True)
         await until(lambda: len(gets) == 2)
     assert gets == [None, "g1"]
     assert messages(events)[1:] == [b'{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}']
@@ -316,19 +316,61 @@ async def test_a_stream_that_breaks_before_the_answer_without_ids_fails_the_conn
         return standard(seen)
 
     async with running(handler) as (server, downstream, events):
-        downstream.send_nowait(call(2))
+        downstream.send_nowait(call(2), expects_answer=True)
         await until(lambda: any(isinstance(e, DownstreamExited) for e in events))
     [exited] = [e for e in events if isinstance(e, DownstreamExited)]
     port = server.url.split(":")[2].split("/")[0]
     assert exited.reason == f"connection to 127.0.0.1:{port} was lost"
 
 
-async def test_an_oversized_answer_fails_the_connection() -> None:
+async def test_an_oversized_answer_is_reported_and_nothing_after_it_delivered() -> None:
     def handler(seen: Seen) -> Reply:
-        return json_reply(b'{"x":"' + b"y" * (2 << 20) + b'"}')
+        if seen.body == call(2):
+            return json_reply(b'{"x":"' + b"y" * (2 << 20) + b'"}')
+        return standard(seen)
 
     async with running(handler) as (server, downstream, events):
-        downstream.send_nowait(call(2))
-        await until(lambda: any(isinstance(e, DownstreamExited) for e in events))
-    [exited] = [e for e in events if isinstance(e, DownstreamExited)]
-    assert exited.reason == f"sent a message over {1 << 20} bytes"
+        downstream.send_nowait(call(2), expects_answer=True)
+        await until(lambda: len(events) == 1)
+        downstream.send_nowait(call(3), expects_answer=True)  # answered, but not delivered
+        await until(lambda: any(s.body == call(3) for s in server.seen))
+        await trio.sleep(0.1)
+        downstream.stop()  # the core's StopDownstream
+        await downstream.finished.wait()
+    assert events == [DownstreamMessageReceived(now=events[0].now, downstream=7, data=b"", too_large=True)]
+
+
+async def test_an_oversized_event_on_the_notification_stream_is_reported() -> None:
+    def handler(seen: Seen) -> Reply:
+        if seen.method == "GET":
+            return sse(b"data: " + b"y" * (2 << 20) + b"\n\n")
+        return standard(seen)
+
+    async with running(handler) as (server, downstream, events):
+        downstream.send_nowait(INIT, expects_answer=True)
+        await until(lambda: len(events) == 2)
+        await trio.sleep(0.1)
+    assert messages(events) == [INIT_RESULT, b""]
+    assert events[1] == DownstreamMessageReceived(now=events[1].now, downstream=7, data=b"", too_large=True)
+    assert [s.method for s in server.seen].count("GET") == 1  # not listened to again
+
+
+async def test_notifications_go_in_order_and_requests_concurrently() -> None:
+    release = trio.Event()
+
+    def handler(seen: Seen) -> Reply:
+        reply = standard(seen)
+        if seen.body == INITIALIZED:
+            reply.wait = release
+        return reply
+
+    async with running(handler) as (server, downstream, events):
+        downstream.send_nowait(INIT, expects_answer=True)
+        await until(lambda: len(messages(events)) == 1)
+        downstream.send_nowait(INITIALIZED, expects_answer=False)
+        downstream.send_nowait(call(2), expects_answer=True)
+        await until(lambda: any(s.body == INITIALIZED for s in server.seen))
+        await trio.sleep(0.1)
+        assert not any(s.body == call(2) for s in server.seen)  # it waits for the notification's 202
+        release.set()
+        await until(lambda: answer(2) in messages(events))

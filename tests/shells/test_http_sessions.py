@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from lockgate.core.http import GET_STREAM, format_event
+from lockgate.shells.clients import StreamFellBehind
 from lockgate.shells.http_sessions import STREAM_BUFFER, HttpSession
 
 NOTE = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}}
@@ -65,15 +67,46 @@ async def test_drop_stream_ends_that_stream_only_and_the_buffer_keeps_what_follo
     assert [frame async for frame in get_receive] == [] and not session.streams
 
 
-async def test_a_slow_reader_is_cut_loose_and_the_buffer_keeps_everything() -> None:
+async def test_a_slow_reader_is_reported_once_and_dropped_by_the_core_with_the_buffer_intact() -> None:
+    session = HttpSession(id="s")
+    _, receive = session.attach(GET_STREAM)
+    for _ in range(STREAM_BUFFER):
+        session.deliver(NOTE, None)
+    with pytest.raises(StreamFellBehind) as behind:
+        session.deliver(NOTE, None)
+    assert behind.value.request is None
+    session.deliver(NOTE, None)  # reported already: buffered, and not reported again
+    assert GET_STREAM in session.streams  # the core decides
+    session.drop_stream(None)  # its DropStream
+    assert GET_STREAM not in session.streams
+    assert len([frame async for frame in receive]) == STREAM_BUFFER
+    # The buffer holds the last 256 events: the frames that did not fit are among them.
+    replay = session.events.replay(str(STREAM_BUFFER))
+    assert replay is not None and [frame.split(b"\n")[0] for frame in replay.events] == [
+        b"id: %d" % (STREAM_BUFFER + 1), b"id: %d" % (STREAM_BUFFER + 2)
+    ]
+
+
+async def test_a_late_drop_leaves_a_reader_that_resumed_since() -> None:
     session = HttpSession(id="s")
     session.attach(GET_STREAM)
-    for _ in range(STREAM_BUFFER + 1):
+    for _ in range(STREAM_BUFFER):
         session.deliver(NOTE, None)
-    assert GET_STREAM not in session.streams
-    # The buffer holds the last 256 events: the frame that did not fit is among them.
-    replay = session.events.replay(str(STREAM_BUFFER))
-    assert replay is not None and [frame.split(b"\n")[0] for frame in replay.events] == [b"id: %d" % (STREAM_BUFFER + 1)]
+    with pytest.raises(StreamFellBehind):
+        session.deliver(NOTE, None)
+    session.streams.pop(GET_STREAM).close()  # the client resumed: its new GET takes over
+    _, receive = session.attach(GET_STREAM)
+    session.drop_stream(None)  # the core's answer to the report about the old reader
+    session.deliver(NOTE, None)
+    assert receive.receive_nowait().startswith(b"id: %d" % (STREAM_BUFFER + 2))
+
+
+def test_the_requests_in_flight_are_what_check_post_needs() -> None:
+    session = HttpSession(id="s")
+    session.wait_json(7)
+    session.sse_requests.add("x")
+    assert 7 in session.requests_in_flight and "x" in session.requests_in_flight
+    assert "7" not in session.requests_in_flight and 8 not in session.requests_in_flight
 
 
 async def test_closing_wakes_waiters_and_ends_streams() -> None:
