@@ -148,7 +148,7 @@ class Calls:
         decision = policy.decide_server(agent, server) if tool is None else policy.decide(agent, server, tool)
         if not decision.allowed:
             what = f"server '{server}'" if tool is None else f"tool '{tool}' on server '{server}'"
-            self._refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {what} is denied", decision.rule))
+            self._refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {what} is denied ({decision.rule})", decision.rule))
             return
         entry = _with(entry, rule=decision.rule)
         pool = ctx.pools.get(server)

@@ -559,7 +559,7 @@ def test_get_server_tools_denied_and_unknown_servers() -> None:
         SendToClient(
             client=0,
             request=1,
-            message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "Access to server 'util' is denied", "data": {"code": "DENIED_BY_POLICY", "rule": "agents.reader: no rule allows it"}}},
+            message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "Access to server 'util' is denied (agents.reader: no rule allows it)", "data": {"code": "DENIED_BY_POLICY", "rule": "agents.reader: no rule allows it"}}},
         ),
         audited(denied, "DENY", rule="agents.reader: no rule allows it", error_code="DENIED_BY_POLICY"),
     ]
@@ -631,7 +631,7 @@ def test_execute_tool_denials_name_the_rule() -> None:
         SendToClient(
             client=0,
             request=1,
-            message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "Access to tool 'drop_table' on server 'db' is denied", "data": {"code": "DENIED_BY_POLICY", "rule": "agents.dev.deny.tools.db[0]"}}},
+            message={"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "Access to tool 'drop_table' on server 'db' is denied (agents.dev.deny.tools.db[0])", "data": {"code": "DENIED_BY_POLICY", "rule": "agents.dev.deny.tools.db[0]"}}},
         ),
         audited(denied, "DENY", rule="agents.dev.deny.tools.db[0]", error_code="DENIED_BY_POLICY"),
     ]
