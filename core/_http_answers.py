@@ -193,5 +193,5 @@ def health_body(version: str, uptime_seconds: float) -> bytes:
 
 
 def ops_status(body: Mapping[str, Any]) -> int:
-    """The status code for ``/ready``: 200 when ``body["status"]`` says ready, else 503."""
-    return 200 if body.get("status") == "ready" else 503
+    """The status code for ``/ready``: 200 when ``body["status"]`` says ready or degraded, else 503."""
+    return 200 if body.get("status") in ("ready", "degraded") else 503

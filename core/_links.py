@@ -319,9 +319,18 @@ class Links:
         self.health.cancel_timers(link)
         link.downstream = None
         link.internal = {}
-        link.instance.failed(reason, ctx.now)
+        instance = link.instance
+        repeated = instance.last_error == reason
+        instance.failed(reason, ctx.now)
         link.move(State.BACKOFF)
-        ctx.log("warning", "server unavailable", server=link.name, instance=link.instance.index, reason=reason)
+        # A server that keeps failing the same way (a missing command, say) is
+        # retried every 30 s for ever; its warning comes at failures 1, 2, 4,
+        # 8, ... so the log says it once and then ever more rarely.
+        loud = not repeated or instance.failures & (instance.failures - 1) == 0
+        ctx.log(
+            "warning" if loud else "debug", "server unavailable",
+            server=link.name, instance=instance.index, reason=reason,
+        )
         calls = [*link.pending.values(), *link.waiters]
         link.pending = {}
         link.waiters = []

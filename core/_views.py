@@ -109,8 +109,11 @@ class Views:
     def readiness(self) -> JSONObject:
         """The ``/ready`` answer: ready once every eager server has finished its first start attempt.
 
-        ``status`` is ``"ready"`` or ``"not_ready"`` (with a ``reason``);
-        ``servers`` maps each server to its state either way.
+        ``status`` is ``"ready"``, ``"degraded"`` (ready, but some server is
+        unavailable: ``reason`` names each with its last error; still a 200,
+        so an orchestrator keeps routing to a gateway that serves the other
+        servers) or ``"not_ready"`` (with a ``reason``); ``servers`` maps
+        each server to its state either way.
         """
         ctx = self._ctx
         servers = {name: state.value for name, state in self.server_states().items()}
@@ -129,7 +132,23 @@ class Views:
                 reason = f"waiting for the first start of: {', '.join(waiting)}"
         if reason is not None:
             return {"status": "not_ready", "reason": reason, "servers": servers}
+        down = [name for name in sorted(servers) if self._down(name)]
+        if down:
+            return {"status": "degraded", "reason": "unavailable: " + "; ".join(self._why_down(name) for name in down), "servers": servers}
         return {"status": "ready", "servers": servers}
+
+    def _down(self, name: str) -> bool:
+        """Whether a server cannot serve now: no instance takes requests, or its last start failed and none is up."""
+        pool = self._ctx.pools[name]
+        state = pool.summary(self._ctx.now)
+        if state is ServerState.UNAVAILABLE:
+            return True
+        return state in (ServerState.IDLE, ServerState.STARTING) and any(i.failures for i in pool.instances)
+
+    def _why_down(self, name: str) -> str:
+        """``name (its last error)``, the last error of the instance that failed last."""
+        errors = [i.last_error for i in sorted(self._ctx.pools[name].instances, key=lambda i: i.retry_at) if i.last_error]
+        return f"{name} ({errors[-1]})" if errors else name
 
 
 def _first_start_done(link: Link) -> bool:

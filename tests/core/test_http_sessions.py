@@ -8,6 +8,7 @@ from lockgate.core._actions import CancelTimer, CloseClient, Log, SendToDownstre
 from lockgate.core._config import Settings
 from lockgate.core._events import ClientOpened, ShutdownRequested
 from lockgate.core._gateway import Gateway
+from lockgate.core.http import ops_status
 
 from .harness import ECHO_TOOL, Driver, audited, call, make_config, req, server
 
@@ -98,7 +99,28 @@ def test_readiness_waits_for_the_first_start_of_every_eager_server() -> None:
     d.server("db").complete_handshake([])
     assert d.gw.readiness()["reason"] == "waiting for the first start of: util"
     d.server("util").exit()  # a failed first attempt counts as finished
-    assert d.gw.readiness() == {"status": "ready", "servers": {"db": "ready", "util": "idle"}}
+    # Ready to serve db, and saying why util cannot be served (still a 200).
+    assert d.gw.readiness() == {
+        "status": "degraded",
+        "reason": "unavailable: util (exited with code 1)",
+        "servers": {"db": "ready", "util": "idle"},
+    }
+    assert ops_status(d.gw.readiness()) == 200
+
+
+def test_readiness_names_each_unavailable_server_until_it_is_back() -> None:
+    d = Driver(make_config(init_strategy="eager"))
+    d.start()
+    d.server("db").exit("command not found: db-server")
+    d.server("util").exit("failed to start: working directory not found")
+    assert d.gw.readiness()["reason"] == (
+        "unavailable: db (command not found: db-server); util (failed to start: working directory not found)"
+    )
+    d.advance(1.0)  # the restart timers fire: util starts again and answers
+    d.server("util").complete_handshake([])
+    ready = d.gw.readiness()
+    assert (ready["status"], ready["reason"]) == ("degraded", "unavailable: db (command not found: db-server)")
+    assert ops_status({"status": "not_ready"}) == 503
 
 
 def test_readiness_with_lazy_servers_needs_only_the_start() -> None:
@@ -122,6 +144,9 @@ def test_a_restart_after_a_failed_first_start_still_counts_as_finished() -> None
         SendToDownstream(downstream=2, message=d.downstreams[1].received[0]),  # initialize, as before
         SetTimer(timer=4, deadline=30.0),
     ]
+    # Not "waiting for the first start": degraded, until the restart succeeds.
+    assert d.gw.readiness()["status"] == "degraded"
+    d.server("db").complete_handshake([])
     assert d.gw.readiness()["status"] == "ready"
 
 

@@ -11,7 +11,7 @@ from lockgate.core._config import Config, InstanceSpec, ServerSpec, Settings
 from lockgate.core._events import ConfigReloaded, ShutdownRequested
 from lockgate.core._policy import Policy
 
-from .harness import ECHO_TOOL, RULES, Driver, audited, call, sent_downstream, sent_to_client, structured
+from .harness import ECHO_TOOL, RULES, Driver, audited, call, make_config, sent_downstream, sent_to_client, structured
 
 JSON = dict[str, Any]
 
@@ -566,3 +566,18 @@ def test_an_expired_http_session_stops_its_own_downstream() -> None:
     ]
     assert d.clients["h"].closed
     assert d.gw.status()["servers"]["db"]["sessions"] == 0
+
+
+def test_a_server_that_keeps_failing_the_same_way_is_logged_ever_more_rarely() -> None:
+    d = Driver(make_config(init_strategy="eager", servers=("db",)))
+    d.start()
+    levels: list[str] = []
+    reasons = ["command not found: srv"] * 9 + ["exited with code 1"]
+    for reason in reasons:
+        failed = d.server("db")
+        [level] = [a.level for a in failed.exit(reason) if isinstance(a, Log) and a.message == "server unavailable"]
+        levels.append(level)
+        while d.server("db") is failed:  # until its backoff is over and it starts again
+            d.advance(0.25)
+    # Failures 1, 2, 4 and 8 are warnings, the rest debug; a new reason is a warning again.
+    assert levels == ["warning", "warning", "debug", "warning", "debug", "debug", "debug", "warning", "debug", "warning"]
