@@ -66,15 +66,13 @@ def locate(
     Raises:
         FileProblem: naming what was looked for.
     """
-    if flag:
-        if not os.path.isfile(flag):
-            raise FileProblem(f"{what} not found: {flag} (from {flag_name})", flag)
-        return flag
-    value = environ.get(variable)
-    if value:
-        if not os.path.isfile(value):
-            raise FileProblem(f"{what} not found: {value} (from {variable})", value)
-        return value
+    for given, source in ((flag, flag_name), (environ.get(variable), variable)):
+        if given:
+            if os.path.isdir(given):
+                raise FileProblem(f"{what} is a directory, not a file: {given} (from {source})", given)
+            if not os.path.isfile(given):
+                raise FileProblem(f"{what} not found: {given} (from {source})", given)
+            return given
     for candidate in defaults:
         if os.path.isfile(candidate):
             return candidate
