@@ -5,26 +5,43 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: run run-stdio demo test typecheck unit conformance conformance-record wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
+.PHONY: help run run-stdio demo test typecheck unit conformance conformance-record wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
+
+# Two installs: `make run` and friends need only Lockgate and the MCP SDK the
+# example servers use (the `examples` extra); the test targets add the test
+# tools. The test install includes the other, so it marks both done.
+RUN_STAMP := $(VENV)/.installed-run-stamp
+
+.DEFAULT_GOAL := help
+
+## List the targets and what they do.
+help:
+	@awk '/^## /{doc = doc (doc ? " " : "") substr($$0, 4); next} \
+	     /^[a-z][a-z-]*:/ {if (doc) {split($$0, t, ":"); printf "  make %-22s %s\n", t[1], doc}; doc = ""}' $(MAKEFILE_LIST)
+
+$(RUN_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[examples]'
+	touch $(RUN_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
 ## Serve the bundled example over Streamable HTTP (GATEWAY_HTTP_HOST/PORT, default 127.0.0.1:8000);
 ## the URL and ways to connect are printed. Ctrl-C stops it.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	@PYTHON=$(PY) GATEWAY_AUDIT_LOG=$${GATEWAY_AUDIT_LOG:-logs/audit.jsonl} $(VENV)/bin/lockgate serve $(EXAMPLE) --transport http
 
 ## Serve the bundled example over stdio (connect an MCP client, or see `make demo`).
-run-stdio: $(STAMP)
+run-stdio: $(RUN_STAMP)
 	@echo "Lockgate serves MCP on stdin/stdout; logs go to stderr. Try 'make demo' for a scripted session." >&2
 	@PYTHON=$(PY) GATEWAY_AUDIT_LOG=$${GATEWAY_AUDIT_LOG:-logs/audit.jsonl} $(VENV)/bin/lockgate serve $(EXAMPLE)
 
 ## A short scripted client session against the example, narrated.
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	PYTHON=$(PY) $(PY) examples/demo.py
 
 ## Everything CI runs: type check, the whole suite (conformance included), and a wheel install check.
@@ -47,6 +64,7 @@ typecheck: $(STAMP)
 	ln -sfn ../../../shells $(TYPECHECK_TREE)/shells
 	$(PY) -m mypy
 
+## The whole pytest suite, without the type check.
 unit: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -77,6 +95,7 @@ wheel-check: $(STAMP)
 	build/wheel-check/venv/bin/lockgate --help > /dev/null
 	build/wheel-check/venv/bin/lockgate --version
 
+## Per-call overhead of the stdio front against calling the echo server directly.
 bench-stdio: $(STAMP)
 	$(PY) bench/stdio_overhead.py
 
@@ -112,7 +131,9 @@ bench-slowloris: $(STAMP)
 bench-hang: $(STAMP)
 	$(PY) bench/hang_recovery.py --against 28b0519
 
+## Everything the benchmarks above measure, one after the other.
 bench: bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris
 
+## Remove .venv, build/ and logs/.
 clean:
 	rm -rf $(VENV) build dist *.egg-info logs
