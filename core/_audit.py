@@ -39,9 +39,12 @@ class Decision(enum.StrEnum):
     ERROR = "ERROR"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AuditEntry:
     """What the audit record says about a call, besides its decision and timing.
+
+    It grows as the call gets further (the agent, then the server and tool,
+    then the rule), so it is filled in place: one per call, never shared.
 
     ``invalid`` is set for a call refused at the strict JSON boundary: what
     could not be recorded, and where (the keys are then what was salvaged).

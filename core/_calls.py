@@ -22,7 +22,6 @@ client cancelling or going away.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, assert_never
 
 from ._actions import SendToClient, SendToDownstream
@@ -93,7 +92,7 @@ class Calls:
         if isinstance(agent, Refusal):
             self._refuse(session, req.id, entry, agent)
             return
-        entry = _with(entry, agent=agent)
+        entry.agent = agent
         match parsed:
             case ListServers():
                 servers = ctx.config.servers
@@ -143,14 +142,14 @@ class Calls:
         """Check policy for the server (and tool), then give the call to the link the pool chooses."""
         ctx = self._ctx
         server, tool = params.server, params.tool if isinstance(params, ExecuteTool) else None
-        entry = _with(entry, server=server, tool=tool)
+        entry.server, entry.tool = server, tool
         policy = ctx.config.policy
         decision = policy.decide_server(agent, server) if tool is None else policy.decide(agent, server, tool)
         if not decision.allowed:
             what = f"server '{server}'" if tool is None else f"tool '{tool}' on server '{server}'"
             self._refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {what} is denied ({decision.rule})", decision.rule))
             return
-        entry = _with(entry, rule=decision.rule)
+        entry.rule = decision.rule
         pool = ctx.pools.get(server)
         if pool is None:
             ctx.reply_error(
@@ -347,7 +346,8 @@ class Calls:
             context["rule"] = refusal.rule
         self._ctx.reply_error(session.id, request_id, refusal.code, refusal.message, **context)
         decision = Decision.DENY if refusal.code is ErrorCode.DENIED_BY_POLICY else Decision.ERROR
-        self._ctx.audit(_with(entry, rule=refusal.rule), decision, error=refusal.code)
+        entry.rule = refusal.rule
+        self._ctx.audit(entry, decision, error=refusal.code)
 
 
 def _entry(req: Request, request_bytes: int) -> AuditEntry:
@@ -360,11 +360,6 @@ def _entry(req: Request, request_bytes: int) -> AuditEntry:
         request_bytes=request_bytes,
         arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
     )
-
-
-def _with(entry: AuditEntry, **changes: Any) -> AuditEntry:
-    """``entry`` with ``changes``: the record grows as the call gets further."""
-    return replace(entry, **changes)
 
 
 def _describe(spec: ServerSpec, metadata: bool) -> JSONObject:
