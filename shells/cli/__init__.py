@@ -1,8 +1,9 @@
-"""The ``lockgate`` command: serve (stdio or Streamable HTTP), validate, explain, check and schema.
+"""The ``lockgate`` command: serve (stdio or Streamable HTTP), validate, explain, check, schema, init and client-config.
 
 Each command is a module of this package with ``add_parser`` (its options)
 and ``run`` (what it does, returning the exit status): :mod:`.serve`,
-:mod:`.validate`, :mod:`.explain`, :mod:`.check` and :mod:`.schema`; :mod:`.common` holds
+:mod:`.validate`, :mod:`.explain`, :mod:`.check`, :mod:`.schema`, :mod:`.init` and
+:mod:`.client_config`; :mod:`.common` holds
 what they share. Each module's docstring gives its exit statuses; in short,
 0 is success, 1 a failed check, 2 a usage or configuration error.
 
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ..configfiles import FileProblem
-from . import check, explain, schema, serve, validate
+from . import check, client_config, explain, init, schema, serve, validate
 from .common import EXIT_USAGE, Subcommands, package_version
 
 __all__ = ["build_parser", "main"]
@@ -33,7 +34,15 @@ class _Command(Protocol):
 
 
 #: Each command's module, in the order ``--help`` lists them.
-_COMMANDS: dict[str, _Command] = {"serve": serve, "validate": validate, "explain": explain, "check": check, "schema": schema}
+_COMMANDS: dict[str, _Command] = {
+    "serve": serve,
+    "validate": validate,
+    "explain": explain,
+    "check": check,
+    "schema": schema,
+    "init": init,
+    "client-config": client_config,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
