@@ -16,7 +16,11 @@ Validation never stops at the first problem: every error and warning in both
 files and the environment is collected, each located by file and JSON path
 (:func:`~._policy.json_path`), so one run of ``lockgate validate`` shows them
 all. Errors refuse the configuration; warnings ride along in
-:attr:`Config.warnings`.
+:attr:`Config.warnings`, unless :attr:`Settings.strict` makes every warning
+an error too. Nothing that could be a typo is ignored quietly: an unknown or
+repeated key is an error, and a name that refers to nothing (a server the
+rules name that is not configured, an unknown ``GATEWAY_*`` variable) is a
+warning with the closest name that exists.
 
 Those three modules import pydantic, which costs more to import than the
 rest of the core together, so they are imported when a configuration is
@@ -28,17 +32,21 @@ loaded (:func:`load_config`, :func:`settings_from_env`,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._policy import Policy, json_path
 from ._strictjson import Flawed, parse
 
+if TYPE_CHECKING:
+    from ._validation import Issue
+
 __all__ = [
     "Config",
     "ConfigError",
+    "STRICT_NOTE",
     "InstanceSpec",
     "Isolation",
     "Problem",
@@ -91,17 +99,30 @@ class Problem:
         return f"{where}: {self.message}"
 
 
+STRICT_NOTE = "; strict mode makes this warning an error"
+"""What the message of a warning :attr:`Settings.strict` made an error ends with."""
+
+
 class ConfigError(Exception):
     """The configuration is invalid; ``problems`` says every way it is.
 
     ``warnings`` holds the warnings found on the way, for tools that show
-    everything at once.
+    everything at once. In strict mode there are none: each is in
+    ``problems``, its message ending with :data:`STRICT_NOTE`, and in
+    ``promoted``, so a tool can say how many errors were warnings.
     """
 
-    def __init__(self, problems: list[Problem], *, warnings: tuple[Problem, ...] = ()) -> None:
+    def __init__(
+        self,
+        problems: list[Problem],
+        *,
+        warnings: tuple[Problem, ...] = (),
+        promoted: tuple[Problem, ...] = (),
+    ) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
         self.warnings = warnings
+        self.promoted = promoted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +180,9 @@ class Settings:
 
     default_agent: str | None = None
     debug: bool = False
+    #: ``GATEWAY_STRICT`` or ``lockgate validate --strict``: every warning is
+    #: an error, so :func:`load_config` refuses a configuration that has any.
+    strict: bool = False
     init_strategy: Literal["eager", "lazy"] = "eager"
     audit_log: str = DEFAULT_AUDIT_LOG
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -221,8 +245,8 @@ def config_schema(kind: Literal["servers", "rules"]) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the servers file or of the rules file.
 
     It is generated from the pydantic types that validate the file, so it
-    says what :func:`load_config` accepts without a warning (an editor
-    flags unknown keys, which the gateway ignores with a warning). The same
+    says what :func:`load_config` accepts without a warning: an editor
+    flags unknown keys, as the gateway does. The same
     documents ship with the package as ``lockgate/core/schemas/servers.schema.json``
     and ``rules.schema.json``.
 
@@ -239,54 +263,68 @@ def config_schema(kind: Literal["servers", "rules"]) -> dict[str, Any]:
 
 
 class _Report:
-    """Collects the problems found in one file."""
+    """Collects every problem found, in the order it is reported, each marked error or warning."""
 
-    def __init__(self, file: str, errors: list[Problem], warnings: list[Problem]) -> None:
-        self.file = file
-        self.errors = errors
-        self.warnings = warnings
+    def __init__(self) -> None:
+        self.found: list[tuple[Problem, bool]] = []
 
-    def add(self, path: tuple[str | int, ...], message: str, *, warning: bool = False) -> None:
-        problem = Problem(file=self.file, path=json_path(*path), message=message)
-        (self.warnings if warning else self.errors).append(problem)
+    def add(self, file: str, issues: Iterable[Issue]) -> None:
+        """Add what was found in ``file``, each at its JSON path."""
+        for issue in issues:
+            self.found.append((Problem(file=file, path=json_path(*issue.loc), message=issue.message), issue.warning))
+
+    def extend(self, problems: Iterable[Problem], *, warning: bool) -> None:
+        self.found.extend((problem, warning) for problem in problems)
+
+    def has_errors(self) -> bool:
+        return any(not warning for _, warning in self.found)
+
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(problem for problem, warning in self.found if warning)
+
+    def error(self, strict: bool) -> ConfigError:
+        """The error to raise: every error, and in ``strict`` mode every warning too, made an error."""
+        if not strict:
+            return ConfigError([p for p, warning in self.found if not warning], warnings=self.warnings())
+        problems = [replace(p, message=p.message + STRICT_NOTE) if warning else p for p, warning in self.found]
+        promoted = tuple(p for p, (_, warning) in zip(problems, self.found) if warning)
+        return ConfigError(problems, promoted=promoted)
 
 
 _NOT_JSON = object()  # what _parse_json returns for a file that is not JSON
 
 
-def _parse_json(source: str | Mapping[str, Any], report: _Report) -> object:
-    """Parse one file; :data:`_NOT_JSON` (with an error) when it is not JSON.
+def _parse_json(source: str | Mapping[str, Any]) -> tuple[object, list[Issue]]:
+    """Parse one file: its value, or :data:`_NOT_JSON` when it is not JSON, and the errors found.
 
     A file is held to the same strict JSON as messages
     (:mod:`~lockgate.core._strictjson`): a description with a lone surrogate
     or a timeout of ``NaN`` would otherwise reach an encoder later. A mapping
-    goes through its JSON text, so it meets the very same checks.
+    goes through its JSON text, so it meets the very same checks. A repeated
+    key is an error too (:func:`~._validation.duplicate_keys`), though the
+    value, with the last of each, is still validated.
     """
+    from ._validation import Issue, duplicate_keys
+
     if isinstance(source, str):
         text = source
     else:
         try:
             text = json.dumps(source)
         except (TypeError, ValueError, RecursionError) as exc:
-            report.add((), f"not a JSON document: {exc}")
-            return _NOT_JSON
+            return _NOT_JSON, [Issue((), f"not a JSON document: {exc}")]
     try:
-        json.loads(text)
+        repeated = duplicate_keys(text)
     except json.JSONDecodeError as exc:
-        report.add((), f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
-        return _NOT_JSON
+        return _NOT_JSON, [Issue((), f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")]
     except ValueError:  # Python's limit on the digits of an int
-        report.add((), "invalid JSON: a number has too many digits")
-        return _NOT_JSON
+        return _NOT_JSON, [Issue((), "invalid JSON: a number has too many digits")]
     except RecursionError:
-        report.add((), "invalid JSON: nested too deeply")
-        return _NOT_JSON
+        return _NOT_JSON, [Issue((), "invalid JSON: nested too deeply")]
     value = parse(text)
     if isinstance(value, Flawed):
-        for flaw in value.flaws:
-            report.add(flaw.path, f"invalid JSON: {flaw.detail}")
-        return _NOT_JSON
-    return value
+        return _NOT_JSON, [Issue(flaw.path, f"invalid JSON: {flaw.detail}") for flaw in value.flaws]
+    return value, repeated
 
 
 def load_config(
@@ -307,64 +345,53 @@ def load_config(
     Args:
         servers: the servers file (``.mcp.json`` shape).
         rules: the rules file.
-        environ: the variables for ``${VAR}`` substitution, and for
-            :func:`settings_from_env` when ``settings`` is not given. Nothing
+        environ: the variables for ``${VAR}`` substitution, for
+            :func:`settings_from_env` when ``settings`` is not given, and to
+            warn about ``GATEWAY_*`` names Lockgate does not read. Nothing
             is read from ``os.environ``: pass it in if that is what you mean.
         servers_file: the servers file's name, as problems should show it.
         rules_file: the rules file's name, as problems should show it.
         settings: settings already built (from command-line flags, say).
+            When ``settings.strict``, every warning is an error.
 
     Raises:
-        ConfigError: with every problem found, each naming file and JSON path.
+        ConfigError: with every problem found, each naming file and JSON path,
+            in the order of each file: the servers file, the rules file, the
+            environment.
     """
-    from . import _rules, _servers
+    from . import _rules, _servers, _settings
+    from ._validation import in_document_order
 
-    errors: list[Problem] = []
-    warnings: list[Problem] = []
+    report = _Report()
 
-    servers_report = _Report(servers_file, errors, warnings)
-    servers_doc = _parse_json(servers, servers_report)
+    servers_doc, found = _parse_json(servers)
     specs = None
     if servers_doc is not _NOT_JSON:
-        specs, found = _servers.parse(servers_doc, environ)
-        for issue in found:
-            servers_report.add(issue.loc, issue.message, warning=issue.warning)
+        specs, checked = _servers.parse(servers_doc, environ)
+        found = in_document_order(servers_doc, [*found, *checked])
+    report.add(servers_file, found)
 
-    rules_report = _Report(rules_file, errors, warnings)
-    rules_doc = _parse_json(rules, rules_report)
-    document = None
+    rules_doc, found = _parse_json(rules)
+    document = policy = None
     if rules_doc is not _NOT_JSON:
-        document, found = _rules.parse(rules_doc)
-        for issue in found:
-            rules_report.add(issue.loc, issue.message, warning=issue.warning)
+        document, checked = _rules.parse(rules_doc)
+        found += checked
+        if document is not None:
+            policy = Policy.compile(document)
+            if specs is not None:
+                found += _rules.check_names(document, policy, specs, servers_file)
+        found = in_document_order(rules_doc, found)
+    report.add(rules_file, found)
 
     if settings is None:
         try:
             settings = settings_from_env(environ)
         except ConfigError as exc:
-            errors.extend(exc.problems)
+            report.extend(exc.problems, warning=False)
             settings = Settings()
+    report.extend(_settings.check_environment(environ, settings, policy, rules_file), warning=True)
 
-    if specs is not None and document is not None:
-        for path, server in _rules.mentioned_servers(document):
-            if server not in specs:
-                rules_report.add(path, f"server {server!r} is not configured in {servers_file}", warning=True)
-
-    if errors:
-        raise ConfigError(errors, warnings=tuple(warnings))
-    assert document is not None and specs is not None  # no errors implies both parsed
-    policy = Policy.compile(document)
-    if settings.default_agent is not None and settings.default_agent not in policy.agents:
-        warnings.append(
-            Problem(
-                file=ENVIRONMENT,
-                path="GATEWAY_DEFAULT_AGENT",
-                message=f"agent {settings.default_agent!r} is not defined in {rules_file}",
-            )
-        )
-    return Config(
-        servers=MappingProxyType(specs),
-        policy=policy,
-        settings=settings,
-        warnings=tuple(warnings),
-    )
+    if report.has_errors() or (settings.strict and report.found):
+        raise report.error(settings.strict)
+    assert policy is not None and specs is not None  # no errors implies both parsed
+    return Config(servers=MappingProxyType(specs), policy=policy, settings=settings, warnings=report.warnings())

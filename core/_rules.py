@@ -10,22 +10,46 @@ The format is agent-mcp-gateway's, read unchanged::
 Every key is optional. What the rules mean is :mod:`._policy`'s business:
 :meth:`~._policy.Policy.compile` takes a document this module validated.
 The wording of problems comes with each type (:mod:`._validation`).
+
+A misspelt key is an error (:mod:`._validation`), but a misspelt *name*
+is a valid key or entry that means something else, and in a rules file that
+can widen access: ``"deny": {"tools": {"gti": ["push"]}}`` denies nothing on
+``git``. Names cannot be checked against the rules alone, so
+:func:`check_names` checks them against the configured servers and the
+compiled policy, and warns (an error would refuse files agent-mcp-gateway
+accepts; ``--strict`` and ``GATEWAY_STRICT`` make them errors):
+
+- a literal server entry or ``tools`` key naming a server that is not
+  configured, with the closest configured name;
+- a ``deny.servers`` pattern that matches no configured server: it denies
+  nothing, which is how a misspelt pattern looks;
+- a ``tools`` key naming a server the agent may not use: its tool rules
+  never apply, which is how a key misspelt into another server's name looks.
+
+A ``tools`` key misspelt into the name of another configured server that the
+agent may use is a valid rule for that server, and a misspelt agent id is a
+rename (``backend`` loses its rights, ``bakcend`` gains them): nothing in
+the files can tell either from an edit that was meant. As agent ids are
+declared by the client, not authenticated, a rename moves rights between ids
+(to calls without ``agent_id`` too, for a rename to ``default``) and creates
+none.
 """
 
 # No `from __future__ import annotations`: pydantic reads the annotations of
 # the shapes below, and builds their validators on first use (defer_build),
 # when a string annotation would be resolved in the caller's namespace.
-from collections.abc import Iterator
+import fnmatch
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, with_config
 from typing_extensions import TypedDict
 
-from ._policy import _AGENT_ID, _AGENT_ID_RULE, is_glob, json_path
-from ._validation import Issue, Loc, check, json_schema, kind, said, shape
+from ._policy import _AGENT_ID, _AGENT_ID_RULE, Policy, is_glob, json_path
+from ._validation import Issue, Loc, check, closest, json_schema, kind, said, shape
 
-__all__ = ["RulesFile", "RulesProblem", "check_rules", "mentioned_servers", "parse", "schema"]
+__all__ = ["RulesFile", "RulesProblem", "check_names", "check_rules", "parse", "schema"]
 
 
 Names = Annotated[list[Annotated[str, kind("a string")]], kind("an array of strings")]
@@ -100,7 +124,7 @@ class RulesProblem:
 
 
 def parse(doc: object) -> tuple[RulesFile | None, list[Issue]]:
-    """Validate a parsed rules file: the rules (``None`` on any error, else without unknown keys) and every issue."""
+    """Validate a parsed rules file: the rules (``None`` on any error) and every issue."""
     return check(_FILE, doc)
 
 
@@ -108,22 +132,50 @@ def check_rules(rules: object) -> list[RulesProblem]:
     """Check a rules document's shape before :meth:`~._policy.Policy.compile` trusts it.
 
     Returns:
-        Every error, and a warning for each unknown key, at its JSON path, in
-        the order of the document. It may be compiled when none is an error.
+        Every error (an unknown key is one) at its JSON path, in the order of
+        the document. It may be compiled when there is none. The names in it
+        are checked against the servers by :func:`check_names`.
     """
     return [RulesProblem(json_path(*issue.loc), issue.message, issue.warning) for issue in parse(rules)[1]]
 
 
-def mentioned_servers(rules: RulesFile) -> Iterator[tuple[Loc, str]]:
-    """Every literal server name validated rules name, with its place."""
+def check_names(rules: RulesFile, policy: Policy, servers: Collection[str], servers_file: str) -> list[Issue]:
+    """Warnings about the server names in validated ``rules`` (see the module docstring).
+
+    ``policy`` is ``rules`` compiled, ``servers`` the configured names and
+    ``servers_file`` what to call their file. Issues come agent by agent,
+    ``allow`` before ``deny``; the caller puts them in document order.
+    """
+    found: list[Issue] = []
     for agent, body in rules.get("agents", {}).items():
         for side, lists in (("allow", body.get("allow", Lists())), ("deny", body.get("deny", Lists()))):
+            base: Loc = ("agents", agent, side)
             for index, entry in enumerate(lists.get("servers", ())):
+                loc = (*base, "servers", index)
                 if not is_glob(entry):
-                    yield ("agents", agent, side, "servers", index), entry
+                    if entry not in servers:
+                        found.append(_not_configured(loc, entry, servers, servers_file))
+                elif side == "deny" and not any(fnmatch.fnmatchcase(name, entry) for name in servers):
+                    message = f"{entry!r} matches no server configured in {servers_file}, so it denies nothing"
+                    found.append(Issue(loc, message, warning=True))
             # Keys of `tools` are server names, always literal.
             for server in lists.get("tools", {}):
-                yield ("agents", agent, side, "tools", server), server
+                loc = (*base, "tools", server)
+                decision = policy.decide_server(agent, server)
+                if server not in servers:
+                    found.append(_not_configured(loc, server, servers, servers_file))
+                elif not decision.allowed:
+                    message = (
+                        f"these tool rules never apply: agent {agent!r} may not use server {server!r} "
+                        f"({decision.rule})"
+                    )
+                    found.append(Issue(loc, message, warning=True))
+    return found
+
+
+def _not_configured(loc: Loc, server: str, servers: Collection[str], servers_file: str) -> Issue:
+    message = f"server {server!r} is not configured in {servers_file}{closest(server, servers)}"
+    return Issue(loc, message, warning=True)
 
 
 def schema() -> dict[str, Any]:

@@ -9,22 +9,35 @@ is wrong in Lockgate's words. pydantic maps names, collects every problem and
 keeps their order. A blank variable (or, for most, one of spaces) counts as
 unset: ``GATEWAY_X=`` is how compose files and CI systems clear a variable.
 ``None`` means unset: :class:`Settings` then keeps its default.
+
+The model names every ``GATEWAY_*`` variable Lockgate reads, the two the
+shell reads itself to find the files included (:data:`VARIABLES`), so a
+variable it does not name is a typo or someone else's: :func:`check_environment`
+warns about it with the closest known name, since a misspelt variable is
+ignored and its default (or, for one meant to clear a variable, the value it
+was meant to clear) applies instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
 from ._config import ENVIRONMENT, ConfigError, Problem, Settings
 from ._policy import _AGENT_ID_RULE, json_path, valid_agent_id
-from ._validation import issues
+from ._validation import close_match, closest, issues
 
-__all__ = ["Variables", "settings_from_env"]
+if TYPE_CHECKING:
+    from ._policy import Policy
+
+__all__ = ["VARIABLES", "Variables", "check_environment", "settings_from_env"]
+
+_PREFIX = "GATEWAY_"
 
 
 def _wrong(raw: str, what: str) -> PydanticCustomError:
@@ -91,12 +104,13 @@ _POSITIVE_SECONDS = PlainValidator(_seconds(zero=False))
 
 
 class Variables(BaseModel):
-    """The ``GATEWAY_*`` variables the core reads, in the order their problems are reported."""
+    """The ``GATEWAY_*`` variables Lockgate reads, in the order their problems are reported."""
 
-    model_config = ConfigDict(alias_generator=lambda name: f"GATEWAY_{name.upper()}", extra="ignore", frozen=True)
+    model_config = ConfigDict(alias_generator=lambda name: f"{_PREFIX}{name.upper()}", extra="ignore", frozen=True)
 
     default_agent: Annotated[str | None, PlainValidator(_agent_id)] = None
     debug: Annotated[bool, PlainValidator(_boolean)] = False
+    strict: Annotated[bool, PlainValidator(_boolean)] = False
     init_strategy: Annotated[
         Literal["eager", "lazy"] | None, PlainValidator(_word("a strategy: use 'eager' or 'lazy'", "eager", "lazy"))
     ] = None
@@ -126,6 +140,17 @@ class Variables(BaseModel):
     session_ttl: Annotated[float | None, _POSITIVE_SECONDS] = None
     shutdown_grace: Annotated[float | None, _POSITIVE_SECONDS] = None
     http_head_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
+    # Read by the shell to find the two files (lockgate.shells.configfiles),
+    # not settings; declared so that this model names every variable.
+    mcp_config: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
+    rules: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
+
+
+#: Every ``GATEWAY_*`` variable Lockgate reads.
+VARIABLES: frozenset[str] = frozenset(field.alias for field in Variables.model_fields.values() if field.alias)
+
+# The fields of Variables that are settings (the others are the shell's).
+_SETTINGS = frozenset(field.name for field in dataclasses.fields(Settings))
 
 
 def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Settings:
@@ -140,7 +165,42 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
     except ValidationError as exc:
         problems = [Problem(file=ENVIRONMENT, path=json_path(*i.loc), message=i.message) for i in issues(exc)]
         raise ConfigError(problems) from None
-    values: dict[str, Any] = {name: value for name, value in variables if value is not None}
+    values: dict[str, Any] = {name: value for name, value in variables if value is not None and name in _SETTINGS}
     if debug:
         values["debug"] = True
     return Settings(**values)
+
+
+def check_environment(
+    environ: Mapping[str, str], settings: Settings, policy: Policy | None, rules_file: str
+) -> list[Problem]:
+    """Warnings about the variables, given the rules they work with (``None``: rules with errors).
+
+    - ``GATEWAY_DEFAULT_AGENT`` names an agent the rules do not define;
+    - ``GATEWAY_DEFAULT_AGENT`` is set but never used, as the rules refuse
+      calls without ``agent_id`` before any fallback (see
+      :meth:`~._policy.Policy.resolve_agent`);
+    - a ``GATEWAY_*`` variable Lockgate does not read, in name order.
+    """
+    found: list[Problem] = []
+
+    def warn(variable: str, message: str) -> None:
+        found.append(Problem(file=ENVIRONMENT, path=variable, message=message))
+
+    agent = settings.default_agent
+    if agent is not None and policy is not None:
+        if agent not in policy.agents:
+            warn("GATEWAY_DEFAULT_AGENT", f"agent {agent!r} is not defined in {rules_file}{closest(agent, policy.agents)}")
+        if policy.deny_on_missing_agent:
+            warn(
+                "GATEWAY_DEFAULT_AGENT",
+                f"has no effect: {rules_file} does not set defaults.deny_on_missing_agent to false, so calls "
+                f"without agent_id are refused rather than run as agent {agent!r}; set it to false to run them "
+                "as that agent, or unset GATEWAY_DEFAULT_AGENT",
+            )
+    known = {name.removeprefix(_PREFIX) for name in VARIABLES}
+    for name in sorted(name for name in environ if name.startswith(_PREFIX) and name not in VARIABLES):
+        # Matched without the prefix, which would make any two names look alike.
+        match = close_match(name.removeprefix(_PREFIX), known)
+        warn(name, "unknown variable, ignored" + ("" if match is None else f" (did you mean {_PREFIX + match!r}?)"))
+    return found

@@ -16,8 +16,7 @@ words itself:
 pydantic error type    becomes
 =====================  ===============================================
 ``missing``            ``is required``
-``extra_forbidden``    ``unknown key 'x' is ignored``, a warning (or the
-                       error ``unknown key 'x'``: :data:`UNKNOWN_KEYS_ARE_ERRORS`)
+``extra_forbidden``    the error ``unknown key 'dney' (did you mean 'deny'?)``
 ``lockgate``           an error, with its message
 ``lockgate_warning``   a warning, with its message
 ``lockgate_key``       an error about an object key: pydantic locates it
@@ -30,9 +29,19 @@ types back to messages, needs to know for every location which field it is
 in and what that field's wording is.
 
 Unknown keys are declared forbidden (``extra="forbid"``), so the JSON Schema
-says ``additionalProperties: false`` and editors flag typos, while the gateway
-only warns: when every issue is a warning, :func:`check` drops the keys they
-name and validates again.
+says ``additionalProperties: false`` and editors flag typos, and the gateway
+refuses them: a misspelt key is never ignored, since ``"dney"`` for ``"deny"``
+would quietly allow what was meant to be denied. The closest valid key is
+suggested, from the keys the pydantic schema allows at that place
+(:func:`keys_at`), so the list cannot drift from the shapes. Keys that belong
+to another shape the entry could have had (``headers`` on a stdio server) are
+known, and stay warnings: when every issue is a warning, :func:`check` drops
+the keys they name and validates again.
+
+A key that appears twice in one object is refused as well
+(:func:`duplicate_keys`): JSON parsers keep the last value silently, so a
+typo that turns one key into its neighbour's name would replace that
+neighbour's rules.
 
 Issues come out in the order of the document (an object's own problem before
 its children's), which is the order a reader meets them in the file.
@@ -41,6 +50,7 @@ its children's), which is the order a reader meets them in the file.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -50,24 +60,24 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, ValidationInfo, W
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 __all__ = [
-    "UNKNOWN_KEYS_ARE_ERRORS",
     "Issue",
     "Loc",
     "an_object",
     "check",
     "check_part",
+    "close_match",
+    "closest",
+    "duplicate_keys",
     "expected",
     "fail",
+    "in_document_order",
     "issues",
     "json_schema",
+    "keys_at",
     "kind",
     "said",
     "shape",
 ]
-
-#: The one switch between "an unknown key is ignored, with a warning" (today)
-#: and "an unknown key refuses the file".
-UNKNOWN_KEYS_ARE_ERRORS = False
 
 Loc = tuple[str | int, ...]
 T = TypeVar("T")
@@ -166,14 +176,14 @@ def check_part(
     """Validate part of a document from inside a validator, with ``adapter``'s shape.
 
     ``problem`` is one with the part as a whole, raised with any others. A
-    key the shape does not have is unknown, unless ``ignored`` words it as one
-    the gateway knows but ignores here (a warning either way).
+    key the shape does not have is unknown (an error), unless ``ignored``
+    words it as one the gateway knows but ignores here (a warning).
     """
     found = [] if problem is None else [Issue((), problem)]
     try:
         value = adapter.validate_python(part, context=info.context)
     except ValidationError as exc:
-        for issue in issues(exc):
+        for issue in issues(exc, adapter):
             message = ignored(issue.loc[0]) if len(issue.loc) == 1 else None
             found.append(issue if message is None else Issue(issue.loc, message, warning=True))
         fail(found)
@@ -182,20 +192,23 @@ def check_part(
     return value
 
 
-def issues(exc: ValidationError) -> list[Issue]:
-    """Translate pydantic's errors, in pydantic's order."""
-    return [_issue(error) for error in exc.errors()]
+def issues(exc: ValidationError, adapter: TypeAdapter[Any] | None = None) -> list[Issue]:
+    """Translate pydantic's errors, in pydantic's order.
+
+    ``adapter`` is what raised them: an unknown key is matched against the
+    keys its schema allows at that place, for a "did you mean".
+    """
+    return [_issue(error, adapter) for error in exc.errors()]
 
 
-def _issue(error: ErrorDetails) -> Issue:
+def _issue(error: ErrorDetails, adapter: TypeAdapter[Any] | None) -> Issue:
     loc = tuple(error["loc"])
     match error["type"]:
         case "missing":
             return Issue(loc, "is required")
-        case "extra_forbidden" if UNKNOWN_KEYS_ARE_ERRORS:
-            return Issue(loc, f"unknown key {loc[-1]!r}")
         case "extra_forbidden":
-            return Issue(loc, f"unknown key {loc[-1]!r} is ignored", warning=True)
+            valid = keys_at(adapter, loc[:-1]) if adapter is not None else ()
+            return Issue(loc, f"unknown key {loc[-1]!r}{closest(str(loc[-1]), valid)}")
         case "lockgate_warning":
             return Issue(loc, error["msg"], warning=True)
         case "lockgate_key":
@@ -204,22 +217,114 @@ def _issue(error: ErrorDetails) -> Issue:
             return Issue(loc, error["msg"])
 
 
+def close_match(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like ``name``, if one is close enough to be what was meant.
+
+    :func:`difflib.get_close_matches` with its usual cutoff: a letter or two
+    wrong, missing, extra or swapped in a word of four letters or more.
+    """
+    found = difflib.get_close_matches(name, sorted(candidates), n=1)
+    return found[0] if found else None
+
+
+def closest(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` with :func:`close_match`, or ``""`` when none is close."""
+    found = close_match(name, candidates)
+    return "" if found is None else f" (did you mean {found!r}?)"
+
+
+def keys_at(adapter: TypeAdapter[Any], loc: Loc) -> list[str]:
+    """The keys the object at ``loc`` may have, read from ``adapter``'s pydantic core schema.
+
+    The walk follows object fields, the values of maps and the items of
+    arrays through the wrappers pydantic puts around them; at a union, the
+    keys of every member count.
+    """
+    definitions: dict[str, Any] = {}
+    nodes = [_unwrap(dict(adapter.core_schema), definitions)]
+    for segment in loc:
+        following: list[Any] = []
+        for node in nodes:
+            for choice in node["choices"] if node["type"] == "union" else [node]:
+                choice = _unwrap(choice[0] if isinstance(choice, tuple) else choice, definitions)
+                if choice["type"] == "typed-dict" and segment in choice["fields"]:
+                    following.append(choice["fields"][segment]["schema"])
+                elif choice["type"] == "dict" and "values_schema" in choice:
+                    following.append(choice["values_schema"])
+                elif choice["type"] == "list" and "items_schema" in choice:
+                    following.append(choice["items_schema"])
+        nodes = [_unwrap(node, definitions) for node in following]
+    keys: list[str] = []
+    for node in nodes:
+        for choice in node["choices"] if node["type"] == "union" else [node]:
+            choice = _unwrap(choice[0] if isinstance(choice, tuple) else choice, definitions)
+            if choice["type"] == "typed-dict":
+                keys.extend(key for key in choice["fields"] if key not in keys)
+    return keys
+
+
+def _unwrap(node: Any, definitions: dict[str, Any]) -> Any:
+    """The schema that does the checking under validators, defaults and references."""
+    while True:
+        if node["type"] == "definitions":
+            definitions.update((item["ref"], item) for item in node["definitions"])
+        if node["type"] == "definition-ref":
+            node = definitions[node["schema_ref"]]
+        elif node["type"] not in ("typed-dict", "model-fields") and isinstance(node.get("schema"), dict):
+            node = node["schema"]
+        else:
+            return node
+
+
 def check(
     adapter: TypeAdapter[T], doc: object, context: Mapping[str, Any] | None = None
 ) -> tuple[T, list[Issue]] | tuple[None, list[Issue]]:
     """Validate a parsed document: the value (``None`` on any error) and every issue, in document order.
 
-    When every issue is a warning, each names something the gateway ignores
-    (an unknown key, a key of the other transport): the value is validated
-    again without those keys.
+    When every issue is a warning, each names a key the gateway knows but
+    ignores where it stands (a key of the other transport): the value is
+    validated again without those keys.
     """
     try:
         return adapter.validate_python(doc, context=context), []
     except ValidationError as exc:
-        found = sorted(issues(exc), key=lambda issue: _position(doc, issue.loc))
+        found = in_document_order(doc, issues(exc, adapter))
     if any(not issue.warning for issue in found):
         return None, found
     return adapter.validate_python(_without(doc, [issue.loc for issue in found]), context=context), found
+
+
+def in_document_order(doc: object, found: Iterable[Issue]) -> list[Issue]:
+    """``found`` in the order a reader meets their places in ``doc``; ties keep their order."""
+    return sorted(found, key=lambda issue: _position(doc, issue.loc))
+
+
+def duplicate_keys(text: str) -> list[Issue]:
+    """An error for each key that appears again in the same object of a JSON text, at its place.
+
+    ``text`` must be valid JSON. Python's parser, like most, keeps the last
+    value of a repeated key and says nothing.
+    """
+    found: list[Issue] = []
+
+    def walk(node: object, loc: Loc) -> None:
+        if isinstance(node, _Pairs):
+            seen: set[str] = set()
+            for key, value in node:
+                if key in seen:
+                    found.append(Issue((*loc, key), f"duplicate key {key!r}: JSON keeps only the last one"))
+                seen.add(key)
+                walk(value, (*loc, key))
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, (*loc, index))
+
+    walk(json.loads(text, object_pairs_hook=_Pairs), ())
+    return found
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs, repeated keys included."""
 
 
 def _position(doc: object, loc: Loc) -> tuple[int, ...]:

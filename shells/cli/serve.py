@@ -2,7 +2,8 @@
 
 Exit status 0 after a normal shutdown (stdin closed, SIGTERM, SIGINT); 2 for
 a usage or configuration error (a missing file, an invalid one, a port that
-is taken).
+is taken). With ``GATEWAY_STRICT=true`` a warning is an error too, at start-up
+and on every reload (``load_config`` does it, from :attr:`Settings.strict`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def add_parser(commands: Subcommands) -> None:
             "Downstream servers come from the server configuration, access "
             "rules from the rules file. Both files are watched: a change is "
             "loaded without a restart (an invalid one is logged and ignored), "
-            "and SIGHUP reloads at once."
+            "and SIGHUP reloads at once. With GATEWAY_STRICT=true, warnings "
+            "refuse a configuration as errors do."
         ),
     )
     add_file_options(serve)

@@ -1,11 +1,15 @@
 """``lockgate validate``: check both configuration files and report every problem.
 
-Exit status 0 when both files are valid, 1 when not (or missing).
+Exit status 0 when both files are valid, 1 when not (or missing). With
+``--strict`` (or ``GATEWAY_STRICT``), as ``lockgate serve`` with
+``GATEWAY_STRICT``, a warning counts as an error, and the report says which
+errors were warnings.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +17,7 @@ from ..configfiles import FileProblem, locate_files, read_text
 from .common import EXIT_FAILED, Subcommands, add_file_options, add_json_option, count, print_json
 
 if TYPE_CHECKING:
-    from lockgate.core import Config, Problem
+    from lockgate.core import Config, Problem, Settings
 
 __all__ = ["add_parser", "run"]
 
@@ -25,11 +29,17 @@ def add_parser(commands: Subcommands) -> None:
         description=(
             "Validate the server configuration, the rules file and the GATEWAY_* "
             "variables without starting anything. Every error is reported with "
-            "its file and JSON path, followed by the warnings. Exit status 0 "
+            "its file and JSON path, followed by the warnings. With --strict "
+            "(or GATEWAY_STRICT=true) every warning is an error. Exit status 0 "
             "when valid, 1 when not."
         ),
     )
     add_file_options(validate)
+    validate.add_argument(
+        "--strict",
+        action="store_true",
+        help="count every warning as an error, as lockgate serve does with GATEWAY_STRICT=true",
+    )
     add_json_option(validate)
 
 
@@ -39,6 +49,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     report: dict[str, Any] = {"valid": False, "servers_file": None, "rules_file": None}
     errors: list[Problem] = []
     warnings: tuple[Problem, ...] = ()
+    promoted: tuple[Problem, ...] = ()
     config: Config | None = None
     missing = False
     try:
@@ -53,16 +64,18 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         try:
             config = load_config(
                 servers=texts[0], servers_file=files.servers, rules=texts[1], rules_file=files.rules,
-                environ=environ,
+                environ=environ, settings=_strict_settings(environ) if args.strict else None,
             )
         except ConfigError as exc:
-            errors, warnings = exc.problems, exc.warnings
+            errors, warnings, promoted = exc.problems, exc.warnings, exc.promoted
         else:
             warnings = config.warnings
             report["valid"] = True
             report["servers"] = list(config.servers)
             report["agents"] = sorted(config.policy.agents)
-    report["errors"] = [problem_json(p) for p in errors]
+    # Strict mode is on from the flag, or else from GATEWAY_STRICT.
+    strictly = "--strict" if args.strict else "GATEWAY_STRICT"
+    report["errors"] = [{**problem_json(p), **({"strict": True} if p in promoted else {})} for p in errors]
     report["warnings"] = [problem_json(p) for p in warnings]
     if args.json:
         print_json(report)
@@ -77,6 +90,25 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 f"{report['rules_file']} ({count(len(config.policy.agents), 'agent')}), "
                 f"{count(len(warnings), 'warning')}"
             )
+        elif promoted:
+            print(
+                f"invalid: {count(len(errors) - len(promoted), 'error')}, "
+                f"{count(len(promoted), 'warning')} made {'an error' if len(promoted) == 1 else 'errors'} by {strictly}"
+            )
         else:
             print(f"invalid: {count(len(errors), 'error')}, {count(len(warnings), 'warning')}")
     return 0 if report["valid"] else EXIT_FAILED
+
+
+def _strict_settings(environ: Mapping[str, str]) -> Settings | None:
+    """The settings from the variables, in strict mode; ``None`` when a variable is wrong.
+
+    ``load_config`` then reads the variables itself and reports what is
+    wrong with them: the configuration is invalid either way.
+    """
+    from lockgate.core import ConfigError, settings_from_env
+
+    try:
+        return dataclasses.replace(settings_from_env(environ), strict=True)
+    except ConfigError:
+        return None

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from lockgate.core import _validation
 from lockgate.core._config import (
     Config,
     ConfigError,
@@ -339,19 +338,19 @@ def test_server_names() -> None:
 # Servers file: warnings
 
 
-def test_unknown_keys_warn() -> None:
-    servers = {"$schema": "x", "mcpServers": {"s": {**STDIO, "autoStart": True}}}
-    assert warnings(servers) == [
-        (SERVERS_FILE, '["$schema"]', "unknown key '$schema' is ignored"),
-        (SERVERS_FILE, "mcpServers.s.autoStart", "unknown key 'autoStart' is ignored"),
+def test_unknown_keys_are_errors() -> None:
+    servers = {"$schema": "x", "mcpServers": {"s": {**STDIO, "autoStart": True, "descripton": ""}}}
+    assert problems(servers) == [
+        (SERVERS_FILE, '["$schema"]', "unknown key '$schema'"),
+        (SERVERS_FILE, "mcpServers.s.autoStart", "unknown key 'autoStart'"),
+        (SERVERS_FILE, "mcpServers.s.descripton", "unknown key 'descripton' (did you mean 'description'?)"),
     ]
 
 
 def test_keys_of_the_other_transport_warn_and_are_ignored() -> None:
-    stdio = {**STDIO, "headers": {"A": "1"}, "url_hint": 1}
+    stdio = {**STDIO, "headers": {"A": "1"}}
     assert server_warnings(stdio) == [
         ("mcpServers.s.headers", "'headers' applies only to HTTP servers and is ignored"),
-        ("mcpServers.s.url_hint", "unknown key 'url_hint' is ignored"),
     ]
     http = {"url": "http://h/", "env": {"A": 1}, "args": [], "cwd": "/"}
     assert server_warnings(http) == [
@@ -411,9 +410,10 @@ def test_pool_key_errors(entry: dict[str, Any], expected: list[tuple[str, str]])
     assert server_problems(entry) == expected
 
 
-def test_unknown_keys_of_an_instance_warn() -> None:
-    assert server_warnings({"instances": [{**STDIO, "colour": "red"}]}) == [
-        ("mcpServers.s.instances[0].colour", "unknown key 'colour' is ignored")
+def test_unknown_keys_of_an_instance_are_errors() -> None:
+    assert server_problems({"instances": [{**STDIO, "colour": "red", "wieght": 2}]}) == [
+        ("mcpServers.s.instances[0].colour", "unknown key 'colour'"),
+        ("mcpServers.s.instances[0].wieght", "unknown key 'wieght' (did you mean 'weight'?)"),
     ]
 
 
@@ -465,17 +465,18 @@ def test_rules_errors(rules: Any, path: str, message: str) -> None:
     assert problems({"mcpServers": {}}, rules) == [(RULES_FILE, path, message)]
 
 
-def test_rules_unknown_keys_warn() -> None:
+def test_rules_unknown_keys_are_errors() -> None:
     rules = {
         "version": 1,
-        "agents": {"a": {"allow": {"servers": [], "prompts": []}, "note": ""}},
+        "agents": {"a": {"allow": {"servers": [], "prompts": []}, "note": "", "dney": {}}},
         "defaults": {"log": True},
     }
-    assert warnings({"mcpServers": {}}, rules) == [
-        (RULES_FILE, "version", "unknown key 'version' is ignored"),
-        (RULES_FILE, "agents.a.allow.prompts", "unknown key 'prompts' is ignored"),
-        (RULES_FILE, "agents.a.note", "unknown key 'note' is ignored"),
-        (RULES_FILE, "defaults.log", "unknown key 'log' is ignored"),
+    assert problems({"mcpServers": {}}, rules) == [
+        (RULES_FILE, "version", "unknown key 'version'"),
+        (RULES_FILE, "agents.a.allow.prompts", "unknown key 'prompts'"),
+        (RULES_FILE, "agents.a.note", "unknown key 'note'"),
+        (RULES_FILE, "agents.a.dney", "unknown key 'dney' (did you mean 'deny'?)"),
+        (RULES_FILE, "defaults.log", "unknown key 'log'"),
     ]
 
 
@@ -501,12 +502,13 @@ def test_rules_naming_unconfigured_servers_warn() -> None:
 
 
 def test_default_agent_not_in_rules_warns() -> None:
+    rules = {**ALLOW_ALL, "defaults": {"deny_on_missing_agent": False}}
     environ = {"GATEWAY_DEFAULT_AGENT": "ghost"}
-    assert warnings({"mcpServers": {}}, environ=environ) == [
+    assert warnings({"mcpServers": {}}, rules, environ=environ) == [
         ("environment", "GATEWAY_DEFAULT_AGENT", "agent 'ghost' is not defined in rules.json")
     ]
     environ = {"GATEWAY_DEFAULT_AGENT": "a"}
-    assert warnings({"mcpServers": {}}, environ=environ) == []
+    assert warnings({"mcpServers": {}}, rules, environ=environ) == []
 
 
 # Invalid JSON, and collecting everything
@@ -542,7 +544,7 @@ def test_json_that_cannot_be_written_back_is_refused_where_it_stands() -> None:
 
 
 def test_every_problem_is_collected() -> None:
-    servers = {"mcpServers": {"a": {}, "b": {"url": "ftp://x"}, "c": {**STDIO, "junk": 1}}}
+    servers = {"mcpServers": {"a": {}, "b": {"url": "ftp://x"}, "c": {**STDIO, "headers": {}, "junk": 1}}}
     rules = {"agents": {"x y": {}, "b": {"allow": {"servers": ["nowhere"]}}}}
     environ = {"GATEWAY_DEBUG": "maybe", "GATEWAY_MAX_MESSAGE_BYTES": "-1"}
     with pytest.raises(ConfigError) as info:
@@ -550,13 +552,13 @@ def test_every_problem_is_collected() -> None:
     assert [(p.file, p.path) for p in info.value.problems] == [
         (SERVERS_FILE, "mcpServers.a"),
         (SERVERS_FILE, "mcpServers.b.url"),
+        (SERVERS_FILE, "mcpServers.c.junk"),
         (RULES_FILE, 'agents["x y"]'),
         ("environment", "GATEWAY_DEBUG"),
         ("environment", "GATEWAY_MAX_MESSAGE_BYTES"),
     ]
-    junk = "unknown key 'junk' is ignored"
     assert info.value.warnings == (
-        Problem(file=SERVERS_FILE, path="mcpServers.c.junk", message=junk),
+        Problem(file=SERVERS_FILE, path="mcpServers.c.headers", message="'headers' applies only to HTTP servers and is ignored"),
     )
     assert str(info.value).splitlines()[0] == (
         ".mcp.json: mcpServers.a: needs 'command' (stdio) or 'url' (HTTP)"
@@ -574,13 +576,11 @@ def test_problems_come_in_the_order_of_the_file() -> None:
     ]
 
 
-def test_unknown_keys_become_errors_with_one_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_validation, "UNKNOWN_KEYS_ARE_ERRORS", True)
+def test_unknown_keys_are_errors_in_both_files_and_other_transport_keys_stay_warnings() -> None:
     assert problems({"mcpServers": {"s": {**STDIO, "colour": "red"}}}, {"version": 1}) == [
         (SERVERS_FILE, "mcpServers.s.colour", "unknown key 'colour'"),
         (RULES_FILE, "version", "unknown key 'version'"),
     ]
-    # Keys of the other transport are known, and stay warnings.
     assert server_warnings({**STDIO, "headers": {}}) == [
         ("mcpServers.s.headers", "'headers' applies only to HTTP servers and is ignored")
     ]
@@ -631,11 +631,14 @@ def test_settings_from_every_variable() -> None:
         "GATEWAY_MAX_MESSAGE_BYTES": "1024",
         "GATEWAY_LOG_LEVEL": "Info",
         "GATEWAY_LOG_FORMAT": " JSON ",
+        "GATEWAY_STRICT": "yes",
+        "GATEWAY_MCP_CONFIG": "servers.json",  # the shell's, not a setting
         "UNRELATED": "x",
     }
     assert settings_from_env(environ) == Settings(
         default_agent="team.role",
         debug=True,
+        strict=True,
         audit_log="/var/log/lockgate.jsonl",
         init_strategy="lazy",
         max_message_bytes=1024,
@@ -663,7 +666,8 @@ def test_health_settings() -> None:
 
 def test_empty_variables_count_as_unset() -> None:
     names = (
-        "DEFAULT_AGENT DEBUG AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES LOG_LEVEL LOG_FORMAT HEALTH_INTERVAL HEALTH_TIMEOUT"
+        "DEFAULT_AGENT DEBUG STRICT AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES LOG_LEVEL LOG_FORMAT HEALTH_INTERVAL"
+        " HEALTH_TIMEOUT MCP_CONFIG RULES"
     ).split()
     assert settings_from_env({f"GATEWAY_{name}": "" for name in names}) == Settings()
 

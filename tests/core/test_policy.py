@@ -375,16 +375,16 @@ def test_check_rules_reports_every_problem() -> None:
             "agent id 'bad id' is invalid: use 1 to 128 letters, digits, '-', '_' and '.'",
         ),
         RulesProblem('agents["bad id"].allow', "expected an object, got an array"),
-        RulesProblem('agents["bad id"].notes', "unknown key 'notes' is ignored", warning=True),
+        RulesProblem('agents["bad id"].notes', "unknown key 'notes'"),
         RulesProblem("agents.a.allow.servers[1]", "expected a string, got 3"),
         RulesProblem("agents.a.allow.tools.db", "expected an array of strings, got a string"),
-        RulesProblem("agents.a.allow.extra", "unknown key 'extra' is ignored", warning=True),
+        RulesProblem("agents.a.allow.extra", "unknown key 'extra'"),
         RulesProblem("agents.b.deny.servers", "expected an array of strings, got a string"),
         RulesProblem("agents.b.deny.tools", "expected an object, got an array"),
         RulesProblem("agents.c", "expected an object, got null"),
         RulesProblem("defaults.deny_on_missing_agent", "expected a boolean, got a string"),
-        RulesProblem("defaults.other", "unknown key 'other' is ignored", warning=True),
-        RulesProblem("version", "unknown key 'version' is ignored", warning=True),
+        RulesProblem("defaults.other", "unknown key 'other'"),
+        RulesProblem("version", "unknown key 'version'"),
     ]
 
 

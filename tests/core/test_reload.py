@@ -72,7 +72,7 @@ def test_a_rules_change_keeps_every_server_running() -> None:
 
 def test_servers_loaded_twice_from_the_same_text_are_equal() -> None:
     # A reload compares specs; a spurious difference would restart every server.
-    text = json.dumps({"mcpServers": {"a": {"command": "x", "args": ["1"], "env": {"K": "${HOME:-h}"}, "url_ignored": 1}}})
+    text = json.dumps({"mcpServers": {"a": {"command": "x", "args": ["1"], "env": {"K": "${HOME:-h}"}, "headers": {"A": "b"}}}})
     rules = json.dumps(RULES)
 
     def load() -> Config:

@@ -147,6 +147,9 @@ def test_what_only_the_gateway_checks() -> None:
     for entry in ({"command": "${UNSET}"}, {"command": " "}, {"url": "ftp://h/"}):
         doc = {"mcpServers": {"s": entry}}
         assert (schema_accepts("servers", doc), gateway_accepts(servers=doc)) == (True, False)
+    # Nor can it see the other file: a rule for a server that is not configured (here "dv" for "db").
+    rules = {"agents": {"a": {"allow": {"servers": ["*"], "tools": {"dv": ["get"]}}}}}
+    assert (schema_accepts("rules", rules), gateway_accepts(rules=rules)) == (True, False)
 
 
 def test_the_schema_documents_the_keys() -> None:

@@ -20,7 +20,7 @@ def env() -> dict[str, str]:
 @pytest.fixture
 def broken(tmp_path: Path) -> list[str]:
     servers, rules = tmp_path / "servers.json", tmp_path / "rules.json"
-    servers.write_text(json.dumps({"mcpServers": {"a": {"command": 5}, "b": {"command": "x", "colour": "red"}}}))
+    servers.write_text(json.dumps({"mcpServers": {"a": {"command": 5}, "b": {"command": "x", "colour": "red", "headers": {}}}}))
     rules.write_text(json.dumps({"agents": {"bad id": {}, "ok": {"allow": {"servers": "a"}}}}))
     return ["--config", str(servers), "--rules", str(rules)]
 
@@ -29,7 +29,7 @@ def broken(tmp_path: Path) -> list[str]:
 def test_help_documents_every_option(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0
-    options = {"validate": ["--config FILE", "--rules FILE", "--json"],
+    options = {"validate": ["--config FILE", "--rules FILE", "--strict", "--json"],
                "explain": ["--agent ID", "--server NAME", "--offline", "--json", "--config FILE"],
                "check": ["--config FILE", "--rules FILE", "--json"]}[command]
     for option in options:
@@ -58,19 +58,68 @@ def test_validate_broken_files_lists_every_error_with_file_and_path(broken: list
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     servers, rules = broken[1], broken[3]
+    headers = "'headers' applies only to HTTP servers and is ignored"
     assert result.stdout.splitlines() == [
         f"error: {servers}: mcpServers.a.command: expected a string, got 5",
+        f"error: {servers}: mcpServers.b.colour: unknown key 'colour'",
         f"error: {rules}: agents[\"bad id\"]: agent id 'bad id' is invalid: use 1 to 128 letters, digits, '-', '_' and '.'",
         f"error: {rules}: agents.ok.allow.servers: expected an array of strings, got a string",
-        f"warning: {servers}: mcpServers.b.colour: unknown key 'colour' is ignored",
-        "invalid: 3 errors, 1 warning",
+        f"warning: {servers}: mcpServers.b.headers: {headers}",
+        "invalid: 4 errors, 1 warning",
     ]
     report = json.loads(run("validate", "--json", *broken).stdout)
     assert report["valid"] is False
     assert [(e["file"], e["path"]) for e in report["errors"]] == [
-        (servers, "mcpServers.a.command"), (rules, 'agents["bad id"]'), (rules, "agents.ok.allow.servers")
+        (servers, "mcpServers.a.command"), (servers, "mcpServers.b.colour"),
+        (rules, 'agents["bad id"]'), (rules, "agents.ok.allow.servers"),
     ]
-    assert report["warnings"] == [{"file": servers, "path": "mcpServers.b.colour", "message": "unknown key 'colour' is ignored"}]
+    assert report["warnings"] == [{"file": servers, "path": "mcpServers.b.headers", "message": headers}]
+
+
+@pytest.fixture
+def only_warnings(tmp_path: Path) -> list[str]:
+    """Files that load, with one warning: a rule for a server that is not configured."""
+    servers, rules = tmp_path / "servers.json", tmp_path / "rules.json"
+    servers.write_text(json.dumps({"mcpServers": {"git": {"command": "x"}}}))
+    rules.write_text(json.dumps({"agents": {"dev": {"allow": {"servers": ["git"]}, "deny": {"tools": {"gti": ["push"]}}}}}))
+    return ["--config", str(servers), "--rules", str(rules)]
+
+
+def test_validate_strict_makes_every_warning_an_error(only_warnings: list[str]) -> None:
+    rules = only_warnings[3]
+    warning = f"{rules}: agents.dev.deny.tools.gti: server 'gti' is not configured in {only_warnings[1]} (did you mean 'git'?)"
+    result = run("validate", *only_warnings, env=env())
+    assert (result.returncode, result.stdout.splitlines()[0]) == (0, f"warning: {warning}")
+    result = run("validate", "--strict", *only_warnings, env=env())
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"error: {warning}; strict mode makes this warning an error",
+        "invalid: 0 errors, 1 warning made an error by --strict",
+    ]
+    report = json.loads(run("validate", "--json", *only_warnings, env=clean_env(GATEWAY_STRICT="true")).stdout)
+    assert (report["valid"], report["warnings"]) == (False, [])
+    assert report["errors"] == [
+        {"file": rules, "path": "agents.dev.deny.tools.gti", "message": f"{warning.split(': ', 2)[2]}; strict mode makes this warning an error", "strict": True}
+    ]
+    result = run("validate", *only_warnings, env=clean_env(GATEWAY_STRICT="on"))
+    assert result.stdout.splitlines()[-1] == "invalid: 0 errors, 1 warning made an error by GATEWAY_STRICT"
+
+
+def test_serve_with_gateway_strict_refuses_warnings(only_warnings: list[str]) -> None:
+    result = run("serve", *only_warnings, env=clean_env(PYTHON=sys.executable, GATEWAY_STRICT="1"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"lockgate: error: {only_warnings[3]}: agents.dev.deny.tools.gti: server 'gti' is not configured in "
+        f"{only_warnings[1]} (did you mean 'git'?); strict mode makes this warning an error"
+    ]
+
+
+def test_validate_warns_about_unknown_gateway_variables() -> None:
+    result = run("validate", *EXAMPLE, env=clean_env(PYTHON=sys.executable, GATEWAY_DEFUALT_AGENT="writer"))
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == (
+        "warning: environment: GATEWAY_DEFUALT_AGENT: unknown variable, ignored (did you mean 'GATEWAY_DEFAULT_AGENT'?)"
+    )
 
 
 def test_validate_missing_and_unreadable_files(tmp_path: Path) -> None:

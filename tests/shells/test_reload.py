@@ -16,8 +16,8 @@ import pytest
 import trio
 from trio.testing import MockClock, wait_all_tasks_blocked
 
-from lockgate.core import ConfigRejected, ConfigReloaded, Event, Settings
-from lockgate.shells.configfiles import ConfigFiles
+from lockgate.core import ConfigRejected, ConfigReloaded, Event, Gateway, Settings
+from lockgate.shells.configfiles import ConfigFiles, load_files
 from lockgate.shells.reload import POLL_INTERVAL, SETTLE, ReloadSource, watch_config
 
 SERVERS = {"mcpServers": {"a": {"command": "x"}}}
@@ -188,3 +188,53 @@ async def test_unreadable_content_is_rejected(tmp_path: Path, mock_clock: MockCl
         assert isinstance(rejected, ConfigRejected)
         assert rejected.problems[0].file == files.servers
         nursery.cancel_scope.cancel()
+
+
+class Core:
+    """Stands in for the Runtime with a real core: each event goes to the gateway, and is kept."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.events: list[Event] = []
+
+    async def feed(self, event: Event) -> None:
+        self.events.append(event)
+        self.gateway.handle(event)
+
+
+async def reload_with(tmp_path: Path, clock: MockClock, rules: object, settings: Settings) -> tuple[Gateway, ConfigRejected]:
+    """Start a core on RULES, write ``rules`` over them, and return the core and the rejection it was fed."""
+    files = make_files(tmp_path)
+    gateway = Gateway(load_files(files, {}, settings))
+    before = gateway.config
+    core = Core(gateway)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(watch_config, handle_sighup=False), core, ReloadSource(files=files, environ={}, settings=settings))
+        Path(files.rules).write_text(json.dumps(rules))
+        await step(clock, POLL_INTERVAL)
+        await step(clock, SETTLE)
+        nursery.cancel_scope.cancel()
+    [rejected] = core.events
+    assert isinstance(rejected, ConfigRejected)
+    assert gateway.config is before  # the running configuration stays
+    return gateway, rejected
+
+
+async def test_a_reload_with_a_misspelt_key_keeps_the_running_rules(tmp_path: Path, mock_clock: MockClock) -> None:
+    # "dney" for "deny": were it ignored, the reload would allow server a's every tool.
+    typo = {"agents": {"dev": {"allow": {"servers": ["a"]}, "dney": {"tools": {"a": ["push"]}}}}}
+    gateway, rejected = await reload_with(tmp_path, mock_clock, typo, Settings())
+    [problem] = rejected.problems
+    assert (problem.path, problem.message) == ("agents.dev.dney", "unknown key 'dney' (did you mean 'deny'?)")
+    assert gateway.config.policy.decide("dev", "a", "push").allowed  # RULES as they were
+    assert gateway.reload_status()["last_result"] == "rejected"
+
+
+async def test_in_strict_mode_a_reload_with_a_warning_keeps_the_running_rules(tmp_path: Path, mock_clock: MockClock) -> None:
+    # ops's rules name server b, which is not configured (a warning); GATEWAY_STRICT refuses the reload.
+    warned = {"agents": {**RULES["agents"], "ops": {"allow": {"servers": ["b"]}}}}
+    gateway, rejected = await reload_with(tmp_path, mock_clock, warned, Settings(strict=True))
+    [problem] = rejected.problems
+    assert problem.path == "agents.ops.allow.servers[0]"
+    assert problem.message.endswith("; strict mode makes this warning an error")
+    assert gateway.config.policy.agents == {"dev"}
