@@ -335,6 +335,7 @@ def load_config(
     servers_file: str = "servers",
     rules_file: str = "rules",
     settings: Settings | None = None,
+    base_dir: str | None = None,
 ) -> Config:
     """Parse and validate both files into one :class:`Config`.
 
@@ -351,6 +352,10 @@ def load_config(
             is read from ``os.environ``: pass it in if that is what you mean.
         servers_file: the servers file's name, as problems should show it.
         rules_file: the rules file's name, as problems should show it.
+        base_dir: the servers file's folder, absolute: a stdio server's
+            ``cwd`` is resolved against it, and is it when not given, so
+            relative paths in the file mean the same from any working
+            directory. ``None`` leaves them to the gateway's working directory.
         settings: settings already built (from command-line flags, say).
             When ``settings.strict``, every warning is an error.
 
@@ -367,7 +372,7 @@ def load_config(
     servers_doc, found = _parse_json(servers)
     specs = None
     if servers_doc is not _NOT_JSON:
-        specs, checked = _servers.parse(servers_doc, environ)
+        specs, checked = _servers.parse(servers_doc, environ, base_dir)
         found = in_document_order(servers_doc, [*found, *checked])
     report.add(servers_file, found)
 

@@ -30,6 +30,7 @@ Each item of ``instances`` is chosen the same way (from the second row on).
 # No `from __future__ import annotations`: pydantic reads the annotations of
 # the shapes below, and builds their validators on first use (defer_build),
 # when a string annotation would be resolved in the caller's namespace.
+import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
@@ -237,12 +238,18 @@ class ServersFile(TypedDict):
 _FILE: TypeAdapter[ServersFile] = TypeAdapter(Annotated[ServersFile, kind("an object")])
 
 
-def parse(doc: object, environ: Mapping[str, str]) -> tuple[dict[str, ServerSpec] | None, list[Issue]]:
-    """Validate a parsed servers file: its servers (``None`` on any error) and every issue, in file order."""
+def parse(
+    doc: object, environ: Mapping[str, str], base_dir: str | None = None
+) -> tuple[dict[str, ServerSpec] | None, list[Issue]]:
+    """Validate a parsed servers file: its servers (``None`` on any error) and every issue, in file order.
+
+    With ``base_dir`` (the servers file's folder), a stdio server's ``cwd``
+    is resolved against it, and is it when not given.
+    """
     checked, found = check(_FILE, doc, {"environ": environ})
     if checked is None:
         return None, found
-    return {name: _spec(name, entry) for name, entry in checked["mcpServers"].items()}, found
+    return {name: _spec(name, entry, base_dir) for name, entry in checked["mcpServers"].items()}, found
 
 
 def schema() -> dict[str, Any]:
@@ -258,26 +265,32 @@ def schema() -> dict[str, Any]:
 # The values
 
 
-def _spec(name: str, entry: Mapping[str, Any]) -> ServerSpec:
+def _spec(name: str, entry: Mapping[str, Any], base_dir: str | None) -> ServerSpec:
     """The :class:`ServerSpec` of a validated entry; with instances, it shows the first one's launch keys."""
     instances = tuple(
-        InstanceSpec(spec=_launch_spec(name, item), weight=item.get("weight", 1)) for item in entry.get("instances", ())
+        InstanceSpec(spec=_launch_spec(name, item, base_dir), weight=item.get("weight", 1))
+        for item in entry.get("instances", ())
     )
-    launch = instances[0].spec if instances else _launch_spec(name, entry)
+    launch = instances[0].spec if instances else _launch_spec(name, entry, base_dir)
     # The keys every entry may have are the ServerSpec fields of the same names.
     given = {key: entry[key] for key in _Entry.__optional_keys__ if key in entry}
     return replace(launch, instances=instances, **given)
 
 
-def _launch_spec(name: str, entry: Mapping[str, Any]) -> ServerSpec:
+def _launch_spec(name: str, entry: Mapping[str, Any], base_dir: str | None) -> ServerSpec:
     """How to start a server or an instance, from its validated launch keys."""
+    stdio = "command" in entry
+    cwd = entry.get("cwd")
+    if stdio and base_dir is not None:
+        # posixpath.join keeps an absolute cwd as it is.
+        cwd = posixpath.normpath(posixpath.join(base_dir, cwd)) if cwd else base_dir
     return ServerSpec(
         name=name,
-        transport="stdio" if "command" in entry else "http",
+        transport="stdio" if stdio else "http",
         command=entry.get("command"),
         args=tuple(entry.get("args", ())),
         env=MappingProxyType(dict(entry.get("env", {}))),
-        cwd=entry.get("cwd"),
+        cwd=cwd,
         url=entry.get("url"),
         headers=MappingProxyType(dict(entry.get("headers", {}))),
     )

@@ -52,6 +52,11 @@ class ConfigFiles:
     servers: str
     rules: str
 
+    @property
+    def folder(self) -> str:
+        """The servers file's folder, absolute: what relative paths in it are resolved against."""
+        return os.path.dirname(os.path.abspath(self.servers))
+
 
 def locate(
     flag: str | None,
@@ -122,4 +127,5 @@ def load_files(files: ConfigFiles, environ: Mapping[str, str], settings: Setting
         rules_file=files.rules,
         environ=environ,
         settings=settings,
+        base_dir=files.folder,
     )

@@ -179,6 +179,7 @@ class _Watcher:
                 rules_file=self.source.files.rules,
                 environ=self.source.environ,
                 settings=self.source.settings,
+                base_dir=self.source.files.folder,
             )
         except ConfigError as exc:
             event = ConfigRejected(

@@ -84,6 +84,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             rules_file=files.rules,
             environ=environ,
             settings=settings,
+            base_dir=files.folder,
         )
     except ConfigError as exc:
         print_config_error(exc)

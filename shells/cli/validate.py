@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         try:
             config = load_config(
                 servers=texts[0], servers_file=files.servers, rules=texts[1], rules_file=files.rules,
-                environ=environ, settings=_strict_settings(environ) if args.strict else None,
+                environ=environ, settings=_strict_settings(environ) if args.strict else None, base_dir=files.folder,
             )
         except ConfigError as exc:
             errors, warnings, promoted = exc.problems, exc.warnings, exc.promoted

@@ -749,3 +749,20 @@ def test_a_mapping_meets_the_same_strict_checks_as_text() -> None:
     assert (file, path) == ("rules", "agents.a.allow.servers[0]") and "surrogate" in message
     [(file, path, message)] = mapping_problems({"mcpServers": {"db": {"command": object()}}}, ALLOW_ALL)
     assert (file, path) == ("servers", "") and message.startswith("not a JSON document: Object of type object")
+
+
+def test_relative_paths_resolve_against_the_servers_files_folder() -> None:
+    servers = {"mcpServers": {
+        "plain": {"command": "python3", "args": ["servers/a.py"]},
+        "sub": {"command": "./run.sh", "cwd": "tools/../bin"},
+        "absolute": {"command": "x", "cwd": "/srv/x"},
+        "pooled": {"instances": [{"command": "x"}, {"command": "y", "cwd": "two"}]},
+        "remote": {"url": "https://h/mcp"},
+    }}
+    config = load_config(servers=servers, rules=ALLOW_ALL, environ={}, base_dir="/home/me/project")
+    cwd = {name: spec.cwd for name, spec in config.servers.items()}
+    assert cwd == {"plain": "/home/me/project", "sub": "/home/me/project/bin", "absolute": "/srv/x",
+                   "pooled": "/home/me/project", "remote": None}
+    assert [i.spec.cwd for i in config.servers["pooled"].instances] == ["/home/me/project", "/home/me/project/two"]
+    # Without a folder, cwd stays as written: the gateway's working directory decides.
+    assert load_config(servers=servers, rules=ALLOW_ALL, environ={}).servers["plain"].cwd is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import shlex
 import subprocess
 from pathlib import Path
@@ -206,21 +208,36 @@ def test_the_printed_entry_starts_the_gateway(tmp_path: Path, home: Path) -> Non
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
     }
     tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
-    # The examples' servers are started too; from `/` they cannot find their
-    # scripts (examples/.mcp.json names them relative to the repository), which
-    # the gateway survives: initialize and tools/list are the gateway's own.
-    gateway = subprocess.run(
+    echo = {
+        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "execute_tool", "arguments": {"agent_id": "researcher", "server": "utils", "tool": "echo", "args": {"text": "from /"}}},
+    }
+    # From `/`, the example servers' scripts are found all the same: relative
+    # paths in a servers file resolve against its folder. PYTHON names an
+    # interpreter with the MCP SDK, which /usr/bin's may not have.
+    gateway = subprocess.Popen(
         [entry["command"], *entry["args"]],
-        input=json.dumps(initialize) + "\n" + json.dumps(tools) + "\n",
-        env={"PATH": "/usr/bin:/bin", **entry["env"]},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, **entry["env"]},
         cwd="/",
-        capture_output=True,
         text=True,
-        timeout=60,
     )
-    assert gateway.returncode == 0, gateway.stderr
-    answers = [json.loads(line) for line in gateway.stdout.splitlines()]
+    assert gateway.stdin is not None and gateway.stdout is not None
+    watchdog = threading.Timer(60, gateway.kill)  # a gateway that never answers fails the test, not CI
+    watchdog.start()
+    answers = []
+    for message in (initialize, tools, echo):
+        # One at a time, stdin kept open: end of input would end the session.
+        gateway.stdin.write(json.dumps(message) + "\n")
+        gateway.stdin.flush()
+        answers.append(json.loads(gateway.stdout.readline()))
+    _, stderr = gateway.communicate(timeout=60)
+    watchdog.cancel()
+    assert gateway.returncode == 0, stderr
     assert answers[0]["id"] == 1 and answers[0]["result"]["serverInfo"]["name"] == "lockgate"
     assert answers[0]["result"]["protocolVersion"] == "2025-06-18"
     assert {tool["name"] for tool in answers[1]["result"]["tools"]} == {"list_servers", "get_server_tools", "execute_tool"}
-    assert f"audit log {tmp_path}/audit.jsonl" in gateway.stderr
+    assert answers[2]["id"] == 3 and "from /" in json.dumps(answers[2]["result"]), answers[2]
+    assert f"audit log {tmp_path}/audit.jsonl" in stderr
