@@ -316,7 +316,7 @@ def _parse_json(source: str | Mapping[str, Any]) -> tuple[object, list[Issue]]:
     try:
         repeated = duplicate_keys(text)
     except json.JSONDecodeError as exc:
-        return _NOT_JSON, [Issue((), f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")]
+        return _NOT_JSON, [Issue((), _syntax_error(exc))]
     except ValueError:  # Python's limit on the digits of an int
         return _NOT_JSON, [Issue((), "invalid JSON: a number has too many digits")]
     except RecursionError:
@@ -325,6 +325,25 @@ def _parse_json(source: str | Mapping[str, Any]) -> tuple[object, list[Issue]]:
     if isinstance(value, Flawed):
         return _NOT_JSON, [Issue(flaw.path, f"invalid JSON: {flaw.detail}") for flaw in value.flaws]
     return value, repeated
+
+
+def _syntax_error(exc: json.JSONDecodeError) -> str:
+    """What is wrong, at the place a person would fix it.
+
+    Python's parser stops where it can no longer go on: after a trailing
+    comma that is the closing bracket, after ``//`` the slash. Files written
+    by hand meet those two most, so they are named where they are.
+    """
+    text, pos = exc.doc, exc.pos
+    if text.startswith(("//", "/*", "#"), pos):
+        return f"invalid JSON: comments are not allowed in JSON (line {exc.lineno}, column {exc.colno})"
+    before = text[:pos].rstrip()
+    if before.endswith(",") and text.startswith(("}", "]"), pos):
+        comma = len(before) - 1
+        line = text.count("\n", 0, comma) + 1
+        column = comma - (text.rfind("\n", 0, comma) + 1) + 1
+        return f"invalid JSON: a trailing comma before '{text[pos]}' (line {line}, column {column})"
+    return f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
 
 
 def load_config(

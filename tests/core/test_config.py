@@ -521,7 +521,12 @@ EXPECTING_NAME = "invalid JSON: Expecting property name enclosed in double quote
     ("text", "message"),
     [
         ("{", f"{EXPECTING_NAME} (line 1, column 2)"),
-        ('{\n  "a": 1,\n}', f"{EXPECTING_NAME} (line 3, column 1)"),
+        # Named where a person fixes them, not where the parser gave up.
+        ('{\n  "a": 1,\n}', "invalid JSON: a trailing comma before '}' (line 2, column 9)"),
+        ('{"a": [1, 2, ]}', "invalid JSON: a trailing comma before ']' (line 1, column 12)"),
+        ('{\n  // the servers\n  "a": 1}', "invalid JSON: comments are not allowed in JSON (line 2, column 3)"),
+        ('{"a": 1 /* one */}', "invalid JSON: comments are not allowed in JSON (line 1, column 9)"),
+        ('# servers\n{}', "invalid JSON: comments are not allowed in JSON (line 1, column 1)"),
         ("", "invalid JSON: Expecting value (line 1, column 1)"),
         ("1" * 5000, "invalid JSON: a number has too many digits"),
         ("[" * 100_000, "invalid JSON: nested too deeply"),
