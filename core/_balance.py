@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
 from ._config import Strategy
 
@@ -103,6 +104,8 @@ def choose(
             return chosen.index, turn
         case "weighted":
             return _weighted(candidates, size=size, turn=turn, weights=weights)
+        case _:
+            assert_never(strategy)
     return chosen.index, chosen.index + 1
 
 

@@ -14,7 +14,7 @@ let go of.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from . import __version__
 from ._actions import CloseClient, DropStream
@@ -140,6 +140,8 @@ class Clients:
             case Response():
                 # The gateway sends clients no requests, so no answer is awaited.
                 self._ctx.log("debug", "ignored a response from a client", client=client_label(session.id), id=msg.id)
+            case _:
+                assert_never(msg)
 
     def _invalid(self, session: ClientSession, msg: Invalid, ev: ClientMessageReceived) -> None:
         """Answer a frame that is not a valid message, unless it was a notification or a response."""

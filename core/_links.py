@@ -27,7 +27,7 @@ Shutdown fails what is left and stops every link.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from . import __version__
 from ._actions import SendToDownstream, StartDownstream, StopDownstream
@@ -176,6 +176,8 @@ class Links:
                 self._ctx.emit(SendToDownstream(downstream=link.downstream, message=reply))
             case Invalid():
                 self._invalid(link, msg)
+            case _:
+                assert_never(msg)
 
     def _invalid(self, link: Link, msg: Invalid) -> None:
         """The server wrote something that is not a valid message.
