@@ -33,11 +33,13 @@ from ._actions import (
 from ._config import (
     Config,
     ConfigError,
+    EnvironmentVariable,
     InstanceSpec,
     Problem,
     ServerSpec,
     Settings,
     config_schema,
+    environment_variables,
     load_config,
     settings_from_env,
 )
@@ -89,6 +91,8 @@ __all__ = [
     "Settings",
     "load_config",
     "settings_from_env",
+    "EnvironmentVariable",
+    "environment_variables",
     "downstream_message_bytes",
     "config_schema",
     "problem_json",

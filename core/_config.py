@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Config",
     "ConfigError",
+    "EnvironmentVariable",
     "STRICT_NOTE",
     "InstanceSpec",
     "Isolation",
@@ -55,6 +56,7 @@ __all__ = [
     "Strategy",
     "STRATEGIES",
     "config_schema",
+    "environment_variables",
     "load_config",
     "settings_from_env",
 ]
@@ -239,6 +241,22 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
     from . import _settings
 
     return _settings.settings_from_env(environ, debug=debug)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentVariable:
+    """One ``GATEWAY_*`` variable as an operator sees it: its name, its default as one would write it, its use."""
+
+    name: str
+    default: str
+    description: str
+
+
+def environment_variables() -> tuple[EnvironmentVariable, ...]:
+    """Every ``GATEWAY_*`` variable Lockgate reads, for help texts: the two file variables first, then the settings."""
+    from . import _settings
+
+    return _settings.environment_variables()
 
 
 def config_schema(kind: Literal["servers", "rules"]) -> dict[str, Any]:

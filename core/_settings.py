@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
-from ._config import ENVIRONMENT, ConfigError, Problem, Settings
+from ._config import ENVIRONMENT, ConfigError, EnvironmentVariable, Problem, Settings
 from ._policy import _AGENT_ID_RULE, json_path, valid_agent_id
 from ._validation import close_match, closest, issues
 
 if TYPE_CHECKING:
     from ._policy import Policy
 
-__all__ = ["VARIABLES", "Variables", "check_environment", "settings_from_env"]
+__all__ = ["VARIABLES", "Variables", "check_environment", "environment_variables", "settings_from_env"]
 
 _PREFIX = "GATEWAY_"
 
@@ -151,6 +151,54 @@ VARIABLES: frozenset[str] = frozenset(field.alias for field in Variables.model_f
 
 # The fields of Variables that are settings (the others are the shell's).
 _SETTINGS = frozenset(field.name for field in dataclasses.fields(Settings))
+
+#: What each variable does, in a line, for ``lockgate serve --help``; README.md has the full table.
+_ABOUT: dict[str, str] = {
+    "mcp_config": "servers file when --config is not given (unset: ./.mcp.json, then ./config/.mcp.json)",
+    "rules": "rules file when --rules is not given (unset: ./.mcp-gateway-rules.json, then ./config/…)",
+    "default_agent": "agent for calls without agent_id, when the rules let such calls run",
+    "debug": "log everything and offer get_gateway_status; as --debug",
+    "strict": "every warning is an error, at start-up and on reload",
+    "init_strategy": "eager starts every server at start-up, lazy each on first use",
+    "max_message_bytes": "largest message from a client (over HTTP: largest body)",
+    "log_level": "debug, info, warning or error; unset: summary, reloads, warnings, errors",
+    "log_format": "text (key=value lines) or json (one object per line)",
+    "health_interval": "seconds between health-check pings of a live server (0: no checks)",
+    "health_timeout": "seconds a health-check ping may take",
+    "audit_log": "audit log file",
+    "transport": "stdio or http; as --transport",
+    "http_host": "address to bind for HTTP; as --host",
+    "http_port": "port for HTTP (0 picks a free one); as --port",
+    "cors_origins": "comma-separated browser origins allowed besides loopback ones",
+    "allowed_hosts": "comma-separated Host values accepted besides the bound address",
+    "max_connections": "HTTP connections held open at once",
+    "max_connections_per_address": "HTTP connections from one peer address (0: no limit)",
+    "session_ttl": "seconds an idle HTTP session lives",
+    "shutdown_grace": "seconds requests in flight get to finish on SIGTERM/SIGINT (HTTP)",
+    "http_head_timeout": "seconds an HTTP request head may take from its first byte",
+}
+
+
+def environment_variables() -> tuple[EnvironmentVariable, ...]:
+    """Every ``GATEWAY_*`` variable Lockgate reads, the two file variables first, then the settings in model order."""
+    defaults = Settings()
+    found = []
+    for name, field in Variables.model_fields.items():
+        assert field.alias is not None  # the alias generator names every field
+        found.append(EnvironmentVariable(field.alias, _written(getattr(defaults, name, None)), _ABOUT.get(name, "")))
+    found.sort(key=lambda variable: variable.name not in (f"{_PREFIX}MCP_CONFIG", f"{_PREFIX}RULES"))
+    return tuple(found)
+
+
+def _written(value: object) -> str:
+    """A default as an operator would write it in the variable."""
+    if value is None or value == ():
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Settings:

@@ -48,9 +48,23 @@ from .reload import ReloadSource, watch_config
 from .runtime import GatewayCore, Runtime
 from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
 
-__all__ = ["HttpServer", "serve_http"]
+__all__ = ["CannotListen", "HttpServer", "serve_http"]
 
 _log = get_logger("http")
+
+
+class CannotListen(Exception):
+    """The listening socket could not be opened: the address or port, and the ``OSError`` why.
+
+    Only the bind raises it, so a caller can tell "pick another port" apart
+    from a failure once serving.
+    """
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {error.strerror or error}")
+        self.host = host
+        self.port = port
+        self.error = error
 
 
 class HttpServer:
@@ -133,7 +147,10 @@ async def serve_http(
     """
     host = settings.http_host if host is None else host
     port = settings.http_port if port is None else port
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:  # taken, privileged, not this machine's, or a name that does not resolve
+        raise CannotListen(host, port, exc) from exc
     bound = listeners[0].socket.getsockname()[1]
     policy = HttpPolicy(
         host=host,

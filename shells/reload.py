@@ -47,6 +47,7 @@ from lockgate.core import (
 from .audit import utc_timestamp
 from .configfiles import ConfigFiles
 from .logs import get_logger
+from .selfref import self_reference_problems
 from .signals import receive_signals
 
 __all__ = ["MAX_SETTLE", "POLL_INTERVAL", "SETTLE", "Feeder", "ReloadSource", "watch_config"]
@@ -186,9 +187,16 @@ class _Watcher:
                 now=trio.current_time(), problems=tuple(exc.problems), warnings=exc.warnings, files=files, time=time
             )
         else:
-            if self.source.on_config is not None:
-                self.source.on_config(config, rules)
-            event = ConfigReloaded(now=trio.current_time(), config=config, files=files, time=time)
+            # A servers file that now starts this gateway on itself is refused as an invalid one is.
+            loops = self_reference_problems(config, self.source.files.servers, self.source.environ)
+            if loops:
+                event = ConfigRejected(
+                    now=trio.current_time(), problems=tuple(loops), warnings=config.warnings, files=files, time=time
+                )
+            else:
+                if self.source.on_config is not None:
+                    self.source.on_config(config, rules)
+                event = ConfigReloaded(now=trio.current_time(), config=config, files=files, time=time)
         await self.feed(event)
 
 

@@ -1,8 +1,9 @@
 """``lockgate serve``: serve MCP over stdio or Streamable HTTP until stopped.
 
 Exit status 0 after a normal shutdown (stdin closed, SIGTERM, SIGINT); 2 for
-a usage or configuration error (a missing file, an invalid one, a port that
-is taken). With ``GATEWAY_STRICT=true`` a warning is an error too, at start-up
+a usage or configuration error (a missing file, an invalid one, a servers
+file with an entry that starts this gateway on itself, an address or port it
+cannot listen on). With ``GATEWAY_STRICT=true`` a warning is an error too, at start-up
 and on every reload (``load_config`` does it, from :attr:`Settings.strict`).
 """
 
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import logging
+import socket
 import sys
-from collections.abc import Mapping
+import textwrap
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -23,22 +28,33 @@ from .common import EXIT_USAGE, Subcommands, add_file_options, count, package_ve
 if TYPE_CHECKING:
     from lockgate.core import Settings
 
+    from ..http import CannotListen
+
 __all__ = ["add_parser", "run"]
+
+
+_DESCRIPTION = (
+    "Serve MCP over stdio until stdin closes, or over Streamable HTTP (--transport http), "
+    "until SIGTERM/SIGINT arrives. "
+    "Downstream servers come from the server configuration, access "
+    "rules from the rules file. Both files are watched: a change is "
+    "loaded without a restart (an invalid one is logged and ignored), "
+    "and SIGHUP reloads at once. With GATEWAY_STRICT=true, warnings "
+    "refuse a configuration as errors do."
+)
 
 
 def add_parser(commands: Subcommands) -> None:
     serve = commands.add_parser(
         "serve",
         help="serve MCP over stdio (default) or Streamable HTTP, logging to stderr",
-        description=(
-            "Serve MCP over stdio until stdin closes, or over Streamable HTTP (--transport http), "
-            "until SIGTERM/SIGINT arrives. "
-            "Downstream servers come from the server configuration, access "
-            "rules from the rules file. Both files are watched: a change is "
-            "loaded without a restart (an invalid one is logged and ignored), "
-            "and SIGHUP reloads at once. With GATEWAY_STRICT=true, warnings "
-            "refuse a configuration as errors do."
-        ),
+        # Raw, so the GATEWAY_* table of the epilog keeps its lines; the description is wrapped here instead.
+        description=textwrap.fill(_DESCRIPTION, width=78),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    serve.add_argument(
+        "-h", "--help", action=_HelpWithVariables, help="show this help message, with the GATEWAY_* variables, and exit"
     )
     add_file_options(serve)
     serve.add_argument(
@@ -66,10 +82,11 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from lockgate.core import ConfigError, Gateway, load_config, settings_from_env
 
     from ..guardian import guarding
-    from ..http import serve_http
+    from ..http import CannotListen, serve_http
     from ..record import Recorder
     from ..reload import ReloadSource
     from ..runtime import GatewayCore
+    from ..selfref import self_references
     from ..stdio import STDIO_CLIENT, serve_process_stdio
 
     files = locate_files(args.config, args.rules, environ)
@@ -89,20 +106,28 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConfigError as exc:
         print_config_error(exc)
         return EXIT_USAGE
+    # Before anything starts: such an entry would start a copy of this gateway, which would start another, ...
+    loops = self_references(config, files.servers, environ)
+    if loops:
+        for message in loops:
+            print(f"lockgate: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
 
     log = setup_command_logging(config.settings)
     for warning in config.warnings:
         log.warning(warning.message, extra={"fields": {"file": warning.file, "path": warning.path}})
     servers = sorted(config.servers)
-    log.log(
-        NOTICE,
+    summary = (
         f"lockgate {package_version()} serving {config.settings.transport}: "
         f"{count(len(servers), 'server')} ({', '.join(servers) or 'none'}), "
         f"{count(len(config.policy.agents), 'agent')}, "
         f"init strategy {config.settings.init_strategy}, "
         f"audit log {config.settings.audit_log}; "
-        f"watching {files.servers} and {files.rules}",
+        f"watching {files.servers} and {files.rules}"
     )
+    if config.settings.transport != "http":
+        # Over HTTP it waits for the port to be bound: see _listening.
+        log.log(NOTICE, summary)
     source = ReloadSource(
         files=files, environ=dict(environ), settings=config.settings, loaded=(servers_text, rules_text)
     )
@@ -120,14 +145,15 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         # Servers die with the gateway however it ends; leftovers of a killed one are swept first.
         with guarding():
             if config.settings.transport == "http":
+                listening = partial(_listening, log, summary)
                 try:
                     trio.run(
                         partial(
-                            serve_http, core, config.settings, on_listening=_connect_hint, reload=source, recorder=recorder
+                            serve_http, core, config.settings, on_listening=listening, reload=source, recorder=recorder
                         )
                     )
-                except OSError as exc:  # the port is taken, say
-                    print(f"lockgate: error: cannot serve HTTP: {exc.strerror or exc}", file=sys.stderr)
+                except CannotListen as exc:  # only the bind: a later failure is not the operator's to fix
+                    print(f"lockgate: error: {_cannot_listen(exc)}", file=sys.stderr)
                     return EXIT_USAGE
             else:
                 tap = recorder.wire(STDIO_CLIENT) if recorder is not None else None
@@ -155,6 +181,69 @@ def _with_transport_flags(settings: Settings, args: argparse.Namespace) -> Setti
     if args.port is not None:
         changes["http_port"] = args.port
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _listening(log: logging.Logger, summary: str, url: str) -> None:
+    """Once the HTTP port is bound (not before, so nothing claims to serve a port it failed to get)."""
+    log.log(NOTICE, summary)
+    _connect_hint(url)
+
+
+def _cannot_listen(exc: CannotListen) -> str:
+    """The one line for a listening socket that cannot be opened: where, why, and which option changes it."""
+    host = exc.host or "*"
+    where = f"[{host}]:{exc.port}" if ":" in host else f"{host}:{exc.port}"
+    # The port is what to change when it is taken, the address when it is not this machine's.
+    other_port = "choose another port with --port or GATEWAY_HTTP_PORT (or another address with --host / GATEWAY_HTTP_HOST)"
+    other_address = "choose another address with --host or GATEWAY_HTTP_HOST"
+    error = exc.error
+    if isinstance(error, socket.gaierror):
+        why, fix = f"cannot resolve {exc.host!r} ({error.strerror or error})", other_address
+    elif error.errno == errno.EADDRINUSE:
+        why, fix = "address already in use", other_port
+    elif error.errno == errno.EACCES and 0 < exc.port < 1024:
+        why = "permission denied (a port below 1024 needs privileges)"
+        fix = "choose a port of 1024 or more with --port or GATEWAY_HTTP_PORT"
+    elif error.errno == errno.EADDRNOTAVAIL:
+        why, fix = "address not available (it is not an address of this machine)", other_address
+    else:
+        reason = error.strerror or str(error) or type(error).__name__
+        why, fix = reason[:1].lower() + reason[1:], other_port
+    return f"cannot listen on {where}: {why}; {fix}"
+
+
+class _HelpWithVariables(argparse.Action):
+    """``serve -h/--help``: the usual help, then the ``GATEWAY_*`` variables and their defaults.
+
+    The table is built only when asked for: its source, the variables model
+    in ``lockgate.core``, imports pydantic, which would slow every command.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        parser.epilog = environment_help()
+        parser.print_help()
+        parser.exit()
+
+
+def environment_help() -> str:
+    """The epilog of ``serve --help``: every ``GATEWAY_*`` variable Lockgate reads, its default and use."""
+    from lockgate.core import environment_variables
+
+    lines = ["environment variables (a flag wins over its variable; empty counts as unset):"]
+    for variable in environment_variables():
+        lines.append(f"  {variable.name} (default: {variable.default})")
+        if variable.description:
+            lines.append(f"      {variable.description}")
+    return "\n".join(lines)
 
 
 def _connect_hint(url: str) -> None:

@@ -46,6 +46,8 @@ def add_parser(commands: Subcommands) -> None:
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from lockgate.core import ConfigError, load_config, Problem, problem_json
 
+    from ..selfref import self_reference_problems
+
     report: dict[str, Any] = {"valid": False, "servers_file": None, "rules_file": None}
     errors: list[Problem] = []
     warnings: tuple[Problem, ...] = ()
@@ -70,9 +72,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             errors, warnings, promoted = exc.problems, exc.warnings, exc.promoted
         else:
             warnings = config.warnings
-            report["valid"] = True
-            report["servers"] = list(config.servers)
-            report["agents"] = sorted(config.policy.agents)
+            # serve refuses such a file, so validate does not call it valid.
+            errors = self_reference_problems(config, files.servers, environ)
+            if errors:
+                config = None
+            else:
+                report["valid"] = True
+                report["servers"] = list(config.servers)
+                report["agents"] = sorted(config.policy.agents)
     # Strict mode is on from the flag, or else from GATEWAY_STRICT.
     strictly = "--strict" if args.strict else "GATEWAY_STRICT"
     report["errors"] = [{**problem_json(p), **({"strict": True} if p in promoted else {})} for p in errors]

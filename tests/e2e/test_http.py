@@ -164,7 +164,8 @@ def test_a_taken_port_is_a_clear_error(setup: Setup) -> None:
             env=setup.environ(), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
         )
         assert result.returncode == 2
-        assert "cannot serve HTTP" in result.stderr and "Traceback" not in result.stderr
+        assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+        assert "--port" in result.stderr and "Traceback" not in result.stderr
 
 
 async def test_record_writes_replayable_transcripts_per_http_session(setup: Setup, tmp_path: Path) -> None:
