@@ -110,21 +110,21 @@ class Clients:
             _log.debug("message for a closed client dropped", extra={"fields": {"client": action.client}})
             return
         try:
+            await self._deliver(client, action)
+        except Exception:
+            # A bug in the transport: the request still gets an answer.
+            substitute = _undeliverable(action)
+            if substitute is not None:
+                await self._deliver(client, substitute)
+
+    async def _deliver(self, client: Client, action: SendToClient) -> None:
+        """Send one message; a client that fell behind or is gone is dealt with here, anything else raises."""
+        try:
             await client.send(action)
         except StreamFellBehind as exc:
             self._fell_behind(action.client, exc)
         except DELIVERY_ERRORS as exc:
             self._gone(action.client, client, exc)
-        except Exception:
-            substitute = _undeliverable(action)
-            if substitute is None:
-                return
-            try:
-                await client.send(substitute)
-            except StreamFellBehind as exc:
-                self._fell_behind(action.client, exc)
-            except DELIVERY_ERRORS as exc:
-                self._gone(action.client, client, exc)
 
     def send_nowait(self, action: SendToClient) -> bool:
         """Perform ``SendToClient`` if that needs no waiting; ``False``: nothing happened, use :meth:`send`."""
