@@ -30,7 +30,7 @@ from ._call import Call, CallTrigger
 from ._config import DEFAULT_MAX_TIMEOUT_MS, ServerSpec
 from ._context import Context, error_response
 from ._errors import ErrorCode
-from ._jsonrpc import Invalid, Notification, Request, RequestId, Response, result
+from ._jsonrpc import Invalid, Notification, Request, RequestId, Response, error_with, notification, request, result
 from ._link import Link
 from ._policy import Refusal
 from ._pool import Unavailable
@@ -236,7 +236,7 @@ class Calls:
         self._ctx.emit(
             SendToDownstream(
                 downstream=link.downstream,
-                message={"jsonrpc": "2.0", "id": wire_id, "method": "tools/call", "params": forwarded},
+                message=request(wire_id, "tools/call", forwarded),
             )
         )
 
@@ -245,10 +245,10 @@ class Calls:
         link.instance.answered()
         raw = msg.raw
         if "error" in raw:
-            response = {"jsonrpc": "2.0", "id": call.request_id, "error": raw["error"]}
+            response = error_with(call.request_id, raw["error"])
             self.finish(call, response, Decision.ALLOW, error="DOWNSTREAM_ERROR")
         else:
-            response = {"jsonrpc": "2.0", "id": call.request_id, "result": raw["result"]}
+            response = result(call.request_id, raw["result"])
             self.finish(call, response, Decision.ALLOW)
 
     def progress(self, call: Call, note: Notification) -> None:
@@ -260,7 +260,7 @@ class Calls:
             self._ctx.emit(
                 SendToClient(
                     client=call.client,
-                    message={"jsonrpc": "2.0", "method": "notifications/progress", "params": params},
+                    message=notification("notifications/progress", params),
                     request=call.request_id,
                 )
             )
@@ -309,11 +309,7 @@ class Calls:
             self._ctx.emit(
                 SendToDownstream(
                     downstream=link.downstream,
-                    message={
-                        "jsonrpc": "2.0",
-                        "method": "notifications/cancelled",
-                        "params": {"requestId": call.wire_id, "reason": reason},
-                    },
+                    message=notification("notifications/cancelled", {"requestId": call.wire_id, "reason": reason}),
                 )
             )
         elif call in link.waiters:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, assert_never
 
 from ._actions import SendToDownstream
 from ._context import Context
+from ._jsonrpc import request
 from ._link import Internal, Link, State
 from ._pool import Unavailable
 from ._timers import Timer, TimerKind
@@ -123,7 +124,7 @@ class Health:
         assert link.downstream is not None
         wire_id = link.take_wire_id()
         link.internal[wire_id] = Internal.PING
-        self._ctx.emit(SendToDownstream(downstream=link.downstream, message={"jsonrpc": "2.0", "id": wire_id, "method": "ping"}))
+        self._ctx.emit(SendToDownstream(downstream=link.downstream, message=request(wire_id, "ping")))
         self.set_timer(link, TimerKind.PING, self._ctx.now + self._health_timeout(link))
 
     def pong(self, link: Link) -> None:

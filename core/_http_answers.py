@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._errors import ErrorCode
-from ._jsonrpc import error
+from ._jsonrpc import error, error_with
 
 __all__ = ["Headers", "MAX_HEADER_FIELDS", "MAX_HEAD_BYTES", "Reject", "json_body", "bad_http", "head_too_large", "internal_error", "session_gone", "busy", "stream_conflict", "stream_takeover", "duplicate_request", "cancelled_response", "ends_request", "Opened", "opened_session", "health_body", "ops_status", "error_body", "reject", "missing_session"]
 
@@ -53,7 +53,7 @@ def error_body(code: ErrorCode, message: str, request_id: Any = None, path: str 
     data: dict[str, Any] = {"code": code.name}
     if path is not None:
         data["path"] = path
-    return json_body({"jsonrpc": "2.0", "id": request_id, "error": {"code": int(code), "message": message, "data": data}})
+    return json_body(error_with(request_id, {"code": int(code), "message": message, "data": data}))
 
 
 def reject(

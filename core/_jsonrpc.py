@@ -30,8 +30,11 @@ __all__ = [
     "encode",
     "classify",
     "error",
+    "error_with",
     "internal_error",
     "is_request_id",
+    "notification",
+    "request",
     "result",
 ]
 
@@ -189,9 +192,30 @@ def is_request_id(value: Any) -> TypeGuard[RequestId]:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
+def request(request_id: RequestId, method: str, params: JSONObject | None = None) -> JSONObject:
+    """A request; ``params`` is included only when given."""
+    message: JSONObject = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+def notification(method: str, params: JSONObject | None = None) -> JSONObject:
+    """A notification; ``params`` is included only when given."""
+    message: JSONObject = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
 def result(request_id: RequestId, value: JSONObject) -> JSONObject:
     """A success response."""
     return {"jsonrpc": "2.0", "id": request_id, "result": value}
+
+
+def error_with(request_id: RequestId | None, err: Any) -> JSONObject:
+    """An error response carrying the error object ``err`` as it is (a server's, forwarded untouched)."""
+    return {"jsonrpc": "2.0", "id": request_id, "error": err}
 
 
 def error(
@@ -204,7 +228,7 @@ def error(
     err: JSONObject = {"code": int(code), "message": message}
     if data is not None:
         err["data"] = data
-    return {"jsonrpc": "2.0", "id": request_id, "error": err}
+    return error_with(request_id, err)
 
 
 def internal_error(frame: bytes) -> JSONObject | None:

@@ -37,7 +37,7 @@ from ._config import Settings
 from ._context import Context, error_response
 from ._errors import ErrorCode
 from ._events import ClientId
-from ._jsonrpc import Invalid, Notification, Request, Response, error, result
+from ._jsonrpc import Invalid, Notification, Request, Response, error, error_with, notification, request, result
 from ._link import Internal, Link, State
 from ._pool import Pool, Unavailable
 from ._timers import TimerKind
@@ -143,16 +143,15 @@ class Links:
         self._ctx.emit(
             SendToDownstream(
                 downstream=downstream,
-                message={
-                    "jsonrpc": "2.0",
-                    "id": wire_id,
-                    "method": "initialize",
-                    "params": {
+                message=request(
+                    wire_id,
+                    "initialize",
+                    {
                         "protocolVersion": DOWNSTREAM_PROTOCOL_VERSION,
                         "capabilities": {},
                         "clientInfo": {"name": "lockgate", "version": __version__},
                     },
-                },
+                ),
             )
         )
         self.health.set_timer(link, TimerKind.START, self._ctx.now + self._ctx.config.settings.start_timeout_ms / 1000)
@@ -197,7 +196,7 @@ class Links:
                 data["path"] = msg.path
             err = {"code": int(ErrorCode.INTERNAL_ERROR), "message": f"Server '{link.name}' {reason}", "data": data}
             ctx.log("warning", "server sent an answer that cannot be forwarded", server=link.name, error=msg.message[:200])
-            self.answer(link, Response(wire_id, {"jsonrpc": "2.0", "id": wire_id, "error": err}))
+            self.answer(link, Response(wire_id, error_with(wire_id, err)))
             return
         if msg.id is not None and msg.answer_owed and msg.salvaged is not None and "method" in msg.salvaged:
             assert link.downstream is not None
@@ -243,7 +242,7 @@ class Links:
         link.server_info = info if isinstance(info, dict) else None
         assert link.downstream is not None
         self._ctx.emit(
-            SendToDownstream(downstream=link.downstream, message={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            SendToDownstream(downstream=link.downstream, message=notification("notifications/initialized"))
         )
         link.move(State.LISTING)
         self.request_tools(link, None)
@@ -252,7 +251,7 @@ class Links:
         wire_id = link.take_wire_id()
         link.internal[wire_id] = Internal.TOOLS_LIST
         link.listing_wire = wire_id
-        message: JSONObject = {"jsonrpc": "2.0", "id": wire_id, "method": "tools/list"}
+        message: JSONObject = request(wire_id, "tools/list")
         if cursor is not None:
             message["params"] = {"cursor": cursor}
         else:

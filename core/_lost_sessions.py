@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._call import CallState, CallTrigger
 from ._context import Context
 from ._events import DownstreamHttpError, DownstreamSessionLost
-from ._jsonrpc import Notification, Request, Response, decode
+from ._jsonrpc import Notification, Request, Response, decode, error_with
 from ._link import State
 from ._strictjson import parse
 
@@ -107,7 +107,7 @@ class LostSessions:
         if 400 <= ev.status < 500:
             err = _jsonrpc_error(ev.body)
             if err is not None:
-                self.links.answer(link, Response(sent.id, {"jsonrpc": "2.0", "id": sent.id, "error": err}))
+                self.links.answer(link, Response(sent.id, error_with(sent.id, err)))
                 return
             call = link.pending.pop(sent.id, None)
             if call is not None:
