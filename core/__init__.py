@@ -63,6 +63,8 @@ from ._events import (
     TimerFired,
 )
 from ._gateway import Gateway
+from ._grants import grant_problem, grants_within, may_act_as
+from ._identity import Principal, Rate, Role, parse_rate
 from ._links import downstream_message_bytes
 from ._jsonrpc import (
     Invalid,
@@ -82,6 +84,14 @@ __all__ = [
     "__version__",
     # The state machine.
     "Gateway",
+    # Identity: the verified caller the shell hands in.
+    "Principal",
+    "Rate",
+    "Role",
+    "parse_rate",
+    "grant_problem",
+    "grants_within",
+    "may_act_as",
     # Configuration.
     "Config",
     "ConfigError",
