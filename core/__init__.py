@@ -45,6 +45,8 @@ from ._config import (
 )
 from ._errors import ErrorCode, LocalProtocolError
 from ._events import (
+    AuthenticationFailed,
+    AuthenticationSucceeded,
     ClientClosed,
     ClientFellBehind,
     ClientId,
@@ -65,6 +67,7 @@ from ._events import (
 from ._gateway import Gateway
 from ._grants import grant_problem, grants_within, may_act_as
 from ._identity import Principal, Rate, Role, parse_rate
+from ._ratelimit import Buckets as RateBuckets
 from ._links import downstream_message_bytes
 from ._jsonrpc import (
     Invalid,
@@ -89,6 +92,7 @@ __all__ = [
     "Rate",
     "Role",
     "parse_rate",
+    "RateBuckets",
     "grant_problem",
     "grants_within",
     "may_act_as",
@@ -123,6 +127,8 @@ __all__ = [
     "ConfigReloaded",
     "ConfigRejected",
     "ShutdownRequested",
+    "AuthenticationSucceeded",
+    "AuthenticationFailed",
     # Actions: what the shell performs.
     "Action",
     "LogLevel",

@@ -2,7 +2,7 @@
 
 Every call of a gateway tool ends in exactly one :class:`~lockgate.core.Audit`
 action, refused and malformed calls included. The record names who asked
-(``agent``), what (``operation``, ``server``, ``tool``), what was decided and
+(``agent``, and ``principal`` for a verified caller), what (``operation``, ``server``, ``tool``), what was decided and
 by which rule, how long it took, and the argument keys and size, never
 their values. The metrics see the same observation, with label values
 bounded to names the configuration defines.
@@ -48,9 +48,12 @@ class AuditEntry:
 
     ``invalid`` is set for a call refused at the strict JSON boundary: what
     could not be recorded, and where (the keys are then what was salvaged).
+    ``principal`` is the id of the verified caller, for a session opened
+    with one; the record has a ``principal`` field only then.
     """
 
     agent: str | None = None
+    principal: str | None = None
     operation: str | None = None
     server: str | None = None
     tool: str | None = None
@@ -64,8 +67,10 @@ class AuditEntry:
         args: JSONObject = {"keys": list(self.arg_keys), "request_bytes": self.request_bytes}
         if self.invalid is not None:
             args["invalid"] = self.invalid
-        return {
-            "agent": self.agent,
+        record: JSONObject = {"agent": self.agent}
+        if self.principal is not None:
+            record["principal"] = self.principal
+        record.update({
             "operation": self.operation,
             "server": self.server,
             "tool": self.tool,
@@ -74,7 +79,8 @@ class AuditEntry:
             "latency_ms": round(latency * 1000, 3),
             "error_code": error_name(error),
             "args": args,
-        }
+        })
+        return record
 
 
 def error_name(error: AuditError | None) -> str | None:

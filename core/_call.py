@@ -36,6 +36,7 @@ from typing import Any
 
 from ._errors import LocalProtocolError
 from ._events import ClientId
+from ._identity import Principal
 from ._tools import ExecuteTool, GetServerTools
 
 __all__ = ["Call", "CallState", "CallTrigger"]
@@ -82,7 +83,9 @@ class Call:
     ``wire_id`` the id of the forwarded request on it, once sent.
     ``deadline`` moves on with every progress notification, never past
     ``hard_deadline``; ``tried`` lists the instances it was given to, for
-    failover; ``timer`` is its timeout timer.
+    failover; ``timer`` is its timeout timer. ``principal`` is the verified
+    caller it was made under, if any: it narrows the tools listed and names
+    the caller in the audit record.
     """
 
     client: ClientId
@@ -103,6 +106,7 @@ class Call:
     deadline: float = 0.0
     hard_deadline: float = 0.0
     tried: tuple[int, ...] = ()
+    principal: Principal | None = None
 
     @property
     def tool(self) -> str | None:

@@ -3,8 +3,10 @@
 Theory of operation
 -------------------
 A ``tools/call`` names one gateway tool (:mod:`~lockgate.core._tools`).
-:meth:`Calls.tools_call` checks its arguments, resolves the agent and asks
-the one :class:`~lockgate.core._policy.Policy`. ``list_servers`` and
+:meth:`Calls.tools_call` checks its arguments, resolves the agent (for a
+session with a verified caller, :func:`~lockgate.core._authorize.act_as`),
+takes a token from each rate limit that applies (:mod:`._ratelimit`) and
+asks the one :class:`~lockgate.core._policy.Policy`. ``list_servers`` and
 ``get_gateway_status`` are answered at once. ``get_server_tools`` and
 ``execute_tool`` become a :class:`~lockgate.core._call.Call` on the link the
 pool chooses (:meth:`route`): once the link is ready, :meth:`dispatch`
@@ -26,14 +28,17 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from ._actions import SendToClient, SendToDownstream
 from ._audit import AuditEntry, AuditError, Decision
+from ._authorize import CREDENTIAL_TOOLS, act_as, tool_granted
 from ._call import Call, CallTrigger
 from ._config import DEFAULT_MAX_TIMEOUT_MS, ServerSpec
 from ._context import Context, error_response
 from ._errors import ErrorCode
+from ._identity import Principal
 from ._jsonrpc import Invalid, Notification, Request, RequestId, Response, error_with, notification, request, result
 from ._link import Link
 from ._policy import Refusal
 from ._pool import Unavailable
+from ._ratelimit import limits_for, retry_after_ms
 from ._session import ClientSession
 from ._timers import TimerKind
 from ._tools import (
@@ -75,7 +80,7 @@ class Calls:
         arguments = req.params.get("arguments")
         if arguments is None:
             arguments = {}
-        entry = _entry(req, request_bytes)
+        entry = _entry(req, request_bytes, session.principal)
         if not isinstance(name, str):
             parsed: ListServers | GetStatus | GetServerTools | ExecuteTool | ArgumentError = ArgumentError(
                 "name", "tools/call needs a tool name"
@@ -88,11 +93,16 @@ class Calls:
             ctx.reply_error(session.id, req.id, ErrorCode.INVALID_PARAMS, parsed.message, parameter=parsed.parameter)
             ctx.audit(entry, Decision.ERROR, error=ErrorCode.INVALID_PARAMS)
             return
-        agent = ctx.config.policy.resolve_agent(parsed.agent_id, default_agent=ctx.config.settings.default_agent)
+        if session.principal is None:
+            agent = ctx.config.policy.resolve_agent(parsed.agent_id, default_agent=ctx.config.settings.default_agent)
+        else:
+            agent = act_as(session.principal, parsed.agent_id, ctx.config.policy, ctx.now)
         if isinstance(agent, Refusal):
             self._refuse(session, req.id, entry, agent)
             return
         entry.agent = agent
+        if self._rate_limited(session, req.id, agent, entry):
+            return
         match parsed:
             case ListServers():
                 servers = ctx.config.servers
@@ -114,9 +124,9 @@ class Calls:
         every gateway tool call still ends in exactly one audit record.
         """
         self._ctx.reply_error(session.id, req.id, code, message)
-        self._ctx.audit(_entry(req, request_bytes), Decision.ERROR, error=code)
+        self._ctx.audit(_entry(req, request_bytes, session.principal), Decision.ERROR, error=code)
 
-    def refused_at_boundary(self, msg: Invalid, request_bytes: int) -> None:
+    def refused_at_boundary(self, session: ClientSession, msg: Invalid, request_bytes: int) -> None:
         """Audit a ``tools/call`` the strict JSON boundary refused: it is still a call.
 
         The record has what could be salvaged of its name and argument keys
@@ -133,6 +143,7 @@ class Calls:
             request_bytes=request_bytes,
             arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
             invalid=msg.message[:300],
+            principal=_principal_id(session.principal),
         )
         self._ctx.audit(entry, Decision.ERROR, error=msg.code)
 
@@ -148,6 +159,14 @@ class Calls:
         if not decision.allowed:
             what = f"server '{server}'" if tool is None else f"tool '{tool}' on server '{server}'"
             self._refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {what} is denied ({decision.rule})", decision.rule))
+            return
+        if tool is not None and not tool_granted(session.principal, server, tool):
+            assert session.principal is not None
+            message = (
+                f"Access to tool '{tool}' on server '{server}' is denied: "
+                f"credential {session.principal.id} may not call it ({CREDENTIAL_TOOLS})"
+            )
+            self._refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, message, CREDENTIAL_TOOLS))
             return
         entry.rule = decision.rule
         pool = ctx.pools.get(server)
@@ -190,6 +209,7 @@ class Calls:
             arg_keys=entry.arg_keys,
             deadline=now + timeout_ms / 1000,
             hard_deadline=now + cap_ms / 1000,
+            principal=session.principal,
         )
         call.timer = ctx.set_timer(TimerKind.CALL, call.deadline, call=call)
         session.calls[req.id] = call
@@ -203,7 +223,12 @@ class Calls:
         if isinstance(params, GetServerTools):
             assert link.tools is not None
             policy = self._ctx.config.policy
-            allowed = [t for t in link.tools if policy.decide(call.agent, link.name, t.get("name", "")).allowed]
+            # What is listed is what may be called: the rules, and a delegated token's own tool list.
+            allowed = [
+                t for t in link.tools
+                if policy.decide(call.agent, link.name, t.get("name", "")).allowed
+                and tool_granted(call.principal, link.name, t.get("name", ""))
+            ]
             chosen, used = select_tools(
                 allowed, names=params.names, pattern=params.pattern, max_tokens=params.max_schema_tokens
             )
@@ -279,7 +304,7 @@ class Calls:
             ctx.emit(SendToClient(client=call.client, message=response, request=call.request_id))
         entry = AuditEntry(
             agent=call.agent, operation=call.operation, server=call.server, tool=call.tool, rule=call.rule,
-            request_bytes=call.request_bytes, arg_keys=call.arg_keys,
+            request_bytes=call.request_bytes, arg_keys=call.arg_keys, principal=_principal_id(call.principal),
         )
         ctx.audit(entry, decision, latency=ctx.now - call.started, error=error)
         owner = ctx.links.get(call.downstream) if call.downstream is not None else None
@@ -336,6 +361,29 @@ class Calls:
         if link is not None and forwarded and link.downstream is not None:
             self.health.suspect(link, f"a call timed out after {call.timeout_ms} ms")
 
+    def _rate_limited(self, session: ClientSession, request_id: RequestId, agent: str, entry: AuditEntry) -> bool:
+        """Take a token from every rate limit the call must pass, or refuse it with ``RATE_LIMITED``, taking none."""
+        ctx = self._ctx
+        limits = limits_for(session.principal, agent, ctx.config)
+        if not limits:
+            return False
+        refused = ctx.buckets.first_refusal(((limit.key, limit.rate) for limit in limits), ctx.now)
+        if refused is None:
+            for limit in limits:
+                ctx.buckets.take(limit.key, limit.rate, ctx.now)
+            return False
+        index, waiting = refused
+        limit, ms = limits[index], retry_after_ms(waiting)
+        ctx.reply_error(
+            session.id, request_id, ErrorCode.RATE_LIMITED,
+            f"Rate limit {limit.rate} of {limit.subject} exceeded: retry in {ms} ms",
+            retry_after_ms=ms, limit=str(limit.rate), scope=limit.scope,
+        )
+        ctx.metrics.rate_limited[limit.scope] += 1
+        entry.rule = limit.rule
+        ctx.audit(entry, Decision.ERROR, error=ErrorCode.RATE_LIMITED)
+        return True
+
     def _refuse(self, session: ClientSession, request_id: RequestId, entry: AuditEntry, refusal: Refusal) -> None:
         context: JSONObject = {}
         if refusal.rule is not None:
@@ -346,8 +394,8 @@ class Calls:
         self._ctx.audit(entry, decision, error=refusal.code)
 
 
-def _entry(req: Request, request_bytes: int) -> AuditEntry:
-    """The first audit record of a ``tools/call``: its name and argument keys, as sent."""
+def _entry(req: Request, request_bytes: int, principal: Principal | None) -> AuditEntry:
+    """The first audit record of a ``tools/call``: its name and argument keys, as sent, and who sent it."""
     name = req.params.get("name")
     arguments = req.params.get("arguments")
     return AuditEntry(
@@ -355,7 +403,12 @@ def _entry(req: Request, request_bytes: int) -> AuditEntry:
         operation=name[:128] if isinstance(name, str) else None,
         request_bytes=request_bytes,
         arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
+        principal=_principal_id(principal),
     )
+
+
+def _principal_id(principal: Principal | None) -> str | None:
+    return None if principal is None else principal.id
 
 
 def _describe(spec: ServerSpec, metadata: bool) -> JSONObject:

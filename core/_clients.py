@@ -62,7 +62,7 @@ class Clients:
     def opened(self, ev: ClientOpened) -> None:
         if ev.client in self._ctx.clients:
             raise LocalProtocolError(f"client {ev.client!r} is already open")
-        self._ctx.clients[ev.client] = ClientSession(id=ev.client)
+        self._ctx.clients[ev.client] = ClientSession(id=ev.client, principal=ev.principal)
         # ``transport="http"`` is the one that matters: such a session expires when idle.
         if ev.transport == "http":
             self._http_seen[ev.client] = ev.now
@@ -153,7 +153,7 @@ class Clients:
             return
         context: JSONObject = {"path": msg.path} if msg.path is not None else {}
         self._ctx.reply_error(session.id, msg.id, msg.code, msg.message, **context)
-        self.calls.refused_at_boundary(msg, len(ev.data))
+        self.calls.refused_at_boundary(session, msg, len(ev.data))
 
     def _request(self, session: ClientSession, req: Request, ev: ClientMessageReceived) -> None:
         ctx = self._ctx

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._identity import Rate
 from ._policy import Policy, json_path
 from ._strictjson import Flawed, parse
 
@@ -213,6 +214,14 @@ class Settings:
     max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
     #: Seconds a request head may take from its first byte (``GATEWAY_HTTP_HEAD_TIMEOUT``).
     http_head_timeout: float = DEFAULT_HTTP_HEAD_TIMEOUT
+    #: ``GATEWAY_AUTH``: ``required`` (every caller proves a credential),
+    #: ``none`` (said explicitly: no authentication, even off loopback) or
+    #: ``off`` (unset). The shell authenticates; the core decides on the
+    #: :class:`~lockgate.core.Principal` it hands in.
+    auth: Literal["off", "required", "none"] = "off"
+    #: ``GATEWAY_RATE_LIMIT``: the rate limit of each agent whose rules set no
+    #: ``rate``; ``None``: no limit.
+    rate_limit: Rate | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

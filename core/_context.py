@@ -23,6 +23,7 @@ from ._jsonrpc import RequestId, error, result
 from ._link import Link
 from ._metrics import Metrics
 from ._pool import Pool
+from ._ratelimit import Buckets
 from ._reload import ReloadStatus
 from ._session import ClientSession
 from ._timers import Timer, TimerKind, Timers
@@ -51,6 +52,8 @@ class Context:
         self.links: dict[int, Link] = {}
         self.timers = Timers()
         self.metrics = Metrics()
+        #: Rate limit buckets, by credential and by agent; a reload keeps them.
+        self.buckets = Buckets()
         self.reload = ReloadStatus()
         self._rng = DEFAULT_SEED
         self._next_downstream = 1
@@ -108,6 +111,11 @@ class Context:
             latency=latency,
         )
         self.emit(Audit(record=entry.record(decision, latency, error)))
+
+    def audit_authentication(self, record: JSONObject, succeeded: bool) -> None:
+        """The audit record of an authentication the shell reported, and its count in the metrics."""
+        self.metrics.authentications["success" if succeeded else "failure"] += 1
+        self.emit(Audit(record=record))
 
     # -- timers ------------------------------------------------------------------
 

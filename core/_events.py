@@ -12,10 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
+from ._identity import Principal
+
 if TYPE_CHECKING:
     from ._config import Config, Problem
 
 __all__ = [
+    "AuthenticationFailed",
+    "AuthenticationSucceeded",
     "ClientId",
     "ClientClosed",
     "ClientFellBehind",
@@ -52,11 +56,57 @@ class GatewayStarted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientOpened:
-    """A client connection or session exists and may send messages."""
+    """A client connection or session exists and may send messages.
+
+    ``principal`` is the caller the shell verified a credential of (see
+    :mod:`lockgate.core._authorize`); its calls act only as the agents it
+    is granted. ``None``: no credential (the local user over stdio, or
+    authentication off), and calls name their agent as the rules allow.
+    """
 
     now: float
     client: ClientId
     transport: str = "stdio"
+    principal: Principal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthenticationSucceeded:
+    """The shell verified a credential: it proves ``principal``.
+
+    For the audit log; the principal reaches a session through
+    :class:`ClientOpened`. ``address`` is the peer's address, if known.
+    ``operation`` is what the credential was presented for (``authenticate``
+    to open a session; ``login``, ``delegate``, ``create_key``, ``revoke_key``,
+    ``create_user``, ``update_user`` for the ``/auth/`` endpoints) and
+    ``target`` what that acted on, by its public id (``key:3f9a1c2b``).
+    """
+
+    now: float
+    principal: Principal
+    address: str | None = None
+    operation: str = "authenticate"
+    target: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthenticationFailed:
+    """The shell refused a credential, or a request that needed one came without it.
+
+    ``reason`` says why in a line (``"unknown API key"``, ``"token expired"``);
+    ``credential`` names the credential by its public id (``key:3f9a1c2b``,
+    a principal id) when it could be told, and is never the secret itself.
+    ``address`` is the peer's address, if known; ``operation`` and
+    ``target`` as for :class:`AuthenticationSucceeded` (a refusal for want
+    of a role is one too: a good credential, not allowed that operation).
+    """
+
+    now: float
+    reason: str
+    credential: str | None = None
+    address: str | None = None
+    operation: str = "authenticate"
+    target: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,4 +281,6 @@ Event = Union[
     ConfigReloaded,
     ConfigRejected,
     ShutdownRequested,
+    AuthenticationSucceeded,
+    AuthenticationFailed,
 ]

@@ -18,7 +18,10 @@ part that owns it; the parts share one :class:`~lockgate.core._context.Context`
 :mod:`._clients`       client sessions: initialize, ping, notifications,
                        close, HTTP session expiry
 :mod:`._calls`         the gateway tools and each call's life: policy,
-                       routing, forwarding, the answer, the audit record
+                       rate limits, routing, forwarding, the answer, the
+                       audit record
+:mod:`._authorize`     what a verified caller (a principal) may act as
+                       and call, and the audit of authentications
 :mod:`._links`         links to servers: choosing, starting, the handshake,
                        failures and failover, reload, shutdown
 :mod:`._health`        the links' timers: health pings, hangs, idle stops,
@@ -39,11 +42,14 @@ from __future__ import annotations
 from typing import Any, assert_never
 
 from ._actions import Action
+from ._authorize import authentication_record
 from ._calls import Calls
 from ._clients import Clients
 from ._config import Config
 from ._context import Context
 from ._events import (
+    AuthenticationFailed,
+    AuthenticationSucceeded,
     ClientClosed,
     ClientFellBehind,
     ClientMessageReceived,
@@ -92,6 +98,11 @@ class Gateway:
       ``ClientOpened(transport="http")`` makes the session expire after
       ``session_ttl`` seconds without a message (the core then emits
       :class:`~lockgate.core.CloseClient`); other transports never expire.
+      ``ClientOpened(principal=...)`` binds the session to a caller the
+      shell verified: its calls act only as the agents it is granted.
+      Report each authentication the shell decides with
+      :class:`~lockgate.core.AuthenticationSucceeded` or
+      :class:`~lockgate.core.AuthenticationFailed`, for the audit log.
     - Events about a client, a downstream connection or a timer the core has
       let go of (after :class:`~lockgate.core.CloseClient`,
       :class:`~lockgate.core.StopDownstream`, a reported exit, or
@@ -188,6 +199,8 @@ class Gateway:
                 self._reloads.rejected(event)
             case ShutdownRequested():
                 self._links.shutdown()
+            case AuthenticationSucceeded() | AuthenticationFailed():
+                ctx.audit_authentication(authentication_record(event), isinstance(event, AuthenticationSucceeded))
             case _:
                 assert_never(event)
         return out

@@ -8,6 +8,7 @@ has. ``close`` tells the shell to close the connection after it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,7 +16,7 @@ from typing import Any, Literal
 from ._errors import ErrorCode
 from ._jsonrpc import error, error_with
 
-__all__ = ["Headers", "MAX_HEADER_FIELDS", "MAX_HEAD_BYTES", "Reject", "json_body", "bad_http", "head_too_large", "internal_error", "session_gone", "busy", "stream_conflict", "stream_takeover", "duplicate_request", "cancelled_response", "ends_request", "Opened", "opened_session", "health_body", "ops_status", "error_body", "reject", "missing_session"]
+__all__ = ["Headers", "MAX_HEADER_FIELDS", "MAX_HEAD_BYTES", "Reject", "json_body", "bad_http", "head_too_large", "internal_error", "session_gone", "busy", "stream_conflict", "stream_takeover", "duplicate_request", "cancelled_response", "ends_request", "Opened", "opened_session", "health_body", "ops_status", "error_body", "reject", "missing_session", "json_status", "unauthorized", "forbidden", "not_found", "auth_unavailable", "resource_metadata"]
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -124,6 +125,48 @@ def session_gone(cors: Headers = ()) -> Reject:
     return reject(404, ErrorCode.INVALID_REQUEST, "Not Found: Invalid or expired session ID", cors)
 
 
+def unauthorized(metadata_url: str, reason: str, *, presented: bool, cors: Headers = ()) -> Reject:
+    """401: no credential, or one that proves nothing.
+
+    ``WWW-Authenticate`` names the bearer scheme and the protected-resource
+    metadata (MCP 2025-11-25 "Authorization"; RFC 9728, section 5.1), with
+    ``error="invalid_token"`` when a credential was presented (RFC 6750,
+    section 3.1). ``reason`` is a few words (never the credential).
+    """
+    challenge = f'Bearer resource_metadata="{metadata_url}"'
+    if presented:
+        challenge += ', error="invalid_token"'
+    refused = reject(401, ErrorCode.INVALID_REQUEST, f"Unauthorized: {reason}", cors)
+    return Reject(status=401, headers=(*refused.headers, ("www-authenticate", challenge)), body=refused.body)
+
+
+def not_found(reason: str, cors: Headers = ()) -> Reject:
+    """404 for a path that exists only in another setup (``/auth/`` with authentication off)."""
+    return reject(404, ErrorCode.INVALID_REQUEST, f"Not Found: {reason}", cors)
+
+
+def forbidden(reason: str, cors: Headers = ()) -> Reject:
+    """403: the credential is good but may not do this (a ``user`` at an admin endpoint)."""
+    return reject(403, ErrorCode.INVALID_REQUEST, f"Forbidden: {reason}", cors)
+
+
+def auth_unavailable(cors: Headers = ()) -> Reject:
+    """503: the credential store does not answer, so no credential can be checked; fail closed."""
+    refused = reject(503, ErrorCode.INVALID_REQUEST, "Service Unavailable: credentials cannot be checked right now", cors)
+    return Reject(status=503, headers=(*refused.headers, ("retry-after", "1")), body=refused.body)
+
+
+def resource_metadata(resource: str, authorization_servers: tuple[str, ...]) -> bytes:
+    """The protected-resource metadata document of ``/mcp`` (RFC 9728, section 2)."""
+    document: dict[str, Any] = {
+        "resource": resource,
+        "authorization_servers": list(authorization_servers),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Lockgate MCP gateway",
+    }
+    return json_body(document)
+
+
 def busy() -> Reject:
     """503: the connection limit is reached and every connection is busy; the client should come back later."""
     return Reject(
@@ -183,6 +226,25 @@ def opened_session(answer: Mapping[str, Any]) -> Opened | None:
         return None
     version = result.get("protocolVersion")
     return Opened(version if isinstance(version, str) else None)
+
+
+def json_status(message: Mapping[str, Any]) -> tuple[int, Headers]:
+    """The status and extra headers of a POST answered with the single JSON-RPC message ``message``.
+
+    200, except for a ``RATE_LIMITED`` error: 429 with ``Retry-After`` in
+    whole seconds, rounded up (RFC 6585, section 4; RFC 9110, section 10.2.3),
+    so HTTP clients and proxies back off as they already know how to.
+    """
+    error = message.get("error")
+    if not isinstance(error, dict) or error.get("code") != ErrorCode.RATE_LIMITED:
+        return 200, ()
+    data = error.get("data")
+    if not isinstance(data, dict) or data.get("code") != ErrorCode.RATE_LIMITED.name:
+        return 200, ()
+    waiting = data.get("retry_after_ms")
+    if isinstance(waiting, bool) or not isinstance(waiting, int) or waiting < 0:
+        return 200, ()
+    return 429, (("retry-after", str(max(1, math.ceil(waiting / 1000)))),)
 
 
 def health_body(version: str, uptime_seconds: float) -> bytes:

@@ -32,7 +32,7 @@ from ._http_sse import _SSE
 from ._jsonrpc import Invalid, Notification, Request, Response, decode, is_request_id
 from ._session import HANDSHAKE_VERSIONS
 
-__all__ = ["MCP_PATH", "DEFAULT_PROTOCOL_VERSION", "HttpPolicy", "RouteKind", "Route", "Post", "too_large", "check_head_size", "check_head", "check_post", "host_allowed", "origin_allowed", "open_to_any_host", "wants_prometheus"]
+__all__ = ["AUTH_PREFIX", "RESOURCE_METADATA_PATH", "MCP_PATH", "DEFAULT_PROTOCOL_VERSION", "HttpPolicy", "RouteKind", "Route", "Post", "too_large", "check_head_size", "check_head", "check_post", "host_allowed", "origin_allowed", "open_to_any_host", "wants_prometheus"]
 
 MCP_PATH = "/mcp"
 
@@ -54,7 +54,7 @@ _MCP_METHODS = "GET, POST, DELETE, OPTIONS"
 _ALLOW_HEADERS = "Accept, Authorization, Content-Type, Last-Event-ID, Mcp-Protocol-Version, Mcp-Session-Id"
 
 
-_EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version"
+_EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version, Retry-After"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,7 +79,13 @@ class HttpPolicy:
         return _is_loopback(self.host)
 
 
-RouteKind = Literal["post", "get", "delete", "preflight", "health", "ready", "metrics"]
+RouteKind = Literal["post", "get", "delete", "preflight", "health", "ready", "metrics", "resource_metadata", "auth"]
+
+#: RFC 9728 "OAuth 2.0 Protected Resource Metadata": where a client learns how to get a token for ``/mcp``.
+RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
+#: Sign-in, delegation and the management of users and keys (see ``lockgate.shells.http_auth``).
+AUTH_PREFIX = "/auth/"
+_AUTH_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 
 
 _OPS_PATHS: dict[str, RouteKind] = {"/health": "health", "/ready": "ready", "/metrics": "metrics"}
@@ -97,6 +103,8 @@ class Route:
 
     kind: RouteKind
     headers: Headers = ()
+    #: The request path, for the ``auth`` routes.
+    path: str = ""
     session: str | None = None
     protocol_version: str | None = None
     last_event_id: str | None = None
@@ -179,15 +187,22 @@ def check_head(
     origin_ok = origin is None or origin_allowed(origin, policy)
     cors = _cors_headers(origin) if origin is not None and origin_ok else ()
     ops = _OPS_PATHS.get(path)
-    if path != MCP_PATH and ops is None:
+    if path in (RESOURCE_METADATA_PATH, RESOURCE_METADATA_PATH + MCP_PATH):
+        ops = "resource_metadata"
+    auth = path.startswith(AUTH_PREFIX)
+    if path != MCP_PATH and ops is None and not auth:
         return reject(404, ErrorCode.INVALID_REQUEST, f"Not Found: the MCP endpoint is {MCP_PATH}", cors)
     if not host_allowed(headers.get("host"), policy):
         return reject(421, ErrorCode.INVALID_REQUEST, "Misdirected Request: invalid Host header")
     if not origin_ok:
         return reject(403, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed")
     if method == "OPTIONS":
-        allow = _MCP_METHODS if ops is None else "GET, OPTIONS"
+        allow = _AUTH_METHODS if auth else _MCP_METHODS if ops is None else "GET, OPTIONS"
         return Route(kind="preflight", headers=(*cors, *_preflight_headers(origin, allow)))
+    if auth:
+        if method not in ("GET", "POST", "PATCH", "DELETE"):
+            return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow=_AUTH_METHODS[:-9])
+        return Route(kind="auth", headers=cors, path=path, query=query)
     if ops is not None:
         if method != "GET":
             return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow="GET")

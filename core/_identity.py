@@ -17,11 +17,13 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Principal", "Rate", "Role", "parse_rate"]
+__all__ = ["RATE_PATTERN", "Principal", "Rate", "Role", "parse_rate"]
 
 Role = Literal["admin", "user"]
 
-_RATE = re.compile(r"([1-9][0-9]{0,8})/(s|sec|second|m|min|minute|h|hour)")
+#: A rate as written (``120/min``), as a regular expression (for JSON Schemas).
+RATE_PATTERN = r"([1-9][0-9]{0,8})/(s|sec|second|m|min|minute|h|hour)"
+_RATE = re.compile(RATE_PATTERN)
 _PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
 
 

@@ -34,6 +34,9 @@ Every :class:`Decision` names the rule that decided it as a JSON path into the
 rules file (``agents.backend.deny.tools.postgres[0]``), which the gateway puts
 in ``DENIED_BY_POLICY`` errors and audit records.
 
+An agent's ``rate`` (``"120/min"``) is its rate limit, kept here for the
+calls to apply (:mod:`._ratelimit`); it decides nothing about access.
+
 :func:`~._rules.check_rules` checks a document's shape (``config`` turns what
 it finds into problems); :meth:`Policy.compile` then trusts it.
 """
@@ -49,6 +52,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._errors import ErrorCode
+from ._identity import Rate, parse_rate
 
 __all__ = [
     "Decision",
@@ -191,6 +195,7 @@ class _AgentRules:
     # A server missing here has no allow.tools entry: all its tools are allowed.
     allow_tools: Mapping[str, _Entries]
     no_rule: Decision
+    rate: Rate | None = None
 
     @classmethod
     def compile(cls, agent: str, rules: Mapping[str, Any]) -> _AgentRules:
@@ -217,6 +222,7 @@ class _AgentRules:
                 }
             ),
             no_rule=Decision(False, f"{json_path(*base)}: no rule allows it"),
+            rate=parse_rate(rules["rate"]) if isinstance(rules.get("rate"), str) else None,
         )
 
 
@@ -317,6 +323,11 @@ class Policy:
         allowed = [e for e in allow.explicit_entries() if e.entry not in deny.explicit]
         entries = [*deny.explicit_entries(), *allowed, *deny.wildcard_entries(), *allow.wildcard_entries()]
         return ToolRules(tuple(entries), rules.no_rule)
+
+    def rate(self, agent: str) -> Rate | None:
+        """The agent's own rate limit (its ``rate`` key), if it has one."""
+        rules = self._agents.get(agent)
+        return None if rules is None else rules.rate
 
     def visible_servers(self, agent: str, servers: Iterable[str]) -> list[str]:
         """Keep the servers ``agent`` may use, in the order given."""

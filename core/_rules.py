@@ -7,8 +7,10 @@ The format is agent-mcp-gateway's, read unchanged::
                             "deny":  {"tools": {"postgres": ["drop_*"]}}}},
      "defaults": {"deny_on_missing_agent": true}}
 
-Every key is optional. What the rules mean is :mod:`._policy`'s business:
-:meth:`~._policy.Policy.compile` takes a document this module validated.
+plus an optional ``rate`` per agent (``"rate": "120/min"``), Lockgate's
+own: the agent's rate limit. Every key is optional. What the rules mean is
+:mod:`._policy`'s business: :meth:`~._policy.Policy.compile` takes a
+document this module validated.
 The wording of problems comes with each type (:mod:`._validation`).
 
 A misspelt key is an error (:mod:`._validation`), but a misspelt *name*
@@ -43,11 +45,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import Field, TypeAdapter, with_config
+from pydantic import AfterValidator, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict
 
+from ._identity import RATE_PATTERN, parse_rate
 from ._policy import _AGENT_ID, _AGENT_ID_RULE, Policy, is_glob, json_path
-from ._validation import Issue, Loc, check, closest, json_schema, kind, said, shape
+from ._validation import Issue, Loc, check, closest, fail, json_schema, kind, said, shape
 
 __all__ = ["RulesFile", "RulesProblem", "check_names", "check_rules", "parse", "schema"]
 
@@ -70,12 +73,31 @@ class Lists(TypedDict, total=False):
 _Lists = Annotated[Lists, kind("an object")]
 
 
+def _rate(text: str) -> str:
+    if parse_rate(text) is None or text != text.strip():
+        fail([Issue((), f"{text[:64]!r} is not a rate: use COUNT/UNIT, e.g. 120/min (units s, min, h)")])
+    return text
+
+
+RateKey = Annotated[
+    str,
+    kind("a string"),
+    AfterValidator(_rate),
+    Field(
+        description="Calls of the gateway tools per second, minute or hour, in bursts of up to COUNT: 120/min, "
+        "10/s, 1000/h. Default GATEWAY_RATE_LIMIT (unset: no limit).",
+        json_schema_extra={"pattern": f"^{RATE_PATTERN}$"},  # what a schema can say of _rate
+    ),
+]
+
+
 @with_config(shape("Agent"))
 class Agent(TypedDict, total=False):
     """One agent's rules: explicit deny, explicit allow, wildcard deny, wildcard allow decide, in that order; else deny."""
 
     allow: Annotated[_Lists, Field(description="What the agent may use.")]
     deny: Annotated[_Lists, Field(description="What the agent may not use.")]
+    rate: RateKey
 
 
 @with_config(shape("Defaults"))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ._call import Call
 from ._errors import LocalProtocolError
 from ._events import ClientId
+from ._identity import Principal
 from ._jsonrpc import RequestId
 
 __all__ = ["HANDSHAKE_VERSIONS", "LOG_LEVELS", "ClientSession", "SessionState", "SessionTrigger", "negotiate_version"]
@@ -76,6 +77,8 @@ class ClientSession:
     id: ClientId
     state: SessionState = SessionState.OPEN
     protocol_version: str | None = None
+    #: The verified caller (``ClientOpened.principal``); ``None`` without a credential.
+    principal: Principal | None = None
     #: Requests in flight through a downstream, by the client's request id.
     calls: dict[RequestId, Call] = field(default_factory=dict)
 

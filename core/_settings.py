@@ -10,8 +10,8 @@ keeps their order. A blank variable (or, for most, one of spaces) counts as
 unset: ``GATEWAY_X=`` is how compose files and CI systems clear a variable.
 ``None`` means unset: :class:`Settings` then keeps its default.
 
-The model names every ``GATEWAY_*`` variable Lockgate reads, the two the
-shell reads itself to find the files included (:data:`VARIABLES`), so a
+The model names every ``GATEWAY_*`` variable Lockgate reads, those the
+shell reads itself (the two files, the database, credentials) included (:data:`VARIABLES`), so a
 variable it does not name is a typo or someone else's: :func:`check_environment`
 warns about it with the closest known name, since a misspelt variable is
 ignored and its default (or, for one meant to clear a variable, the value it
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
 from ._config import ENVIRONMENT, ConfigError, EnvironmentVariable, Problem, Settings
+from ._identity import Rate, parse_rate
 from ._policy import _AGENT_ID_RULE, json_path, valid_agent_id
 from ._validation import close_match, closest, issues
 
@@ -95,8 +96,22 @@ def _agent_id(raw: str) -> str | None:
     return raw or None
 
 
+def _rate(raw: str) -> Rate | None:
+    text = raw.strip()
+    if not text:
+        return None
+    rate = parse_rate(text)
+    if rate is None:
+        raise _wrong(text[:64], "a rate: use COUNT/UNIT, e.g. 120/min (units s, min, h)")
+    return rate
+
+
 def _items(raw: str) -> tuple[str, ...] | None:
     return tuple(item.strip() for item in raw.split(",") if item.strip()) or None
+
+
+def _text(raw: str) -> str | None:
+    return raw.strip() or None
 
 
 _POSITIVE_INT = PlainValidator(_count("a positive integer", minimum=1))
@@ -140,10 +155,29 @@ class Variables(BaseModel):
     session_ttl: Annotated[float | None, _POSITIVE_SECONDS] = None
     shutdown_grace: Annotated[float | None, _POSITIVE_SECONDS] = None
     http_head_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
+    # Identity and limits
+    auth: Annotated[
+        Literal["required", "none"] | None,
+        PlainValidator(_word("an authentication mode: use 'required' or 'none'", "required", "none")),
+    ] = None
+    rate_limit: Annotated[Rate | None, PlainValidator(_rate)] = None
     # Read by the shell to find the two files (lockgate.shells.configfiles),
     # not settings; declared so that this model names every variable.
     mcp_config: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
     rules: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
+    # Read by the shell to open the identity database (lockgate.shells.store).
+    database_url: Annotated[str | None, PlainValidator(lambda raw: raw.strip() or None)] = None
+    state_dir: Annotated[str | None, PlainValidator(lambda raw: raw.strip() or None)] = None
+    # Read by the shell to verify credentials (lockgate.shells.auth, lockgate.shells.identity).
+    # Secrets among them never appear in a problem: nothing here refuses a value.
+    api_key: Annotated[str | None, PlainValidator(_text)] = None
+    jwt_secret: Annotated[str | None, PlainValidator(_text)] = None
+    jwt_issuer: Annotated[str | None, PlainValidator(_text)] = None
+    jwt_audience: Annotated[str | None, PlainValidator(_text)] = None
+    jwt_jwks: Annotated[str | None, PlainValidator(_text)] = None
+    jwt_role_claim: Annotated[str | None, PlainValidator(_text)] = None
+    jwt_agents_claim: Annotated[str | None, PlainValidator(_text)] = None
+    token_ttl: Annotated[str | None, PlainValidator(_text)] = None
 
 
 #: Every ``GATEWAY_*`` variable Lockgate reads.
@@ -156,6 +190,8 @@ _SETTINGS = frozenset(field.name for field in dataclasses.fields(Settings))
 _ABOUT: dict[str, str] = {
     "mcp_config": "servers file when --config is not given (unset: ./.mcp.json, then ./config/.mcp.json)",
     "rules": "rules file when --rules is not given (unset: ./.mcp-gateway-rules.json, then ./config/…)",
+    "database_url": "users and keys: sqlite:///PATH or postgresql://… (unset: lockgate.db in the state folder)",
+    "state_dir": "state folder (unset: $XDG_STATE_HOME/lockgate, else ~/.local/state/lockgate)",
     "default_agent": "agent for calls without agent_id, when the rules let such calls run",
     "debug": "log everything and offer get_gateway_status; as --debug",
     "strict": "every warning is an error, at start-up and on reload",
@@ -176,6 +212,16 @@ _ABOUT: dict[str, str] = {
     "session_ttl": "seconds an idle HTTP session lives",
     "shutdown_grace": "seconds requests in flight get to finish on SIGTERM/SIGINT (HTTP)",
     "http_head_timeout": "seconds an HTTP request head may take from its first byte",
+    "auth": "required: every caller proves a credential; none: no authentication, said explicitly; as --auth",
+    "rate_limit": "rate limit of each agent whose rules set no rate, e.g. 120/min (unset: none)",
+    "api_key": "API key a stdio launcher passes when GATEWAY_AUTH=required",
+    "jwt_secret": "secret that signs Lockgate's own tokens (unset: one kept in the state folder)",
+    "jwt_issuer": "iss of an external token issuer",
+    "jwt_audience": "aud an external issuer's tokens carry (the resource URI)",
+    "jwt_jwks": "an external issuer's public keys: a JWKS file or https:// URL",
+    "jwt_role_claim": "claim of an external token that holds the role (unset: role)",
+    "jwt_agents_claim": "claim of an external token that holds the agent grants (unset: agents)",
+    "token_ttl": "seconds a login token lives (unset: 3600)",
 }
 
 

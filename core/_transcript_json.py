@@ -19,6 +19,7 @@ from . import __version__
 from . import _actions as act
 from . import _events as ev
 from ._config import Config, InstanceSpec, Problem, ServerSpec, Settings
+from ._identity import Principal, Rate
 from ._policy import Policy
 
 __all__ = [
@@ -147,6 +148,8 @@ def config_from_json(value: Mapping[str, Any]) -> Config:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Rate):
+        return _rate_to_json(value)
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -154,10 +157,50 @@ def _settings_from_json(value: Mapping[str, Any]) -> Settings:
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     kwargs = {k: v for k, v in value.items() if k in fields}
     for name, v in kwargs.items():
-        # Tuples were written as lists; anything else is plain JSON already.
+        # Tuples were written as lists, rates as objects; anything else is plain JSON already.
         if isinstance(v, list) and isinstance(getattr(Settings(), name), tuple):
             kwargs[name] = tuple(v)
+        elif name == "rate_limit" and v is not None:
+            kwargs[name] = _rate_from_json(v)
     return Settings(**kwargs)
+
+
+def _rate_to_json(rate: Rate) -> JSONObject:
+    return {"count": rate.count, "period": rate.period}
+
+
+def _rate_from_json(value: Mapping[str, Any]) -> Rate:
+    return Rate(value["count"], float(value["period"]))
+
+
+def _principal_to_json(principal: Principal) -> JSONObject:
+    """Every field of a principal (it holds no secret); ``tools`` and ``rate`` only when set."""
+    out: JSONObject = {
+        "id": principal.id,
+        "role": principal.role,
+        "agents": list(principal.agents),
+        "default_agent": principal.default_agent,
+        "expires": principal.expires,
+    }
+    if principal.tools is not None:
+        out["tools"] = list(principal.tools)
+    if principal.rate is not None:
+        out["rate"] = _rate_to_json(principal.rate)
+    return out
+
+
+def _principal_from_json(value: Mapping[str, Any]) -> Principal:
+    tools = value.get("tools")
+    rate = value.get("rate")
+    return Principal(
+        id=value["id"],
+        role=value.get("role", "user"),
+        agents=tuple(value.get("agents", ())),
+        default_agent=value.get("default_agent"),
+        tools=None if tools is None else tuple(tools),
+        rate=None if rate is None else _rate_from_json(rate),
+        expires=value.get("expires"),
+    )
 
 
 def header(config: Config, rules: Mapping[str, Any], **extra: Any) -> JSONObject:
@@ -174,6 +217,14 @@ def header(config: Config, rules: Mapping[str, Any], **extra: Any) -> JSONObject
 # -- events ----------------------------------------------------------------------
 
 
+def _put_operation(out: JSONObject, operation: str, target: str | None) -> None:
+    """An authentication event's operation and target, only when not the defaults."""
+    if operation != "authenticate":
+        out["operation"] = operation
+    if target is not None:
+        out["target"] = target
+
+
 def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JSONObject:
     """One event line. ``rules`` is the rules document of a ``ConfigReloaded``'s configuration."""
     out: JSONObject = {"event": type(event).__name__, "now": event.now}
@@ -186,6 +237,15 @@ def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JS
         case ev.ClientOpened():
             out["client"] = event.client
             out["transport"] = event.transport
+            # Only when set: transcripts without credentials stay as they were.
+            if event.principal is not None:
+                out["principal"] = _principal_to_json(event.principal)
+        case ev.AuthenticationSucceeded():
+            out.update(principal=_principal_to_json(event.principal), address=event.address)
+            _put_operation(out, event.operation, event.target)
+        case ev.AuthenticationFailed():
+            out.update(reason=event.reason, credential=event.credential, address=event.address)
+            _put_operation(out, event.operation, event.target)
         case ev.ClientMessageReceived():
             out["client"] = event.client
             if event.too_large:
@@ -250,7 +310,23 @@ def event_from_json(line: Mapping[str, Any]) -> ev.Event:
             case "ShutdownRequested":
                 return ev.ShutdownRequested(now=now)
             case "ClientOpened":
-                return ev.ClientOpened(now=now, client=line["client"], transport=line.get("transport", "stdio"))
+                principal = line.get("principal")
+                return ev.ClientOpened(
+                    now=now,
+                    client=line["client"],
+                    transport=line.get("transport", "stdio"),
+                    principal=None if principal is None else _principal_from_json(principal),
+                )
+            case "AuthenticationSucceeded":
+                return ev.AuthenticationSucceeded(
+                    now=now, principal=_principal_from_json(line["principal"]), address=line.get("address"),
+                    operation=line.get("operation", "authenticate"), target=line.get("target"),
+                )
+            case "AuthenticationFailed":
+                return ev.AuthenticationFailed(
+                    now=now, reason=line["reason"], credential=line.get("credential"), address=line.get("address"),
+                    operation=line.get("operation", "authenticate"), target=line.get("target"),
+                )
             case "ClientMessageReceived":
                 if line.get("too_large"):
                     return ev.ClientMessageReceived(now=now, client=line["client"], data=b"", too_large=True)

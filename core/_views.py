@@ -37,6 +37,10 @@ class Views:
     def metrics_json(self, now: float) -> JSONObject:
         """The JSON ``/metrics`` view: call counts, errors and latency per operation, agent and server.
 
+        ``rate_limited`` counts calls a rate limit refused, by scope
+        (``credential``, ``agent``); ``authentications`` the outcomes the
+        shell reported (``success``, ``failure``).
+
         The shell adds a wall-clock ``timestamp``; the core has no such clock.
         """
         ctx = self._ctx
@@ -45,6 +49,8 @@ class Views:
             "clients": len(ctx.clients),
             "calls_in_flight": self._calls_in_flight(),
             "reload": self.reload_status(),
+            "rate_limited": dict(ctx.metrics.rate_limited),
+            "authentications": dict(ctx.metrics.authentications),
         }
 
     def metrics_prometheus(self, now: float) -> str:
@@ -62,6 +68,16 @@ class Views:
                 "counter",
                 "Configuration reload attempts since start-up, by result.",
                 {(("result", "ok"),): ctx.reload.successes, (("result", "rejected"),): ctx.reload.failures},
+            ),
+            "rate_limited_total": (
+                "counter",
+                "Gateway tool calls refused by a rate limit, by the limit's scope.",
+                {(("scope", scope),): n for scope, n in ctx.metrics.rate_limited.items()},
+            ),
+            "authentications_total": (
+                "counter",
+                "Credentials checked by the shell, by outcome.",
+                {(("outcome", outcome),): n for outcome, n in ctx.metrics.authentications.items()},
             ),
         }
         return prometheus_text(ctx.metrics, uptime=self.uptime(now), extra=extra)

@@ -16,7 +16,9 @@ steps, so that every status code and every header it sends is decided here:
 2. For a POST to ``/mcp``, once the body is read, :func:`check_post` parses
    it and returns a :class:`Reject` or a :class:`Post` plan: a new session
    for ``initialize``, 202 for notifications and responses, or a request
-   that is answered as JSON or as an SSE stream.
+   that is answered as JSON or as an SSE stream. A request answered as JSON
+   gets the status and headers :func:`json_status` gives for the answer:
+   200, or 429 with ``Retry-After`` for a call a rate limit refused.
 
 Before either, :func:`check_head_size` caps the head (431), and
 :func:`check_head` refuses a request whose body framing is ambiguous (400,
@@ -61,7 +63,13 @@ from ._http_answers import (
     opened_session,
     internal_error,
     json_body,
+    json_status,
     ops_status,
+    auth_unavailable,
+    forbidden,
+    not_found,
+    resource_metadata,
+    unauthorized,
     session_gone,
     stream_conflict,
     stream_takeover,
@@ -86,7 +94,9 @@ from ._http_connections import (
     body_timeout,
 )
 from ._http_requests import (
+    AUTH_PREFIX,
     DEFAULT_PROTOCOL_VERSION,
+    RESOURCE_METADATA_PATH,
     HttpPolicy,
     MCP_PATH,
     Post,
@@ -102,6 +112,13 @@ from ._http_requests import (
 )
 
 __all__ = [
+    "AUTH_PREFIX",
+    "RESOURCE_METADATA_PATH",
+    "auth_unavailable",
+    "forbidden",
+    "not_found",
+    "resource_metadata",
+    "unauthorized",
     "Opened",
     "opened_session",
     "ConnectionLimits",
@@ -137,6 +154,7 @@ __all__ = [
     "host_allowed",
     "internal_error",
     "json_body",
+    "json_status",
     "open_to_any_host",
     "ops_status",
     "origin_allowed",

@@ -36,7 +36,7 @@ from typing import Any
 from lockgate.core import (
     Action, Audit, CancelTimer, ClientClosed, ClientId, ClientMessageReceived, ClientOpened, CloseClient, Config,
     DownstreamExited, DownstreamMessageReceived, DropStream, Event, Gateway, GatewayStarted, SendToClient,
-    SendToDownstream, ServerSpec, SetTimer, Settings, StartDownstream, StopDownstream, TimerFired,
+    Principal, SendToDownstream, ServerSpec, SetTimer, Settings, StartDownstream, StopDownstream, TimerFired,
 )
 from lockgate.core._policy import Policy
 
@@ -279,8 +279,9 @@ class Driver:
 
     # -- clients ---------------------------------------------------------------------
 
-    def open(self, client: ClientId, transport: str = "stdio") -> FakeClient:
-        self.handle(ClientOpened(now=self.now, client=client, transport=transport))
+    def open(self, client: ClientId, transport: str = "stdio", principal: Principal | None = None) -> FakeClient:
+        """Open a client session, with the verified caller ``principal`` if given."""
+        self.handle(ClientOpened(now=self.now, client=client, transport=transport, principal=principal))
         return self.clients[client]
 
     def send(self, message: JSON | bytes, client: ClientId | None = None) -> list[Action]:

@@ -19,6 +19,7 @@ from lockgate.core._config import (
     load_config,
     settings_from_env,
 )
+from lockgate.core._identity import Rate
 from lockgate.core._policy import Decision
 
 SERVERS_FILE = ".mcp.json"
@@ -453,6 +454,11 @@ def agent_a(body: Any) -> dict[str, Any]:
             "expected an array of strings, got a string",
         ),
         (agent_a({"deny": {"tools": {"d": [None]}}}), "agents.a.deny.tools.d[0]", f"{STRING} null"),
+        (agent_a({"rate": 120}), "agents.a.rate", "expected a string, got 120"),
+        *(
+            (agent_a({"rate": rate}), "agents.a.rate", f"{rate!r} is not a rate: use COUNT/UNIT, e.g. 120/min (units s, min, h)")
+            for rate in ["fast", "120", "0/min", "10/day", " 10/s", "1e3/h"]
+        ),
         ({"defaults": []}, "defaults", "expected an object, got an array"),
         (
             {"defaults": {"deny_on_missing_agent": "no"}},
@@ -463,6 +469,14 @@ def agent_a(body: Any) -> dict[str, Any]:
 )
 def test_rules_errors(rules: Any, path: str, message: str) -> None:
     assert problems({"mcpServers": {}}, rules) == [(RULES_FILE, path, message)]
+
+
+def test_an_agents_rate_is_its_rate_limit() -> None:
+    rules = {"agents": {"a": {"rate": "120/min"}, "b": {"rate": "5/second"}, "c": {}}}
+    policy = load({"mcpServers": {}}, rules).policy
+    assert (policy.rate("a"), policy.rate("b"), policy.rate("c"), policy.rate("ghost")) == (
+        Rate(120, 60.0), Rate(5, 1.0), None, None,
+    )
 
 
 def test_rules_unknown_keys_are_errors() -> None:
@@ -637,7 +651,10 @@ def test_settings_from_every_variable() -> None:
         "GATEWAY_LOG_LEVEL": "Info",
         "GATEWAY_LOG_FORMAT": " JSON ",
         "GATEWAY_STRICT": "yes",
+        "GATEWAY_AUTH": " Required",
+        "GATEWAY_RATE_LIMIT": "120/min",
         "GATEWAY_MCP_CONFIG": "servers.json",  # the shell's, not a setting
+        "GATEWAY_API_KEY": "lg_not_a_setting",  # the shell's too
         "UNRELATED": "x",
     }
     assert settings_from_env(environ) == Settings(
@@ -649,6 +666,8 @@ def test_settings_from_every_variable() -> None:
         max_message_bytes=1024,
         log_level="info",
         log_format="json",
+        auth="required",
+        rate_limit=Rate(120, 60.0),
     )
 
 
@@ -672,7 +691,8 @@ def test_health_settings() -> None:
 def test_empty_variables_count_as_unset() -> None:
     names = (
         "DEFAULT_AGENT DEBUG STRICT AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES LOG_LEVEL LOG_FORMAT HEALTH_INTERVAL"
-        " HEALTH_TIMEOUT MCP_CONFIG RULES"
+        " HEALTH_TIMEOUT MCP_CONFIG RULES AUTH RATE_LIMIT API_KEY JWT_SECRET JWT_ISSUER JWT_AUDIENCE JWT_JWKS"
+        " JWT_ROLE_CLAIM JWT_AGENTS_CLAIM TOKEN_TTL"
     ).split()
     assert settings_from_env({f"GATEWAY_{name}": "" for name in names}) == Settings()
 
@@ -708,6 +728,12 @@ def test_init_strategy(value: str, strategy: str) -> None:
         ),
         ("GATEWAY_DEBUG", "maybe", "'maybe' is not a boolean: use 1/true/yes/on or 0/false/no/off"),
         ("GATEWAY_INIT_STRATEGY", "x", "'x' is not a strategy: use 'eager' or 'lazy'"),
+        ("GATEWAY_AUTH", "off", "'off' is not an authentication mode: use 'required' or 'none'"),
+        ("GATEWAY_AUTH", "yes", "'yes' is not an authentication mode: use 'required' or 'none'"),
+        *(
+            ("GATEWAY_RATE_LIMIT", value, f"{value!r} is not a rate: use COUNT/UNIT, e.g. 120/min (units s, min, h)")
+            for value in ["120", "0/s", "-1/min", "10/day", "1.5/s", "10 / min"]
+        ),
         *(
             ("GATEWAY_MAX_MESSAGE_BYTES", value, f"{value!r} is not a positive integer")
             for value in ["0", "-1", "+5", "1_000", "1.5", "16MiB", "\u0661\u0662"]

@@ -139,7 +139,7 @@ def test_loopback_origins_are_allowed_when_bound_to_loopback(origin: str) -> Non
     route = head(origin=origin)
     assert isinstance(route, Route)
     assert ("access-control-allow-origin", origin) in route.headers
-    assert ("access-control-expose-headers", "Mcp-Session-Id, Mcp-Protocol-Version") in route.headers
+    assert ("access-control-expose-headers", "Mcp-Session-Id, Mcp-Protocol-Version, Retry-After") in route.headers
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://localhost.evil.example", "file://", "http://[bad"])
