@@ -5,7 +5,7 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: help run run-stdio demo test typecheck unit conformance conformance-record wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
+.PHONY: help run run-stdio demo test typecheck unit postgres conformance conformance-record wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -65,8 +65,20 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 ## The whole pytest suite, without the type check.
-unit: $(STAMP)
+unit: $(STAMP) postgres
 	$(PY) -m pytest -q
+
+## Install PostgreSQL (Debian's postgresql package) when missing: the store tests start their own server with it.
+# The tests run the binaries from /usr/lib/postgresql/*/bin themselves, on
+# 127.0.0.1 in a temporary folder (tests/postgres.py); nothing is started here.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+		echo "Installing PostgreSQL (apt-get install postgresql) for the store tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	fi
 
 ## Replay every recorded transcript through the core and through a real `lockgate serve`.
 conformance: $(STAMP)
@@ -85,7 +97,8 @@ $(NODE_STAMP):
 conformance-record: $(STAMP) $(NODE_STAMP)
 	PATH="$(abspath $(NODE_DIR))/node_modules/.bin:$$PATH" $(PY) conformance/record.py
 
-## Build a wheel, install it into a fresh venv, import it and run the CLI.
+## Build a wheel, install it into a fresh venv, import it and run the CLI (db upgrade included).
+# The Alembic migrations are package data: a schema made from the wheel proves they ship.
 wheel-check: $(STAMP)
 	rm -rf build/wheel-check && mkdir -p build/wheel-check
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir build/wheel-check .
@@ -94,6 +107,7 @@ wheel-check: $(STAMP)
 	cd build && wheel-check/venv/bin/python -c "import lockgate.core, lockgate.shells.cli; print('wheel imports ok')"
 	build/wheel-check/venv/bin/lockgate --help > /dev/null
 	build/wheel-check/venv/bin/lockgate --version
+	GATEWAY_STATE_DIR=build/wheel-check/state build/wheel-check/venv/bin/lockgate db upgrade
 
 ## Per-call overhead of the stdio front against calling the echo server directly.
 bench-stdio: $(STAMP)
