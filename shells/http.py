@@ -33,6 +33,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -47,6 +48,11 @@ from .record import Recorder
 from .reload import ReloadSource, watch_config
 from .runtime import GatewayCore, Runtime
 from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
+
+if TYPE_CHECKING:
+    # Only with authentication on: they bring the database and JOSE libraries.
+    from .http_auth import HttpAuth
+    from .identity import Authentication
 
 __all__ = ["CannotListen", "HttpServer", "serve_http"]
 
@@ -79,10 +85,11 @@ class HttpServer:
         limits: ConnectionLimits = ConnectionLimits(),
         shutdown_grace: float = 10.0,
         recorder: Recorder | None = None,
+        auth: HttpAuth | None = None,
     ) -> None:
         self._policy = policy
         self._table = ConnectionTable(limits)
-        self._endpoint = McpEndpoint(core, runtime, policy, recorder)
+        self._endpoint = McpEndpoint(core, runtime, policy, recorder, auth)
         self._shutdown_grace = shutdown_grace
         #: Every connection with a task, refused ones included.
         self._connections = 0
@@ -131,6 +138,7 @@ async def serve_http(
     stop: trio.Event | None = None,
     reload: ReloadSource | None = None,
     recorder: Recorder | None = None,
+    authentication: Authentication | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``core`` over Streamable HTTP until SIGTERM/SIGINT (or ``stop`` is set).
@@ -138,7 +146,9 @@ async def serve_http(
     With ``reload``, the configuration files are watched and SIGHUP reloads
     them (see :mod:`.reload`), as for stdio. With ``recorder`` (``--record``;
     ``core`` must then be ``recorder.wrap(...)``), each session's wire
-    transcript is written too.
+    transcript is written too. With ``authentication`` (``--auth``), every
+    request to ``/mcp`` needs a credential and ``/auth/`` serves sign-in,
+    delegation and the management of users and keys (see :mod:`.http_auth`).
 
     Reports the bound port through ``task_status`` and calls ``on_listening``
     with the endpoint URL once it accepts connections. ``read_timeout`` is
@@ -166,12 +176,21 @@ async def serve_http(
         head_timeout=settings.http_head_timeout,
     )
     runtime = Runtime(core, settings=settings, environ=environ)
-    server = HttpServer(core, runtime, policy, limits=limits, shutdown_grace=settings.shutdown_grace, recorder=recorder)
+    auth = None
+    if authentication is not None:
+        from .http_auth import HttpAuth
+
+        auth = HttpAuth(authentication.identity, authentication.issuer, runtime.feed)
+    server = HttpServer(
+        core, runtime, policy, limits=limits, shutdown_grace=settings.shutdown_grace, recorder=recorder, auth=auth
+    )
     stop = stop if stop is not None else trio.Event()
     url = f"http://{_url_host(host)}:{bound}/mcp"
     with receive_signals(handle_signals, *STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
+            if authentication is not None:
+                await nursery.start(authentication.run)
             # The seed is the randomness of the `random` balancing strategy.
             await runtime.feed(GatewayStarted(now=trio.current_time(), seed=secrets.randbits(64)))
             if reload is not None:

@@ -26,11 +26,21 @@ messages also go to its wire transcript (see :mod:`.record`).
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from lockgate.core import __version__, ClientClosed, ClientFellBehind, ClientMessageReceived, ClientOpened, encode, SendToClient, ShutdownRequested
+from lockgate.core import (
+    ClientClosed,
+    ClientFellBehind,
+    ClientMessageReceived,
+    ClientOpened,
+    Principal,
+    SendToClient,
+    ShutdownRequested,
+    __version__,
+    encode,
+)
 from lockgate.core.http import (
     GET_STREAM,
     HttpPolicy,
@@ -43,6 +53,8 @@ from lockgate.core.http import (
     health_body,
     opened_session,
     json_body,
+    json_status,
+    not_found,
     ops_status,
     session_gone,
     sse_headers,
@@ -61,6 +73,10 @@ from .logs import get_logger
 from .record import Recorder, WireTap
 from .runtime import GatewayCore, Runtime
 
+if TYPE_CHECKING:
+    # Only with authentication on: it brings the database and JOSE libraries.
+    from .http_auth import HttpAuth
+
 __all__ = ["PROMETHEUS_TYPE", "McpEndpoint"]
 
 _log = get_logger("http")
@@ -74,8 +90,16 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class McpEndpoint:
     """The sessions of one :class:`~.runtime.Runtime` and the requests about them; see the module docstring."""
 
-    def __init__(self, core: GatewayCore, runtime: Runtime, policy: HttpPolicy, recorder: Recorder | None = None) -> None:
+    def __init__(
+        self,
+        core: GatewayCore,
+        runtime: Runtime,
+        policy: HttpPolicy,
+        recorder: Recorder | None = None,
+        auth: HttpAuth | None = None,
+    ) -> None:
         self._core = core
+        self._auth = auth
         self._runtime = runtime
         self._policy = policy
         self._recorder = recorder
@@ -113,12 +137,22 @@ class McpEndpoint:
         if body is None:
             await exchange.reject(too_large(self._policy, route.headers), close=True)
             return
+        principal: Principal | None = None
+        if self._auth is not None and route.kind in ("post", "get", "delete"):
+            principal = await self._auth.principal(exchange, route)
+            if principal is None:
+                return  # answered 401 or 503
+            bound = self._sessions.get(route.session) if route.session is not None else None
+            if bound is not None and bound.principal_id != principal.id:
+                # Another credential's session is no session of this one's: as if unknown.
+                await exchange.reject(session_gone(route.headers))
+                return
         match route.kind:
             case "post":
                 self.in_flight += 1
                 self._idle = trio.Event() if self.in_flight == 1 else self._idle
                 try:
-                    await self._post(exchange, route, body)
+                    await self._post(exchange, route, body, principal)
                 finally:
                     self.in_flight -= 1
                     if self.in_flight == 0:
@@ -145,10 +179,18 @@ class McpEndpoint:
                 else:
                     metrics = {"timestamp": utc_timestamp(), **self._core.metrics_json(now)}
                     await _send_json(exchange, 200, route, json_body(metrics))
+            case "resource_metadata" | "auth" if self._auth is None:
+                await exchange.reject(not_found("authentication is off", route.headers))
+            case "resource_metadata":
+                assert self._auth is not None
+                await self._auth.metadata(exchange, route)
+            case "auth":
+                assert self._auth is not None
+                await self._auth.handle(exchange, route, body)
 
     # -- POST --------------------------------------------------------------------
 
-    async def _post(self, exchange: Exchange, route: Route, body: bytes) -> None:
+    async def _post(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> None:
         session = self._sessions.get(route.session) if route.session is not None else None
         # The core answers 409 to a request whose id is in flight: it needs to know which are.
         plan = check_post(body, route, session.requests_in_flight if session is not None else ())
@@ -156,7 +198,7 @@ class McpEndpoint:
             await exchange.reject(plan)
             return
         if plan.action == "initialize":
-            await self._initialize(exchange, route, plan, body)
+            await self._initialize(exchange, route, plan, body, principal)
             return
         if session is None:
             # It ended while the body was read (check_head knew it).
@@ -175,7 +217,8 @@ class McpEndpoint:
             if waiter.message is None:
                 await exchange.reject(session_gone(route.headers))
             else:
-                await _send_json(exchange, 200, route, waiter.encoded(), session.id)
+                status, extra = json_status(waiter.message)
+                await _send_json(exchange, status, route, waiter.encoded(), session.id, extra)
             return
         key: StreamKey = ("post", plan.request_id)
         session.sse_requests.add(plan.request_id)
@@ -184,8 +227,8 @@ class McpEndpoint:
         await self._feed_message(session, body)
         await self._stream(exchange, session, key, send, receive, route, first)
 
-    async def _initialize(self, exchange: Exchange, route: Route, plan: Post, body: bytes) -> None:
-        session = HttpSession(id=secrets.token_urlsafe(_SESSION_BYTES))
+    async def _initialize(self, exchange: Exchange, route: Route, plan: Post, body: bytes, principal: Principal | None) -> None:
+        session = HttpSession(id=secrets.token_urlsafe(_SESSION_BYTES), principal_id=None if principal is None else principal.id)
         self._sessions[session.id] = session
         send: ClientSend = session.send
         if self._recorder is not None:
@@ -193,8 +236,10 @@ class McpEndpoint:
             send = _tapped(session.send, tap)
         self._runtime.register_client(session.id, send, lambda: self._forget(session.id), drop_stream=session.drop_stream)
         waiter = session.wait_json(plan.request_id)
+        if principal is not None and self._auth is not None:
+            await self._auth.opened(exchange, principal)
         now = trio.current_time()
-        await self._runtime.feed(ClientOpened(now=now, client=session.id, transport="http"))
+        await self._runtime.feed(ClientOpened(now=now, client=session.id, transport="http", principal=principal))
         await self._feed_message(session, body, now)
         await waiter.done.wait()
         message = waiter.message
@@ -308,11 +353,18 @@ class McpEndpoint:
             session.close_streams()
 
 
-async def _send_json(exchange: Exchange, status: int, route: Route, body: bytes, session_id: str | None = None) -> None:
+async def _send_json(
+    exchange: Exchange,
+    status: int,
+    route: Route,
+    body: bytes,
+    session_id: str | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> None:
     headers = [("content-type", "application/json")]
     if session_id is not None:
         headers.append(("mcp-session-id", session_id))
-    await exchange.respond(status, [*headers, *route.headers], body)
+    await exchange.respond(status, [*headers, *extra, *route.headers], body)
 
 
 def _tapped(send: ClientSend, tap: WireTap) -> ClientSend:

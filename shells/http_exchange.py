@@ -82,6 +82,11 @@ class Exchange:
             value = raw_value.decode("latin-1")
             self.headers[name] = f"{self.headers[name]}, {value}" if name in self.headers else value
 
+    @property
+    def peer(self) -> str:
+        """The peer's IP address (``""`` when the socket no longer knows it)."""
+        return self._link.address
+
     # -- reading -----------------------------------------------------------------
 
     async def read_body(self) -> bytes | None:

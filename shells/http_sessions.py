@@ -69,6 +69,8 @@ class HttpSession:
 
     id: str
     protocol_version: str | None = None
+    #: The principal whose credential opened it (authentication on); only it may use the session.
+    principal_id: str | None = None
     events: EventBuffer = field(default_factory=EventBuffer)
     json_waiters: dict[Any, JsonWaiter] = field(default_factory=dict)
     #: Requests answered over SSE that have no response yet (attached or not).

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Final
 
@@ -35,6 +35,7 @@ from lockgate.core import (
     ClientOpened,
     encode,
     GatewayStarted,
+    Principal,
     SendToClient,
     Settings,
     ShutdownRequested,
@@ -66,8 +67,12 @@ async def serve_stdio(
     environ: Mapping[str, str] | None = None,
     reload: ReloadSource | None = None,
     tap: WireTap | None = None,
+    principal: Callable[[float], Principal | None] | None = None,
 ) -> None:
     """Serve one stdio client until EOF, a signal or the core closes it.
+
+    ``principal``, with authentication on (``GATEWAY_API_KEY``), gives the
+    client's principal at the core's time of opening, its expiry on that clock.
 
     With ``reload``, the configuration files are watched and SIGHUP reloads
     them (see :mod:`.reload`); SIGHUP is left alone when ``handle_signals``
@@ -122,7 +127,8 @@ async def serve_stdio(
             now = trio.current_time()
             # The seed of the core's `random` balancing strategy (the core may not draw its own).
             await runtime.feed(GatewayStarted(now=now, seed=secrets.randbits(64)))
-            await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio"))
+            caller = None if principal is None else principal(now)
+            await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio", principal=caller))
             if reload is not None:
                 # After GatewayStarted (a reload must not race the eager start),
                 # before the first client message (SIGHUP is handled by then).
@@ -139,7 +145,11 @@ async def serve_stdio(
 
 
 async def serve_process_stdio(
-    core: Core, settings: Settings, reload: ReloadSource | None = None, tap: WireTap | None = None
+    core: Core,
+    settings: Settings,
+    reload: ReloadSource | None = None,
+    tap: WireTap | None = None,
+    principal: Callable[[float], Principal | None] | None = None,
 ) -> None:
     """:func:`serve_stdio` on this process's stdin and stdout, reloading from ``reload``."""
     sys.stdout.flush()
@@ -152,7 +162,7 @@ async def serve_process_stdio(
         os.dup2(devnull, 1)
         os.close(devnull)
     async with trio.lowlevel.FdStream(stdin_fd) as stdin, trio.lowlevel.FdStream(stdout_fd) as stdout:
-        await serve_stdio(core, settings, stdin=stdin, stdout=stdout, reload=reload, tap=tap)
+        await serve_stdio(core, settings, stdin=stdin, stdout=stdout, reload=reload, tap=tap, principal=principal)
 
 
 async def _read_client(

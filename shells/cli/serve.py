@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import ipaddress
 import json
 import logging
 import socket
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,9 @@ from ..logs import NOTICE, get_logger
 from .common import EXIT_USAGE, Subcommands, add_file_options, count, package_version, print_config_error, setup_command_logging
 
 if TYPE_CHECKING:
-    from lockgate.core import Settings
+    from lockgate.core import Principal, Settings
+
+    from ..identity import Authentication
 
     from ..http import CannotListen
 
@@ -69,6 +72,11 @@ def add_parser(commands: Subcommands) -> None:
     )
     serve.add_argument("--host", help="HTTP address to bind; default: $GATEWAY_HTTP_HOST, else 127.0.0.1")
     serve.add_argument("--port", type=_port, help="HTTP port (0 picks a free one); default: $GATEWAY_HTTP_PORT, else 8000")
+    serve.add_argument(
+        "--auth",
+        action="store_true",
+        help="require a credential (API key or bearer token) for every request; also GATEWAY_AUTH=required",
+    )
     serve.add_argument(
         "--record",
         metavar="DIR",
@@ -113,9 +121,21 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             print(f"lockgate: error: {message}", file=sys.stderr)
         return EXIT_USAGE
 
+    exposed = _exposed_without_auth(config.settings)
+    if exposed is not None:
+        print(f"lockgate: error: {exposed}", file=sys.stderr)
+        return EXIT_USAGE
+
     log = setup_command_logging(config.settings)
     for warning in config.warnings:
         log.warning(warning.message, extra={"fields": {"file": warning.file, "path": warning.path}})
+    authentication: Authentication | None = None
+    stdio_principal: Callable[[float], Principal | None] | None = None
+    if config.settings.auth == "required":
+        opened = _open_authentication(environ, config.settings, log)
+        if isinstance(opened, int):
+            return opened
+        authentication, stdio_principal = opened
     servers = sorted(config.servers)
     summary = (
         f"lockgate {package_version()} serving {config.settings.transport}: "
@@ -149,7 +169,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 try:
                     trio.run(
                         partial(
-                            serve_http, core, config.settings, on_listening=listening, reload=source, recorder=recorder
+                            serve_http, core, config.settings, on_listening=listening, reload=source,
+                            recorder=recorder, authentication=authentication,
                         )
                     )
                 except CannotListen as exc:  # only the bind: a later failure is not the operator's to fix
@@ -157,7 +178,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                     return EXIT_USAGE
             else:
                 tap = recorder.wire(STDIO_CLIENT) if recorder is not None else None
-                trio.run(serve_process_stdio, core, config.settings, source, tap)
+                trio.run(serve_process_stdio, core, config.settings, source, tap, stdio_principal)
     finally:
         if recorder is not None:
             recorder.close()
@@ -180,7 +201,77 @@ def _with_transport_flags(settings: Settings, args: argparse.Namespace) -> Setti
         changes["http_host"] = args.host
     if args.port is not None:
         changes["http_port"] = args.port
+    if args.auth:
+        changes["auth"] = "required"
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _exposed_without_auth(settings: Settings) -> str | None:
+    """Why serving would expose the gateway beyond this machine without authentication; ``None`` when it would not."""
+    if settings.transport != "http" or settings.auth != "off" or _loopback(settings.http_host):
+        return None
+    return (
+        f"serving HTTP on {settings.http_host or '*'} without authentication would let anyone who reaches it act "
+        "as any agent; turn authentication on with --auth or GATEWAY_AUTH=required, or set GATEWAY_AUTH=none "
+        "to serve without it on purpose"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def _open_authentication(
+    environ: Mapping[str, str], settings: Settings, log: logging.Logger
+) -> tuple[Authentication, Callable[[float], Principal | None] | None] | int:
+    """Open the credential store and token verifiers, or say why not (the exit status).
+
+    Over stdio the caller's credential is ``GATEWAY_API_KEY`` (or a bearer
+    token in it), checked now so that a wrong one stops the start.
+    """
+    import trio
+
+    from lockgate.core import Principal
+
+    from ..auth import TokenSetupError
+    from ..identity import Refused, open_authentication
+    from ..store import StoreError
+
+    try:
+        authentication, note = trio.run(open_authentication, environ)
+    except (StoreError, TokenSetupError) as exc:
+        print(f"lockgate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if note is not None:
+        log.log(NOTICE, note)
+    identity = authentication.identity
+    if not identity.has_admin:
+        log.warning("no admin user yet: create one with lockgate user create NAME --role admin")
+    if settings.transport == "http":
+        return authentication, None
+    key = environ.get("GATEWAY_API_KEY", "").strip()
+    if not key:
+        print(
+            "lockgate: error: GATEWAY_AUTH=required over stdio needs the client's credential in GATEWAY_API_KEY",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    checked = identity.authenticate(key, 0.0)
+    if isinstance(checked, Refused):
+        print(f"lockgate: error: GATEWAY_API_KEY: {checked.reason}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def principal(now: float) -> Principal | None:
+        found = identity.authenticate(key, now)
+        # Revoked since the check: a principal that may act as no agent, never none (that would be the local user).
+        return Principal(id="refused", agents=()) if isinstance(found, Refused) else found
+
+    return authentication, principal
 
 
 def _listening(log: logging.Logger, summary: str, url: str) -> None:

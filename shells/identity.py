@@ -1,0 +1,232 @@
+"""Who is calling: a request's credential, verified without a database read, as a core Principal.
+
+Theory of operation. :class:`Identity` keeps a :class:`~.store.Snapshot` of
+the store's users, keys and revoked token ids in memory, and a task
+(:meth:`Identity.keep_fresh`) reads a new one whenever the store's change
+marker moves, polling it every :data:`REFRESH` seconds in a worker thread.
+How fresh the snapshot is goes by the monotonic clock, so an
+:class:`Identity` opened before serving works in any trio run.
+So a revoke reaches every gateway that shares the database within about a
+second, and no call waits on a query.
+
+:meth:`Identity.authenticate` takes the credential a request presents (an
+API key, or a bearer token that the token verifier checks offline) and
+returns the :class:`~lockgate.core.Principal` it proves, or a
+:class:`Refused` with the HTTP status to answer and a reason for the audit
+record. It fails closed: when the snapshot is older than :data:`STALE`
+(the database stopped answering), every credential is refused with 503,
+never waved through.
+
+Nothing here decides what a principal may do; the core does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+import trio
+
+from lockgate.core import Principal, parse_rate
+
+from .auth import BearerTokens, TokenIssuer
+from .auth.credentials import TokenRefused, VerifiedCredential, is_revoked
+from .logs import get_logger
+from .store import KEY_PREFIX, Snapshot, Store, database_url, parse_secret
+
+__all__ = ["REFRESH", "STALE", "Authentication", "Identity", "Refused", "open_authentication", "presented_credential"]
+
+_log = get_logger("identity")
+
+#: Seconds between two reads of the store's change marker.
+REFRESH = 0.5
+#: Seconds without a successful read after which every credential is refused (503).
+STALE = 5.0
+#: The longest credential read from a header; longer ones are refused unread.
+MAX_CREDENTIAL = 8192
+
+#: A token verifier: the token and the wall-clock time, to what it proves or why not.
+TokenVerifier = Callable[[str, float], "VerifiedCredential | TokenRefused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A credential that proves nothing: the status to answer (401, or 503 when the store is out of reach) and why.
+
+    ``credential`` names it for the audit record when it could be told (a
+    key id, a principal id), never with its secret.
+    """
+
+    status: Literal[401, 503]
+    reason: str
+    credential: str | None = None
+
+
+def presented_credential(headers: Mapping[str, str]) -> str | None:
+    """The credential of a request: ``Authorization: Bearer …``, else ``X-API-Key``; ``None`` when there is none.
+
+    Any other ``Authorization`` scheme counts as none, so it gets the
+    401 that names the bearer scheme.
+    """
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    api_key = headers.get("x-api-key")
+    return api_key.strip() if api_key is not None and api_key.strip() else None
+
+
+class Identity:
+    """Credentials as the gateway sees them; see the module docstring."""
+
+    def __init__(self, store: Store, verify_token: TokenVerifier | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._verify_token = verify_token
+        self._clock = clock
+        self._snapshot: Snapshot | None = None
+        self._revoked: frozenset[str] = frozenset()
+        self._fresh_at = float("-inf")
+        self._failing = False
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def has_admin(self) -> bool:
+        """Does the snapshot have an enabled admin user (someone who can manage users and keys)?"""
+        snapshot = self._snapshot
+        return snapshot is not None and any(u.role == "admin" and not u.disabled for u in snapshot.users.values())
+
+    @property
+    def available(self) -> bool:
+        """Is the snapshot recent enough to trust (for ``/ready``)?"""
+        return self._snapshot is not None and time.monotonic() - self._fresh_at <= STALE
+
+    async def load(self) -> None:
+        """Read the first snapshot; raises what the store raises (the caller refuses to start)."""
+        self._take(await trio.to_thread.run_sync(self._store.snapshot))
+
+    async def keep_fresh(self) -> None:
+        """Follow the store's changes for ever; see the module docstring."""
+        while True:
+            await trio.sleep(REFRESH)
+            try:
+                marker = await trio.to_thread.run_sync(self._store.change_marker)
+                if self._snapshot is None or marker != self._snapshot.marker:
+                    self._take(await trio.to_thread.run_sync(self._store.snapshot))
+                else:
+                    self._fresh_at = time.monotonic()
+                await trio.to_thread.run_sync(self._store.flush_last_used)
+            except Exception as exc:  # the database is down or answers garbage: stale, so refuse
+                if not self._failing:
+                    _log.error(f"cannot read the credential store: {type(exc).__name__}; authenticated requests are refused until it answers")
+                self._failing = True
+            else:
+                if self._failing:
+                    _log.warning("the credential store answers again")
+                self._failing = False
+
+    def _take(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        self._fresh_at = time.monotonic()
+        # Revoking a key or disabling a user revokes every token delegated from them.
+        self._revoked = snapshot.revoked_tokens | {
+            *(key.principal_id for key in snapshot.keys.values() if key.revoked),
+            *(user.principal_id for user in snapshot.users.values() if user.disabled),
+        }
+
+    def authenticate(self, credential: str | None, event_now: float) -> Principal | Refused:
+        """The principal ``credential`` proves, with its expiry on the core's clock at ``event_now``, or why not."""
+        now = self._clock()
+        verified = self.verify(credential, now)
+        if isinstance(verified, Refused):
+            return verified
+        return verified.to_principal(now=now, event_now=event_now)
+
+    def verify(self, credential: str | None, now: float) -> VerifiedCredential | Refused:
+        """What ``credential`` proves at wall-clock ``now`` (for delegating from it), or why not."""
+        if credential is None:
+            return Refused(401, "no credential")
+        if len(credential) > MAX_CREDENTIAL:
+            return Refused(401, "credential too large")
+        snapshot = self._snapshot
+        if snapshot is None or time.monotonic() - self._fresh_at > STALE:
+            return Refused(503, "credential store unavailable")
+        if parse_secret(credential) is not None:
+            return self._key(snapshot, credential, now)
+        if credential.startswith(KEY_PREFIX):
+            return Refused(401, "malformed API key")
+        if self._verify_token is None:
+            return Refused(401, "bearer tokens are not accepted")
+        verified = self._verify_token(credential, now)
+        if isinstance(verified, TokenRefused):
+            return Refused(401, f"token {verified.reason.value}")
+        if is_revoked(verified.lineage, self._revoked):
+            return Refused(401, "token revoked", verified.principal_id)
+        return verified
+
+    def _key(self, snapshot: Snapshot, secret: str, now: float) -> VerifiedCredential | Refused:
+        record = snapshot.lookup(secret)
+        if record is None:
+            parsed = parse_secret(secret)
+            return Refused(401, "unknown API key", None if parsed is None else f"key:{parsed.key_id}")
+        state = record.state(datetime.fromtimestamp(now, timezone.utc))
+        if state != "active":
+            return Refused(401, f"API key {state}", record.principal_id)
+        self._store.touch_last_used(record.key_id)
+        return VerifiedCredential(
+            principal_id=record.principal_id,
+            credential_id=record.principal_id,
+            # An owned key speaks for its user: disabling the user revokes what was delegated from the key.
+            subject=f"user:{record.user}" if record.user is not None else record.principal_id,
+            issuer="lockgate",
+            role=record.role,
+            agents=record.agents,
+            rate=parse_rate(record.rate) if record.rate else None,
+            expires_at=None if record.expires_at is None else record.expires_at.timestamp(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """What serving with authentication needs, opened before serving: the store, its cache, the token verifiers."""
+
+    identity: Identity
+    bearer: BearerTokens
+
+    @property
+    def issuer(self) -> TokenIssuer:
+        return self.bearer.lockgate
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the credential cache and an external issuer's keys fresh, for ever."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.identity.keep_fresh)
+            nursery.start_soon(self.bearer.keep_fresh)
+            task_status.started()
+
+
+async def open_authentication(environ: Mapping[str, str]) -> tuple[Authentication, str | None]:
+    """Open the store (upgrading a schema that is behind), read its first snapshot, set up the token verifiers.
+
+    Returns the authentication and a note to log (a schema upgrade), if any.
+
+    Raises:
+        StoreError: the database cannot be reached or its schema is not one this Lockgate knows.
+        TokenSetupError: a token setting that cannot be used.
+    """
+    bearer = BearerTokens.from_environ(environ)
+    store = await trio.to_thread.run_sync(Store.open, database_url(None, environ))
+    try:
+        note = await trio.to_thread.run_sync(store.ensure_schema)
+        identity = Identity(store, lambda token, now: bearer.verify_offline(token, now=now))
+        await identity.load()
+    except BaseException:
+        store.close()
+        raise
+    return Authentication(identity, bearer), note

@@ -1,0 +1,301 @@
+"""Identity end to end: a real ``lockgate serve --auth`` over HTTP and stdio, credentials from a real store.
+
+Each scenario runs on a SQLite file and on a real PostgreSQL server. The SDK
+``Client`` presents an API key, a token from ``/auth/login`` and a delegated
+token; raw httpx covers the refusals (401, 403, 404, 429). The store is
+filled in process, as ``lockgate user`` and ``lockgate key`` would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
+from lockgate.shells.store import Store
+from tests.postgres import PostgresServer
+
+from .conftest import Setup, structured
+
+RULES: dict[str, Any] = {
+    "agents": {
+        "dev": {"allow": {"servers": ["*"]}, "deny": {"tools": {"testing": ["drop_*"]}}},
+        "dev.reviewer": {"allow": {"servers": ["testing"], "tools": {"testing": ["echo"]}}},
+        "admin": {"allow": {"servers": ["*"]}},
+        "slow": {"allow": {"servers": ["*"]}, "rate": "2/min"},
+    },
+    "defaults": {"deny_on_missing_agent": True},
+}
+PASSWORD = "correct horse battery staple"
+INIT = {
+    "jsonrpc": "2.0", "id": 1, "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+}
+POST_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+
+
+@dataclass
+class Keys:
+    """The credentials of a scenario: the admin's password and API keys' secrets."""
+
+    dev: str  # acts as dev and dev.*; default agent dev
+    slow: str  # acts as slow only
+    admin: str  # an admin key
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'lockgate.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
+
+
+@pytest.fixture
+def keys(database: str) -> Keys:
+    with Store.open(database) as store:
+        store.upgrade()
+        store.create_user("root", "admin", PASSWORD)
+        store.create_user("alice", "user", PASSWORD)
+        dev = store.create_key("dev", role="user", agents=["dev", "dev.*"])[1]
+        slow = store.create_key("slow", role="user", agents=["slow"])[1]
+        admin = store.create_key("ops", role="admin", agents=["*"], user="root")[1]
+    return Keys(dev=dev, slow=slow, admin=admin)
+
+
+@pytest.fixture
+def auth_setup(setup: Setup, database: str, tmp_path: Path) -> Setup:
+    setup.add("testing", str(Path(__file__).parent / "servers" / "testing_server.py"))
+    setup.write(RULES)
+    setup.env.update(
+        GATEWAY_DATABASE_URL=database,
+        GATEWAY_STATE_DIR=str(tmp_path / "state"),
+        GATEWAY_JWT_SECRET="a test signing secret of at least thirty-two bytes",
+    )
+    return setup
+
+
+class Served:
+    """A running ``lockgate serve --transport http --auth`` and its stderr."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.stderr: list[str] = []
+        self.ready = threading.Event()
+        self.url = ""
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.decode(errors="replace")
+            self.stderr.append(line)
+            found = re.search(r"at (http://\S+/mcp)", line)
+            if found and not self.url:
+                self.url = found.group(1)
+                self.ready.set()
+
+    @property
+    def base(self) -> str:
+        return self.url.removesuffix("/mcp")
+
+
+@contextmanager
+def serve(setup: Setup, *extra: str) -> Iterator[Served]:
+    process = subprocess.Popen(
+        [sys.executable, *setup.argv(), "--transport", "http", "--port", "0", "--auth", *extra],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=setup.environ(),
+    )
+    served = Served(process)
+    try:
+        assert served.ready.wait(60), "".join(served.stderr)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print("".join(served.stderr))
+
+
+def client(url: str, credential: str) -> Client:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {credential}"})
+    return Client(streamable_http_client(url, http_client=http), mode="legacy", read_timeout_seconds=30)
+
+
+def audit(setup: Setup) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in setup.audit.read_text().splitlines()] if setup.audit.exists() else []
+
+
+async def test_an_api_key_acts_only_as_the_agents_it_was_granted(auth_setup: Setup, keys: Keys) -> None:
+    with serve(auth_setup) as served:
+        async with client(served.url, keys.dev) as session:
+            echoed = await session.call_tool(
+                "execute_tool", {"agent_id": "dev", "server": "testing", "tool": "echo", "args": {"text": "hi"}}
+            )
+            assert echoed.structured_content == {"result": "hi"}
+            # No agent_id: the key's own default agent, its first plain grant.
+            listed = await session.call_tool("list_servers", {})
+            assert structured(listed) == {"result": [{"name": "testing", "description": "testing for tests"}]}
+            # Below its subtree grant, the rules of that agent apply.
+            reviewer = await session.call_tool(
+                "execute_tool", {"agent_id": "dev.reviewer", "server": "testing", "tool": "echo", "args": {"text": "r"}}
+            )
+            assert reviewer.structured_content == {"result": "r"}
+            with pytest.raises(MCPError) as refused:
+                await session.call_tool("list_servers", {"agent_id": "admin"})
+            assert refused.value.error.code == -32000
+            assert "may not act as agent 'admin'" in refused.value.error.message
+    records = audit(auth_setup)
+    calls = [r for r in records if r.get("operation") == "execute_tool"]
+    assert {r["principal"] for r in calls} == {f"key:{keys.dev.split('_')[1]}"}
+    assert [r for r in records if r.get("operation") == "authenticate" and r["decision"] == "ALLOW"]
+    # No secret anywhere in the audit log.
+    assert keys.dev not in auth_setup.audit.read_text()
+
+
+async def test_refusals_over_raw_http(auth_setup: Setup, keys: Keys) -> None:
+    with serve(auth_setup) as served:
+        async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
+            missing = await http.post("/mcp", json=INIT, headers=POST_HEADERS)
+            assert missing.status_code == 401
+            challenge = missing.headers["www-authenticate"]
+            assert challenge == f'Bearer resource_metadata="{served.base}/.well-known/oauth-protected-resource/mcp"'
+            forged = keys.dev[:-4] + "AAAA"
+            bad = await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "authorization": f"Bearer {forged}"})
+            assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers["www-authenticate"]
+            assert forged not in bad.text
+            garbage = await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "authorization": "Bearer a.b.c"})
+            assert garbage.status_code == 401
+            metadata = (await http.get("/.well-known/oauth-protected-resource/mcp")).json()
+            assert metadata["resource"] == served.url
+
+            # A session belongs to the credential that opened it.
+            opened = await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "x-api-key": keys.dev})
+            assert opened.status_code == 200
+            session = opened.headers["mcp-session-id"]
+            ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+            mine = {**POST_HEADERS, "x-api-key": keys.dev, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
+            assert (await http.post("/mcp", json=ping, headers=mine)).status_code == 200
+            theirs = {**mine, "x-api-key": keys.slow}
+            assert (await http.post("/mcp", json=ping, headers=theirs)).status_code == 404
+
+            # A rate limit of 2/min on the agent: the third call is 429 with Retry-After.
+            opened = await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "x-api-key": keys.slow})
+            limited = {**POST_HEADERS, "x-api-key": keys.slow, "mcp-session-id": opened.headers["mcp-session-id"],
+                       "mcp-protocol-version": "2025-06-18"}
+            call = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "list_servers", "arguments": {}}}
+            statuses = [(await http.post("/mcp", json={**call, "id": n}, headers=limited)) for n in range(3)]
+            assert [r.status_code for r in statuses] == [200, 200, 429]
+            assert int(statuses[2].headers["retry-after"]) > 0
+            assert statuses[2].json()["error"]["data"]["code"] == "RATE_LIMITED"
+
+            # Management is for admins.
+            as_user = await http.get("/auth/keys", headers={"x-api-key": keys.dev})
+            assert as_user.status_code == 403
+            listed = await http.get("/auth/keys", headers={"x-api-key": keys.admin})
+            assert listed.status_code == 200
+            assert keys.dev not in listed.text and "secret" not in listed.text
+    failures = [r for r in audit(auth_setup) if r.get("decision") == "DENY" and r.get("operation") == "authenticate"]
+    assert {r["reason"] for r in failures} >= {"no credential", "unknown API key"}
+
+
+async def test_login_delegation_and_revocation(auth_setup: Setup, keys: Keys) -> None:
+    with serve(auth_setup) as served:
+        async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
+            wrong = await http.post("/auth/login", json={"name": "root", "password": "nope"})
+            assert wrong.status_code == 401
+            login = await http.post("/auth/login", json={"name": "root", "password": PASSWORD})
+            assert login.status_code == 200
+            token = login.json()
+            assert token["token_type"] == "bearer" and token["expires_in"] > 0
+
+            # The key hands a sub-agent a narrower token; asking for more is refused.
+            wider = await http.post("/auth/delegate", json={"agents": ["admin"]}, headers={"x-api-key": keys.dev})
+            assert wider.status_code == 403
+            delegated = await http.post(
+                "/auth/delegate", json={"agents": ["dev.reviewer"], "ttl": 300}, headers={"x-api-key": keys.dev}
+            )
+            assert delegated.status_code == 200, delegated.text
+            child = delegated.json()["access_token"]
+
+            # An admin creates a key; its secret is shown once.
+            made = await http.post(
+                "/auth/keys", json={"name": "ci", "agents": ["dev"]}, headers={"authorization": f"Bearer {token['access_token']}"}
+            )
+            assert made.status_code == 201 and made.json()["secret"].startswith("lg_")
+
+        async with client(served.url, token["access_token"]) as session:
+            # An admin's login token may act as any agent.
+            result = await session.call_tool(
+                "execute_tool", {"agent_id": "admin", "server": "testing", "tool": "echo", "args": {"text": "root"}}
+            )
+            assert result.structured_content == {"result": "root"}
+
+        async with client(served.url, child) as session:
+            result = await session.call_tool(
+                "execute_tool", {"agent_id": "dev.reviewer", "server": "testing", "tool": "echo", "args": {"text": "c"}}
+            )
+            assert result.structured_content == {"result": "c"}
+            with pytest.raises(MCPError):
+                await session.call_tool("list_servers", {"agent_id": "dev"})
+
+            # Revoking the parent key revokes the child within about a second, open session and all.
+            key_id = keys.dev.split("_")[1]
+            async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
+                revoked = await http.delete(f"/auth/keys/{key_id}", headers={"x-api-key": keys.admin})
+                assert revoked.status_code == 200
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    answer = await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "authorization": f"Bearer {child}"})
+                    if answer.status_code == 401:
+                        break
+                    time.sleep(0.2)
+                assert answer.status_code == 401
+                assert (await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "x-api-key": keys.dev})).status_code == 401
+
+
+async def test_stdio_takes_its_credential_from_gateway_api_key(auth_setup: Setup, keys: Keys) -> None:
+    auth_setup.env.update(GATEWAY_AUTH="required", GATEWAY_API_KEY=keys.dev)
+    params = StdioServerParameters(command=sys.executable, args=auth_setup.argv(), env=auth_setup.environ())
+    async with Client(params, mode="legacy", read_timeout_seconds=30) as session:
+        listed = await session.call_tool("list_servers", {"agent_id": "dev"})
+        assert structured(listed)["result"][0]["name"] == "testing"
+        with pytest.raises(MCPError) as refused:
+            await session.call_tool("list_servers", {"agent_id": "admin"})
+        assert "may not act as" in refused.value.error.message
+
+
+def test_serve_refuses_what_it_cannot_check(auth_setup: Setup, keys: Keys) -> None:
+    def run(*extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *auth_setup.argv(), *extra], env={**auth_setup.environ(), **env},
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+
+    exposed = run("--transport", "http", "--host", "0.0.0.0", "--port", "0")
+    assert exposed.returncode == 2 and "without authentication" in exposed.stderr and "GATEWAY_AUTH=none" in exposed.stderr
+    no_key = run(GATEWAY_AUTH="required")
+    assert no_key.returncode == 2 and "GATEWAY_API_KEY" in no_key.stderr
+    wrong_key = run(GATEWAY_AUTH="required", GATEWAY_API_KEY=keys.dev[:-3] + "xyz")
+    assert wrong_key.returncode == 2 and "unknown API key" in wrong_key.stderr
+    unreachable = run("--auth", GATEWAY_DATABASE_URL="postgresql://lockgate:hunter2@127.0.0.1:1/none")
+    assert unreachable.returncode == 2 and "127.0.0.1" in unreachable.stderr and "hunter2" not in unreachable.stderr
+    assert "Traceback" not in exposed.stderr + no_key.stderr + wrong_key.stderr + unreachable.stderr
