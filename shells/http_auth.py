@@ -62,7 +62,7 @@ from lockgate.core.http import (
 
 from .auth import DelegationRefused, DelegationRequest, TokenIssuer
 from .http_exchange import Exchange
-from .identity import Identity, Refused, presented_credential
+from .identity import Identity, Refused, login_principal, presented_credential
 from .store import Conflict, DatabaseUnavailable, InvalidInput, KeyRecord, NotFound, StoreError, UserRecord
 
 __all__ = ["LOGIN_RATE", "HttpAuth"]
@@ -192,12 +192,7 @@ class HttpAuth:
             await self._refused(exchange, Refused(401, f"login refused: {result.refusal}", f"user:{name[:128]}"), "login")
             # One answer for every reason, so a caller cannot tell which names exist.
             raise _Refusal(401, "Unauthorized: wrong name or password")
-        user = result.user
-        principal = Principal(
-            id=user.principal_id,
-            role=user.role,
-            agents=("*",) if user.role == "admin" else (user.name, f"{user.name}.*"),
-        )
+        principal = login_principal(result.user)
         issued = self._issuer.issue(principal, now=time.time())
         await self._feed(
             AuthenticationSucceeded(now=trio.current_time(), principal=principal, address=exchange.peer, operation="login")

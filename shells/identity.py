@@ -35,9 +35,9 @@ from lockgate.core import Principal, parse_rate
 from .auth import BearerTokens, TokenIssuer
 from .auth.credentials import TokenRefused, VerifiedCredential, is_revoked
 from .logs import get_logger
-from .store import KEY_PREFIX, Snapshot, Store, database_url, parse_secret
+from .store import KEY_PREFIX, Snapshot, Store, UserRecord, database_url, parse_secret
 
-__all__ = ["REFRESH", "STALE", "Authentication", "Identity", "Refused", "open_authentication", "presented_credential"]
+__all__ = ["REFRESH", "STALE", "Authentication", "Identity", "Refused", "login_principal", "open_authentication", "presented_credential"]
 
 _log = get_logger("identity")
 
@@ -65,6 +65,12 @@ class Refused:
     credential: str | None = None
 
 
+def login_principal(user: UserRecord) -> Principal:
+    """What a signed-in user may act as: an admin every agent, a user the agent of their name and those below it."""
+    agents = ("*",) if user.role == "admin" else (user.name, f"{user.name}.*")
+    return Principal(id=user.principal_id, role=user.role, agents=agents)
+
+
 def presented_credential(headers: Mapping[str, str]) -> str | None:
     """The credential of a request: ``Authorization: Bearer …``, else ``X-API-Key``; ``None`` when there is none.
 
@@ -83,10 +89,18 @@ def presented_credential(headers: Mapping[str, str]) -> str | None:
 class Identity:
     """Credentials as the gateway sees them; see the module docstring."""
 
-    def __init__(self, store: Store, verify_token: TokenVerifier | None = None, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        verify_token: TokenVerifier | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._verify_token = verify_token
         self._clock = clock
+        self._monotonic = monotonic
         self._snapshot: Snapshot | None = None
         self._revoked: frozenset[str] = frozenset()
         self._fresh_at = float("-inf")
@@ -105,7 +119,7 @@ class Identity:
     @property
     def available(self) -> bool:
         """Is the snapshot recent enough to trust (for ``/ready``)?"""
-        return self._snapshot is not None and time.monotonic() - self._fresh_at <= STALE
+        return self._snapshot is not None and self._monotonic() - self._fresh_at <= STALE
 
     async def load(self) -> None:
         """Read the first snapshot; raises what the store raises (the caller refuses to start)."""
@@ -120,7 +134,7 @@ class Identity:
                 if self._snapshot is None or marker != self._snapshot.marker:
                     self._take(await trio.to_thread.run_sync(self._store.snapshot))
                 else:
-                    self._fresh_at = time.monotonic()
+                    self._fresh_at = self._monotonic()
                 await trio.to_thread.run_sync(self._store.flush_last_used)
             except Exception as exc:  # the database is down or answers garbage: stale, so refuse
                 if not self._failing:
@@ -133,7 +147,7 @@ class Identity:
 
     def _take(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
-        self._fresh_at = time.monotonic()
+        self._fresh_at = self._monotonic()
         # Revoking a key or disabling a user revokes every token delegated from them.
         self._revoked = snapshot.revoked_tokens | {
             *(key.principal_id for key in snapshot.keys.values() if key.revoked),
@@ -155,7 +169,7 @@ class Identity:
         if len(credential) > MAX_CREDENTIAL:
             return Refused(401, "credential too large")
         snapshot = self._snapshot
-        if snapshot is None or time.monotonic() - self._fresh_at > STALE:
+        if snapshot is None or self._monotonic() - self._fresh_at > STALE:
             return Refused(503, "credential store unavailable")
         if parse_secret(credential) is not None:
             return self._key(snapshot, credential, now)

@@ -299,3 +299,22 @@ def test_serve_refuses_what_it_cannot_check(auth_setup: Setup, keys: Keys) -> No
     unreachable = run("--auth", GATEWAY_DATABASE_URL="postgresql://lockgate:hunter2@127.0.0.1:1/none")
     assert unreachable.returncode == 2 and "127.0.0.1" in unreachable.stderr and "hunter2" not in unreachable.stderr
     assert "Traceback" not in exposed.stderr + no_key.stderr + wrong_key.stderr + unreachable.stderr
+
+
+async def test_lockgate_login_gives_a_token_the_gateway_accepts(auth_setup: Setup, keys: Keys) -> None:
+    def login(password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lockgate.shells", "login", "alice", "--password-stdin"],
+            env=auth_setup.environ(), input=password + "\n", capture_output=True, text=True, timeout=60,
+        )
+
+    wrong = login("not it")
+    assert wrong.returncode == 1 and wrong.stderr.strip() == "lockgate: error: wrong name or password"
+    token = login(PASSWORD).stdout.strip()
+    with serve(auth_setup) as served:
+        async with client(served.url, token) as session:
+            # A user's token acts as the agent of their name and those below it: alice has no such agent in the rules.
+            with pytest.raises(MCPError) as refused:
+                await session.call_tool("list_servers", {"agent_id": "dev"})
+            assert "may not act as agent 'dev'" in refused.value.error.message
+    assert any(r.get("principal") == "user:alice" for r in audit(auth_setup))
