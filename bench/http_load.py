@@ -71,7 +71,7 @@ def summary(latencies: list[float], errors: int, elapsed: float) -> dict[str, An
     }
 
 
-def http_request(host: str, port: int, body: bytes, session: str | None) -> bytes:
+def http_request(host: str, port: int, body: bytes, session: str | None, credential: str | None = None) -> bytes:
     lines = [
         b"POST /mcp HTTP/1.1",
         b"Host: %s:%d" % (host.encode(), port),
@@ -81,6 +81,8 @@ def http_request(host: str, port: int, body: bytes, session: str | None) -> byte
     ]
     if session is not None:
         lines += [b"Mcp-Session-Id: " + session.encode(), b"Mcp-Protocol-Version: 2025-11-25"]
+    if credential is not None:
+        lines.append(b"Authorization: Bearer " + credential.encode())
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
@@ -98,30 +100,30 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(status_line.split()[1]), headers, rest[:length]
 
 
-def open_session(host: str, port: int) -> tuple[socket.socket, str]:
+def open_session(host: str, port: int, credential: str | None = None) -> tuple[socket.socket, str]:
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "http_load", "version": "1"}}}
-    sock.sendall(http_request(host, port, json.dumps(init).encode(), None))
+    sock.sendall(http_request(host, port, json.dumps(init).encode(), None, credential))
     status, headers, _ = read_response(sock)
     if status != 200:
         raise SystemExit(f"initialize failed with HTTP {status}")
     session = headers["mcp-session-id"]
-    sock.sendall(http_request(host, port, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', session))
+    sock.sendall(http_request(host, port, b'{"jsonrpc":"2.0","method":"notifications/initialized"}', session, credential))
     read_response(sock)
     return sock, session
 
 
-def load_http(host: str, port: int, sessions: int, duration: float) -> dict[str, Any]:
+def load_http(host: str, port: int, sessions: int, duration: float, credential: str | None = None) -> dict[str, Any]:
     """N keep-alive connections, each a closed loop of execute_tool echo calls."""
     call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute_tool", "arguments": {"agent_id": "bench", "server": "echo", "tool": "echo", "args": {"text": TEXT}}}}
     body = json.dumps(call, separators=(",", ":")).encode()
     selector = selectors.DefaultSelector()
     state: dict[socket.socket, list[Any]] = {}
     for _ in range(sessions):
-        sock, session = open_session(host, port)
+        sock, session = open_session(host, port, credential)
         sock.setblocking(False)
-        state[sock] = [http_request(host, port, body, session), b"", 0.0]
+        state[sock] = [http_request(host, port, body, session, credential), b"", 0.0]
         selector.register(sock, selectors.EVENT_READ)
     latencies: list[float] = []
     errors = 0
@@ -323,9 +325,10 @@ def main() -> None:
     parser.add_argument("--host", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--script", help=argparse.SUPPRESS)
+    parser.add_argument("--credential", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "http":
-        print(json.dumps(load_http(args.host, args.port, args.sessions, args.duration)))
+        print(json.dumps(load_http(args.host, args.port, args.sessions, args.duration, args.credential)))
         return
     if args.worker == "stdio":
         print(json.dumps(load_stdio(args.script, args.sessions, args.duration)))

@@ -47,6 +47,8 @@ REFRESH = 0.5
 STALE = 5.0
 #: The longest credential read from a header; longer ones are refused unread.
 MAX_CREDENTIAL = 8192
+#: Verified tokens remembered, the oldest forgotten first.
+MAX_VERIFIED = 10_000
 
 #: A token verifier: the token and the wall-clock time, to what it proves or why not.
 TokenVerifier = Callable[[str, float], "VerifiedCredential | TokenRefused"]
@@ -102,6 +104,10 @@ class Identity:
         self._clock = clock
         self._monotonic = monotonic
         self._snapshot: Snapshot | None = None
+        # Tokens whose signature and claims were checked: a signature check per call would
+        # cost more than the call (see bench/auth_overhead.py). Expiry and revocation are
+        # still checked on every use.
+        self._verified: dict[str, VerifiedCredential] = {}
         self._revoked: frozenset[str] = frozenset()
         self._fresh_at = float("-inf")
         self._failing = False
@@ -177,9 +183,20 @@ class Identity:
             return Refused(401, "malformed API key")
         if self._verify_token is None:
             return Refused(401, "bearer tokens are not accepted")
-        verified = self._verify_token(credential, now)
-        if isinstance(verified, TokenRefused):
-            return Refused(401, f"token {verified.reason.value}")
+        verified = self._verified.get(credential)
+        if verified is not None and verified.expires_at is not None and verified.expires_at <= now:
+            # Past its exp: the verifier decides again, with its leeway.
+            del self._verified[credential]
+            verified = None
+        if verified is None:
+            checked = self._verify_token(credential, now)
+            if isinstance(checked, TokenRefused):
+                return Refused(401, f"token {checked.reason.value}")
+            verified = checked
+            if verified.expires_at is None or verified.expires_at > now:
+                if len(self._verified) >= MAX_VERIFIED:
+                    del self._verified[next(iter(self._verified))]  # the oldest
+                self._verified[credential] = verified
         if is_revoked(verified.lineage, self._revoked):
             return Refused(401, "token revoked", verified.principal_id)
         return verified

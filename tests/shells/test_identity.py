@@ -129,3 +129,33 @@ async def test_a_store_that_stops_answering_fails_closed() -> None:
         # The next good read makes the snapshot fresh again.
         await until(lambda: isinstance(identity.authenticate(secret, 0.0), Principal))
         nursery.cancel_scope.cancel()
+
+
+async def test_a_token_is_verified_once_and_still_expires_and_revokes() -> None:
+    from lockgate.shells.auth import VerifiedCredential
+
+    store, _, _, _, _ = setup()
+    now = [NOW.timestamp()]
+    calls: list[str] = []
+    verified = VerifiedCredential(
+        principal_id="delegated:t1", credential_id="jwt:t1", subject="key:parent", issuer="lockgate",
+        role="user", agents=("backend",), expires_at=NOW.timestamp() + 60, chain=("key:parent",),
+    )
+
+    def verify(token: str, at: float) -> VerifiedCredential:
+        calls.append(token)
+        return verified
+
+    identity = Identity(cast(Store, store), verify, clock=lambda: now[0], monotonic=lambda: 0.0)
+    await identity.load()
+    for _ in range(3):
+        assert isinstance(identity.authenticate("a.b.c", 0.0), Principal)
+    assert calls == ["a.b.c"]
+    # Past its exp, the verifier is asked again (and here says the same: it has leeway, the cache has none).
+    now[0] += 61
+    assert isinstance(identity.authenticate("a.b.c", 0.0), Principal)
+    assert calls == ["a.b.c", "a.b.c"]
+    # Revoking an ancestor refuses it, cached or not.
+    store.snapshot_now = replace(store.snapshot_now, marker=2, revoked_tokens=frozenset({"key:parent"}))
+    await identity.load()
+    assert identity.authenticate("a.b.c", 0.0) == Refused(401, "token revoked", "delegated:t1")
