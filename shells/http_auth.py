@@ -98,6 +98,11 @@ class HttpAuth:
         self._authorization_servers = authorization_servers
         self._failed_logins = RateBuckets()
 
+    @property
+    def available(self) -> bool:
+        """Can credentials be checked now (for ``/ready``)?"""
+        return self._identity.available
+
     # -- /mcp ------------------------------------------------------------------------
 
     async def principal(self, exchange: Exchange, route: Route) -> Principal | None:

@@ -170,6 +170,9 @@ class McpEndpoint:
                 await _send_json(exchange, 200, route, health_body(__version__, uptime))
             case "ready":
                 readiness = self._core.readiness()
+                if self._auth is not None and not self._auth.available:
+                    # No credential can be checked, so no request can be served.
+                    readiness = {**readiness, "status": "unavailable", "reason": "the credential store does not answer"}
                 await _send_json(exchange, ops_status(readiness), route, json_body(readiness))
             case "metrics":
                 now = trio.current_time()

@@ -244,6 +244,10 @@ class RecordingCore:
     def handle(self, event: Event) -> list[Action]:
         recorder = self._recorder
         event = dataclasses.replace(event, now=recorder.clock(event.now))
+        if isinstance(event, ClientOpened) and event.principal is not None and event.principal.expires is not None:
+            # A credential's expiry is on the shell's clock too: move it with the event.
+            expires = recorder.clock(event.principal.expires)
+            event = dataclasses.replace(event, principal=dataclasses.replace(event.principal, expires=expires))
         actions = self._core.handle(event)
         recorder.record(event, actions)
         if isinstance(event, ConfigReloaded):

@@ -318,3 +318,35 @@ async def test_lockgate_login_gives_a_token_the_gateway_accepts(auth_setup: Setu
                 await session.call_tool("list_servers", {"agent_id": "dev"})
             assert "may not act as agent 'dev'" in refused.value.error.message
     assert any(r.get("principal") == "user:alice" for r in audit(auth_setup))
+
+
+async def test_a_database_that_dies_mid_run_fails_closed(setup: Setup, tmp_path: Path) -> None:
+    # A server of its own: this test stops it under a running gateway.
+    server = PostgresServer.start()
+    try:
+        database = server.create_database()
+        with Store.open(database) as store:
+            store.upgrade()
+            key = store.create_key("dev", role="user", agents=["dev"])[1]
+        setup.add("testing", str(Path(__file__).parent / "servers" / "testing_server.py"))
+        setup.write(RULES)
+        setup.env.update(GATEWAY_DATABASE_URL=database, GATEWAY_STATE_DIR=str(tmp_path / "state"))
+        with serve(setup) as served:
+            async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
+                assert (await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "x-api-key": key})).status_code == 200
+                assert (await http.get("/ready")).status_code == 200
+                server.stop()
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    answer = await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "x-api-key": key})
+                    if answer.status_code != 200:
+                        break
+                    time.sleep(0.5)
+                # Never waved through: 503 once the credentials cannot be checked.
+                assert answer.status_code == 503
+                ready = await http.get("/ready")
+                assert ready.status_code == 503 and "credential store" in ready.json()["reason"]
+            assert served.process.poll() is None  # it keeps serving, and says why it refuses
+        assert "cannot read the credential store" in "".join(served.stderr)
+    finally:
+        server.stop()
