@@ -350,3 +350,38 @@ async def test_a_database_that_dies_mid_run_fails_closed(setup: Setup, tmp_path:
         assert "cannot read the credential store" in "".join(served.stderr)
     finally:
         server.stop()
+
+
+async def test_an_external_issuers_token_over_the_sdk(auth_setup: Setup, keys: Keys, tmp_path: Path) -> None:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = RSAAlgorithm.to_jwk(signing.public_key(), as_dict=True)
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "idp-1", "alg": "RS256"}]}))
+    auth_setup.env.update(
+        GATEWAY_JWT_ISSUER="https://idp.example", GATEWAY_JWT_AUDIENCE="lockgate-test",
+        GATEWAY_JWT_JWKS=str(tmp_path / "jwks.json"), GATEWAY_JWT_AGENTS_CLAIM="lockgate.agents",
+    )
+    now = int(time.time())
+    claims = {"iss": "https://idp.example", "aud": "lockgate-test", "sub": "bob", "iat": now, "exp": now + 600,
+              "role": "user", "lockgate": {"agents": ["dev"]}}
+    token = jwt.encode(claims, signing, algorithm="RS256", headers={"kid": "idp-1"})
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(claims, other, algorithm="RS256", headers={"kid": "idp-1"})
+    wrong_audience = jwt.encode({**claims, "aud": "someone-else"}, signing, algorithm="RS256", headers={"kid": "idp-1"})
+    with serve(auth_setup) as served:
+        async with client(served.url, token) as session:
+            result = await session.call_tool(
+                "execute_tool", {"agent_id": "dev", "server": "testing", "tool": "echo", "args": {"text": "idp"}}
+            )
+            assert result.structured_content == {"result": "idp"}
+            with pytest.raises(MCPError):
+                await session.call_tool("list_servers", {"agent_id": "admin"})
+        async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
+            for bad in (forged, wrong_audience):
+                answer = await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "authorization": f"Bearer {bad}"})
+                assert answer.status_code == 401
+    principals = {r.get("principal") for r in audit(auth_setup) if r.get("operation") == "execute_tool"}
+    assert principals == {"jwt:https://idp.example#bob"}
