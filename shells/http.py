@@ -180,7 +180,11 @@ async def serve_http(
     if authentication is not None:
         from .http_auth import HttpAuth
 
-        auth = HttpAuth(authentication.identity, authentication.issuer, runtime.feed)
+        external = authentication.bearer.external
+        auth = HttpAuth(
+            authentication.identity, authentication.issuer, runtime.feed,
+            authorization_servers=() if external is None else (external.issuer,),
+        )
     server = HttpServer(
         core, runtime, policy, limits=limits, shutdown_grace=settings.shutdown_grace, recorder=recorder, auth=auth
     )

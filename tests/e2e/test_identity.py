@@ -380,6 +380,8 @@ async def test_an_external_issuers_token_over_the_sdk(auth_setup: Setup, keys: K
             with pytest.raises(MCPError):
                 await session.call_tool("list_servers", {"agent_id": "admin"})
         async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
+            metadata = (await http.get("/.well-known/oauth-protected-resource/mcp")).json()
+            assert metadata["authorization_servers"] == ["https://idp.example"]
             for bad in (forged, wrong_audience):
                 answer = await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "authorization": f"Bearer {bad}"})
                 assert answer.status_code == 401
