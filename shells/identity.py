@@ -22,6 +22,7 @@ Nothing here decides what a principal may do; the core does.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -108,6 +109,10 @@ class Identity:
         # cost more than the call (see bench/auth_overhead.py). Expiry and revocation are
         # still checked on every use.
         self._verified: dict[str, VerifiedCredential] = {}
+        # API keys checked against the current snapshot, and the principals of credentials
+        # without expiry; both start empty with each snapshot, which is what revokes.
+        self._keys_seen: dict[str, VerifiedCredential] = {}
+        self._principals: dict[str, Principal] = {}
         self._revoked: frozenset[str] = frozenset()
         self._fresh_at = float("-inf")
         self._failing = False
@@ -153,6 +158,8 @@ class Identity:
 
     def _take(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        self._keys_seen = {}
+        self._principals = {}
         self._fresh_at = self._monotonic()
         # Revoking a key or disabling a user revokes every token delegated from them.
         self._revoked = snapshot.revoked_tokens | {
@@ -166,7 +173,17 @@ class Identity:
         verified = self.verify(credential, now)
         if isinstance(verified, Refused):
             return verified
-        return verified.to_principal(now=now, event_now=event_now)
+        # The principal is the same on every call but for its expiry: made once per snapshot.
+        assert credential is not None
+        principal = self._principals.get(credential)
+        if principal is None:
+            principal = verified.to_principal(now=now, event_now=event_now)
+            if len(self._principals) < MAX_VERIFIED:
+                self._principals[credential] = principal
+        elif verified.expires_at is not None:
+            # Onto the core's clock, which is not the wall clock.
+            principal = dataclasses.replace(principal, expires=event_now + (verified.expires_at - now))
+        return principal
 
     def verify(self, credential: str | None, now: float) -> VerifiedCredential | Refused:
         """What ``credential`` proves at wall-clock ``now`` (for delegating from it), or why not."""
@@ -177,6 +194,10 @@ class Identity:
         snapshot = self._snapshot
         if snapshot is None or self._monotonic() - self._fresh_at > STALE:
             return Refused(503, "credential store unavailable")
+        seen = self._keys_seen.get(credential)
+        if seen is not None and (seen.expires_at is None or seen.expires_at > now):
+            self._store.touch_last_used(seen.principal_id.removeprefix("key:"))
+            return seen
         if parse_secret(credential) is not None:
             return self._key(snapshot, credential, now)
         if credential.startswith(KEY_PREFIX):
@@ -210,7 +231,7 @@ class Identity:
         if state != "active":
             return Refused(401, f"API key {state}", record.principal_id)
         self._store.touch_last_used(record.key_id)
-        return VerifiedCredential(
+        verified = VerifiedCredential(
             principal_id=record.principal_id,
             credential_id=record.principal_id,
             # An owned key speaks for its user: disabling the user revokes what was delegated from the key.
@@ -221,6 +242,9 @@ class Identity:
             rate=parse_rate(record.rate) if record.rate else None,
             expires_at=None if record.expires_at is None else record.expires_at.timestamp(),
         )
+        if len(self._keys_seen) < MAX_VERIFIED:
+            self._keys_seen[secret] = verified
+        return verified
 
 
 @dataclass(frozen=True, slots=True)
