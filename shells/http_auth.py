@@ -63,7 +63,9 @@ from lockgate.core.http import (
 from .auth import DelegationRefused, DelegationRequest, TokenIssuer
 from .http_exchange import Exchange
 from .identity import Identity, Refused, login_principal, presented_credential
-from .store import Conflict, DatabaseUnavailable, InvalidInput, KeyRecord, NotFound, StoreError, UserRecord
+from .cli.key import key_json
+from .cli.user import user_json
+from .store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
 
 __all__ = ["LOGIN_RATE", "HttpAuth"]
 
@@ -247,14 +249,14 @@ class HttpAuth:
         store = self._identity.store
         if method == "GET":
             users = await trio.to_thread.run_sync(store.list_users)
-            return 200, {"users": [_user_json(user) for user in users]}
+            return 200, {"users": [user_json(user) for user in users]}
         request = _object(body)
         name, role, password = request.get("name"), request.get("role", "user"), request.get("password")
         if not all(isinstance(value, str) for value in (name, role, password)):
             raise _Refusal(400, "Bad Request: give name, role and password as strings")
         user = await self._store(store.create_user, name, role, password)
         await self._done(exchange, admin, "create_user", user.principal_id)
-        return 201, _user_json(user)
+        return 201, user_json(user)
 
     async def _update_user(self, exchange: Exchange, admin: Principal, name: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         store = self._identity.store
@@ -271,13 +273,13 @@ class HttpAuth:
             await self._store(store.set_password, name, _string(request, "password"))
         user = await self._store(store.get_user, name)
         await self._done(exchange, admin, "update_user", user.principal_id)
-        return 200, _user_json(user)
+        return 200, user_json(user)
 
     async def _keys(self, exchange: Exchange, admin: Principal, method: str, body: bytes) -> tuple[int, dict[str, Any]]:
         store = self._identity.store
         if method == "GET":
             keys = await trio.to_thread.run_sync(store.list_keys)
-            return 200, {"keys": [_key_json(key) for key in keys]}
+            return 200, {"keys": [key_json(key, datetime.now(timezone.utc)) for key in keys]}
         request = _object(body)
         name = _string(request, "name")
         agents = request.get("agents", [])
@@ -302,7 +304,7 @@ class HttpAuth:
         )
         await self._done(exchange, admin, "create_key", record.principal_id)
         # The only time the secret is shown.
-        return 201, {**_key_json(record), "secret": secret}
+        return 201, {**key_json(record, datetime.now(timezone.utc)), "secret": secret}
 
     async def _revoke_key(self, exchange: Exchange, admin: Principal, key_id: str) -> tuple[int, dict[str, Any]]:
         store = self._identity.store
@@ -380,28 +382,3 @@ def _delegation_request(request: dict[str, Any]) -> DelegationRequest:
         agents=tuple(agents), role=role, ttl=None if ttl is None else float(ttl),
         tools=None if tools is None else tuple(tools), rate=rate,
     )
-
-
-def _user_json(user: UserRecord) -> dict[str, Any]:
-    return {
-        "name": user.name,
-        "role": user.role,
-        "disabled": user.disabled,
-        "created_at": user.created_at.isoformat(),
-        "last_login_at": None if user.last_login_at is None else user.last_login_at.isoformat(),
-    }
-
-
-def _key_json(key: KeyRecord) -> dict[str, Any]:
-    return {
-        "key_id": key.key_id,
-        "name": key.name,
-        "role": key.role,
-        "agents": list(key.agents),
-        "user": key.user,
-        "expires_at": None if key.expires_at is None else key.expires_at.isoformat(),
-        "rate": key.rate,
-        "revoked": key.revoked,
-        "created_at": key.created_at.isoformat(),
-        "last_used_at": None if key.last_used_at is None else key.last_used_at.isoformat(),
-    }

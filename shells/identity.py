@@ -119,6 +119,7 @@ class Identity:
 
     @property
     def store(self) -> Store:
+        """The store behind the cache, for what changes it (the ``/auth/`` endpoints)."""
         return self._store
 
     @property
@@ -256,6 +257,7 @@ class Authentication:
 
     @property
     def issuer(self) -> TokenIssuer:
+        """Lockgate's own token issuer (login and delegation)."""
         return self.bearer.lockgate
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -9,11 +9,8 @@ filled in process, as ``lockgate user`` and ``lockgate key`` would.
 from __future__ import annotations
 
 import json
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +27,7 @@ from lockgate.shells.store import Store
 from tests.postgres import PostgresServer
 
 from .conftest import Setup, structured
+from .test_http import Served, serve_http
 
 RULES: dict[str, Any] = {
     "agents": {
@@ -89,50 +87,11 @@ def auth_setup(setup: Setup, database: str, tmp_path: Path) -> Setup:
     return setup
 
 
-class Served:
-    """A running ``lockgate serve --transport http --auth`` and its stderr."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.process = process
-        self.stderr: list[str] = []
-        self.ready = threading.Event()
-        self.url = ""
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            line = raw.decode(errors="replace")
-            self.stderr.append(line)
-            found = re.search(r"at (http://\S+/mcp)", line)
-            if found and not self.url:
-                self.url = found.group(1)
-                self.ready.set()
-
-    @property
-    def base(self) -> str:
-        return self.url.removesuffix("/mcp")
-
-
 @contextmanager
 def serve(setup: Setup, *extra: str) -> Iterator[Served]:
-    process = subprocess.Popen(
-        [sys.executable, *setup.argv(), "--transport", "http", "--port", "0", "--auth", *extra],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=setup.environ(),
-    )
-    served = Served(process)
-    try:
-        assert served.ready.wait(60), "".join(served.stderr)
+    """A real ``lockgate serve --transport http --auth`` on a free port."""
+    with serve_http(setup, "--auth", *extra) as served:
         yield served
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print("".join(served.stderr))
 
 
 def client(url: str, credential: str) -> Client:
