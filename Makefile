@@ -70,14 +70,17 @@ unit: $(STAMP) postgres
 
 ## Install PostgreSQL (Debian's postgresql package) when missing: the store tests start their own server with it.
 # The tests run the binaries from /usr/lib/postgresql/*/bin themselves, on
-# 127.0.0.1 in a temporary folder (tests/postgres.py); nothing is started here.
+# 127.0.0.1 in a temporary folder (tests/postgres.py); nothing is started here,
+# and a cluster the package may start on its own is stopped again.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 postgres:
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
 		echo "Installing PostgreSQL (apt-get install postgresql) for the store tests"; \
 		$(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null && \
+		{ pg_lsclusters -h 2>/dev/null | awk '$$4 == "online" {print $$1, $$2}' | \
+			while read version cluster; do $(SUDO) pg_ctlcluster "$$version" "$$cluster" stop; done; true; }; \
 	fi
 
 ## Replay every recorded transcript through the core and through a real `lockgate serve`.
