@@ -85,7 +85,8 @@ RouteKind = Literal["post", "get", "delete", "preflight", "health", "ready", "me
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
 #: Sign-in, delegation and the management of users and keys (see ``lockgate.shells.http_auth``).
 AUTH_PREFIX = "/auth/"
-_AUTH_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
+_AUTH_ALLOW = "GET, POST, PATCH, DELETE"
+_AUTH_METHODS = _AUTH_ALLOW + ", OPTIONS"
 
 
 _OPS_PATHS: dict[str, RouteKind] = {"/health": "health", "/ready": "ready", "/metrics": "metrics"}
@@ -201,7 +202,7 @@ def check_head(
         return Route(kind="preflight", headers=(*cors, *_preflight_headers(origin, allow)))
     if auth:
         if method not in ("GET", "POST", "PATCH", "DELETE"):
-            return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow=_AUTH_METHODS[:-9])
+            return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow=_AUTH_ALLOW)
         return Route(kind="auth", headers=cors, path=path, query=query)
     if ops is not None:
         if method != "GET":

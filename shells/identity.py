@@ -105,13 +105,11 @@ class Identity:
         self._clock = clock
         self._monotonic = monotonic
         self._snapshot: Snapshot | None = None
-        # Tokens whose signature and claims were checked: a signature check per call would
-        # cost more than the call (see bench/auth_overhead.py). Expiry and revocation are
-        # still checked on every use.
+        # Credentials checked in full (a token's signature costs more than a call, see
+        # bench/auth_overhead.py), and their principals. Both start empty with each
+        # snapshot, which is how a revoked key or a disabled user takes effect; expiry,
+        # and a token's revoked ancestors, are still checked on every use.
         self._verified: dict[str, VerifiedCredential] = {}
-        # API keys checked against the current snapshot, and the principals of credentials
-        # without expiry; both start empty with each snapshot, which is what revokes.
-        self._keys_seen: dict[str, VerifiedCredential] = {}
         self._principals: dict[str, Principal] = {}
         self._revoked: frozenset[str] = frozenset()
         self._fresh_at = float("-inf")
@@ -159,7 +157,7 @@ class Identity:
 
     def _take(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
-        self._keys_seen = {}
+        self._verified = {}
         self._principals = {}
         self._fresh_at = self._monotonic()
         # Revoking a key or disabling a user revokes every token delegated from them.
@@ -195,33 +193,39 @@ class Identity:
         snapshot = self._snapshot
         if snapshot is None or self._monotonic() - self._fresh_at > STALE:
             return Refused(503, "credential store unavailable")
-        seen = self._keys_seen.get(credential)
-        if seen is not None and (seen.expires_at is None or seen.expires_at > now):
-            self._store.touch_last_used(seen.principal_id.removeprefix("key:"))
-            return seen
+        verified = self._verified.get(credential)
+        if verified is not None and verified.expires_at is not None and verified.expires_at <= now:
+            # Past its expiry: checked again (a token's verifier has some leeway; a key is refused).
+            del self._verified[credential]
+            verified = None
+        if verified is None:
+            checked = self._check(snapshot, credential, now)
+            if isinstance(checked, Refused):
+                return checked
+            verified = checked
+            if verified.expires_at is None or verified.expires_at > now:
+                if len(self._verified) >= MAX_VERIFIED:
+                    del self._verified[next(iter(self._verified))]  # the oldest
+                self._verified[credential] = verified
+        if verified.principal_id.startswith("key:"):
+            self._store.touch_last_used(verified.principal_id.removeprefix("key:"))
+        elif is_revoked(verified.lineage, self._revoked):
+            # A key's own revocation comes with a new snapshot, which empties the cache.
+            return Refused(401, "token revoked", verified.principal_id)
+        return verified
+
+    def _check(self, snapshot: Snapshot, credential: str, now: float) -> VerifiedCredential | Refused:
+        """The full check of a credential not in the cache: an API key against the snapshot, or a token's signature."""
         if parse_secret(credential) is not None:
             return self._key(snapshot, credential, now)
         if credential.startswith(KEY_PREFIX):
             return Refused(401, "malformed API key")
         if self._verify_token is None:
             return Refused(401, "bearer tokens are not accepted")
-        verified = self._verified.get(credential)
-        if verified is not None and verified.expires_at is not None and verified.expires_at <= now:
-            # Past its exp: the verifier decides again, with its leeway.
-            del self._verified[credential]
-            verified = None
-        if verified is None:
-            checked = self._verify_token(credential, now)
-            if isinstance(checked, TokenRefused):
-                return Refused(401, f"token {checked.reason.value}")
-            verified = checked
-            if verified.expires_at is None or verified.expires_at > now:
-                if len(self._verified) >= MAX_VERIFIED:
-                    del self._verified[next(iter(self._verified))]  # the oldest
-                self._verified[credential] = verified
-        if is_revoked(verified.lineage, self._revoked):
-            return Refused(401, "token revoked", verified.principal_id)
-        return verified
+        checked = self._verify_token(credential, now)
+        if isinstance(checked, TokenRefused):
+            return Refused(401, f"token {checked.reason.value}")
+        return checked
 
     def _key(self, snapshot: Snapshot, secret: str, now: float) -> VerifiedCredential | Refused:
         record = snapshot.lookup(secret)
@@ -231,8 +235,7 @@ class Identity:
         state = record.state(datetime.fromtimestamp(now, timezone.utc))
         if state != "active":
             return Refused(401, f"API key {state}", record.principal_id)
-        self._store.touch_last_used(record.key_id)
-        verified = VerifiedCredential(
+        return VerifiedCredential(
             principal_id=record.principal_id,
             credential_id=record.principal_id,
             # An owned key speaks for its user: disabling the user revokes what was delegated from the key.
@@ -243,9 +246,6 @@ class Identity:
             rate=parse_rate(record.rate) if record.rate else None,
             expires_at=None if record.expires_at is None else record.expires_at.timestamp(),
         )
-        if len(self._keys_seen) < MAX_VERIFIED:
-            self._keys_seen[secret] = verified
-        return verified
 
 
 @dataclass(frozen=True, slots=True)
