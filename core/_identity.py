@@ -55,7 +55,10 @@ class Principal:
     ``backend.*``, ``*``); ``default_agent`` is the agent a request that
     declares none acts as (``None``: such a request is refused). ``tools``,
     when set, narrows what it may call below what its agent may: ``server/tool``
-    patterns (a delegated token's narrower list). ``rate`` is its own limit.
+    patterns (a delegated token's narrower list). ``rate`` is its own limit;
+    ``shared_rates`` are the limits of the credentials it was delegated from,
+    by their principal ids, root first: its calls count against their buckets
+    too, so a parent cannot multiply its rate by handing out tokens.
     ``expires`` is when the credential stops being valid, on the event clock
     of the core (``None``: never).
     """
@@ -66,4 +69,5 @@ class Principal:
     default_agent: str | None = None
     tools: tuple[str, ...] | None = None
     rate: Rate | None = None
+    shared_rates: tuple[tuple[str, Rate], ...] = ()
     expires: float | None = None

@@ -149,16 +149,22 @@ class Limit:
 
 
 def limits_for(principal: Principal | None, agent: str, config: Config) -> tuple[Limit, ...]:
-    """The rate limits a call of ``agent`` (under ``principal``, if any) must pass: the credential's, then the agent's.
+    """The rate limits a call of ``agent`` (under ``principal``, if any) must pass: the credential's, its ancestors', then the agent's.
 
     The agent's own ``rate`` wins over ``GATEWAY_RATE_LIMIT``; either is
     one bucket per agent, shared by every caller that acts as it.
     """
     limits: list[Limit] = []
-    if principal is not None and principal.rate is not None:
-        limits.append(
-            Limit("credential", ("credential", principal.id), principal.rate, "credential.rate", f"credential {principal.id}")
-        )
+    if principal is not None:
+        if principal.rate is not None:
+            limits.append(
+                Limit("credential", ("credential", principal.id), principal.rate, "credential.rate", f"credential {principal.id}")
+            )
+        # A delegated token's calls also spend its ancestors' tokens (same keys as their own calls).
+        for ancestor, rate in principal.shared_rates:
+            limits.append(
+                Limit("credential", ("credential", ancestor), rate, "credential.shared_rates", f"credential {ancestor}")
+            )
     own = config.policy.rate(agent)
     rate = own or config.settings.rate_limit
     if rate is not None:

@@ -174,7 +174,7 @@ def _rate_from_json(value: Mapping[str, Any]) -> Rate:
 
 
 def _principal_to_json(principal: Principal) -> JSONObject:
-    """Every field of a principal (it holds no secret); ``tools`` and ``rate`` only when set."""
+    """Every field of a principal (it holds no secret); ``tools``, ``rate`` and ``shared_rates`` only when set."""
     out: JSONObject = {
         "id": principal.id,
         "role": principal.role,
@@ -186,6 +186,8 @@ def _principal_to_json(principal: Principal) -> JSONObject:
         out["tools"] = list(principal.tools)
     if principal.rate is not None:
         out["rate"] = _rate_to_json(principal.rate)
+    if principal.shared_rates:
+        out["shared_rates"] = [[ancestor, _rate_to_json(rate)] for ancestor, rate in principal.shared_rates]
     return out
 
 
@@ -199,6 +201,7 @@ def _principal_from_json(value: Mapping[str, Any]) -> Principal:
         default_agent=value.get("default_agent"),
         tools=None if tools is None else tuple(tools),
         rate=None if rate is None else _rate_from_json(rate),
+        shared_rates=tuple((ancestor, _rate_from_json(r)) for ancestor, r in value.get("shared_rates", ())),
         expires=value.get("expires"),
     )
 

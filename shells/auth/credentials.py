@@ -70,6 +70,8 @@ class VerifiedCredential:
     ``exp``), ``None`` for a credential that does not expire (an API key
     without expiry). ``chain`` lists the credential ids of a delegated
     token's ancestors, root first; it is empty for any other credential.
+    ``shared_rates`` are the rate limits of those ancestors that have one, by
+    principal id (see :attr:`lockgate.core.Principal.shared_rates`).
     """
 
     principal_id: str
@@ -82,6 +84,7 @@ class VerifiedCredential:
     rate: Rate | None = None
     expires_at: float | None = None
     chain: tuple[str, ...] = ()
+    shared_rates: tuple[tuple[str, Rate], ...] = ()
 
     @classmethod
     def from_principal(cls, principal: Principal, *, expires_at: float | None = None) -> VerifiedCredential:
@@ -96,6 +99,7 @@ class VerifiedCredential:
             tools=principal.tools,
             rate=principal.rate,
             expires_at=expires_at,
+            shared_rates=principal.shared_rates,
         )
 
     @property
@@ -132,6 +136,7 @@ class VerifiedCredential:
             default_agent=self.default_agent,
             tools=self.tools,
             rate=self.rate,
+            shared_rates=self.shared_rates,
             expires=None if remaining is None else event_now + remaining,
         )
 

@@ -20,7 +20,9 @@ Each rule keeps the child within its parent:
   names one of the parent's patterns matches (:func:`tools_within`); unset,
   the child keeps the parent's list;
 - ``rate``: at most the parent's, both in calls per second and in burst;
-  unset, the child keeps the parent's;
+  unset, the child keeps the parent's; either way the child's calls also
+  count against the parent's bucket and its ancestors' (``shared_rates``),
+  so handing out tokens never multiplies a rate;
 - depth: at most :data:`MAX_CHAIN` ancestors, which also bounds a token's size.
 """
 
@@ -82,7 +84,7 @@ class DelegationRefused:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Delegation:
-    """What the child gets: its claims, ``lifetime`` in seconds from now, and its ``chain`` of ancestors."""
+    """What the child gets: its claims, ``lifetime`` in seconds from now, its ``chain`` of ancestors and their rates."""
 
     role: Role
     agents: tuple[str, ...]
@@ -90,6 +92,7 @@ class Delegation:
     rate: Rate | None
     lifetime: float
     chain: tuple[str, ...]
+    shared_rates: tuple[tuple[str, Rate], ...] = ()
 
 
 def plan_delegation(
@@ -158,6 +161,7 @@ def plan_delegation(
         rate=rate,
         lifetime=lifetime,
         chain=chain,
+        shared_rates=parent.shared_rates if parent.rate is None else (*parent.shared_rates, (parent.principal_id, parent.rate)),
     )
 
 

@@ -18,7 +18,9 @@ Claims: ``iss`` and ``aud`` (Lockgate's issuer string and the resource, both
 for: ``user:alice``, ``key:3f9a1c2b``), ``role``, ``agents`` (grants),
 ``iat``, ``nbf``, ``exp``, ``jti`` (random), optionally ``tools`` and
 ``rate`` (``120/min``), and for a delegated token ``parent`` (its parent's
-credential id) and ``chain`` (every ancestor's, root first).
+credential id), ``chain`` (every ancestor's, root first) and, when an
+ancestor has a rate, ``shared_rates`` (``[[principal id, "120/min"], …]``:
+the buckets its calls also count against).
 
 A verified token's principal id is its ``sub`` (a login token stands for
 its user, so a user's rate limit and sessions do not change with each
@@ -81,6 +83,8 @@ TTL_VARIABLE = "GATEWAY_TOKEN_TTL"
 #: The secret's file in the state folder, when ``GATEWAY_JWT_SECRET`` is unset.
 SECRET_FILE = "jwt-secret"
 _MAKE_ONE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# The longest principal id a shared_rates claim may name (a JWT subject can be long, not unbounded).
+_MAX_ID = 512
 
 
 class TokenSetupError(Exception):
@@ -202,6 +206,8 @@ class TokenIssuer:
         )
         claims["parent"] = plan.chain[-1]
         claims["chain"] = list(plan.chain)
+        if plan.shared_rates:
+            claims["shared_rates"] = [[ancestor, str(rate)] for ancestor, rate in plan.shared_rates]
         return self._sign(claims, principal_id=f"delegated:{jti}")
 
     def verify(self, token: str, *, now: float) -> VerifiedCredential | TokenRefused:
@@ -239,6 +245,7 @@ class TokenIssuer:
             rate=_read_rate(claims),
             expires_at=float(claims["exp"]),
             chain=chain,
+            shared_rates=_read_shared_rates(claims, chain),
         )
 
     def _claims(
@@ -421,6 +428,24 @@ def _read_tools(claims: dict[str, Any]) -> tuple[str, ...] | None:
     if not isinstance(tools, list) or not all(isinstance(t, str) and tool_pattern_problem(t) is None for t in tools):
         raise Refused(Refusal.BAD_CLAIM, "the token's 'tools' claim is not a list of server/tool patterns")
     return tuple(tools)
+
+
+def _read_shared_rates(claims: dict[str, Any], chain: tuple[str, ...]) -> tuple[tuple[str, Rate], ...]:
+    value = claims.get("shared_rates")
+    if value is None:
+        return ()
+    shared: list[tuple[str, Rate]] = []
+    if chain and isinstance(value, list) and len(value) <= len(chain):
+        for item in value:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], str)):
+                break
+            rate = parse_rate(item[1])
+            if not item[0] or len(item[0]) > _MAX_ID or rate is None:
+                break
+            shared.append((item[0], rate))
+        else:
+            return tuple(shared)
+    raise Refused(Refusal.BAD_CLAIM, "the token's 'shared_rates' claim is not a list of [principal id, rate] of its ancestors")
 
 
 def _read_rate(claims: dict[str, Any]) -> Rate | None:

@@ -307,7 +307,7 @@ def test_a_principal_is_recorded_only_when_there_is_one_and_comes_back_whole() -
     plain = ClientOpened(now=0.0, client=1, transport="stdio")
     assert event_to_json(plain) == {"event": "ClientOpened", "now": 0.0, "client": 1, "transport": "stdio"}
     full = Principal(id="delegated:t4", role="admin", agents=("backend.*",), default_agent="backend.reviewer",
-                     tools=("db/get_*",), rate=Rate(5, 30.0), expires=12.5)
+                     tools=("db/get_*",), rate=Rate(5, 30.0), shared_rates=(("key:1", Rate(9, 60.0)),), expires=12.5)
     for event in (
         ClientOpened(now=1.0, client="s", transport="http", principal=full),
         ClientOpened(now=1.0, client="s", transport="http", principal=KEY),

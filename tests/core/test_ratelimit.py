@@ -185,6 +185,31 @@ def test_both_limits_must_allow_a_call_and_a_refused_call_takes_no_token_from_ei
     assert answer["error"]["data"] == {"code": "RATE_LIMITED", "retry_after_ms": 6000, "limit": "5/min", "scope": "credential"}
 
 
+def test_delegated_tokens_spend_their_ancestors_buckets_so_handing_out_tokens_multiplies_no_rate() -> None:
+    key = Principal(id="key:0000feed", agents=("ops", "qa"), rate=Rate(3, 60.0))
+    children = [
+        Principal(id=f"delegated:t{i}", agents=("ops",), default_agent="ops", rate=Rate(3, 60.0),
+                  shared_rates=(("key:0000feed", Rate(3, 60.0)),))
+        for i in range(2)
+    ]
+    d = gateway(principal=key)
+    for i, child in enumerate(children):
+        d.open(f"child{i}", "http", principal=child)
+        d.clients[f"child{i}"].initialize()
+    assert audits(d.send(call(1, "list_servers", agent_id="qa")))[0]["error_code"] is None
+    assert audits(d.send(call(2, "list_servers"), client="child0"))[0]["error_code"] is None
+    assert audits(d.send(call(3, "list_servers"), client="child1"))[0]["error_code"] is None
+    # Each child has two of its own tokens left, but the key they came from has none.
+    msg = call(4, "list_servers")
+    assert d.send(msg, client="child0") == [
+        limited("child0", 4, "Rate limit 3/min of credential key:0000feed exceeded: retry in 20000 ms", ms=20000,
+                limit="3/min", scope="credential"),
+        audited(msg, "ERROR", principal="delegated:t0", agent="ops", rule="credential.shared_rates",
+                error_code="RATE_LIMITED"),
+    ]
+    assert audits(d.send(call(5, "list_servers", agent_id="ops")))[0]["error_code"] == "RATE_LIMITED"
+
+
 def test_every_gateway_tool_is_limited_and_calls_refused_before_an_agent_is_known_are_not() -> None:
     d = gateway({"agents": {"ops": {"allow": {"servers": ["*"]}, "rate": "1/h"}}}, debug=True)
     assert audits(d.send(call(1, "list_servers", agent_id="ops")))[0]["error_code"] is None

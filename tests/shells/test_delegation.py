@@ -69,6 +69,34 @@ def test_what_the_request_leaves_out_is_the_parents_or_the_least() -> None:
     assert (admin.role, admin.rate) == ("admin", Rate(1, 1.0))
 
 
+def test_a_child_carries_the_rates_of_its_ancestors_to_share_their_buckets() -> None:
+    key = VerifiedCredential.from_principal(Principal(id="key:3f9a1c2b", agents=("backend.*",), rate=Rate(60, 60.0)))
+    child = verified(TOKENS.delegate(key, DelegationRequest(agents=("backend.a",), rate=Rate(10, 60.0)), now=NOW))
+    assert child.shared_rates == (("key:3f9a1c2b", Rate(60, 60.0)),)
+    grandchild = verified(TOKENS.delegate(child, DelegationRequest(agents=("backend.a",)), now=NOW))
+    assert grandchild.rate == Rate(10, 60.0)
+    assert grandchild.shared_rates == (("key:3f9a1c2b", Rate(60, 60.0)), (child.principal_id, Rate(10, 60.0)))
+    principal = grandchild.to_principal(now=NOW, event_now=0.0)
+    assert principal.shared_rates == grandchild.shared_rates
+    # No rate anywhere up the chain: nothing to share.
+    assert verified(TOKENS.delegate(parent(), DelegationRequest(agents=("backend",)), now=NOW)).shared_rates == ()
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [[["key:1", "fast"]], [["", "1/s"]], [["key:1"]], "key:1=1/s", [["key:1", "1/s"], ["key:2", "1/s"]], [[1, "1/s"]]],
+)
+def test_a_token_whose_shared_rates_are_not_its_ancestors_rates_is_refused(shared: object) -> None:
+    import jwt
+
+    claims = {"iss": "lockgate", "aud": "lockgate", "sub": "key:1", "role": "user", "agents": ["backend"],
+              "iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + 60, "jti": "j", "parent": "key:1",
+              "chain": ["key:1"], "shared_rates": shared}
+    refused = TOKENS.verify(jwt.encode(claims, TOKENS.secret, algorithm="HS256"), now=NOW)
+    assert not isinstance(refused, VerifiedCredential)
+    assert refused.reason == "bad_claim" and "shared_rates" in refused.detail
+
+
 def test_the_default_lifetime_never_outlives_the_parent() -> None:
     mother = parent(ttl=100)
     child = verified(TOKENS.delegate(mother, DelegationRequest(agents=("backend",)), now=NOW + 40), now=NOW + 40)
