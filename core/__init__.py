@@ -64,6 +64,7 @@ from ._events import (
     ShutdownRequested,
     TimerFired,
 )
+from ._authorize import authentication_record
 from ._gateway import Gateway
 from ._grants import grant_problem, grants_within, may_act_as
 from ._identity import Principal, Rate, Role, parse_rate
@@ -96,6 +97,7 @@ __all__ = [
     "grant_problem",
     "grants_within",
     "may_act_as",
+    "authentication_record",
     # Configuration.
     "Config",
     "ConfigError",

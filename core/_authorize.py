@@ -31,7 +31,10 @@ reaches only the tools its ``server/tool`` patterns match
 
 Authentication itself happens in the shell; :func:`authentication_record`
 is the audit record of its outcome, which names the credential by its id
-and never holds a secret.
+and never holds a secret. A session that outlives any one request (stdio)
+has its credential checked again by the shell as the store changes; while
+that check fails, every call of the session is refused
+(:func:`credential_refused`), whatever agent it names.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from ._grants import may_act_as
 from ._identity import Principal
 from ._policy import Policy, Refusal, valid_agent_id
 
-__all__ = ["CREDENTIAL_TOOLS", "act_as", "authentication_record", "tool_granted"]
+__all__ = ["CREDENTIAL_TOOLS", "act_as", "authentication_record", "credential_refused", "tool_granted"]
 
 JSONObject = dict[str, Any]
 
@@ -84,6 +87,11 @@ def act_as(principal: Principal, agent_id: str | None, policy: Policy, now: floa
         )
     # Granted; now the rules, as for a declared id without a credential.
     return policy.resolve_agent(agent, default_agent=None)
+
+
+def credential_refused(principal: Principal, reason: str) -> Refusal:
+    """Why a session whose credential no longer proves anything (the shell said so) may not act at all."""
+    return Refusal(ErrorCode.DENIED_BY_POLICY, f"credential {principal.id} refused: {reason[:_MAX_FIELD]}", "credential.refused")
 
 
 def tool_granted(principal: Principal | None, server: str, tool: str) -> bool:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 
 from ._actions import SendToClient, SendToDownstream
 from ._audit import AuditEntry, AuditError, Decision
-from ._authorize import CREDENTIAL_TOOLS, act_as, tool_granted
+from ._authorize import CREDENTIAL_TOOLS, act_as, credential_refused, tool_granted
 from ._call import Call, CallTrigger
 from ._config import DEFAULT_MAX_TIMEOUT_MS, ServerSpec
 from ._context import Context, error_response
@@ -95,6 +95,8 @@ class Calls:
             return
         if session.principal is None:
             agent = ctx.config.policy.resolve_agent(parsed.agent_id, default_agent=ctx.config.settings.default_agent)
+        elif session.refused is not None:
+            agent = credential_refused(session.principal, session.refused)
         else:
             agent = act_as(session.principal, parsed.agent_id, ctx.config.policy, ctx.now)
         if isinstance(agent, Refusal):

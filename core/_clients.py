@@ -21,7 +21,15 @@ from ._actions import CloseClient, DropStream
 from ._call import Call
 from ._context import Context
 from ._errors import ErrorCode, LocalProtocolError
-from ._events import ClientClosed, ClientFellBehind, ClientId, ClientMessageReceived, ClientOpened
+from ._events import (
+    AuthenticationFailed,
+    AuthenticationSucceeded,
+    ClientClosed,
+    ClientFellBehind,
+    ClientId,
+    ClientMessageReceived,
+    ClientOpened,
+)
 from ._jsonrpc import Invalid, Notification, Request, Response, decode, is_request_id
 from ._session import LOG_LEVELS, ClientSession, SessionState, SessionTrigger, negotiate_version
 from ._timers import TimerKind
@@ -68,6 +76,16 @@ class Clients:
             self._http_seen[ev.client] = ev.now
             if self._expiry_timer is None:
                 self._arm_expiry(ev.now + self._ctx.config.settings.session_ttl)
+
+    def rechecked(self, ev: AuthenticationSucceeded | AuthenticationFailed) -> None:
+        """The shell checked an open session's credential again: it acts as what that proves now, or not at all."""
+        session = None if ev.client is None else self._ctx.clients.get(ev.client)
+        if session is None or session.principal is None:
+            return  # gone already, or a session without a credential: nothing to bind or refuse
+        if isinstance(ev, AuthenticationSucceeded):
+            session.principal, session.refused = ev.principal, None
+        else:
+            session.refused = ev.reason
 
     def closed(self, ev: ClientClosed) -> None:
         self._http_seen.pop(ev.client, None)

@@ -80,6 +80,11 @@ class AuthenticationSucceeded:
     to open a session; ``login``, ``delegate``, ``create_key``, ``revoke_key``,
     ``create_user``, ``update_user`` for the ``/auth/`` endpoints) and
     ``target`` what that acted on, by its public id (``key:3f9a1c2b``).
+
+    ``client``, when set, is an open session whose credential the shell
+    checked again (stdio's ``GATEWAY_API_KEY``, whose process outlives any
+    one request): its calls act as ``principal`` from now on, which also
+    lifts an earlier :class:`AuthenticationFailed` for it.
     """
 
     now: float
@@ -87,6 +92,7 @@ class AuthenticationSucceeded:
     address: str | None = None
     operation: str = "authenticate"
     target: str | None = None
+    client: ClientId | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +105,11 @@ class AuthenticationFailed:
     ``address`` is the peer's address, if known; ``operation`` and
     ``target`` as for :class:`AuthenticationSucceeded` (a refusal for want
     of a role is one too: a good credential, not allowed that operation).
+
+    ``client``, when set, is an open session whose credential no longer
+    proves anything (revoked, expired, or the store out of reach): its
+    calls are refused (``DENIED_BY_POLICY``, rule ``credential.refused``)
+    until an :class:`AuthenticationSucceeded` for it says otherwise.
     """
 
     now: float
@@ -107,6 +118,7 @@ class AuthenticationFailed:
     address: str | None = None
     operation: str = "authenticate"
     target: str | None = None
+    client: ClientId | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

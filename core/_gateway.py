@@ -201,6 +201,8 @@ class Gateway:
                 self._links.shutdown()
             case AuthenticationSucceeded() | AuthenticationFailed():
                 ctx.audit_authentication(authentication_record(event), isinstance(event, AuthenticationSucceeded))
+                if event.client is not None:
+                    self._clients.rechecked(event)
             case _:
                 assert_never(event)
         return out

@@ -161,9 +161,9 @@ def limits_for(principal: Principal | None, agent: str, config: Config) -> tuple
                 Limit("credential", ("credential", principal.id), principal.rate, "credential.rate", f"credential {principal.id}")
             )
         # A delegated token's calls also spend its ancestors' tokens (same keys as their own calls).
-        for ancestor, rate in principal.shared_rates:
+        for ancestor, shared in principal.shared_rates:
             limits.append(
-                Limit("credential", ("credential", ancestor), rate, "credential.shared_rates", f"credential {ancestor}")
+                Limit("credential", ("credential", ancestor), shared, "credential.shared_rates", f"credential {ancestor}")
             )
     own = config.policy.rate(agent)
     rate = own or config.settings.rate_limit

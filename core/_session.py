@@ -79,6 +79,8 @@ class ClientSession:
     protocol_version: str | None = None
     #: The verified caller (``ClientOpened.principal``); ``None`` without a credential.
     principal: Principal | None = None
+    #: Why the principal's credential no longer proves anything (``AuthenticationFailed(client=...)``).
+    refused: str | None = None
     #: Requests in flight through a downstream, by the client's request id.
     calls: dict[RequestId, Call] = field(default_factory=dict)
 

@@ -220,12 +220,14 @@ def header(config: Config, rules: Mapping[str, Any], **extra: Any) -> JSONObject
 # -- events ----------------------------------------------------------------------
 
 
-def _put_operation(out: JSONObject, operation: str, target: str | None) -> None:
-    """An authentication event's operation and target, only when not the defaults."""
+def _put_operation(out: JSONObject, operation: str, target: str | None, client: ev.ClientId | None) -> None:
+    """An authentication event's operation, target and session, only when not the defaults."""
     if operation != "authenticate":
         out["operation"] = operation
     if target is not None:
         out["target"] = target
+    if client is not None:
+        out["client"] = client
 
 
 def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JSONObject:
@@ -245,10 +247,10 @@ def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JS
                 out["principal"] = _principal_to_json(event.principal)
         case ev.AuthenticationSucceeded():
             out.update(principal=_principal_to_json(event.principal), address=event.address)
-            _put_operation(out, event.operation, event.target)
+            _put_operation(out, event.operation, event.target, event.client)
         case ev.AuthenticationFailed():
             out.update(reason=event.reason, credential=event.credential, address=event.address)
-            _put_operation(out, event.operation, event.target)
+            _put_operation(out, event.operation, event.target, event.client)
         case ev.ClientMessageReceived():
             out["client"] = event.client
             if event.too_large:
@@ -324,11 +326,13 @@ def event_from_json(line: Mapping[str, Any]) -> ev.Event:
                 return ev.AuthenticationSucceeded(
                     now=now, principal=_principal_from_json(line["principal"]), address=line.get("address"),
                     operation=line.get("operation", "authenticate"), target=line.get("target"),
+                    client=line.get("client"),
                 )
             case "AuthenticationFailed":
                 return ev.AuthenticationFailed(
                     now=now, reason=line["reason"], credential=line.get("credential"), address=line.get("address"),
                     operation=line.get("operation", "authenticate"), target=line.get("target"),
+                    client=line.get("client"),
                 )
             case "ClientMessageReceived":
                 if line.get("too_large"):

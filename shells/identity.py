@@ -24,21 +24,31 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
 import trio
 
-from lockgate.core import Principal, parse_rate
+from lockgate.core import AuthenticationFailed, AuthenticationSucceeded, ClientId, Event, Principal, parse_rate
 
 from .auth import BearerTokens, TokenIssuer
 from .auth.credentials import TokenRefused, VerifiedCredential, is_revoked
 from .logs import get_logger
 from .store import KEY_PREFIX, Snapshot, Store, UserRecord, database_url, parse_secret
 
-__all__ = ["REFRESH", "STALE", "Authentication", "Identity", "Refused", "login_principal", "open_authentication", "presented_credential"]
+__all__ = [
+    "REFRESH",
+    "STALE",
+    "Authentication",
+    "HeldCredential",
+    "Identity",
+    "Refused",
+    "login_principal",
+    "open_authentication",
+    "presented_credential",
+]
 
 _log = get_logger("identity")
 
@@ -266,6 +276,58 @@ class Authentication:
             nursery.start_soon(self.identity.keep_fresh)
             nursery.start_soon(self.bearer.keep_fresh)
             task_status.started()
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCredential:
+    """A credential a process presents for its whole life (stdio's ``GATEWAY_API_KEY``), checked again as the store changes.
+
+    Over HTTP every request presents its credential; over stdio the one
+    client presents it once, at start, so a revoke has to reach the session
+    another way: :meth:`watch` checks it again every :data:`REFRESH` seconds
+    and reports each change of outcome to the core, which refuses the
+    session's calls while it proves nothing. The secret is never logged.
+    """
+
+    authentication: Authentication
+    secret: str = dataclasses.field(repr=False)
+
+    def check(self, event_now: float) -> Principal | Refused:
+        """What the credential proves now, its expiry on the core's clock at ``event_now``."""
+        return self.authentication.identity.authenticate(self.secret, event_now)
+
+    async def watch(
+        self,
+        report: Callable[[Event], Awaitable[None]],
+        client: ClientId,
+        first: Principal | Refused,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Keep the store fresh and report each change of what the credential proves (``first`` at start), for ever."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.authentication.run)
+            task_status.started()
+            last = _outcome(first)
+            while True:
+                await trio.sleep(REFRESH)
+                now = trio.current_time()
+                checked = self.check(now)
+                if _outcome(checked) == last:
+                    continue
+                last = _outcome(checked)
+                if isinstance(checked, Principal):
+                    await report(AuthenticationSucceeded(now=now, principal=checked, client=client))
+                else:
+                    _log.warning(f"the client's credential no longer counts: {checked.reason}; its calls are refused")
+                    await report(
+                        AuthenticationFailed(now=now, reason=checked.reason, credential=checked.credential, client=client)
+                    )
+
+
+def _outcome(checked: Principal | Refused) -> object:
+    """What matters of a check for telling a change: the principal but for its expiry's clock, or the refusal."""
+    return dataclasses.replace(checked, expires=None) if isinstance(checked, Principal) else checked
 
 
 async def open_authentication(environ: Mapping[str, str]) -> tuple[Authentication, str | None]:

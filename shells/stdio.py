@@ -6,7 +6,8 @@ client ends the session by closing our stdin; SIGTERM and SIGINT end it too.
 
 Theory of operation. :func:`serve_stdio` starts a :class:`~.runtime.Runtime`,
 registers client 0 with a writer that writes one encoded line per message,
-feeds ``GatewayStarted`` and ``ClientOpened``, starts the configuration
+feeds ``GatewayStarted`` and ``ClientOpened`` (under the client's
+credential when authentication is on, kept checked), starts the configuration
 watcher (:mod:`.reload`) when asked to, and reads stdin into
 ``ClientMessageReceived`` events. On EOF, a signal, a ``CloseClient`` from
 the core or a broken stdout it feeds ``ClientClosed`` and
@@ -25,11 +26,13 @@ import secrets
 import sys
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
 from lockgate.core import (
+    AuthenticationFailed,
+    AuthenticationSucceeded,
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
@@ -49,6 +52,10 @@ from .reload import ReloadSource, watch_config
 from .runtime import Core, Runtime
 from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
 
+if TYPE_CHECKING:
+    # Only named here: the store behind it is imported when authentication is on.
+    from .identity import HeldCredential
+
 __all__ = ["STDIO_CLIENT", "serve_process_stdio", "serve_stdio"]
 
 STDIO_CLIENT: Final = 0
@@ -67,12 +74,13 @@ async def serve_stdio(
     environ: Mapping[str, str] | None = None,
     reload: ReloadSource | None = None,
     tap: WireTap | None = None,
-    principal: Callable[[float], Principal | None] | None = None,
+    credential: HeldCredential | None = None,
 ) -> None:
     """Serve one stdio client until EOF, a signal or the core closes it.
 
-    ``principal``, with authentication on (``GATEWAY_API_KEY``), gives the
-    client's principal at the core's time of opening, its expiry on that clock.
+    ``credential``, with authentication on, is the client's
+    (``GATEWAY_API_KEY``): the session acts as what it proves, and a revoke
+    or expiry reaches the session within about a second.
 
     With ``reload``, the configuration files are watched and SIGHUP reloads
     them (see :mod:`.reload`); SIGHUP is left alone when ``handle_signals``
@@ -127,8 +135,10 @@ async def serve_stdio(
             now = trio.current_time()
             # The seed of the core's `random` balancing strategy (the core may not draw its own).
             await runtime.feed(GatewayStarted(now=now, seed=secrets.randbits(64)))
-            caller = None if principal is None else principal(now)
-            await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio", principal=caller))
+            if credential is None:
+                await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio"))
+            else:
+                await _open_with(credential, runtime, nursery, now)
             if reload is not None:
                 # After GatewayStarted (a reload must not race the eager start),
                 # before the first client message (SIGHUP is handled by then).
@@ -149,7 +159,7 @@ async def serve_process_stdio(
     settings: Settings,
     reload: ReloadSource | None = None,
     tap: WireTap | None = None,
-    principal: Callable[[float], Principal | None] | None = None,
+    credential: HeldCredential | None = None,
 ) -> None:
     """:func:`serve_stdio` on this process's stdin and stdout, reloading from ``reload``."""
     sys.stdout.flush()
@@ -162,7 +172,23 @@ async def serve_process_stdio(
         os.dup2(devnull, 1)
         os.close(devnull)
     async with trio.lowlevel.FdStream(stdin_fd) as stdin, trio.lowlevel.FdStream(stdout_fd) as stdout:
-        await serve_stdio(core, settings, stdin=stdin, stdout=stdout, reload=reload, tap=tap, principal=principal)
+        await serve_stdio(core, settings, stdin=stdin, stdout=stdout, reload=reload, tap=tap, credential=credential)
+
+
+async def _open_with(credential: HeldCredential, runtime: Runtime, nursery: trio.Nursery, now: float) -> None:
+    """Open the session under the credential's principal, audited, and keep checking it."""
+    first = credential.check(now)
+    if isinstance(first, Principal):
+        await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio", principal=first))
+        await runtime.feed(AuthenticationSucceeded(now=now, principal=first, address="stdio"))
+    else:
+        # Checked at start, refused since: a session bound to the credential, refused until it counts again.
+        who = Principal(id=first.credential or "stdio")
+        await runtime.feed(ClientOpened(now=now, client=STDIO_CLIENT, transport="stdio", principal=who))
+        await runtime.feed(
+            AuthenticationFailed(now=now, reason=first.reason, credential=first.credential, address="stdio", client=STDIO_CLIENT)
+        )
+    await nursery.start(credential.watch, runtime.feed, STDIO_CLIENT, first)
 
 
 async def _read_client(

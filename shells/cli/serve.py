@@ -27,9 +27,9 @@ from ..logs import NOTICE, get_logger
 from .common import EXIT_USAGE, Subcommands, add_file_options, count, package_version, print_config_error, setup_command_logging
 
 if TYPE_CHECKING:
-    from lockgate.core import Principal, Settings
+    from lockgate.core import Settings
 
-    from ..identity import Authentication
+    from ..identity import Authentication, HeldCredential
 
     from ..http import CannotListen
 
@@ -130,12 +130,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     for warning in config.warnings:
         log.warning(warning.message, extra={"fields": {"file": warning.file, "path": warning.path}})
     authentication: Authentication | None = None
-    stdio_principal: Callable[[float], Principal | None] | None = None
+    stdio_credential: HeldCredential | None = None
     if config.settings.auth == "required":
         opened = _open_authentication(environ, config.settings, log)
         if isinstance(opened, int):
             return opened
-        authentication, stdio_principal = opened
+        authentication, stdio_credential = opened
     servers = sorted(config.servers)
     summary = (
         f"lockgate {package_version()} serving {config.settings.transport}: "
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                     return EXIT_USAGE
             else:
                 tap = recorder.wire(STDIO_CLIENT) if recorder is not None else None
-                trio.run(serve_process_stdio, core, config.settings, source, tap, stdio_principal)
+                trio.run(serve_process_stdio, core, config.settings, source, tap, stdio_credential)
     finally:
         if recorder is not None:
             recorder.close()
@@ -228,18 +228,17 @@ def _loopback(host: str) -> bool:
 
 def _open_authentication(
     environ: Mapping[str, str], settings: Settings, log: logging.Logger
-) -> tuple[Authentication, Callable[[float], Principal | None] | None] | int:
+) -> tuple[Authentication, HeldCredential | None] | int:
     """Open the credential store and token verifiers, or say why not (the exit status).
 
     Over stdio the caller's credential is ``GATEWAY_API_KEY`` (or a bearer
-    token in it), checked now so that a wrong one stops the start.
+    token in it), checked now so that a wrong one stops the start, and
+    checked again while serving (:class:`~..identity.HeldCredential`).
     """
     import trio
 
-    from lockgate.core import Principal
-
     from ..auth import TokenSetupError
-    from ..identity import Refused, open_authentication
+    from ..identity import HeldCredential, Refused, open_authentication
     from ..store import StoreError
 
     try:
@@ -261,17 +260,12 @@ def _open_authentication(
             file=sys.stderr,
         )
         return EXIT_USAGE
-    checked = identity.authenticate(key, 0.0)
+    held = HeldCredential(authentication, key)
+    checked = held.check(0.0)
     if isinstance(checked, Refused):
         print(f"lockgate: error: GATEWAY_API_KEY: {checked.reason}", file=sys.stderr)
         return EXIT_USAGE
-
-    def principal(now: float) -> Principal | None:
-        found = identity.authenticate(key, now)
-        # Revoked since the check: a principal that may act as no agent, never none (that would be the local user).
-        return Principal(id="refused", agents=()) if isinstance(found, Refused) else found
-
-    return authentication, principal
+    return authentication, held
 
 
 def _listening(log: logging.Logger, summary: str, url: str) -> None:

@@ -303,6 +303,52 @@ def test_every_authentication_the_shell_reports_is_one_audit_record_without_a_se
 # -- transcripts -------------------------------------------------------------------
 
 
+def test_a_session_whose_credential_fails_a_recheck_is_refused_until_one_succeeds() -> None:
+    d = Driver(make_config(RULES))
+    d.open(1, "stdio", principal=KEY)
+    d.client = 1
+    d.initialize()
+    revoked = AuthenticationFailed(now=5.0, reason="API key revoked", credential="key:3f9a1c2b", client=1)
+    assert d.handle(revoked) == [
+        Audit(record={"operation": "authenticate", "decision": "DENY", "credential": "key:3f9a1c2b", "address": None,
+                      "reason": "API key revoked"}),
+    ]
+    # Whatever agent it names, even one granted: nothing to act as.
+    for request_id, agent in ((1, "backend"), (2, None), (3, "admin")):
+        msg = call(request_id, "list_servers", **({} if agent is None else {"agent_id": agent}))
+        assert d.send(msg) == [
+            SendToClient(client=1, request=request_id, message=error(
+                request_id, ErrorCode.DENIED_BY_POLICY, "credential key:3f9a1c2b refused: API key revoked",
+                {"code": "DENIED_BY_POLICY", "rule": "credential.refused"})),
+            audited(msg, "DENY", agent=None, principal="key:3f9a1c2b", rule="credential.refused",
+                    error_code="DENIED_BY_POLICY"),
+        ]
+    # The store answers again and the key is good: the session acts again, as what it proves now.
+    narrower = Principal(id="key:3f9a1c2b", agents=("backend",), default_agent="backend")
+    assert d.handle(AuthenticationSucceeded(now=6.0, principal=narrower, client=1)) == [
+        Audit(record={"operation": "authenticate", "decision": "ALLOW", "principal": "key:3f9a1c2b", "role": "user",
+                      "address": None}),
+    ]
+    msg = call(4, "list_servers")
+    assert d.send(msg) == [
+        SendToClient(client=1, request=4, message=result(4, DB_ONLY)),
+        audited(msg, agent="backend", principal="key:3f9a1c2b"),
+    ]
+    [denied] = sent_to_client(d.send(call(5, "list_servers", agent_id="backend.reviewer")))
+    assert denied["error"]["data"]["rule"] == "credential.agents"
+
+
+def test_a_recheck_of_a_session_without_a_credential_or_of_one_gone_changes_nothing() -> None:
+    d = Driver(make_config(RULES))
+    d.open(1, "stdio")
+    d.client = 1
+    d.initialize()
+    d.handle(AuthenticationFailed(now=1.0, reason="API key revoked", client=1))
+    d.handle(AuthenticationFailed(now=1.0, reason="API key revoked", client=2))
+    msg = call(1, "list_servers", agent_id="backend")
+    assert d.send(msg) == [SendToClient(client=1, request=1, message=result(1, DB_ONLY)), audited(msg)]
+
+
 def test_a_principal_is_recorded_only_when_there_is_one_and_comes_back_whole() -> None:
     plain = ClientOpened(now=0.0, client=1, transport="stdio")
     assert event_to_json(plain) == {"event": "ClientOpened", "now": 0.0, "client": 1, "transport": "stdio"}
@@ -313,6 +359,8 @@ def test_a_principal_is_recorded_only_when_there_is_one_and_comes_back_whole() -
         ClientOpened(now=1.0, client="s", transport="http", principal=KEY),
         AuthenticationSucceeded(now=2.0, principal=full, address="::1"),
         AuthenticationFailed(now=3.0, reason="token expired", credential="jwt:https://idp#42"),
+        AuthenticationFailed(now=3.0, reason="API key revoked", credential="key:1", client=1),
+        AuthenticationSucceeded(now=4.0, principal=KEY, client="s"),
     ):
         line = json.loads(json.dumps(event_to_json(event)))
         assert event_from_json(line) == event

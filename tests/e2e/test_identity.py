@@ -20,10 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
-from lockgate.shells.store import Store
+from lockgate.shells.store import Store, parse_secret
 from tests.postgres import PostgresServer
 
 from .conftest import Setup, structured
@@ -240,6 +241,22 @@ async def test_stdio_takes_its_credential_from_gateway_api_key(auth_setup: Setup
         with pytest.raises(MCPError) as refused:
             await session.call_tool("list_servers", {"agent_id": "admin"})
         assert "may not act as" in refused.value.error.message
+        # Revoked while the gateway runs: the session's calls are refused within about a second.
+        with Store.open(auth_setup.env["GATEWAY_DATABASE_URL"]) as store:
+            store.revoke_key(parse_secret(keys.dev).key_id)  # type: ignore[union-attr]
+        deadline = time.monotonic() + 15
+        message = ""
+        while time.monotonic() < deadline and "refused" not in message:
+            try:
+                await session.call_tool("list_servers", {"agent_id": "dev"})
+            except MCPError as exc:
+                message = exc.error.message
+            else:
+                await trio.sleep(0.1)
+        assert message.endswith("refused: API key revoked")
+    opened, revoked = [r for r in audit(auth_setup) if r.get("operation") == "authenticate"]
+    assert (opened["decision"], opened["principal"], opened["address"]) == ("ALLOW", revoked["credential"], "stdio")
+    assert (revoked["decision"], revoked["reason"]) == ("DENY", "API key revoked")
 
 
 def test_serve_refuses_what_it_cannot_check(auth_setup: Setup, keys: Keys) -> None:
