@@ -64,10 +64,11 @@ from ._events import (
     ShutdownRequested,
     TimerFired,
 )
-from ._authorize import authentication_record
+from ._authorize import admin_refusal, authentication_record
 from ._gateway import Gateway
 from ._grants import grant_problem, grants_within, may_act_as
 from ._identity import Principal, Rate, Role, parse_rate
+from ._ratelimit import LOGIN_ADDRESS_RATE, LOGIN_NAME_RATE, login_limits
 from ._ratelimit import Buckets as RateBuckets
 from ._links import downstream_message_bytes
 from ._jsonrpc import (
@@ -98,6 +99,10 @@ __all__ = [
     "grants_within",
     "may_act_as",
     "authentication_record",
+    "admin_refusal",
+    "login_limits",
+    "LOGIN_NAME_RATE",
+    "LOGIN_ADDRESS_RATE",
     # Configuration.
     "Config",
     "ConfigError",

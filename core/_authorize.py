@@ -49,7 +49,7 @@ from ._grants import may_act_as
 from ._identity import Principal
 from ._policy import Policy, Refusal, valid_agent_id
 
-__all__ = ["CREDENTIAL_TOOLS", "act_as", "authentication_record", "credential_refused", "tool_granted"]
+__all__ = ["CREDENTIAL_TOOLS", "act_as", "admin_refusal", "authentication_record", "credential_refused", "tool_granted"]
 
 JSONObject = dict[str, Any]
 
@@ -87,6 +87,22 @@ def act_as(principal: Principal, agent_id: str | None, policy: Policy, now: floa
         )
     # Granted; now the rules, as for a declared id without a credential.
     return policy.resolve_agent(agent, default_agent=None)
+
+
+def admin_refusal(principal: Principal, now: float) -> Refusal | None:
+    """Why ``principal`` may not manage users and keys (the ``/auth/`` admin endpoints); ``None`` for an admin.
+
+    Only the ``admin`` role may, and only while its credential is valid.
+    """
+    if principal.expires is not None and now >= principal.expires:
+        return Refusal(ErrorCode.DENIED_BY_POLICY, f"credential {principal.id} expired", "credential.expires")
+    if principal.role != "admin":
+        return Refusal(
+            ErrorCode.DENIED_BY_POLICY,
+            f"credential {principal.id} has role {principal.role}: only an admin may manage users and keys",
+            "credential.role",
+        )
+    return None
 
 
 def credential_refused(principal: Principal, reason: str) -> Refusal:

@@ -40,7 +40,12 @@ from ._policy import json_path
 if TYPE_CHECKING:
     from ._config import Config
 
-__all__ = ["Buckets", "Limit", "limits_for", "retry_after_ms"]
+__all__ = ["LOGIN_ADDRESS_RATE", "LOGIN_NAME_RATE", "Buckets", "Limit", "limits_for", "login_limits", "retry_after_ms"]
+
+#: Failed logins allowed per user name before the next is refused: a guess every 12 s.
+LOGIN_NAME_RATE = Rate(5, 60.0)
+#: Failed logins allowed per client address, whatever names it tries.
+LOGIN_ADDRESS_RATE = Rate(20, 60.0)
 
 # Tokens are floats; a refill computed as 0.9999999999 of a token is a whole one.
 _EPSILON = 1e-9
@@ -170,4 +175,16 @@ def limits_for(principal: Principal | None, agent: str, config: Config) -> tuple
     if rate is not None:
         rule = json_path("agents", agent, "rate") if own is not None else "GATEWAY_RATE_LIMIT"
         limits.append(Limit("agent", ("agent", agent), rate, rule, f"agent {agent!r}"))
+    return tuple(limits)
+
+
+def login_limits(name: str, address: str | None) -> tuple[tuple[Hashable, Rate], ...]:
+    """The buckets a failed login spends, and a login attempt must find a token in: its user name's and its address's.
+
+    Against guessing passwords: one name from many addresses, and many names
+    from one. A refused login takes nothing; only a failed one takes a token.
+    """
+    limits: list[tuple[Hashable, Rate]] = [(("login-name", name[:128]), LOGIN_NAME_RATE)]
+    if address is not None:
+        limits.append((("login-address", address), LOGIN_ADDRESS_RATE))
     return tuple(limits)

@@ -44,8 +44,9 @@ from lockgate.core import (
     AuthenticationSucceeded,
     Event,
     Principal,
-    Rate,
     RateBuckets,
+    admin_refusal,
+    login_limits,
     parse_rate,
 )
 from lockgate.core.http import (
@@ -67,11 +68,8 @@ from .cli.key import key_json
 from .cli.user import user_json
 from .store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
 
-__all__ = ["LOGIN_RATE", "HttpAuth"]
+__all__ = ["HttpAuth"]
 
-#: Failed logins allowed per user name, and per peer address, before 429.
-LOGIN_RATE = Rate(5, 60.0)
-_ADDRESS_RATE = Rate(20, 60.0)
 #: The largest ``/auth/`` request body read.
 _MAX_BODY = 64 * 1024
 
@@ -186,7 +184,7 @@ class HttpAuth:
         if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
             raise _Refusal(400, "Bad Request: give name and password as strings")
         now = trio.current_time()
-        limits = ((("name", name[:128]), LOGIN_RATE), (("address", exchange.peer), _ADDRESS_RATE))
+        limits = login_limits(name, exchange.peer or None)
         refusal = self._failed_logins.first_refusal(limits, now)
         if refusal is not None:
             await self._refused(exchange, Refused(401, "too many failed logins", f"user:{name[:128]}"), "login")
@@ -240,9 +238,10 @@ class HttpAuth:
             if proved.status == 503:
                 raise DatabaseUnavailable(proved.reason)
             raise _Refusal(401, f"Unauthorized: {proved.reason}", (("www-authenticate", "Bearer"),))
-        if proved.role != "admin":
-            await self._refused(exchange, Refused(401, "an admin role is needed", proved.id), operation)
-            raise _Refusal(403, "Forbidden: only an admin may manage users and keys")
+        refusal = admin_refusal(proved, trio.current_time())
+        if refusal is not None:
+            await self._refused(exchange, Refused(401, refusal.message, proved.id), operation)
+            raise _Refusal(403, f"Forbidden: {refusal.message}")
         return proved
 
     async def _users(self, exchange: Exchange, admin: Principal, method: str, body: bytes) -> tuple[int, dict[str, Any]]:

@@ -138,7 +138,8 @@ class McpEndpoint:
             await exchange.reject(too_large(self._policy, route.headers), close=True)
             return
         principal: Principal | None = None
-        if self._auth is not None and route.kind in ("post", "get", "delete"):
+        # /metrics names every agent and server: with authentication on, it takes a credential too.
+        if self._auth is not None and route.kind in ("post", "get", "delete", "metrics"):
             principal = await self._auth.principal(exchange, route)
             if principal is None:
                 return  # answered 401 or 503

@@ -438,3 +438,38 @@ def test_no_call_ever_acts_as_an_agent_its_credential_was_not_granted(
         # It acts as exactly the agent it asked for (or its default), granted and defined, or as none.
         assert record["agent"] == (wanted if allowed else None), (grants, default, agent_id, record)
         assert (record["decision"] == "ALLOW") == allowed
+
+
+# -- management and sign-in ----------------------------------------------------------
+
+
+def test_only_an_admin_whose_credential_is_valid_may_manage_users_and_keys() -> None:
+    from lockgate.core import admin_refusal
+    from lockgate.core._policy import Refusal
+
+    admin = Principal(id="user:root", role="admin", agents=("*",), expires=10.0)
+    assert admin_refusal(admin, 9.9) is None
+    assert admin_refusal(admin, 10.0) == Refusal(ErrorCode.DENIED_BY_POLICY, "credential user:root expired", "credential.expires")
+    assert admin_refusal(KEY, 0.0) == Refusal(
+        ErrorCode.DENIED_BY_POLICY,
+        "credential key:3f9a1c2b has role user: only an admin may manage users and keys",
+        "credential.role",
+    )
+
+
+def test_a_failed_login_spends_a_token_of_its_name_and_of_its_address() -> None:
+    from lockgate.core import LOGIN_ADDRESS_RATE, LOGIN_NAME_RATE, RateBuckets, login_limits
+
+    assert login_limits("alice", "10.0.0.7") == (
+        (("login-name", "alice"), LOGIN_NAME_RATE),
+        (("login-address", "10.0.0.7"), LOGIN_ADDRESS_RATE),
+    )
+    assert login_limits("x" * 500, None) == ((("login-name", "x" * 128), LOGIN_NAME_RATE),)
+    # Five wrong guesses at one name, from five addresses: the sixth waits for the name's bucket.
+    buckets = RateBuckets()
+    for n in range(LOGIN_NAME_RATE.count):
+        assert buckets.first_refusal(login_limits("alice", f"10.0.0.{n}"), 0.0) is None
+        for key, rate in login_limits("alice", f"10.0.0.{n}"):
+            buckets.take(key, rate, 0.0)
+    assert buckets.first_refusal(login_limits("alice", "10.0.0.99"), 0.0) == (0, 12.0)
+    assert buckets.first_refusal(login_limits("bob", "10.0.0.1"), 0.0) is None

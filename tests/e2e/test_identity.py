@@ -170,6 +170,14 @@ async def test_refusals_over_raw_http(auth_setup: Setup, keys: Keys) -> None:
             # Management is for admins.
             as_user = await http.get("/auth/keys", headers={"x-api-key": keys.dev})
             assert as_user.status_code == 403
+            assert as_user.json() == {"error": "Forbidden: credential key:%s has role user: only an admin may manage users and keys"
+                                      % parse_secret(keys.dev).key_id}  # type: ignore[union-attr]
+
+            # The metrics name every agent: they take a credential, any credential; health and readiness do not.
+            assert (await http.get("/metrics")).status_code == 401
+            assert (await http.get("/metrics", headers={"x-api-key": keys.slow})).json()["rate_limited"] == {"agent": 1, "credential": 0}
+            assert (await http.get("/health")).status_code == 200
+            assert (await http.get("/ready")).status_code == 200
             listed = await http.get("/auth/keys", headers={"x-api-key": keys.admin})
             assert listed.status_code == 200
             assert keys.dev not in listed.text and "secret" not in listed.text
