@@ -4,7 +4,8 @@ The database is ``--database URL``, else ``GATEWAY_DATABASE_URL``, else the
 SQLite file ``lockgate.db`` in the state folder (``GATEWAY_STATE_DIR``, else
 ``$XDG_STATE_HOME/lockgate``, else ``~/.local/state/lockgate``), made on first
 use. These commands work on it directly; no gateway needs to run. ``user``
-and ``key`` upgrade a schema that is behind first, and say so.
+and ``key`` upgrade a schema that is behind first, and say so, and write each
+change they make to the gateway's audit log (:class:`ChangeAudit`).
 
 Exit status 0; 1 when ``db status`` finds the schema not current, or for a
 refusal (a user that exists, no such key); 2 for a usage error or a database
@@ -14,17 +15,31 @@ that cannot be reached (the message names it, never with its password).
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from .common import EXIT_FAILED, EXIT_USAGE, Subcommands, add_json_option, print_json
+from ..audit import AuditLog
+from .common import EXIT_FAILED, EXIT_USAGE, Subcommands, add_json_option, print_config_error, print_json
 
 if TYPE_CHECKING:
+    from lockgate.core import Principal
     from lockgate.shells.store import Store
 
-__all__ = ["NO_ADMIN", "NO_ADMIN_LEFT", "add_database_option", "add_parser", "moment", "run", "with_store"]
+__all__ = [
+    "NO_ADMIN",
+    "NO_ADMIN_LEFT",
+    "ChangeAudit",
+    "add_database_option",
+    "add_parser",
+    "change_audit",
+    "moment",
+    "run",
+    "with_store",
+]
 
 #: What the first run says until there is an admin.
 NO_ADMIN = "no admin user yet: create one with lockgate user create NAME --role admin"
@@ -107,6 +122,66 @@ def with_store(
         reason = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
         print(f"lockgate: error: the database refused: {reason[0] if reason else type(exc).__name__}", file=sys.stderr)
         return EXIT_FAILED
+
+
+class ChangeAudit:
+    """The gateway's audit log, for the changes ``user`` and ``key`` make to the identity database.
+
+    Each change is one record in the shape the gateway writes for the same
+    change made through ``/auth/`` (:func:`lockgate.core.authentication_record`
+    of an :class:`~lockgate.core.AuthenticationSucceeded`), made by
+    ``operator`` from the address ``cli``. A record names what changed by its
+    principal id (``user:alice``, ``key:3f9a1c2b``), never a password or a secret.
+    """
+
+    def __init__(self, path: str, operator: Principal) -> None:
+        self.path = path
+        self.operator = operator
+
+    def record(self, operation: str, target: str) -> None:
+        """Append the record of one change already made; never raises.
+
+        ``operation`` is the ``/auth/`` endpoints' name for it (``create_user``,
+        ``update_user``, ``create_key``, ``revoke_key``). When the record cannot
+        be written, :class:`~lockgate.shells.audit.AuditLog` logs why and a
+        warning says the change stands unaudited: undoing it is not an option.
+        """
+        from lockgate.core import AuthenticationSucceeded, authentication_record
+
+        event = AuthenticationSucceeded(
+            now=time.monotonic(), principal=self.operator, address="cli", operation=operation, target=target
+        )
+        # One change per command: open, append and close, so nothing stays open.
+        log = AuditLog(self.path)
+        log.write(authentication_record(event))
+        log.close()
+        if log.records == 0:
+            print(f"lockgate: warning: the change was made, but its audit record is not in {self.path}", file=sys.stderr)
+
+
+def change_audit(environ: Mapping[str, str]) -> ChangeAudit | None:
+    """Where ``user`` and ``key`` audit their changes: ``GATEWAY_AUDIT_LOG``, or the gateway's default.
+
+    The variables are read as ``lockgate serve`` reads them, so the records
+    land where the gateway's do. ``None`` after printing what is wrong with
+    them: a change is refused before anything is changed.
+    """
+    from lockgate.core import ConfigError, Principal, settings_from_env
+
+    try:
+        settings = settings_from_env(environ)
+    except ConfigError as exc:
+        print_config_error(exc)
+        return None
+    return ChangeAudit(settings.audit_log, Principal(id=f"local:{_login_name()}", role="admin", agents=()))
+
+
+def _login_name() -> str:
+    """Who runs the command, as the system names them; ``unknown`` when it cannot tell."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login variable and no passwd entry (3.13 raises OSError, earlier KeyError)
+        return "unknown"
 
 
 def moment(value: datetime | None, *, none: str = "never") -> str:

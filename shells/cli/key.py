@@ -5,11 +5,14 @@ A key's secret (``lg_<key id>_<43 characters>``) is printed once, by
 :mod:`lockgate.shells.store.apikeys`). ``create`` writes the secret alone on
 standard output, so ``KEY=$(lockgate key create …)`` captures it, and what the
 key is, with the note that the secret is shown only now, on standard error.
-``list`` never shows secrets.
+``list`` never shows secrets. ``create`` and ``revoke`` are audit records
+(``create_key``, ``revoke_key``), as when made through the gateway (see
+:class:`.db.ChangeAudit`); a refused change, or revoking a key revoked
+already, writes none.
 
 Exit status 0; 1 for a refusal (no such key or owner); 2 for a usage error,
-a refused value (grant, rate, expiry, role) or a database that cannot be
-reached. The database options are :mod:`.db`'s.
+a refused value (grant, rate, expiry, role), a wrong ``GATEWAY_*`` variable
+or a database that cannot be reached. The database options are :mod:`.db`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .common import EXIT_USAGE, Subcommands, add_json_option, print_json, table
-from .db import add_database_option, moment, with_store
+from .db import ChangeAudit, add_database_option, change_audit, moment, with_store
 
 if TYPE_CHECKING:
     from lockgate.shells.store import KeyRecord, Store
@@ -107,20 +110,23 @@ def add_parser(commands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    if args.key_command == "create":
-        now = datetime.now(UTC)
-        try:
-            expires = None if args.expires is None else parse_expiry(args.expires, now)
-        except ExpiryError as exc:
-            print(f"lockgate: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        return with_store(args, environ, lambda store: _create(store, args, expires, now))
     if args.key_command == "list":
         return with_store(args, environ, lambda store: _list(store, args.json))
-    return with_store(args, environ, lambda store: _revoke(store, args.key_id))
+    audit = change_audit(environ)
+    if audit is None:
+        return EXIT_USAGE
+    if args.key_command == "revoke":
+        return with_store(args, environ, lambda store: _revoke(store, args.key_id, audit))
+    now = datetime.now(UTC)
+    try:
+        expires = None if args.expires is None else parse_expiry(args.expires, now)
+    except ExpiryError as exc:
+        print(f"lockgate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return with_store(args, environ, lambda store: _create(store, args, expires, now, audit))
 
 
-def _create(store: Store, args: argparse.Namespace, expires: datetime | None, now: datetime) -> int:
+def _create(store: Store, args: argparse.Namespace, expires: datetime | None, now: datetime, audit: ChangeAudit) -> int:
     record, secret = store.create_key(
         args.name,
         role=args.role,
@@ -130,6 +136,7 @@ def _create(store: Store, args: argparse.Namespace, expires: datetime | None, no
         user=args.user,
         now=now,
     )
+    audit.record("create_key", record.principal_id)
     if args.json:
         print_json({**key_json(record, now), "secret": secret})
         return 0
@@ -170,9 +177,10 @@ def _list(store: Store, as_json: bool) -> int:
     return 0
 
 
-def _revoke(store: Store, key_id: str) -> int:
+def _revoke(store: Store, key_id: str, audit: ChangeAudit) -> int:
     record = store.get_key(key_id)
     if store.revoke_key(key_id):
+        audit.record("revoke_key", record.principal_id)
         print(f"revoked key {key_id} ({record.name})")
     else:
         print(f"key {key_id} ({record.name}) was revoked already")

@@ -5,11 +5,14 @@ A user logs in with a name and a password (argon2id-hashed, see
 users and keys, ``user`` only calls tools. Passwords come from a prompt on
 the terminal, asked twice, or from the first line of standard input with
 ``--password-stdin``; never from an argument, which other local users could
-read in the process list.
+read in the process list. Each change (``create``; ``disable``, ``enable``,
+``passwd`` and ``role``, which the ``/auth/`` endpoints call ``update_user``)
+is an audit record, as when made through the gateway (see :class:`.db.ChangeAudit`);
+a refused change or one that changes nothing writes none.
 
 Exit status 0; 1 for a refusal (the user exists, no such user); 2 for a
-usage error, a refused value or a database that cannot be reached. The
-database options are :mod:`.db`'s.
+usage error, a refused value, a wrong ``GATEWAY_*`` variable or a database
+that cannot be reached. The database options are :mod:`.db`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .common import EXIT_USAGE, Subcommands, add_json_option, print_json, table
-from .db import NO_ADMIN, NO_ADMIN_LEFT, add_database_option, moment, with_store
+from .db import NO_ADMIN, NO_ADMIN_LEFT, ChangeAudit, add_database_option, change_audit, moment, with_store
 
 if TYPE_CHECKING:
     from lockgate.shells.store import Store, UserRecord
@@ -81,6 +84,12 @@ def _add_password_stdin(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     command = args.user_command
+    if command == "list":
+        return with_store(args, environ, lambda store: _list(store, args.json))
+    # Before the password prompt: a wrong variable refuses the change before it is typed.
+    audit = change_audit(environ)
+    if audit is None:
+        return EXIT_USAGE
     password: str | None = None
     if command in ("create", "passwd"):
         password = _read_password(args.name, args.password_stdin)
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         except InvalidInput as exc:
             print(f"lockgate: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    return with_store(args, environ, lambda store: _ACTIONS[command](store, args, password))
+    return with_store(args, environ, lambda store: _CHANGES[command](store, args, password, audit))
 
 
 def _read_password(name: str, from_stdin: bool) -> str | None:
@@ -118,18 +127,19 @@ def _read_password(name: str, from_stdin: bool) -> str | None:
     return first
 
 
-def _create(store: Store, args: argparse.Namespace, password: str | None) -> int:
+def _create(store: Store, args: argparse.Namespace, password: str | None, audit: ChangeAudit) -> int:
     assert password is not None
     user = store.create_user(args.name, args.role, password)
+    audit.record("create_user", user.principal_id)
     print(f"created user {user.name} (role {user.role})")
     if not store.has_admin():
         print(NO_ADMIN)
     return 0
 
 
-def _list(store: Store, args: argparse.Namespace, password: str | None) -> int:
+def _list(store: Store, as_json: bool) -> int:
     users = store.list_users()
-    if args.json:
+    if as_json:
         print_json([user_json(user) for user in users])
         return 0
     if not users:
@@ -144,46 +154,54 @@ def _list(store: Store, args: argparse.Namespace, password: str | None) -> int:
     return 0
 
 
-def _disable(store: Store, args: argparse.Namespace, password: str | None) -> int:
-    if store.get_user(args.name).disabled:
+def _disable(store: Store, args: argparse.Namespace, password: str | None, audit: ChangeAudit) -> int:
+    user = store.get_user(args.name)
+    if user.disabled:
         print(f"user {args.name} was disabled already")
         return 0
     store.set_disabled(args.name, True)
+    audit.record("update_user", user.principal_id)
     print(f"disabled user {args.name}: their password and keys no longer work")
     if not store.has_admin():
         print(NO_ADMIN_LEFT)
     return 0
 
 
-def _enable(store: Store, args: argparse.Namespace, password: str | None) -> int:
-    if not store.get_user(args.name).disabled:
+def _enable(store: Store, args: argparse.Namespace, password: str | None, audit: ChangeAudit) -> int:
+    user = store.get_user(args.name)
+    if not user.disabled:
         print(f"user {args.name} was enabled already")
         return 0
     store.set_disabled(args.name, False)
+    audit.record("update_user", user.principal_id)
     print(f"enabled user {args.name}")
     return 0
 
 
-def _passwd(store: Store, args: argparse.Namespace, password: str | None) -> int:
+def _passwd(store: Store, args: argparse.Namespace, password: str | None, audit: ChangeAudit) -> int:
     assert password is not None
+    user = store.get_user(args.name)
     store.set_password(args.name, password)
+    audit.record("update_user", user.principal_id)
     print(f"changed the password of {args.name}")
     return 0
 
 
-def _role(store: Store, args: argparse.Namespace, password: str | None) -> int:
+def _role(store: Store, args: argparse.Namespace, password: str | None, audit: ChangeAudit) -> int:
     before = store.get_user(args.name)
     if before.role == args.role:
         print(f"user {args.name} has role {args.role} already")
         return 0
     store.set_role(args.name, args.role)
+    audit.record("update_user", before.principal_id)
     print(f"user {args.name} now has role {args.role} (was {before.role})")
     if not store.has_admin():
         print(NO_ADMIN_LEFT)
     return 0
 
 
-_ACTIONS = {"create": _create, "list": _list, "disable": _disable, "enable": _enable, "passwd": _passwd, "role": _role}
+#: The commands that change a user, each auditing the change it makes.
+_CHANGES = {"create": _create, "disable": _disable, "enable": _enable, "passwd": _passwd, "role": _role}
 
 
 def user_json(user: UserRecord) -> dict[str, Any]:

@@ -34,6 +34,12 @@ PASSWORD = "correct horse battery"
 NO_ADMIN = "no admin user yet: create one with lockgate user create NAME --role admin\n"
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test in a folder of its own: the changes' audit log (``./logs/audit.jsonl``) lands there."""
+    monkeypatch.chdir(tmp_path)
+
+
 def environ(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(extra)
