@@ -60,6 +60,10 @@ STALE = 5.0
 MAX_CREDENTIAL = 8192
 #: Verified tokens remembered, the oldest forgotten first.
 MAX_VERIFIED = 10_000
+# Seconds the core's clock may drift from the wall clock before a cached principal's expiry is moved again.
+_CLOCK_DRIFT = 0.05
+# Seconds between two notes of one key's use.
+_TOUCH_EVERY = 1.0
 
 #: A token verifier: the token and the wall-clock time, to what it proves or why not.
 TokenVerifier = Callable[[str, float], "VerifiedCredential | TokenRefused"]
@@ -116,11 +120,14 @@ class Identity:
         self._monotonic = monotonic
         self._snapshot: Snapshot | None = None
         # Credentials checked in full (a token's signature costs more than a call, see
-        # bench/auth_overhead.py), and their principals. Both start empty with each
-        # snapshot, which is how a revoked key or a disabled user takes effect; expiry,
-        # and a token's revoked ancestors, are still checked on every use.
+        # bench/auth_overhead.py), and their principals with the clock offset their
+        # expiry was moved by. Both start empty with each snapshot, which is how a
+        # revoke or a disabled user takes effect (a token's revoked ancestors are
+        # checked before it is kept); expiry is still checked on every use.
         self._verified: dict[str, VerifiedCredential] = {}
-        self._principals: dict[str, Principal] = {}
+        self._principals: dict[str, tuple[Principal, float]] = {}
+        # When each key's use was last noted (monotonic): noted at most once a second.
+        self._touched: dict[str, float] = {}
         self._revoked: frozenset[str] = frozenset()
         self._fresh_at = float("-inf")
         self._failing = False
@@ -182,16 +189,16 @@ class Identity:
         verified = self.verify(credential, now)
         if isinstance(verified, Refused):
             return verified
-        # The principal is the same on every call but for its expiry: made once per snapshot.
+        # The principal is the same on every call: made once per snapshot, its expiry
+        # moved onto the core's clock, and again only if the two clocks drift apart.
         assert credential is not None
-        principal = self._principals.get(credential)
-        if principal is None:
-            principal = verified.to_principal(now=now, event_now=event_now)
-            if len(self._principals) < MAX_VERIFIED:
-                self._principals[credential] = principal
-        elif verified.expires_at is not None:
-            # Onto the core's clock, which is not the wall clock.
-            principal = dataclasses.replace(principal, expires=event_now + (verified.expires_at - now))
+        offset = event_now - now
+        cached = self._principals.get(credential)
+        if cached is not None and abs(cached[1] - offset) <= _CLOCK_DRIFT:
+            return cached[0]
+        principal = verified.to_principal(now=now, event_now=event_now)
+        if cached is not None or len(self._principals) < MAX_VERIFIED:
+            self._principals[credential] = (principal, offset)
         return principal
 
     def verify(self, credential: str | None, now: float) -> VerifiedCredential | Refused:
@@ -213,16 +220,25 @@ class Identity:
             if isinstance(checked, Refused):
                 return checked
             verified = checked
+            if not verified.principal_id.startswith("key:") and is_revoked(verified.lineage, self._revoked):
+                # Checked once per snapshot: the revoked ids change only with one, which empties the cache.
+                return Refused(401, "token revoked", verified.principal_id)
             if verified.expires_at is None or verified.expires_at > now:
                 if len(self._verified) >= MAX_VERIFIED:
                     del self._verified[next(iter(self._verified))]  # the oldest
                 self._verified[credential] = verified
         if verified.principal_id.startswith("key:"):
-            self._store.touch_last_used(verified.principal_id.removeprefix("key:"))
-        elif is_revoked(verified.lineage, self._revoked):
-            # A key's own revocation comes with a new snapshot, which empties the cache.
-            return Refused(401, "token revoked", verified.principal_id)
+            self._touch(verified.principal_id)
         return verified
+
+    def _touch(self, principal_id: str) -> None:
+        """Note a key's use for its last-used time, which is kept to the second."""
+        moment = self._monotonic()
+        if moment - self._touched.get(principal_id, -_TOUCH_EVERY) >= _TOUCH_EVERY:
+            if len(self._touched) >= MAX_VERIFIED:
+                self._touched.clear()
+            self._touched[principal_id] = moment
+            self._store.touch_last_used(principal_id.removeprefix("key:"))
 
     def _check(self, snapshot: Snapshot, credential: str, now: float) -> VerifiedCredential | Refused:
         """The full check of a credential not in the cache: an API key against the snapshot, or a token's signature."""
