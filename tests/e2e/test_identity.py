@@ -131,6 +131,28 @@ async def test_an_api_key_acts_only_as_the_agents_it_was_granted(auth_setup: Set
     assert keys.dev not in auth_setup.audit.read_text()
 
 
+async def test_no_secret_reaches_a_recording_the_logs_or_the_audit(auth_setup: Setup, keys: Keys, tmp_path: Path) -> None:
+    recordings = tmp_path / "recordings"
+    auth_setup.env["GATEWAY_LOG_LEVEL"] = "debug"
+    with serve(auth_setup, "--record", str(recordings)) as served:
+        async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
+            login = await http.post("/auth/login", json={"name": "root", "password": PASSWORD})
+            token = login.json()["access_token"]
+            wrong = await http.post("/auth/login", json={"name": "root", "password": PASSWORD + "!"})
+            assert wrong.status_code == 401
+            made = await http.post("/auth/keys", json={"name": "new", "agents": ["dev"]}, headers={"x-api-key": keys.admin})
+            secret = made.json()["secret"]
+        async with client(served.url, token) as session:
+            await session.call_tool("list_servers", {"agent_id": "dev"})
+        async with client(served.url, keys.dev) as session:
+            await session.call_tool("list_servers", {})
+    written = "".join(served.stderr) + auth_setup.audit.read_text()
+    written += "".join(path.read_text() for path in recordings.rglob("*") if path.is_file())
+    assert "execute_tool" in written or "list_servers" in written  # the recording holds the calls
+    for leaked in (keys.dev, keys.admin, secret, token, token.split(".")[2], PASSWORD):
+        assert leaked not in written
+
+
 async def test_refusals_over_raw_http(auth_setup: Setup, keys: Keys) -> None:
     with serve(auth_setup) as served:
         async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
