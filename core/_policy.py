@@ -7,35 +7,47 @@ The rules file is the one agent-mcp-gateway reads, loaded unchanged::
                             "deny":  {"tools": {"postgres": ["drop_*"]}}}},
      "defaults": {"deny_on_missing_agent": true}}
 
+Beside ``tools``, ``allow`` and ``deny`` may hold ``resources`` (URIs or
+globs, by server) and ``prompts`` (prompt names or globs, by server), which
+mean for a server's resources and prompts exactly what ``tools`` means for
+its tools: one implementation decides all three *kinds* of item.
+
 Theory of operation
 -------------------
 An entry is *explicit* when it contains none of ``*?[``; otherwise it is a
 *wildcard*, matched like :func:`fnmatch.fnmatchcase` (case-sensitive). A
 question is answered by the first of these steps that matches, and within a
-step by the first matching entry in list order:
+step by the first matching entry in list order (``<kind>`` is ``tools``,
+``resources`` or ``prompts``):
 
-=====  ===========================  ===========================
-step   server                       tool (server already allowed)
-=====  ===========================  ===========================
-1      explicit ``deny.servers``    explicit ``deny.tools[server]``
-2      explicit ``allow.servers``   explicit ``allow.tools[server]``
-3      wildcard ``deny.servers``    wildcard ``deny.tools[server]``
-4      wildcard ``allow.servers``   wildcard ``allow.tools[server]``
-5      deny                         allow if there is no ``allow.tools[server]``
-                                    at all (the server's grant covers its
-                                    tools), else deny
-=====  ===========================  ===========================
+=====  ===========================  ====================================
+step   server                       item of a kind (server already allowed)
+=====  ===========================  ====================================
+1      explicit ``deny.servers``    explicit ``deny.<kind>[server]``
+2      explicit ``allow.servers``   explicit ``allow.<kind>[server]``
+3      wildcard ``deny.servers``    wildcard ``deny.<kind>[server]``
+4      wildcard ``allow.servers``   wildcard ``allow.<kind>[server]``
+5      deny                         allow if there is no
+                                    ``allow.<kind>[server]`` at all (the
+                                    server's grant covers its items of that
+                                    kind), else deny
+=====  ===========================  ====================================
 
 Explicit allow comes before wildcard deny (agent-mcp-gateway puts every deny
-first): naming a server or tool outright is the most specific thing a rule
-can say, so it wins over a pattern that happens to match it too.
+first): naming a server or item outright is the most specific thing a rule
+can say, so it wins over a pattern that happens to match it too. The kinds
+are independent: an ``allow.tools`` list narrows the server's tools and
+leaves its resources and prompts to the server's grant.
 
 Every :class:`Decision` names the rule that decided it as a JSON path into the
-rules file (``agents.backend.deny.tools.postgres[0]``), which the gateway puts
-in ``DENIED_BY_POLICY`` errors and audit records.
+rules file (``agents.backend.deny.tools.postgres[0]``,
+``agents.backend.deny.resources.docs[0]``), which the gateway puts in
+``DENIED_BY_POLICY`` errors and audit records.
 
 An agent's ``rate`` (``"120/min"``) is its rate limit, kept here for the
-calls to apply (:mod:`._ratelimit`); it decides nothing about access.
+calls to apply (:mod:`._ratelimit`), and its ``mode`` (``"on_demand"`` or
+``"aggregate"``) how it sees the servers, in place of ``GATEWAY_MODE``; they
+decide nothing about access.
 
 :func:`~._rules.check_rules` checks a document's shape (``config`` turns what
 it finds into problems); :meth:`Policy.compile` then trusts it.
@@ -49,13 +61,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ._errors import ErrorCode
 from ._identity import Rate, parse_rate
 
 __all__ = [
+    "KINDS",
+    "MODES",
     "Decision",
+    "Kind",
+    "Mode",
     "Policy",
     "Refusal",
     "RuleEntry",
@@ -64,6 +80,13 @@ __all__ = [
     "json_path",
     "valid_agent_id",
 ]
+
+#: The kinds of item a server offers that the rules decide on, by their key in ``allow`` and ``deny``.
+Kind = Literal["tools", "resources", "prompts"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+#: How an agent sees the servers: through the gateway's tools, or their items listed as the gateway's own.
+Mode = Literal["on_demand", "aggregate"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 _AGENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _BARE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -94,7 +117,7 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class RuleEntry:
-    """One tool entry of the rules as written (a name or a glob) and what it decides."""
+    """One entry of a tool, resource or prompt list as written (a name, URI or glob) and what it decides."""
 
     entry: str
     decision: Decision
@@ -102,11 +125,12 @@ class RuleEntry:
 
 @dataclass(frozen=True, slots=True)
 class ToolRules:
-    """The tool entries that apply to one agent on one server, for explaining them.
+    """The entries of one kind that apply to one agent on one server, for explaining them.
 
-    ``entries`` are in the order :meth:`Policy.decide` tries them; a tool that
-    none matches gets ``otherwise``. On a denied server there are no entries
-    and ``otherwise`` is the server's decision.
+    ``entries`` are in the order :meth:`Policy.decide` (or
+    :meth:`~Policy.decide_resource`, :meth:`~Policy.decide_prompt`) tries
+    them; an item that none matches gets ``otherwise``. On a denied server
+    there are no entries and ``otherwise`` is the server's decision.
     """
 
     entries: tuple[RuleEntry, ...]
@@ -191,17 +215,21 @@ class _AgentRules:
 
     deny_servers: _Entries
     allow_servers: _Entries
-    deny_tools: Mapping[str, _Entries]
-    # A server missing here has no allow.tools entry: all its tools are allowed.
-    allow_tools: Mapping[str, _Entries]
+    #: ``deny.<kind>``, by kind then server.
+    deny: Mapping[Kind, Mapping[str, _Entries]]
+    #: ``allow.<kind>``, by kind then server. A server missing here has no
+    #: ``allow.<kind>`` entry: all its items of that kind are allowed.
+    allow: Mapping[Kind, Mapping[str, _Entries]]
     no_rule: Decision
     rate: Rate | None = None
+    mode: Mode | None = None
 
     @classmethod
     def compile(cls, agent: str, rules: Mapping[str, Any]) -> _AgentRules:
         allow: Mapping[str, Any] = rules.get("allow") or {}
         deny: Mapping[str, Any] = rules.get("deny") or {}
         base = ("agents", agent)
+        mode = rules.get("mode")
         return cls(
             deny_servers=_Entries.compile(
                 deny.get("servers") or (), False, *base, "deny", "servers"
@@ -209,25 +237,31 @@ class _AgentRules:
             allow_servers=_Entries.compile(
                 allow.get("servers") or (), True, *base, "allow", "servers"
             ),
-            deny_tools=MappingProxyType(
-                {
-                    server: _Entries.compile(tools, False, *base, "deny", "tools", server)
-                    for server, tools in (deny.get("tools") or {}).items()
-                }
-            ),
-            allow_tools=MappingProxyType(
-                {
-                    server: _Entries.compile(tools, True, *base, "allow", "tools", server)
-                    for server, tools in (allow.get("tools") or {}).items()
-                }
-            ),
+            deny=_by_kind(deny, False, *base, "deny"),
+            allow=_by_kind(allow, True, *base, "allow"),
             no_rule=Decision(False, f"{json_path(*base)}: no rule allows it"),
             rate=parse_rate(rules["rate"]) if isinstance(rules.get("rate"), str) else None,
+            mode=mode if mode in MODES else None,
         )
 
 
+def _by_kind(lists: Mapping[str, Any], allowed: bool, *path: str) -> Mapping[Kind, Mapping[str, _Entries]]:
+    """Each kind's lists of one side (``allow`` or ``deny``), compiled, by server."""
+    return MappingProxyType(
+        {
+            kind: MappingProxyType(
+                {
+                    server: _Entries.compile(entries, allowed, *path, kind, server)
+                    for server, entries in (lists.get(kind) or {}).items()
+                }
+            )
+            for kind in KINDS
+        }
+    )
+
+
 class Policy:
-    """Compiled rules: answers "may this agent use this server, this tool?".
+    """Compiled rules: answers "may this agent use this server, this tool, resource or prompt?".
 
     Immutable once compiled; a configuration reload compiles a new one.
 
@@ -286,23 +320,43 @@ class Policy:
 
         A denied server denies every tool, with the server's rule.
         """
+        return self._decide("tools", agent, server, tool)
+
+    def decide_resource(self, agent: str, server: str, uri: str) -> Decision:
+        """Decide whether ``agent`` may see and read the resource at ``uri`` on ``server``.
+
+        As :meth:`decide`, with the ``resources`` lists: a denied server
+        denies every resource, with the server's rule.
+        """
+        return self._decide("resources", agent, server, uri)
+
+    def decide_prompt(self, agent: str, server: str, name: str) -> Decision:
+        """Decide whether ``agent`` may see and get the prompt ``name`` on ``server``.
+
+        As :meth:`decide`, with the ``prompts`` lists: a denied server denies
+        every prompt, with the server's rule.
+        """
+        return self._decide("prompts", agent, server, name)
+
+    def _decide(self, kind: Kind, agent: str, server: str, name: str) -> Decision:
+        """Steps 1 to 5 of the table in the module docstring, for an item of ``kind``."""
         server_decision = self.decide_server(agent, server)
         if not server_decision.allowed:
             return server_decision
         rules = self._agents[agent]
-        deny = rules.deny_tools.get(server, _NO_ENTRIES)
-        allow = rules.allow_tools.get(server)
-        decision = deny.explicit.get(tool)
+        deny = rules.deny[kind].get(server, _NO_ENTRIES)
+        allow = rules.allow[kind].get(server)
+        decision = deny.explicit.get(name)
         if decision is None and allow is not None:
-            decision = allow.explicit.get(tool)
+            decision = allow.explicit.get(name)
         if decision is None:
-            decision = deny.first_wildcard(tool)
+            decision = deny.first_wildcard(name)
         if decision is not None:
             return decision
         if allow is None:
             # Implicit grant: the server is allowed and no list narrows it.
             return server_decision
-        return allow.first_wildcard(tool) or rules.no_rule
+        return allow.first_wildcard(name) or rules.no_rule
 
     def tool_rules(self, agent: str, server: str) -> ToolRules:
         """The tool entries that decide for ``agent`` on ``server``, in precedence order.
@@ -310,12 +364,23 @@ class Policy:
         For explaining a policy without knowing the server's tools
         (``lockgate explain --offline``); :meth:`decide` gives the same answers.
         """
+        return self._rules("tools", agent, server)
+
+    def resource_rules(self, agent: str, server: str) -> ToolRules:
+        """The resource entries that decide for ``agent`` on ``server``, as :meth:`tool_rules`."""
+        return self._rules("resources", agent, server)
+
+    def prompt_rules(self, agent: str, server: str) -> ToolRules:
+        """The prompt entries that decide for ``agent`` on ``server``, as :meth:`tool_rules`."""
+        return self._rules("prompts", agent, server)
+
+    def _rules(self, kind: Kind, agent: str, server: str) -> ToolRules:
         server_decision = self.decide_server(agent, server)
         if not server_decision.allowed:
             return ToolRules((), server_decision)
         rules = self._agents[agent]
-        deny = rules.deny_tools.get(server, _NO_ENTRIES)
-        allow = rules.allow_tools.get(server)
+        deny = rules.deny[kind].get(server, _NO_ENTRIES)
+        allow = rules.allow[kind].get(server)
         if allow is None:
             entries = [*deny.explicit_entries(), *deny.wildcard_entries()]
             return ToolRules(tuple(entries), server_decision)
@@ -324,10 +389,20 @@ class Policy:
         entries = [*deny.explicit_entries(), *allowed, *deny.wildcard_entries(), *allow.wildcard_entries()]
         return ToolRules(tuple(entries), rules.no_rule)
 
+    def has_rules(self, kind: Kind, agent: str, server: str) -> bool:
+        """Whether ``agent``'s ``allow`` or ``deny`` has a ``kind`` list for ``server`` (empty or not)."""
+        rules = self._agents.get(agent)
+        return rules is not None and (server in rules.deny[kind] or server in rules.allow[kind])
+
     def rate(self, agent: str) -> Rate | None:
         """The agent's own rate limit (its ``rate`` key), if it has one."""
         rules = self._agents.get(agent)
         return None if rules is None else rules.rate
+
+    def mode(self, agent: str) -> Mode | None:
+        """The agent's own ``mode`` key: ``None`` when it sets none or is not defined (``GATEWAY_MODE`` applies)."""
+        rules = self._agents.get(agent)
+        return None if rules is None else rules.mode
 
     def visible_servers(self, agent: str, servers: Iterable[str]) -> list[str]:
         """Keep the servers ``agent`` may use, in the order given."""

@@ -7,8 +7,10 @@ The format is agent-mcp-gateway's, read unchanged::
                             "deny":  {"tools": {"postgres": ["drop_*"]}}}},
      "defaults": {"deny_on_missing_agent": true}}
 
-plus an optional ``rate`` per agent (``"rate": "120/min"``), Lockgate's
-own: the agent's rate limit. Every key is optional. What the rules mean is
+plus Lockgate's own keys: ``resources`` and ``prompts`` beside ``tools`` in
+``allow`` and ``deny`` (URIs or prompt names, or globs, by server), and per
+agent an optional ``rate`` (``"rate": "120/min"``), its rate limit, and
+``mode`` (``"on_demand"`` or ``"aggregate"``). Every key is optional. What the rules mean is
 :mod:`._policy`'s business: :meth:`~._policy.Policy.compile` takes a
 document this module validated.
 The wording of problems comes with each type (:mod:`._validation`).
@@ -21,14 +23,15 @@ can widen access: ``"deny": {"tools": {"gti": ["push"]}}`` denies nothing on
 compiled policy, and warns (an error would refuse files agent-mcp-gateway
 accepts; ``--strict`` and ``GATEWAY_STRICT`` make them errors):
 
-- a literal server entry or ``tools`` key naming a server that is not
-  configured, with the closest configured name;
+- a literal server entry or ``tools``, ``resources`` or ``prompts`` key
+  naming a server that is not configured, with the closest configured name;
 - a ``deny.servers`` pattern that matches no configured server: it denies
   nothing, which is how a misspelt pattern looks;
-- a ``tools`` key naming a server the agent may not use: its tool rules
-  never apply, which is how a key misspelt into another server's name looks.
+- a ``tools`` (``resources``, ``prompts``) key naming a server the agent may
+  not use: its rules never apply, which is how a key misspelt into another
+  server's name looks.
 
-A ``tools`` key misspelt into the name of another configured server that the
+A ``tools`` (``resources``, ``prompts``) key misspelt into the name of another configured server that the
 agent may use is a valid rule for that server, and a misspelt agent id is a
 rename (``backend`` loses its rights, ``bakcend`` gains them): nothing in
 the files can tell either from an edit that was meant. As agent ids are
@@ -49,7 +52,7 @@ from pydantic import AfterValidator, Field, TypeAdapter, with_config
 from typing_extensions import TypedDict
 
 from ._identity import RATE_PATTERN, parse_rate
-from ._policy import _AGENT_ID, _AGENT_ID_RULE, Policy, is_glob, json_path
+from ._policy import _AGENT_ID, _AGENT_ID_RULE, KINDS, Mode, Policy, is_glob, json_path
 from ._validation import Issue, Loc, check, closest, fail, json_schema, kind, said, shape
 
 __all__ = ["RulesFile", "RulesProblem", "check_names", "check_rules", "parse", "schema"]
@@ -60,13 +63,25 @@ Names = Annotated[list[Annotated[str, kind("a string")]], kind("an array of stri
 
 @with_config(shape("Rule lists"))
 class Lists(TypedDict, total=False):
-    """Servers and tools, by name or glob (*, ?, [abc], [!abc]; matched like fnmatch.fnmatchcase)."""
+    """Servers, and their tools, resources and prompts, by name or glob (*, ?, [abc], [!abc]; matched like fnmatch.fnmatchcase)."""
 
     servers: Annotated[Names, Field(description="Server names or globs.")]
     tools: Annotated[
         dict[str, Names],
         kind("an object"),
         Field(description="Tool names or globs, by server; the server key is always a literal name."),
+    ]
+    resources: Annotated[
+        dict[str, Names],
+        kind("an object"),
+        Field(
+            description="Resource URIs or globs, by server, decided as tools are; the server key is always a literal name."
+        ),
+    ]
+    prompts: Annotated[
+        dict[str, Names],
+        kind("an object"),
+        Field(description="Prompt names or globs, by server, decided as tools are; the server key is always a literal name."),
     ]
 
 
@@ -91,6 +106,17 @@ RateKey = Annotated[
 ]
 
 
+ModeKey = Annotated[
+    Mode,
+    said(lambda value: f"{value!r} is not a mode: use 'on_demand' or 'aggregate'"),
+    Field(
+        description="How the agent sees the servers: on_demand, through the gateway's tools (list_servers, "
+        "get_server_tools, execute_tool), or aggregate, their tools, resources and prompts listed as the "
+        "gateway's own. Default GATEWAY_MODE."
+    ),
+]
+
+
 @with_config(shape("Agent"))
 class Agent(TypedDict, total=False):
     """One agent's rules: explicit deny, explicit allow, wildcard deny, wildcard allow decide, in that order; else deny."""
@@ -98,6 +124,7 @@ class Agent(TypedDict, total=False):
     allow: Annotated[_Lists, Field(description="What the agent may use.")]
     deny: Annotated[_Lists, Field(description="What the agent may not use.")]
     rate: RateKey
+    mode: ModeKey
 
 
 @with_config(shape("Defaults"))
@@ -180,19 +207,23 @@ def check_names(rules: RulesFile, policy: Policy, servers: Collection[str], serv
                 elif side == "deny" and not any(fnmatch.fnmatchcase(name, entry) for name in servers):
                     message = f"{entry!r} matches no server configured in {servers_file}, so it denies nothing"
                     found.append(Issue(loc, message, warning=True))
-            # Keys of `tools` are server names, always literal.
-            for server in lists.get("tools", {}):
-                loc = (*base, "tools", server)
-                decision = policy.decide_server(agent, server)
-                if server not in servers:
-                    found.append(_not_configured(loc, server, servers, servers_file))
-                elif not decision.allowed:
-                    message = (
-                        f"these tool rules never apply: agent {agent!r} may not use server {server!r} "
-                        f"({decision.rule})"
-                    )
-                    found.append(Issue(loc, message, warning=True))
+            # Keys of `tools`, `resources` and `prompts` are server names, always literal.
+            for items in KINDS:
+                for server in lists.get(items, {}):
+                    loc = (*base, items, server)
+                    decision = policy.decide_server(agent, server)
+                    if server not in servers:
+                        found.append(_not_configured(loc, server, servers, servers_file))
+                    elif not decision.allowed:
+                        message = (
+                            f"these {_SINGULAR[items]} rules never apply: agent {agent!r} may not use server "
+                            f"{server!r} ({decision.rule})"
+                        )
+                        found.append(Issue(loc, message, warning=True))
     return found
+
+
+_SINGULAR = {"tools": "tool", "resources": "resource", "prompts": "prompt"}
 
 
 def _not_configured(loc: Loc, server: str, servers: Collection[str], servers_file: str) -> Issue:
@@ -205,5 +236,6 @@ def schema() -> dict[str, Any]:
     return json_schema(
         _FILE,
         title="Lockgate rules file (.mcp-gateway-rules.json)",
-        description="Which servers and tools each agent may use, in agent-mcp-gateway's format.",
+        description="Which servers, tools, resources and prompts each agent may use, in agent-mcp-gateway's "
+        "format with Lockgate's own keys.",
     )

@@ -456,6 +456,13 @@ def agent_a(body: Any) -> dict[str, Any]:
         (agent_a({"deny": {"tools": {"d": [None]}}}), "agents.a.deny.tools.d[0]", f"{STRING} null"),
         (agent_a({"rate": 120}), "agents.a.rate", "expected a string, got 120"),
         *(
+            (agent_a({"mode": mode}), "agents.a.mode", f"{mode!r} is not a mode: use 'on_demand' or 'aggregate'")
+            for mode in ["aggregated", "on-demand", "Aggregate", "", None, True]
+        ),
+        (agent_a({"allow": {"resources": []}}), "agents.a.allow.resources", f"{OBJECT} an array"),
+        (agent_a({"deny": {"prompts": {"db": "x"}}}), "agents.a.deny.prompts.db", "expected an array of strings, got a string"),
+        (agent_a({"deny": {"resources": {"d": [1]}}}), "agents.a.deny.resources.d[0]", f"{STRING} 1"),
+        *(
             (agent_a({"rate": rate}), "agents.a.rate", f"{rate!r} is not a rate: use COUNT/UNIT, e.g. 120/min (units s, min, h)")
             for rate in ["fast", "120", "0/min", "10/day", " 10/s", "1e3/h"]
         ),
@@ -479,15 +486,23 @@ def test_an_agents_rate_is_its_rate_limit() -> None:
     )
 
 
+def test_an_agents_mode() -> None:
+    rules = {"agents": {"a": {"mode": "aggregate"}, "b": {"mode": "on_demand"}, "c": {}}}
+    policy = load({"mcpServers": {}}, rules).policy
+    assert (policy.mode("a"), policy.mode("b"), policy.mode("c"), policy.mode("ghost")) == (
+        "aggregate", "on_demand", None, None,
+    )
+
+
 def test_rules_unknown_keys_are_errors() -> None:
     rules = {
         "version": 1,
-        "agents": {"a": {"allow": {"servers": [], "prompts": []}, "note": "", "dney": {}}},
+        "agents": {"a": {"allow": {"servers": [], "sampling": []}, "note": "", "dney": {}}},
         "defaults": {"log": True},
     }
     assert problems({"mcpServers": {}}, rules) == [
         (RULES_FILE, "version", "unknown key 'version'"),
-        (RULES_FILE, "agents.a.allow.prompts", "unknown key 'prompts'"),
+        (RULES_FILE, "agents.a.allow.sampling", "unknown key 'sampling'"),
         (RULES_FILE, "agents.a.note", "unknown key 'note'"),
         (RULES_FILE, "agents.a.dney", "unknown key 'dney' (did you mean 'deny'?)"),
         (RULES_FILE, "defaults.log", "unknown key 'log'"),

@@ -1,4 +1,4 @@
-"""Tests for lockgate.core._policy: precedence, globs, agent resolution, rules checks."""
+"""Tests for lockgate.core._policy: precedence, globs, the three kinds of item, modes, agent resolution, rules checks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from lockgate.core._errors import ErrorCode
 from lockgate.core._policy import (
+    KINDS,
     Decision,
+    Kind,
     Policy,
     Refusal,
     is_glob,
@@ -28,6 +30,12 @@ def policy_for(body: dict[str, Any], agent: str = "a") -> Policy:
 
 
 NO_RULE = Decision(False, "agents.a: no rule allows it")
+
+
+def decide(policy: Policy, kind: Kind, agent: str, server: str, name: str) -> Decision:
+    """The decision on an item of ``kind``, through the method for that kind."""
+    method = {"tools": policy.decide, "resources": policy.decide_resource, "prompts": policy.decide_prompt}[kind]
+    return method(agent, server, name)
 
 
 # json_path, valid_agent_id, is_glob
@@ -268,6 +276,182 @@ def test_visible_servers_keeps_input_order() -> None:
     assert policy.visible_servers("a", iter(servers)) == ["git", "db", "gamma"]
 
 
+# Resources and prompts: the steps of tools, with their own lists
+
+OTHER_KINDS: list[Kind] = ["resources", "prompts"]
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_explicit_deny_beats_explicit_allow(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["db"], kind: {"db": ["q"]}}, "deny": {kind: {"db": ["q"]}}})
+    assert decide(policy, kind, "a", "db", "q") == Decision(False, f"agents.a.deny.{kind}.db[0]")
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_explicit_allow_beats_wildcard_deny(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["db"], kind: {"db": ["drop_temp"]}}, "deny": {kind: {"db": ["drop_*"]}}})
+    assert decide(policy, kind, "a", "db", "drop_temp") == Decision(True, f"agents.a.allow.{kind}.db[0]")
+    assert decide(policy, kind, "a", "db", "drop_all") == Decision(False, f"agents.a.deny.{kind}.db[0]")
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_wildcard_deny_beats_wildcard_allow(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["db"], kind: {"db": ["*"]}}, "deny": {kind: {"db": ["x", "drop_*"]}}})
+    assert decide(policy, kind, "a", "db", "drop_all") == Decision(False, f"agents.a.deny.{kind}.db[1]")
+    assert decide(policy, kind, "a", "db", "query") == Decision(True, f"agents.a.allow.{kind}.db[0]")
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_wildcard_allow_and_default_deny(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["db"], kind: {"db": ["query", "get_*"]}}})
+    assert decide(policy, kind, "a", "db", "query") == Decision(True, f"agents.a.allow.{kind}.db[0]")
+    assert decide(policy, kind, "a", "db", "get_user") == Decision(True, f"agents.a.allow.{kind}.db[1]")
+    assert decide(policy, kind, "a", "db", "drop") == NO_RULE
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_first_matching_entry_in_list_order_is_reported(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["db"], kind: {"db": ["x", "g*", "*", "git", "git"]}}})
+    assert decide(policy, kind, "a", "db", "git") == Decision(True, f"agents.a.allow.{kind}.db[3]")
+    assert decide(policy, kind, "a", "db", "gamma") == Decision(True, f"agents.a.allow.{kind}.db[1]")
+    assert decide(policy, kind, "a", "db", "zeta") == Decision(True, f"agents.a.allow.{kind}.db[2]")
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_implicit_grant_uses_the_server_rule_and_honours_denies(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["x", "d*"]}, "deny": {kind: {"db": ["drop", "rm_*"]}}})
+    assert decide(policy, kind, "a", "db", "drop") == Decision(False, f"agents.a.deny.{kind}.db[0]")
+    assert decide(policy, kind, "a", "db", "rm_all") == Decision(False, f"agents.a.deny.{kind}.db[1]")
+    assert decide(policy, kind, "a", "db", "anything") == Decision(True, "agents.a.allow.servers[1]")
+    assert decide(policy, kind, "a", "dz", "drop") == Decision(True, "agents.a.allow.servers[1]")
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_empty_allow_list_means_none(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["db"], kind: {"db": []}}})
+    assert decide(policy, kind, "a", "db", "query") == NO_RULE
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_denied_server_denies_with_the_server_rule(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["*"], kind: {"db": ["q"]}}, "deny": {"servers": ["db"]}})
+    assert decide(policy, kind, "a", "db", "q") == Decision(False, "agents.a.deny.servers[0]")
+    # An item list does not allow its server.
+    policy = policy_for({"allow": {kind: {"db": ["q"]}}})
+    assert decide(policy, kind, "a", "db", "q") == NO_RULE
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_of_an_undefined_agent_is_denied(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["*"], kind: {"db": ["*"]}}})
+    assert decide(policy, kind, "ghost", "db", "q") == Decision(False, "agents.ghost: not defined")
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS)
+def test_item_keys_are_literal_server_names_and_dotted_agents_are_quoted(kind: Kind) -> None:
+    policy = policy_for({"allow": {"servers": ["*"], kind: {"d*": ["only"]}}}, agent="team.role")
+    assert decide(policy, kind, "team.role", "db", "other") == Decision(True, 'agents["team.role"].allow.servers[0]')
+    assert decide(policy, kind, "team.role", "d*", "only") == Decision(True, f'agents["team.role"].allow.{kind}["d*"][0]')
+    assert decide(policy, kind, "team.role", "d*", "other") == Decision(False, 'agents["team.role"]: no rule allows it')
+
+
+def test_the_kinds_are_independent() -> None:
+    # Each kind's lists decide that kind alone: a tools list narrows tools, not resources or prompts.
+    policy = policy_for(
+        {
+            "allow": {"servers": ["db"], "tools": {"db": ["q"]}, "prompts": {"db": ["p*"]}},
+            "deny": {"resources": {"db": ["q", "file:///secret/*"]}},
+        }
+    )
+    server = Decision(True, "agents.a.allow.servers[0]")
+    assert policy.decide("a", "db", "q") == Decision(True, "agents.a.allow.tools.db[0]")
+    assert policy.decide("a", "db", "plan") == NO_RULE
+    assert policy.decide_resource("a", "db", "q") == Decision(False, "agents.a.deny.resources.db[0]")
+    assert policy.decide_resource("a", "db", "file:///secret/key") == Decision(False, "agents.a.deny.resources.db[1]")
+    assert policy.decide_resource("a", "db", "plan") == server
+    assert policy.decide_prompt("a", "db", "plan") == Decision(True, "agents.a.allow.prompts.db[0]")
+    assert policy.decide_prompt("a", "db", "q") == NO_RULE
+
+
+@pytest.mark.parametrize(
+    ("pattern", "uri", "matches"),
+    [
+        ("file:///docs/*", "file:///docs/a.md", True),
+        ("file:///docs/*", "file:///docs/deep/down/a.md", True),  # `*` crosses `/`, as fnmatch does
+        ("file:///docs/*", "file:///Docs/a.md", False),  # case-sensitive
+        ("file:///docs/*", "file:///docs", False),
+        ("*.md", "file:///docs/a.md", True),
+        ("postgres://db/table/?", "postgres://db/table/7", True),
+        ("postgres://db/table/?", "postgres://db/table/17", False),
+        ("https://h/x?id=1", "https://h/x?id=1", True),  # a `?` in a URI makes it a glob that matches itself
+        ("https://h/x?id=1", "https://h/xAid=1", True),  # ... and more: `[?]` is a literal `?`
+        ("https://h/x[?]id=1", "https://h/xAid=1", False),
+        ("https://h/x[?]id=1", "https://h/x?id=1", True),
+        ("http://[::1]/", "http://[::1]/", False),  # `[::1]` is a set of characters: `[[]` is a literal `[`
+        ("http://[[]::1]/", "http://[::1]/", True),
+        ("ui://widget/[a-c]", "ui://widget/b", True),
+        ("ui://widget/[!a-c]", "ui://widget/b", False),
+    ],
+)
+def test_resource_globs_match_uris_like_fnmatchcase(pattern: str, uri: str, matches: bool) -> None:
+    assert fnmatchcase(uri, pattern) is matches
+    policy = policy_for({"allow": {"servers": ["s"], "resources": {"s": [pattern]}}})
+    assert policy.decide_resource("a", "s", uri).allowed is matches
+
+
+def test_resource_and_prompt_rules_list_entries_in_precedence_order() -> None:
+    policy = policy_for(
+        {
+            "allow": {"servers": ["db"], "resources": {"db": ["file:///a", "file:///*"]}},
+            "deny": {"resources": {"db": ["file:///x/*", "file:///a"]}, "prompts": {"db": ["p?", "q"]}},
+        }
+    )
+    resources = policy.resource_rules("a", "db")
+    assert [(e.entry, e.decision) for e in resources.entries] == [
+        ("file:///a", Decision(False, "agents.a.deny.resources.db[1]")),
+        ("file:///x/*", Decision(False, "agents.a.deny.resources.db[0]")),
+        ("file:///*", Decision(True, "agents.a.allow.resources.db[1]")),
+    ]
+    assert resources.otherwise == NO_RULE
+    prompts = policy.prompt_rules("a", "db")
+    assert [(e.entry, e.decision.rule) for e in prompts.entries] == [
+        ("q", "agents.a.deny.prompts.db[1]"),
+        ("p?", "agents.a.deny.prompts.db[0]"),
+    ]
+    assert prompts.otherwise == Decision(True, "agents.a.allow.servers[0]")
+    assert policy.tool_rules("a", "db").entries == ()
+    denied = policy.prompt_rules("a", "git")
+    assert (denied.entries, denied.otherwise) == ((), NO_RULE)
+
+
+def test_has_rules_tells_whether_a_kind_has_a_list_for_a_server() -> None:
+    policy = policy_for({"allow": {"servers": ["*"], "tools": {"db": []}}, "deny": {"prompts": {"git": ["x"]}}})
+    found = {(kind, server) for kind in KINDS for server in ("db", "git") if policy.has_rules(kind, "a", server)}
+    assert found == {("tools", "db"), ("prompts", "git")}
+    assert not policy.has_rules("tools", "ghost", "db")
+
+
+# Modes
+
+
+def test_mode_is_the_agents_own_or_none() -> None:
+    policy = Policy.compile(
+        {"agents": {"agg": {"mode": "aggregate"}, "od": {"mode": "on_demand"}, "plain": {"allow": {"servers": ["*"]}}}}
+    )
+    assert policy.mode("agg") == "aggregate"
+    assert policy.mode("od") == "on_demand"
+    assert policy.mode("plain") is None
+    assert policy.mode("ghost") is None
+
+
+def test_mode_decides_nothing_about_access() -> None:
+    body: dict[str, Any] = {"allow": {"servers": ["db"], "tools": {"db": ["q"]}}}
+    plain, aggregate = policy_for(body), policy_for({**body, "mode": "aggregate"})
+    for kind in KINDS:
+        for name in ("q", "other"):
+            assert decide(plain, kind, "a", "db", name) == decide(aggregate, kind, "a", "db", name)
+
+
 # resolve_agent: every branch
 
 
@@ -347,8 +531,9 @@ def test_check_rules_accepts_a_full_document() -> None:
     rules = {
         "agents": {
             "backend": {
-                "allow": {"servers": ["db", "git*"], "tools": {"db": ["query", "get_*"]}},
-                "deny": {"servers": [], "tools": {"db": ["drop_*"]}},
+                "allow": {"servers": ["db", "git*"], "tools": {"db": ["query", "get_*"]}, "resources": {"db": []}},
+                "deny": {"servers": [], "tools": {"db": ["drop_*"]}, "prompts": {"git": ["*"]}},
+                "mode": "aggregate",
             },
             "team.role": {},
         },
@@ -391,28 +576,28 @@ def test_check_rules_reports_every_problem() -> None:
 # Properties over random rule sets
 
 SERVERS = ["db", "git", "git-hub", "a.b"]
-TOOLS = ["get", "get_user", "set_user", "list", "drop"]
+# Names of items of every kind: tool and prompt names, and resource URIs. One
+# pool for the three kinds, so that a list of one kind often names an item
+# that another kind's list names too, which must not change its decision.
+TOOLS = ["get", "get_user", "set_user", "list", "drop", "file:///a/b", "file:///a/c.md"]
 SERVER_ENTRIES = [*SERVERS, "*", "git*", "?b", "[ag]*", "d?"]
-TOOL_ENTRIES = [*TOOLS, "*", "get_*", "*_user", "???", "[ds]*", "l?st"]
+TOOL_ENTRIES = [*TOOLS, "*", "get_*", "*_user", "???", "[ds]*", "l?st", "file:///a/*", "*.md"]
 AGENTS = ["alice", "team.role", "default"]
+items = st.dictionaries(st.sampled_from(SERVERS), st.lists(st.sampled_from(TOOL_ENTRIES), max_size=4), max_size=3)
 
-# `servers` is always there and `tools` often is, so that entries collide often
-# enough for every precedence step to be exercised.
+# `servers` is always there and each kind's lists often are, so that entries
+# collide often enough for every precedence step to be exercised.
 sides = st.fixed_dictionaries(
     {"servers": st.lists(st.sampled_from(SERVER_ENTRIES), max_size=4)},
-    optional={
-        "tools": st.dictionaries(
-            st.sampled_from(SERVERS),
-            st.lists(st.sampled_from(TOOL_ENTRIES), max_size=4),
-            max_size=3,
-        ),
-    },
+    optional={kind: items for kind in KINDS},
 )
 rule_sets = st.fixed_dictionaries(
     {
         "agents": st.dictionaries(
             st.sampled_from(AGENTS),
-            st.fixed_dictionaries({"allow": sides}, optional={"deny": sides}),
+            st.fixed_dictionaries(
+                {"allow": sides}, optional={"deny": sides, "mode": st.sampled_from(["on_demand", "aggregate"])}
+            ),
             max_size=3,
         )
     },
@@ -423,14 +608,20 @@ rule_sets = st.fixed_dictionaries(
 agents = st.sampled_from([*AGENTS, "bob"])
 servers = st.sampled_from(SERVERS)
 tools = st.sampled_from(TOOLS)
+kinds = st.sampled_from(KINDS)
 
 
 # (side, entries, path below the agent) in the order a precedence class tries them.
 Steps = Sequence[tuple[str, list[str], tuple[str, ...]]]
 
 
-def reference_decide(rules: dict[str, Any], agent: str, server: str, tool: str | None) -> Decision:
-    """The precedence rules read straight off the spec, slowly: the test oracle."""
+def reference_decide(
+    rules: dict[str, Any], agent: str, server: str, tool: str | None, kind: Kind = "tools"
+) -> Decision:
+    """The precedence rules read straight off the spec, slowly: the test oracle.
+
+    ``tool`` is the item of ``kind`` asked about, ``None`` to ask about the server.
+    """
     if agent not in rules["agents"]:
         return Decision(False, f"{json_path('agents', agent)}: not defined")
     body = rules["agents"][agent]
@@ -455,10 +646,10 @@ def reference_decide(rules: dict[str, Any], agent: str, server: str, tool: str |
     server_decision = first(server_steps, server) or no_rule
     if tool is None or not server_decision.allowed:
         return server_decision
-    allow_tools = side("allow").get("tools", {}).get(server)
+    allow_tools = side("allow").get(kind, {}).get(server)
     tool_steps = [
-        ("deny", side("deny").get("tools", {}).get(server, []), ("tools", server)),
-        ("allow", allow_tools or [], ("tools", server)),
+        ("deny", side("deny").get(kind, {}).get(server, []), (kind, server)),
+        ("allow", allow_tools or [], (kind, server)),
     ]
     decision = first(tool_steps, tool)
     if decision is None and allow_tools is None:
@@ -475,19 +666,32 @@ def test_decide_matches_the_reference(rules: dict[str, Any]) -> None:
         for server in SERVERS:
             expected = reference_decide(rules, agent, server, None)
             assert policy.decide_server(agent, server) == expected
-            for tool in TOOLS:
-                expected = reference_decide(rules, agent, server, tool)
-                assert policy.decide(agent, server, tool) == expected
+            for kind in KINDS:
+                for tool in TOOLS:
+                    expected = reference_decide(rules, agent, server, tool, kind)
+                    assert decide(policy, kind, agent, server, tool) == expected, kind
 
 
-@given(rule_sets, agents, servers, tools)
-def test_explicit_tool_deny_always_denies(
-    rules: dict[str, Any], agent: str, server: str, tool: str
+@given(rule_sets, agents, servers)
+def test_the_rules_of_a_kind_agree_with_its_decisions(rules: dict[str, Any], agent: str, server: str) -> None:
+    # What explain shows (the entries in order, then `otherwise`) decides as decide does.
+    policy = Policy.compile(rules)
+    by_kind = {"tools": policy.tool_rules, "resources": policy.resource_rules, "prompts": policy.prompt_rules}
+    for kind in KINDS:
+        explained = by_kind[kind](agent, server)
+        for tool in TOOLS:
+            matching = (e.decision for e in explained.entries if (fnmatchcase(tool, e.entry) if is_glob(e.entry) else tool == e.entry))
+            assert next(matching, explained.otherwise) == decide(policy, kind, agent, server, tool)
+
+
+@given(rule_sets, agents, servers, tools, kinds)
+def test_explicit_item_deny_always_denies(
+    rules: dict[str, Any], agent: str, server: str, tool: str, kind: Kind
 ) -> None:
     body = rules["agents"].get(agent, {})
-    denied = body.get("deny", {}).get("tools", {}).get(server, [])
+    denied = body.get("deny", {}).get(kind, {}).get(server, [])
     if tool in denied:
-        assert Policy.compile(rules).decide(agent, server, tool).allowed is False
+        assert decide(Policy.compile(rules), kind, agent, server, tool).allowed is False
 
 
 @given(rule_sets, agents, servers)
@@ -498,16 +702,32 @@ def test_explicit_server_deny_always_denies(
     if server in body.get("deny", {}).get("servers", []):
         policy = Policy.compile(rules)
         assert policy.decide_server(agent, server).allowed is False
-        assert not any(policy.decide(agent, server, tool).allowed for tool in TOOLS)
+        assert not any(decide(policy, kind, agent, server, tool).allowed for tool in TOOLS for kind in KINDS)
 
 
-@given(rule_sets, agents, servers, tools)
-def test_tool_allowed_implies_server_allowed(
-    rules: dict[str, Any], agent: str, server: str, tool: str
+@given(rule_sets, agents, servers, tools, kinds)
+def test_item_allowed_implies_server_allowed(
+    rules: dict[str, Any], agent: str, server: str, tool: str, kind: Kind
 ) -> None:
     policy = Policy.compile(rules)
-    if policy.decide(agent, server, tool).allowed:
+    if decide(policy, kind, agent, server, tool).allowed:
         assert policy.decide_server(agent, server).allowed
+
+
+@given(rule_sets, agents, servers, tools, kinds)
+def test_a_kind_is_decided_by_its_own_lists_alone(
+    rules: dict[str, Any], agent: str, server: str, tool: str, kind: Kind
+) -> None:
+    # Dropping every other kind's lists changes no decision of this kind.
+    alone = {
+        **rules,
+        "agents": {
+            name: {key: ({k: v for k, v in value.items() if k in ("servers", kind)} if key in ("allow", "deny") else value)
+                   for key, value in body.items()}
+            for name, body in rules["agents"].items()
+        },
+    }
+    assert decide(Policy.compile(alone), kind, agent, server, tool) == decide(Policy.compile(rules), kind, agent, server, tool)
 
 
 @given(rule_sets, agents, st.lists(servers))
@@ -519,12 +739,16 @@ def test_visible_servers_is_decide_server_filtered(
     assert policy.visible_servers(agent, names) == expected
 
 
-@given(rule_sets, agents, servers, tools)
+@given(rule_sets, agents, servers, tools, kinds)
 def test_every_rule_points_into_the_agent(
-    rules: dict[str, Any], agent: str, server: str, tool: str
+    rules: dict[str, Any], agent: str, server: str, tool: str, kind: Kind
 ) -> None:
-    decision = Policy.compile(rules).decide(agent, server, tool)
+    decision = decide(Policy.compile(rules), kind, agent, server, tool)
     assert decision.rule.startswith(json_path("agents", agent))
+    # An item's own entry is one of its kind's: agents.<id>.<side>.<kind>.<server>[i].
+    for side in ("allow", "deny"):
+        if decision.rule.startswith(json_path("agents", agent, side)) and "servers[" not in decision.rule:
+            assert decision.rule.startswith(json_path("agents", agent, side, kind, server) + "[")
 
 
 @given(

@@ -121,6 +121,19 @@ def test_servers_schema_refuses_a_file_without_servers() -> None:
 RULES: list[tuple[dict[str, Any], bool]] = [
     ({"agents": {"team.role": {"allow": {"servers": ["*"], "tools": {"db": ["get_*"]}}, "deny": {"servers": []}}}}, True),
     ({"defaults": {"deny_on_missing_agent": False}}, True),
+    (
+        {
+            "agents": {
+                "a": {
+                    "mode": "aggregate",
+                    "allow": {"servers": ["db"], "resources": {"db": ["file:///*"]}, "prompts": {"db": ["p"]}},
+                    "deny": {"resources": {"db": []}, "prompts": {"db": ["x*"]}},
+                },
+                "b": {"mode": "on_demand"},
+            }
+        },
+        True,
+    ),
     ({}, True),
     ({"agents": {"bad id": {}}}, False),
     ({"agents": {"": {}}}, False),
@@ -130,6 +143,10 @@ RULES: list[tuple[dict[str, Any], bool]] = [
     ({"agents": {"a": {"allow": {"servers": [2]}}}}, False),
     ({"agents": {"a": {"deny": {"tools": {"db": "drop"}}}}}, False),
     ({"agents": {"a": {"deny": {"prompts": []}}}}, False),
+    ({"agents": {"a": {"allow": {"resources": {"db": "file:///x"}}}}}, False),
+    ({"agents": {"a": {"allow": {"resources": {"db": [7]}}}}}, False),
+    ({"agents": {"a": {"mode": "both"}}}, False),
+    ({"agents": {"a": {"mode": None}}}, False),
     ({"defaults": {"deny_on_missing_agent": "no"}}, False),
     ({"defaults": {"log": True}}, False),
     ({"version": 1}, False),
@@ -161,5 +178,11 @@ def test_the_schema_documents_the_keys() -> None:
     assert servers["HttpServer"]["properties"]["type"]["enum"] == ["http", "streamable-http"]
     assert servers["StdioServer"]["additionalProperties"] is False
     for shape in servers.values():
+        assert shape["title"] and shape["description"]
+        assert all(key["description"] for key in shape["properties"].values())
+    rules = config_schema("rules")["$defs"]
+    assert rules["Agent"]["properties"]["mode"]["enum"] == ["on_demand", "aggregate"]
+    assert set(rules["Lists"]["properties"]) == {"servers", "tools", "resources", "prompts"}
+    for shape in rules.values():
         assert shape["title"] and shape["description"]
         assert all(key["description"] for key in shape["properties"].values())

@@ -8,7 +8,9 @@ as the gateway tools decide it (``resolve_agent``, then ``decide_server`` or
 says exactly what they may do instead: an agent id misspelt into a fresh one
 (a rename: rights move, none are created), and a ``tools`` key misspelt into
 the name of another configured server the agent may use (kept out of the
-generated files: no two configured names are one edit apart).
+generated files: no two configured names are one edit apart). ``resources``
+and ``prompts`` keys are server names as ``tools`` keys are, and their items
+are decided the same way (``decide_resource``, ``decide_prompt``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lockgate.core._config import Config, ConfigError, Settings, load_config
-from lockgate.core._policy import Policy, Refusal
+from lockgate.core._policy import KINDS, Kind, Policy, Refusal
 from lockgate.core._rules import Agent, Defaults, Lists, RulesFile
 from lockgate.core._servers import HttpServer, PooledServer, StdioInstance, StdioServer
 from lockgate.core._settings import VARIABLES
@@ -128,6 +130,39 @@ def test_a_deny_pattern_that_matches_no_server_warns() -> None:
     ]
 
 
+def test_resource_and_prompt_keys_naming_a_server_that_is_not_configured_suggest_one_that_is() -> None:
+    rules = {
+        "agents": {
+            "dev": {
+                "allow": {"servers": ["git"], "resources": {"gti": ["file:///*"], "git": []}},
+                "deny": {"prompts": {"ntoes": ["x"], "elsewhere": []}},
+            }
+        }
+    }
+    assert warnings(GIT, rules) == [
+        ("rules.json", "agents.dev.allow.resources.gti", "server 'gti' is not configured in servers.json (did you mean 'git'?)"),
+        ("rules.json", "agents.dev.deny.prompts.ntoes", "server 'ntoes' is not configured in servers.json (did you mean 'notes'?)"),
+        ("rules.json", "agents.dev.deny.prompts.elsewhere", "server 'elsewhere' is not configured in servers.json"),
+    ]
+
+
+def test_resource_and_prompt_rules_for_a_server_the_agent_may_not_use_warn() -> None:
+    rules = {
+        "agents": {
+            "dev": {
+                "allow": {"servers": ["git"], "prompts": {"notes": ["*"], "git": ["log"]}},
+                "deny": {"servers": ["notes"], "resources": {"notes": ["file:///x"], "git": ["file:///y"]}},
+            },
+            "ops": {"allow": {"resources": {"git": []}}},
+        }
+    }
+    assert warnings(GIT, rules) == [
+        ("rules.json", "agents.dev.allow.prompts.notes", "these prompt rules never apply: agent 'dev' may not use server 'notes' (agents.dev.deny.servers[0])"),
+        ("rules.json", "agents.dev.deny.resources.notes", "these resource rules never apply: agent 'dev' may not use server 'notes' (agents.dev.deny.servers[0])"),
+        ("rules.json", "agents.ops.allow.resources.git", "these resource rules never apply: agent 'ops' may not use server 'git' (agents.ops: no rule allows it)"),
+    ]
+
+
 def test_tool_rules_for_a_server_the_agent_may_not_use_warn() -> None:
     # "notes" was meant to be "git": the push rule never applies, and git's tools are all allowed.
     rules = {"agents": {"dev": {"allow": {"servers": ["git"]}, "deny": {"servers": ["notes"], "tools": {"notes": ["push"]}}}}}
@@ -212,7 +247,10 @@ EXTRA_AGENTS, EXTRA_SERVERS, EXTRA_TOOLS = ["stranger"], ["other"], ["drop_x", "
 
 side = st.fixed_dictionaries(
     {"servers": st.lists(st.sampled_from(SERVER_ENTRIES), max_size=3)},
-    optional={"tools": st.dictionaries(st.sampled_from(POOL), st.lists(st.sampled_from(TOOL_ENTRIES), max_size=3), min_size=1, max_size=3)},
+    optional={
+        kind: st.dictionaries(st.sampled_from(POOL), st.lists(st.sampled_from(TOOL_ENTRIES), max_size=3), min_size=1, max_size=3)
+        for kind in KINDS
+    },
 )
 generated_rules = st.fixed_dictionaries(
     {"agents": st.dictionaries(st.sampled_from(AGENT_IDS), st.fixed_dictionaries({"allow": side}, optional={"deny": side}), min_size=1, max_size=3)},
@@ -221,12 +259,13 @@ generated_rules = st.fixed_dictionaries(
 
 
 def without_dead_tool_rules(rules: dict[str, Any]) -> dict[str, Any]:
-    """``rules`` without the tool rules of servers their agent may not use, so that it loads without a warning."""
+    """``rules`` without the tool (resource, prompt) rules of servers their agent may not use, so that it loads without a warning."""
     policy = Policy.compile(rules)
     for agent, body in rules["agents"].items():
         for lists in body.values():
-            if "tools" in lists:
-                lists["tools"] = {server: tools for server, tools in lists["tools"].items() if policy.decide_server(agent, server).allowed}
+            for kind in KINDS:
+                if kind in lists:
+                    lists[kind] = {server: items for server, items in lists[kind].items() if policy.decide_server(agent, server).allowed}
     return rules
 
 
@@ -261,7 +300,7 @@ def keys(value: Any, parent: str = "") -> list[tuple[Obj, int, str]]:
     found: list[tuple[Obj, int, str]] = []
     if isinstance(value, Obj):
         for index, (key, item) in enumerate(value):
-            found.append((value, index, {"agents": "agent", "tools": "server"}.get(parent, "fixed")))
+            found.append((value, index, "agent" if parent == "agents" else "server" if parent in KINDS else "fixed"))
             found += keys(item, key)
     elif isinstance(value, list):
         for item in value:
@@ -302,10 +341,14 @@ def edit(word: str, data: st.DataObject, near: list[str]) -> str:
 
 
 Access = set[tuple[str | None, str, str | None]]
+DECIDE = {"tools": Policy.decide, "resources": Policy.decide_resource, "prompts": Policy.decide_prompt}
 
 
 def access(config: Config, agents: list[str | None], servers: set[str], tools: set[str | None]) -> Access:
-    """What the gateway tools would allow: the agent as resolve_agent decides, then its server (tool None) or tool."""
+    """What the gateway would allow: the agent as resolve_agent decides, then its server (tool None) or an item.
+
+    An item is ``kind:name``, for each kind: a tool, a resource or a prompt of that name.
+    """
     allowed: Access = set()
     policy = config.policy
     for agent_id in agents:
@@ -313,20 +356,24 @@ def access(config: Config, agents: list[str | None], servers: set[str], tools: s
         if isinstance(agent, Refusal):
             continue
         for server in servers:
-            for tool in tools:
-                decision = policy.decide_server(agent, server) if tool is None else policy.decide(agent, server, tool)
-                if decision.allowed:
-                    allowed.add((agent_id, server, tool))
+            if policy.decide_server(agent, server).allowed:
+                allowed.add((agent_id, server, None))
+            for tool in tools - {None}:
+                assert tool is not None
+                for kind in KINDS:
+                    if DECIDE[kind](policy, agent, server, tool).allowed:
+                        allowed.add((agent_id, server, f"{kind}:{tool}"))
     return allowed
 
 
 def names(rules: dict[str, Any]) -> tuple[set[str], set[str], set[str]]:
-    """The agents, servers and tools a valid rules document mentions."""
+    """The agents, servers and items (of any kind) a valid rules document mentions."""
     agents, servers, tools = set(rules.get("agents", {})), set(), set()
     for body in rules.get("agents", {}).values():
         for lists in body.values():
-            servers |= {*lists.get("servers", []), *lists.get("tools", {})}
-            tools |= {tool for entries in lists.get("tools", {}).values() for tool in entries}
+            kinds: list[Kind] = [kind for kind in KINDS if kind in lists]
+            servers |= {*lists.get("servers", []), *(server for kind in kinds for server in lists[kind])}
+            tools |= {item for kind in kinds for entries in lists[kind].values() for item in entries}
     return agents, servers, tools
 
 
