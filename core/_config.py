@@ -38,7 +38,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._identity import Rate
-from ._policy import Policy, json_path
+from ._policy import Mode, Policy, json_path
 from ._strictjson import Flawed, parse
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ __all__ = [
     "STRICT_NOTE",
     "InstanceSpec",
     "Isolation",
+    "Mode",
+    "Prefix",
     "Problem",
     "ServerSpec",
     "Settings",
@@ -84,6 +86,9 @@ DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
 DEFAULT_HTTP_HEAD_TIMEOUT = 10.0
 
 LogThreshold = Literal["debug", "info", "warning", "error"]
+#: ``GATEWAY_PREFIX``: when aggregate mode names a tool or prompt ``server<sep>name``.
+Prefix = Literal["auto", "always", "never"]
+DEFAULT_NAME_SEPARATOR = "__"
 
 ENVIRONMENT = "environment"
 """The ``file`` of problems found in ``GATEWAY_*`` variables."""
@@ -222,6 +227,24 @@ class Settings:
     #: ``GATEWAY_RATE_LIMIT``: the rate limit of each agent whose rules set no
     #: ``rate``; ``None``: no limit.
     rate_limit: Rate | None = None
+    # Aggregate mode (GATEWAY_MODE, GATEWAY_PREFIX, GATEWAY_GATEWAY_TOOLS, GATEWAY_NAME_SEPARATOR).
+    #: ``GATEWAY_MODE``: how an agent whose rules set no ``mode`` sees the
+    #: servers: through the gateway's tools (``on_demand``), or with their
+    #: tools, resources and prompts listed as the gateway's own (``aggregate``).
+    mode: Mode = "on_demand"
+    #: ``GATEWAY_PREFIX``: aggregate mode names tools and prompts
+    #: ``server<sep>name`` always, never (the names unchanged; only with one
+    #: server configured, which :func:`load_config` checks), or ``auto``: when
+    #: more than one server is configured.
+    prefix: Prefix = "auto"
+    #: ``GATEWAY_GATEWAY_TOOLS``: in aggregate mode, list the gateway's own
+    #: tools beside the servers', as on-demand mode lists them
+    #: (``list_servers``, ``get_server_tools``, ``execute_tool``, and
+    #: ``get_gateway_status`` in debug mode).
+    gateway_tools: bool = False
+    #: ``GATEWAY_NAME_SEPARATOR``: what joins a server's name and an item's,
+    #: 1 to 4 of ``A-Z a-z 0-9 _ . -``.
+    name_separator: str = DEFAULT_NAME_SEPARATOR
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -408,7 +431,8 @@ def load_config(
     Raises:
         ConfigError: with every problem found, each naming file and JSON path,
             in the order of each file: the servers file, the rules file, the
-            environment.
+            environment (a setting that does not fit the servers, such as
+            ``GATEWAY_PREFIX=never`` with two of them, among its errors).
     """
     from . import _rules, _servers, _settings
     from ._validation import in_document_order
@@ -440,6 +464,8 @@ def load_config(
         except ConfigError as exc:
             report.extend(exc.problems, warning=False)
             settings = Settings()
+    if specs is not None:
+        report.extend(_settings.check_servers(settings, specs, servers_file), warning=False)
     report.extend(_settings.check_environment(environ, settings, policy, rules_file), warning=True)
 
     if report.has_errors() or (settings.strict and report.found):

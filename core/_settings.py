@@ -16,27 +16,38 @@ variable it does not name is a typo or someone else's: :func:`check_environment`
 warns about it with the closest known name, since a misspelt variable is
 ignored and its default (or, for one meant to clear a variable, the value it
 was meant to clear) applies instead.
+
+A setting can be wrong for the servers it works with while valid on its own:
+:func:`check_servers` finds those errors (``GATEWAY_PREFIX=never`` with more
+than one server) once the servers file is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
-from ._config import ENVIRONMENT, ConfigError, EnvironmentVariable, Problem, Settings
+from ._config import ENVIRONMENT, ConfigError, EnvironmentVariable, Prefix, Problem, Settings
 from ._identity import Rate, parse_rate
-from ._policy import _AGENT_ID_RULE, json_path, valid_agent_id
+from ._policy import _AGENT_ID_RULE, Mode, json_path, valid_agent_id
 from ._validation import close_match, closest, issues
 
 if TYPE_CHECKING:
     from ._policy import Policy
 
-__all__ = ["VARIABLES", "Variables", "check_environment", "environment_variables", "settings_from_env"]
+__all__ = [
+    "VARIABLES",
+    "Variables",
+    "check_environment",
+    "check_servers",
+    "environment_variables",
+    "settings_from_env",
+]
 
 _PREFIX = "GATEWAY_"
 
@@ -106,6 +117,20 @@ def _rate(raw: str) -> Rate | None:
     return rate
 
 
+# What an MCP tool name may hold (MCP 2025-11-25, server/tools, "Tool names"),
+# so that a separator never makes an aggregated name invalid.
+_SEPARATOR = re.compile(r"[A-Za-z0-9_.-]{1,4}")
+
+
+def _separator(raw: str) -> str | None:
+    text = raw.strip()
+    if text and not _SEPARATOR.fullmatch(text):
+        raise _wrong(
+            text[:64], "a name separator: use 1 to 4 letters, digits, '_', '.' or '-' (what a tool name may hold)"
+        )
+    return text or None
+
+
 def _items(raw: str) -> tuple[str, ...] | None:
     return tuple(item.strip() for item in raw.split(",") if item.strip()) or None
 
@@ -161,6 +186,16 @@ class Variables(BaseModel):
         PlainValidator(_word("an authentication mode: use 'required' or 'none'", "required", "none")),
     ] = None
     rate_limit: Annotated[Rate | None, PlainValidator(_rate)] = None
+    # Aggregate mode
+    mode: Annotated[
+        Mode | None,
+        PlainValidator(_word("a mode: use 'on_demand' or 'aggregate'", "on_demand", "aggregate")),
+    ] = None
+    prefix: Annotated[
+        Prefix | None, PlainValidator(_word("a prefix rule: use 'auto', 'always' or 'never'", "auto", "always", "never"))
+    ] = None
+    gateway_tools: Annotated[bool, PlainValidator(_boolean)] = False
+    name_separator: Annotated[str | None, PlainValidator(_separator)] = None
     # Read by the shell to find the two files (lockgate.shells.configfiles),
     # not settings; declared so that this model names every variable.
     mcp_config: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
@@ -214,6 +249,10 @@ _ABOUT: dict[str, str] = {
     "http_head_timeout": "seconds an HTTP request head may take from its first byte",
     "auth": "required: every caller proves a credential; none: no authentication, said explicitly; as --auth",
     "rate_limit": "rate limit of each agent whose rules set no rate, e.g. 120/min (unset: none)",
+    "mode": "on_demand (the gateway's tools) or aggregate (the servers' tools, resources and prompts as its own)",
+    "prefix": "aggregate tool and prompt names are server<sep>name: auto (2+ servers), always, never (1 server only)",
+    "gateway_tools": "in aggregate mode, list the gateway's own tools too",
+    "name_separator": "what joins server and name in aggregate mode: 1 to 4 of A-Z a-z 0-9 _ . -",
     "api_key": "API key a stdio launcher passes when GATEWAY_AUTH=required",
     "jwt_secret": "secret that signs Lockgate's own tokens (unset: one kept in the state folder)",
     "jwt_issuer": "iss of an external token issuer",
@@ -263,6 +302,25 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
     if debug:
         values["debug"] = True
     return Settings(**values)
+
+
+def check_servers(settings: Settings, servers: Collection[str], servers_file: str) -> list[Problem]:
+    """Errors in settings that do not fit the configured servers.
+
+    - ``GATEWAY_PREFIX=never`` with more than one server: the items of two
+      servers would be listed under their own names, which may clash.
+    """
+    found: list[Problem] = []
+    if settings.prefix == "never" and len(servers) > 1:
+        found.append(
+            Problem(
+                file=ENVIRONMENT,
+                path="GATEWAY_PREFIX",
+                message=f"'never' needs exactly one server, and {servers_file} configures {len(servers)}: "
+                "the names of two servers' tools may clash unprefixed; use 'auto' or 'always'",
+            )
+        )
+    return found
 
 
 def check_environment(

@@ -668,6 +668,10 @@ def test_settings_from_every_variable() -> None:
         "GATEWAY_STRICT": "yes",
         "GATEWAY_AUTH": " Required",
         "GATEWAY_RATE_LIMIT": "120/min",
+        "GATEWAY_MODE": "Aggregate",
+        "GATEWAY_PREFIX": " always",
+        "GATEWAY_GATEWAY_TOOLS": "on",
+        "GATEWAY_NAME_SEPARATOR": " .",
         "GATEWAY_MCP_CONFIG": "servers.json",  # the shell's, not a setting
         "GATEWAY_API_KEY": "lg_not_a_setting",  # the shell's too
         "UNRELATED": "x",
@@ -683,6 +687,10 @@ def test_settings_from_every_variable() -> None:
         log_format="json",
         auth="required",
         rate_limit=Rate(120, 60.0),
+        mode="aggregate",
+        prefix="always",
+        gateway_tools=True,
+        name_separator=".",
     )
 
 
@@ -707,7 +715,7 @@ def test_empty_variables_count_as_unset() -> None:
     names = (
         "DEFAULT_AGENT DEBUG STRICT AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES LOG_LEVEL LOG_FORMAT HEALTH_INTERVAL"
         " HEALTH_TIMEOUT MCP_CONFIG RULES AUTH RATE_LIMIT API_KEY JWT_SECRET JWT_ISSUER JWT_AUDIENCE JWT_JWKS"
-        " JWT_ROLE_CLAIM JWT_AGENTS_CLAIM TOKEN_TTL"
+        " JWT_ROLE_CLAIM JWT_AGENTS_CLAIM TOKEN_TTL MODE PREFIX GATEWAY_TOOLS NAME_SEPARATOR"
     ).split()
     assert settings_from_env({f"GATEWAY_{name}": "" for name in names}) == Settings()
 
@@ -753,10 +761,87 @@ def test_init_strategy(value: str, strategy: str) -> None:
             ("GATEWAY_MAX_MESSAGE_BYTES", value, f"{value!r} is not a positive integer")
             for value in ["0", "-1", "+5", "1_000", "1.5", "16MiB", "\u0661\u0662"]
         ),
+        *(
+            ("GATEWAY_MODE", value, f"{value!r} is not a mode: use 'on_demand' or 'aggregate'")
+            for value in ["aggregated", "on-demand", "ondemand", "both"]
+        ),
+        *(
+            ("GATEWAY_PREFIX", value, f"{value!r} is not a prefix rule: use 'auto', 'always' or 'never'")
+            for value in ["yes", "on", "sometimes", "server"]
+        ),
+        ("GATEWAY_GATEWAY_TOOLS", "both", "'both' is not a boolean: use 1/true/yes/on or 0/false/no/off"),
+        *(
+            (
+                "GATEWAY_NAME_SEPARATOR",
+                value,
+                f"{value!r} is not a name separator: use 1 to 4 letters, digits, '_', '.' or '-' (what a tool name may hold)",
+            )
+            for value in ["::", "/", "_ _", "_____", "→", "a\tb", "__\u00e9"]
+        ),
     ],
 )
 def test_settings_errors(name: str, value: str, message: str) -> None:
     assert env_problems({name: value}) == [("environment", name, message)]
+
+
+def test_aggregate_settings_defaults() -> None:
+    settings = Settings()
+    assert (settings.mode, settings.prefix, settings.gateway_tools, settings.name_separator) == (
+        "on_demand", "auto", False, "__",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "expected"),
+    [
+        ("GATEWAY_MODE", "on_demand", "mode", "on_demand"),
+        ("GATEWAY_MODE", " AGGREGATE ", "mode", "aggregate"),
+        ("GATEWAY_PREFIX", "auto", "prefix", "auto"),
+        ("GATEWAY_PREFIX", "Always", "prefix", "always"),
+        ("GATEWAY_PREFIX", "never", "prefix", "never"),
+        *(("GATEWAY_GATEWAY_TOOLS", value, "gateway_tools", True) for value in ["1", "true", "YES", " on "]),
+        *(("GATEWAY_GATEWAY_TOOLS", value, "gateway_tools", False) for value in ["0", "false", "no", "OFF", ""]),
+        # The separator keeps its case: it is part of every aggregated name.
+        *(("GATEWAY_NAME_SEPARATOR", value, "name_separator", value) for value in ["_", "__", ".", "-", "X9", "_.-_"]),
+        ("GATEWAY_NAME_SEPARATOR", " -- ", "name_separator", "--"),
+        ("GATEWAY_NAME_SEPARATOR", "  ", "name_separator", "__"),  # blank: unset
+    ],
+)
+def test_aggregate_settings(name: str, value: str, field: str, expected: object) -> None:
+    assert getattr(settings_from_env({name: value}), field) == expected
+
+
+@pytest.mark.parametrize("prefix", ["auto", "always", "never"])
+@pytest.mark.parametrize("servers", [{}, {"db": STDIO}])
+def test_every_prefix_rule_takes_one_server_or_none(prefix: str, servers: dict[str, Any]) -> None:
+    config = load({"mcpServers": servers}, environ={"GATEWAY_PREFIX": prefix})
+    assert config.settings.prefix == prefix and config.warnings == ()
+
+
+def test_prefix_never_with_more_than_one_server_is_an_error() -> None:
+    never = "'never' needs exactly one server, and .mcp.json configures {}: the names of two servers' tools may clash unprefixed; use 'auto' or 'always'"
+    two = {"mcpServers": {"db": STDIO, "git": STDIO}}
+    assert problems(two, environ={"GATEWAY_PREFIX": "never"}) == [("environment", "GATEWAY_PREFIX", never.format(2))]
+    three = {"mcpServers": {"db": STDIO, "git": STDIO, "notes": STDIO}}
+    assert problems(three, environ={"GATEWAY_PREFIX": " Never "}) == [("environment", "GATEWAY_PREFIX", never.format(3))]
+    # Settings handed in are held to it too, and the other rules take any number of servers.
+    with pytest.raises(ConfigError) as info:
+        load(two, settings=Settings(prefix="never"))
+    assert [(p.path, p.message) for p in info.value.problems] == [("GATEWAY_PREFIX", never.format(2))]
+    assert load(three, environ={"GATEWAY_PREFIX": "always"}).settings.prefix == "always"
+    assert load(three, environ={"GATEWAY_PREFIX": "auto"}).settings.prefix == "auto"
+
+
+def test_prefix_never_is_checked_with_the_environment_once_the_servers_are_known() -> None:
+    two = {"mcpServers": {"db": STDIO, "git": STDIO}}
+    environ = {"GATEWAY_PREFIX": "never", "GATEWAY_DEFUALT_AGENT": "a"}
+    found = problems(two, {"agents": {"a": {"mode": "x"}}}, environ)
+    assert [(file, path) for file, path, _ in found] == [(RULES_FILE, "agents.a.mode"), ("environment", "GATEWAY_PREFIX")]
+    # Not counted in a servers file with errors, nor checked when the variables have errors of their own.
+    broken = {"mcpServers": {"db": STDIO, "git": {"command": "${NOPE}"}}}
+    assert [path for _, path, _ in problems(broken, environ=environ)] == ["mcpServers.git.command"]
+    environ = {"GATEWAY_PREFIX": "never", "GATEWAY_DEBUG": "maybe"}
+    assert [path for _, path, _ in problems(two, environ=environ)] == ["GATEWAY_DEBUG"]
 
 
 def test_settings_errors_are_all_collected() -> None:
