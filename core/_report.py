@@ -18,7 +18,7 @@ from typing import Any
 
 from ._config import Config
 from ._jsonrpc import encode
-from ._policy import Decision
+from ._policy import Decision, Kind, ToolRules
 from ._tools import estimate_tokens, gateway_tools
 
 __all__ = ["context_report", "explain_agent", "tool_cost"]
@@ -56,7 +56,10 @@ def explain_agent(config: Config, agent: str, *, tools: ToolLists | None = None,
         ``server``, ``configured``, ``allowed``, ``rule`` and, when allowed,
         ``tools`` (online: every listed tool with ``allowed`` and ``rule``;
         ``null`` when the server did not list them) or ``tool_rules`` and
-        ``other_tools`` (offline).
+        ``other_tools`` (offline). Offline, a server for which the agent's
+        rules have ``resources`` or ``prompts`` lists has
+        ``resource_rules`` and ``other_resources`` or ``prompt_rules`` and
+        ``other_prompts`` too, shaped as the tool ones.
     """
     policy = config.policy
     names = [server] if server is not None else list(config.servers)
@@ -66,9 +69,14 @@ def explain_agent(config: Config, agent: str, *, tools: ToolLists | None = None,
         entry: JSONObject = {"server": name, "configured": name in config.servers, **_decision(decision)}
         if decision.allowed:
             if tools is None:
-                rules = policy.tool_rules(agent, name)
-                entry["tool_rules"] = [{"entry": e.entry, **_decision(e.decision)} for e in rules.entries]
-                entry["other_tools"] = _decision(rules.otherwise)
+                _explain_rules(entry, "tool", "tools", policy.tool_rules(agent, name))
+                explained: tuple[tuple[Kind, str, ToolRules], ...] = (
+                    ("resources", "resource", policy.resource_rules(agent, name)),
+                    ("prompts", "prompt", policy.prompt_rules(agent, name)),
+                )
+                for kind, singular, rules in explained:
+                    if policy.has_rules(kind, agent, name):
+                        _explain_rules(entry, singular, kind, rules)
             else:
                 listed = tools.get(name)
                 entry["tools"] = None if listed is None else [
@@ -77,6 +85,11 @@ def explain_agent(config: Config, agent: str, *, tools: ToolLists | None = None,
                 ]
         entries.append(entry)
     return {"agent": agent, "offline": tools is None, "servers": entries}
+
+
+def _explain_rules(entry: JSONObject, singular: str, plural: str, rules: ToolRules) -> None:
+    entry[f"{singular}_rules"] = [{"entry": e.entry, **_decision(e.decision)} for e in rules.entries]
+    entry[f"other_{plural}"] = _decision(rules.otherwise)
 
 
 def context_report(config: Config, tools: ToolLists) -> JSONObject:

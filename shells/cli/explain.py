@@ -91,12 +91,14 @@ def _print_explanation(report: dict[str, Any]) -> None:
         if not entry["allowed"]:
             print("  every tool is denied with it")
         elif "tool_rules" in entry:
-            if entry["tool_rules"]:
-                print("  tool rules, first match decides:")
-                rows = [[f"    {_verdict(r['allowed'])}", r["entry"], r["rule"]] for r in entry["tool_rules"]]
-                print("\n".join(table(rows)))
-            other = entry["other_tools"]
-            print(f"  any other tool: {_decided(other)}")
+            for singular, plural in (("tool", "tools"), ("resource", "resources"), ("prompt", "prompts")):
+                if f"{singular}_rules" not in entry:
+                    continue  # no resources or prompts lists: they follow the server
+                if entry[f"{singular}_rules"]:
+                    print(f"  {singular} rules, first match decides:")
+                    rows = [[f"    {_verdict(r['allowed'])}", r["entry"], r["rule"]] for r in entry[f"{singular}_rules"]]
+                    print("\n".join(table(rows)))
+                print(f"  any other {singular}: {_decided(entry[f'other_{plural}'])}")
         elif not entry["configured"]:
             print("  no such server in the configuration")
         elif entry["tools"] is None:

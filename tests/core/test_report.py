@@ -61,6 +61,43 @@ def test_explain_offline_lists_tool_rules_in_precedence_order() -> None:
     assert db["other_tools"] == {"allowed": True, "rule": "agents.dev.allow.servers[0]"}
 
 
+def test_explain_offline_adds_resource_and_prompt_rules_for_servers_that_have_them() -> None:
+    rules = {
+        "agents": {
+            "docs": {
+                "allow": {"servers": ["*"], "resources": {"db": ["file:///public/*", "file:///a"]}, "prompts": {"util": []}},
+                "deny": {"resources": {"db": ["file:///a"]}, "prompts": {"db": ["admin_*"]}},
+            }
+        }
+    }
+    db, util = explain_agent(make_config(rules), "docs")["servers"]
+    server = {"allowed": True, "rule": "agents.docs.allow.servers[0]"}
+    assert db == {
+        "server": "db",
+        "configured": True,
+        **server,
+        "tool_rules": [],
+        "other_tools": server,
+        "resource_rules": [
+            {"entry": "file:///a", "allowed": False, "rule": "agents.docs.deny.resources.db[0]"},
+            {"entry": "file:///public/*", "allowed": True, "rule": "agents.docs.allow.resources.db[0]"},
+        ],
+        "other_resources": {"allowed": False, "rule": "agents.docs: no rule allows it"},
+        "prompt_rules": [{"entry": "admin_*", "allowed": False, "rule": "agents.docs.deny.prompts.db[0]"}],
+        "other_prompts": server,
+    }
+    # An empty list is a list: no prompt of util is allowed.
+    assert util == {
+        "server": "util",
+        "configured": True,
+        **server,
+        "tool_rules": [],
+        "other_tools": server,
+        "prompt_rules": [],
+        "other_prompts": {"allowed": False, "rule": "agents.docs: no rule allows it"},
+    }
+
+
 def test_explain_online_decides_every_listed_tool() -> None:
     report = explain_agent(make_config(RULES), "dev", tools=TOOLS)
     assert report["offline"] is False

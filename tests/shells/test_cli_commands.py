@@ -165,6 +165,32 @@ def test_explain_offline_shows_the_rules_for_each_server() -> None:
     }
 
 
+def test_explain_offline_shows_resource_and_prompt_rules_where_there_are_some(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.json"
+    body = {
+        "allow": {"servers": ["notes", "utils"], "resources": {"notes": ["note://public/*"]}},
+        "deny": {"prompts": {"notes": ["admin_*"]}},
+    }
+    rules.write_text(json.dumps({"agents": {"docs": body}}))
+    result = run("explain", "--agent", "docs", "--offline", "--config", "examples/.mcp.json", "--rules", str(rules), env=env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "agent docs, from the rules alone (offline)",
+        "",
+        "server notes: allowed by agents.docs.allow.servers[0]",
+        "  any other tool: allowed by agents.docs.allow.servers[0]",
+        "  resource rules, first match decides:",
+        "    allow  note://public/*  agents.docs.allow.resources.notes[0]",
+        "  any other resource: denied by agents.docs: no rule allows it",
+        "  prompt rules, first match decides:",
+        "    deny  admin_*  agents.docs.deny.prompts.notes[0]",
+        "  any other prompt: allowed by agents.docs.allow.servers[0]",
+        "",
+        "server utils: allowed by agents.docs.allow.servers[1]",
+        "  any other tool: allowed by agents.docs.allow.servers[1]",
+    ]
+
+
 def test_explain_lists_each_tool_with_its_rule() -> None:
     result = run("explain", "--agent", "writer", *EXAMPLE, env=env())
     assert result.returncode == 0, result.stderr
