@@ -24,8 +24,15 @@ JSONObject = dict[str, Any]
 #: codes, or ``DOWNSTREAM_ERROR`` (the server itself answered with an error).
 AuditError = Union[ErrorCode, Literal["DOWNSTREAM_ERROR"]]
 
-#: The gateway tools, the only ``operation`` values that become metric labels.
-OPERATIONS = frozenset({"list_servers", "get_server_tools", "execute_tool", "get_gateway_status"})
+#: The gateway tools and the forwarded methods, the only ``operation`` values that become metric labels.
+OPERATIONS = frozenset(
+    {
+        "list_servers", "get_server_tools", "execute_tool", "get_gateway_status",
+        # Aggregate mode: the servers' own surface.
+        "tools/call", "resources/read", "prompts/get", "completion/complete",
+        "resources/subscribe", "resources/unsubscribe",
+    }
+)
 
 
 class Decision(enum.StrEnum):

@@ -3,7 +3,10 @@
 Theory of operation
 -------------------
 ``get_server_tools`` and ``execute_tool`` become a :class:`Call` once policy
-allowed them and an instance was chosen. Rule 1, after h11: every state
+allowed them and an instance was chosen, and so does a request of the
+servers' own surface (aggregate mode: ``tools/call``, ``resources/read``,
+``prompts/get``, ``completion/complete``, ``resources/subscribe``…), which
+is forwarded as a :class:`Forward`. Rule 1, after h11: every state
 change of a call is listed in :data:`_TRANSITIONS` and made by
 :meth:`Call.move`, which names any transition the table lacks.
 
@@ -32,14 +35,33 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ._errors import LocalProtocolError
 from ._events import ClientId
 from ._identity import Principal
 from ._tools import ExecuteTool, GetServerTools
 
-__all__ = ["Call", "CallState", "CallTrigger"]
+__all__ = ["Call", "CallState", "CallTrigger", "Forward", "ForwardMethod"]
+
+#: The client requests aggregate mode forwards to the one server they name.
+ForwardMethod = Literal[
+    "tools/call", "resources/read", "prompts/get", "completion/complete", "resources/subscribe", "resources/unsubscribe"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A client request one server serves as it is: the method, the params the server gets, and what it names.
+
+    ``params`` are already in the server's own terms (its tool or prompt
+    name, its URI) and without the client's ``_meta``; ``item`` is that name
+    or URI, for the audit record.
+    """
+
+    method: ForwardMethod
+    params: dict[str, Any]
+    item: str
 
 
 class CallState(enum.Enum):
@@ -90,7 +112,7 @@ class Call:
 
     client: ClientId
     request_id: Any
-    params: GetServerTools | ExecuteTool
+    params: GetServerTools | ExecuteTool | Forward
     agent: str
     server: str
     rule: str | None
@@ -110,12 +132,16 @@ class Call:
 
     @property
     def tool(self) -> str | None:
-        """The downstream tool ``execute_tool`` calls; ``None`` for ``get_server_tools``."""
+        """The downstream tool, prompt or resource the call names; ``None`` for ``get_server_tools``."""
+        if isinstance(self.params, Forward):
+            return self.params.item
         return self.params.tool if isinstance(self.params, ExecuteTool) else None
 
     @property
     def operation(self) -> str:
-        """The gateway tool this call is, as audited."""
+        """The gateway tool, or the forwarded method, this call is, as audited."""
+        if isinstance(self.params, Forward):
+            return self.params.method
         return "execute_tool" if isinstance(self.params, ExecuteTool) else "get_server_tools"
 
     @property

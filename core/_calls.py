@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from ._actions import SendToClient, SendToDownstream
 from ._audit import AuditEntry, AuditError, Decision
 from ._authorize import CREDENTIAL_TOOLS, act_as, credential_refused, tool_granted
-from ._call import Call, CallTrigger
+from ._call import Call, CallTrigger, Forward
 from ._config import DEFAULT_MAX_TIMEOUT_MS, ServerSpec
 from ._context import Context, error_response
 from ._errors import ErrorCode
@@ -100,10 +100,10 @@ class Calls:
         else:
             agent = act_as(session.principal, parsed.agent_id, ctx.config.policy, ctx.now)
         if isinstance(agent, Refusal):
-            self._refuse(session, req.id, entry, agent)
+            self.refuse(session, req.id, entry, agent)
             return
         entry.agent = agent
-        if self._rate_limited(session, req.id, agent, entry):
+        if self.rate_limited(session, req.id, agent, entry):
             return
         match parsed:
             case ListServers():
@@ -160,7 +160,7 @@ class Calls:
         decision = policy.decide_server(agent, server) if tool is None else policy.decide(agent, server, tool)
         if not decision.allowed:
             what = f"server '{server}'" if tool is None else f"tool '{tool}' on server '{server}'"
-            self._refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {what} is denied ({decision.rule})", decision.rule))
+            self.refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {what} is denied ({decision.rule})", decision.rule))
             return
         if tool is not None and not tool_granted(session.principal, server, tool):
             assert session.principal is not None
@@ -168,9 +168,23 @@ class Calls:
                 f"Access to tool '{tool}' on server '{server}' is denied: "
                 f"credential {session.principal.id} may not call it ({CREDENTIAL_TOOLS})"
             )
-            self._refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, message, CREDENTIAL_TOOLS))
+            self.refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, message, CREDENTIAL_TOOLS))
             return
         entry.rule = decision.rule
+        self.start(session, req, agent, server, params, entry, decision.rule)
+
+    def start(
+        self,
+        session: ClientSession,
+        req: Request,
+        agent: str,
+        server: str,
+        params: GetServerTools | ExecuteTool | Forward,
+        entry: AuditEntry,
+        rule: str | None,
+    ) -> None:
+        """Give an allowed request to the link ``server``'s pool chooses, as a :class:`Call` with its timer."""
+        ctx = self._ctx
         pool = ctx.pools.get(server)
         if pool is None:
             ctx.reply_error(
@@ -179,7 +193,7 @@ class Calls:
             )
             ctx.audit(entry, Decision.ERROR, error=ErrorCode.SERVER_UNAVAILABLE)
             return
-        link = self.links.choose(pool, session.id, prefer_running=tool is None)
+        link = self.links.choose(pool, session.id, prefer_running=isinstance(params, GetServerTools))
         if isinstance(link, Unavailable):
             ctx.reply_error(
                 session.id, req.id, ErrorCode.SERVER_UNAVAILABLE, f"Server '{server}' is unavailable: {link.reason}",
@@ -190,6 +204,8 @@ class Calls:
         settings = ctx.config.settings
         if isinstance(params, ExecuteTool):
             timeout_ms = params.timeout_ms or pool.spec.timeout_ms or settings.call_timeout_ms
+        elif isinstance(params, Forward):
+            timeout_ms = pool.spec.timeout_ms or settings.call_timeout_ms
         else:
             timeout_ms = settings.call_timeout_ms
         # Progress may extend a call up to this cap, never shorten it.
@@ -202,7 +218,7 @@ class Calls:
             params=params,
             agent=agent,
             server=server,
-            rule=decision.rule,
+            rule=rule,
             started=now,
             timer=0,
             timeout_ms=timeout_ms,
@@ -243,16 +259,21 @@ class Calls:
             }
             self.finish(call, result(call.request_id, tool_result(value)), Decision.ALLOW)
             return
-        if params.tool not in link.tool_names:
+        tool: str | None
+        if isinstance(params, ExecuteTool):
+            method, tool, forwarded = "tools/call", params.tool, {"name": params.tool, "arguments": params.args}
+        else:
+            method, forwarded = params.method, dict(params.params)
+            tool = params.item if method == "tools/call" else None
+        if tool is not None and tool not in link.tool_names:
             response = error_response(
-                call.request_id, ErrorCode.TOOL_NOT_FOUND, f"Tool '{params.tool}' not found on server '{link.name}'",
-                server=link.name, tool=params.tool,
+                call.request_id, ErrorCode.TOOL_NOT_FOUND, f"Tool '{tool}' not found on server '{link.name}'",
+                server=link.name, tool=tool,
             )
             self.finish(call, response, Decision.ERROR, error=ErrorCode.TOOL_NOT_FOUND)
             return
         assert link.downstream is not None
         wire_id = link.take_wire_id()
-        forwarded: JSONObject = {"name": params.tool, "arguments": params.args}
         if call.progress_token is not None:
             # Our own token, unique per downstream call; mapped back on the way out.
             forwarded["_meta"] = {"progressToken": wire_id}
@@ -263,7 +284,7 @@ class Calls:
         self._ctx.emit(
             SendToDownstream(
                 downstream=link.downstream,
-                message=request(wire_id, "tools/call", forwarded),
+                message=request(wire_id, method, forwarded),
             )
         )
 
@@ -363,7 +384,7 @@ class Calls:
         if link is not None and forwarded and link.downstream is not None:
             self.health.suspect(link, f"a call timed out after {call.timeout_ms} ms")
 
-    def _rate_limited(self, session: ClientSession, request_id: RequestId, agent: str, entry: AuditEntry) -> bool:
+    def rate_limited(self, session: ClientSession, request_id: RequestId, agent: str, entry: AuditEntry) -> bool:
         """Take a token from every rate limit the call must pass, or refuse it with ``RATE_LIMITED``, taking none."""
         ctx = self._ctx
         limits = limits_for(session.principal, agent, ctx.config)
@@ -386,7 +407,8 @@ class Calls:
         ctx.audit(entry, Decision.ERROR, error=ErrorCode.RATE_LIMITED)
         return True
 
-    def _refuse(self, session: ClientSession, request_id: RequestId, entry: AuditEntry, refusal: Refusal) -> None:
+    def refuse(self, session: ClientSession, request_id: RequestId, entry: AuditEntry, refusal: Refusal) -> None:
+        """Answer a request with ``refusal`` and audit it (a policy refusal is a DENY, anything else an ERROR)."""
         context: JSONObject = {}
         if refusal.rule is not None:
             context["rule"] = refusal.rule

@@ -38,8 +38,9 @@ from ._tools import gateway_tools
 if TYPE_CHECKING:
     from ._calls import Calls
     from ._links import Links
+    from ._surface import Surface
 
-__all__ = ["INSTRUCTIONS", "Clients", "client_label"]
+__all__ = ["INSTRUCTIONS", "Clients", "client_label", "server_info"]
 
 JSONObject = dict[str, Any]
 
@@ -47,6 +48,11 @@ INSTRUCTIONS = (
     "Tools of other MCP servers are reached through this gateway: call list_servers, "
     "then get_server_tools for a server, then execute_tool."
 )
+
+
+def server_info() -> JSONObject:
+    """The gateway as ``initialize`` names it."""
+    return {"name": "lockgate", "version": __version__}
 
 
 def client_label(client: ClientId) -> str:
@@ -61,6 +67,7 @@ class Clients:
         self._ctx = ctx
         self.calls: Calls
         self.links: Links
+        self.surface: Surface
         #: Streamable HTTP sessions: the ``now`` of each one's latest message.
         self._http_seen: dict[ClientId, float] = {}
         self._expiry_timer: int | None = None
@@ -99,6 +106,7 @@ class Clients:
         session.move(SessionTrigger.CLOSE)
         for call in list(session.calls.values()):
             self.calls.abandon(call, reason)
+        self.surface.drop(session)
         self.links.release_client(client)
 
     def _arm_expiry(self, deadline: float) -> None:
@@ -156,8 +164,9 @@ class Clients:
             case Invalid():
                 self._invalid(session, msg, ev)
             case Response():
-                # The gateway sends clients no requests, so no answer is awaited.
-                self._ctx.log("debug", "ignored a response from a client", client=client_label(session.id), id=msg.id)
+                # Only a server's relayed request is owed an answer; anything else (twice, never asked) is ignored.
+                if not self.surface.client_answer(session, msg):
+                    self._ctx.log("debug", "ignored a response from a client", client=client_label(session.id), id=msg.id)
             case _:
                 assert_never(msg)
 
@@ -186,6 +195,8 @@ class Clients:
             ctx.reply_error(session.id, req.id, ErrorCode.INVALID_REQUEST, "Session not initialized: send initialize first")
         elif req.id in session.calls:
             self._refuse(session, req, ev, ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in use")
+        elif self.surface.request(session, req, len(ev.data)):
+            pass  # aggregate mode: the servers' own surface
         elif method == "tools/list":
             ctx.reply(session.id, req.id, {"tools": gateway_tools(debug=ctx.config.settings.debug)})
         elif method == "tools/call":
@@ -222,13 +233,15 @@ class Clients:
             return
         session.move(SessionTrigger.INITIALIZE)
         session.protocol_version = negotiate_version(requested)
+        if self.surface.initialize(session, req):
+            return  # aggregate mode answers once the servers have told what they offer
         ctx.reply(
             session.id,
             req.id,
             {
                 "protocolVersion": session.protocol_version,
                 "capabilities": {"tools": {"listChanged": False}, "logging": {}},
-                "serverInfo": {"name": "lockgate", "version": __version__},
+                "serverInfo": server_info(),
                 "instructions": INSTRUCTIONS,
             },
         )

@@ -55,6 +55,10 @@ class Context:
         #: Rate limit buckets, by credential and by agent; a reload keeps them.
         self.buckets = Buckets()
         self.reload = ReloadStatus()
+        #: Moves whenever a link's catalogue changes: aggregate mode's merged views made before are stale.
+        self.catalog_epoch = 0
+        #: Aggregate mode's resource subscriptions: the clients subscribed to each (server, URI).
+        self.subscriptions: dict[tuple[str, str], set[ClientId]] = {}
         self._rng = DEFAULT_SEED
         self._next_downstream = 1
         self._out: list[Action] = []

@@ -27,6 +27,8 @@ part that owns it; the parts share one :class:`~lockgate.core._context.Context`
 :mod:`._health`        the links' timers: health pings, hangs, idle stops,
                        restarts
 :mod:`._lost_sessions` HTTP servers that lost our session or answer errors
+:mod:`._surface`       aggregate mode: the servers' own tools, resources and
+                       prompts, merged, filtered and routed
 :mod:`._reload`        a new configuration taking over between two events
 :mod:`._views`         status, readiness and metrics (read-only)
 =====================  =====================================================
@@ -72,6 +74,7 @@ from ._links import Links, downstream_message_bytes
 from ._lost_sessions import LostSessions
 from ._pool import ServerState
 from ._reload import Reloads
+from ._surface import Surface, aggregate_enabled
 from ._timers import TimerKind
 from ._views import Views
 
@@ -125,8 +128,11 @@ class Gateway:
         self._lost = LostSessions(ctx)
         self._reloads = Reloads(ctx)
         self._views = Views(ctx)
+        self._surface = Surface(ctx)
         # The parts call one another: wired here, once, in plain sight.
-        self._clients.calls, self._clients.links = self._calls, self._links
+        self._clients.calls, self._clients.links, self._clients.surface = self._calls, self._links, self._surface
+        self._surface.calls, self._surface.links = self._calls, self._links
+        self._links.surface = self._surface
         self._calls.links, self._calls.health, self._calls.views = self._links, self._health, self._views
         self._links.calls, self._links.health = self._calls, self._health
         self._health.links, self._health.calls = self._links, self._calls
@@ -236,6 +242,10 @@ class Gateway:
     def server_states(self) -> dict[str, ServerState]:
         """Each server's state in one word: ready, degraded, starting, idle or unavailable."""
         return self._views.server_states()
+
+    def relays(self) -> bool:
+        """Whether servers' requests (sampling, elicitation, roots) are relayed to clients: aggregate mode is on for some."""
+        return aggregate_enabled(self._ctx.config)
 
     def readiness(self) -> JSONObject:
         """The ``/ready`` answer: ready once every eager server has finished its first start attempt."""

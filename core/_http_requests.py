@@ -248,7 +248,11 @@ def check_head(
     )
 
 
-def check_post(body: bytes, route: Route, in_flight: Container[Any] = ()) -> Reject | Post:
+#: Requests during which a server may ask the client something (aggregate mode relays it on their stream).
+_RELAYING = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
+
+
+def check_post(body: bytes, route: Route, in_flight: Container[Any] = (), *, relays: bool = False) -> Reject | Post:
     """Decide what to do with the body of a POST that :func:`check_head` routed.
 
     Malformed JSON gets 400 with -32700; anything else that is not one
@@ -259,7 +263,10 @@ def check_post(body: bytes, route: Route, in_flight: Container[Any] = ()) -> Rej
     over stdio; a refused notification or response is accepted and ignored.
     A request whose id is ``in_flight`` in the session (its POST is still
     waiting for the answer) gets 409: its answer could not be told from the
-    first one's.
+    first one's. With ``relays`` (aggregate mode: a server's sampling,
+    elicitation and roots requests are relayed to the client), a request
+    that may cause one is answered as an SSE stream, the only way such a
+    request can reach the client while its call is open.
     """
     msg = decode(body)
     match msg:
@@ -283,7 +290,7 @@ def check_post(body: bytes, route: Route, in_flight: Container[Any] = ()) -> Rej
             meta = msg.params.get("_meta")
             # Notifications about a request (progress) can only travel on its
             # own SSE stream; without a progress token none will come.
-            streamed = isinstance(meta, dict) and meta.get("progressToken") is not None
+            streamed = (isinstance(meta, dict) and meta.get("progressToken") is not None) or (relays and msg.method in _RELAYING)
             return Post(action="sse" if streamed else "json", request_id=msg.id)
         case Notification() | Response():
             if route.session is None:

@@ -12,7 +12,7 @@ start, so events about an earlier connection are recognisably stale. Rule 1,
 after h11: every state change is in :data:`_TRANSITIONS`, made by
 :meth:`Link.move`.
 
-    IDLE ──use──► STARTING ──initialize ok──► LISTING ──tools/list done──► READY
+    IDLE ──use──► STARTING ──initialize ok──► LISTING ──lists done──► READY
                    ▲  │                            │                          │
                    │  └──── exit / error / start or ping timeout ─────────────┤
                    │                                                          ▼
@@ -46,7 +46,7 @@ from ._events import ClientId
 from ._instance import Instance
 from ._timers import TimerKind
 
-__all__ = ["Internal", "Link", "State"]
+__all__ = ["LISTS", "Internal", "Link", "State"]
 
 JSONObject = dict[str, Any]
 
@@ -74,7 +74,22 @@ class Internal(enum.Enum):
 
     INITIALIZE = "initialize"
     TOOLS_LIST = "tools/list"
+    RESOURCES_LIST = "resources/list"
+    TEMPLATES_LIST = "resources/templates/list"
+    PROMPTS_LIST = "prompts/list"
     PING = "ping"
+    #: ``logging/setLevel`` fanned out to the server: its answer is not awaited by anyone.
+    SET_LEVEL = "logging/setLevel"
+
+
+#: The lists of a server's catalogue: which request fetches each, the key of its
+#: items in the result, and the key that names an item.
+LISTS: dict[Internal, tuple[str, str]] = {
+    Internal.TOOLS_LIST: ("tools", "name"),
+    Internal.RESOURCES_LIST: ("resources", "uri"),
+    Internal.TEMPLATES_LIST: ("resourceTemplates", "uriTemplate"),
+    Internal.PROMPTS_LIST: ("prompts", "name"),
+}
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -102,11 +117,17 @@ class Link:
     internal: dict[int, Internal] = field(default_factory=dict)
     tools: list[JSONObject] | None = None
     tool_names: frozenset[str] = frozenset()
-    #: Pages of a tools/list in progress, and the wire id of its latest request.
-    listing: list[JSONObject] = field(default_factory=list)
-    listing_wire: int | None = None
+    #: The rest of its catalogue (aggregate mode): resources, resource templates and
+    #: prompts, by the request that lists them; a kind the server does not offer is absent.
+    catalog: dict[Internal, list[JSONObject]] = field(default_factory=dict)
+    #: Pages of each list in progress, and the wire id of its latest request.
+    listing: dict[Internal, list[JSONObject]] = field(default_factory=dict)
+    listing_wire: dict[Internal, int] = field(default_factory=dict)
     protocol_version: str | None = None
     server_info: JSONObject | None = None
+    #: What its ``initialize`` answer offered: capabilities and instructions.
+    capabilities: JSONObject = field(default_factory=dict)
+    instructions: str | None = None
     #: The core's timers about this link, by kind (see :mod:`~lockgate.core._timers`).
     timers: dict[TimerKind, int] = field(default_factory=dict)
     #: When it last finished a call or became ready (for the idle timeout).
@@ -136,6 +157,10 @@ class Link:
     def set_tools(self, tools: list[JSONObject]) -> None:
         self.tools = tools
         self.tool_names = frozenset(t["name"] for t in tools if isinstance(t.get("name"), str))
+
+    def set_list(self, kind: Internal, items: list[JSONObject]) -> None:
+        """Keep one list of the catalogue other than tools."""
+        self.catalog[kind] = items
 
     @property
     def serving(self) -> bool:

@@ -35,16 +35,18 @@ from ._audit import Decision
 from ._call import Call, CallTrigger
 from ._config import Settings
 from ._context import Context, error_response
+from ._surface import CLIENT_CAPABILITIES, aggregate_enabled
 from ._errors import ErrorCode
 from ._events import ClientId
 from ._jsonrpc import Invalid, Notification, Request, Response, error, error_with, notification, request, result
-from ._link import Internal, Link, State
+from ._link import LISTS, Internal, Link, State
 from ._pool import Pool, Unavailable
 from ._timers import TimerKind
 
 if TYPE_CHECKING:
     from ._calls import Calls
     from ._health import Health
+    from ._surface import Surface
 
 __all__ = ["DOWNSTREAM_MESSAGE_FACTOR", "DOWNSTREAM_PROTOCOL_VERSION", "Links", "downstream_message_bytes"]
 
@@ -59,6 +61,14 @@ DOWNSTREAM_PROTOCOL_VERSION = "2025-11-25"
 DOWNSTREAM_MESSAGE_FACTOR = 4
 
 
+#: Which list each ``list_changed`` notification is about.
+_LIST_CHANGED = {
+    "notifications/tools/list_changed": Internal.TOOLS_LIST,
+    "notifications/resources/list_changed": Internal.RESOURCES_LIST,
+    "notifications/prompts/list_changed": Internal.PROMPTS_LIST,
+}
+
+
 def downstream_message_bytes(settings: Settings) -> int:
     """The largest message a downstream may send; past it the shell reports ``too_large``."""
     return DOWNSTREAM_MESSAGE_FACTOR * settings.max_message_bytes
@@ -71,6 +81,7 @@ class Links:
         self._ctx = ctx
         self.calls: Calls
         self.health: Health
+        self.surface: Surface
 
     # -- giving a call to a link -----------------------------------------------------
 
@@ -125,7 +136,8 @@ class Links:
         link.next_wire_id = 1
         link.pending = {}
         link.internal = {}
-        link.listing = []
+        link.listing = {}
+        link.listing_wire = {}
         link.garbage_lines = 0
         link.suspect = None
         instance.starts += 1
@@ -148,7 +160,8 @@ class Links:
                     "initialize",
                     {
                         "protocolVersion": DOWNSTREAM_PROTOCOL_VERSION,
-                        "capabilities": {},
+                        # On-demand mode relays nothing a server asks a client.
+                        "capabilities": CLIENT_CAPABILITIES if aggregate_enabled(self._ctx.config) else {},
                         "clientInfo": {"name": "lockgate", "version": __version__},
                     },
                 ),
@@ -166,13 +179,15 @@ class Links:
             case Notification():
                 self._notification(link, msg)
             case Request():
-                # No client capabilities were declared downstream, so only ping is owed an answer.
+                assert link.downstream is not None
                 if msg.method == "ping":
-                    reply = result(msg.id, {})
+                    self._ctx.emit(SendToDownstream(downstream=link.downstream, message=result(msg.id, {})))
+                elif aggregate_enabled(self._ctx.config):
+                    # Client capabilities were declared on the clients' behalf: relay it.
+                    self.surface.server_request(link, msg)
                 else:
                     reply = error(msg.id, ErrorCode.METHOD_NOT_FOUND, f"Method not supported by the gateway: {msg.method}")
-                assert link.downstream is not None
-                self._ctx.emit(SendToDownstream(downstream=link.downstream, message=reply))
+                    self._ctx.emit(SendToDownstream(downstream=link.downstream, message=reply))
             case Invalid():
                 self._invalid(link, msg)
             case _:
@@ -222,9 +237,9 @@ class Links:
         kind = link.internal.pop(wire_id, None) if isinstance(wire_id, int) else None
         if kind is Internal.INITIALIZE:
             self._initialized(link, msg)
-        elif kind is Internal.TOOLS_LIST:
-            assert isinstance(wire_id, int)
-            self._tools_page(link, wire_id, msg)
+        elif kind in LISTS:
+            assert isinstance(wire_id, int) and kind is not None
+            self._list_page(link, kind, wire_id, msg)
         elif kind is Internal.PING:
             self.health.pong(link)
 
@@ -240,51 +255,82 @@ class Links:
         link.protocol_version = version if isinstance(version, str) else None
         info = res.get("serverInfo")
         link.server_info = info if isinstance(info, dict) else None
+        capabilities = res.get("capabilities")
+        link.capabilities = capabilities if isinstance(capabilities, dict) else {}
+        instructions = res.get("instructions")
+        link.instructions = instructions if isinstance(instructions, str) else None
         assert link.downstream is not None
         self._ctx.emit(
             SendToDownstream(downstream=link.downstream, message=notification("notifications/initialized"))
         )
         link.move(State.LISTING)
-        self.request_tools(link, None)
+        link.catalog = {}
+        self._ctx.catalog_epoch += 1
+        self.request_list(link, Internal.TOOLS_LIST, None)
+        if aggregate_enabled(self._ctx.config):
+            # Aggregate mode serves the rest of the catalogue too, from the same cache.
+            if isinstance(link.capabilities.get("resources"), dict):
+                self.request_list(link, Internal.RESOURCES_LIST, None)
+                self.request_list(link, Internal.TEMPLATES_LIST, None)
+            if isinstance(link.capabilities.get("prompts"), dict):
+                self.request_list(link, Internal.PROMPTS_LIST, None)
 
-    def request_tools(self, link: Link, cursor: str | None) -> None:
+    def request_list(self, link: Link, kind: Internal, cursor: str | None) -> None:
+        """Ask ``link``'s server for (the next page of) one list of its catalogue."""
         wire_id = link.take_wire_id()
-        link.internal[wire_id] = Internal.TOOLS_LIST
-        link.listing_wire = wire_id
-        message: JSONObject = request(wire_id, "tools/list")
+        link.internal[wire_id] = kind
+        link.listing_wire[kind] = wire_id
+        message: JSONObject = request(wire_id, kind.value)
         if cursor is not None:
             message["params"] = {"cursor": cursor}
         else:
-            link.listing = []
+            link.listing[kind] = []
         assert link.downstream is not None
         self._ctx.emit(SendToDownstream(downstream=link.downstream, message=message))
 
-    def _tools_page(self, link: Link, wire_id: int, msg: Response) -> None:
+    def _list_page(self, link: Link, kind: Internal, wire_id: int, msg: Response) -> None:
         ctx = self._ctx
-        if wire_id != link.listing_wire:
+        if wire_id != link.listing_wire.get(kind):
             return  # superseded by a newer listing after list_changed
+        key, name = LISTS[kind]
         res = msg.raw.get("result")
-        if isinstance(res, dict) and isinstance(res.get("tools"), list):
-            link.listing.extend(t for t in res["tools"] if isinstance(t, dict) and isinstance(t.get("name"), str))
+        pages = link.listing.setdefault(kind, [])
+        if isinstance(res, dict) and isinstance(res.get(key), list):
+            pages.extend(t for t in res[key] if isinstance(t, dict) and isinstance(t.get(name), str))
             cursor = res.get("nextCursor")
             if isinstance(cursor, str) and cursor:
-                self.request_tools(link, cursor)
+                self.request_list(link, kind, cursor)
                 return
         else:
             # A server without tools may answer -32601; it simply offers none.
-            ctx.log("warning", "tools/list failed; serving no tools", server=link.name)
-        link.listing_wire = None
-        link.set_tools(link.listing)
-        link.listing = []
+            ctx.log("warning", f"{kind.value} failed; serving none", server=link.name)
+        del link.listing_wire[kind]
+        listed = link.listing.pop(kind)
+        if kind is Internal.TOOLS_LIST:
+            old = link.tools or []
+            link.set_tools(listed)
+        else:
+            old = link.catalog.get(kind, [])
+            link.set_list(kind, listed)
+        ctx.catalog_epoch += 1
         if link.state is State.LISTING:
-            link.move(State.READY)
-            link.instance.answered()
-            self.health.cancel_timer(link, TimerKind.START)
-            ctx.log("info", "server ready", server=link.name, tools=len(link.tools or ()), protocol=link.protocol_version)
-            self.health.schedule(link)
-            link.last_active = ctx.now
-            self.health.arm_idle(link)
-            self.drain_waiters(link)
+            if not link.listing_wire:
+                self._ready(link)
+        elif link.state is State.READY:
+            self.surface.catalog_changed(link, kind, old)
+
+    def _ready(self, link: Link) -> None:
+        """The handshake and every first listing are done: serve."""
+        ctx = self._ctx
+        link.move(State.READY)
+        link.instance.answered()
+        self.health.cancel_timer(link, TimerKind.START)
+        ctx.log("info", "server ready", server=link.name, tools=len(link.tools or ()), protocol=link.protocol_version)
+        self.health.schedule(link)
+        link.last_active = ctx.now
+        self.health.arm_idle(link)
+        self.drain_waiters(link)
+        self.surface.settled()
 
     def _notification(self, link: Link, note: Notification) -> None:
         method = note.method
@@ -293,14 +339,21 @@ class Links:
             call = link.pending.get(token) if isinstance(token, int) else None
             if call is not None:
                 self.calls.progress(call, note)
-        elif method == "notifications/tools/list_changed":
-            if link.state is State.READY:
-                self.request_tools(link, None)
+        elif method in _LIST_CHANGED:
+            kind = _LIST_CHANGED[method]
+            # A kind it never listed (on-demand mode lists tools only) stays unlisted.
+            if link.state is State.READY and (kind is Internal.TOOLS_LIST or kind in link.catalog):
+                self.request_list(link, kind, None)
+                if kind is Internal.RESOURCES_LIST and Internal.TEMPLATES_LIST in link.catalog:
+                    self.request_list(link, Internal.TEMPLATES_LIST, None)
         elif method == "notifications/message":
             self._ctx.log(
                 "info", "server log message",
                 server=link.name, server_level=note.params.get("level"), data=note.params.get("data"),
             )
+            self.surface.log_message(link, note)
+        else:
+            self.surface.notification(link, note)
 
     # -- failures --------------------------------------------------------------------
 
@@ -318,6 +371,7 @@ class Links:
         if stop:
             ctx.emit(StopDownstream(downstream=downstream, kill=kill))
         self.health.cancel_timers(link)
+        self.surface.link_gone(downstream)
         link.downstream = None
         link.internal = {}
         instance = link.instance
@@ -350,6 +404,8 @@ class Links:
             if pool is not None and current and (not reached or link.entry.retry_calls) and self._failover(pool, call):
                 continue
             self.calls.fail(call, reason)
+        # Lists waiting for this server go on without it.
+        self.surface.settled()
 
     def _failover(self, pool: Pool, call: Call) -> bool:
         """Give a call whose link failed to another instance; False when there is none."""
@@ -378,10 +434,13 @@ class Links:
         if link.downstream is not None:
             self._ctx.links.pop(link.downstream, None)
             self._ctx.emit(StopDownstream(downstream=link.downstream))
+            self.surface.link_gone(link.downstream)
             link.downstream = None
         self.health.cancel_timers(link)
         link.internal = {}
         link.move(State.IDLE)
+        # A list may wait for this link's start.
+        self.surface.settled()
 
     def retire_if_idle(self, link: Link) -> None:
         if link.retiring and not link.pending and not link.waiters:

@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._call import Call
 from ._errors import LocalProtocolError
 from ._events import ClientId
 from ._identity import Principal
 from ._jsonrpc import RequestId
+
+if TYPE_CHECKING:
+    from ._surface import Relayed
 
 __all__ = ["HANDSHAKE_VERSIONS", "LOG_LEVELS", "ClientSession", "SessionState", "SessionTrigger", "negotiate_version"]
 
@@ -83,6 +87,17 @@ class ClientSession:
     refused: str | None = None
     #: Requests in flight through a downstream, by the client's request id.
     calls: dict[RequestId, Call] = field(default_factory=dict)
+    #: What it serves this client: the gateway tools (on demand) or the servers' own (aggregate),
+    #: and the agent its aggregate requests act as by default; both decided at ``initialize``.
+    mode: str = "on_demand"
+    agent: str | None = None
+    #: The capabilities its ``initialize`` declared (sampling, elicitation, roots).
+    capabilities: dict[str, object] = field(default_factory=dict)
+    #: The lowest severity of server log messages it asked for (``logging/setLevel``).
+    log_level: str | None = None
+    #: Servers' requests relayed to it and not answered yet, by the gateway's id (``lockgate-<n>``).
+    relayed: dict[str, Relayed] = field(default_factory=dict)
+    next_relay: int = 0
 
     @property
     def initialized(self) -> bool:

@@ -197,7 +197,9 @@ class McpEndpoint:
     async def _post(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> None:
         session = self._sessions.get(route.session) if route.session is not None else None
         # The core answers 409 to a request whose id is in flight: it needs to know which are.
-        plan = check_post(body, route, session.requests_in_flight if session is not None else ())
+        plan = check_post(
+            body, route, session.requests_in_flight if session is not None else (), relays=self._core.relays()
+        )
         if isinstance(plan, Reject):
             await exchange.reject(plan)
             return

@@ -241,6 +241,9 @@ class RecordingCore:
     def metrics_prometheus(self, now: float) -> str:
         return self._core.metrics_prometheus(self._recorder.clock(now))
 
+    def relays(self) -> bool:
+        return self._core.relays()
+
     def handle(self, event: Event) -> list[Action]:
         recorder = self._recorder
         event = dataclasses.replace(event, now=recorder.clock(event.now))

@@ -108,6 +108,8 @@ class GatewayCore(Core, Protocol):
 
     def metrics_prometheus(self, now: float) -> str: ...
 
+    def relays(self) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStatistics:

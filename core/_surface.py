@@ -1,0 +1,685 @@
+"""Aggregate mode: the servers' own tools, resources and prompts, served to a client as one server.
+
+Theory of operation
+-------------------
+A session is in aggregate mode when ``GATEWAY_MODE=aggregate`` or the rules
+give its agent ``"mode": "aggregate"``; the agent is decided at
+``initialize``, from the credential or the default agent (or a declared
+``_meta.agent_id``), and each later request may declare another in its own
+``_meta`` (:meth:`Surface.agent`).
+
+**Lists** (``tools/list``, ``resources/list``, ``resources/templates/list``,
+``prompts/list``) are answered from the catalogue each link cached at its
+handshake (:mod:`._links`), merged over the servers the agent may use and
+filtered by the same policy that guards the calls, so what a client sees is
+what it may use. Names come from :mod:`._names` (``server__tool`` unless one
+server is configured, a short form past 64 characters or on a collision);
+the gateway pages the merged list with its own cursors. A list, and an
+``initialize`` (whose capabilities are the union of the servers'), needs
+every server it covers to have answered its handshake: until then the
+request waits (:class:`Waiting`), each server is started once on its
+behalf, and :meth:`Surface.settled` serves it when a link becomes ready or
+fails; a server that cannot be reached is left out.
+
+**Requests that name an item** (``tools/call``, ``resources/read``,
+``prompts/get``, ``completion/complete``, ``resources/subscribe`` and
+``unsubscribe``) are resolved to one server and its own name for the item
+(a name or URI that was never issued to this agent is unknown, never
+guessed), checked against the policy and the rate limits, and forwarded as a
+:class:`~._call.Call` with a :class:`~._call.Forward`: timeouts, failover,
+cancellation, progress and the audit record are those of ``execute_tool``.
+
+**Requests servers send clients** (``sampling/createMessage``,
+``elicitation/create``, ``roots/list``; handshake era) go to the client whose
+call caused them, under an id of the gateway's, when that client declared
+the capability; its answer goes back under the server's id
+(:class:`Relayed`). A per-client link belongs to one client; on a shared
+link the client is the one whose calls are in flight there, and when
+several clients' calls are, the server gets an error saying to give it
+``isolation: per_client``. A client that answers an id it was never sent,
+or twice, is ignored; a client that goes away leaves each of its open
+relays answered with an error.
+
+**What servers say on their own**: ``notifications/message`` goes to the
+clients that asked for that level (``logging/setLevel``, which is also
+passed on to every server that offers logging); ``resources/updated`` to the
+clients subscribed to the resource; a ``list_changed`` refreshes the cache
+(:mod:`._links`) and is passed on to the aggregate clients whose view of
+that list changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._actions import SendToClient, SendToDownstream
+from ._audit import AuditEntry, Decision
+from ._authorize import act_as, credential_refused, tool_granted
+from ._call import Forward, ForwardMethod
+from ._config import Config
+from ._context import Context
+from ._errors import ErrorCode
+from ._events import ClientId
+from ._jsonrpc import Notification, Request, Response, error, error_with, notification, request, result
+from ._link import Internal, Link, State
+from ._names import Namer, UriMap, fingerprint, page
+from ._policy import Refusal
+from ._pool import Unavailable
+from ._session import LOG_LEVELS, ClientSession
+from ._tools import gateway_tools
+
+if TYPE_CHECKING:
+    from ._calls import Calls
+    from ._links import Links
+
+__all__ = ["CLIENT_CAPABILITIES", "PAGE_SIZE", "Relayed", "Surface", "Waiting", "aggregate_enabled"]
+
+JSONObject = dict[str, Any]
+
+#: Items per page of a merged list.
+PAGE_SIZE = 100
+# Merged views kept: one per agent (and delegated tool list) in use is what matters.
+_VIEWS = 256
+#: MCP's error code for a resource that does not exist (server/resources, "Error Handling").
+RESOURCE_NOT_FOUND = -32002
+
+_GATEWAY_TOOL_NAMES = ("list_servers", "get_server_tools", "execute_tool", "get_gateway_status")
+
+#: Which merged list each list request answers with: its result key and the catalogue it comes from.
+_LISTS: dict[str, tuple[str, Internal]] = {
+    "tools/list": ("tools", Internal.TOOLS_LIST),
+    "resources/list": ("resources", Internal.RESOURCES_LIST),
+    "resources/templates/list": ("resourceTemplates", Internal.TEMPLATES_LIST),
+    "prompts/list": ("prompts", Internal.PROMPTS_LIST),
+}
+_CHANGED = {
+    Internal.TOOLS_LIST: "notifications/tools/list_changed",
+    Internal.RESOURCES_LIST: "notifications/resources/list_changed",
+    Internal.TEMPLATES_LIST: "notifications/resources/list_changed",
+    Internal.PROMPTS_LIST: "notifications/prompts/list_changed",
+}
+
+
+def aggregate_enabled(config: Config) -> bool:
+    """Does any client of this configuration get aggregate mode (so servers list their whole catalogue)?"""
+    policy = config.policy
+    return config.settings.mode == "aggregate" or any(policy.mode(agent) == "aggregate" for agent in policy.agents)
+
+
+@dataclass(slots=True, eq=False)
+class Waiting:
+    """A request that waits for servers to finish their handshake, and the servers started for it."""
+
+    client: ClientId
+    request: Request
+    started: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Relayed:
+    """A server's request forwarded to a client: where its answer goes back, under which id."""
+
+    downstream: int
+    wire_id: Any
+    method: str
+
+
+#: The client capability each server-to-client request needs (MCP 2025-11-25, client features).
+_NEEDS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
+
+#: What the gateway offers a server, on behalf of its clients, in aggregate mode.
+CLIENT_CAPABILITIES: JSONObject = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
+
+
+@dataclass(frozen=True, slots=True)
+class _NotFound:
+    """A URI no server this agent may use has."""
+
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One agent's merged catalogue: each list as the client sees it, and the names that lead back."""
+
+    lists: dict[str, list[JSONObject]]
+    fingerprints: dict[str, str]
+    tools: Namer
+    prompts: Namer
+    uris: UriMap
+    #: Per server, the link whose catalogue it came from (the servers left out are absent).
+    servers: tuple[str, ...]
+
+
+class Surface:
+    """The aggregate surface (see the module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.calls: Calls
+        self.links: Links
+        self._waiting: list[Waiting] = []
+        self._settling = False
+        # Merged views by what they were made from (see _view), and each agent's servers;
+        # caches, so no state to speak of.
+        self._views: dict[tuple[Any, ...], View] = {}
+        self._agent_servers: dict[tuple[int, str], list[str]] = {}
+        self._resolving: dict[tuple[Any, ...], View] = {}
+        self._per_client: tuple[int, bool] = (0, False)
+
+    # -- the session's mode and agent ------------------------------------------------
+
+    def initialize(self, session: ClientSession, req: Request) -> bool:
+        """Decide the session's mode at ``initialize``; True when aggregate mode answers it (now or later)."""
+        ctx = self._ctx
+        capabilities = req.params.get("capabilities")
+        session.capabilities = dict(capabilities) if isinstance(capabilities, dict) else {}
+        agent = self.agent(session, req)
+        session.agent = agent if isinstance(agent, str) else None
+        mode = ctx.config.policy.mode(session.agent) if session.agent is not None else None
+        session.mode = mode or ctx.config.settings.mode
+        if session.mode != "aggregate":
+            return False
+        self._serve_or_wait(Waiting(session.id, req))
+        return True
+
+    def agent(self, session: ClientSession, req: Request) -> str | Refusal:
+        """The agent an aggregate request acts as: a declared ``_meta.agent_id``, else the session's default."""
+        ctx = self._ctx
+        meta = req.params.get("_meta")
+        declared = meta.get("agent_id") if isinstance(meta, dict) else None
+        if declared is not None and not isinstance(declared, str):
+            declared = ""  # refused below as an invalid id
+        if declared is None and session.agent is not None:
+            return session.agent
+        if session.principal is not None:
+            if session.refused is not None:
+                return credential_refused(session.principal, session.refused)
+            return act_as(session.principal, declared, ctx.config.policy, ctx.now)
+        return ctx.config.policy.resolve_agent(declared, default_agent=ctx.config.settings.default_agent)
+
+    # -- requests --------------------------------------------------------------------
+
+    def request(self, session: ClientSession, req: Request, request_bytes: int) -> bool:
+        """Serve an aggregate session's request of the servers' surface; False for one it does not serve."""
+        method = req.method
+        if session.mode != "aggregate":
+            return False
+        if method in _LISTS:
+            self._serve_or_wait(Waiting(session.id, req))
+        elif method == "tools/call":
+            name = req.params.get("name")
+            if self._ctx.config.settings.gateway_tools and name in _GATEWAY_TOOL_NAMES:
+                return False  # the gateway's own tool, beside the servers'
+            self._forward(session, req, request_bytes)
+        elif method in ("resources/read", "prompts/get", "completion/complete", "resources/subscribe", "resources/unsubscribe"):
+            self._forward(session, req, request_bytes)
+        elif method == "logging/setLevel":
+            self._set_level(session, req)
+        else:
+            return False
+        return True
+
+    def _serve_or_wait(self, waiting: Waiting) -> None:
+        """Answer a list or an ``initialize`` once every server it covers has its catalogue; else wait."""
+        ctx = self._ctx
+        session = ctx.clients.get(waiting.client)
+        if session is None:
+            return
+        req = waiting.request
+        agent = self.agent(session, req)
+        if req.method == "initialize":
+            # No agent yet is no reason to refuse a session: then it offers what any server does.
+            servers = self._servers(agent) if isinstance(agent, str) else sorted(ctx.config.servers)
+        elif isinstance(agent, Refusal):
+            context: JSONObject = {} if agent.rule is None else {"rule": agent.rule}
+            ctx.reply_error(session.id, req.id, agent.code, agent.message, **context)
+            return
+        else:
+            servers = self._servers(agent)
+        links = self._catalog_links(session, servers, waiting)
+        if links is None:
+            self._waiting.append(waiting)
+            return
+        if req.method == "initialize":
+            ctx.reply(session.id, req.id, self._initialize_result(session, links))
+            return
+        assert isinstance(agent, str)
+        key, _ = _LISTS[req.method]
+        view = self._view(session, agent, links)
+        items = view.lists[key]
+        cursor = req.params.get("cursor")
+        paged = page(items, cursor if isinstance(cursor, str) else None, PAGE_SIZE, view.fingerprints[key])
+        if paged is None or (cursor is not None and not isinstance(cursor, str)):
+            ctx.reply_error(session.id, req.id, ErrorCode.INVALID_PARAMS, "Invalid cursor", parameter="cursor")
+            return
+        chosen, following = paged
+        answer: JSONObject = {key: chosen}
+        if following is not None:
+            answer["nextCursor"] = following
+        ctx.reply(session.id, req.id, answer)
+
+    def settled(self) -> None:
+        """A link became ready or failed: serve the requests that waited for it, if they need wait no more."""
+        if self._settling or not self._waiting:
+            return
+        self._settling = True
+        try:
+            waiting, self._waiting = self._waiting, []
+            for entry in waiting:
+                self._serve_or_wait(entry)
+        finally:
+            self._settling = False
+
+    def drop(self, session: ClientSession) -> None:
+        """A client went away: forget what it waits for and subscribed to, and answer what it was asked."""
+        ctx = self._ctx
+        self._waiting = [w for w in self._waiting if w.client != session.id]
+        for subscribers in ctx.subscriptions.values():
+            subscribers.discard(session.id)
+        for relayed in session.relayed.values():
+            if relayed.downstream in ctx.links:
+                message = error(relayed.wire_id, int(ErrorCode.INTERNAL_ERROR), "The client went away before answering")
+                ctx.emit(SendToDownstream(downstream=relayed.downstream, message=message))
+        session.relayed.clear()
+
+    # -- requests servers send clients ---------------------------------------------------
+
+    def server_request(self, link: Link, msg: Request) -> None:
+        """A server asks a client something: relay it to the client whose call caused it, or refuse."""
+        ctx = self._ctx
+        assert link.downstream is not None
+        session, related = self._origin(link)
+        if session is None:
+            reason = (
+                "no client call is in flight on this server"
+                if related is None
+                else "calls of several clients are in flight on this shared server; give it isolation: per_client"
+            )
+            ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
+                msg.id, int(ErrorCode.INTERNAL_ERROR), f"The gateway cannot tell which client {msg.method} is for: {reason}")))
+            return
+        needed = _NEEDS.get(msg.method)
+        if needed is None or not isinstance(session.capabilities.get(needed), dict):
+            ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
+                msg.id, int(ErrorCode.METHOD_NOT_FOUND), f"Method not found: the client does not support {msg.method}")))
+            return
+        session.next_relay += 1
+        relay_id = f"lockgate-{session.next_relay}"
+        session.relayed[relay_id] = Relayed(link.downstream, msg.id, msg.method)
+        ctx.emit(SendToClient(client=session.id, message=request(relay_id, msg.method, msg.params), request=related))
+
+    def _origin(self, link: Link) -> tuple[ClientSession | None, Any]:
+        """The session a server's request on ``link`` is for, and the client request it relates to.
+
+        ``(None, None)`` when no call is in flight there, ``(None, <anything>)``
+        when calls of several clients are.
+        """
+        calls = list(link.pending.values())
+        clients = {call.client for call in calls} | ({link.client} if link.client is not None else set())
+        if len(clients) != 1:
+            return None, (None if not clients else "several")
+        [client] = clients
+        session = self._ctx.clients.get(client)
+        related = next((call.request_id for call in calls if call.client == client), None)
+        return session, related
+
+    def client_answer(self, session: ClientSession, msg: Response) -> bool:
+        """A client answered a relayed request: back to its server under the server's id; False if none was open."""
+        ctx = self._ctx
+        relayed = session.relayed.pop(msg.id, None) if isinstance(msg.id, str) else None
+        if relayed is None:
+            return False
+        if relayed.downstream not in ctx.links:
+            return True  # the server's connection is gone: nobody waits
+        raw = msg.raw
+        value = raw.get("result")
+        answer = error_with(relayed.wire_id, raw["error"]) if "error" in raw else result(relayed.wire_id, value if isinstance(value, dict) else {})
+        ctx.emit(SendToDownstream(downstream=relayed.downstream, message=answer))
+        return True
+
+    def server_cancelled(self, link: Link, note: Notification) -> None:
+        """A server withdrew a request it relayed: the client hears it under the gateway's id."""
+        wire_id = note.params.get("requestId")
+        for session in self._ctx.clients.values():
+            for relay_id, relayed in list(session.relayed.items()):
+                if relayed.downstream == link.downstream and relayed.wire_id == wire_id:
+                    del session.relayed[relay_id]
+                    params = {**note.params, "requestId": relay_id}
+                    self._ctx.emit(SendToClient(client=session.id, message=notification("notifications/cancelled", params)))
+                    return
+
+    def link_gone(self, downstream: int) -> None:
+        """A server connection ended: its relayed requests can no longer be answered."""
+        for session in self._ctx.clients.values():
+            for relay_id in [r for r, relayed in session.relayed.items() if relayed.downstream == downstream]:
+                del session.relayed[relay_id]
+
+    def _servers(self, agent: str) -> list[str]:
+        """The servers ``agent`` may use, in name order (kept per configuration: it is asked on every request)."""
+        config = self._ctx.config
+        key = (id(config), agent)
+        servers = self._agent_servers.get(key)
+        if servers is None:
+            if len(self._agent_servers) >= _VIEWS:
+                self._agent_servers.clear()
+            servers = self._agent_servers[key] = config.policy.visible_servers(agent, sorted(config.servers))
+        return servers
+
+    def _catalog_links(self, session: ClientSession, servers: list[str], waiting: Waiting) -> dict[str, Link] | None:
+        """The link whose catalogue stands for each server, leaving out the unreachable; None while one starts."""
+        ctx = self._ctx
+        found: dict[str, Link] = {}
+        wait = False
+        for server in servers:
+            pool = ctx.pools.get(server)
+            if pool is None:
+                continue
+            candidates = [pool.clients[session.id]] if session.id in pool.clients else list(pool.shared)
+            ready = next((link for link in candidates if link.state is State.READY), None)
+            if ready is not None:
+                found[server] = ready
+                continue
+            if any(link.state in (State.STARTING, State.LISTING) for link in candidates):
+                wait = True
+                continue
+            if server in waiting.started or ctx.closing:
+                continue  # it failed while this request waited: left out
+            link = self.links.choose(pool, session.id, prefer_running=True)
+            if isinstance(link, Unavailable):
+                continue
+            waiting.started.add(server)
+            if link.state is State.READY:
+                found[server] = link
+                continue
+            if link.state in (State.IDLE, State.BACKOFF):
+                self.links.start(link)
+            wait = True
+        return None if wait else found
+
+    def _known_view(self, session: ClientSession, agent: str) -> View:
+        """The agent's view over every server's cached catalogue, for resolving names (asked on every call)."""
+        ctx = self._ctx
+        # Per-client links are this session's own; shared ones are everyone's.
+        if self._per_client[0] != id(ctx.config):
+            self._per_client = (id(ctx.config), any(spec.isolation == "per_client" for spec in ctx.config.servers.values()))
+        own = session.id if self._per_client[1] else None
+        key = (id(ctx.config), agent, None if session.principal is None else session.principal.tools, ctx.catalog_epoch, own)
+        view = self._resolving.get(key)
+        if view is None:
+            if len(self._resolving) >= _VIEWS:
+                self._resolving.clear()
+            view = self._resolving[key] = self._view(session, agent, self._known_links(session, self._servers(agent)))
+        return view
+
+    def _known_links(self, session: ClientSession, servers: list[str]) -> dict[str, Link]:
+        """The link whose cached catalogue stands for each server, ready or not, starting none (for resolving names)."""
+        found: dict[str, Link] = {}
+        for server in servers:
+            pool = self._ctx.pools.get(server)
+            if pool is None:
+                continue
+            candidates = [pool.clients[session.id]] if session.id in pool.clients else list(pool.shared)
+            known = [link for link in candidates if link.tools is not None]
+            chosen = next((link for link in known if link.state is State.READY), known[0] if known else None)
+            if chosen is not None:
+                found[server] = chosen
+        return found
+
+    def _view(self, session: ClientSession, agent: str, links: dict[str, Link]) -> View:
+        """The agent's merged, filtered catalogue over ``links``: made once, then served from the cache until a list changes."""
+        principal = session.principal
+        key = (
+            id(self._ctx.config), agent, None if principal is None else principal.tools,
+            self._ctx.catalog_epoch, tuple(links),
+        )
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= _VIEWS:
+                self._views.clear()  # stale ones included; the live ones are made again on use
+            view = self._views[key] = self._make_view(session, agent, links)
+        return view
+
+    def _make_view(self, session: ClientSession, agent: str, links: dict[str, Link]) -> View:
+        """The agent's merged, filtered catalogue over ``links``."""
+        settings = self._ctx.config.settings
+        servers = self._servers(agent)
+        tools: dict[str, list[JSONObject]] = {s: [] for s in servers}
+        prompts: dict[str, list[JSONObject]] = {s: [] for s in servers}
+        resources: dict[str, list[JSONObject]] = {s: [] for s in servers}
+        templates: dict[str, list[JSONObject]] = {s: [] for s in servers}
+        for server, link in links.items():
+            catalog = link.catalog
+            tools[server] = self._visible(session, agent, server, Internal.TOOLS_LIST, link.tools or [])
+            prompts[server] = self._visible(session, agent, server, Internal.PROMPTS_LIST, catalog.get(Internal.PROMPTS_LIST, []))
+            resources[server] = self._visible(session, agent, server, Internal.RESOURCES_LIST, catalog.get(Internal.RESOURCES_LIST, []))
+            templates[server] = self._visible(session, agent, server, Internal.TEMPLATES_LIST, catalog.get(Internal.TEMPLATES_LIST, []))
+        reserved = _GATEWAY_TOOL_NAMES if settings.gateway_tools else ()
+        tool_namer = Namer.build(
+            {s: [t["name"] for t in items] for s, items in tools.items()},
+            separator=settings.name_separator, prefix=settings.prefix, reserved=reserved,
+        )
+        prompt_namer = Namer.build(
+            {s: [p["name"] for p in items] for s, items in prompts.items()},
+            separator=settings.name_separator, prefix=settings.prefix,
+        )
+        uris = UriMap.build(
+            {s: [r["uri"] for r in items] for s, items in resources.items()},
+            {s: [t["uriTemplate"] for t in items] for s, items in templates.items()},
+        )
+        lists: dict[str, list[JSONObject]] = {
+            "tools": [{**t, "name": tool_namer.public(s, t["name"])} for s in servers for t in tools[s]],
+            "prompts": [{**p, "name": prompt_namer.public(s, p["name"])} for s in servers for p in prompts[s]],
+            "resources": [{**r, "uri": uris.public(s, r["uri"])} for s in servers for r in resources[s]],
+            "resourceTemplates": [
+                {**t, "uriTemplate": uris.public_template(s, t["uriTemplate"])} for s in servers for t in templates[s]
+            ],
+        }
+        if settings.gateway_tools:
+            lists["tools"] = [*gateway_tools(debug=settings.debug), *lists["tools"]]
+        fingerprints = {
+            "tools": fingerprint(t["name"] for t in lists["tools"]),
+            "prompts": fingerprint(p["name"] for p in lists["prompts"]),
+            "resources": fingerprint(r["uri"] for r in lists["resources"]),
+            "resourceTemplates": fingerprint(t["uriTemplate"] for t in lists["resourceTemplates"]),
+        }
+        return View(lists, fingerprints, tool_namer, prompt_namer, uris, tuple(links))
+
+    def _initialize_result(self, session: ClientSession, links: dict[str, Link]) -> JSONObject:
+        """The ``initialize`` answer of an aggregate session: what the servers offer together, never more."""
+        from ._clients import INSTRUCTIONS, server_info
+
+        offered = [link.capabilities for link in links.values()]
+        capabilities: JSONObject = {"tools": {"listChanged": True}, "logging": {}}
+        resources = [c["resources"] for c in offered if isinstance(c.get("resources"), dict)]
+        if resources:
+            capabilities["resources"] = {
+                "subscribe": any(r.get("subscribe") is True for r in resources), "listChanged": True,
+            }
+        if any(isinstance(c.get("prompts"), dict) for c in offered):
+            capabilities["prompts"] = {"listChanged": True}
+        if any(isinstance(c.get("completions"), dict) for c in offered):
+            capabilities["completions"] = {}
+        notes = [(name, link.instructions) for name, link in links.items() if link.instructions]
+        if len(self._ctx.config.servers) == 1 and len(notes) == 1:
+            instructions = notes[0][1]
+        else:
+            instructions = "\n\n".join([INSTRUCTIONS if self._ctx.config.settings.gateway_tools else "", *(f"{name}: {text}" for name, text in notes)]).strip()
+        answer: JSONObject = {
+            "protocolVersion": session.protocol_version,
+            "capabilities": capabilities,
+            "serverInfo": server_info(),
+        }
+        if instructions:
+            answer["instructions"] = instructions
+        return answer
+
+    # -- requests that name an item ------------------------------------------------
+
+    def _forward(self, session: ClientSession, req: Request, request_bytes: int) -> None:
+        """Resolve the item a request names to its server, check it, and forward it as a call."""
+        ctx = self._ctx
+        params = {k: v for k, v in req.params.items() if k != "_meta"}
+        arguments = params.get("arguments")
+        entry = AuditEntry(
+            operation=req.method, request_bytes=request_bytes,
+            arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
+            principal=None if session.principal is None else session.principal.id,
+        )
+        agent = self.agent(session, req)
+        if isinstance(agent, Refusal):
+            self.calls.refuse(session, req.id, entry, agent)
+            return
+        entry.agent = agent
+        if self.calls.rate_limited(session, req.id, agent, entry):
+            return
+        view = self._known_view(session, agent)
+        target = self._resolve(req.method, params, view)
+        if isinstance(target, _NotFound):
+            # MCP's own code for an unknown resource (server/resources, "Error Handling").
+            ctx.emit(SendToClient(client=session.id, request=req.id, message=error(
+                req.id, RESOURCE_NOT_FOUND, "Resource not found", {"uri": target.uri[:1024]})))
+            ctx.audit(entry, Decision.ERROR, error=ErrorCode.TOOL_NOT_FOUND)
+            return
+        if isinstance(target, Refusal):
+            self.calls.refuse(session, req.id, entry, target)
+            return
+        server, item, forwarded = target
+        entry.server, entry.tool = server, item
+        decision = self._decide(req.method, params, agent, server, item)
+        if not decision.allowed:
+            self.calls.refuse(
+                session, req.id, entry,
+                Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {item!r} on server '{server}' is denied ({decision.rule})", decision.rule),
+            )
+            return
+        entry.rule = decision.rule
+        if req.method == "resources/subscribe":
+            ctx.subscriptions.setdefault((server, item), set()).add(session.id)
+        elif req.method == "resources/unsubscribe":
+            ctx.subscriptions.get((server, item), set()).discard(session.id)
+        method: ForwardMethod = req.method  # type: ignore[assignment]  # one of the methods routed here
+        self.calls.start(session, req, agent, server, Forward(method, forwarded, item), entry, decision.rule)
+
+    def _resolve(self, method: str, params: JSONObject, view: View) -> tuple[str, str, JSONObject] | Refusal | _NotFound:
+        """The server, its own name or URI for the item, and the params it gets; or why there is none."""
+        if method == "tools/call":
+            name = params.get("name")
+            found = view.tools.resolve(name) if isinstance(name, str) else None
+            if found is None:
+                return Refusal(ErrorCode.INVALID_PARAMS, f"Unknown tool: {str(name)[:128]}", None)
+            return found[0], found[1], {**params, "name": found[1]}
+        if method == "prompts/get":
+            name = params.get("name")
+            found = view.prompts.resolve(name) if isinstance(name, str) else None
+            if found is None:
+                return Refusal(ErrorCode.INVALID_PARAMS, f"Unknown prompt: {str(name)[:128]}", None)
+            return found[0], found[1], {**params, "name": found[1]}
+        if method == "completion/complete":
+            ref = params.get("ref")
+            if isinstance(ref, dict) and ref.get("type") == "ref/prompt" and isinstance(ref.get("name"), str):
+                found = view.prompts.resolve(ref["name"])
+                if found is not None:
+                    return found[0], found[1], {**params, "ref": {**ref, "name": found[1]}}
+            elif isinstance(ref, dict) and ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
+                found = view.uris.resolve(ref["uri"]) if view.uris.servers else None
+                if found is not None and found[0] in view.servers:
+                    return found[0], found[1], {**params, "ref": {**ref, "uri": found[1]}}
+            return Refusal(ErrorCode.INVALID_PARAMS, "Unknown completion reference", None)
+        uri = params.get("uri")
+        found = view.uris.resolve(uri) if isinstance(uri, str) and view.uris.servers else None
+        if found is None or found[0] not in view.servers:
+            return _NotFound(uri if isinstance(uri, str) else repr(uri))
+        return found[0], found[1], {**params, "uri": found[1]}
+
+    def _decide(self, method: str, params: JSONObject, agent: str, server: str, item: str) -> Any:
+        policy = self._ctx.config.policy
+        if method == "tools/call":
+            return policy.decide(agent, server, item)
+        if method == "prompts/get":
+            return policy.decide_prompt(agent, server, item)
+        if method == "completion/complete":
+            ref = params.get("ref") or {}
+            kind = ref.get("type") if isinstance(ref, dict) else None
+            return policy.decide_prompt(agent, server, item) if kind == "ref/prompt" else policy.decide_resource(agent, server, item)
+        return policy.decide_resource(agent, server, item)
+
+    def _set_level(self, session: ClientSession, req: Request) -> None:
+        """Keep the client's level for server log messages, and pass it on to every server that logs."""
+        ctx = self._ctx
+        level = req.params.get("level")
+        if level not in LOG_LEVELS:
+            ctx.reply_error(session.id, req.id, ErrorCode.INVALID_PARAMS, f"Invalid log level: {level!r}", parameter="level")
+            return
+        session.log_level = level
+        ctx.reply(session.id, req.id, {})
+        for link in list(ctx.links.values()):
+            if link.state is State.READY and isinstance(link.capabilities.get("logging"), dict) and link.downstream is not None:
+                wire_id = link.take_wire_id()
+                link.internal[wire_id] = Internal.SET_LEVEL
+                ctx.emit(SendToDownstream(downstream=link.downstream, message=request(wire_id, "logging/setLevel", {"level": level})))
+
+    # -- what servers say on their own ---------------------------------------------
+
+    def log_message(self, link: Link, note: Notification) -> None:
+        """A server's log message: to the aggregate clients that asked for its level (or its own client)."""
+        level = note.params.get("level")
+        if level not in LOG_LEVELS:
+            return
+        rank = LOG_LEVELS.index(level)
+        for session in self._sessions(link):
+            wanted = session.log_level
+            if (wanted is not None and rank >= LOG_LEVELS.index(wanted)) or (wanted is None and link.client == session.id):
+                self._ctx.emit(SendToClient(client=session.id, message=notification(note.method, note.params)))
+
+    def notification(self, link: Link, note: Notification) -> None:
+        """Any other notification of a server: resource updates go to their subscribers."""
+        if note.method == "notifications/cancelled":
+            self.server_cancelled(link, note)
+            return
+        if note.method != "notifications/resources/updated":
+            return
+        uri = note.params.get("uri")
+        if not isinstance(uri, str):
+            return
+        ctx = self._ctx
+        for client in sorted(ctx.subscriptions.get((link.name, uri), ()), key=str):
+            session = ctx.clients.get(client)
+            if session is None or session.mode != "aggregate" or session.agent is None:
+                continue
+            view = self._known_view(session, session.agent)
+            if link.name not in view.servers or not any(r["uri"] == view.uris.public(link.name, uri) for r in view.lists["resources"]):
+                continue  # no longer a resource this client may read
+            public = view.uris.public(link.name, uri)
+            ctx.emit(SendToClient(client=client, message=notification(note.method, {**note.params, "uri": public})))
+
+    def catalog_changed(self, link: Link, kind: Internal, old: list[JSONObject]) -> None:
+        """A server's list changed from ``old``: tell each aggregate client whose filtered view of it changed."""
+        new = link.tools or [] if kind is Internal.TOOLS_LIST else link.catalog.get(kind, [])
+        for session in self._sessions(link):
+            agent = session.agent
+            if agent is None or link.name not in self._servers(agent):
+                continue
+            if self._visible(session, agent, link.name, kind, old) != self._visible(session, agent, link.name, kind, new):
+                self._ctx.emit(SendToClient(client=session.id, message=notification(_CHANGED[kind])))
+
+    def _visible(self, session: ClientSession, agent: str, server: str, kind: Internal, items: list[JSONObject]) -> list[JSONObject]:
+        """The items of one of ``server``'s lists that ``agent`` may see, as the server defines them."""
+        policy = self._ctx.config.policy
+        if kind is Internal.TOOLS_LIST:
+            return [
+                t for t in items
+                if policy.decide(agent, server, t["name"]).allowed and tool_granted(session.principal, server, t["name"])
+            ]
+        if kind is Internal.PROMPTS_LIST:
+            return [p for p in items if policy.decide_prompt(agent, server, p["name"]).allowed]
+        key = "uri" if kind is Internal.RESOURCES_LIST else "uriTemplate"
+        return [r for r in items if policy.decide_resource(agent, server, r[key]).allowed]
+
+    def _sessions(self, link: Link) -> list[ClientSession]:
+        """The initialized aggregate sessions a message of ``link`` may concern (its own client for a per-client link)."""
+        return [
+            session for session in self._ctx.clients.values()
+            if session.mode == "aggregate" and session.initialized and (link.client is None or link.client == session.id)
+        ]
