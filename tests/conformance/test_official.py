@@ -69,9 +69,9 @@ def test_a_requirement_set_without_server_scenarios_is_refused(tmp_path: Path) -
         read_requirements(path)
 
 
-def test_the_expected_failures_file_gives_each_entry_a_reason() -> None:
+def test_the_expected_failures_file_reads_and_gives_each_entry_a_reason() -> None:
+    # Empty since aggregate mode: every scenario passes through Lockgate; a new line needs its reason.
     expected = read_expected_failures(EXPECTED_FAILURES)
-    assert expected  # Lockgate does not pass the whole suite yet; an empty list would be news
     assert all(reason for reason in expected.values())
 
 
