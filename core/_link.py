@@ -80,6 +80,8 @@ class Internal(enum.Enum):
     PING = "ping"
     #: ``logging/setLevel`` fanned out to the server: its answer is not awaited by anyone.
     SET_LEVEL = "logging/setLevel"
+    #: A subscription renewed on a restarted connection: likewise.
+    SUBSCRIBE = "resources/subscribe"
 
 
 #: The lists of a server's catalogue: which request fetches each, the key of its
@@ -128,6 +130,8 @@ class Link:
     #: What its ``initialize`` answer offered: capabilities and instructions.
     capabilities: JSONObject = field(default_factory=dict)
     instructions: str | None = None
+    #: Its tools and catalogue of the connection before, while a new one lists them.
+    previous: tuple[list[JSONObject], dict[Internal, list[JSONObject]]] | None = None
     #: The core's timers about this link, by kind (see :mod:`~lockgate.core._timers`).
     timers: dict[TimerKind, int] = field(default_factory=dict)
     #: When it last finished a call or became ready (for the idle timeout).

@@ -264,6 +264,8 @@ class Links:
             SendToDownstream(downstream=link.downstream, message=notification("notifications/initialized"))
         )
         link.move(State.LISTING)
+        # What it offered before (a restart): clients whose view changes are told once it is ready.
+        link.previous = (link.tools, link.catalog) if link.tools is not None else None
         link.catalog = {}
         self._ctx.catalog_epoch += 1
         self.request_list(link, Internal.TOOLS_LIST, None)
@@ -330,6 +332,9 @@ class Links:
         link.last_active = ctx.now
         self.health.arm_idle(link)
         self.drain_waiters(link)
+        previous, link.previous = link.previous, None
+        if previous is not None and aggregate_enabled(ctx.config):
+            self.surface.restarted(link, *previous)
         self.surface.settled()
 
     def _notification(self, link: Link, note: Notification) -> None:

@@ -40,6 +40,11 @@ several clients' calls are, the server gets an error saying to give it
 or twice, is ignored; a client that goes away leaves each of its open
 relays answered with an error.
 
+**A server that restarts** (crash, lost HTTP session) is handshaken again
+by :mod:`._links`; once ready, its subscriptions and the clients' log
+level are renewed on the new connection, and the clients whose view of its
+lists changed are told (:meth:`Surface.restarted`). Their sessions go on.
+
 **What servers say on their own**: ``notifications/message`` goes to the
 clients that asked for that level (``logging/setLevel``, which is also
 passed on to every server that offers logging); ``resources/updated`` to the
@@ -616,9 +621,7 @@ class Surface:
         ctx.reply(session.id, req.id, {})
         for link in list(ctx.links.values()):
             if link.state is State.READY and isinstance(link.capabilities.get("logging"), dict) and link.downstream is not None:
-                wire_id = link.take_wire_id()
-                link.internal[wire_id] = Internal.SET_LEVEL
-                ctx.emit(SendToDownstream(downstream=link.downstream, message=request(wire_id, "logging/setLevel", {"level": level})))
+                self._internal(link, Internal.SET_LEVEL, {"level": level})
 
     # -- what servers say on their own ---------------------------------------------
 
@@ -653,6 +656,28 @@ class Surface:
                 continue  # no longer a resource this client may read
             public = view.uris.public(link.name, uri)
             ctx.emit(SendToClient(client=client, message=notification(note.method, {**note.params, "uri": public})))
+
+    def restarted(self, link: Link, tools: list[JSONObject], catalog: dict[Internal, list[JSONObject]]) -> None:
+        """A server's new connection is ready: renew what clients asked of the old one, and tell who sees a change."""
+        ctx = self._ctx
+        assert link.downstream is not None
+        for (server, uri), subscribers in sorted(ctx.subscriptions.items()):
+            if server == link.name and subscribers and (link.client is None or link.client in subscribers):
+                self._internal(link, Internal.SUBSCRIBE, {"uri": uri})
+        levels = [s.log_level for s in self._sessions(link) if s.log_level is not None]
+        if levels and isinstance(link.capabilities.get("logging"), dict):
+            self._internal(link, Internal.SET_LEVEL, {"level": min(levels, key=LOG_LEVELS.index)})
+        self.catalog_changed(link, Internal.TOOLS_LIST, tools)
+        for kind in (Internal.RESOURCES_LIST, Internal.TEMPLATES_LIST, Internal.PROMPTS_LIST):
+            if kind in catalog or kind in link.catalog:
+                self.catalog_changed(link, kind, catalog.get(kind, []))
+
+    def _internal(self, link: Link, kind: Internal, params: JSONObject) -> None:
+        """A request of the gateway's own whose answer nobody waits for."""
+        assert link.downstream is not None
+        wire_id = link.take_wire_id()
+        link.internal[wire_id] = kind
+        self._ctx.emit(SendToDownstream(downstream=link.downstream, message=request(wire_id, kind.value, params)))
 
     def catalog_changed(self, link: Link, kind: Internal, old: list[JSONObject]) -> None:
         """A server's list changed from ``old``: tell each aggregate client whose filtered view of it changed."""

@@ -383,3 +383,36 @@ def test_a_relay_is_answered_for_a_client_that_goes_away_and_withdrawn_when_the_
     assert sent_downstream(d.send(result("lockgate-1", {"roots": []}))) == []  # withdrawn
     actions = d.clients[0].close()
     assert error(8, -32603, "The client went away before answering") in sent_downstream(actions)
+
+
+# -- a server that restarts ---------------------------------------------------------
+
+
+def test_a_restarted_server_gets_back_its_subscriptions_and_log_level_and_clients_hear_what_changed() -> None:
+    d = gateway()
+    ready(d)
+    d.send(req(1, "resources/subscribe", {"uri": "db://tables/users"}))
+    old = d.server("db")
+    old.answer("resources/subscribe")
+    d.send(req(2, "logging/setLevel", {"level": "error"}))
+    old.answer("logging/setLevel")
+    old.exit("crashed")
+    while d.server("db") is old:
+        d.advance(0.5)  # its backoff, then it starts again
+    new = d.server("db")
+    d.send(req(3, "tools/call", {"name": "db__get_row", "arguments": {}}))  # waits for it
+    new.answer("initialize", result={
+        "protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "resources": {"subscribe": True}, "logging": {}},
+    })
+    new.answer("tools/list", result={"tools": [DB_TOOLS[0]]})  # drop_table, which dev may not call, is gone
+    new.answer("resources/list", result={"resources": DB_RESOURCES})
+    actions = new.answer("resources/templates/list", result={"resourceTemplates": []})
+    renewed = [m for m in sent_downstream(actions) if m["method"] != "tools/call"]
+    assert renewed == [
+        request(renewed[0]["id"], "resources/subscribe", {"uri": "db://tables/users"}),
+        request(renewed[1]["id"], "logging/setLevel", {"level": "error"}),
+    ]
+    # Its tools look the same to dev (drop_table was hidden), its resources too; its template is gone, and
+    # its prompts (there were none) are not offered any more.
+    assert sent_to_client(actions) == [notification("notifications/resources/list_changed")]
+    assert new.request("tools/call")["params"] == {"name": "get_row", "arguments": {}}
