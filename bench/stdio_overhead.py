@@ -4,7 +4,9 @@ One run, two modes (the downstream is the SDK echo server, then the raw
 no-SDK echo server). In each mode one SDK ``Client`` talks to
 ``lockgate serve`` (which runs the echo server behind it) and another talks
 to the same echo server script directly. Both make sequential echo calls:
-through the gateway with ``execute_tool``, directly with ``tools/call``. The
+through the gateway with ``execute_tool`` (with ``--aggregate``: the same
+``tools/call echo`` as the direct side, Lockgate in aggregate mode passing
+the one server's names through), directly with ``tools/call``. The
 calls alternate in blocks (gateway then direct, then direct then gateway, and
 so on) so that drift (CPU frequency, other load) falls on both sides alike;
 warm-up calls come first and are not counted.
@@ -143,7 +145,7 @@ async def run_mode(mode: Mode, args: argparse.Namespace, result: ModeResult) -> 
             command=command[0],
             args=[*command[1:], "serve", "--config", str(config_path), "--rules", str(rules_path)],
             cwd=tmp,  # the audit log and anything else relative lands in the temp dir
-            env={"PYTHONUNBUFFERED": "1"},
+            env={"PYTHONUNBUFFERED": "1", **({"GATEWAY_MODE": "aggregate", "GATEWAY_PREFIX": "never"} if args.aggregate else {})},
         )
         direct_params = StdioServerParameters(command=sys.executable, args=[str(SERVER_SCRIPTS[mode])], cwd=tmp)
         # With --direct-only the "gateway" side is a second direct client, so the
@@ -154,7 +156,8 @@ async def run_mode(mode: Mode, args: argparse.Namespace, result: ModeResult) -> 
         ):
 
             async def via_gateway() -> CallToolResult:
-                if args.direct_only:
+                if args.direct_only or args.aggregate:
+                    # Aggregate mode with one server and no prefix: the very call the direct side makes.
                     return await gateway.call_tool("echo", {"text": TEXT})
                 return await gateway.call_tool(
                     "execute_tool",
@@ -268,6 +271,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["round_robin", "least_connections", "weighted", "health_based", "random"],
         default="round_robin",
         help="balancing strategy with --instances > 1 (default round_robin)",
+    )
+    parser.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="serve in aggregate mode (one server, GATEWAY_PREFIX=never): the gateway side calls echo as the direct side does",
     )
     parser.add_argument(
         "--direct-only",
