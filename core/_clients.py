@@ -256,3 +256,5 @@ class Clients:
             if call is not None:
                 reason = note.params.get("reason")
                 self.calls.abandon(call, reason if isinstance(reason, str) else "cancelled by the client")
+        elif note.method == "notifications/roots/list_changed" and session.mode == "aggregate":
+            self.surface.roots_changed(session)

@@ -344,6 +344,13 @@ class Surface:
         ctx.emit(SendToDownstream(downstream=relayed.downstream, message=answer))
         return True
 
+    def roots_changed(self, session: ClientSession) -> None:
+        """The client's roots changed: tell the servers that are its own (per-client), which may ask again."""
+        for pool in self._ctx.pools.values():
+            link = pool.clients.get(session.id)
+            if link is not None and link.state is State.READY and link.downstream is not None:
+                self._ctx.emit(SendToDownstream(downstream=link.downstream, message=notification("notifications/roots/list_changed")))
+
     def server_cancelled(self, link: Link, note: Notification) -> None:
         """A server withdrew a request it relayed: the client hears it under the gateway's id."""
         wire_id = note.params.get("requestId")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from lockgate.core import Audit, SendToClient, SendToDownstream
 from lockgate.core._jsonrpc import error, notification, request, result
 
-from .harness import JSON, Driver, FakeDownstream, audits, make_config, req, sent_downstream, sent_to_client
+from .harness import JSON, Driver, FakeDownstream, audits, make_config, req, sent_downstream, sent_to_client, server
 
 RULES: dict[str, Any] = {
     "agents": {
@@ -416,3 +417,16 @@ def test_a_restarted_server_gets_back_its_subscriptions_and_log_level_and_client
     # its prompts (there were none) are not offered any more.
     assert sent_to_client(actions) == [notification("notifications/resources/list_changed")]
     assert new.request("tools/call")["params"] == {"name": "get_row", "arguments": {}}
+
+
+def test_a_clients_roots_change_reaches_the_servers_that_are_its_own() -> None:
+    roots_changed = {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}
+    shared = gateway(servers=("db",))
+    sampling_client(shared)
+    handshake_db(shared.server("db"))
+    assert sent_downstream(shared.send(roots_changed)) == []  # a shared server is everyone's
+    config = make_config(RULES, (), mode="aggregate", default_agent="dev")
+    own = Driver(dataclasses.replace(config, servers={"db": server("db", isolation="per_client")}))
+    sampling_client(own)
+    handshake_db(own.server("db"))
+    assert sent_downstream(own.send(roots_changed)) == [notification("notifications/roots/list_changed")]
