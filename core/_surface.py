@@ -91,12 +91,12 @@ RESOURCE_NOT_FOUND = -32002
 
 _GATEWAY_TOOL_NAMES = ("list_servers", "get_server_tools", "execute_tool", "get_gateway_status")
 
-#: Which merged list each list request answers with: its result key and the catalogue it comes from.
-_LISTS: dict[str, tuple[str, Internal]] = {
-    "tools/list": ("tools", Internal.TOOLS_LIST),
-    "resources/list": ("resources", Internal.RESOURCES_LIST),
-    "resources/templates/list": ("resourceTemplates", Internal.TEMPLATES_LIST),
-    "prompts/list": ("prompts", Internal.PROMPTS_LIST),
+#: The key of each list request's items in its result (and in :attr:`View.lists`).
+_LISTS: dict[str, str] = {
+    "tools/list": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+    "prompts/list": "prompts",
 }
 _CHANGED = {
     Internal.TOOLS_LIST: "notifications/tools/list_changed",
@@ -127,7 +127,6 @@ class Relayed:
 
     downstream: int
     wire_id: Any
-    method: str
 
 
 #: The client capability each server-to-client request needs (MCP 2025-11-25, client features).
@@ -153,7 +152,7 @@ class View:
     tools: Namer
     prompts: Namer
     uris: UriMap
-    #: Per server, the link whose catalogue it came from (the servers left out are absent).
+    #: The servers whose catalogues it merges (a server that could not be reached is absent).
     servers: tuple[str, ...]
 
 
@@ -190,19 +189,22 @@ class Surface:
         return True
 
     def agent(self, session: ClientSession, req: Request) -> str | Refusal:
-        """The agent an aggregate request acts as: a declared ``_meta.agent_id``, else the session's default."""
+        """The agent an aggregate request acts as: a declared ``_meta.agent_id``, else the session's.
+
+        Decided afresh for every request, as for a gateway tool call, so a
+        credential refused or expired since ``initialize`` acts no more.
+        """
         ctx = self._ctx
         meta = req.params.get("_meta")
         declared = meta.get("agent_id") if isinstance(meta, dict) else None
         if declared is not None and not isinstance(declared, str):
             declared = ""  # refused below as an invalid id
-        if declared is None and session.agent is not None:
-            return session.agent
+        wanted = declared if declared is not None else session.agent
         if session.principal is not None:
             if session.refused is not None:
                 return credential_refused(session.principal, session.refused)
-            return act_as(session.principal, declared, ctx.config.policy, ctx.now)
-        return ctx.config.policy.resolve_agent(declared, default_agent=ctx.config.settings.default_agent)
+            return act_as(session.principal, wanted, ctx.config.policy, ctx.now)
+        return ctx.config.policy.resolve_agent(wanted, default_agent=ctx.config.settings.default_agent)
 
     # -- requests --------------------------------------------------------------------
 
@@ -251,12 +253,11 @@ class Surface:
             ctx.reply(session.id, req.id, self._initialize_result(session, links))
             return
         assert isinstance(agent, str)
-        key, _ = _LISTS[req.method]
+        key = _LISTS[req.method]
         view = self._view(session, agent, links)
-        items = view.lists[key]
         cursor = req.params.get("cursor")
-        paged = page(items, cursor if isinstance(cursor, str) else None, PAGE_SIZE, view.fingerprints[key])
-        if paged is None or (cursor is not None and not isinstance(cursor, str)):
+        paged = page(view.lists[key], cursor, PAGE_SIZE, view.fingerprints[key]) if cursor is None or isinstance(cursor, str) else None
+        if paged is None:
             ctx.reply_error(session.id, req.id, ErrorCode.INVALID_PARAMS, "Invalid cursor", parameter="cursor")
             return
         chosen, following = paged
@@ -312,7 +313,7 @@ class Surface:
             return
         session.next_relay += 1
         relay_id = f"lockgate-{session.next_relay}"
-        session.relayed[relay_id] = Relayed(link.downstream, msg.id, msg.method)
+        session.relayed[relay_id] = Relayed(link.downstream, msg.id)
         ctx.emit(SendToClient(client=session.id, message=request(relay_id, msg.method, msg.params), request=related))
 
     def _origin(self, link: Link) -> tuple[ClientSession | None, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from lockgate.core import Audit, SendToClient, SendToDownstream
+from lockgate.core import Audit, AuthenticationFailed, AuthenticationSucceeded, Principal, SendToClient, SendToDownstream
 from lockgate.core._jsonrpc import error, notification, request, result
 
 from .harness import JSON, Driver, FakeDownstream, audits, make_config, req, sent_downstream, sent_to_client, server
@@ -430,3 +430,20 @@ def test_a_clients_roots_change_reaches_the_servers_that_are_its_own() -> None:
     sampling_client(own)
     handshake_db(own.server("db"))
     assert sent_downstream(own.send(roots_changed)) == [notification("notifications/roots/list_changed")]
+
+
+def test_a_credential_refused_or_expired_after_initialize_lists_and_calls_nothing() -> None:
+    d = Driver(make_config(RULES, ("db", "util"), mode="aggregate"), client="boot")
+    key = Principal(id="key:1", agents=("dev",), default_agent="dev", expires=100.0)
+    d.open(0, "stdio", principal=key)
+    d.client = 0
+    ready(d)
+    assert len(sent_to_client(d.send(req(1, "tools/list")))[0]["result"]["tools"]) == 2
+    d.handle(AuthenticationFailed(now=d.now, reason="API key revoked", credential="key:1", client=0))
+    for n, message in enumerate((req(2, "tools/list"), req(3, "tools/call", {"name": "db__get_row", "arguments": {}})), start=2):
+        [refused] = sent_to_client(d.send(message))
+        assert refused["error"]["message"] == "credential key:1 refused: API key revoked", n
+    d.handle(AuthenticationSucceeded(now=d.now, principal=key, client=0))
+    d.now = 100.0
+    [expired] = sent_to_client(d.send(req(4, "resources/list")))
+    assert expired["error"]["message"] == "credential key:1 expired"
