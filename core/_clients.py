@@ -140,6 +140,7 @@ class Clients:
         """
         if ev.client not in self._ctx.clients:
             return
+        self._ctx.metrics.streams_dropped += 1
         self._ctx.log("info", "a client fell behind on a stream; dropping it", client=client_label(ev.client))
         self._ctx.emit(DropStream(client=ev.client, request=ev.request))
 

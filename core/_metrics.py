@@ -16,9 +16,11 @@ Bucket bounds follow a 1-1.5-2-3-4-5-6-8 pattern per decade, from 100 µs to
 one bucket, under 50 %, off; in practice far less). The Prometheus rendering
 exposes the 1-2-5 subset of the bounds, whose cumulative counts are exact.
 
-Two plain counters sit beside the series: calls refused by a rate limit, by
-the limit's scope (``credential`` or ``agent``), and authentications, by
-outcome. Both have fixed keys, so they are bounded too.
+Plain counters sit beside the series: calls refused by a rate limit, by
+the limit's scope (``credential`` or ``agent``), authentications, by
+outcome, and client streams dropped because their reader fell behind (a
+flood of notifications is cut there, never buffered without bound). Their
+keys are fixed, so they are bounded too.
 
 Everything here is pure: time arrives as arguments.
 """
@@ -101,6 +103,8 @@ class Metrics:
         self.rate_limited: dict[str, int] = {"credential": 0, "agent": 0}
         #: Authentications the shell reported, by outcome.
         self.authentications: dict[str, int] = {"success": 0, "failure": 0}
+        #: Client streams dropped because their reader fell behind.
+        self.streams_dropped = 0
 
     def observe(self, *, operation: str, agent: str, server: str, outcome: str, latency: float) -> None:
         """Count one finished call. Labels must already be bounded (see :meth:`Gateway`)."""

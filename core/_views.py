@@ -39,7 +39,8 @@ class Views:
 
         ``rate_limited`` counts calls a rate limit refused, by scope
         (``credential``, ``agent``); ``authentications`` the outcomes the
-        shell reported (``success``, ``failure``).
+        shell reported (``success``, ``failure``); ``streams_dropped`` the
+        client streams dropped because their reader fell behind.
 
         The shell adds a wall-clock ``timestamp``; the core has no such clock.
         """
@@ -51,6 +52,7 @@ class Views:
             "reload": self.reload_status(),
             "rate_limited": dict(ctx.metrics.rate_limited),
             "authentications": dict(ctx.metrics.authentications),
+            "streams_dropped": ctx.metrics.streams_dropped,
         }
 
     def metrics_prometheus(self, now: float) -> str:
@@ -78,6 +80,11 @@ class Views:
                 "counter",
                 "Credentials checked by the shell, by outcome.",
                 {(("outcome", outcome),): n for outcome, n in ctx.metrics.authentications.items()},
+            ),
+            "streams_dropped_total": (
+                "counter",
+                "Client streams dropped because their reader fell behind (what they missed stays resumable).",
+                {(): ctx.metrics.streams_dropped},
             ),
         }
         return prometheus_text(ctx.metrics, uptime=self.uptime(now), extra=extra)

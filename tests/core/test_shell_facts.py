@@ -77,6 +77,8 @@ def test_a_client_that_falls_behind_on_a_stream_loses_that_stream_only() -> None
     ]
     assert [a.message["id"] for a in d.send(req(6, "ping")) if isinstance(a, SendToClient)] == [6]
     assert d.handle(ClientFellBehind(now=d.now, client="gone", request=None)) == []
+    assert d.gw.metrics_json(d.now)["streams_dropped"] == 1
+    assert "lockgate_streams_dropped_total 1\n" in d.gw.metrics_prometheus(d.now)
 
 
 def test_a_request_to_a_server_says_it_expects_an_answer() -> None:
