@@ -59,6 +59,8 @@ class Context:
         self.catalog_epoch = 0
         #: Aggregate mode's resource subscriptions: the clients subscribed to each (server, URI).
         self.subscriptions: dict[tuple[str, str], set[ClientId]] = {}
+        #: URL-mode elicitations relayed and not completed yet: the client each is for, by (server, elicitation id).
+        self.elicitations: dict[tuple[str, str], ClientId] = {}
         self._rng = DEFAULT_SEED
         self._next_downstream = 1
         self._out: list[Action] = []

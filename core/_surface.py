@@ -284,6 +284,8 @@ class Surface:
         self._waiting = [w for w in self._waiting if w.client != session.id]
         for subscribers in ctx.subscriptions.values():
             subscribers.discard(session.id)
+        for key in [key for key, client in ctx.elicitations.items() if client == session.id]:
+            del ctx.elicitations[key]
         for relayed in session.relayed.values():
             if relayed.downstream in ctx.links:
                 message = error(relayed.wire_id, int(ErrorCode.INTERNAL_ERROR), "The client went away before answering")
@@ -307,10 +309,18 @@ class Surface:
                 msg.id, int(ErrorCode.INTERNAL_ERROR), f"The gateway cannot tell which client {msg.method} is for: {reason}")))
             return
         needed = _NEEDS.get(msg.method)
-        if needed is None or not isinstance(session.capabilities.get(needed), dict):
+        declared = session.capabilities.get(needed) if needed is not None else None
+        url_mode = msg.method == "elicitation/create" and msg.params.get("mode") == "url"
+        # An elicitation capability without "url" offers form mode only (MCP 2025-11-25, client/elicitation).
+        if not isinstance(declared, dict) or (url_mode and not isinstance(declared.get("url"), dict)):
+            what = f"{msg.method} in URL mode" if url_mode else msg.method
             ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
-                msg.id, int(ErrorCode.METHOD_NOT_FOUND), f"Method not found: the client does not support {msg.method}")))
+                msg.id, int(ErrorCode.METHOD_NOT_FOUND), f"Method not found: the client does not support {what}")))
             return
+        elicitation = msg.params.get("elicitationId")
+        if url_mode and isinstance(elicitation, str):
+            # Its completion is announced later, by notification: it goes to this client.
+            ctx.elicitations[(link.name, elicitation)] = session.id
         session.next_relay += 1
         relay_id = f"lockgate-{session.next_relay}"
         session.relayed[relay_id] = Relayed(link.downstream, msg.id)
@@ -648,6 +658,12 @@ class Surface:
         """Any other notification of a server: resource updates go to their subscribers."""
         if note.method == "notifications/cancelled":
             self.server_cancelled(link, note)
+            return
+        if note.method == "notifications/elicitation/complete":
+            elicitation = note.params.get("elicitationId")
+            client = self._ctx.elicitations.pop((link.name, elicitation), None) if isinstance(elicitation, str) else None
+            if client is not None and client in self._ctx.clients:
+                self._ctx.emit(SendToClient(client=client, message=notification(note.method, note.params)))
             return
         if note.method != "notifications/resources/updated":
             return

@@ -447,3 +447,25 @@ def test_a_credential_refused_or_expired_after_initialize_lists_and_calls_nothin
     d.now = 100.0
     [expired] = sent_to_client(d.send(req(4, "resources/list")))
     assert expired["error"]["message"] == "credential key:1 expired"
+
+
+def test_a_url_mode_elicitation_needs_the_url_capability_and_its_completion_reaches_the_same_client() -> None:
+    d = gateway(servers=("db",))
+    params = {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}, "url": {}}}}
+    d.send(req(0, "initialize", params))
+    handshake_db(d.server("db"))
+    form_only = d.open(1)
+    form_only.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}}))
+    db = d.server("db")
+    url = {"mode": "url", "message": "Sign in", "url": "https://idp.example/auth", "elicitationId": "e-1"}
+    form_only.send(req(5, "tools/call", {"name": "get_row", "arguments": {}}))
+    [refused] = sent_downstream(db.send(request(1, "elicitation/create", url)))
+    assert refused == error(1, -32601, "Method not found: the client does not support elicitation/create in URL mode")
+    db.answer("tools/call", result={"content": []})
+    d.send(req(5, "tools/call", {"name": "get_row", "arguments": {}}))
+    assert sent_to_client(db.send(request(2, "elicitation/create", url))) == [request("lockgate-1", "elicitation/create", url)]
+    done = db.notify("notifications/elicitation/complete", elicitationId="e-1")
+    assert [(a.client, a.message) for a in done if isinstance(a, SendToClient)] == [
+        (0, notification("notifications/elicitation/complete", {"elicitationId": "e-1"})),
+    ]
+    assert sent_to_client(db.notify("notifications/elicitation/complete", elicitationId="e-1")) == []  # once
