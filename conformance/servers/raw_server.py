@@ -17,6 +17,15 @@ and ``drop_table``, ``get_user``, ``delete_user`` for the rules.
 Flags: ``--exit-at-start N`` exits with code N before reading anything;
 ``--garbage-at-start`` writes a non-JSON line first; ``--page-size N`` pages
 ``tools/list`` N tools at a time.
+
+``--catalog`` adds what aggregate-mode scenarios need, and nothing else
+changes without it: resources (``conformance://shared``, a URI the SDK
+server's ``--catalog`` lists too, ``raw://status`` and ``raw://secret``), the
+template ``raw://logs/{day}``, the prompt ``summary(topic)``,
+``resources/subscribe`` and ``unsubscribe``, ``logging/setLevel``, and the
+tools ``touch`` (sends ``notifications/resources/updated`` for ``uri``, then
+the result) and ``add_resource`` (lists ``raw://added`` from then on and sends
+``notifications/resources/list_changed``).
 """
 
 from __future__ import annotations
@@ -60,11 +69,33 @@ TOOLS: list[JSON] = [
 ]
 
 
+#: ``--catalog``: more tools, and resources, a template and a prompt.
+CATALOG_TOOLS: list[JSON] = [
+    _tool("touch", "Announce that the resource at `uri` was updated.", uri="string"),
+    _tool("add_resource", "List one more resource and announce that the resource list changed."),
+]
+RESOURCES: dict[str, str] = {
+    "conformance://shared": "shared, as the raw server has it",
+    "raw://status": "all good",
+    "raw://secret": "the raw server's secret",
+}
+TEMPLATE = "raw://logs/{day}"
+PROMPT: JSON = {
+    "name": "summary",
+    "description": "Summarise a topic.",
+    "arguments": [{"name": "topic", "description": "What to summarise.", "required": True}],
+}
+#: MCP's error code for a resource that does not exist (server/resources, "Error Handling").
+RESOURCE_NOT_FOUND = -32002
+
+
 class Server:
-    def __init__(self, page_size: int | None) -> None:
-        self.tools = list(TOOLS)
+    def __init__(self, page_size: int | None, catalog: bool = False) -> None:
+        self.tools = list(TOOLS) + (CATALOG_TOOLS if catalog else [])
         self.page_size = page_size
         self.next_id = 1000
+        self.catalog = catalog
+        self.resources = dict(RESOURCES)
 
     def write(self, message: JSON) -> None:
         sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
@@ -84,11 +115,16 @@ class Server:
         request_id = message.get("id")
         params = message.get("params") or {}
         if method == "initialize":
+            capabilities: JSON = {"tools": {"listChanged": True}, "logging": {}}
+            if self.catalog:
+                capabilities.update({"resources": {"subscribe": True, "listChanged": True}, "prompts": {"listChanged": True}})
             self.write({"jsonrpc": "2.0", "id": request_id, "result": {
                 "protocolVersion": params.get("protocolVersion", "2025-11-25"),
-                "capabilities": {"tools": {"listChanged": True}, "logging": {}},
+                "capabilities": capabilities,
                 "serverInfo": {"name": "raw-server", "version": "1.0.0"},
             }})
+        elif self.catalog and isinstance(method, str) and self.catalog_request(request_id, method, params):
+            pass
         elif method == "ping":
             self.write({"jsonrpc": "2.0", "id": request_id, "result": {}})
         elif method == "tools/list":
@@ -102,6 +138,45 @@ class Server:
             self.call(request_id, params.get("name"), params.get("arguments") or {}, (params.get("_meta") or {}).get("progressToken"))
         else:
             self.write({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": f"Method not found: {method}"}})
+
+    def catalog_request(self, request_id: Any, method: str, params: JSON) -> bool:
+        """Answer a ``--catalog`` request; False for a method that is not one."""
+        answer: JSON
+        if method == "resources/list":
+            answer = {"resources": [{"uri": uri, "name": uri.split("/")[-1], "mimeType": "text/plain"} for uri in self.resources]}
+        elif method == "resources/templates/list":
+            answer = {"resourceTemplates": [{"uriTemplate": TEMPLATE, "name": "logs", "mimeType": "text/plain"}]}
+        elif method == "resources/read":
+            uri = str(params.get("uri"))
+            if uri in self.resources:
+                text = self.resources[uri]
+            elif uri.startswith("raw://logs/"):
+                text = f"the raw server's log of {uri.removeprefix('raw://logs/')}"
+            else:
+                self.write({"jsonrpc": "2.0", "id": request_id, "error": {"code": RESOURCE_NOT_FOUND, "message": "Resource not found", "data": {"uri": uri}}})
+                return True
+            answer = {"contents": [{"uri": uri, "mimeType": "text/plain", "text": text}]}
+        elif method in ("resources/subscribe", "resources/unsubscribe", "logging/setLevel"):
+            answer = {}
+        elif method == "prompts/list":
+            answer = {"prompts": [PROMPT]}
+        elif method == "prompts/get" and params.get("name") == "summary":
+            topic = str((params.get("arguments") or {}).get("topic", ""))
+            answer = {"description": "Summarise a topic.", "messages": [{"role": "user", "content": {"type": "text", "text": f"Summarise {topic}."}}]}
+        elif method == "tools/call" and params.get("name") == "touch":
+            uri = str((params.get("arguments") or {}).get("uri", ""))
+            self.write({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}})
+            self.text(request_id, f"touched {uri}")
+            return True
+        elif method == "tools/call" and params.get("name") == "add_resource":
+            self.resources["raw://added"] = "added later"
+            self.write({"jsonrpc": "2.0", "method": "notifications/resources/list_changed"})
+            self.text(request_id, "added raw://added")
+            return True
+        else:
+            return False
+        self.write({"jsonrpc": "2.0", "id": request_id, "result": answer})
+        return True
 
     def call(self, request_id: Any, name: Any, args: JSON, token: Any) -> None:
         if name == "echo":
@@ -153,13 +228,14 @@ def main() -> None:
     parser.add_argument("--exit-at-start", type=int)
     parser.add_argument("--garbage-at-start", action="store_true")
     parser.add_argument("--page-size", type=int)
+    parser.add_argument("--catalog", action="store_true")
     args = parser.parse_args()
     if args.exit_at_start is not None:
         sys.exit(args.exit_at_start)
     if args.garbage_at_start:
         sys.stdout.write("raw-server starting (not JSON)\n")
         sys.stdout.flush()
-    server = Server(args.page_size)
+    server = Server(args.page_size, args.catalog)
     for line in sys.stdin:
         try:
             message = json.loads(line)
