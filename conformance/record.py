@@ -190,6 +190,8 @@ def _keep_sessions(recording: Path, name: str, sessions: int, out: Path, *, rena
 
     With ``rename_clients``, session N's client id (a random HTTP session
     id) is written ``http-N`` instead, so two recordings differ only in behaviour.
+    A stdio server's ``cwd`` (the servers file's folder: the random scratch
+    folder) is written ``.``, the gateway's working folder, which is the same place.
     """
     names = [name] if sessions == 1 else [f"{name}_{n}" for n in range(1, sessions + 1)]
     cores = [next(recording.glob(f"*-s{n}.core.jsonl"), None) for n in range(1, sessions + 1)]
@@ -202,6 +204,8 @@ def _keep_sessions(recording: Path, name: str, sessions: int, out: Path, *, rena
         assert path is not None
         first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
         clients[first["client"]] = f"http-{first['session']}"
+    for scratch in {str(recording.parent), os.path.realpath(recording.parent)}:
+        clients[scratch] = "."  # keep() renames whole JSON strings, client ids or not
     out.mkdir(parents=True, exist_ok=True)
     for session, core, wire in zip(names, cores, wires):
         assert core is not None and wire is not None
@@ -231,7 +235,8 @@ async def record_http(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
                 gateway = await start_gateway(nursery, argv, _environ(scenario.env), work)
                 try:
                     async with AsyncExitStack() as stack:
-                        clients = [await stack.enter_async_context(Client(gateway.url, mode=scenario.sdk_mode, read_timeout_seconds=30))
+                        clients = [await stack.enter_async_context(
+                                       Client(gateway.url, mode=scenario.sdk_mode, read_timeout_seconds=30, **scenario.client_options))
                                    for _ in range(scenario.sessions)]
                         await scenario.sdk(clients if scenario.sessions > 1 else clients[0])
                 finally:
@@ -254,7 +259,7 @@ async def record(scenario: Scenario, out: Path = TRANSCRIPTS) -> None:
                 from mcp import Client, StdioServerParameters
 
                 params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(work))
-                async with Client(params, mode=scenario.sdk_mode, read_timeout_seconds=30) as client:
+                async with Client(params, mode=scenario.sdk_mode, read_timeout_seconds=30, **scenario.client_options) as client:
                     await scenario.sdk(client)
                 # The client has closed the gateway's stdin; wait for it to finish writing.
                 with trio.move_on_after(10):

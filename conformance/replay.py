@@ -192,6 +192,12 @@ def write_replay_setup(lines: list[JSON], core_path: Path, directory: Path) -> t
     }
     if settings.get("default_agent"):
         env["GATEWAY_DEFAULT_AGENT"] = settings["default_agent"]
+    # Aggregate mode's settings (absent from transcripts recorded before it).
+    for key, variable in (("mode", "GATEWAY_MODE"), ("prefix", "GATEWAY_PREFIX"), ("name_separator", "GATEWAY_NAME_SEPARATOR")):
+        if settings.get(key):
+            env[variable] = str(settings[key])
+    if settings.get("gateway_tools"):
+        env["GATEWAY_GATEWAY_TOOLS"] = "1"
     command = [sys.executable, "-m", "lockgate.shells", "serve", "--config", "servers.json", "--rules", "rules.json"]
     return command, env
 

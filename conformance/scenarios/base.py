@@ -65,6 +65,9 @@ class Scenario:
     #: Over HTTP, clients at once: more than one gives the script a list of
     #: clients and the corpus ``NAME_1`` … ``NAME_N``, one transcript per session.
     sessions: int = 1
+    #: Keyword arguments for the SDK ``Client`` besides ``mode``: callbacks such as
+    #: ``sampling_callback`` (which also declares the capability) or ``message_handler``.
+    client_options: JSON = field(default_factory=dict)
 
 
 SCENARIOS: list[Scenario] = []
