@@ -12,7 +12,7 @@ order of the modules imported below, then of their definitions.
 from __future__ import annotations
 
 # Imported for the scenarios they register, in this order.
-from conformance.scenarios import handshake, tools, refusals, lifecycle, inputs, http  # noqa: F401  # isort: skip
+from conformance.scenarios import handshake, tools, refusals, lifecycle, inputs, http, aggregate  # noqa: F401  # isort: skip
 from conformance.scenarios.base import HERE, RAW, ROOT, RULES, SCENARIOS, SDK, TRANSCRIPTS, Scenario
 
 __all__ = ["HERE", "INSPECTOR", "RAW", "ROOT", "RULES", "SCENARIOS", "SDK", "SESSIONS", "TRANSCRIPTS", "Scenario"]
