@@ -165,12 +165,18 @@ class DownstreamMessageReceived:
     ``too_large`` is set instead of ``data`` when the shell refused to buffer
     a message over the limit the core set for downstreams
     (:func:`~lockgate.core.downstream_message_bytes`).
+
+    ``related`` is the wire id of the gateway's request on whose response
+    stream the message came (Streamable HTTP), so a server's request there
+    (sampling, elicitation) is known to be about that call; ``None`` when the
+    transport cannot tell (stdio, a GET stream).
     """
 
     now: float
     downstream: int
     data: bytes
     too_large: bool = False
+    related: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -163,7 +163,7 @@ class Gateway:
                     if isinstance(msg, Response):
                         self._links.answer(link, msg)  # a call's answer goes on to Calls.answered
                     else:
-                        self._links.message(link, msg)
+                        self._links.message(link, msg, related=event.related)
             case DownstreamNotReading():
                 link = ctx.links.get(event.downstream)
                 if link is not None:

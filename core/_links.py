@@ -171,8 +171,11 @@ class Links:
 
     # -- what a link's server says ---------------------------------------------------
 
-    def message(self, link: Link, msg: Request | Notification | Response | Invalid) -> None:
-        """One message from ``link``'s server, other than the answer to a call (see :meth:`Calls.answered`)."""
+    def message(self, link: Link, msg: Request | Notification | Response | Invalid, *, related: int | None = None) -> None:
+        """One message from ``link``'s server, other than the answer to a call (see :meth:`Calls.answered`).
+
+        ``related``: the wire id of the request on whose response stream it came, when the transport knows.
+        """
         match msg:
             case Response():
                 self._internal_answer(link, msg)
@@ -184,7 +187,7 @@ class Links:
                     self._ctx.emit(SendToDownstream(downstream=link.downstream, message=result(msg.id, {})))
                 elif aggregate_enabled(self._ctx.config):
                     # Client capabilities were declared on the clients' behalf: relay it.
-                    self.surface.server_request(link, msg)
+                    self.surface.server_request(link, msg, related)
                 else:
                     reply = error(msg.id, ErrorCode.METHOD_NOT_FOUND, f"Method not supported by the gateway: {msg.method}")
                     self._ctx.emit(SendToDownstream(downstream=link.downstream, message=reply))

@@ -33,10 +33,11 @@ cancellation, progress and the audit record are those of ``execute_tool``.
 ``elicitation/create``, ``roots/list``; handshake era) go to the client whose
 call caused them, under an id of the gateway's, when that client declared
 the capability; its answer goes back under the server's id
-(:class:`Relayed`). A per-client link belongs to one client; on a shared
-link the client is the one whose calls are in flight there, and when
-several clients' calls are, the server gets an error saying to give it
-``isolation: per_client``. A client that answers an id it was never sent,
+(:class:`Relayed`). Over Streamable HTTP the request comes on the response
+stream of the call it is about, which says whose it is. Otherwise a
+per-client link belongs to one client; on a shared link the client is the
+one whose calls are in flight there, and when several clients' calls are,
+the server gets an error saying to give it ``isolation: per_client``. A client that answers an id it was never sent,
 or twice, is ignored; a client that goes away leaves each of its open
 relays answered with an error.
 
@@ -294,11 +295,14 @@ class Surface:
 
     # -- requests servers send clients ---------------------------------------------------
 
-    def server_request(self, link: Link, msg: Request) -> None:
-        """A server asks a client something: relay it to the client whose call caused it, or refuse."""
+    def server_request(self, link: Link, msg: Request, wire_id: int | None = None) -> None:
+        """A server asks a client something: relay it to the client whose call caused it, or refuse.
+
+        ``wire_id`` is the call it came with (on that call's response stream), when the transport says.
+        """
         ctx = self._ctx
         assert link.downstream is not None
-        session, related = self._origin(link)
+        session, related = self._origin(link, wire_id)
         if session is None:
             reason = (
                 "no client call is in flight on this server"
@@ -326,12 +330,17 @@ class Surface:
         session.relayed[relay_id] = Relayed(link.downstream, msg.id)
         ctx.emit(SendToClient(client=session.id, message=request(relay_id, msg.method, msg.params), request=related))
 
-    def _origin(self, link: Link) -> tuple[ClientSession | None, Any]:
+    def _origin(self, link: Link, wire_id: int | None) -> tuple[ClientSession | None, Any]:
         """The session a server's request on ``link`` is for, and the client request it relates to.
 
+        The call it came with, when the transport says which; else the one
+        client with calls in flight on the link (or the link's own client).
         ``(None, None)`` when no call is in flight there, ``(None, <anything>)``
         when calls of several clients are.
         """
+        call = link.pending.get(wire_id) if wire_id is not None else None
+        if call is not None:
+            return self._ctx.clients.get(call.client), call.request_id
         calls = list(link.pending.values())
         clients = {call.client for call in calls} | ({link.client} if link.client is not None else set())
         if len(clients) != 1:

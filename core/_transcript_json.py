@@ -265,6 +265,8 @@ def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JS
                 out["too_large"] = True
             else:
                 _put_bytes(out, "data", event.data)
+            if event.related is not None:
+                out["related"] = event.related
         case ev.DownstreamNotReading():
             out["downstream"] = event.downstream
         case ev.ClientFellBehind():
@@ -343,7 +345,9 @@ def event_from_json(line: Mapping[str, Any]) -> ev.Event:
             case "DownstreamMessageReceived":
                 if line.get("too_large"):
                     return ev.DownstreamMessageReceived(now=now, downstream=line["downstream"], data=b"", too_large=True)
-                return ev.DownstreamMessageReceived(now=now, downstream=line["downstream"], data=_get_bytes(line, "data"))
+                return ev.DownstreamMessageReceived(
+                    now=now, downstream=line["downstream"], data=_get_bytes(line, "data"), related=line.get("related")
+                )
             case "DownstreamNotReading":
                 return ev.DownstreamNotReading(now=now, downstream=line["downstream"])
             case "ClientFellBehind":

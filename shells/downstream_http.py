@@ -55,6 +55,7 @@ from .downstream_http_replies import (
     initialize_version,
     is_response,
     read_body,
+    request_id,
 )
 from .logs import get_logger
 from .sse_parser import SseEvent, SseParser, SseTooLarge
@@ -250,7 +251,7 @@ class HttpDownstream:
             )
             return
         if content_type(response) == _ACCEPT_SSE:
-            await self._read_response_stream(response)
+            await self._read_response_stream(response, request_id(data))
             return
         body = await read_body(response, self._max_message_bytes)
         if body.strip():  # 202 Accepted has none
@@ -264,30 +265,34 @@ class HttpDownstream:
         _log.warning(f"sent a message over {self._max_message_bytes} bytes", extra={"fields": {"server": self.server}})
         await self._emit(DownstreamMessageReceived(now=trio.current_time(), downstream=self.downstream, data=b"", too_large=True))
 
-    async def _deliver(self, message: bytes) -> None:
+    async def _deliver(self, message: bytes, related: int | None = None) -> None:
         if self._too_large:
             # The lost message answered some call we can no longer name, so
             # nothing after it can be trusted to line up; the core is stopping us.
             return
         if self._protocol is None:
             self._protocol = initialize_version(message)
-        await self._emit(DownstreamMessageReceived(now=trio.current_time(), downstream=self.downstream, data=message))
+        await self._emit(
+            DownstreamMessageReceived(now=trio.current_time(), downstream=self.downstream, data=message, related=related)
+        )
 
-    async def _deliver_event(self, event: SseEvent) -> bool:
-        """Hand on one SSE event's message; True if there was one."""
+    async def _deliver_event(self, event: SseEvent, related: int | None = None) -> bool:
+        """Hand on one SSE event's message (``related``: the request whose response stream it came on); True if there was one."""
         # Priming events carry an id and empty data; other event types are not MCP.
         if event.event != "message" or not event.data.strip():
             return False
-        await self._deliver(event.data)
+        await self._deliver(event.data, related)
         return True
 
-    async def _read_response_stream(self, response: httpx.Response) -> None:
+    async def _read_response_stream(self, response: httpx.Response, related: int | None) -> None:
+        # What a server sends on a request's stream belongs to that request (its
+        # sampling or elicitation included): the core learns which by ``related``.
         parser = SseParser(self._max_message_bytes)
         last: bytes | None = None
         try:
             async for chunk in response.aiter_bytes():
                 for event in parser.feed(chunk):
-                    if await self._deliver_event(event):
+                    if await self._deliver_event(event, related):
                         last = event.data
         except httpx.TransportError as exc:
             # The answer comes last: a stream that breaks after it lost nothing
@@ -302,9 +307,9 @@ class HttpDownstream:
             # ended itself ended after the answer.
             if parser.last_event_id is None or (last is not None and is_response(last)):
                 return
-        await self._resume(parser)
+        await self._resume(parser, related)
 
-    async def _resume(self, parser: SseParser) -> None:
+    async def _resume(self, parser: SseParser, related: int | None) -> None:
         """Reopen a broken response stream by GET with ``Last-Event-ID`` until the answer comes."""
         assert self._client is not None and self._url is not None
         session = self.session
@@ -316,7 +321,7 @@ class HttpDownstream:
                         break
                     async for chunk in response.aiter_bytes():
                         for event in parser.feed(chunk):
-                            if await self._deliver_event(event) and is_response(event.data):
+                            if await self._deliver_event(event, related) and is_response(event.data):
                                 return
             except httpx.TransportError:
                 continue

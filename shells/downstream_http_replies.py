@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from lockgate.core import decode, Response
+from lockgate.core import Request, Response, decode
 
 from .sse_parser import SseParser
 
@@ -113,6 +113,12 @@ def initialize_version(message: bytes) -> str | None:
         return None
     version = result.get("protocolVersion")
     return version if isinstance(version, str) else None
+
+
+def request_id(message: bytes) -> int | None:
+    """The id of a request the gateway sent (its own wire ids are integers), else ``None``."""
+    msg = decode(message)
+    return msg.id if isinstance(msg, Request) and isinstance(msg.id, int) else None
 
 
 def is_response(message: bytes) -> bool:

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
-from lockgate.core import Audit, AuthenticationFailed, AuthenticationSucceeded, Principal, SendToClient, SendToDownstream
+from lockgate.core import (
+    Audit,
+    AuthenticationFailed,
+    AuthenticationSucceeded,
+    DownstreamMessageReceived,
+    Principal,
+    SendToClient,
+    SendToDownstream,
+)
 from lockgate.core._jsonrpc import error, notification, request, result
 
 from .harness import JSON, Driver, FakeDownstream, audits, make_config, req, sent_downstream, sent_to_client, server
@@ -190,7 +199,7 @@ def test_a_tool_call_goes_to_its_server_under_its_own_name_and_comes_back_untouc
     assert audits(actions) == [{
         "agent": "dev", "operation": "tools/call", "server": "db", "tool": "get_row", "decision": "ALLOW",
         "rule": "agents.dev.allow.servers[0]", "latency_ms": 0.0, "error_code": None,
-        "args": {"keys": ["id"], "request_bytes": len(__import__("json").dumps(msg).encode())},
+        "args": {"keys": ["id"], "request_bytes": len(json.dumps(msg).encode())},
     }]
 
 
@@ -469,3 +478,23 @@ def test_a_url_mode_elicitation_needs_the_url_capability_and_its_completion_reac
         (0, notification("notifications/elicitation/complete", {"elicitationId": "e-1"})),
     ]
     assert sent_to_client(db.notify("notifications/elicitation/complete", elicitationId="e-1")) == []  # once
+
+
+def test_a_request_on_a_calls_own_response_stream_goes_to_that_calls_client_even_on_a_shared_server() -> None:
+    d = gateway()
+    sampling_client(d)
+    handshake_db(d.server("db"))
+    handshake_util(d.server("util"))
+    d.open(1)
+    sampling_client(d, 1)
+    d.send(req(5, "tools/call", {"name": "db__get_row", "arguments": {}}))
+    d.send(req(6, "tools/call", {"name": "db__get_row", "arguments": {}}), client=1)
+    db = d.server("db")
+    second = db.requests("tools/call")[1]
+    actions = d.handle(DownstreamMessageReceived(
+        now=d.now, downstream=db.id, data=json.dumps(request(9, "sampling/createMessage", SAMPLING)).encode(),
+        related=second["id"],
+    ))
+    assert [a for a in actions if isinstance(a, SendToClient)] == [
+        SendToClient(client=1, request=6, message=request("lockgate-1", "sampling/createMessage", SAMPLING)),
+    ]

@@ -3,12 +3,17 @@
 Over stdio and over Streamable HTTP: the merged, filtered lists, tool calls,
 resources (by URI and through a template), prompts, refusals of what the
 rules hide, and a server's sampling, elicitation and roots requests
-relayed to the client whose call caused them.
+relayed to the client whose call caused them (over a shared HTTP server
+too, where two clients ask at once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +21,12 @@ from typing import Any
 
 import mcp_types as types
 import pytest
+import trio
 from mcp import Client, MCPError, StdioServerParameters
 
 from .conftest import SERVERS, Setup
 from .test_http import serve_http
+from .test_http_downstream import free_port
 
 RULES: dict[str, Any] = {
     "agents": {
@@ -130,3 +137,40 @@ async def test_sampling_elicitation_and_roots_reach_the_client_whose_call_asked(
             with pytest.raises(MCPError) as refused:
                 await plain.call_tool("catalog__ask", {"question": "?"})
             assert "the client does not support sampling/createMessage" in refused.value.error.message
+
+
+async def test_two_clients_sampling_at_once_through_a_shared_http_server_each_get_their_own(aggregate: Setup, tmp_path: Any) -> None:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(SERVERS / "catalog_server.py"), "--http", str(port)], start_new_session=True)
+    try:
+        with trio.fail_after(20):
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        break
+                except OSError:
+                    await trio.sleep(0.1)
+        aggregate.servers["catalog"] = {"url": f"http://127.0.0.1:{port}/mcp", "description": "catalog over HTTP"}
+        aggregate.write(RULES)
+
+        async def sampled_by(who: str, context: Any, params: Any) -> types.CreateMessageResult:
+            await trio.sleep(0.5)  # both calls are in flight on the one shared server now
+            return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text=who), model="m")
+
+        answers: dict[str, Any] = {}
+        with serve_http(aggregate) as served:
+
+            async def ask(who: str) -> None:
+                async def callback(context: Any, params: Any) -> types.CreateMessageResult:
+                    return await sampled_by(who, context, params)
+
+                async with Client(served.url, mode="legacy", read_timeout_seconds=30, sampling_callback=callback) as client:
+                    answers[who] = (await client.call_tool("catalog__ask", {"question": "who?"})).structured_content
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask, "alice")
+                nursery.start_soon(ask, "bob")
+        assert answers == {"alice": {"result": "alice"}, "bob": {"result": "bob"}}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(10)

@@ -2,7 +2,7 @@
 
 Its ``ask``, ``confirm`` and ``roots`` tools ask the client something
 (sampling, elicitation, roots), as servers that need a person or a model do.
-Built on the SDK's MCPServer, over stdio.
+Built on the SDK's MCPServer, over stdio (or Streamable HTTP with ``--http PORT``).
 """
 
 from __future__ import annotations
@@ -78,4 +78,10 @@ def summarise(topic: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run("stdio")
+    import sys
+
+    # --http PORT: Streamable HTTP at /mcp on 127.0.0.1 instead of stdio.
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        app.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        app.run("stdio")
