@@ -200,7 +200,9 @@ class Gateway:
                     for pool in ctx.pools.values():
                         self._links.start_eager(pool)  # only idle ones: a reload may have come first
             case ConfigReloaded():
+                before = self._surface.fingerprints()
                 self._reloads.reloaded(event)
+                self._surface.reloaded(before)
             case ConfigRejected():
                 self._reloads.rejected(event)
             case ShutdownRequested():

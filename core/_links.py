@@ -336,8 +336,9 @@ class Links:
         self.health.arm_idle(link)
         self.drain_waiters(link)
         previous, link.previous = link.previous, None
-        if previous is not None and aggregate_enabled(ctx.config):
-            self.surface.restarted(link, *previous)
+        if aggregate_enabled(ctx.config):
+            # A first start changes views too: a server that joins, or starts late, adds to them.
+            self.surface.restarted(link, *(previous or ([], {})))
         self.surface.settled()
 
     def _notification(self, link: Link, note: Notification) -> None:

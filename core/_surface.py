@@ -72,7 +72,7 @@ from ._link import Internal, Link, State
 from ._names import Namer, UriMap, fingerprint, page
 from ._policy import Refusal
 from ._pool import Unavailable
-from ._session import LOG_LEVELS, ClientSession
+from ._session import LOG_LEVELS, ClientSession, SessionState
 from ._tools import gateway_tools
 
 if TYPE_CHECKING:
@@ -98,6 +98,13 @@ _LISTS: dict[str, str] = {
     "resources/list": "resources",
     "resources/templates/list": "resourceTemplates",
     "prompts/list": "prompts",
+}
+#: The notification that says a list changed, by its key in :attr:`View.lists`.
+_CHANGED_LISTS = {
+    "tools": "notifications/tools/list_changed",
+    "resources": "notifications/resources/list_changed",
+    "resourceTemplates": "notifications/resources/list_changed",
+    "prompts": "notifications/prompts/list_changed",
 }
 _CHANGED = {
     Internal.TOOLS_LIST: "notifications/tools/list_changed",
@@ -189,14 +196,14 @@ class Surface:
         self._serve_or_wait(Waiting(session.id, req))
         return True
 
-    def agent(self, session: ClientSession, req: Request) -> str | Refusal:
-        """The agent an aggregate request acts as: a declared ``_meta.agent_id``, else the session's.
+    def agent(self, session: ClientSession, req: Request | None) -> str | Refusal:
+        """The agent an aggregate request acts as: a declared ``_meta.agent_id``, else the session's (``req`` None: the latter).
 
         Decided afresh for every request, as for a gateway tool call, so a
         credential refused or expired since ``initialize`` acts no more.
         """
         ctx = self._ctx
-        meta = req.params.get("_meta")
+        meta = req.params.get("_meta") if req is not None else None
         declared = meta.get("agent_id") if isinstance(meta, dict) else None
         if declared is not None and not isinstance(declared, str):
             declared = ""  # refused below as an invalid id
@@ -700,10 +707,13 @@ class Surface:
         levels = [s.log_level for s in self._sessions(link) if s.log_level is not None]
         if levels and isinstance(link.capabilities.get("logging"), dict):
             self._internal(link, Internal.SET_LEVEL, {"level": min(levels, key=LOG_LEVELS.index)})
-        self.catalog_changed(link, Internal.TOOLS_LIST, tools)
-        for kind in (Internal.RESOURCES_LIST, Internal.TEMPLATES_LIST, Internal.PROMPTS_LIST):
-            if kind in catalog or kind in link.catalog:
-                self.catalog_changed(link, kind, catalog.get(kind, []))
+        told: dict[tuple[ClientId, str], None] = {}
+        for kind in (Internal.TOOLS_LIST, Internal.RESOURCES_LIST, Internal.TEMPLATES_LIST, Internal.PROMPTS_LIST):
+            old = tools if kind is Internal.TOOLS_LIST else catalog.get(kind, [])
+            for client in self._changed_for(link, kind, old):
+                told[(client, _CHANGED[kind])] = None  # resources and templates: one notification
+        for client, method in told:
+            ctx.emit(SendToClient(client=client, message=notification(method)))
 
     def _internal(self, link: Link, kind: Internal, params: JSONObject) -> None:
         """A request of the gateway's own whose answer nobody waits for."""
@@ -714,13 +724,20 @@ class Surface:
 
     def catalog_changed(self, link: Link, kind: Internal, old: list[JSONObject]) -> None:
         """A server's list changed from ``old``: tell each aggregate client whose filtered view of it changed."""
+        for client in self._changed_for(link, kind, old):
+            self._ctx.emit(SendToClient(client=client, message=notification(_CHANGED[kind])))
+
+    def _changed_for(self, link: Link, kind: Internal, old: list[JSONObject]) -> list[ClientId]:
+        """The aggregate sessions whose view of one of ``link``'s lists differs from what it was with ``old``."""
         new = link.tools or [] if kind is Internal.TOOLS_LIST else link.catalog.get(kind, [])
+        changed: list[ClientId] = []
         for session in self._sessions(link):
             agent = session.agent
             if agent is None or link.name not in self._servers(agent):
                 continue
             if self._visible(session, agent, link.name, kind, old) != self._visible(session, agent, link.name, kind, new):
-                self._ctx.emit(SendToClient(client=session.id, message=notification(_CHANGED[kind])))
+                changed.append(session.id)
+        return changed
 
     def _visible(self, session: ClientSession, agent: str, server: str, kind: Internal, items: list[JSONObject]) -> list[JSONObject]:
         """The items of one of ``server``'s lists that ``agent`` may see, as the server defines them."""
@@ -735,9 +752,34 @@ class Surface:
         key = "uri" if kind is Internal.RESOURCES_LIST else "uriTemplate"
         return [r for r in items if policy.decide_resource(agent, server, r[key]).allowed]
 
-    def _sessions(self, link: Link) -> list[ClientSession]:
-        """The initialized aggregate sessions a message of ``link`` may concern (its own client for a per-client link)."""
+    def _sessions(self, link: Link | None = None) -> list[ClientSession]:
+        """The aggregate sessions past their handshake that a message of ``link`` may concern.
+
+        Its own client for a per-client link; every one without a link. A
+        session still waiting for its ``initialize`` answer hears nothing
+        before it.
+        """
         return [
             session for session in self._ctx.clients.values()
-            if session.mode == "aggregate" and session.initialized and (link.client is None or link.client == session.id)
+            if session.mode == "aggregate" and session.state is SessionState.READY
+            and (link is None or link.client is None or link.client == session.id)
         ]
+
+    def fingerprints(self) -> dict[ClientId, dict[str, str]]:
+        """What each aggregate session's lists look like now, to tell after a reload whose changed."""
+        out: dict[ClientId, dict[str, str]] = {}
+        for session in self._sessions():
+            agent = self.agent(session, None)  # its own agent, as its requests without _meta would
+            if isinstance(agent, str):
+                out[session.id] = dict(self._known_view(session, agent).fingerprints)
+        return out
+
+    def reloaded(self, before: dict[ClientId, dict[str, str]]) -> None:
+        """A reload happened: tell each aggregate session whose lists it changed (new rules, servers gone or new)."""
+        after = self.fingerprints()
+        for client, old in before.items():
+            new = after.get(client, {})
+            # Templates are told of as resources are: one notification for both.
+            changed = dict.fromkeys(method for key, method in _CHANGED_LISTS.items() if old.get(key) != new.get(key))
+            for method in changed:
+                self._ctx.emit(SendToClient(client=client, message=notification(method)))

@@ -8,6 +8,7 @@ from typing import Any
 
 from lockgate.core import (
     Audit,
+    ConfigReloaded,
     AuthenticationFailed,
     AuthenticationSucceeded,
     DownstreamMessageReceived,
@@ -261,6 +262,7 @@ def test_a_list_change_is_passed_on_only_to_clients_whose_view_changed() -> None
     ready(d)
     reader = d.open(1)
     reader.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "_meta": {"agent_id": "reader"}}))
+    reader.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
     db = d.server("db")
     db.notify("notifications/tools/list_changed")
     # A new tool dev may not call: nobody's view changes.
@@ -497,4 +499,33 @@ def test_a_request_on_a_calls_own_response_stream_goes_to_that_calls_client_even
     ))
     assert [a for a in actions if isinstance(a, SendToClient)] == [
         SendToClient(client=1, request=6, message=request("lockgate-1", "sampling/createMessage", SAMPLING)),
+    ]
+
+
+def test_a_reload_tells_each_client_which_of_its_lists_it_changed() -> None:
+    d = gateway()
+    ready(d)
+    narrower = {**RULES, "agents": {**RULES["agents"], "dev": {"allow": {"servers": ["db"]}, "deny": {"tools": {"db": ["drop_*"]}}}}}
+    actions = d.handle(ConfigReloaded(now=d.now, config=make_config(narrower, ("db", "util"), mode="aggregate", default_agent="dev")))
+    # util is gone from dev's view: its tool and its prompts; db's resources are all visible now.
+    assert sent_to_client(actions) == [
+        notification("notifications/tools/list_changed"),
+        notification("notifications/resources/list_changed"),
+        notification("notifications/prompts/list_changed"),
+    ]
+    [tools] = sent_to_client(d.send(req(1, "tools/list")))
+    assert [t["name"] for t in tools["result"]["tools"]] == ["get_row"]  # one server left to dev: no prefix
+
+
+def test_a_server_that_starts_late_tells_the_clients_that_see_it() -> None:
+    d = gateway()
+    d.initialize()
+    handshake_db(d.server("db"))
+    d.server("util").exit("not yet")  # initialize is answered without it
+    assert d.clients[0].received[-1]["result"]["capabilities"]["prompts"] == {"listChanged": True}
+    while d.server("util").exited:
+        d.advance(0.5)  # its backoff, then it starts again
+    assert sent_to_client(handshake_util(d.server("util"))) == [
+        notification("notifications/tools/list_changed"),
+        notification("notifications/prompts/list_changed"),
     ]
