@@ -335,6 +335,9 @@ class Links:
         link.last_active = ctx.now
         self.health.arm_idle(link)
         self.drain_waiters(link)
+        pool = ctx.pools.get(link.name)
+        if pool is not None and not link.retiring:
+            pool.known = link
         previous, link.previous = link.previous, None
         if aggregate_enabled(ctx.config):
             # A first start changes views too: a server that joins, or starts late, adds to them.

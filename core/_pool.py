@@ -59,6 +59,9 @@ class Pool:
     clients: dict[ClientId, Link] = field(default_factory=dict)
     #: The load balancer's rotating counter (see :func:`lockgate.core._balance.choose`).
     turn: int = 0
+    #: The link that last finished its handshake: its cached catalogue stands for the server
+    #: when a client has no link of its own (a per-client one that failed is dropped).
+    known: Link | None = None
 
     @classmethod
     def build(cls, spec: ServerSpec) -> Pool:

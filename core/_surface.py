@@ -461,8 +461,8 @@ class Surface:
                 continue
             candidates = [pool.clients[session.id]] if session.id in pool.clients else list(pool.shared)
             known = [link for link in candidates if link.tools is not None]
-            chosen = next((link for link in known if link.state is State.READY), known[0] if known else None)
-            if chosen is not None:
+            chosen = next((link for link in known if link.state is State.READY), known[0] if known else pool.known)
+            if chosen is not None and chosen.tools is not None:
                 found[server] = chosen
         return found
 

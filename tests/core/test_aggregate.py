@@ -529,3 +529,17 @@ def test_a_server_that_starts_late_tells_the_clients_that_see_it() -> None:
         notification("notifications/tools/list_changed"),
         notification("notifications/prompts/list_changed"),
     ]
+
+
+def test_a_per_client_server_that_crashed_keeps_its_names_and_the_call_waits_for_a_new_connection() -> None:
+    config = make_config(RULES, (), mode="aggregate", default_agent="dev")
+    d = Driver(dataclasses.replace(config, servers={"db": server("db", isolation="per_client")}))
+    d.initialize()
+    first = d.server("db")
+    handshake_db(first)
+    first.exit("crashed")  # the client's own link is dropped, and its catalogue with it
+    assert sent_to_client(d.send(req(1, "tools/call", {"name": "get_row", "arguments": {}}))) == []
+    second = d.server("db")
+    assert second is not first
+    handshake_db(second)
+    assert second.request("tools/call")["params"] == {"name": "get_row", "arguments": {}}
