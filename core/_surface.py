@@ -341,7 +341,8 @@ class Surface:
         """The session a server's request on ``link`` is for, and the client request it relates to.
 
         The call it came with, when the transport says which; else the one
-        client with calls in flight on the link (or the link's own client).
+        client with calls in flight on the link (or the link's own client);
+        with no call in flight, the only aggregate client there is.
         ``(None, None)`` when no call is in flight there, ``(None, <anything>)``
         when calls of several clients are.
         """
@@ -350,6 +351,10 @@ class Surface:
             return self._ctx.clients.get(call.client), call.request_id
         calls = list(link.pending.values())
         clients = {call.client for call in calls} | ({link.client} if link.client is not None else set())
+        if not clients:
+            # No call to say whose (a server asking for roots as it starts, say): the one client there is, if so.
+            sessions = self._sessions(link)
+            clients = {sessions[0].id} if len(sessions) == 1 else set()
         if len(clients) != 1:
             return None, (None if not clients else "several")
         [client] = clients

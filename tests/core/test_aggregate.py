@@ -358,6 +358,11 @@ def test_a_server_asking_what_the_client_cannot_do_or_nobody_asked_for_gets_an_e
     d = gateway()
     ready(d)  # this client declared no capabilities
     db = d.server("db")
+    # With no call in flight, the only client there is: it cannot be asked.
+    assert sent_downstream(db.send(request(1, "roots/list"))) == [
+        error(1, -32601, "Method not found: the client does not support roots/list"),
+    ]
+    d.open(1).initialize()
     assert sent_downstream(db.send(request(1, "roots/list"))) == [
         error(1, -32603, "The gateway cannot tell which client roots/list is for: no client call is in flight on this server"),
     ]
@@ -543,3 +548,15 @@ def test_a_per_client_server_that_crashed_keeps_its_names_and_the_call_waits_for
     assert second is not first
     handshake_db(second)
     assert second.request("tools/call")["params"] == {"name": "get_row", "arguments": {}}
+
+
+def test_a_server_asking_for_roots_as_it_starts_asks_the_only_client_there_is() -> None:
+    d = gateway(servers=("db",))
+    sampling_client(d)
+    d.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    db = d.server("db")
+    handshake_db(db)
+    assert [(a.client, a.request, a.message) for a in db.send(request(1, "roots/list")) if isinstance(a, SendToClient)] == [
+        (0, None, request("lockgate-1", "roots/list", {})),
+    ]
+    assert sent_downstream(d.send(result("lockgate-1", {"roots": []}))) == [result(1, {"roots": []})]
