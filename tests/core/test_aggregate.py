@@ -372,7 +372,8 @@ def test_a_server_asking_what_the_client_cannot_do_or_nobody_asked_for_gets_an_e
     ]
 
 
-def test_on_a_shared_server_with_calls_of_two_clients_the_request_is_refused_naming_the_fix() -> None:
+def two_clients_calling_db() -> Driver:
+    """Both servers ready; clients 0 and 1, both able to sample, each with a db__get_row call in flight (ids 5, 6)."""
     d = gateway()
     sampling_client(d)
     handshake_db(d.server("db"))
@@ -380,7 +381,12 @@ def test_on_a_shared_server_with_calls_of_two_clients_the_request_is_refused_nam
     d.open(1)
     sampling_client(d, 1)
     d.send(req(5, "tools/call", {"name": "db__get_row", "arguments": {}}))
-    d.send(req(5, "tools/call", {"name": "db__get_row", "arguments": {}}), client=1)
+    d.send(req(6, "tools/call", {"name": "db__get_row", "arguments": {}}), client=1)
+    return d
+
+
+def test_on_a_shared_server_with_calls_of_two_clients_the_request_is_refused_naming_the_fix() -> None:
+    d = two_clients_calling_db()
     [refused] = sent_downstream(d.server("db").send(request(3, "sampling/createMessage", SAMPLING)))
     assert refused["error"]["message"].endswith("give it isolation: per_client")
 
@@ -488,14 +494,7 @@ def test_a_url_mode_elicitation_needs_the_url_capability_and_its_completion_reac
 
 
 def test_a_request_on_a_calls_own_response_stream_goes_to_that_calls_client_even_on_a_shared_server() -> None:
-    d = gateway()
-    sampling_client(d)
-    handshake_db(d.server("db"))
-    handshake_util(d.server("util"))
-    d.open(1)
-    sampling_client(d, 1)
-    d.send(req(5, "tools/call", {"name": "db__get_row", "arguments": {}}))
-    d.send(req(6, "tools/call", {"name": "db__get_row", "arguments": {}}), client=1)
+    d = two_clients_calling_db()
     db = d.server("db")
     second = db.requests("tools/call")[1]
     actions = d.handle(DownstreamMessageReceived(
