@@ -180,7 +180,7 @@ class Links:
             case Response():
                 self._internal_answer(link, msg)
             case Notification():
-                self._notification(link, msg)
+                self._notification(link, msg, related)
             case Request():
                 assert link.downstream is not None
                 if msg.method == "ping":
@@ -344,7 +344,7 @@ class Links:
             self.surface.restarted(link, *(previous or ([], {})))
         self.surface.settled()
 
-    def _notification(self, link: Link, note: Notification) -> None:
+    def _notification(self, link: Link, note: Notification, related: int | None = None) -> None:
         method = note.method
         if method == "notifications/progress":
             token = note.params.get("progressToken")
@@ -363,7 +363,7 @@ class Links:
                 "info", "server log message",
                 server=link.name, server_level=note.params.get("level"), data=note.params.get("data"),
             )
-            self.surface.log_message(link, note)
+            self.surface.log_message(link, note, related)
         else:
             self.surface.notification(link, note)
 

@@ -535,7 +535,9 @@ class Surface:
         from ._clients import INSTRUCTIONS, server_info
 
         offered = [link.capabilities for link in links.values()]
-        capabilities: JSONObject = {"tools": {"listChanged": True}, "logging": {}}
+        capabilities: JSONObject = {"tools": {"listChanged": True}}
+        if any(isinstance(c.get("logging"), dict) for c in offered):
+            capabilities["logging"] = {}
         resources = [c["resources"] for c in offered if isinstance(c.get("resources"), dict)]
         if resources:
             capabilities["resources"] = {
@@ -664,16 +666,35 @@ class Surface:
 
     # -- what servers say on their own ---------------------------------------------
 
-    def log_message(self, link: Link, note: Notification) -> None:
-        """A server's log message: to the aggregate clients that asked for its level (or its own client)."""
+    def log_message(self, link: Link, note: Notification, wire_id: int | None = None) -> None:
+        """A server's log message: to the client of the call it is about, else to every client that asked for its level.
+
+        The call is known when the message came on its response stream
+        (``wire_id``), or when it is the only call in flight on the link; it
+        goes to that call's client, on that call's stream, unless the client
+        asked for a higher level. Otherwise every aggregate client whose
+        ``logging/setLevel`` admits the level gets it (a per-client link's
+        own client also when it set none).
+        """
         level = note.params.get("level")
         if level not in LOG_LEVELS:
             return
         rank = LOG_LEVELS.index(level)
+        call = link.pending.get(wire_id) if wire_id is not None else None
+        if call is None and len(link.pending) == 1:
+            [call] = link.pending.values()
+        message = notification(note.method, note.params)
+        if call is not None:
+            session = self._ctx.clients.get(call.client)
+            if session is not None and session.mode == "aggregate" and (
+                session.log_level is None or rank >= LOG_LEVELS.index(session.log_level)
+            ):
+                self._ctx.emit(SendToClient(client=session.id, message=message, request=call.request_id))
+            return
         for session in self._sessions(link):
             wanted = session.log_level
             if (wanted is not None and rank >= LOG_LEVELS.index(wanted)) or (wanted is None and link.client == session.id):
-                self._ctx.emit(SendToClient(client=session.id, message=notification(note.method, note.params)))
+                self._ctx.emit(SendToClient(client=session.id, message=message))
 
     def notification(self, link: Link, note: Notification) -> None:
         """Any other notification of a server: resource updates go to their subscribers."""

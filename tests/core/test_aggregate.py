@@ -109,9 +109,8 @@ def test_a_server_that_cannot_start_is_left_out_and_never_offered() -> None:
     d.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}}))
     assert sent_to_client(d.server("db").exit("no such command")) == []
     [answer] = sent_to_client(handshake_util(d.server("util")))
-    assert answer["result"]["capabilities"] == {
-        "tools": {"listChanged": True}, "logging": {}, "prompts": {"listChanged": True}, "completions": {},
-    }
+    # No logging either: only db offered it.
+    assert answer["result"]["capabilities"] == {"tools": {"listChanged": True}, "prompts": {"listChanged": True}, "completions": {}}
     assert "instructions" not in answer["result"]
     # A list tries it once more, as a call would, and goes on without it.
     assert sent_to_client(d.send(req(1, "tools/list"))) == []
@@ -559,3 +558,24 @@ def test_a_server_asking_for_roots_as_it_starts_asks_the_only_client_there_is() 
         (0, None, request("lockgate-1", "roots/list", {})),
     ]
     assert sent_downstream(d.send(result("lockgate-1", {"roots": []}))) == [result(1, {"roots": []})]
+
+
+def test_a_log_message_about_a_call_goes_to_that_calls_client_on_its_stream() -> None:
+    d = two_clients_calling_db()
+    db = d.server("db")
+    first = db.requests("tools/call")[0]
+    note = {"level": "info", "data": "working on it"}
+    actions = d.handle(DownstreamMessageReceived(
+        now=d.now, downstream=db.id, related=first["id"],
+        data=json.dumps(notification("notifications/message", note)).encode(),
+    ))
+    assert [a for a in actions if isinstance(a, SendToClient)] == [
+        SendToClient(client=0, request=5, message=notification("notifications/message", note)),
+    ]
+    # A client that asked for errors only does not get it.
+    d.send(req(7, "logging/setLevel", {"level": "error"}))
+    actions = d.handle(DownstreamMessageReceived(
+        now=d.now, downstream=db.id, related=first["id"],
+        data=json.dumps(notification("notifications/message", note)).encode(),
+    ))
+    assert [a for a in actions if isinstance(a, SendToClient)] == []
