@@ -579,3 +579,17 @@ def test_a_log_message_about_a_call_goes_to_that_calls_client_on_its_stream() ->
         data=json.dumps(notification("notifications/message", note)).encode(),
     ))
     assert [a for a in actions if isinstance(a, SendToClient)] == []
+
+
+def test_a_subscription_to_a_resource_the_agent_may_not_read_is_refused_and_never_forwarded() -> None:
+    d = gateway()
+    ready(d)
+    before = len(d.server("db").received)
+    # Not on the agent's list, so unknown as a plain URI; named in the server's namespace, denied by the rules.
+    [unknown] = sent_to_client(d.send(req(1, "resources/subscribe", {"uri": "db://secrets/key"})))
+    assert unknown == error(1, -32002, "Resource not found", {"uri": "db://secrets/key"})
+    [denied] = sent_to_client(d.send(req(2, "resources/subscribe", {"uri": "lockgate://db/db://secrets/key"})))
+    assert denied["error"]["code"] == -32000
+    assert denied["error"]["data"] == {"code": "DENIED_BY_POLICY", "rule": "agents.dev: no rule allows it"}
+    assert len(d.server("db").received) == before
+    assert all(not subscribers for subscribers in d.gw._ctx.subscriptions.values())
