@@ -36,22 +36,25 @@ the capability; its answer goes back under the server's id
 (:class:`Relayed`). Over Streamable HTTP the request comes on the response
 stream of the call it is about, which says whose it is. Otherwise a
 per-client link belongs to one client; on a shared link the client is the
-one whose calls are in flight there, and when several clients' calls are,
-the server gets an error saying to give it ``isolation: per_client``. A client that answers an id it was never sent,
-or twice, is ignored; a client that goes away leaves each of its open
-relays answered with an error.
+one whose calls are in flight there (with none, the only aggregate client
+there is), and when several clients' calls are, the server gets an error
+saying to give it ``isolation: per_client``. A client that answers an id it
+was never sent, or twice, is ignored; a client that goes away leaves each
+of its open relays answered with an error.
 
 **A server that restarts** (crash, lost HTTP session) is handshaken again
 by :mod:`._links`; once ready, its subscriptions and the clients' log
 level are renewed on the new connection, and the clients whose view of its
 lists changed are told (:meth:`Surface.restarted`). Their sessions go on.
 
-**What servers say on their own**: ``notifications/message`` goes to the
-clients that asked for that level (``logging/setLevel``, which is also
-passed on to every server that offers logging); ``resources/updated`` to the
-clients subscribed to the resource; a ``list_changed`` refreshes the cache
-(:mod:`._links`) and is passed on to the aggregate clients whose view of
-that list changed.
+**What servers say on their own**: ``notifications/message`` about a call
+goes to that call's client, any other to the clients that asked for its
+level (``logging/setLevel``, which is also passed on to every server that
+offers logging); ``resources/updated`` to the clients subscribed to the
+resource; a ``list_changed`` refreshes the cache (:mod:`._links`) and is
+passed on to the aggregate clients whose view of that list changed, as is
+the change a reload makes. Nothing reaches a session before its
+``initialize`` answer.
 """
 
 from __future__ import annotations
@@ -173,12 +176,12 @@ class Surface:
         self.links: Links
         self._waiting: list[Waiting] = []
         self._settling = False
-        # Merged views by what they were made from (see _view), and each agent's servers;
-        # caches, so no state to speak of.
+        # Merged views by what they were made from (see _view), and each agent's servers:
+        # caches, emptied by a reload (_forget), so no state to speak of.
         self._views: dict[tuple[Any, ...], View] = {}
-        self._agent_servers: dict[tuple[int, str], list[str]] = {}
+        self._agent_servers: dict[str, list[str]] = {}
         self._resolving: dict[tuple[Any, ...], View] = {}
-        self._per_client: tuple[int, bool] = (0, False)
+        self._per_client = any(spec.isolation == "per_client" for spec in ctx.config.servers.values())
 
     # -- the session's mode and agent ------------------------------------------------
 
@@ -400,15 +403,22 @@ class Surface:
             for relay_id in [r for r, relayed in session.relayed.items() if relayed.downstream == downstream]:
                 del session.relayed[relay_id]
 
-    def _servers(self, agent: str) -> list[str]:
-        """The servers ``agent`` may use, in name order (kept per configuration: it is asked on every request)."""
+    def _forget(self) -> None:
+        """Empty the caches: every one of them was made under the configuration a reload replaced."""
+        self._views.clear()
+        self._agent_servers.clear()
+        self._resolving.clear()
         config = self._ctx.config
-        key = (id(config), agent)
-        servers = self._agent_servers.get(key)
+        self._per_client = any(spec.isolation == "per_client" for spec in config.servers.values())
+
+    def _servers(self, agent: str) -> list[str]:
+        """The servers ``agent`` may use, in name order (kept until a reload: it is asked on every request)."""
+        servers = self._agent_servers.get(agent)
         if servers is None:
+            config = self._ctx.config
             if len(self._agent_servers) >= _VIEWS:
                 self._agent_servers.clear()
-            servers = self._agent_servers[key] = config.policy.visible_servers(agent, sorted(config.servers))
+            servers = self._agent_servers[agent] = config.policy.visible_servers(agent, sorted(config.servers))
         return servers
 
     def _catalog_links(self, session: ClientSession, servers: list[str], waiting: Waiting) -> dict[str, Link] | None:
@@ -446,10 +456,8 @@ class Surface:
         """The agent's view over every server's cached catalogue, for resolving names (asked on every call)."""
         ctx = self._ctx
         # Per-client links are this session's own; shared ones are everyone's.
-        if self._per_client[0] != id(ctx.config):
-            self._per_client = (id(ctx.config), any(spec.isolation == "per_client" for spec in ctx.config.servers.values()))
-        own = session.id if self._per_client[1] else None
-        key = (id(ctx.config), agent, None if session.principal is None else session.principal.tools, ctx.catalog_epoch, own)
+        own = session.id if self._per_client else None
+        key = (agent, None if session.principal is None else session.principal.tools, ctx.catalog_epoch, own)
         view = self._resolving.get(key)
         if view is None:
             if len(self._resolving) >= _VIEWS:
@@ -474,10 +482,7 @@ class Surface:
     def _view(self, session: ClientSession, agent: str, links: dict[str, Link]) -> View:
         """The agent's merged, filtered catalogue over ``links``: made once, then served from the cache until a list changes."""
         principal = session.principal
-        key = (
-            id(self._ctx.config), agent, None if principal is None else principal.tools,
-            self._ctx.catalog_epoch, tuple(links),
-        )
+        key = (agent, None if principal is None else principal.tools, self._ctx.catalog_epoch, tuple(links))
         view = self._views.get(key)
         if view is None:
             if len(self._views) >= _VIEWS:
@@ -802,6 +807,7 @@ class Surface:
 
     def reloaded(self, before: dict[ClientId, dict[str, str]]) -> None:
         """A reload happened: tell each aggregate session whose lists it changed (new rules, servers gone or new)."""
+        self._forget()
         after = self.fingerprints()
         for client, old in before.items():
             new = after.get(client, {})
