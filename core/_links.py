@@ -35,12 +35,12 @@ from ._audit import Decision
 from ._call import Call, CallTrigger
 from ._config import Settings
 from ._context import Context, error_response
-from ._surface import CLIENT_CAPABILITIES, aggregate_enabled
 from ._errors import ErrorCode
 from ._events import ClientId
 from ._jsonrpc import Invalid, Notification, Request, Response, error, error_with, notification, request, result
 from ._link import LISTS, Internal, Link, State
 from ._pool import Pool, Unavailable
+from ._surface import CLIENT_CAPABILITIES, aggregate_enabled
 from ._timers import TimerKind
 
 if TYPE_CHECKING:
