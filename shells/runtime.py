@@ -108,7 +108,9 @@ class GatewayCore(Core, Protocol):
 
     def metrics_prometheus(self, now: float) -> str: ...
 
-    def relays(self) -> bool: ...
+    def relays(self) -> bool:
+        """Whether servers' requests are relayed to clients (aggregate mode): calls are then answered as SSE streams."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
