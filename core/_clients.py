@@ -38,6 +38,7 @@ from ._tools import gateway_tools
 if TYPE_CHECKING:
     from ._calls import Calls
     from ._links import Links
+    from ._relays import Relays
     from ._surface import Surface
 
 __all__ = ["INSTRUCTIONS", "Clients", "client_label", "server_info"]
@@ -68,6 +69,7 @@ class Clients:
         self.calls: Calls
         self.links: Links
         self.surface: Surface
+        self.relays: Relays
         #: Streamable HTTP sessions: the ``now`` of each one's latest message.
         self._http_seen: dict[ClientId, float] = {}
         self._expiry_timer: int | None = None
@@ -107,6 +109,7 @@ class Clients:
         for call in list(session.calls.values()):
             self.calls.abandon(call, reason)
         self.surface.drop(session)
+        self.relays.drop(session)
         self.links.release_client(client)
 
     def _arm_expiry(self, deadline: float) -> None:
@@ -166,7 +169,7 @@ class Clients:
                 self._invalid(session, msg, ev)
             case Response():
                 # Only a server's relayed request is owed an answer; anything else (twice, never asked) is ignored.
-                if not self.surface.client_answer(session, msg):
+                if not self.relays.client_answer(session, msg):
                     self._ctx.log("debug", "ignored a response from a client", client=client_label(session.id), id=msg.id)
             case _:
                 assert_never(msg)
@@ -258,4 +261,4 @@ class Clients:
                 reason = note.params.get("reason")
                 self.calls.abandon(call, reason if isinstance(reason, str) else "cancelled by the client")
         elif note.method == "notifications/roots/list_changed" and session.mode == "aggregate":
-            self.surface.roots_changed(session)
+            self.relays.roots_changed(session)

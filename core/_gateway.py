@@ -29,6 +29,8 @@ part that owns it; the parts share one :class:`~lockgate.core._context.Context`
 :mod:`._lost_sessions` HTTP servers that lost our session or answer errors
 :mod:`._surface`       aggregate mode: the servers' own tools, resources and
                        prompts, merged, filtered and routed
+:mod:`._relays`        aggregate mode: what servers ask clients (sampling,
+                       elicitation, roots), relayed to the right client
 :mod:`._reload`        a new configuration taking over between two events
 :mod:`._views`         status, readiness and metrics (read-only)
 =====================  =====================================================
@@ -74,6 +76,7 @@ from ._links import Links, downstream_message_bytes
 from ._lost_sessions import LostSessions
 from ._pool import ServerState
 from ._reload import Reloads
+from ._relays import Relays
 from ._surface import Surface, aggregate_enabled
 from ._timers import TimerKind
 from ._views import Views
@@ -129,10 +132,13 @@ class Gateway:
         self._reloads = Reloads(ctx)
         self._views = Views(ctx)
         self._surface = Surface(ctx)
+        self._relays = Relays(ctx)
         # The parts call one another: wired here, once, in plain sight.
-        self._clients.calls, self._clients.links, self._clients.surface = self._calls, self._links, self._surface
+        self._clients.calls, self._clients.links = self._calls, self._links
+        self._clients.surface, self._clients.relays = self._surface, self._relays
         self._surface.calls, self._surface.links = self._calls, self._links
-        self._links.surface = self._surface
+        self._links.surface, self._links.relays = self._surface, self._relays
+        self._relays.surface = self._surface
         self._calls.links, self._calls.health, self._calls.views = self._links, self._health, self._views
         self._links.calls, self._links.health = self._calls, self._health
         self._health.links, self._health.calls = self._links, self._calls

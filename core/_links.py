@@ -40,12 +40,14 @@ from ._events import ClientId
 from ._jsonrpc import Invalid, Notification, Request, Response, error, error_with, notification, request, result
 from ._link import LISTS, Internal, Link, State
 from ._pool import Pool, Unavailable
-from ._surface import CLIENT_CAPABILITIES, aggregate_enabled
+from ._relays import CLIENT_CAPABILITIES
+from ._surface import aggregate_enabled
 from ._timers import TimerKind
 
 if TYPE_CHECKING:
     from ._calls import Calls
     from ._health import Health
+    from ._relays import Relays
     from ._surface import Surface
 
 __all__ = ["DOWNSTREAM_MESSAGE_FACTOR", "DOWNSTREAM_PROTOCOL_VERSION", "Links", "downstream_message_bytes"]
@@ -82,6 +84,7 @@ class Links:
         self.calls: Calls
         self.health: Health
         self.surface: Surface
+        self.relays: Relays
 
     # -- giving a call to a link -----------------------------------------------------
 
@@ -187,7 +190,7 @@ class Links:
                     self._ctx.emit(SendToDownstream(downstream=link.downstream, message=result(msg.id, {})))
                 elif aggregate_enabled(self._ctx.config):
                     # Client capabilities were declared on the clients' behalf: relay it.
-                    self.surface.server_request(link, msg, related)
+                    self.relays.server_request(link, msg, related)
                 else:
                     reply = error(msg.id, ErrorCode.METHOD_NOT_FOUND, f"Method not supported by the gateway: {msg.method}")
                     self._ctx.emit(SendToDownstream(downstream=link.downstream, message=reply))
@@ -364,6 +367,8 @@ class Links:
                 server=link.name, server_level=note.params.get("level"), data=note.params.get("data"),
             )
             self.surface.log_message(link, note, related)
+        elif method in ("notifications/cancelled", "notifications/elicitation/complete"):
+            self.relays.notification(link, note)
         else:
             self.surface.notification(link, note)
 
@@ -383,7 +388,7 @@ class Links:
         if stop:
             ctx.emit(StopDownstream(downstream=downstream, kill=kill))
         self.health.cancel_timers(link)
-        self.surface.link_gone(downstream)
+        self.relays.link_gone(downstream)
         link.downstream = None
         link.internal = {}
         instance = link.instance
@@ -446,7 +451,7 @@ class Links:
         if link.downstream is not None:
             self._ctx.links.pop(link.downstream, None)
             self._ctx.emit(StopDownstream(downstream=link.downstream))
-            self.surface.link_gone(link.downstream)
+            self.relays.link_gone(link.downstream)
             link.downstream = None
         self.health.cancel_timers(link)
         link.internal = {}

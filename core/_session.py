@@ -35,7 +35,7 @@ from ._identity import Principal
 from ._jsonrpc import RequestId
 
 if TYPE_CHECKING:
-    from ._surface import Relayed
+    from ._relays import Relayed
 
 __all__ = ["HANDSHAKE_VERSIONS", "LOG_LEVELS", "ClientSession", "SessionState", "SessionTrigger", "negotiate_version"]
 

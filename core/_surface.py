@@ -29,18 +29,7 @@ guessed), checked against the policy and the rate limits, and forwarded as a
 :class:`~._call.Call` with a :class:`~._call.Forward`: timeouts, failover,
 cancellation, progress and the audit record are those of ``execute_tool``.
 
-**Requests servers send clients** (``sampling/createMessage``,
-``elicitation/create``, ``roots/list``; handshake era) go to the client whose
-call caused them, under an id of the gateway's, when that client declared
-the capability; its answer goes back under the server's id
-(:class:`Relayed`). Over Streamable HTTP the request comes on the response
-stream of the call it is about, which says whose it is. Otherwise a
-per-client link belongs to one client; on a shared link the client is the
-one whose calls are in flight there (with none, the only aggregate client
-there is), and when several clients' calls are, the server gets an error
-saying to give it ``isolation: per_client``. A client that answers an id it
-was never sent, or twice, is ignored; a client that goes away leaves each
-of its open relays answered with an error.
+**Requests servers send clients** are :mod:`._relays`'.
 
 **A server that restarts** (crash, lost HTTP session) is handshaken again
 by :mod:`._links`; once ready, its subscriptions and the clients' log
@@ -70,8 +59,8 @@ from ._config import Config
 from ._context import Context
 from ._errors import ErrorCode
 from ._events import ClientId
-from ._jsonrpc import Notification, Request, Response, error, error_with, notification, request, result
-from ._link import Internal, Link, State
+from ._jsonrpc import Notification, Request, error, notification, request
+from ._link import LISTS, Internal, Link, State
 from ._names import Namer, UriMap, fingerprint, page
 from ._policy import Refusal
 from ._pool import Unavailable
@@ -82,7 +71,7 @@ if TYPE_CHECKING:
     from ._calls import Calls
     from ._links import Links
 
-__all__ = ["CLIENT_CAPABILITIES", "PAGE_SIZE", "Relayed", "Surface", "Waiting", "aggregate_enabled"]
+__all__ = ["PAGE_SIZE", "Surface", "Waiting", "aggregate_enabled"]
 
 JSONObject = dict[str, Any]
 
@@ -109,12 +98,8 @@ _CHANGED_LISTS = {
     "resourceTemplates": "notifications/resources/list_changed",
     "prompts": "notifications/prompts/list_changed",
 }
-_CHANGED = {
-    Internal.TOOLS_LIST: "notifications/tools/list_changed",
-    Internal.RESOURCES_LIST: "notifications/resources/list_changed",
-    Internal.TEMPLATES_LIST: "notifications/resources/list_changed",
-    Internal.PROMPTS_LIST: "notifications/prompts/list_changed",
-}
+#: The same, by the request that lists it.
+_CHANGED = {kind: _CHANGED_LISTS[key] for kind, (key, _) in LISTS.items()}
 
 
 def aggregate_enabled(config: Config) -> bool:
@@ -130,21 +115,6 @@ class Waiting:
     client: ClientId
     request: Request
     started: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True, slots=True)
-class Relayed:
-    """A server's request forwarded to a client: where its answer goes back, under which id."""
-
-    downstream: int
-    wire_id: Any
-
-
-#: The client capability each server-to-client request needs (MCP 2025-11-25, client features).
-_NEEDS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}
-
-#: What the gateway offers a server, on behalf of its clients, in aggregate mode.
-CLIENT_CAPABILITIES: JSONObject = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": True}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,118 +260,11 @@ class Surface:
             self._settling = False
 
     def drop(self, session: ClientSession) -> None:
-        """A client went away: forget what it waits for and subscribed to, and answer what it was asked."""
+        """A client went away: forget what it waits for and what it subscribed to."""
         ctx = self._ctx
         self._waiting = [w for w in self._waiting if w.client != session.id]
         for subscribers in ctx.subscriptions.values():
             subscribers.discard(session.id)
-        for key in [key for key, client in ctx.elicitations.items() if client == session.id]:
-            del ctx.elicitations[key]
-        for relayed in session.relayed.values():
-            if relayed.downstream in ctx.links:
-                message = error(relayed.wire_id, int(ErrorCode.INTERNAL_ERROR), "The client went away before answering")
-                ctx.emit(SendToDownstream(downstream=relayed.downstream, message=message))
-        session.relayed.clear()
-
-    # -- requests servers send clients ---------------------------------------------------
-
-    def server_request(self, link: Link, msg: Request, wire_id: int | None = None) -> None:
-        """A server asks a client something: relay it to the client whose call caused it, or refuse.
-
-        ``wire_id`` is the call it came with (on that call's response stream), when the transport says.
-        """
-        ctx = self._ctx
-        assert link.downstream is not None
-        session, related = self._origin(link, wire_id)
-        if session is None:
-            reason = (
-                "no client call is in flight on this server"
-                if related is None
-                else "calls of several clients are in flight on this shared server; give it isolation: per_client"
-            )
-            ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
-                msg.id, int(ErrorCode.INTERNAL_ERROR), f"The gateway cannot tell which client {msg.method} is for: {reason}")))
-            return
-        needed = _NEEDS.get(msg.method)
-        declared = session.capabilities.get(needed) if needed is not None else None
-        url_mode = msg.method == "elicitation/create" and msg.params.get("mode") == "url"
-        # An elicitation capability without "url" offers form mode only (MCP 2025-11-25, client/elicitation).
-        if not isinstance(declared, dict) or (url_mode and not isinstance(declared.get("url"), dict)):
-            what = f"{msg.method} in URL mode" if url_mode else msg.method
-            ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
-                msg.id, int(ErrorCode.METHOD_NOT_FOUND), f"Method not found: the client does not support {what}")))
-            return
-        elicitation = msg.params.get("elicitationId")
-        if url_mode and isinstance(elicitation, str):
-            # Its completion is announced later, by notification: it goes to this client.
-            ctx.elicitations[(link.name, elicitation)] = session.id
-        session.next_relay += 1
-        relay_id = f"lockgate-{session.next_relay}"
-        session.relayed[relay_id] = Relayed(link.downstream, msg.id)
-        ctx.emit(SendToClient(client=session.id, message=request(relay_id, msg.method, msg.params), request=related))
-
-    def _origin(self, link: Link, wire_id: int | None) -> tuple[ClientSession | None, Any]:
-        """The session a server's request on ``link`` is for, and the client request it relates to.
-
-        The call it came with, when the transport says which; else the one
-        client with calls in flight on the link (or the link's own client);
-        with no call in flight, the only aggregate client there is.
-        ``(None, None)`` when no call is in flight there, ``(None, <anything>)``
-        when calls of several clients are.
-        """
-        call = link.pending.get(wire_id) if wire_id is not None else None
-        if call is not None:
-            return self._ctx.clients.get(call.client), call.request_id
-        calls = list(link.pending.values())
-        clients = {call.client for call in calls} | ({link.client} if link.client is not None else set())
-        if not clients:
-            # No call to say whose (a server asking for roots as it starts, say): the one client there is, if so.
-            sessions = self._sessions(link)
-            clients = {sessions[0].id} if len(sessions) == 1 else set()
-        if len(clients) != 1:
-            return None, (None if not clients else "several")
-        [client] = clients
-        session = self._ctx.clients.get(client)
-        related = next((call.request_id for call in calls if call.client == client), None)
-        return session, related
-
-    def client_answer(self, session: ClientSession, msg: Response) -> bool:
-        """A client answered a relayed request: back to its server under the server's id; False if none was open."""
-        ctx = self._ctx
-        relayed = session.relayed.pop(msg.id, None) if isinstance(msg.id, str) else None
-        if relayed is None:
-            return False
-        if relayed.downstream not in ctx.links:
-            return True  # the server's connection is gone: nobody waits
-        raw = msg.raw
-        value = raw.get("result")
-        answer = error_with(relayed.wire_id, raw["error"]) if "error" in raw else result(relayed.wire_id, value if isinstance(value, dict) else {})
-        ctx.emit(SendToDownstream(downstream=relayed.downstream, message=answer))
-        return True
-
-    def roots_changed(self, session: ClientSession) -> None:
-        """The client's roots changed: tell the servers that are its own (per-client), which may ask again."""
-        for pool in self._ctx.pools.values():
-            link = pool.clients.get(session.id)
-            if link is not None and link.state is State.READY and link.downstream is not None:
-                self._ctx.emit(SendToDownstream(downstream=link.downstream, message=notification("notifications/roots/list_changed")))
-
-    def server_cancelled(self, link: Link, note: Notification) -> None:
-        """A server withdrew a request it relayed: the client hears it under the gateway's id."""
-        wire_id = note.params.get("requestId")
-        for session in self._ctx.clients.values():
-            for relay_id, relayed in list(session.relayed.items()):
-                if relayed.downstream == link.downstream and relayed.wire_id == wire_id:
-                    del session.relayed[relay_id]
-                    params = {**note.params, "requestId": relay_id}
-                    self._ctx.emit(SendToClient(client=session.id, message=notification("notifications/cancelled", params)))
-                    return
-
-    def link_gone(self, downstream: int) -> None:
-        """A server connection ended: its relayed requests can no longer be answered."""
-        for session in self._ctx.clients.values():
-            for relay_id in [r for r, relayed in session.relayed.items() if relayed.downstream == downstream]:
-                del session.relayed[relay_id]
 
     def _forget(self) -> None:
         """Empty the caches: every one of them was made under the configuration a reload replaced."""
@@ -615,17 +478,12 @@ class Surface:
 
     def _resolve(self, method: str, params: JSONObject, view: View) -> tuple[str, str, JSONObject] | Refusal | _NotFound:
         """The server, its own name or URI for the item, and the params it gets; or why there is none."""
-        if method == "tools/call":
+        if method in ("tools/call", "prompts/get"):
+            namer, what = (view.tools, "tool") if method == "tools/call" else (view.prompts, "prompt")
             name = params.get("name")
-            found = view.tools.resolve(name) if isinstance(name, str) else None
+            found = namer.resolve(name) if isinstance(name, str) else None
             if found is None:
-                return Refusal(ErrorCode.INVALID_PARAMS, f"Unknown tool: {str(name)[:128]}", None)
-            return found[0], found[1], {**params, "name": found[1]}
-        if method == "prompts/get":
-            name = params.get("name")
-            found = view.prompts.resolve(name) if isinstance(name, str) else None
-            if found is None:
-                return Refusal(ErrorCode.INVALID_PARAMS, f"Unknown prompt: {str(name)[:128]}", None)
+                return Refusal(ErrorCode.INVALID_PARAMS, f"Unknown {what}: {str(name)[:128]}", None)
             return found[0], found[1], {**params, "name": found[1]}
         if method == "completion/complete":
             ref = params.get("ref")
@@ -696,22 +554,13 @@ class Surface:
             ):
                 self._ctx.emit(SendToClient(client=session.id, message=message, request=call.request_id))
             return
-        for session in self._sessions(link):
+        for session in self.sessions(link):
             wanted = session.log_level
             if (wanted is not None and rank >= LOG_LEVELS.index(wanted)) or (wanted is None and link.client == session.id):
                 self._ctx.emit(SendToClient(client=session.id, message=message))
 
     def notification(self, link: Link, note: Notification) -> None:
         """Any other notification of a server: resource updates go to their subscribers."""
-        if note.method == "notifications/cancelled":
-            self.server_cancelled(link, note)
-            return
-        if note.method == "notifications/elicitation/complete":
-            elicitation = note.params.get("elicitationId")
-            client = self._ctx.elicitations.pop((link.name, elicitation), None) if isinstance(elicitation, str) else None
-            if client is not None and client in self._ctx.clients:
-                self._ctx.emit(SendToClient(client=client, message=notification(note.method, note.params)))
-            return
         if note.method != "notifications/resources/updated":
             return
         uri = note.params.get("uri")
@@ -735,7 +584,7 @@ class Surface:
         for (server, uri), subscribers in sorted(ctx.subscriptions.items()):
             if server == link.name and subscribers and (link.client is None or link.client in subscribers):
                 self._internal(link, Internal.SUBSCRIBE, {"uri": uri})
-        levels = [s.log_level for s in self._sessions(link) if s.log_level is not None]
+        levels = [s.log_level for s in self.sessions(link) if s.log_level is not None]
         if levels and isinstance(link.capabilities.get("logging"), dict):
             self._internal(link, Internal.SET_LEVEL, {"level": min(levels, key=LOG_LEVELS.index)})
         told: dict[tuple[ClientId, str], None] = {}
@@ -762,7 +611,7 @@ class Surface:
         """The aggregate sessions whose view of one of ``link``'s lists differs from what it was with ``old``."""
         new = link.tools or [] if kind is Internal.TOOLS_LIST else link.catalog.get(kind, [])
         changed: list[ClientId] = []
-        for session in self._sessions(link):
+        for session in self.sessions(link):
             agent = session.agent
             if agent is None or link.name not in self._servers(agent):
                 continue
@@ -783,7 +632,7 @@ class Surface:
         key = "uri" if kind is Internal.RESOURCES_LIST else "uriTemplate"
         return [r for r in items if policy.decide_resource(agent, server, r[key]).allowed]
 
-    def _sessions(self, link: Link | None = None) -> list[ClientSession]:
+    def sessions(self, link: Link | None = None) -> list[ClientSession]:
         """The aggregate sessions past their handshake that a message of ``link`` may concern.
 
         Its own client for a per-client link; every one without a link. A
@@ -799,7 +648,7 @@ class Surface:
     def fingerprints(self) -> dict[ClientId, dict[str, str]]:
         """What each aggregate session's lists look like now, to tell after a reload whose changed."""
         out: dict[ClientId, dict[str, str]] = {}
-        for session in self._sessions():
+        for session in self.sessions():
             agent = self.agent(session, None)  # its own agent, as its requests without _meta would
             if isinstance(agent, str):
                 out[session.id] = dict(self._known_view(session, agent).fingerprints)
