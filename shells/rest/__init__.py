@@ -1,0 +1,1 @@
+"""Lockgate's REST API: JSON endpoints beside /mcp, their models, OpenAPI document and documentation pages."""
