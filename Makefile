@@ -11,7 +11,7 @@ CONFORMANCE_VERSION := 0.2.0-alpha.12
 EVERYTHING_VERSION := 2026.8.31
 NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-stamp
 
-.PHONY: help run run-stdio demo test typecheck unit postgres conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
+.PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -72,8 +72,10 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 ## The whole pytest suite, without the type check (Node 22 and server-everything, for its e2e test, go into build/node).
-unit: $(STAMP) postgres $(NODE_TOOLS_STAMP)
-	$(PY) -m pytest -q
+# LOCKGATE_REQUIRE_BROWSER: the status page's browser test fails, rather than
+# skips, when Chromium is missing, so CI cannot pass without running it.
+unit: $(STAMP) postgres chromium $(NODE_TOOLS_STAMP)
+	LOCKGATE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 ## Install PostgreSQL (Debian's postgresql package) when missing: the store tests start their own server with it.
 # The tests run the binaries from /usr/lib/postgresql/*/bin themselves, on
@@ -88,6 +90,16 @@ postgres:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null && \
 		{ pg_lsclusters -h 2>/dev/null | awk '$$4 == "online" {print $$1, $$2}' | \
 			while read version cluster; do $(SUDO) pg_ctlcluster "$$version" "$$cluster" stop; done; true; }; \
+	fi
+
+## Install Chromium (Debian's chromium package) when missing: the status page's test drives it headless.
+# The test starts and kills it itself (tests/browser.py), on 127.0.0.1 with a
+# temporary profile; nothing is started here.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; else \
+		echo "Installing Chromium (apt-get install chromium) for the status page's browser test"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 
 ## Replay every recorded transcript through the core and through a real `lockgate serve`.
