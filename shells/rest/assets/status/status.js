@@ -181,6 +181,8 @@
     unreachableSince = unreachableSince || new Date();
     document.body.dataset.connection = "unreachable";
     byId("connection").className = "bad";
+    byId("overall").textContent = "unreachable";
+    byId("overall").dataset.status = "unreachable";
     // The last figures stay, greyed out, so that what was known is still readable.
     byId("connection").replaceChildren(
       `The gateway does not answer (since ${clock(unreachableSince)}); still trying every ${POLL_MS / 1000} s.`,
@@ -350,14 +352,14 @@
       },
       el("td", { title: where || null }, id),
       el("td", {}, el("span", { class: `dot state-${cssWord(state)}`, "aria-hidden": "true" }), " ", state),
-      el("td", { class: healthy === false ? "bad" : "" }, healthy === undefined ? "–" : healthy ? "healthy" : "unhealthy"),
+      el("td", { class: healthy === false ? "bad" : null }, healthy === undefined ? "–" : healthy ? "healthy" : "unhealthy"),
       el("td", {}, text(check.breaker)),
       el("td", {}, text(instance.transport)),
       el("td", {}, text(instance.weight)),
       el("td", {}, count(share.calls)),
       el("td", {}, count(share.in_flight)),
       el("td", {}, percent(share.share)),
-      el("td", { class: "error-text" }, text(check.last_error)),
+      el("td", { class: check.last_error ? "error-text" : null }, text(check.last_error)),
     );
   }
 
