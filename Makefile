@@ -54,7 +54,7 @@ demo: $(RUN_STAMP)
 ## and the official MCP conformance suite against a fixture server, directly and through Lockgate.
 test: $(STAMP) typecheck unit wheel-check conformance-official
 
-## mypy --strict on lockgate.core, lockgate.shells, conformance/ and the shell and conformance tests
+## mypy --strict on lockgate.core, lockgate.shells, lockgate.client, conformance/ and the shell and conformance tests
 ## (what it checks is [tool.mypy] in pyproject.toml).
 # The editable install maps core/ and shells/ to lockgate.core and lockgate.shells
 # through an import hook, which mypy does not run, so mypy cannot follow
@@ -69,6 +69,7 @@ typecheck: $(STAMP)
 	mkdir -p $(TYPECHECK_TREE)
 	ln -sfn ../../../core $(TYPECHECK_TREE)/core
 	ln -sfn ../../../shells $(TYPECHECK_TREE)/shells
+	ln -sfn ../../../client $(TYPECHECK_TREE)/client
 	$(PY) -m mypy
 
 ## The whole pytest suite, without the type check (Node 22 and server-everything, for its e2e test, go into build/node).
@@ -142,7 +143,7 @@ wheel-check: $(STAMP)
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir build/wheel-check .
 	$(PYTHON) -m venv build/wheel-check/venv
 	build/wheel-check/venv/bin/pip install --quiet build/wheel-check/lockgate-*.whl
-	cd build && wheel-check/venv/bin/python -c "import lockgate.core, lockgate.shells.cli; print('wheel imports ok')"
+	cd build && wheel-check/venv/bin/python -c "import lockgate.core, lockgate.client, lockgate.shells.cli; print('wheel imports ok')"
 	build/wheel-check/venv/bin/lockgate --help > /dev/null
 	build/wheel-check/venv/bin/lockgate --version
 	GATEWAY_STATE_DIR=build/wheel-check/state build/wheel-check/venv/bin/lockgate db upgrade
