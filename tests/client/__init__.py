@@ -1,0 +1,1 @@
+"""Tests of lockgate.client and the remote commands, against a real gateway."""
