@@ -2,7 +2,7 @@
 //
 // Every name on this page comes from configuration or from downstream servers,
 // so nothing is ever parsed as HTML: elements are built with createElement and
-// filled with textContent (no innerHTML, no inline handlers, no eval), which
+// filled with textContent (no HTML strings, no inline handlers, no code from strings), which
 // also lets the gateway serve the page under a strict Content-Security-Policy.
 "use strict";
 
