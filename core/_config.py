@@ -166,8 +166,14 @@ class ServerSpec:
     max_processes: int | None = None
 
     def launch_specs(self) -> tuple[InstanceSpec, ...]:
-        """The instances to balance over: ``instances``, or the server itself as its one instance."""
-        return self.instances or (InstanceSpec(spec=self),)
+        """The instances to balance over: ``instances``, or the server itself as its one instance, ``"0"``.
+
+        Each has its id: an instance given without one (``id=""``) gets its
+        position, ``"0"``, ``"1"``, ...
+        """
+        if not self.instances:
+            return (InstanceSpec(spec=self, id="0"),)
+        return tuple(i if i.id else replace(i, id=str(n)) for n, i in enumerate(self.instances))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +186,13 @@ class InstanceSpec:
 
     spec: ServerSpec
     weight: int = 1
+    #: Its name within the server: the servers file's ``id`` key or the
+    #: registration's ``instance_id``; ``""`` stands for its position (see
+    #: :meth:`ServerSpec.launch_specs`, which fills it in).
+    id: str = ""
+    #: Where it was configured: the servers file, or the live registry.
+    source: Literal["file", "registry"] = "file"
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

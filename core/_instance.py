@@ -90,8 +90,12 @@ _TRANSITIONS: dict[tuple[Breaker, _Trigger], Breaker] = {
 class Instance:
     """One instance of a server: how to start it, its weight, and its breaker."""
 
+    #: Its position among the server's instances now: what links, balancing
+    #: and a call's ``tried`` go by. A reload that keeps it may move it.
     index: int
     spec: ServerSpec
+    #: Its name within the server (see :attr:`~._config.InstanceSpec.id`), which a reload keeps.
+    id: str = "0"
     weight: int = 1
     failures: int = 0
     retry_at: float = 0.0

@@ -65,9 +65,14 @@ class Pool:
 
     @classmethod
     def build(cls, spec: ServerSpec) -> Pool:
-        instances = [Instance(index=i, spec=s.spec, weight=s.weight) for i, s in enumerate(spec.launch_specs())]
-        shared = [] if spec.isolation == "per_client" else [Link(name=spec.name, spec=i.spec, entry=spec, instance=i) for i in instances]
+        instances = [Instance(index=i, id=s.id, spec=s.spec, weight=s.weight) for i, s in enumerate(spec.launch_specs())]
+        shared = [] if spec.isolation == "per_client" else [cls.link_for(spec, i) for i in instances]
         return cls(name=spec.name, spec=spec, instances=instances, shared=shared)
+
+    @staticmethod
+    def link_for(spec: ServerSpec, instance: Instance) -> Link:
+        """A new shared link to ``instance`` of server ``spec``."""
+        return Link(name=spec.name, spec=instance.spec, entry=spec, instance=instance)
 
     def choose(
         self,

@@ -31,6 +31,8 @@ __all__ = [
     "HealthTimeout",
     "HttpType",
     "IdleTimeout",
+    "INSTANCE_ID_PATTERN",
+    "InstanceId",
     "IsolationKey",
     "MaxProcesses",
     "MaxTimeoutMs",
@@ -159,3 +161,11 @@ HealthInterval = Annotated[
 HealthTimeout = Annotated[Seconds, described("Seconds a health-check ping may take. Default GATEWAY_HEALTH_TIMEOUT.")]
 MaxProcesses = Annotated[PositiveInt, described("The most connections this server may have at once. Default: no cap.")]
 Weight = Annotated[PositiveInt, described("This instance's share for the weighted and random strategies. Default 1.")]
+INSTANCE_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+InstanceId = Annotated[
+    str,
+    Field(pattern=f"^{INSTANCE_ID_PATTERN}$"),
+    said(lambda value: expected("1 to 64 letters, digits, '.', '_' or '-'", value)),
+    described("This instance's id, unique within the server: 1 to 64 letters, digits, '.', '_' and '-'. "
+              "Default: its position, \"0\", \"1\", ..."),
+]

@@ -36,7 +36,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Annotated, Any
 
-from pydantic import Field, TypeAdapter, ValidationInfo, WrapValidator, with_config
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationInfo, WrapValidator, with_config
 from typing_extensions import Required, TypedDict
 
 from ._config import InstanceSpec, ServerSpec
@@ -52,6 +52,7 @@ from ._server_keys import (
     HealthTimeout,
     HttpType,
     IdleTimeout,
+    InstanceId,
     IsolationKey,
     MaxProcesses,
     MaxTimeoutMs,
@@ -63,7 +64,7 @@ from ._server_keys import (
     Weight,
     described,
 )
-from ._validation import Issue, an_object, check, check_part, json_schema, kind, said, shape
+from ._validation import Issue, an_object, check, check_part, fail, json_schema, kind, said, shape
 
 __all__ = ["HttpServer", "PooledServer", "ServersFile", "StdioServer", "parse", "schema"]
 
@@ -110,6 +111,7 @@ class _Entry(TypedDict, total=False):
 
 
 class _Weighted(TypedDict, total=False):
+    id: InstanceId
     weight: Weight
 
 
@@ -182,8 +184,25 @@ def _instance(value: object, _union: Any, info: ValidationInfo) -> Any:
     return _launch(an_object(value), _INSTANCE_SHAPES, info)
 
 
+def _unique_ids(instances: list[Any]) -> list[Any]:
+    """A repeated ``id`` is an error, at each repetition: ids name instances in the registry and the status."""
+    seen: set[str] = set()
+    repeated: list[Issue] = []
+    for index, item in enumerate(instances):
+        given = item.get("id")
+        own = given if given is not None else str(index)  # an instance without one is named by its position
+        if own in seen:
+            where, what = ((index, "id"), f"id {own!r}") if given is not None else ((index,), f"its position, {own!r},")
+            repeated.append(Issue(where, f"{what} is already the id of another instance of this server"))
+        seen.add(own)
+    if repeated:
+        fail(repeated)
+    return instances
+
+
 Instances = Annotated[
     list[Annotated[StdioInstance | HttpInstance, WrapValidator(_instance)]],
+    AfterValidator(_unique_ids),
     Field(min_length=1),
     kind("a non-empty array of objects"),
     described("The instances to balance over; each says how it starts, with command or url."),
@@ -268,8 +287,8 @@ def schema() -> dict[str, Any]:
 def _spec(name: str, entry: Mapping[str, Any], base_dir: str | None) -> ServerSpec:
     """The :class:`ServerSpec` of a validated entry; with instances, it shows the first one's launch keys."""
     instances = tuple(
-        InstanceSpec(spec=_launch_spec(name, item, base_dir), weight=item.get("weight", 1))
-        for item in entry.get("instances", ())
+        InstanceSpec(spec=_launch_spec(name, item, base_dir), weight=item.get("weight", 1), id=item.get("id", str(index)))
+        for index, item in enumerate(entry.get("instances", ()))
     )
     launch = instances[0].spec if instances else _launch_spec(name, entry, base_dir)
     # The keys every entry may have are the ServerSpec fields of the same names.

@@ -86,7 +86,7 @@ def _spec_to_json(spec: ServerSpec) -> JSONObject:
         if f.name in ("env", "headers"):
             value = {key: REDACTED for key in value}
         elif f.name == "instances":
-            value = [{"spec": _spec_to_json(i.spec), "weight": i.weight} for i in value]
+            value = [_instance_to_json(i) for i in value]
         elif isinstance(value, tuple):
             value = list(value)
         out[f.name] = value
@@ -100,9 +100,28 @@ def _spec_from_json(value: Mapping[str, Any]) -> ServerSpec:
     kwargs["env"] = MappingProxyType(dict(kwargs.get("env", {})))
     kwargs["headers"] = MappingProxyType(dict(kwargs.get("headers", {})))
     kwargs["instances"] = tuple(
-        InstanceSpec(spec=_spec_from_json(i["spec"]), weight=i.get("weight", 1)) for i in kwargs.get("instances", ())
+        InstanceSpec(
+            spec=_spec_from_json(i["spec"]),
+            weight=i.get("weight", 1),
+            id=i.get("id", ""),
+            source="registry" if i.get("source") == "registry" else "file",
+            description=i.get("description", ""),
+        )
+        for i in kwargs.get("instances", ())
     )
     return ServerSpec(**kwargs)
+
+
+def _instance_to_json(instance: InstanceSpec) -> JSONObject:
+    """An instance; its id, source and description only when set, so older transcripts read the same."""
+    out: JSONObject = {"spec": _spec_to_json(instance.spec), "weight": instance.weight}
+    if instance.id:
+        out["id"] = instance.id
+    if instance.source != "file":
+        out["source"] = instance.source
+    if instance.description:
+        out["description"] = instance.description
+    return out
 
 
 def _problem(problem: Problem) -> JSONObject:

@@ -375,7 +375,7 @@ def test_instances_each_carry_how_to_start_them() -> None:
     spec = load({"mcpServers": {"s": entry}}).servers["s"]
     first = ServerSpec(name="s", transport="stdio", command="srv", args=("--port", "1"), env={"K": "v"})
     second = ServerSpec(name="s", transport="http", url="http://h:1/mcp", headers={"A": "b"})
-    assert spec.instances == (InstanceSpec(spec=first), InstanceSpec(spec=second, weight=3))
+    assert spec.instances == (InstanceSpec(spec=first, id="0"), InstanceSpec(spec=second, weight=3, id="1"))
     assert spec.launch_specs() == spec.instances
     # The entry shows its first instance, for list_servers and the CLI.
     assert (spec.transport, spec.command, spec.strategy, spec.description) == ("stdio", "srv", "weighted", "two")
@@ -383,7 +383,7 @@ def test_instances_each_carry_how_to_start_them() -> None:
 
 def test_a_server_without_instances_is_its_own_instance() -> None:
     spec = load({"mcpServers": {"s": STDIO}}).servers["s"]
-    assert spec.launch_specs() == (InstanceSpec(spec=spec),)
+    assert spec.launch_specs() == (InstanceSpec(spec=spec, id="0"),)
     assert (spec.strategy, spec.isolation, spec.retry_calls, spec.idle_timeout, spec.max_processes) == (
         "round_robin", "shared", False, None, None,
     )
