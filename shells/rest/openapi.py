@@ -52,7 +52,7 @@ _PATH_PARAMETERS: dict[str, str] = {
     "file": "A file name from the packaged assets.",
 }
 
-# Each error status the routes can give: when, and which headers come with it.
+# Each error status the routes can give: its name in components.responses, and when it happens.
 _ERRORS: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The body or query is not valid: bad JSON, a wrong type, an unknown key (data.errors says where)."),
     401: ("Unauthorized", "Authentication is on and no valid credential was given."),
@@ -115,6 +115,8 @@ _TAGS: list[JSONObject] = [
     {"name": _STATUS, "description": "The status page, which reads the gateway endpoints with the key its user types."},
 ]
 
+# Every /mcp/{server}/... route takes agent_id as a query parameter; a POST's
+# body field of the same name, when given, wins.
 _MCP_READ = (400, 401, 403, 404, 429, 500, 502, 503, 504)
 _MCP_CALL = (400, 401, 403, 404, 413, 429, 500, 502, 503, 504)
 
@@ -126,7 +128,8 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         method="POST", path="/mcp/{server}/tools/call", operation_id="callTool", tag=_PER_SERVER, access="credential",
-        summary="Call a tool", request=m.CallToolRequest, response=m.CallToolResult, errors=_MCP_CALL,
+        summary="Call a tool", query=m.AgentQuery, request=m.CallToolRequest, response=m.CallToolResult,
+        errors=_MCP_CALL,
         description="The result is the server's CallToolResult, unchanged; a tool that fails reports isError with 200.",
     ),
     Route(
@@ -136,8 +139,8 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         method="POST", path="/mcp/{server}/resources/read", operation_id="readResource", tag=_PER_SERVER,
-        access="credential", summary="Read a resource", request=m.ReadResourceRequest, response=m.ReadResourceResult,
-        errors=_MCP_CALL,
+        access="credential", summary="Read a resource", query=m.AgentQuery, request=m.ReadResourceRequest,
+        response=m.ReadResourceResult, errors=_MCP_CALL,
     ),
     Route(
         method="GET", path="/mcp/{server}/prompts/list", operation_id="listPrompts", tag=_PER_SERVER,
@@ -146,7 +149,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         method="POST", path="/mcp/{server}/prompts/get", operation_id="getPrompt", tag=_PER_SERVER,
-        access="credential", summary="Get a prompt's messages", request=m.GetPromptRequest,
+        access="credential", summary="Get a prompt's messages", query=m.AgentQuery, request=m.GetPromptRequest,
         response=m.GetPromptResult, errors=_MCP_CALL,
     ),
     Route(

@@ -117,6 +117,13 @@ def test_bodies_and_answers_are_the_models_schemas(document: dict[str, Any]) -> 
     }
 
 
+def test_every_per_server_route_takes_agent_id_in_the_query(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        if path.startswith("/mcp/{server}/"):
+            for operation in item.values():
+                assert "agent_id" in {p["name"] for p in operation["parameters"] if p["in"] == "query"}, path
+
+
 def test_error_answers_are_the_error_envelope(document: dict[str, Any]) -> None:
     responses = document["components"]["responses"]
     for response in responses.values():
