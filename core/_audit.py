@@ -68,6 +68,8 @@ class AuditEntry:
     request_bytes: int = 0
     arg_keys: tuple[str, ...] = ()
     invalid: str | None = None
+    #: The door the request came through when it was not MCP (``"rest"``); the record says so only then.
+    transport: str | None = None
 
     def record(self, decision: Decision, latency: float, error: AuditError | None) -> JSONObject:
         """The JSON record of the :class:`~lockgate.core.Audit` action."""
@@ -77,6 +79,8 @@ class AuditEntry:
         record: JSONObject = {"agent": self.agent}
         if self.principal is not None:
             record["principal"] = self.principal
+        if self.transport is not None:
+            record["transport"] = self.transport
         record.update({
             "operation": self.operation,
             "server": self.server,

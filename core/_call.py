@@ -62,6 +62,8 @@ class Forward:
     method: ForwardMethod
     params: dict[str, Any]
     item: str
+    #: The caller's own timeout (a REST call's ``timeout_ms``); ``None``: the server's or the gateway's.
+    timeout_ms: int | None = None
 
 
 class CallState(enum.Enum):
@@ -129,6 +131,8 @@ class Call:
     hard_deadline: float = 0.0
     tried: tuple[int, ...] = ()
     principal: Principal | None = None
+    #: The door it came through, when not MCP (``"rest"``), for the audit record.
+    transport: str | None = None
 
     @property
     def tool(self) -> str | None:

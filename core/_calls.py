@@ -205,7 +205,7 @@ class Calls:
         if isinstance(params, ExecuteTool):
             timeout_ms = params.timeout_ms or pool.spec.timeout_ms or settings.call_timeout_ms
         elif isinstance(params, Forward):
-            timeout_ms = pool.spec.timeout_ms or settings.call_timeout_ms
+            timeout_ms = params.timeout_ms or pool.spec.timeout_ms or settings.call_timeout_ms
         else:
             timeout_ms = settings.call_timeout_ms
         # Progress may extend a call up to this cap, never shorten it.
@@ -228,6 +228,7 @@ class Calls:
             deadline=now + timeout_ms / 1000,
             hard_deadline=now + cap_ms / 1000,
             principal=session.principal,
+            transport=entry.transport,
         )
         call.timer = ctx.set_timer(TimerKind.CALL, call.deadline, call=call)
         session.calls[req.id] = call
@@ -281,6 +282,7 @@ class Calls:
         call.wire_id = wire_id
         call.downstream = link.downstream
         link.pending[wire_id] = call
+        link.instance.calls += 1
         self._ctx.emit(
             SendToDownstream(
                 downstream=link.downstream,
@@ -328,6 +330,7 @@ class Calls:
         entry = AuditEntry(
             agent=call.agent, operation=call.operation, server=call.server, tool=call.tool, rule=call.rule,
             request_bytes=call.request_bytes, arg_keys=call.arg_keys, principal=_principal_id(call.principal),
+            transport=call.transport,
         )
         ctx.audit(entry, decision, latency=ctx.now - call.started, error=error)
         owner = ctx.links.get(call.downstream) if call.downstream is not None else None

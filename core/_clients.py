@@ -31,7 +31,7 @@ from ._events import (
     ClientOpened,
 )
 from ._jsonrpc import Invalid, Notification, Request, Response, decode, is_request_id
-from ._session import LOG_LEVELS, ClientSession, SessionState, SessionTrigger, negotiate_version
+from ._session import HANDSHAKE_VERSIONS, LOG_LEVELS, ClientSession, SessionState, SessionTrigger, negotiate_version
 from ._timers import TimerKind
 from ._tools import gateway_tools
 
@@ -79,7 +79,14 @@ class Clients:
     def opened(self, ev: ClientOpened) -> None:
         if ev.client in self._ctx.clients:
             raise LocalProtocolError(f"client {ev.client!r} is already open")
-        self._ctx.clients[ev.client] = ClientSession(id=ev.client, principal=ev.principal)
+        session = self._ctx.clients[ev.client] = ClientSession(id=ev.client, principal=ev.principal)
+        if ev.transport == "rest":
+            # One request of the REST API: no handshake, and the servers' own surface, one server's.
+            session.move(SessionTrigger.INITIALIZE)
+            session.move(SessionTrigger.INITIALIZED)
+            session.protocol_version = HANDSHAKE_VERSIONS[-1]
+            session.mode, session.server = "rest", ev.server
+            return
         # ``transport="http"`` is the one that matters: such a session expires when idle.
         if ev.transport == "http":
             self._http_seen[ev.client] = ev.now

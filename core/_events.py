@@ -62,12 +62,20 @@ class ClientOpened:
     :mod:`lockgate.core._authorize`); its calls act only as the agents it
     is granted. ``None``: no credential (the local user over stdio, or
     authentication off), and calls name their agent as the rules allow.
+
+    ``transport="rest"`` opens a session for one request of the REST API: it
+    needs no ``initialize``, never expires, serves only ``server``'s tools,
+    resources and prompts under their own names, and ends when the shell
+    closes it after the answer.
     """
 
     now: float
     client: ClientId
     transport: str = "stdio"
     principal: Principal | None = None
+    #: With ``transport="rest"``: the one server this session serves (a REST
+    #: request of ``/mcp/{server}/...``; see :mod:`lockgate.core._rest`).
+    server: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

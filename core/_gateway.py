@@ -76,6 +76,7 @@ from ._links import Links, downstream_message_bytes
 from ._lost_sessions import LostSessions
 from ._pool import ServerState
 from ._reload import Reloads
+from ._rest_views import RestViews
 from ._relays import Relays
 from ._surface import Surface, aggregate_enabled
 from ._timers import TimerKind
@@ -131,6 +132,7 @@ class Gateway:
         self._lost = LostSessions(ctx)
         self._reloads = Reloads(ctx)
         self._views = Views(ctx)
+        self._rest_views = RestViews(ctx)
         self._surface = Surface(ctx)
         self._relays = Relays(ctx)
         # The parts call one another: wired here, once, in plain sight.
@@ -254,6 +256,22 @@ class Gateway:
     def relays(self) -> bool:
         """Whether servers' requests (sampling, elicitation, roots) are relayed to clients: aggregate mode is on for some."""
         return aggregate_enabled(self._ctx.config)
+
+    def server_health(self, name: str) -> JSONObject | None:
+        """The REST ``/mcp/{server}/health`` answer; ``None`` for a server that is not configured."""
+        return self._rest_views.server_health(name)
+
+    def gateway_health(self, now: float) -> JSONObject:
+        """The REST ``/gateway/health`` answer."""
+        return self._rest_views.gateway_health(self._views.uptime(now))
+
+    def gateway_stats(self, now: float) -> JSONObject:
+        """The REST ``/gateway/stats`` answer: requests, latency, errors, load per instance, health checks."""
+        return self._rest_views.stats(self._views.uptime(now), self._views.reload_status())
+
+    def registry_view(self) -> JSONObject:
+        """The REST ``/gateway/registry`` answer: every server and instance, from the file or the registry."""
+        return self._rest_views.registry()
 
     def readiness(self) -> JSONObject:
         """The ``/ready`` answer: ready once every eager server has finished its first start attempt."""

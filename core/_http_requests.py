@@ -79,7 +79,7 @@ class HttpPolicy:
         return _is_loopback(self.host)
 
 
-RouteKind = Literal["post", "get", "delete", "preflight", "health", "ready", "metrics", "resource_metadata", "auth"]
+RouteKind = Literal["post", "get", "delete", "preflight", "health", "ready", "metrics", "resource_metadata", "auth", "rest", "page"]
 
 #: RFC 9728 "OAuth 2.0 Protected Resource Metadata": where a client learns how to get a token for ``/mcp``.
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
@@ -90,6 +90,22 @@ _AUTH_METHODS = _AUTH_ALLOW + ", OPTIONS"
 
 
 _OPS_PATHS: dict[str, RouteKind] = {"/health": "health", "/ready": "ready", "/metrics": "metrics"}
+
+#: The REST API (``lockgate.shells.rest``): JSON endpoints that take the same credentials as ``/mcp``.
+REST_PREFIXES = (MCP_PATH + "/", "/gateway/")
+#: Pages and documents for people and tools, open to anyone who may reach the gateway (no secrets in them).
+PAGE_PATHS = frozenset({"/", "/status", "/openapi.json", "/docs", "/redoc"})
+PAGE_PREFIXES = ("/status/assets/", "/docs/assets/")
+_REST_ALLOW = "GET, POST, DELETE"
+
+
+def rest_kind(path: str) -> RouteKind | None:
+    """``"rest"`` or ``"page"`` for a path of the REST API's door, else ``None``."""
+    if path.startswith(REST_PREFIXES):
+        return "rest"
+    if path in PAGE_PATHS or path.startswith(PAGE_PREFIXES):
+        return "page"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,19 +207,30 @@ def check_head(
     if path in (RESOURCE_METADATA_PATH, RESOURCE_METADATA_PATH + MCP_PATH):
         ops = "resource_metadata"
     auth = path.startswith(AUTH_PREFIX)
-    if path != MCP_PATH and ops is None and not auth:
+    rest = rest_kind(path)
+    if path != MCP_PATH and ops is None and not auth and rest is None:
         return reject(404, ErrorCode.INVALID_REQUEST, f"Not Found: the MCP endpoint is {MCP_PATH}", cors)
     if not host_allowed(headers.get("host"), policy):
         return reject(421, ErrorCode.INVALID_REQUEST, "Misdirected Request: invalid Host header")
     if not origin_ok:
         return reject(403, ErrorCode.INVALID_REQUEST, "Forbidden: Origin not allowed")
     if method == "OPTIONS":
-        allow = _AUTH_METHODS if auth else _MCP_METHODS if ops is None else "GET, OPTIONS"
+        allow = (
+            _AUTH_METHODS if auth
+            else _REST_ALLOW + ", OPTIONS" if rest == "rest"
+            else "GET, OPTIONS" if ops is not None or rest == "page"
+            else _MCP_METHODS
+        )
         return Route(kind="preflight", headers=(*cors, *_preflight_headers(origin, allow)))
     if auth:
         if method not in ("GET", "POST", "PATCH", "DELETE"):
             return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow=_AUTH_ALLOW)
         return Route(kind="auth", headers=cors, path=path, query=query)
+    if rest is not None:
+        allowed = _REST_ALLOW if rest == "rest" else "GET"
+        if method not in allowed.split(", "):
+            return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow=allowed)
+        return Route(kind=rest, headers=cors, path=path, query=query)
     if ops is not None:
         if method != "GET":
             return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow="GET")

@@ -97,6 +97,8 @@ class Instance:
     #: Its name within the server (see :attr:`~._config.InstanceSpec.id`), which a reload keeps.
     id: str = "0"
     weight: int = 1
+    #: Calls forwarded to it since it joined: the load distribution ``/gateway/stats`` shows.
+    calls: int = 0
     failures: int = 0
     retry_at: float = 0.0
     last_error: str | None = None

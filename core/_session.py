@@ -98,6 +98,8 @@ class ClientSession:
     #: Servers' requests relayed to it and not answered yet, by the gateway's id (``lockgate-<n>``).
     relayed: dict[str, Relayed] = field(default_factory=dict)
     next_relay: int = 0
+    #: A REST session's one server (``ClientOpened(transport="rest", server=...)``).
+    server: str | None = None
 
     @property
     def initialized(self) -> bool:

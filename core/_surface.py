@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._actions import SendToClient, SendToDownstream
 from ._audit import AuditEntry, Decision
-from ._authorize import act_as, credential_refused, tool_granted
+from ._authorize import CREDENTIAL_TOOLS, act_as, credential_refused, tool_granted
 from ._call import Forward, ForwardMethod
 from ._config import Config
 from ._context import Context
@@ -64,6 +64,7 @@ from ._link import LISTS, Internal, Link, State
 from ._names import Namer, UriMap, fingerprint, page
 from ._policy import Refusal
 from ._pool import Unavailable
+from ._rest import UNKNOWN_SERVER
 from ._session import LOG_LEVELS, ClientSession, SessionState
 from ._tools import gateway_tools
 
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
     from ._calls import Calls
     from ._links import Links
 
-__all__ = ["PAGE_SIZE", "Surface", "Waiting", "aggregate_enabled"]
+__all__ = ["PAGE_SIZE", "Surface", "Waiting", "aggregate_enabled", "catalogued"]
 
 JSONObject = dict[str, Any]
 
@@ -83,6 +84,11 @@ _VIEWS = 256
 RESOURCE_NOT_FOUND = -32002
 
 _GATEWAY_TOOL_NAMES = ("list_servers", "get_server_tools", "execute_tool", "get_gateway_status")
+
+#: What a REST session may ask (see :mod:`._rest`).
+_REST_METHODS = frozenset({
+    "tools/list", "tools/call", "resources/list", "resources/templates/list", "resources/read", "prompts/list", "prompts/get",
+})
 
 #: The key of each list request's items in its result (and in :attr:`View.lists`).
 _LISTS: dict[str, str] = {
@@ -108,6 +114,14 @@ def aggregate_enabled(config: Config) -> bool:
     return config.settings.mode == "aggregate" or any(policy.mode(agent) == "aggregate" for agent in policy.agents)
 
 
+def catalogued(config: Config) -> bool:
+    """Do servers list their whole catalogue (resources and prompts too) at their handshake?
+
+    Aggregate mode serves it, and so does the REST API, which the HTTP front always offers.
+    """
+    return config.settings.transport == "http" or aggregate_enabled(config)
+
+
 @dataclass(slots=True, eq=False)
 class Waiting:
     """A request that waits for servers to finish their handshake, and the servers started for it."""
@@ -115,6 +129,8 @@ class Waiting:
     client: ClientId
     request: Request
     started: set[str] = field(default_factory=set)
+    #: The request's size, for the audit record of a REST request that names an item.
+    request_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +208,12 @@ class Surface:
     def request(self, session: ClientSession, req: Request, request_bytes: int) -> bool:
         """Serve an aggregate session's request of the servers' surface; False for one it does not serve."""
         method = req.method
+        if session.mode == "rest":
+            if method in _REST_METHODS:
+                self._serve_or_wait(Waiting(session.id, req, request_bytes=request_bytes))
+            else:
+                self._ctx.reply_error(session.id, req.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
+            return True
         if session.mode != "aggregate":
             return False
         if method in _LISTS:
@@ -216,6 +238,9 @@ class Surface:
         if session is None:
             return
         req = waiting.request
+        if session.mode == "rest":
+            self._serve_rest(session, waiting)
+            return
         agent = self.agent(session, req)
         if req.method == "initialize":
             # No agent yet is no reason to refuse a session: then it offers what any server does.
@@ -246,6 +271,60 @@ class Surface:
         if following is not None:
             answer["nextCursor"] = following
         ctx.reply(session.id, req.id, answer)
+
+    def _serve_rest(self, session: ClientSession, waiting: Waiting) -> None:
+        """Serve a REST request of one server once that server has its catalogue (see :mod:`._rest`)."""
+        ctx = self._ctx
+        req = waiting.request
+        server = session.server
+        agent = self.agent(session, req)
+        refusal = agent if isinstance(agent, Refusal) else self._rest_scope(agent, server)
+        if refusal is not None:
+            self._refuse_rest(session, waiting, refusal)
+            return
+        assert isinstance(agent, str) and server is not None
+        links = self._catalog_links(session, [server], waiting)
+        if links is None:
+            self._waiting.append(waiting)
+            return
+        if server not in links:
+            pool = ctx.pools.get(server)
+            reason = pool.unavailable(ctx.now).reason if pool is not None else "not configured"
+            self._refuse_rest(session, waiting, Refusal(ErrorCode.SERVER_UNAVAILABLE, f"Server '{server}' is unavailable: {reason}", None))
+            return
+        if req.method not in _LISTS:
+            self._forward(session, req, waiting.request_bytes)
+            return
+        view = self._view(session, agent, links)
+        key = _LISTS[req.method]
+        answer: JSONObject = {key: view.lists[key]}
+        if key == "resources":
+            # One REST endpoint lists both: a template is a resource too, to a person scripting against it.
+            answer["resourceTemplates"] = view.lists["resourceTemplates"]
+        ctx.reply(session.id, req.id, answer)
+
+    def _rest_scope(self, agent: str, server: str | None) -> Refusal | None:
+        """Why ``agent`` may not use a REST session's server: it is not configured, or the policy denies it."""
+        config = self._ctx.config
+        if server is None or server not in config.servers:
+            return Refusal(ErrorCode.TOOL_NOT_FOUND, f"{UNKNOWN_SERVER}: {str(server)[:128]}", None)
+        decision = config.policy.decide_server(agent, server)
+        if not decision.allowed:
+            return Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to server '{server}' is denied ({decision.rule})", decision.rule)
+        return None
+
+    def _refuse_rest(self, session: ClientSession, waiting: Waiting, refusal: Refusal) -> None:
+        """Refuse a REST request; one that names an item is audited as its MCP twin would be."""
+        req = waiting.request
+        if req.method in _LISTS:
+            context: JSONObject = {} if refusal.rule is None else {"rule": refusal.rule}
+            self._ctx.reply_error(session.id, req.id, refusal.code, refusal.message, **context)
+            return
+        entry = self._entry(session, req, waiting.request_bytes)
+        agent = self.agent(session, req)
+        entry.agent = agent if isinstance(agent, str) else None
+        entry.server = session.server if session.server in self._ctx.config.servers else None
+        self.calls.refuse(session, req.id, entry, refusal)
 
     def settled(self) -> None:
         """A link became ready or failed: serve the requests that waited for it, if they need wait no more."""
@@ -315,17 +394,25 @@ class Surface:
             wait = True
         return None if wait else found
 
+    def _session_servers(self, session: ClientSession, agent: str) -> list[str]:
+        """The servers a session's lists cover: the agent's, or a REST session's one server if the agent may use it."""
+        servers = self._servers(agent)
+        if session.mode != "rest":
+            return servers
+        return [session.server] if session.server in servers else []
+
     def _known_view(self, session: ClientSession, agent: str) -> View:
         """The agent's view over every server's cached catalogue, for resolving names (asked on every call)."""
         ctx = self._ctx
         # Per-client links are this session's own; shared ones are everyone's.
         own = session.id if self._per_client else None
-        key = (agent, None if session.principal is None else session.principal.tools, ctx.catalog_epoch, own)
+        key = (agent, None if session.principal is None else session.principal.tools, ctx.catalog_epoch, own, session.server)
         view = self._resolving.get(key)
         if view is None:
             if len(self._resolving) >= _VIEWS:
                 self._resolving.clear()
-            view = self._resolving[key] = self._view(session, agent, self._known_links(session, self._servers(agent)))
+            links = self._known_links(session, self._session_servers(session, agent))
+            view = self._resolving[key] = self._view(session, agent, links)
         return view
 
     def _known_links(self, session: ClientSession, servers: list[str]) -> dict[str, Link]:
@@ -345,7 +432,7 @@ class Surface:
     def _view(self, session: ClientSession, agent: str, links: dict[str, Link]) -> View:
         """The agent's merged, filtered catalogue over ``links``: made once, then served from the cache until a list changes."""
         principal = session.principal
-        key = (agent, None if principal is None else principal.tools, self._ctx.catalog_epoch, tuple(links))
+        key = (agent, None if principal is None else principal.tools, self._ctx.catalog_epoch, tuple(links), session.mode == "rest")
         view = self._views.get(key)
         if view is None:
             if len(self._views) >= _VIEWS:
@@ -356,7 +443,11 @@ class Surface:
     def _make_view(self, session: ClientSession, agent: str, links: dict[str, Link]) -> View:
         """The agent's merged, filtered catalogue over ``links``."""
         settings = self._ctx.config.settings
-        servers = self._servers(agent)
+        servers = self._session_servers(session, agent)
+        # A REST session serves one server's items under their own names, and no gateway tools.
+        rest = session.mode == "rest"
+        gateway = settings.gateway_tools and not rest
+        prefix = "never" if rest else settings.prefix
         tools: dict[str, list[JSONObject]] = {s: [] for s in servers}
         prompts: dict[str, list[JSONObject]] = {s: [] for s in servers}
         resources: dict[str, list[JSONObject]] = {s: [] for s in servers}
@@ -367,14 +458,14 @@ class Surface:
             prompts[server] = self._visible(session, agent, server, Internal.PROMPTS_LIST, catalog.get(Internal.PROMPTS_LIST, []))
             resources[server] = self._visible(session, agent, server, Internal.RESOURCES_LIST, catalog.get(Internal.RESOURCES_LIST, []))
             templates[server] = self._visible(session, agent, server, Internal.TEMPLATES_LIST, catalog.get(Internal.TEMPLATES_LIST, []))
-        reserved = _GATEWAY_TOOL_NAMES if settings.gateway_tools else ()
+        reserved = _GATEWAY_TOOL_NAMES if gateway else ()
         tool_namer = Namer.build(
             {s: [t["name"] for t in items] for s, items in tools.items()},
-            separator=settings.name_separator, prefix=settings.prefix, reserved=reserved,
+            separator=settings.name_separator, prefix=prefix, reserved=reserved,
         )
         prompt_namer = Namer.build(
             {s: [p["name"] for p in items] for s, items in prompts.items()},
-            separator=settings.name_separator, prefix=settings.prefix,
+            separator=settings.name_separator, prefix=prefix,
         )
         uris = UriMap.build(
             {s: [r["uri"] for r in items] for s, items in resources.items()},
@@ -388,7 +479,7 @@ class Surface:
                 {**t, "uriTemplate": uris.public_template(s, t["uriTemplate"])} for s in servers for t in templates[s]
             ],
         }
-        if settings.gateway_tools:
+        if gateway:
             lists["tools"] = [*gateway_tools(debug=settings.debug), *lists["tools"]]
         fingerprints = {
             "tools": fingerprint(t["name"] for t in lists["tools"]),
@@ -435,12 +526,7 @@ class Surface:
         """Resolve the item a request names to its server, check it, and forward it as a call."""
         ctx = self._ctx
         params = {k: v for k, v in req.params.items() if k != "_meta"}
-        arguments = params.get("arguments")
-        entry = AuditEntry(
-            operation=req.method, request_bytes=request_bytes,
-            arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
-            principal=None if session.principal is None else session.principal.id,
-        )
+        entry = self._entry(session, req, request_bytes)
         agent = self.agent(session, req)
         if isinstance(agent, Refusal):
             self.calls.refuse(session, req.id, entry, agent)
@@ -448,8 +534,11 @@ class Surface:
         entry.agent = agent
         if self.calls.rate_limited(session, req.id, agent, entry):
             return
-        view = self._known_view(session, agent)
-        target = self._resolve(req.method, params, view)
+        target: tuple[str, str, JSONObject] | Refusal | _NotFound
+        if session.mode == "rest":
+            target = self._resolve_rest(session, req.method, params)
+        else:
+            target = self._resolve(req.method, params, self._known_view(session, agent))
         if isinstance(target, _NotFound):
             # MCP's own code for an unknown resource (server/resources, "Error Handling").
             ctx.emit(SendToClient(client=session.id, request=req.id, message=error(
@@ -468,13 +557,48 @@ class Surface:
                 Refusal(ErrorCode.DENIED_BY_POLICY, f"Access to {item!r} on server '{server}' is denied ({decision.rule})", decision.rule),
             )
             return
+        if req.method == "tools/call" and not tool_granted(session.principal, server, item):
+            # A delegated credential's own tool list: names outside it were never listed, nor may be called.
+            assert session.principal is not None
+            message = f"Access to tool '{item}' on server '{server}' is denied: credential {session.principal.id} may not call it ({CREDENTIAL_TOOLS})"
+            self.calls.refuse(session, req.id, entry, Refusal(ErrorCode.DENIED_BY_POLICY, message, CREDENTIAL_TOOLS))
+            return
         entry.rule = decision.rule
         if req.method == "resources/subscribe":
             ctx.subscriptions.setdefault((server, item), set()).add(session.id)
         elif req.method == "resources/unsubscribe":
             ctx.subscriptions.get((server, item), set()).discard(session.id)
         method: ForwardMethod = req.method  # type: ignore[assignment]  # one of the methods routed here
-        self.calls.start(session, req, agent, server, Forward(method, forwarded, item), entry, decision.rule)
+        timeout_ms = _rest_timeout(req) if session.mode == "rest" else None
+        if isinstance(timeout_ms, Refusal):
+            self.calls.refuse(session, req.id, entry, timeout_ms)
+            return
+        self.calls.start(session, req, agent, server, Forward(method, forwarded, item, timeout_ms), entry, decision.rule)
+
+    def _entry(self, session: ClientSession, req: Request, request_bytes: int) -> AuditEntry:
+        """The audit record of a request that names an item, as far as the request itself tells."""
+        arguments = req.params.get("arguments")
+        return AuditEntry(
+            operation=req.method, request_bytes=request_bytes,
+            arg_keys=tuple(sorted(arguments)) if isinstance(arguments, dict) else (),
+            principal=None if session.principal is None else session.principal.id,
+            transport="rest" if session.mode == "rest" else None,
+        )
+
+    def _resolve_rest(self, session: ClientSession, method: str, params: JSONObject) -> tuple[str, str, JSONObject] | Refusal:
+        """A REST request names its server and the server's own item: checked as ``execute_tool`` checks.
+
+        The policy decides on the name as given, whether or not the server
+        has it (a denied name is denied, not unknown); an allowed name the
+        server does not have is the server's to refuse, or the call's (a
+        tool it never listed: ``TOOL_NOT_FOUND``).
+        """
+        key = "uri" if method == "resources/read" else "name"
+        item = params.get(key)
+        if not isinstance(item, str) or not item:
+            return Refusal(ErrorCode.INVALID_PARAMS, f"{method} needs a string {key}", None)
+        assert session.server is not None
+        return session.server, item, params
 
     def _resolve(self, method: str, params: JSONObject, view: View) -> tuple[str, str, JSONObject] | Refusal | _NotFound:
         """The server, its own name or URI for the item, and the params it gets; or why there is none."""
@@ -664,3 +788,14 @@ class Surface:
             changed = dict.fromkeys(method for key, method in _CHANGED_LISTS.items() if old.get(key) != new.get(key))
             for method in changed:
                 self._ctx.emit(SendToClient(client=client, message=notification(method)))
+
+
+def _rest_timeout(req: Request) -> int | None | Refusal:
+    """A REST call's own ``timeout_ms`` (``_meta.timeout_ms``), if it gives a valid one."""
+    meta = req.params.get("_meta")
+    value = meta.get("timeout_ms") if isinstance(meta, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return Refusal(ErrorCode.INVALID_PARAMS, "timeout_ms must be a positive integer", None)
+    return value

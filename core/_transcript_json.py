@@ -264,6 +264,8 @@ def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JS
             # Only when set: transcripts without credentials stay as they were.
             if event.principal is not None:
                 out["principal"] = _principal_to_json(event.principal)
+            if event.server is not None:
+                out["server"] = event.server
         case ev.AuthenticationSucceeded():
             out.update(principal=_principal_to_json(event.principal), address=event.address)
             _put_operation(out, event.operation, event.target, event.client)
@@ -342,6 +344,7 @@ def event_from_json(line: Mapping[str, Any]) -> ev.Event:
                     client=line["client"],
                     transport=line.get("transport", "stdio"),
                     principal=None if principal is None else _principal_from_json(principal),
+                    server=line.get("server"),
                 )
             case "AuthenticationSucceeded":
                 return ev.AuthenticationSucceeded(
