@@ -20,12 +20,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from datetime import datetime, timezone
 from typing import IO, Any
 
 from .logs import get_logger
 
-__all__ = ["AuditLog", "utc_timestamp"]
+__all__ = ["RECENT_RECORDS", "AuditLog", "utc_timestamp"]
+
+#: Records kept in memory for the status page.
+RECENT_RECORDS = 200
 
 _log = get_logger("audit")
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
@@ -63,15 +67,19 @@ class AuditLog:
         self._failed = False
         self.records = 0
         self._clock = _Clock()
+        #: The latest records, newest last, for the status page (``GET /gateway/audit``), file or not.
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_RECORDS)
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record; never raises."""
+        stamp = self._clock.now()
+        self.recent.append({"time": stamp, **record})
         if self.path is None or self._failed:
             return
         if self._file is None and not self._open():
             return
         assert self._file is not None
-        line = _format(self._clock.now(), record)
+        line = _format(stamp, record)
         try:
             self._file.write(line + "\n")
             self._file.flush()

@@ -45,6 +45,7 @@ from .http_endpoint import McpEndpoint
 from .http_exchange import serve_connection
 from .logs import NOTICE, get_logger
 from .record import Recorder
+from .rest.api import RegistryService, RestApi
 from .reload import ReloadSource, watch_config
 from .runtime import GatewayCore, Runtime
 from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
@@ -86,10 +87,12 @@ class HttpServer:
         shutdown_grace: float = 10.0,
         recorder: Recorder | None = None,
         auth: HttpAuth | None = None,
+        registry: RegistryService | None = None,
     ) -> None:
         self._policy = policy
         self._table = ConnectionTable(limits)
-        self._endpoint = McpEndpoint(core, runtime, policy, recorder, auth)
+        rest = RestApi(core, runtime, authenticated=auth is not None, loopback=policy.loopback, registry=registry)
+        self._endpoint = McpEndpoint(core, runtime, policy, recorder, auth, rest)
         self._shutdown_grace = shutdown_grace
         #: Every connection with a task, refused ones included.
         self._connections = 0

@@ -76,6 +76,7 @@ from .runtime import GatewayCore, Runtime
 if TYPE_CHECKING:
     # Only with authentication on: it brings the database and JOSE libraries.
     from .http_auth import HttpAuth
+    from .rest.api import RestApi
 
 __all__ = ["PROMETHEUS_TYPE", "McpEndpoint"]
 
@@ -97,9 +98,11 @@ class McpEndpoint:
         policy: HttpPolicy,
         recorder: Recorder | None = None,
         auth: HttpAuth | None = None,
+        rest: RestApi | None = None,
     ) -> None:
         self._core = core
         self._auth = auth
+        self._rest = rest
         self._runtime = runtime
         self._policy = policy
         self._recorder = recorder
@@ -139,7 +142,7 @@ class McpEndpoint:
             return
         principal: Principal | None = None
         # /metrics names every agent and server: with authentication on, it takes a credential too.
-        if self._auth is not None and route.kind in ("post", "get", "delete", "metrics"):
+        if self._auth is not None and route.kind in ("post", "get", "delete", "metrics", "rest"):
             principal = await self._auth.principal(exchange, route)
             if principal is None:
                 return  # answered 401 or 503
@@ -191,6 +194,14 @@ class McpEndpoint:
             case "auth":
                 assert self._auth is not None
                 await self._auth.handle(exchange, route, body)
+            case "rest" | "page" if self._rest is None:
+                await exchange.reject(not_found("the REST API is off", route.headers))
+            case "rest":
+                assert self._rest is not None
+                await self._rest.handle(exchange, route, body, principal)
+            case "page":
+                assert self._rest is not None
+                await self._rest.page(exchange, route)
 
     # -- POST --------------------------------------------------------------------
 

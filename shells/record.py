@@ -244,6 +244,18 @@ class RecordingCore:
     def relays(self) -> bool:
         return self._core.relays()
 
+    def server_health(self, name: str) -> dict[str, Any] | None:
+        return self._core.server_health(name)
+
+    def gateway_health(self, now: float) -> dict[str, Any]:
+        return self._core.gateway_health(self._recorder.clock(now))
+
+    def gateway_stats(self, now: float) -> dict[str, Any]:
+        return self._core.gateway_stats(self._recorder.clock(now))
+
+    def registry_view(self) -> dict[str, Any]:
+        return self._core.registry_view()
+
     def handle(self, event: Event) -> list[Action]:
         recorder = self._recorder
         event = dataclasses.replace(event, now=recorder.clock(event.now))

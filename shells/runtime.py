@@ -112,6 +112,16 @@ class GatewayCore(Core, Protocol):
         """Whether servers' requests are relayed to clients (aggregate mode): calls are then answered as SSE streams."""
         ...
 
+    # The REST API's views (lockgate.shells.rest).
+
+    def server_health(self, name: str) -> dict[str, Any] | None: ...
+
+    def gateway_health(self, now: float) -> dict[str, Any]: ...
+
+    def gateway_stats(self, now: float) -> dict[str, Any]: ...
+
+    def registry_view(self) -> dict[str, Any]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStatistics:
@@ -231,6 +241,11 @@ class Runtime:
         if send_nowait is None and isinstance(send, QueuedSend):
             send_nowait = send.nowait
         self._clients.add(client, Client(send, close if close is not None else _nothing, send_nowait, drop_stream))
+
+    def recent_audit(self, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` audit records, newest first (they carry argument keys, never values)."""
+        recent = self._audit.recent
+        return [recent[-i] for i in range(1, min(limit, len(recent)) + 1)]
 
     def statistics(self) -> RuntimeStatistics:
         return RuntimeStatistics(

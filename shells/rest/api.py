@@ -1,0 +1,370 @@
+"""The REST API's door: JSON endpoints beside ``/mcp``, served by the same core.
+
+Theory of operation. :class:`RestApi` answers every request
+:func:`lockgate.core.http.rest_kind` routes here. A request of one server
+(``/mcp/{server}/tools/call`` and the rest) is validated against its
+pydantic model (:mod:`.models`: 400 naming the field), then becomes one
+short-lived client session of the core: ``ClientOpened(transport="rest",
+server=...)``, the JSON-RPC request :func:`~lockgate.core.rest_message`
+makes, the answer, ``ClientClosed``. The core decides everything an MCP
+request would have decided (policy, credential, rate limits, routing,
+timeouts, the audit record); :func:`~lockgate.core.rest_answer` gives the
+HTTP status of its answer. A client that hangs up closes the session, which
+cancels the call downstream.
+
+The gateway's own endpoints (``/gateway/health``, ``stats``, ``registry``,
+``audit``) are read-only views of the core and the audit log;
+``register`` and ``deregister`` go to the :class:`~lockgate.shells.registry.Registry`
+and need the admin role (with authentication off: a gateway listening on
+loopback only, whose local user is its admin). Pages and documents
+(``/``, ``/status``, ``/openapi.json``, ``/docs``, ``/redoc`` and their
+assets) need no credential: they hold no data, and the status page asks
+for a key when its JSON endpoints want one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+import trio
+from pydantic import BaseModel, ValidationError
+
+from lockgate.core import (
+    AuthenticationFailed,
+    ClientClosed,
+    ClientMessageReceived,
+    ClientOpened,
+    Principal,
+    RestAnswer,
+    SendToClient,
+    __version__,
+    admin_refusal,
+    encode,
+    rest_answer,
+    rest_error,
+    rest_message,
+)
+from lockgate.core.http import Route
+
+from ..http_exchange import Exchange
+from ..runtime import GatewayCore, Runtime
+from . import models as m
+from .openapi import openapi_json
+from .pages import asset, docs_html, redoc_html
+from .status_page import status_asset, status_html
+
+__all__ = ["RegistryService", "RestApi"]
+
+JSONObject = dict[str, Any]
+Model = TypeVar("Model", bound=BaseModel)
+
+_JSON = "application/json"
+_HTML = "text/html; charset=utf-8"
+#: Pages may load only what the gateway itself serves (the docs pages' scripts are packaged assets).
+_PAGE_HEADERS = (
+    ("content-security-policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"),
+    ("x-content-type-options", "nosniff"),
+    ("cache-control", "no-cache"),
+)
+
+#: The per-server operations: the HTTP method each takes, and the model of its body (None: a GET).
+_OPERATIONS: dict[str, tuple[str, type[BaseModel] | None]] = {
+    "tools/list": ("GET", None),
+    "tools/call": ("POST", m.CallToolRequest),
+    "resources/list": ("GET", None),
+    "resources/read": ("POST", m.ReadResourceRequest),
+    "prompts/list": ("GET", None),
+    "prompts/get": ("POST", m.GetPromptRequest),
+}
+
+
+class RegistryService(Protocol):
+    """What the REST API asks of the live registry (:class:`lockgate.shells.registry.Registry`).
+
+    Each answers the HTTP status and JSON body to send: 201 or 200 when
+    done, else an error body (400 nothing registered, 404, 409).
+    """
+
+    async def register(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]: ...
+
+    async def deregister(self, server: str, instance_id: str) -> tuple[int, dict[str, Any]]: ...
+
+
+class _Refused(Exception):
+    """Answer the request with this error instead (raised while reading it)."""
+
+    def __init__(self, status: int, code: str, message: str, data: JSONObject | None = None) -> None:
+        super().__init__(message)
+        self.answer = RestAnswer(status, rest_error(status, code, message, data))
+
+
+class RestApi:
+    """The REST API of one gateway (see the module docstring)."""
+
+    def __init__(
+        self,
+        core: GatewayCore,
+        runtime: Runtime,
+        *,
+        authenticated: bool,
+        loopback: bool,
+        registry: RegistryService | None = None,
+    ) -> None:
+        self._core = core
+        self._runtime = runtime
+        self._authenticated = authenticated
+        self._loopback = loopback
+        self._registry = registry
+        # REST session ids: never a Streamable HTTP session id (those have no colon).
+        self._ids = itertools.count(1)
+
+    # -- pages -------------------------------------------------------------------
+
+    async def page(self, exchange: Exchange, route: Route) -> None:
+        """``/``, ``/status``, ``/openapi.json``, ``/docs``, ``/redoc`` and their assets."""
+        path = route.path
+        found: tuple[str, bytes] | None
+        if path in ("/", "/status"):
+            found = _HTML, status_html()
+        elif path == "/openapi.json":
+            found = _JSON, openapi_json(__version__)
+        elif path == "/docs":
+            found = _HTML, docs_html()
+        elif path == "/redoc":
+            found = _HTML, redoc_html()
+        elif path.startswith("/status/assets/"):
+            found = status_asset(path.removeprefix("/status/assets/"))
+        else:
+            found = asset(path.removeprefix("/docs/assets/"))
+        if found is None:
+            await _answer(exchange, route, _error(404, "NOT_FOUND", f"Not Found: {path[:200]}"))
+            return
+        content_type, body = found
+        await exchange.respond(200, [("content-type", content_type), *_PAGE_HEADERS, *route.headers], body)
+
+    # -- the JSON endpoints --------------------------------------------------------
+
+    async def handle(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> None:
+        """Answer one request of the REST API; ``principal`` is the verified caller (authentication on)."""
+        try:
+            answer = await self._dispatch(exchange, route, body, principal)
+        except _Refused as refused:
+            answer = refused.answer
+        await _answer(exchange, route, answer)
+
+    async def _dispatch(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> RestAnswer:
+        method = exchange.method
+        parts = [unquote(part) for part in route.path.split("/")[1:]]
+        query = _query(route.query)
+        if method == "POST" and _media_type(exchange.headers.get("content-type", "")) != _JSON:
+            raise _Refused(415, "INVALID_REQUEST", "Unsupported Media Type: send application/json")
+        match parts:
+            case ["mcp", "batch"]:
+                _method(method, "POST")
+                return await self._batch(_parse(m.BatchRequest, body), principal)
+            case ["mcp", server, "health"]:
+                _method(method, "GET")
+                _no_query(query)
+                health = self._core.server_health(server)
+                if health is None:
+                    return _error(404, "SERVER_NOT_FOUND", f"Unknown server: {server[:128]}")
+                return RestAnswer(200, health)
+            case ["mcp", server, kind, verb] if f"{kind}/{verb}" in _OPERATIONS:
+                operation = f"{kind}/{verb}"
+                wanted, model = _OPERATIONS[operation]
+                _method(method, wanted)
+                agent = _agent_query(query)
+                if model is None:
+                    return await self._request(principal, server, operation, {}, agent_id=agent)
+                request = _parse(model, body)
+                params = request.model_dump(exclude_none=True, exclude={"agent_id", "timeout_ms"})
+                agent = getattr(request, "agent_id", None) or agent
+                timeout_ms = getattr(request, "timeout_ms", None)
+                return await self._request(principal, server, operation, params, agent_id=agent, timeout_ms=timeout_ms)
+            case ["gateway", "health"]:
+                _method(method, "GET")
+                return RestAnswer(200, self._core.gateway_health(trio.current_time()))
+            case ["gateway", "stats"]:
+                _method(method, "GET")
+                return RestAnswer(200, self._core.gateway_stats(trio.current_time()))
+            case ["gateway", "registry"]:
+                _method(method, "GET")
+                return RestAnswer(200, self._core.registry_view())
+            case ["gateway", "audit"]:
+                _method(method, "GET")
+                limit = _parse_query(m.AuditQuery, query).limit
+                return RestAnswer(200, {"records": self._runtime.recent_audit(limit)})
+            case ["gateway", "register"]:
+                _method(method, "POST")
+                await self._admin(exchange, principal, "register")
+                return await self._register(_parse(m.RegisterRequest, body))
+            case ["gateway", "deregister", server, instance_id]:
+                _method(method, "DELETE")
+                await self._admin(exchange, principal, "deregister")
+                return await self._deregister(server, instance_id)
+        return _error(404, "NOT_FOUND", f"Not Found: no endpoint {route.path[:200]}")
+
+    # -- one request through the core ----------------------------------------------
+
+    async def _request(
+        self,
+        principal: Principal | None,
+        server: str,
+        operation: str,
+        params: JSONObject,
+        *,
+        agent_id: str | None = None,
+        timeout_ms: int | None = None,
+    ) -> RestAnswer:
+        """Serve one per-server operation as a REST session of the core, and give its answer."""
+        client = f"rest:{next(self._ids)}"
+        answers: list[JSONObject] = []
+        done = trio.Event()
+
+        def deliver(action: SendToClient) -> bool:
+            message = action.message
+            # Only the answer counts: progress and log notifications have no place in a JSON reply.
+            if "id" in message and ("result" in message or "error" in message):
+                answers.append(message)
+                done.set()
+            return True
+
+        async def send(action: SendToClient) -> None:
+            deliver(action)
+
+        self._runtime.register_client(client, send, done.set, deliver)
+        try:
+            now = trio.current_time()
+            await self._runtime.feed(ClientOpened(now=now, client=client, transport="rest", principal=principal, server=server))
+            data = rest_message(operation, params, agent_id=agent_id, timeout_ms=timeout_ms)
+            await self._runtime.feed(ClientMessageReceived(now=now, client=client, data=data))
+            await done.wait()
+        finally:
+            # Also when the caller hung up: the core cancels what the session still has in flight.
+            with trio.CancelScope(shield=True):
+                await self._runtime.feed(ClientClosed(now=trio.current_time(), client=client))
+        if not answers:
+            return _error(503, "SERVER_UNAVAILABLE", "The gateway ended the request (it is shutting down)")
+        return rest_answer(answers[0])
+
+    async def _batch(self, batch: m.BatchRequest, principal: Principal | None) -> RestAnswer:
+        """Run the calls concurrently; answer each in the order given, with its own result or error."""
+        answers: list[RestAnswer | None] = [None] * len(batch.calls)
+
+        async def one(index: int, call: m.BatchCall) -> None:
+            params: JSONObject = {"name": call.name, "arguments": call.arguments}
+            answers[index] = await self._request(
+                principal, call.server, "tools/call", params, agent_id=call.agent_id, timeout_ms=call.timeout_ms
+            )
+
+        async with trio.open_nursery() as nursery:
+            for index, call in enumerate(batch.calls):
+                nursery.start_soon(one, index, call)
+        results: list[JSONObject] = []
+        for answer in answers:
+            assert answer is not None
+            if answer.status == 200:
+                results.append({"ok": True, "status": 200, "result": answer.body})
+            else:
+                results.append({"ok": False, "status": answer.status, "error": answer.body["error"]})
+        return RestAnswer(200, {"results": results})
+
+    # -- the registry ----------------------------------------------------------------
+
+    async def _admin(self, exchange: Exchange, principal: Principal | None, operation: str) -> None:
+        """Only an admin may change the registry; without authentication, only a gateway on loopback."""
+        if principal is None:
+            if self._authenticated or not self._loopback:
+                raise _Refused(
+                    403, "FORBIDDEN",
+                    "Forbidden: changing the registry needs an admin credential "
+                    "(or, with authentication off, a gateway listening on loopback only)",
+                )
+            return
+        refusal = admin_refusal(principal, trio.current_time())
+        if refusal is not None:
+            await self._runtime.feed(
+                AuthenticationFailed(
+                    now=trio.current_time(), reason=refusal.message, credential=principal.id,
+                    address=exchange.peer, operation=operation,
+                )
+            )
+            raise _Refused(403, "FORBIDDEN", f"Forbidden: {refusal.message}", {"rule": refusal.rule})
+
+    async def _register(self, request: m.RegisterRequest) -> RestAnswer:
+        registry = self._registry_or_refuse()
+        status, body = await registry.register(request.model_dump(exclude_none=True))
+        return RestAnswer(status, body)
+
+    async def _deregister(self, server: str, instance_id: str) -> RestAnswer:
+        registry = self._registry_or_refuse()
+        status, body = await registry.deregister(server, instance_id)
+        return RestAnswer(status, body)
+
+    def _registry_or_refuse(self) -> RegistryService:
+        if self._registry is None:
+            raise _Refused(503, "SERVER_UNAVAILABLE", "The registry is not available: its database could not be opened")
+        return self._registry
+
+
+# -- reading requests ----------------------------------------------------------------
+
+
+def _parse(model: type[Model], body: bytes) -> Model:
+    """The body as ``model``, or a 400 naming each field at fault."""
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        code = m.validation_error_code(exc)
+        raise _Refused(400, code.value, f"Bad Request: the body is not a valid {model.__name__}", m.validation_error_data(exc)) from None
+
+
+def _parse_query(model: type[Model], query: dict[str, str]) -> Model:
+    try:
+        return model.model_validate(query)
+    except ValidationError as exc:
+        raise _Refused(400, "INVALID_REQUEST", "Bad Request: invalid query parameters", m.validation_error_data(exc)) from None
+
+
+def _agent_query(query: dict[str, str]) -> str | None:
+    return _parse_query(m.AgentQuery, query).agent_id
+
+
+def _no_query(query: dict[str, str]) -> None:
+    if query:
+        raise _Refused(400, "INVALID_REQUEST", f"Bad Request: unknown query parameters: {', '.join(sorted(query))[:200]}")
+
+
+def _query(raw: str) -> dict[str, str]:
+    """The query string's parameters; one given twice is a 400 (which one would count is a guess)."""
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, strict_parsing=bool(raw), max_num_fields=32)
+    except ValueError:
+        raise _Refused(400, "INVALID_REQUEST", "Bad Request: malformed query string") from None
+    query = dict(pairs)
+    if len(query) != len(pairs):
+        raise _Refused(400, "INVALID_REQUEST", "Bad Request: a query parameter is given twice")
+    return query
+
+
+def _method(method: str, wanted: str) -> None:
+    if method != wanted:
+        raise _Refused(405, "METHOD_NOT_ALLOWED", f"Method Not Allowed: use {wanted}", {"allow": wanted})
+
+
+def _media_type(value: str) -> str:
+    return value.partition(";")[0].strip().lower()
+
+
+def _error(status: int, code: str, message: str, data: JSONObject | None = None) -> RestAnswer:
+    return RestAnswer(status, rest_error(status, code, message, data))
+
+
+async def _answer(exchange: Exchange, route: Route, answer: RestAnswer) -> None:
+    headers = [("content-type", _JSON), *answer.headers, *route.headers]
+    if answer.status == 405:
+        headers.append(("allow", str(answer.body["error"]["data"].get("allow", "GET"))))
+    await exchange.respond(answer.status, headers, encode(answer.body))
+
