@@ -103,8 +103,13 @@ def rest_error(status: int, code: str, message: str, data: JSONObject | None = N
     return {"error": {"code": code, "message": message, "status": status, "data": data or {}}}
 
 
-def rest_answer(message: JSONObject) -> RestAnswer:
-    """The HTTP answer to a REST request, from the JSON-RPC answer the core sent its session."""
+def rest_answer(message: JSONObject, operation: str | None = None) -> RestAnswer:
+    """The HTTP answer to a REST request, from the JSON-RPC answer the core sent its session.
+
+    ``operation`` is the REST operation asked: a server's -32602 to
+    ``resources/read`` is "Resource not found", as MCP 2026-07-28 says it
+    (earlier revisions used -32002, which is one too).
+    """
     if "result" in message:
         result = message["result"]
         return RestAnswer(200, result if isinstance(result, dict) else {"result": result})
@@ -129,6 +134,8 @@ def rest_answer(message: JSONObject) -> RestAnswer:
             # Whole seconds, rounded up: RFC 9110 section 10.2.3.
             headers = (("retry-after", str(max(1, -(-retry // 1000)))),)
         return RestAnswer(status, rest_error(status, label, text, data), headers)
+    if operation == "resources/read" and code == -32602:
+        return RestAnswer(404, rest_error(404, "RESOURCE_NOT_FOUND", text, data))
     if isinstance(code, int) and not isinstance(code, bool) and code in _DOWNSTREAM:
         status, label = _DOWNSTREAM[code]
         return RestAnswer(status, rest_error(status, label, text, data))

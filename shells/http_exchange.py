@@ -24,6 +24,7 @@ only moves the bytes, under the table's deadlines.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import TypeVar
 
 import h11
 import trio
@@ -52,6 +53,10 @@ Headers = list[tuple[str, str]]
 _STATUS_LINES = {status: b"HTTP/1.1 %d \r\n" % status for status in (200, 202)}
 #: Statuses that carry no body (nor Content-Length): always sent through h11.
 _NO_BODY = frozenset({204, 304})
+#: What a hang-up watcher reads at most: a pipelined request's start, kept for it.
+_WATCH_CHUNK = 64 * 1024
+
+T = TypeVar("T")
 
 
 class Exchange:
@@ -106,6 +111,41 @@ class Exchange:
                 return b"".join(parts)
             else:
                 raise Closed
+
+    async def while_connected(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()``'s result, unless the client hangs up first: then ``work`` is cancelled.
+
+        For an answer that takes a downstream's time to come: a client gone
+        before it should not keep the call running. Bytes the client sends
+        meanwhile (its next request, pipelined) are kept for that request.
+
+        Raises:
+            Closed: the client hung up; the connection closes.
+        """
+        result: list[T] = []
+        gone = trio.Event()
+
+        async def run(scope: trio.CancelScope) -> None:
+            result.append(await work())
+            scope.cancel()
+
+        async def watch(scope: trio.CancelScope) -> None:
+            try:
+                data = await self._link.stream.receive_some(_WATCH_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            if data:
+                self._conn.receive_data(data)  # the next request's start: h11 keeps it
+                return
+            gone.set()
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, nursery.cancel_scope)
+            nursery.start_soon(watch, nursery.cancel_scope)
+        if gone.is_set() or not result:
+            raise Closed
+        return result[0]
 
     # -- answering ---------------------------------------------------------------
 

@@ -148,10 +148,14 @@ class RestApi:
 
     async def handle(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> None:
         """Answer one request of the REST API; ``principal`` is the verified caller (authentication on)."""
-        try:
-            answer = await self._dispatch(exchange, route, body, principal)
-        except _Refused as refused:
-            answer = refused.answer
+        async def dispatch() -> RestAnswer:
+            try:
+                return await self._dispatch(exchange, route, body, principal)
+            except _Refused as refused:
+                return refused.answer
+
+        # A client that hangs up cancels what it asked for (its REST sessions close).
+        answer = await exchange.while_connected(dispatch)
         await _answer(exchange, route, answer)
 
     async def _dispatch(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> RestAnswer:
@@ -177,7 +181,7 @@ class RestApi:
                 _method(method, wanted)
                 agent = _agent_query(query)
                 if model is None:
-                    return await self._request(principal, server, operation, {}, agent_id=agent)
+                    return _counted(await self._request(principal, server, operation, {}, agent_id=agent), kind)
                 request = _parse(model, body)
                 params = request.model_dump(exclude_none=True, exclude={"agent_id", "timeout_ms"})
                 agent = getattr(request, "agent_id", None) or agent
@@ -247,7 +251,7 @@ class RestApi:
                 await self._runtime.feed(ClientClosed(now=trio.current_time(), client=client))
         if not answers:
             return _error(503, "SERVER_UNAVAILABLE", "The gateway ended the request (it is shutting down)")
-        return rest_answer(answers[0])
+        return rest_answer(answers[0], operation)
 
     async def _batch(self, batch: m.BatchRequest, principal: Principal | None) -> RestAnswer:
         """Run the calls concurrently; answer each in the order given, with its own result or error."""
@@ -356,6 +360,14 @@ def _method(method: str, wanted: str) -> None:
 
 def _media_type(value: str) -> str:
     return value.partition(";")[0].strip().lower()
+
+
+def _counted(answer: RestAnswer, kind: str) -> RestAnswer:
+    """A list with its ``count``, as the Enhanced Gateway's clients read it (of resources: not their templates)."""
+    items = answer.body.get(kind)
+    if answer.status != 200 or not isinstance(items, list):
+        return answer
+    return RestAnswer(200, {**answer.body, "count": len(items)}, answer.headers)
 
 
 def _error(status: int, code: str, message: str, data: JSONObject | None = None) -> RestAnswer:

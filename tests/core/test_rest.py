@@ -191,6 +191,7 @@ def test_each_gateway_error_has_its_status_and_a_servers_own_error_is_a_bad_gate
     }})
     assert rest_answer(error(1, -32002, "Resource not found", {"uri": "x"})).body["error"]["code"] == "RESOURCE_NOT_FOUND"
     assert rest_answer(error(1, -32602, "bad")).status == 400
+    assert rest_answer(error(1, -32602, "Unknown resource: x"), "resources/read").status == 404
     # A code name that does not match the number is no gateway error either.
     assert rest_answer(error(1, -32000, "m", {"code": "TIMEOUT"})).status == 502
     assert rest_answer({"jsonrpc": "2.0", "id": 1}).status == 502
