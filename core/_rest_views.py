@@ -122,46 +122,6 @@ class RestViews:
         }
 
 
-    def registry(self) -> JSONObject:
-        """``GET /gateway/registry``: every server and instance, where it came from, its state; never a secret.
-
-        A stdio instance shows its command, arguments and working folder,
-        and only the names of its environment variables; an HTTP one its
-        URL without the query (which may carry a token), and no headers.
-        """
-        now = self._ctx.now
-        servers: JSONObject = {}
-        for name, pool in self._ctx.pools.items():
-            specs = {spec.id: spec for spec in pool.spec.launch_specs()}
-            instances = []
-            for inst in pool.instances:
-                given = specs.get(inst.id)
-                launch = inst.spec
-                instances.append({
-                    "id": inst.id,
-                    "source": given.source if given is not None else "file",
-                    "transport": launch.transport,
-                    "state": _status(pool, inst),
-                    "weight": inst.weight,
-                    "healthy": _healthy(inst, now),
-                    "endpoint": None if launch.url is None else launch.url.partition("?")[0],
-                    "command": launch.command,
-                    "args": list(launch.args),
-                    "working_dir": launch.cwd,
-                    "env_keys": sorted(launch.env),
-                    "description": given.description if given is not None else "",
-                })
-            sources = {entry["source"] for entry in instances}
-            servers[name] = {
-                "source": "both" if len(sources) > 1 else next(iter(sources), "file"),
-                "description": pool.spec.description,
-                "strategy": pool.spec.strategy,
-                "state": pool.summary(now).value,
-                "instances": instances,
-            }
-        return {"servers": servers}
-
-
 def _healthy(inst: Instance, now: float) -> bool:
     return inst.failures == 0 and inst.accepts(now)
 
