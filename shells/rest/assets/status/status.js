@@ -308,7 +308,7 @@
         registry.description ? registry.description : null,
         registry.strategy ? `strategy ${registry.strategy}` : null,
         registry.source ? `from ${registry.source}` : null,
-        `${count(stats.requests)} requests`,
+        `${count(stats.requests)} ${stats.requests === 1 ? "request" : "requests"}`,
         `${percent(stats.error_rate)} errors`,
         `p50 ${ms(latency.p50)}, p95 ${ms(latency.p95)}, p99 ${ms(latency.p99)}`,
       ]
