@@ -84,7 +84,7 @@ def _unreachable(exc: BaseException) -> tuple[bool, bool]:
 class _Job:
     """One operation of the caller's, run by a link; ``lost`` when the link ended before it finished."""
 
-    operation: Callable[[Client], Awaitable[Any]]
+    operation: Callable[[Client, Via], Awaitable[Any]]
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
     error: Exception | None = None
@@ -132,7 +132,7 @@ class _Link:
 
     async def _do(self, client: Client, job: _Job) -> None:
         try:
-            job.result = await job.operation(client)
+            job.result = await job.operation(client, self.via)
         except Exception as exc:  # the peer's answer (an MCP error) or the caller's mistake: theirs to handle
             job.error = exc
         self._in_flight.discard(job)
@@ -253,17 +253,17 @@ class MCPClient:
                 not have run; later calls go to the server directly.
         """
 
-        async def call(client: Client) -> CallToolResult:
-            if self._link is not None and self._link.via == "gateway" and self.server is not None:
+        async def call(client: Client, via: Via) -> CallToolResult:
+            if via == "gateway" and self.server is not None:
                 return await client.call_tool("execute_tool", self._gateway_arguments(tool=name, args=arguments or {}))
             return await client.call_tool(name, arguments or {})
 
         return await self._run(call, resend=False)  # type: ignore[no-any-return]
 
-    async def _list_tools(self, client: Client) -> list[Tool]:
+    async def _list_tools(self, client: Client, via: Via) -> list[Tool]:
         from mcp.types import Tool
 
-        if self._link is not None and self._link.via == "gateway" and self.server is not None:
+        if via == "gateway" and self.server is not None:
             listed = await client.call_tool("get_server_tools", self._gateway_arguments())
             structured = listed.structured_content or {}
             return [Tool.model_validate(tool) for tool in structured.get("tools", [])]
@@ -283,7 +283,7 @@ class MCPClient:
             arguments["agent_id"] = self.agent_id
         return arguments
 
-    async def _run(self, operation: Callable[[Client], Awaitable[Any]], *, resend: bool) -> Any:
+    async def _run(self, operation: Callable[[Client, Via], Awaitable[Any]], *, resend: bool) -> Any:
         """Run ``operation`` on the session's link; on the gateway's loss, go direct and maybe send it again there."""
         link = self._link
         if link is None:
