@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 import trio
 from mcp import MCPError, StdioServerParameters
 
-from lockgate.client import MCPClient
+from lockgate.client import GatewayUnreachable, MCPClient
 
 from .conftest import TESTING_SERVER, Site, free_port
 
@@ -94,3 +101,85 @@ async def test_no_gateway_at_all_goes_direct_from_the_start() -> None:
     async with MCPClient(f"http://127.0.0.1:{free_port()}", fallback=DIRECT, server="testing") as client:
         assert via(client) == "direct"
         assert [t.name for t in await client.list_tools()]
+
+
+class DroppingGateway:
+    """A stand-in gateway on 127.0.0.1 that speaks just enough MCP for a session, then drops each ``tools/call``'s connection.
+
+    A call whose connection broke after it was sent may have run, so MCPClient must not
+    send it again; a ``tools/list`` is safe to send again. Counts what it was asked.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lists = 0
+
+    @contextmanager
+    def serving(self) -> Iterator[str]:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self, status: int, body: dict[str, Any] | None = None) -> None:
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("mcp-session-id", "s1")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                message = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                method = message.get("method")
+                if method == "initialize":
+                    result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "fake", "version": "1"}}
+                    self._reply(200, {"jsonrpc": "2.0", "id": message["id"], "result": result})
+                elif "id" not in message:
+                    self._reply(202)
+                else:
+                    # tools/call (execute_tool) or tools/call (get_server_tools): the connection breaks, no answer.
+                    if message["params"]["name"] == "execute_tool":
+                        gateway.calls += 1
+                    else:
+                        gateway.lists += 1
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+
+            def do_GET(self) -> None:
+                self._reply(405)
+
+            def do_DELETE(self) -> None:
+                self._reply(200)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(10)
+
+
+async def test_a_call_the_gateway_dropped_is_not_sent_again_but_a_listing_is() -> None:
+    dropping = DroppingGateway()
+    with dropping.serving() as url:
+        async with MCPClient(url, fallback=DIRECT, server="testing") as client:
+            assert via(client) == "gateway"
+            with pytest.raises(GatewayUnreachable) as lost:
+                await client.call_tool("echo", {"text": "maybe ran"})
+            assert lost.value.code == "GATEWAY_LOST"
+            assert via(client) == "direct"
+            assert (await client.call_tool("echo", {"text": "then direct"})).structured_content == {"result": "then direct"}
+        assert dropping.calls == 1
+
+        async with MCPClient(url, fallback=DIRECT, server="testing") as client:
+            assert "echo" in [tool.name for tool in await client.list_tools()]  # sent again, directly
+            assert via(client) == "direct"
+        assert dropping.lists == 1
