@@ -2,8 +2,8 @@
 
 :func:`launch` starts Debian's ``chromium`` headless, on 127.0.0.1 with a
 throwaway profile, and yields a :class:`Browser`; :meth:`Browser.new_page`
-opens a tab as a :class:`Page` (navigate, evaluate JavaScript, wait for a
-condition, take a screenshot). The client is trio and wsproto over one
+opens a tab as a :class:`Page` (navigate, evaluate JavaScript, type, wait
+for a condition, take a screenshot). The client is trio and wsproto over one
 WebSocket to the browser, with one flat CDP session per tab
 (``Target.attachToTarget`` with ``flatten``), so no other dependency is
 needed. Chromium always dies with the context, killed with its whole process
@@ -213,6 +213,19 @@ class Page:
             details = answer["exceptionDetails"]
             raise CDPError(details.get("exception", {}).get("description") or details.get("text"))
         return answer.get("result", {}).get("value")
+
+    async def type_into(self, selector: str, text: str) -> None:
+        """Focus the element ``selector`` and type ``text`` into it, as a keyboard would (input events fire)."""
+        found = await self.evaluate(f"(e => e ? (e.focus(), true) : false)(document.querySelector({json.dumps(selector)}))")
+        if not found:
+            raise CDPError(f"nothing matches {selector}")
+        await self.send("Input.insertText", {"text": text})
+
+    async def press_enter(self) -> None:
+        """Press and release Enter in the focused element (in a form's field, that submits the form)."""
+        key: JSONObject = {"key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13}
+        await self.send("Input.dispatchKeyEvent", {"type": "keyDown", "text": "\r", **key})
+        await self.send("Input.dispatchKeyEvent", {"type": "keyUp", **key})
 
     async def wait_for(self, expression: str, *, timeout: float, every: float = 0.1) -> Any:
         """Evaluate ``expression`` until it is truthy and return that value; :class:`TimeoutError` after ``timeout`` s.

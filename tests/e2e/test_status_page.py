@@ -5,7 +5,8 @@ third server whose name is HTML. Chromium (tests/browser.py) loads
 ``/status`` and the test reads what the page shows through the DOM: every
 instance ready, then one instance down after its process is killed (its
 restarts fail, so it stays down), without reloading the page, and finally the
-gateway gone. Screenshots go to ``build/test-artefacts/status-page/`` (git
+gateway gone. With authentication on, the page asks for an API key, says so
+when the gateway refuses one, and shows everything once given a good one. Screenshots go to ``build/test-artefacts/status-page/`` (git
 ignores ``build/``). Everything listens on 127.0.0.1; Chromium is killed at
 the end whatever happens.
 """
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from lockgate.shells.store import Store
 
 from ..browser import Page, launch, require_chromium
 from .conftest import Setup, processes_mentioning
@@ -145,3 +148,51 @@ async def test_the_status_page_shows_instances_going_down_live_and_names_as_text
         assert [line for line in page.console if line.startswith(("exception", "error"))] == []
         print(f"screenshots in {ARTEFACTS}")
     # Chromium's profile is in tmp_path, so the autouse fixture checks that none of its processes is left.
+
+
+async def test_with_authentication_on_the_page_asks_for_an_api_key_and_uses_it(setup: Setup, tmp_path: Path) -> None:
+    require_chromium()
+    database = f"sqlite:///{tmp_path / 'state' / 'lockgate.db'}"
+    with Store.open(database) as store:
+        store.upgrade()
+        secret = store.create_key("viewer", role="user", agents=["dev"])[1]
+    setup.servers.clear()
+    setup.servers["solo"] = raw_instance(setup, "solo")
+    setup.env.update(
+        GATEWAY_INIT_STRATEGY="eager",
+        GATEWAY_DATABASE_URL=database,
+        GATEWAY_STATE_DIR=str(tmp_path / "state"),
+        GATEWAY_JWT_SECRET="a test signing secret of at least thirty-two bytes",
+    )
+    setup.write(RULES)
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+
+    async with launch(tmp_path) as browser:
+        page = await browser.new_page()
+        with serve_http(setup, "--auth") as served:
+            await page.navigate(f"{served.base}/")
+            await page.wait_for("document.body.dataset.connection === 'unauthorized' && !document.getElementById('auth').hidden", timeout=SHOWN_WITHIN)
+            assert await rows(page) == []  # nothing is shown without a credential
+            await page.screenshot(ARTEFACTS / "asks-for-a-key.png")
+
+            await page.type_into("#auth-key", secret[:-4] + "xxxx")
+            await page.press_enter()
+            refused = await page.wait_for(
+                "document.getElementById('auth-message').textContent.includes('refused') && document.getElementById('auth-message').textContent",
+                timeout=SHOWN_WITHIN,
+            )
+            assert "refused" in refused
+
+            await page.type_into("#auth-key", secret)
+            await page.press_enter()
+            await page.wait_for(
+                f"JSON.stringify({instance_rows_js()}) === {json.dumps(json.dumps([['solo', '0', 'ready', 'true']], separators=(',', ':')))}",
+                timeout=SHOWN_WITHIN,
+            )
+            assert await page.evaluate("document.getElementById('auth').hidden")
+            assert await page.evaluate("document.body.dataset.connection") == "ok"
+            # Kept for this tab only, and not left in the field.
+            assert await page.evaluate("sessionStorage.getItem('lockgate.status.apiKey')") == secret
+            assert await page.evaluate("document.getElementById('auth-key').value") == ""
+            await page.screenshot(ARTEFACTS / "with-a-key.png")
+        assert [line for line in page.console if line.startswith(("exception", "error"))] == []
