@@ -92,7 +92,7 @@ class GatewayClient:
         """Close the pooled connections; the client cannot be used afterwards."""
         await self._http.aclose()
 
-    async def send(self, request: Request[T]) -> T:
+    async def _send(self, request: Request[T]) -> T:
         """Send one request, retrying as the policy allows; its parsed answer.
 
         Raises:
@@ -124,7 +124,7 @@ class GatewayClient:
 
     async def list_tools(self, server: str, agent_id: str | None = None) -> ToolList:
         """The server's tools that the agent may see, as the server defines them."""
-        return await self.send(Endpoints.list_tools(server, agent_id))
+        return await self._send(Endpoints.list_tools(server, agent_id))
 
     async def call_tool(
         self,
@@ -135,29 +135,29 @@ class GatewayClient:
         agent_id: str | None = None,
     ) -> CallToolResult:
         """Call a tool; the server's result unchanged (a tool's own failure is ``is_error``, not an exception)."""
-        return await self.send(Endpoints.call_tool(server, name, arguments, timeout_ms, agent_id))
+        return await self._send(Endpoints.call_tool(server, name, arguments, timeout_ms, agent_id))
 
     async def list_resources(self, server: str, agent_id: str | None = None) -> ResourceList:
         """The server's resources and resource templates that the agent may see."""
-        return await self.send(Endpoints.list_resources(server, agent_id))
+        return await self._send(Endpoints.list_resources(server, agent_id))
 
     async def read_resource(self, server: str, uri: str, agent_id: str | None = None) -> ReadResourceResult:
         """Read one resource of the server."""
-        return await self.send(Endpoints.read_resource(server, uri, agent_id))
+        return await self._send(Endpoints.read_resource(server, uri, agent_id))
 
     async def list_prompts(self, server: str, agent_id: str | None = None) -> PromptList:
         """The server's prompts that the agent may see."""
-        return await self.send(Endpoints.list_prompts(server, agent_id))
+        return await self._send(Endpoints.list_prompts(server, agent_id))
 
     async def get_prompt(
         self, server: str, name: str, arguments: Mapping[str, str] | None = None, agent_id: str | None = None
     ) -> GetPromptResult:
         """One prompt of the server, filled in with ``arguments``."""
-        return await self.send(Endpoints.get_prompt(server, name, arguments, agent_id))
+        return await self._send(Endpoints.get_prompt(server, name, arguments, agent_id))
 
     async def server_health(self, server: str) -> ServerHealth:
         """How many of the server's instances are healthy, and each one's state."""
-        return await self.send(Endpoints.server_health(server))
+        return await self._send(Endpoints.server_health(server))
 
     async def call_tools(self, calls: Sequence[ToolCall | Mapping[str, Any]]) -> list[CallToolResult | GatewayError]:
         """Run up to 100 calls at once (``POST /mcp/batch``); each call's result or error, in the calls' order.
@@ -165,25 +165,25 @@ class GatewayClient:
         A refused call is its exception in the list, not raised; only a refusal of the
         whole batch (a malformed one, a bad credential) raises.
         """
-        return await self.send(Endpoints.call_tools(calls))
+        return await self._send(Endpoints.call_tools(calls))
 
     # --- the gateway ---
 
     async def health(self) -> GatewayHealth:
         """The gateway's health: each server's state and instance counts."""
-        return await self.send(Endpoints.health())
+        return await self._send(Endpoints.health())
 
     async def stats(self) -> GatewayStats:
         """Request counts, latency, sessions, per-server load and the health checker's view."""
-        return await self.send(Endpoints.stats())
+        return await self._send(Endpoints.stats())
 
     async def registry(self) -> Registry:
         """Every server and its instances, from the servers file and registered at run time."""
-        return await self.send(Endpoints.registry())
+        return await self._send(Endpoints.registry())
 
     async def audit(self, limit: int = 50) -> AuditLog:
         """The newest ``limit`` audit records, newest first."""
-        return await self.send(Endpoints.audit(limit))
+        return await self._send(Endpoints.audit(limit))
 
     async def register(
         self,
@@ -217,9 +217,9 @@ class GatewayClient:
             weight=weight,
             description=description,
         )
-        return await self.send(request)
+        return await self._send(request)
 
     async def deregister(self, server: str, instance_id: str) -> Deregistration:
         """Remove a registered instance (never one from the servers file: that is a ``Conflict``)."""
-        return await self.send(Endpoints.deregister(server, instance_id))
+        return await self._send(Endpoints.deregister(server, instance_id))
 

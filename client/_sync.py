@@ -88,7 +88,7 @@ class SyncGatewayClient:
         """Close the pooled connections; the client cannot be used afterwards."""
         self._http.close()
 
-    def send(self, request: Request[T]) -> T:
+    def _send(self, request: Request[T]) -> T:
         """Send one request, retrying as the policy allows; its parsed answer.
 
         Raises:
@@ -120,7 +120,7 @@ class SyncGatewayClient:
 
     def list_tools(self, server: str, agent_id: str | None = None) -> ToolList:
         """The server's tools that the agent may see, as the server defines them."""
-        return self.send(Endpoints.list_tools(server, agent_id))
+        return self._send(Endpoints.list_tools(server, agent_id))
 
     def call_tool(
         self,
@@ -131,29 +131,29 @@ class SyncGatewayClient:
         agent_id: str | None = None,
     ) -> CallToolResult:
         """Call a tool; the server's result unchanged (a tool's own failure is ``is_error``, not an exception)."""
-        return self.send(Endpoints.call_tool(server, name, arguments, timeout_ms, agent_id))
+        return self._send(Endpoints.call_tool(server, name, arguments, timeout_ms, agent_id))
 
     def list_resources(self, server: str, agent_id: str | None = None) -> ResourceList:
         """The server's resources and resource templates that the agent may see."""
-        return self.send(Endpoints.list_resources(server, agent_id))
+        return self._send(Endpoints.list_resources(server, agent_id))
 
     def read_resource(self, server: str, uri: str, agent_id: str | None = None) -> ReadResourceResult:
         """Read one resource of the server."""
-        return self.send(Endpoints.read_resource(server, uri, agent_id))
+        return self._send(Endpoints.read_resource(server, uri, agent_id))
 
     def list_prompts(self, server: str, agent_id: str | None = None) -> PromptList:
         """The server's prompts that the agent may see."""
-        return self.send(Endpoints.list_prompts(server, agent_id))
+        return self._send(Endpoints.list_prompts(server, agent_id))
 
     def get_prompt(
         self, server: str, name: str, arguments: Mapping[str, str] | None = None, agent_id: str | None = None
     ) -> GetPromptResult:
         """One prompt of the server, filled in with ``arguments``."""
-        return self.send(Endpoints.get_prompt(server, name, arguments, agent_id))
+        return self._send(Endpoints.get_prompt(server, name, arguments, agent_id))
 
     def server_health(self, server: str) -> ServerHealth:
         """How many of the server's instances are healthy, and each one's state."""
-        return self.send(Endpoints.server_health(server))
+        return self._send(Endpoints.server_health(server))
 
     def call_tools(self, calls: Sequence[ToolCall | Mapping[str, Any]]) -> list[CallToolResult | GatewayError]:
         """Run up to 100 calls at once (``POST /mcp/batch``); each call's result or error, in the calls' order.
@@ -161,25 +161,25 @@ class SyncGatewayClient:
         A refused call is its exception in the list, not raised; only a refusal of the
         whole batch (a malformed one, a bad credential) raises.
         """
-        return self.send(Endpoints.call_tools(calls))
+        return self._send(Endpoints.call_tools(calls))
 
     # --- the gateway ---
 
     def health(self) -> GatewayHealth:
         """The gateway's health: each server's state and instance counts."""
-        return self.send(Endpoints.health())
+        return self._send(Endpoints.health())
 
     def stats(self) -> GatewayStats:
         """Request counts, latency, sessions, per-server load and the health checker's view."""
-        return self.send(Endpoints.stats())
+        return self._send(Endpoints.stats())
 
     def registry(self) -> Registry:
         """Every server and its instances, from the servers file and registered at run time."""
-        return self.send(Endpoints.registry())
+        return self._send(Endpoints.registry())
 
     def audit(self, limit: int = 50) -> AuditLog:
         """The newest ``limit`` audit records, newest first."""
-        return self.send(Endpoints.audit(limit))
+        return self._send(Endpoints.audit(limit))
 
     def register(
         self,
@@ -213,9 +213,9 @@ class SyncGatewayClient:
             weight=weight,
             description=description,
         )
-        return self.send(request)
+        return self._send(request)
 
     def deregister(self, server: str, instance_id: str) -> Deregistration:
         """Remove a registered instance (never one from the servers file: that is a ``Conflict``)."""
-        return self.send(Endpoints.deregister(server, instance_id))
+        return self._send(Endpoints.deregister(server, instance_id))
 
