@@ -165,7 +165,7 @@
     }
     byId("problems").textContent = problems.length ? "Not shown: " + problems.join("; ") : "";
     document.body.dataset.connection = unauthorized ? "unauthorized" : "ok";
-    render(data);
+    render(data, unauthorized);
     const now = new Date();
     const updated = el("time", { datetime: now.toISOString() }, clock(now));
     byId("connection").replaceChildren("Last updated ", updated);
@@ -227,17 +227,17 @@
 
   // -- rendering -----------------------------------------------------------------
 
-  function render(data) {
-    renderSummary(data.health, data.ready, data.stats);
+  function render(data, unauthorized) {
+    renderSummary(data.health, data.ready, data.stats, unauthorized);
     renderTraffic(data.stats);
     renderServers(data.health, data.registry, data.stats);
     renderAudit(data.audit);
     renderReload(data.stats);
   }
 
-  function renderSummary(health, ready, stats) {
+  function renderSummary(health, ready, stats, unauthorized) {
     const overall = byId("overall");
-    const status = health ? text(health.status) : "unknown";
+    const status = health ? text(health.status) : unauthorized ? "key needed" : "unknown";
     overall.textContent = status;
     overall.dataset.status = status;
     const uptime = health ? health.uptime_seconds : stats ? stats.uptime_seconds : undefined;
