@@ -84,6 +84,7 @@ from ._jsonrpc import (
     internal_error_replacing,
 )
 from ._reload import problem_json
+from ._registry import REGISTRY, FieldProblem, Registration, merge_registrations, parse_registration, registry_view
 from ._report import context_report, explain_agent, tool_cost
 
 __all__ = [
@@ -118,6 +119,13 @@ __all__ = [
     "downstream_message_bytes",
     "config_schema",
     "problem_json",
+    # The live registry: registered instances merged into the configuration.
+    "Registration",
+    "FieldProblem",
+    "REGISTRY",
+    "parse_registration",
+    "merge_registrations",
+    "registry_view",
     # Events: what the shell reports.
     "Event",
     "ClientId",

@@ -75,6 +75,7 @@ from ._jsonrpc import Response, decode
 from ._links import Links, downstream_message_bytes
 from ._lost_sessions import LostSessions
 from ._pool import ServerState
+from ._registry import registry_view
 from ._reload import Reloads
 from ._rest_views import RestViews
 from ._relays import Relays
@@ -270,8 +271,8 @@ class Gateway:
         return self._rest_views.stats(self._views.uptime(now), self._views.reload_status())
 
     def registry_view(self) -> JSONObject:
-        """The REST ``/gateway/registry`` answer: every server and instance, from the file or the registry."""
-        return self._rest_views.registry()
+        """The ``GET /gateway/registry`` body: every server and instance, file or registered (see :func:`~._registry.registry_view`)."""
+        return registry_view(self._ctx.pools, self._ctx.now)
 
     def readiness(self) -> JSONObject:
         """The ``/ready`` answer: ready once every eager server has finished its first start attempt."""

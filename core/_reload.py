@@ -15,11 +15,13 @@ when it gave none, the event's monotonic ``now``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ._config import Problem
+from ._config import Problem, ServerSpec
 from ._events import ConfigRejected, ConfigReloaded
+from ._instance import Instance
+from ._link import Link
 from ._pool import Pool
 
 if TYPE_CHECKING:
@@ -137,6 +139,10 @@ class Reloads:
             if pool is not None and pool.spec == spec:
                 ctx.pools[name] = pool
                 continue
+            if pool is not None and self._reconcile(pool, spec):
+                ctx.pools[name] = pool
+                changed.append(name)
+                continue
             if pool is not None:
                 changed.append(name)
                 self._retire(pool)
@@ -157,6 +163,84 @@ class Reloads:
         for warning in new.warnings:
             ctx.log("warning", warning.message, file=warning.file, path=warning.path)
 
+    def _reconcile(self, pool: Pool, spec: ServerSpec) -> bool:
+        """Change ``pool``'s instances in place to ``spec``'s, when only they changed; ``False`` when it must be replaced.
+
+        An instance whose id, launch and weight are the same keeps its
+        :class:`~._instance.Instance` (breaker, counts) and its links, which
+        go on serving; a new one gets a link, started at once under the eager
+        strategy; the links of one that is gone retire (they stop once their
+        calls end, and are never chosen again: they leave the pool). Indices
+        follow ``spec``'s order, so ``Pool.shared[i]`` is instance ``i``'s
+        link again, and the calls in flight have what they ``tried``
+        renumbered to match. A pool none of whose instances stays is replaced
+        as a whole, as is one whose other settings changed.
+        """
+        if _pool_settings(pool.spec) != _pool_settings(spec):
+            return False
+        wanted = spec.launch_specs()
+        before = {instance.id: instance for instance in pool.instances}
+        if len(before) != len(pool.instances) or len({w.id for w in wanted}) != len(wanted):
+            return False  # ids that do not name one instance each (a configuration built in code)
+        kept = {
+            w.id: before[w.id]
+            for w in wanted
+            if w.id in before and before[w.id].weight == w.weight and _launch(before[w.id].spec) == _launch(w.spec)
+        }
+        if not kept:
+            return False
+        links = self.links
+        renumbered: dict[int, int] = {}  # old index -> new, of the instances that stay
+        instances: list[Instance] = []
+        for n, w in enumerate(wanted):
+            instance = kept.get(w.id)
+            if instance is None:
+                instance = Instance(index=n, id=w.id, spec=w.spec, weight=w.weight)
+            else:
+                renumbered[instance.index] = n
+                instance.index, instance.spec = n, w.spec
+            instances.append(instance)
+        gone = [instance for instance in pool.instances if instance.id not in kept]
+        old_links = pool.links()
+        for link in old_links:
+            # Calls keep the indices of the instances they tried; those of a gone one no longer name it.
+            for call in [*link.pending.values(), *link.waiters]:
+                call.tried = tuple(renumbered[i] for i in call.tried if i in renumbered)
+        by_instance = {id(link.instance): link for link in pool.shared}
+        fresh: list[Link] = []
+        if spec.isolation == "shared":
+            shared: list[Link] = []
+            for instance in instances:
+                own = by_instance.get(id(instance))
+                if own is None:
+                    own = Pool.link_for(spec, instance)
+                    fresh.append(own)
+                shared.append(own)
+            pool.shared = shared
+        for client, link in list(pool.clients.items()):
+            if link.instance.id not in kept:
+                del pool.clients[client]  # the client's next call gets a link on an instance that stays
+        pool.spec, pool.instances = spec, instances
+        if pool.known is not None and pool.known.instance in gone:
+            pool.known = next((link for link in pool.links() if link.tools is not None), None)
+        for link in old_links:
+            if link.instance in gone:
+                link.retiring = True
+                links.retire_if_idle(link)
+            else:
+                link.entry, link.spec = spec, link.instance.spec
+        ctx = self._ctx
+        if ctx.config.settings.init_strategy == "eager" and not ctx.closing:
+            cap = spec.max_processes
+            for link in fresh:
+                if cap is None or pool.live() < cap:
+                    links.start(link)
+        ctx.log(
+            "info", "instances changed",
+            server=pool.name, added=[w.id for w in wanted if w.id not in kept], removed=[instance.id for instance in gone],
+        )
+        return True
+
     def _retire(self, pool: Pool) -> None:
         """A reload removed or changed this server: stop each link once it has nothing in flight."""
         for link in pool.links():
@@ -172,3 +256,19 @@ class Reloads:
                 "error", f"configuration rejected, keeping the running one: {problem.message}",
                 file=problem.file, path=problem.path,
             )
+
+
+def _launch(spec: ServerSpec) -> ServerSpec:
+    """How ``spec`` starts, and nothing else: what decides whether an instance's process may stay."""
+    return ServerSpec(
+        name=spec.name, transport=spec.transport, command=spec.command, args=spec.args, env=spec.env,
+        cwd=spec.cwd, url=spec.url, headers=spec.headers,
+    )
+
+
+def _pool_settings(spec: ServerSpec) -> ServerSpec:
+    """``spec`` without its instances, the launch keys copied from them and its description (shown, never used to run)."""
+    # The launch keys are copied from the first instance (for display): each instance is compared on its own.
+    return replace(
+        spec, instances=(), description="", transport="stdio", command=None, args=(), env={}, cwd=None, url=None, headers={}
+    )

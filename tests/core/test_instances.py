@@ -448,7 +448,13 @@ def test_a_changed_pool_is_drained_and_replaced() -> None:
     all_ready(d, 2)
     first = execute(1)
     d.send(first)
-    actions = d.handle(ConfigReloaded(now=0, config=pool_config(3, eager=True)))
+    # Every instance changes (its arguments): the pool is replaced.
+    changed = pool_config(3, eager=True)
+    changed = dataclasses.replace(changed, servers={"db": dataclasses.replace(
+        changed.servers["db"],
+        instances=tuple(dataclasses.replace(i, spec=dataclasses.replace(i.spec, args=("new",))) for i in changed.servers["db"].instances),
+    )})
+    actions = d.handle(ConfigReloaded(now=0, config=changed))
     assert [a for a in actions if isinstance(a, StopDownstream)] == [StopDownstream(downstream=2)]
     assert [a.instance for a in actions if isinstance(a, StartDownstream)] == [0, 1, 2]
     assert d.downstreams[1].answer("tools/call") == [
@@ -457,6 +463,17 @@ def test_a_changed_pool_is_drained_and_replaced() -> None:
         audited(first, rule="agents.dev.allow.servers[0]"),
         StopDownstream(downstream=1),  # drained: the old instance stops once its call ended
     ]
+
+
+def test_a_pool_that_only_gains_an_instance_keeps_the_running_ones() -> None:
+    d = Driver(pool_config(2, eager=True))
+    all_ready(d, 2)
+    d.send(execute(1))
+    actions = d.handle(ConfigReloaded(now=0, config=pool_config(3, eager=True)))
+    assert [a for a in actions if isinstance(a, StopDownstream)] == []
+    assert [(a.downstream, a.instance) for a in actions if isinstance(a, StartDownstream)] == [(3, 2)]
+    assert [m["id"] for m in sent_to_client(d.downstreams[1].answer("tools/call"))] == [1]
+    assert [ds.id for ds in d.live_downstreams] == [1, 2, 3]
 
 
 def test_shutdown_cancels_restart_timers() -> None:
@@ -536,7 +553,12 @@ def test_reload_retires_per_client_sessions_once_idle() -> None:
     first = execute(1)
     d.send(first)
     d.downstreams[1].complete_handshake([ECHO_TOOL])
-    actions = d.handle(ConfigReloaded(now=0, config=pool_config(2, isolation="per_client")))
+    # Its instance changes: the client's session retires, the pool is replaced.
+    changed = pool_config(2, isolation="per_client")
+    changed = dataclasses.replace(changed, servers={"db": dataclasses.replace(changed.servers["db"], instances=tuple(
+        dataclasses.replace(i, spec=dataclasses.replace(i.spec, args=("new",))) for i in changed.servers["db"].instances
+    ))})
+    actions = d.handle(ConfigReloaded(now=0, config=changed))
     assert [a for a in actions if isinstance(a, StopDownstream)] == []
     assert d.downstreams[1].answer("tools/call") == [
         CancelTimer(timer=1),
@@ -546,6 +568,17 @@ def test_reload_retires_per_client_sessions_once_idle() -> None:
     ]
     # The client's next call gets a session from the new pool.
     assert [a.downstream for a in d.send(execute(2)) if isinstance(a, StartDownstream)] == [2]
+
+
+def test_reload_keeps_per_client_sessions_on_instances_that_stay() -> None:
+    d = Driver(pool_config(1, isolation="per_client"))
+    d.initialize()
+    d.send(execute(1))
+    d.downstreams[1].complete_handshake([ECHO_TOOL])
+    actions = d.handle(ConfigReloaded(now=0, config=pool_config(2, isolation="per_client")))
+    assert [a for a in actions if isinstance(a, (StopDownstream, StartDownstream))] == []
+    assert [m["id"] for m in sent_to_client(d.downstreams[1].answer("tools/call"))] == [1]
+    assert forwarded_to(d.send(execute(2))) == [1]  # its own session serves it still
 
 
 def test_an_expired_http_session_stops_its_own_downstream() -> None:
