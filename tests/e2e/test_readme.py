@@ -149,7 +149,16 @@ def check_stdio_gateway(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_sh(block: Block, tmp: Path) -> None:
-    for command in commands(block):
+    lines = commands(block)
+    if "127.0.0.1:8000" in block.text and not any(line.startswith("lockgate serve") for line in lines):
+        # Requests of a running gateway (curl): the example serves them, on a free port.
+        port = free_port()
+        with serving(example_gateway(port), tmp, port):
+            for command in lines:
+                result = subprocess.run(concrete(command, port), shell=True, cwd=tmp, env=environment(), capture_output=True, text=True, timeout=120)
+                assert result.returncode == 0, f"{block}: {command}\n{result.stdout}{result.stderr}"
+        return
+    for command in lines:
         argv = shlex.split(concrete(command))
         if argv[:2] == ["lockgate", "serve"]:
             port = free_port() if "--transport" in argv and "http" in argv else None
@@ -172,9 +181,13 @@ def run_python(block: Block, tmp: Path) -> None:
         program(None)
         return
     port = free_port()
-    argv = ["lockgate", "serve", "--config", str(EXAMPLES / ".mcp.json"), "--rules", str(EXAMPLES / ".mcp-gateway-rules.json"), "--transport", "http", "--port", str(port)]
-    with serving(argv, tmp, port):
+    with serving(example_gateway(port), tmp, port):
         program(port)
+
+
+def example_gateway(port: int) -> list[str]:
+    """``lockgate serve`` of the bundled example over HTTP on ``port``."""
+    return ["lockgate", "serve", "--config", str(EXAMPLES / ".mcp.json"), "--rules", str(EXAMPLES / ".mcp-gateway-rules.json"), "--transport", "http", "--port", str(port)]
 
 
 def matches(shown: str, printed: str) -> bool:
