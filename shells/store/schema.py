@@ -27,7 +27,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "api_keys",
     "changes",
     "metadata",
+    "registrations",
     "revocations",
     "users",
 ]
@@ -127,3 +130,27 @@ changes = Table(
 
 #: The primary key of the one row of ``changes``.
 CHANGES_ROW = 1
+
+#: Instances registered while a gateway runs (``POST /gateway/register``),
+#: merged into its configuration at start-up and at every change. ``env``
+#: holds what the process needs, secrets included: nothing that lists
+#: registrations returns its values.
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server", String(128), nullable=False),
+    Column("instance_id", String(64), nullable=False),
+    Column("transport", String(8), nullable=False),
+    Column("endpoint", Text),
+    Column("command", Text),
+    Column("args", JSON, nullable=False),
+    Column("working_dir", Text),
+    Column("env", JSON, nullable=False),
+    Column("weight", Integer, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("server", "instance_id"),
+    CheckConstraint("transport IN ('stdio', 'http')", name="transport"),
+    CheckConstraint("weight >= 1", name="weight"),
+)

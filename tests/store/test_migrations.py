@@ -15,7 +15,7 @@ from lockgate.shells.store import migrate
 from lockgate.shells.store.schema import metadata
 
 LATEST = migrate.HEAD
-TABLES = {"alembic_version", "users", "api_keys", "revocations", "changes"}
+TABLES = {"alembic_version", "users", "api_keys", "revocations", "changes", "registrations"}
 
 
 def table_names(store: Store) -> set[str]:
