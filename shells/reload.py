@@ -29,7 +29,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -49,6 +49,9 @@ from .configfiles import ConfigFiles
 from .logs import get_logger
 from .selfref import self_reference_problems
 from .signals import receive_signals
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 __all__ = ["MAX_SETTLE", "POLL_INTERVAL", "SETTLE", "Feeder", "ReloadSource", "watch_config"]
 
@@ -81,6 +84,10 @@ class ReloadSource:
     #: Told of each valid new configuration and its rules text just before
     #: the core gets it (``--record`` keeps the rules document this way).
     on_config: Callable[[Config, str], None] | None = None
+    #: The live registry: each reload of the files is merged with the
+    #: registered instances before the core gets it, and the registry feeds
+    #: its own changes to the runtime the watcher feeds.
+    registry: Registry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +194,9 @@ class _Watcher:
                 now=trio.current_time(), problems=tuple(exc.problems), warnings=exc.warnings, files=files, time=time
             )
         else:
+            base, registry = config, self.source.registry
+            if registry is not None:
+                config, _ = registry.merge(base)
             # A servers file that now starts this gateway on itself is refused as an invalid one is.
             loops = self_reference_problems(config, self.source.files.servers, self.source.environ)
             if loops:
@@ -194,6 +204,8 @@ class _Watcher:
                     now=trio.current_time(), problems=tuple(loops), warnings=config.warnings, files=files, time=time
                 )
             else:
+                if registry is not None:
+                    config = registry.rebase(base)
                 if self.source.on_config is not None:
                     self.source.on_config(config, rules)
                 event = ConfigReloaded(now=trio.current_time(), config=config, files=files, time=time)
@@ -215,6 +227,8 @@ async def watch_config(
     are taken to be what the running configuration came from.
     """
     watcher = _Watcher(runtime, source)
+    if source.registry is not None:
+        source.registry.attach(runtime)
     with receive_signals(handle_sighup, signal.SIGHUP) as hangups:
         async with trio.open_nursery() as nursery:
             hangup = trio.Event()

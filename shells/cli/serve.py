@@ -27,7 +27,9 @@ from ..logs import NOTICE, get_logger
 from .common import EXIT_USAGE, Subcommands, add_file_options, count, package_version, print_config_error, setup_command_logging
 
 if TYPE_CHECKING:
-    from lockgate.core import Settings
+    from lockgate.core import Config, Settings
+
+    from ..registry import Registry
 
     from ..identity import Authentication, HeldCredential
 
@@ -129,6 +131,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     log = setup_command_logging(config.settings)
     for warning in config.warnings:
         log.warning(warning.message, extra={"fields": {"file": warning.file, "path": warning.path}})
+    registry = _open_registry(config, environ, log)
+    config = registry.config
     authentication: Authentication | None = None
     stdio_credential: HeldCredential | None = None
     if config.settings.auth == "required":
@@ -149,7 +153,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         # Over HTTP it waits for the port to be bound: see _listening.
         log.log(NOTICE, summary)
     source = ReloadSource(
-        files=files, environ=dict(environ), settings=config.settings, loaded=(servers_text, rules_text)
+        files=files, environ=dict(environ), settings=config.settings, loaded=(servers_text, rules_text),
+        registry=registry,
     )
     recorder: Recorder | None = None
     core: GatewayCore = Gateway(config)
@@ -180,10 +185,33 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 tap = recorder.wire(STDIO_CLIENT) if recorder is not None else None
                 trio.run(serve_process_stdio, core, config.settings, source, tap, stdio_credential)
     finally:
+        registry.close()
         if recorder is not None:
             recorder.close()
     get_logger().info("stopped")
     return 0
+
+
+def _open_registry(config: Config, environ: Mapping[str, str], log: logging.Logger) -> Registry:
+    """The live registry over ``config``, with the instances registered in the database merged in.
+
+    A database that cannot be read is logged and the gateway serves the
+    files' configuration: the registry tries it again at the first
+    registration.
+    """
+    from ..registry import Registry, load_registrations, registry_store_url
+    from ..store import StoreError
+
+    url = registry_store_url(environ)
+    try:
+        table, registered = load_registrations(url)
+    except StoreError as exc:
+        log.error(f"cannot load registered instances: {exc}")
+        table, registered = None, []
+    registry = Registry(config, registered, url=url, table=table, environ=environ)
+    if registered:
+        log.log(NOTICE, f"{count(len(registered), 'registered instance')} merged from the registry")
+    return registry
 
 
 def _port(text: str) -> int:

@@ -28,7 +28,7 @@ from .errors import Conflict, InvalidInput, NotFound
 from .schema import registrations
 from .store import Store, _now
 
-__all__ = ["RegistrationRecord", "Registrations"]
+__all__ = ["RegistrationRecord", "Registrations", "record"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,7 +45,8 @@ class RegistrationRecord:
     env_keys: tuple[str, ...]
     weight: int
     description: str
-    created_at: datetime
+    #: When it was stored; ``None`` where only the registration itself is at hand.
+    created_at: datetime | None = None
 
 
 class Registrations:
@@ -98,6 +99,10 @@ class Registrations:
             if connection.execute(delete(registrations).where(where)).rowcount == 0:
                 raise NotFound(f"server {server!r} has no registered instance {instance_id!r}")
 
+    def close(self) -> None:
+        """Close the store's connections."""
+        self._store.close()
+
     def load(self) -> list[Registration]:
         """Every registration, ``env`` values included, oldest first: what the gateway merges and starts."""
         with self._store._connect() as connection:
@@ -114,7 +119,7 @@ class Registrations:
 _ORDERED = select(registrations).order_by(registrations.c.created_at, registrations.c.id)
 
 
-def record(registration: Registration, created_at: datetime) -> RegistrationRecord:
+def record(registration: Registration, created_at: datetime | None = None) -> RegistrationRecord:
     """What may be shown of ``registration``."""
     return RegistrationRecord(
         server=registration.server,
