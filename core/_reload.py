@@ -6,7 +6,9 @@ are valid, :class:`~lockgate.core.ConfigRejected` when they are not (the
 running configuration then stays). :class:`Reloads` swaps the configuration
 between two events, with no lock: policy applies from the next request on,
 and the links of a changed or removed server retire (stop once their calls
-end) while a changed or added server gets a fresh pool. :class:`ReloadStatus`
+end) while a changed or added server gets a fresh pool. A server whose
+instances alone changed (a registration, say) keeps its pool: the instances
+that stay keep running, new ones start, gone ones retire. :class:`ReloadStatus`
 keeps count of the attempts for ``get_gateway_status`` and the metrics.
 
 Times are what the shell put in the event: a wall-clock ISO 8601 string, or,
