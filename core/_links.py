@@ -41,7 +41,7 @@ from ._jsonrpc import Invalid, Notification, Request, Response, error, error_wit
 from ._link import LISTS, Internal, Link, State
 from ._pool import Pool, Unavailable
 from ._relays import CLIENT_CAPABILITIES
-from ._surface import aggregate_enabled, catalogued
+from ._surface import aggregate_enabled
 from ._timers import TimerKind
 
 if TYPE_CHECKING:
@@ -275,8 +275,8 @@ class Links:
         link.catalog = {}
         self._ctx.catalog_epoch += 1
         self.request_list(link, Internal.TOOLS_LIST, None)
-        if catalogued(self._ctx.config):
-            # Aggregate mode and the REST API serve the rest of the catalogue too, from the same cache.
+        if aggregate_enabled(self._ctx.config):
+            # Aggregate mode serves the rest of the catalogue too, from the same cache.
             if isinstance(link.capabilities.get("resources"), dict):
                 self.request_list(link, Internal.RESOURCES_LIST, None)
                 self.request_list(link, Internal.TEMPLATES_LIST, None)
@@ -326,6 +326,7 @@ class Links:
                 self._ready(link)
         elif link.state is State.READY:
             self.surface.catalog_changed(link, kind, old)
+            self.surface.settled()  # a REST list may wait for it (Surface._list_first)
 
     def _ready(self, link: Link) -> None:
         """The handshake and every first listing are done: serve."""

@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from ._calls import Calls
     from ._links import Links
 
-__all__ = ["PAGE_SIZE", "Surface", "Waiting", "aggregate_enabled", "catalogued"]
+__all__ = ["PAGE_SIZE", "Surface", "Waiting", "aggregate_enabled"]
 
 JSONObject = dict[str, Any]
 
@@ -84,6 +84,14 @@ _VIEWS = 256
 RESOURCE_NOT_FOUND = -32002
 
 _GATEWAY_TOOL_NAMES = ("list_servers", "get_server_tools", "execute_tool", "get_gateway_status")
+
+#: The lists of a server's catalogue each list request is made from, besides its tools.
+_CATALOGUE: dict[str, tuple[Internal, ...]] = {
+    "tools/list": (),
+    "resources/list": (Internal.RESOURCES_LIST, Internal.TEMPLATES_LIST),
+    "resources/templates/list": (Internal.TEMPLATES_LIST,),
+    "prompts/list": (Internal.PROMPTS_LIST,),
+}
 
 #: What a REST session may ask (see :mod:`._rest`).
 _REST_METHODS = frozenset({
@@ -112,14 +120,6 @@ def aggregate_enabled(config: Config) -> bool:
     """Does any client of this configuration get aggregate mode (so servers list their whole catalogue)?"""
     policy = config.policy
     return config.settings.mode == "aggregate" or any(policy.mode(agent) == "aggregate" for agent in policy.agents)
-
-
-def catalogued(config: Config) -> bool:
-    """Do servers list their whole catalogue (resources and prompts too) at their handshake?
-
-    Aggregate mode serves it, and so does the REST API, which the HTTP front always offers.
-    """
-    return config.settings.transport == "http" or aggregate_enabled(config)
 
 
 @dataclass(slots=True, eq=False)
@@ -295,6 +295,9 @@ class Surface:
         if req.method not in _LISTS:
             self._forward(session, req, waiting.request_bytes)
             return
+        if self._list_first(links[server], req.method):
+            self._waiting.append(waiting)
+            return
         view = self._view(session, agent, links)
         key = _LISTS[req.method]
         answer: JSONObject = {key: view.lists[key]}
@@ -302,6 +305,23 @@ class Surface:
             # One REST endpoint lists both: a template is a resource too, to a person scripting against it.
             answer["resourceTemplates"] = view.lists["resourceTemplates"]
         ctx.reply(session.id, req.id, answer)
+
+    def _list_first(self, link: Link, method: str) -> bool:
+        """Ask ``link``'s server for the lists ``method`` needs that it offers and has not listed; True while one is due.
+
+        Only aggregate mode lists a server's whole catalogue at its
+        handshake; for the REST API a list is asked for when first wanted,
+        then kept (and refreshed on ``list_changed``) like the others.
+        """
+        due = False
+        for kind in _CATALOGUE[method]:
+            offered = isinstance(link.capabilities.get("prompts" if kind is Internal.PROMPTS_LIST else "resources"), dict)
+            if kind in link.catalog or not offered:
+                continue
+            if kind not in link.listing_wire:
+                self.links.request_list(link, kind, None)
+            due = True
+        return due
 
     def _rest_scope(self, agent: str, server: str | None) -> Refusal | None:
         """Why ``agent`` may not use a REST session's server: it is not configured, or the policy denies it."""

@@ -21,13 +21,27 @@ from lockgate.core import (
 from lockgate.core._jsonrpc import error, request, result
 
 from .harness import JSON, Driver, make_config, sent_downstream, sent_to_client
-from .test_aggregate import DB_RESOURCES, DB_TEMPLATES, DB_TOOLS, RULES, UTIL_PROMPTS, handshake_db, handshake_util
+from .harness import FakeDownstream
+from .test_aggregate import DB_RESOURCES, DB_TEMPLATES, DB_TOOLS, RULES, UTIL_PROMPTS, UTIL_TOOLS
 
 
 def rest_driver(**settings: Any) -> Driver:
-    """A gateway whose servers list their whole catalogue (the HTTP front's), serving the REST door."""
+    """A gateway in on-demand mode (servers list only their tools at the handshake), serving the REST door."""
     settings.setdefault("transport", "http")
     return Driver(make_config(RULES, ("db", "util"), **settings))
+
+
+def handshake_db(ds: FakeDownstream) -> list[Any]:
+    """db offers tools, resources and prompts; on demand it lists only its tools at the handshake."""
+    capabilities = {"tools": {}, "resources": {}, "prompts": {}}
+    ds.answer("initialize", result={"protocolVersion": "2025-11-25", "capabilities": capabilities, "serverInfo": {"name": "db", "version": "1"}})
+    return ds.answer("tools/list", result={"tools": DB_TOOLS})
+
+
+def handshake_util(ds: FakeDownstream) -> list[Any]:
+    capabilities = {"tools": {}, "prompts": {}}
+    ds.answer("initialize", result={"protocolVersion": "2025-11-25", "capabilities": capabilities, "serverInfo": {"name": "util", "version": "1"}})
+    return ds.answer("tools/list", result={"tools": UTIL_TOOLS})
 
 
 def rest(d: Driver, client: str, server: str, operation: str, params: JSON | None = None, **meta: Any) -> list[Any]:
@@ -53,11 +67,23 @@ def test_a_rest_session_needs_no_handshake_and_lists_one_servers_items_under_the
     listed = sent_to_client(handshake_db(db))
     # Only what dev may call, as db names it: no prefix, no gateway tools.
     assert listed == [result(1, {"tools": [DB_TOOLS[0]]})]
-    [resources] = sent_to_client(rest(d, "rest:2", "db", "resources/list", agent_id="dev"))
+    # Resources are listed when first wanted (both lists), then kept.
+    actions = rest(d, "rest:2", "db", "resources/list", agent_id="dev")
+    assert [m["method"] for m in sent_downstream(actions)] == ["resources/list", "resources/templates/list"]
+    assert sent_to_client(actions) == []
+    db.answer("resources/list", result={"resources": DB_RESOURCES})
+    [resources] = sent_to_client(db.answer("resources/templates/list", result={"resourceTemplates": DB_TEMPLATES}))
     assert resources == result(1, {"resources": [DB_RESOURCES[0]], "resourceTemplates": DB_TEMPLATES})
+    actions = rest(d, "rest:22", "db", "resources/list", agent_id="dev")
+    assert sent_downstream(actions) == [] and sent_to_client(actions) == [resources]
     rest(d, "rest:3", "util", "prompts/list", agent_id="dev")
-    [prompts] = sent_to_client(handshake_util(d.server("util")))
+    util = d.server("util")
+    handshake_util(util)
+    [prompts] = sent_to_client(util.answer("prompts/list", result={"prompts": UTIL_PROMPTS}))
     assert prompts == result(1, {"prompts": [UTIL_PROMPTS[0]]})
+    # A server that offers no resources has none, and is not asked.
+    actions = rest(d, "rest:4", "util", "resources/list", agent_id="dev")
+    assert sent_downstream(actions) == [] and sent_to_client(actions) == [result(1, {"resources": [], "resourceTemplates": []})]
 
 
 def test_a_rest_call_is_forwarded_under_the_servers_name_and_audited_with_its_door() -> None:
