@@ -45,7 +45,7 @@ from .http_endpoint import McpEndpoint
 from .http_exchange import serve_connection
 from .logs import NOTICE, get_logger
 from .record import Recorder
-from .rest.api import RegistryService, RestApi
+from .rest.api import RestApi
 from .reload import ReloadSource, watch_config
 from .runtime import GatewayCore, Runtime
 from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     # Only with authentication on: they bring the database and JOSE libraries.
     from .http_auth import HttpAuth
     from .identity import Authentication
+    from .registry import Registry
 
 __all__ = ["CannotListen", "HttpServer", "serve_http"]
 
@@ -87,7 +88,7 @@ class HttpServer:
         shutdown_grace: float = 10.0,
         recorder: Recorder | None = None,
         auth: HttpAuth | None = None,
-        registry: RegistryService | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self._policy = policy
         self._table = ConnectionTable(limits)
@@ -189,7 +190,8 @@ async def serve_http(
             authorization_servers=() if external is None else (external.issuer,),
         )
     server = HttpServer(
-        core, runtime, policy, limits=limits, shutdown_grace=settings.shutdown_grace, recorder=recorder, auth=auth
+        core, runtime, policy, limits=limits, shutdown_grace=settings.shutdown_grace, recorder=recorder, auth=auth,
+        registry=None if reload is None else reload.registry,
     )
     stop = stop if stop is not None else trio.Event()
     url = f"http://{_url_host(host)}:{bound}/mcp"

@@ -25,7 +25,7 @@ for a key when its JSON endpoints want one.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 import trio
@@ -49,13 +49,14 @@ from lockgate.core import (
 from lockgate.core.http import Route
 
 from ..http_exchange import Exchange
+from ..registry import Registry, RegistrationRefused
 from ..runtime import GatewayCore, Runtime
 from . import models as m
 from .openapi import openapi_json
 from .pages import asset, docs_html, redoc_html
 from .status_page import status_asset, status_html
 
-__all__ = ["RegistryService", "RestApi"]
+__all__ = ["RestApi"]
 
 JSONObject = dict[str, Any]
 Model = TypeVar("Model", bound=BaseModel)
@@ -80,18 +81,6 @@ _OPERATIONS: dict[str, tuple[str, type[BaseModel] | None]] = {
 }
 
 
-class RegistryService(Protocol):
-    """What the REST API asks of the live registry (:class:`lockgate.shells.registry.Registry`).
-
-    Each answers the HTTP status and JSON body to send: 201 or 200 when
-    done, else an error body (400 nothing registered, 404, 409).
-    """
-
-    async def register(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]: ...
-
-    async def deregister(self, server: str, instance_id: str) -> tuple[int, dict[str, Any]]: ...
-
-
 class _Refused(Exception):
     """Answer the request with this error instead (raised while reading it)."""
 
@@ -110,7 +99,7 @@ class RestApi:
         *,
         authenticated: bool,
         loopback: bool,
-        registry: RegistryService | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self._core = core
         self._runtime = runtime
@@ -298,16 +287,14 @@ class RestApi:
             raise _Refused(403, "FORBIDDEN", f"Forbidden: {refusal.message}", {"rule": refusal.rule})
 
     async def _register(self, request: m.RegisterRequest) -> RestAnswer:
-        registry = self._registry_or_refuse()
-        status, body = await registry.register(request.model_dump(exclude_none=True))
-        return RestAnswer(status, body)
+        done = await self._registry_or_refuse().register(request.model_dump(exclude_none=True))
+        return RestAnswer(done.status, done.json()) if isinstance(done, RegistrationRefused) else RestAnswer(201, done.json())
 
     async def _deregister(self, server: str, instance_id: str) -> RestAnswer:
-        registry = self._registry_or_refuse()
-        status, body = await registry.deregister(server, instance_id)
-        return RestAnswer(status, body)
+        done = await self._registry_or_refuse().deregister(server, instance_id)
+        return RestAnswer(done.status, done.json()) if isinstance(done, RegistrationRefused) else RestAnswer(200, done.json())
 
-    def _registry_or_refuse(self) -> RegistryService:
+    def _registry_or_refuse(self) -> Registry:
         if self._registry is None:
             raise _Refused(503, "SERVER_UNAVAILABLE", "The registry is not available: its database could not be opened")
         return self._registry
