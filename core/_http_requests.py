@@ -226,10 +226,12 @@ def check_head(
         if method not in ("GET", "POST", "PATCH", "DELETE"):
             return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow=_AUTH_ALLOW)
         return Route(kind="auth", headers=cors, path=path, query=query)
-    if rest is not None:
-        allowed = _REST_ALLOW if rest == "rest" else "GET"
-        if method not in allowed.split(", "):
-            return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow=allowed)
+    if rest == "rest":
+        # Every method: the REST API answers a wrong one in its own error shape.
+        return Route(kind=rest, headers=cors, path=path, query=query)
+    if rest == "page":
+        if method != "GET":
+            return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow="GET")
         return Route(kind=rest, headers=cors, path=path, query=query)
     if ops is not None:
         if method != "GET":

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ._config import Config, InstanceSpec, Problem, ServerSpec
 from ._policy import json_path
@@ -253,7 +253,8 @@ def registry_view(pools: Mapping[str, Pool], now: float) -> JSONObject:
     ``ready``, ``backoff``; under ``per_client`` isolation the busiest of
     its clients' links, or ``idle``). ``healthy``: the instance takes
     requests and has not failed since it last answered. Only the names of
-    ``env`` are shown, and no header at all.
+    ``env`` are shown, no header at all, and a URL without its query or
+    credentials (a token in a URL is a secret too).
     """
     servers: JSONObject = {}
     for name, pool in pools.items():
@@ -271,7 +272,7 @@ def registry_view(pools: Mapping[str, Pool], now: float) -> JSONObject:
                     "state": _busiest(states),
                     "weight": instance.weight,
                     "healthy": instance.failures == 0 and instance.accepts(now),
-                    "endpoint": None if stdio else launch.url,
+                    "endpoint": None if stdio or launch.url is None else _public_url(launch.url),
                     "command": launch.command if stdio else None,
                     "args": list(launch.args) if stdio else [],
                     "working_dir": launch.cwd if stdio else None,
@@ -288,6 +289,13 @@ def registry_view(pools: Mapping[str, Pool], now: float) -> JSONObject:
             "instances": instances,
         }
     return {"servers": servers}
+
+
+def _public_url(url: str) -> str:
+    """``url`` without user information, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 _BUSY = ("ready", "listing", "starting", "backoff", "idle")

@@ -138,7 +138,10 @@ class McpEndpoint:
         # answering before h11 saw its end would cost the keep-alive connection.
         body = await exchange.read_body()
         if body is None:
-            await exchange.reject(too_large(self._policy, route.headers), close=True)
+            if route.kind == "rest" and self._rest is not None:
+                await self._rest.too_large(exchange, route, self._policy.max_body_bytes)
+            else:
+                await exchange.reject(too_large(self._policy, route.headers), close=True)
             return
         principal: Principal | None = None
         # /metrics names every agent and server: with authentication on, it takes a credential too.

@@ -46,7 +46,7 @@ from lockgate.core import (
     rest_error,
     rest_message,
 )
-from lockgate.core.http import Route
+from lockgate.core.http import Reject, Route
 
 from ..http_exchange import Exchange
 from ..registry import Registry, RegistrationRefused
@@ -134,6 +134,11 @@ class RestApi:
         await exchange.respond(200, [("content-type", content_type), *_PAGE_HEADERS, *route.headers], body)
 
     # -- the JSON endpoints --------------------------------------------------------
+
+    async def too_large(self, exchange: Exchange, route: Route, limit: int) -> None:
+        """413 for a body over ``limit`` bytes; the connection closes (the rest of the body is not read)."""
+        body = rest_error(413, "PAYLOAD_TOO_LARGE", f"Payload Too Large: the limit is {limit} bytes", {"limit": limit})
+        await exchange.reject(Reject(status=413, headers=(("content-type", _JSON), *route.headers), body=encode(body)), close=True)
 
     async def handle(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> None:
         """Answer one request of the REST API; ``principal`` is the verified caller (authentication on)."""

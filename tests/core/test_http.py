@@ -89,7 +89,11 @@ def test_a_plain_post_without_a_session_is_routed_for_initialize() -> None:
 def test_unknown_paths_get_404() -> None:
     body = rejected(head(target="/other"), 404)
     assert "/mcp" in body["error"]["message"]
-    rejected(head(target="/mcp/extra"), 404)
+    # Below /mcp and /gateway is the REST API's door: the REST API says what is not there, in its own shape.
+    assert head(target="/mcp/extra") == Route(kind="rest", path="/mcp/extra")
+    assert head("PUT", "/gateway/health") == Route(kind="rest", path="/gateway/health")
+    assert head("GET", "/status") == Route(kind="page", path="/status")
+    rejected(head("POST", "/docs"), 405)
 
 
 def test_the_query_string_does_not_change_the_path() -> None:

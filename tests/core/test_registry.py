@@ -296,3 +296,10 @@ def test_a_change_to_the_servers_own_settings_still_replaces_the_pool() -> None:
     actions = d.handle(ConfigReloaded(now=0, config=eager(merged(slower, stdio("db", "r1", "x")))))
     assert [a.downstream for a in actions if isinstance(a, StopDownstream)] == [1, 2]
     assert [a.instance for a in actions if isinstance(a, StartDownstream)] == [0, 1]
+
+
+def test_the_registry_view_shows_no_secret_of_a_url() -> None:
+    from lockgate.core._registry import _public_url
+
+    assert _public_url("https://user:pw@example.com:8443/mcp?token=abc#x") == "https://example.com:8443/mcp"
+    assert _public_url("http://127.0.0.1:9000/mcp") == "http://127.0.0.1:9000/mcp"

@@ -211,3 +211,12 @@ def test_gateway_views_pages_and_documents(rest_setup: Setup) -> None:
             assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html"), page
         assert http.get("/docs/assets/../../etc/passwd").status_code == 404
         assert http.get("/status/assets/nothing.js").status_code == 404
+
+
+def test_wrong_methods_and_oversized_bodies_get_the_rest_error_shape(rest_setup: Setup) -> None:
+    with serve_http(rest_setup) as served, httpx.Client(base_url=served.base, timeout=30) as http:
+        put = http.put("/gateway/health", json={})
+        assert put.status_code == 405 and error_of(put)["code"] == "METHOD_NOT_ALLOWED" and put.headers["allow"] == "GET"
+        big = http.post("/mcp/batch", content=b"[" + b" " * 70_000 + b"]", headers={"content-type": "application/json"})
+        assert big.status_code == 413 and error_of(big)["code"] == "PAYLOAD_TOO_LARGE"
+        assert http.post("/docs").status_code == 405
