@@ -53,6 +53,14 @@ Via = Literal["gateway", "direct"]
 _MAX_PAGES = 100
 
 
+def _require_sdk() -> None:
+    """Fail at the session's start, with the way out, when the MCP SDK is not installed."""
+    try:
+        import mcp  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("MCPClient needs the MCP SDK: pip install 'lockgate[client]'") from exc
+
+
 class _ProxyUnavailable(Exception):
     """A 502 or 503 answer at the gateway's address: a proxy in front of it, or the gateway refusing work."""
 
@@ -224,6 +232,7 @@ class MCPClient:
     async def __aenter__(self) -> MCPClient:
         if self._stack is not None:
             raise RuntimeError("MCPClient is already in a session")
+        _require_sdk()
         async with AsyncExitStack() as stack:
             self._tasks = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(self._close_link)
