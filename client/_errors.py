@@ -158,10 +158,12 @@ def error_from_body(status: int, body: bytes, retry_after: str | None = None, re
             message = f"{message}: {text.splitlines()[0][:200]}"
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
-        code = str(error.get("code") or code)
-        message = str(error.get("message") or message)
         given = error.get("data")
         data = given if isinstance(given, dict) else {}
+        # A JSON-RPC error body (as /mcp answers) has a number for code and the name in data.code.
+        name = error.get("code") if isinstance(error.get("code"), str) else data.get("code")
+        code = name if isinstance(name, str) and name else code
+        message = str(error.get("message") or message)
     elif isinstance(error, str):
         message = error
     cls = _BY_STATUS.get(status, GatewayError)

@@ -54,3 +54,10 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Tue, 01 Dec 2026 09:00:00 GMT", now) == 0.0  # a date past is now
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_a_json_rpc_error_body_gives_its_name_from_data() -> None:
+    body = b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "Unauthorized: no credential", "data": {"code": "INVALID_REQUEST"}}}'
+    error = error_from_body(401, body)
+    assert isinstance(error, AuthenticationError)
+    assert (error.code, error.message) == ("INVALID_REQUEST", "Unauthorized: no credential")
