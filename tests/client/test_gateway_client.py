@@ -178,6 +178,12 @@ def test_bad_key_is_an_authentication_error(site: Site) -> None:
             assert refused.value.status == 401
         with SyncGatewayClient(gateway.url, api_key=key) as user, pytest.raises(PermissionDenied):
             user.register("extra", command=sys.executable, args=[TESTING_SERVER])  # needs an admin
+        # The commands take the credential from the environment or --api-key.
+        from .test_remote_commands import lockgate
+
+        assert lockgate("registry", "--url", gateway.url, LOCKGATE_API_KEY=key).returncode == 0
+        refused = lockgate("stats", "--url", gateway.url, "--api-key", "lg_00000000_" + "x" * 43)
+        assert refused.returncode == 1 and refused.stderr.startswith("lockgate: error: the gateway refused: 401 ")
 
 
 def test_the_sync_facade(gateway: Gateway) -> None:
