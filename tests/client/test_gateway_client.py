@@ -182,8 +182,8 @@ def test_bad_key_is_an_authentication_error(site: Site) -> None:
         from .test_remote_commands import lockgate
 
         assert lockgate("registry", "--url", gateway.url, LOCKGATE_API_KEY=key).returncode == 0
-        refused = lockgate("stats", "--url", gateway.url, "--api-key", "lg_00000000_" + "x" * 43)
-        assert refused.returncode == 1 and refused.stderr.startswith("lockgate: error: the gateway refused: 401 ")
+        bad_key = lockgate("stats", "--url", gateway.url, "--api-key", "lg_00000000_" + "x" * 43)
+        assert bad_key.returncode == 1 and bad_key.stderr.startswith("lockgate: error: the gateway refused: 401 ")
 
 
 def test_the_sync_facade(gateway: Gateway) -> None:
