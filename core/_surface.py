@@ -31,6 +31,13 @@ cancellation, progress and the audit record are those of ``execute_tool``.
 
 **Requests servers send clients** are :mod:`._relays`'.
 
+**REST sessions** (:mod:`._rest`) are served here too, one server each: its
+lists under the server's own names, without the gateway tools (a resources
+or prompts list is asked of the server when first wanted, since only
+aggregate mode lists the whole catalogue at the handshake), and a request
+that names an item resolved as ``execute_tool`` resolves it, by the name
+as given, so a denied name is denied and an unknown one not found.
+
 **A server that restarts** (crash, lost HTTP session) is handshaken again
 by :mod:`._links`; once ready, its subscriptions and the clients' log
 level are renewed on the new connection, and the clients whose view of its
@@ -426,13 +433,12 @@ class Surface:
         ctx = self._ctx
         # Per-client links are this session's own; shared ones are everyone's.
         own = session.id if self._per_client else None
-        key = (agent, None if session.principal is None else session.principal.tools, ctx.catalog_epoch, own, session.server)
+        key = (agent, None if session.principal is None else session.principal.tools, ctx.catalog_epoch, own)
         view = self._resolving.get(key)
         if view is None:
             if len(self._resolving) >= _VIEWS:
                 self._resolving.clear()
-            links = self._known_links(session, self._session_servers(session, agent))
-            view = self._resolving[key] = self._view(session, agent, links)
+            view = self._resolving[key] = self._view(session, agent, self._known_links(session, self._servers(agent)))
         return view
 
     def _known_links(self, session: ClientSession, servers: list[str]) -> dict[str, Link]:
