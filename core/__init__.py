@@ -68,7 +68,7 @@ from ._authorize import admin_refusal, authentication_record
 from ._gateway import Gateway
 from ._grants import grant_problem, grants_within, may_act_as
 from ._identity import Principal, Rate, Role, parse_rate
-from ._rest import REST_OPERATIONS, RestAnswer, rest_answer, rest_error, rest_message
+from ._rest import REST_OPERATIONS, RestAnswer, rest_answer, rest_error, rest_message, rest_refusal
 from ._ratelimit import LOGIN_ADDRESS_RATE, LOGIN_NAME_RATE, login_limits
 from ._ratelimit import Buckets as RateBuckets
 from ._links import downstream_message_bytes
@@ -164,6 +164,7 @@ __all__ = [
     "rest_answer",
     "rest_error",
     "rest_message",
+    "rest_refusal",
     # Errors.
     "ErrorCode",
     "LocalProtocolError",

@@ -19,13 +19,14 @@ fits its code (:data:`STATUS`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._errors import ErrorCode
 from ._jsonrpc import encode, request
 
-__all__ = ["REST_OPERATIONS", "RestAnswer", "RestOperation", "STATUS", "UNKNOWN_SERVER", "rest_answer", "rest_error", "rest_message"]
+__all__ = ["REST_OPERATIONS", "RestAnswer", "RestOperation", "STATUS", "UNKNOWN_SERVER", "rest_answer", "rest_error", "rest_message", "rest_refusal"]
 
 JSONObject = dict[str, Any]
 
@@ -96,6 +97,18 @@ def rest_message(
     if timeout_ms is not None:
         meta["timeout_ms"] = timeout_ms
     return encode(request(request_id, operation, {**params, "_meta": meta} if meta else params))
+
+
+def rest_refusal(status: int, headers: tuple[tuple[str, str], ...], body: bytes, code: str) -> bytes:
+    """The REST form of a refusal the HTTP front made for ``/mcp`` (401, 503): its message, under ``code``.
+
+    ``headers`` stay as they are (``WWW-Authenticate``, ``Retry-After``); only the body changes shape.
+    """
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = ""
+    return encode(rest_error(status, code, message if isinstance(message, str) else ""))
 
 
 def rest_error(status: int, code: str, message: str, data: JSONObject | None = None) -> JSONObject:

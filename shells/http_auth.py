@@ -31,6 +31,7 @@ threads, never on the event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ from lockgate.core import (
     Principal,
     RateBuckets,
     admin_refusal,
+    rest_refusal,
     login_limits,
     parse_rate,
 )
@@ -113,11 +115,14 @@ class HttpAuth:
             return proved
         await self._refused(exchange, proved, "authenticate")
         if proved.status == 503:
-            await exchange.reject(auth_unavailable(route.headers))
+            refusal, code = auth_unavailable(route.headers), "SERVER_UNAVAILABLE"
         else:
-            await exchange.reject(
-                unauthorized(self._metadata_url(exchange), proved.reason, presented=credential is not None, cors=route.headers)
-            )
+            refusal = unauthorized(self._metadata_url(exchange), proved.reason, presented=credential is not None, cors=route.headers)
+            code = "UNAUTHORIZED"
+        if route.kind == "rest":
+            # The REST API answers in its own error shape, the headers (WWW-Authenticate) as they are.
+            refusal = dataclasses.replace(refusal, body=rest_refusal(refusal.status, refusal.headers, refusal.body, code))
+        await exchange.reject(refusal)
         return None
 
     async def opened(self, exchange: Exchange, principal: Principal) -> None:

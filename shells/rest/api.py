@@ -24,6 +24,7 @@ for a key when its JSON endpoints want one.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -282,6 +283,8 @@ class RestApi:
                 )
             return
         refusal = admin_refusal(principal, trio.current_time())
+        if refusal is not None and principal.role != "admin":
+            refusal = dataclasses.replace(refusal, message=f"credential {principal.id} has role {principal.role}: only an admin may change the registry")
         if refusal is not None:
             await self._runtime.feed(
                 AuthenticationFailed(

@@ -151,3 +151,14 @@ def test_only_an_admin_may_change_the_registry(auth_setup: Setup, keys: Keys) ->
         assert listed.status_code == 200 and "echo" in [t["name"] for t in listed.json()["tools"]]
         denied = http.get("/mcp/testing/tools/list", params={"agent_id": "slow"}, headers=as_dev)
         assert denied.status_code == 403
+
+
+def test_a_missing_or_bad_credential_gets_the_rest_error_shape(auth_setup: Setup, keys: Keys) -> None:  # noqa: F811
+    with serve(auth_setup) as served, httpx.Client(base_url=served.base, timeout=30) as http:
+        for headers in ({}, {"Authorization": "Bearer lg_not_a_key"}):
+            refused = http.get("/gateway/stats", headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+            error = refused.json()["error"]
+            assert error["code"] == "UNAUTHORIZED" and error["status"] == 401 and error["message"]
+        dev = http.post("/gateway/register", json={"server": "x", "endpoint": "http://127.0.0.1:1/mcp"}, headers={"X-API-Key": keys.dev})
+        assert "only an admin may change the registry" in dev.json()["error"]["message"]
