@@ -14,7 +14,8 @@ The database (:mod:`.store.registry`) is written before the core is told,
 so what the gateway runs is never ahead of what a restart would load. Its
 calls run in worker threads. A default SQLite database that does not exist
 yet is created by the first registration, not by a start that merely looks
-for registrations.
+for registrations; :func:`read_registrations`, for the commands that check
+a configuration, changes nothing at all.
 
 The HTTP layer decides who may register (an admin); everything here
 answers in terms it can send as they are: :class:`Registered`,
@@ -48,6 +49,7 @@ __all__ = [
     "Registry",
     "RegistrationRefused",
     "load_registrations",
+    "read_registrations",
     "registry_store_url",
 ]
 
@@ -140,6 +142,37 @@ def load_registrations(url: str) -> tuple[Registrations | None, list[Registratio
     """
     table = _open(url, create=False)
     return table, ([] if table is None else table.load())
+
+
+def read_registrations(url: str) -> list[Registration]:
+    """For the commands that only look (``validate``, ``explain``, ``check``): every registration, changing nothing.
+
+    Unlike :func:`load_registrations`, it neither creates a database nor
+    upgrades a schema. A SQLite file that does not exist has no
+    registrations, and neither has a database whose schema is not yet the
+    one with the registrations table: a registration upgrades the schema
+    before it is stored.
+
+    Raises:
+        StoreError: the database cannot be opened or read, or its schema is
+            a newer Lockgate's (which ``lockgate serve`` refuses too).
+    """
+    from .store import SchemaProblem, Store
+    from .store.registry import Registrations
+
+    path = _sqlite_file(url)
+    if path is not None and not os.path.exists(path):
+        return []
+    with Store.open(url) as store:
+        status = store.schema_status()
+        if status.state == "unknown":
+            raise SchemaProblem(f"the {store.description} has schema {status}; upgrade Lockgate to use it")
+        try:
+            return Registrations(store).load()
+        except SchemaProblem:
+            if status.state == "current":
+                raise
+            return []  # an older schema, without the registrations table: nothing was registered there
 
 
 class Registry:

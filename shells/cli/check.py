@@ -1,5 +1,7 @@
 """``lockgate check``: start every server, list its tools, stop it, and report sizes.
 
+The servers are the files' and the live registry's, unless ``--no-registry``.
+
 Exit status 0 on success; 1 when a server failed to start or list its tools;
 2 for a usage or configuration error.
 """
@@ -10,7 +12,18 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_USAGE, Subcommands, add_file_options, add_json_option, count, load, print_json, table
+from .common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    Subcommands,
+    add_file_options,
+    add_json_option,
+    add_registry_option,
+    count,
+    load,
+    print_json,
+    table,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -24,10 +37,12 @@ def add_parser(commands: Subcommands) -> None:
             "tools and stop it. Reports per server its state, protocol version, "
             "tool count and the size of its tool definitions (bytes and estimated "
             "tokens), and per agent what its full tool list would cost in context "
-            "against the gateway's own tools. Exit status 1 when a server fails."
+            "against the gateway's own tools. Instances registered at run time are "
+            "included, unless --no-registry. Exit status 1 when a server fails."
         ),
     )
     add_file_options(check)
+    add_registry_option(check)
     add_json_option(check)
 
 

@@ -1,5 +1,8 @@
 """``lockgate explain``: which servers and tools an agent may see and call, and why.
 
+The servers are the files' and the live registry's (unless ``--no-registry``);
+a server with registered instances says which.
+
 Exit status 0 on success; 1 when the agent is not defined or a server failed
 to start or list its tools; 2 for a usage or configuration error.
 """
@@ -11,7 +14,18 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .common import EXIT_FAILED, EXIT_USAGE, Subcommands, add_file_options, add_json_option, load, print_json, table
+from .common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    Subcommands,
+    add_file_options,
+    add_json_option,
+    add_registry_option,
+    load,
+    print_json,
+    registered_instances,
+    table,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -25,11 +39,13 @@ def add_parser(commands: Subcommands) -> None:
             "the rule that decides each. By default the servers the agent may use "
             "are started to list their tools, then stopped; with --offline only "
             "the rules and server names are used, and each server's tool rules "
-            "are shown instead. Exit status 1 when the agent is not defined or a "
+            "are shown instead. Instances registered at run time are included, "
+            "unless --no-registry. Exit status 1 when the agent is not defined or a "
             "server could not list its tools."
         ),
     )
     add_file_options(explain)
+    add_registry_option(explain)
     explain.add_argument("--agent", metavar="ID", required=True, help="the agent id to explain (as in agent_id)")
     explain.add_argument("--server", metavar="NAME", help="explain this server only")
     explain.add_argument(
@@ -64,9 +80,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         tools = {name: server.tools for name, server in probed.items()}
         failed = {name: str(s.status.get("last_error") or s.status.get("state")) for name, s in probed.items() if not s.ok}
     report = explain_agent(config, args.agent, tools=tools, server=args.server)
+    registered = registered_instances(config)
     for entry in report["servers"]:
         if entry["server"] in failed:
             entry["error"] = failed[entry["server"]]
+        if entry["server"] in registered:
+            entry["registered"] = registered[entry["server"]]
     if args.json:
         print_json(report)
     else:
@@ -88,6 +107,8 @@ def _print_explanation(report: dict[str, Any]) -> None:
     for entry in report["servers"]:
         where = "" if entry["configured"] else " (not configured)"
         print(f"\nserver {entry['server']}{where}: {_decided(entry)}")
+        if "registered" in entry:
+            print(f"  registered instances: {', '.join(entry['registered'])}")
         if not entry["allowed"]:
             print("  every tool is denied with it")
         elif "tool_rules" in entry:

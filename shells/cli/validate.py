@@ -4,6 +4,11 @@ Exit status 0 when both files are valid, 1 when not (or missing). With
 ``--strict`` (or ``GATEWAY_STRICT``), as ``lockgate serve`` with
 ``GATEWAY_STRICT``, a warning counts as an error, and the report says which
 errors were warnings.
+
+Valid files are then merged with the live registry (unless
+``--no-registry``), as ``lockgate serve`` merges them: a registration that
+cannot be merged, or a database that cannot be read, is a warning of file
+``registry``, never an error, since the gateway serves the rest regardless.
 """
 
 from __future__ import annotations
@@ -14,7 +19,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..configfiles import FileProblem, locate_files, read_text
-from .common import EXIT_FAILED, Subcommands, add_file_options, add_json_option, count, print_json
+from .common import (
+    EXIT_FAILED,
+    Subcommands,
+    add_file_options,
+    add_json_option,
+    add_registry_option,
+    count,
+    merge_registry,
+    print_json,
+    registered_instances,
+)
 
 if TYPE_CHECKING:
     from lockgate.core import Config, Problem, Settings
@@ -30,11 +45,13 @@ def add_parser(commands: Subcommands) -> None:
             "Validate the server configuration, the rules file and the GATEWAY_* "
             "variables without starting anything. Every error is reported with "
             "its file and JSON path, followed by the warnings. With --strict "
-            "(or GATEWAY_STRICT=true) every warning is an error. Exit status 0 "
-            "when valid, 1 when not."
+            "(or GATEWAY_STRICT=true) every warning is an error. The instances "
+            "registered at run time are merged in as lockgate serve does, unless "
+            "--no-registry. Exit status 0 when valid, 1 when not."
         ),
     )
     add_file_options(validate)
+    add_registry_option(validate)
     validate.add_argument(
         "--strict",
         action="store_true",
@@ -53,6 +70,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     warnings: tuple[Problem, ...] = ()
     promoted: tuple[Problem, ...] = ()
     config: Config | None = None
+    in_files = 0  # servers the servers file configures, without those only the registry adds
     missing = False
     try:
         files = locate_files(args.config, args.rules, environ)
@@ -77,9 +95,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if errors:
                 config = None
             else:
+                in_files = len(config.servers)
+                if not args.no_registry:
+                    config = merge_registry(config, environ)
+                warnings = config.warnings
                 report["valid"] = True
                 report["servers"] = list(config.servers)
                 report["agents"] = sorted(config.policy.agents)
+                report["registered"] = registered_instances(config)
     # Strict mode is on from the flag, or else from GATEWAY_STRICT.
     strictly = "--strict" if args.strict else "GATEWAY_STRICT"
     report["errors"] = [{**problem_json(p), **({"strict": True} if p in promoted else {})} for p in errors]
@@ -92,8 +115,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         for warning in warnings:
             print(f"warning: {warning}")
         if config is not None:
+            registered = report["registered"]
+            if registered:
+                instances = "; ".join(f"{server}: {', '.join(ids)}" for server, ids in registered.items())
+                print(f"registry: {count(sum(map(len, registered.values())), 'instance')} ({instances})")
             print(
-                f"valid: {report['servers_file']} ({count(len(config.servers), 'server')}), "
+                f"valid: {report['servers_file']} ({count(in_files, 'server')}), "
                 f"{report['rules_file']} ({count(len(config.policy.agents), 'agent')}), "
                 f"{count(len(warnings), 'warning')}"
             )

@@ -29,9 +29,9 @@ def broken(tmp_path: Path) -> list[str]:
 def test_help_documents_every_option(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0
-    options = {"validate": ["--config FILE", "--rules FILE", "--strict", "--json"],
-               "explain": ["--agent ID", "--server NAME", "--offline", "--json", "--config FILE"],
-               "check": ["--config FILE", "--rules FILE", "--json"]}[command]
+    options = {"validate": ["--config FILE", "--rules FILE", "--strict", "--json", "--no-registry"],
+               "explain": ["--agent ID", "--server NAME", "--offline", "--json", "--config FILE", "--no-registry"],
+               "check": ["--config FILE", "--rules FILE", "--json", "--no-registry"]}[command]
     for option in options:
         assert option in result.stdout
     assert command in run("--help").stdout
@@ -48,6 +48,7 @@ def test_validate_the_examples() -> None:
         "rules_file": "examples/.mcp-gateway-rules.json",
         "servers": ["notes", "utils"],
         "agents": ["admin", "default", "researcher", "writer"],
+        "registered": {},
         "errors": [],
         "warnings": [],
     }
