@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -82,6 +83,53 @@ _OPERATIONS: dict[str, tuple[str, type[BaseModel] | None]] = {
 }
 
 
+#: Open REST sessions kept at most; the ones idle longest close first.
+_MAX_DOORS = 256
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    """One REST request waiting for its answer."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    message: JSONObject | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Door:
+    """One REST session of the core (a caller and a server), and its requests waiting for answers by request id."""
+
+    client: str
+    last_used: float
+    next_id: int = 1
+    waiters: dict[int, _Waiter] = field(default_factory=dict)
+    closed: bool = False
+
+    def deliver(self, action: SendToClient) -> bool:
+        message = action.message
+        # Only answers count: progress and log notifications have no place in a JSON reply.
+        request_id = message.get("id")
+        waiter = self.waiters.get(request_id) if isinstance(request_id, int) else None
+        if waiter is not None and ("result" in message or "error" in message):
+            waiter.message = message
+            waiter.done.set()
+        return True
+
+    async def send(self, action: SendToClient) -> None:
+        self.deliver(action)
+
+    def close(self) -> None:
+        """The core closed the session (the gateway is stopping): nobody waits any more."""
+        self.closed = True
+        for waiter in self.waiters.values():
+            waiter.done.set()
+
+
+def _cancelled(request_id: int) -> bytes:
+    params = {"requestId": request_id, "reason": "the client went away"}
+    return encode({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params})
+
+
 class _Refused(Exception):
     """Answer the request with this error instead (raised while reading it)."""
 
@@ -109,6 +157,8 @@ class RestApi:
         self._registry = registry
         # REST session ids: never a Streamable HTTP session id (those have no colon).
         self._ids = itertools.count(1)
+        #: The open REST sessions, by caller and server (see _door).
+        self._doors: dict[tuple[Principal | None, str], _Door] = {}
 
     # -- pages -------------------------------------------------------------------
 
@@ -217,36 +267,51 @@ class RestApi:
         agent_id: str | None = None,
         timeout_ms: int | None = None,
     ) -> RestAnswer:
-        """Serve one per-server operation as a REST session of the core, and give its answer."""
-        client = f"rest:{next(self._ids)}"
-        answers: list[JSONObject] = []
-        done = trio.Event()
-
-        def deliver(action: SendToClient) -> bool:
-            message = action.message
-            # Only the answer counts: progress and log notifications have no place in a JSON reply.
-            if "id" in message and ("result" in message or "error" in message):
-                answers.append(message)
-                done.set()
-            return True
-
-        async def send(action: SendToClient) -> None:
-            deliver(action)
-
-        self._runtime.register_client(client, send, done.set, deliver)
+        """Serve one per-server operation in the REST session of its caller and server, and give its answer."""
+        door = await self._door(principal, server)
+        request_id = door.next_id
+        door.next_id += 1
+        waiter = door.waiters[request_id] = _Waiter()
         try:
-            now = trio.current_time()
-            await self._runtime.feed(ClientOpened(now=now, client=client, transport="rest", principal=principal, server=server))
-            data = rest_message(operation, params, agent_id=agent_id, timeout_ms=timeout_ms)
-            await self._runtime.feed(ClientMessageReceived(now=now, client=client, data=data))
-            await done.wait()
+            data = rest_message(operation, params, request_id=request_id, agent_id=agent_id, timeout_ms=timeout_ms)
+            await self._runtime.feed(ClientMessageReceived(now=trio.current_time(), client=door.client, data=data))
+            await waiter.done.wait()
         finally:
-            # Also when the caller hung up: the core cancels what the session still has in flight.
-            with trio.CancelScope(shield=True):
-                await self._runtime.feed(ClientClosed(now=trio.current_time(), client=client))
-        if not answers:
+            del door.waiters[request_id]
+            door.last_used = trio.current_time()
+            if waiter.message is None and not door.closed:
+                # The caller hung up: the core cancels the call downstream, as for an MCP client's cancellation.
+                with trio.CancelScope(shield=True):
+                    await self._runtime.feed(ClientMessageReceived(now=trio.current_time(), client=door.client, data=_cancelled(request_id)))
+        if waiter.message is None:
             return _error(503, "SERVER_UNAVAILABLE", "The gateway ended the request (it is shutting down)")
-        return rest_answer(answers[0], operation)
+        return rest_answer(waiter.message, operation)
+
+    async def _door(self, principal: Principal | None, server: str) -> _Door:
+        """The open REST session of ``principal`` for ``server``: made on first use, kept while used.
+
+        One session per caller and server, not per request: a request is
+        then one event for the core, as an MCP call in an open session is.
+        Sessions idle longest are closed beyond :data:`_MAX_DOORS`.
+        """
+        key = (principal, server)
+        door = self._doors.get(key)
+        if door is not None and not door.closed:
+            return door
+        door = self._doors[key] = _Door(client=f"rest:{next(self._ids)}", last_used=trio.current_time())
+        self._runtime.register_client(door.client, door.send, door.close, door.deliver)
+        await self._runtime.feed(ClientOpened(now=trio.current_time(), client=door.client, transport="rest", principal=principal, server=server))
+        if len(self._doors) > _MAX_DOORS:
+            idle = sorted((d.last_used, k) for k, d in self._doors.items() if not d.waiters and d is not door)
+            for _, old in idle[: len(self._doors) - _MAX_DOORS]:
+                await self._close_door(old)
+        return door
+
+    async def _close_door(self, key: tuple[Principal | None, str]) -> None:
+        door = self._doors.pop(key)
+        if not door.closed:
+            door.closed = True
+            await self._runtime.feed(ClientClosed(now=trio.current_time(), client=door.client))
 
     async def _batch(self, batch: m.BatchRequest, principal: Principal | None) -> RestAnswer:
         """Run the calls concurrently; answer each in the order given, with its own result or error."""
@@ -328,7 +393,7 @@ def _parse_query(model: type[Model], query: dict[str, str]) -> Model:
 
 
 def _agent_query(query: dict[str, str]) -> str | None:
-    return _parse_query(m.AgentQuery, query).agent_id
+    return _parse_query(m.AgentQuery, query).agent_id if query else None
 
 
 def _no_query(query: dict[str, str]) -> None:
