@@ -55,8 +55,6 @@ _STATUS_LINES = {status: b"HTTP/1.1 %d \r\n" % status for status in (200, 202)}
 _NO_BODY = frozenset({204, 304})
 #: What a hang-up watcher reads at most: a pipelined request's start, kept for it.
 _WATCH_CHUNK = 64 * 1024
-#: Seconds an answer may take before the client is watched for hanging up.
-_WATCH_AFTER = 0.05
 
 T = TypeVar("T")
 
@@ -132,8 +130,6 @@ class Exchange:
             scope.cancel()
 
         async def watch(scope: trio.CancelScope) -> None:
-            # Most answers come sooner: watching the socket for them would cost more than the answer.
-            await trio.sleep(_WATCH_AFTER)
             try:
                 data = await self._link.stream.receive_some(_WATCH_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

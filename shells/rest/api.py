@@ -83,6 +83,9 @@ _OPERATIONS: dict[str, tuple[str, type[BaseModel] | None]] = {
 }
 
 
+#: Seconds an answer may take before its client is watched for hanging up.
+_WATCH_AFTER = 0.05
+
 #: Open REST sessions kept at most; the ones idle longest close first.
 _MAX_DOORS = 256
 
@@ -193,14 +196,10 @@ class RestApi:
 
     async def handle(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> None:
         """Answer one request of the REST API; ``principal`` is the verified caller (authentication on)."""
-        async def dispatch() -> RestAnswer:
-            try:
-                return await self._dispatch(exchange, route, body, principal)
-            except _Refused as refused:
-                return refused.answer
-
-        # A client that hangs up cancels what it asked for (its REST sessions close).
-        answer = await exchange.while_connected(dispatch)
+        try:
+            answer = await self._dispatch(exchange, route, body, principal)
+        except _Refused as refused:
+            answer = refused.answer
         await _answer(exchange, route, answer)
 
     async def _dispatch(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> RestAnswer:
@@ -212,7 +211,9 @@ class RestApi:
         match parts:
             case ["mcp", "batch"]:
                 _method(method, "POST")
-                return await self._batch(_parse(m.BatchRequest, body), principal)
+                batch = _parse(m.BatchRequest, body)
+                # A client that hangs up cancels every call of its batch still running.
+                return await exchange.while_connected(lambda: self._batch(batch, principal))
             case ["mcp", server, "health"]:
                 _method(method, "GET")
                 _no_query(query)
@@ -226,12 +227,12 @@ class RestApi:
                 _method(method, wanted)
                 agent = _agent_query(query)
                 if model is None:
-                    return _counted(await self._request(principal, server, operation, {}, agent_id=agent), kind)
+                    return _counted(await self._request(exchange, principal, server, operation, {}, agent_id=agent), kind)
                 request = _parse(model, body)
                 params = request.model_dump(exclude_none=True, exclude={"agent_id", "timeout_ms"})
                 agent = getattr(request, "agent_id", None) or agent
                 timeout_ms = getattr(request, "timeout_ms", None)
-                return await self._request(principal, server, operation, params, agent_id=agent, timeout_ms=timeout_ms)
+                return await self._request(exchange, principal, server, operation, params, agent_id=agent, timeout_ms=timeout_ms)
             case ["gateway", "health"]:
                 _method(method, "GET")
                 return RestAnswer(200, self._core.gateway_health(trio.current_time()))
@@ -259,6 +260,7 @@ class RestApi:
 
     async def _request(
         self,
+        exchange: Exchange | None,
         principal: Principal | None,
         server: str,
         operation: str,
@@ -267,7 +269,12 @@ class RestApi:
         agent_id: str | None = None,
         timeout_ms: int | None = None,
     ) -> RestAnswer:
-        """Serve one per-server operation in the REST session of its caller and server, and give its answer."""
+        """Serve one per-server operation in the REST session of its caller and server, and give its answer.
+
+        With ``exchange``, a client that hangs up before the answer cancels
+        the call downstream; watched only once the answer is late, since
+        most come sooner and watching a socket costs more than they do.
+        """
         door = await self._door(principal, server)
         request_id = door.next_id
         door.next_id += 1
@@ -275,7 +282,14 @@ class RestApi:
         try:
             data = rest_message(operation, params, request_id=request_id, agent_id=agent_id, timeout_ms=timeout_ms)
             await self._runtime.feed(ClientMessageReceived(now=trio.current_time(), client=door.client, data=data))
-            await waiter.done.wait()
+            if not waiter.done.is_set():
+                with trio.move_on_after(_WATCH_AFTER):
+                    await waiter.done.wait()
+            if not waiter.done.is_set():
+                if exchange is None:
+                    await waiter.done.wait()
+                else:
+                    await exchange.while_connected(waiter.done.wait)
         finally:
             del door.waiters[request_id]
             door.last_used = trio.current_time()
@@ -320,7 +334,7 @@ class RestApi:
         async def one(index: int, call: m.BatchCall) -> None:
             params: JSONObject = {"name": call.name, "arguments": call.arguments}
             answers[index] = await self._request(
-                principal, call.server, "tools/call", params, agent_id=call.agent_id, timeout_ms=call.timeout_ms
+                None, principal, call.server, "tools/call", params, agent_id=call.agent_id, timeout_ms=call.timeout_ms
             )
 
         async with trio.open_nursery() as nursery:
