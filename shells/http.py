@@ -92,8 +92,8 @@ class HttpServer:
     ) -> None:
         self._policy = policy
         self._table = ConnectionTable(limits)
-        rest = RestApi(core, runtime, authenticated=auth is not None, loopback=policy.loopback, registry=registry)
-        self._endpoint = McpEndpoint(core, runtime, policy, recorder, auth, rest)
+        self.rest = RestApi(core, runtime, authenticated=auth is not None, loopback=policy.loopback, registry=registry)
+        self._endpoint = McpEndpoint(core, runtime, policy, recorder, auth, self.rest)
         self._shutdown_grace = shutdown_grace
         #: Every connection with a task, refused ones included.
         self._connections = 0
@@ -198,6 +198,7 @@ async def serve_http(
     with receive_signals(handle_signals, *STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
+            await nursery.start(server.rest.watch_late)
             if authentication is not None:
                 await nursery.start(authentication.run)
             # The seed is the randomness of the `random` balancing strategy.

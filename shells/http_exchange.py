@@ -130,15 +130,9 @@ class Exchange:
             scope.cancel()
 
         async def watch(scope: trio.CancelScope) -> None:
-            try:
-                data = await self._link.stream.receive_some(_WATCH_CHUNK)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                data = b""
-            if data:
-                self._conn.receive_data(data)  # the next request's start: h11 keeps it
-                return
-            gone.set()
-            scope.cancel()
+            if await self.hung_up():
+                gone.set()
+                scope.cancel()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run, nursery.cancel_scope)
@@ -146,6 +140,17 @@ class Exchange:
         if gone.is_set() or not result:
             raise Closed
         return result[0]
+
+    async def hung_up(self) -> bool:
+        """Wait for the client to hang up (True), or to send its next request's first bytes (False, kept for it)."""
+        try:
+            data = await self._link.stream.receive_some(_WATCH_CHUNK)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return True
+        if not data:
+            return True
+        self._conn.receive_data(data)
+        return False
 
     # -- answering ---------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from lockgate.core import (
 )
 from lockgate.core.http import Reject, Route
 
+from ..http_connections import Closed
 from ..http_exchange import Exchange
 from ..registry import Registry, RegistrationRefused
 from ..runtime import GatewayCore, Runtime
@@ -92,10 +93,26 @@ _MAX_DOORS = 256
 
 @dataclass(slots=True, eq=False)
 class _Waiter:
-    """One REST request waiting for its answer."""
+    """One REST request waiting for its answer, and the watch on its client once the answer is late."""
 
+    since: float
     done: trio.Event = field(default_factory=trio.Event)
     message: JSONObject | None = None
+    watch: trio.CancelScope | None = None
+    unwatched: trio.Event = field(default_factory=trio.Event)
+    hung_up: bool = False
+
+
+async def _watch(exchange: Exchange, waiter: _Waiter) -> None:
+    """Wake ``waiter`` if its client hangs up; stops when its scope is cancelled (the answer came)."""
+    assert waiter.watch is not None
+    try:
+        with waiter.watch:
+            if await exchange.hung_up():
+                waiter.hung_up = True
+                waiter.done.set()
+    finally:
+        waiter.unwatched.set()
 
 
 @dataclass(slots=True, eq=False)
@@ -162,6 +179,9 @@ class RestApi:
         self._ids = itertools.count(1)
         #: The open REST sessions, by caller and server (see _door).
         self._doors: dict[tuple[Principal | None, str], _Door] = {}
+        #: Requests waiting for an answer, and their connections, for watch_late.
+        self._late: dict[_Waiter, Exchange] = {}
+        self._some_late = trio.Event()
 
     # -- pages -------------------------------------------------------------------
 
@@ -272,34 +292,57 @@ class RestApi:
         """Serve one per-server operation in the REST session of its caller and server, and give its answer.
 
         With ``exchange``, a client that hangs up before the answer cancels
-        the call downstream; watched only once the answer is late, since
-        most come sooner and watching a socket costs more than they do.
+        the call downstream. Its socket is watched only once the answer is
+        late (:meth:`watch_late`): most answers come sooner, and watching
+        costs more than they do.
+
+        Raises:
+            Closed: the client hung up; the connection closes.
         """
         door = await self._door(principal, server)
         request_id = door.next_id
         door.next_id += 1
-        waiter = door.waiters[request_id] = _Waiter()
+        waiter = door.waiters[request_id] = _Waiter(since=trio.current_time())
+        if exchange is not None:
+            if not self._late:
+                self._some_late.set()
+            self._late[waiter] = exchange
         try:
             data = rest_message(operation, params, request_id=request_id, agent_id=agent_id, timeout_ms=timeout_ms)
             await self._runtime.feed(ClientMessageReceived(now=trio.current_time(), client=door.client, data=data))
-            if not waiter.done.is_set():
-                with trio.move_on_after(_WATCH_AFTER):
-                    await waiter.done.wait()
-            if not waiter.done.is_set():
-                if exchange is None:
-                    await waiter.done.wait()
-                else:
-                    await exchange.while_connected(waiter.done.wait)
+            await waiter.done.wait()
         finally:
             del door.waiters[request_id]
+            self._late.pop(waiter, None)
             door.last_used = trio.current_time()
-            if waiter.message is None and not door.closed:
-                # The caller hung up: the core cancels the call downstream, as for an MCP client's cancellation.
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if waiter.watch is not None:
+                    # The connection reads its next request next: the watch must have stopped reading.
+                    waiter.watch.cancel()
+                    await waiter.unwatched.wait()
+                if waiter.message is None and not door.closed:
+                    # Hung up (or cancelled): the core cancels the call downstream, as for an MCP client's cancellation.
                     await self._runtime.feed(ClientMessageReceived(now=trio.current_time(), client=door.client, data=_cancelled(request_id)))
+        if waiter.hung_up:
+            raise Closed
         if waiter.message is None:
             return _error(503, "SERVER_UNAVAILABLE", "The gateway ended the request (it is shutting down)")
         return rest_answer(waiter.message, operation)
+
+    async def watch_late(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Watch the clients of answers later than :data:`_WATCH_AFTER` for hanging up; runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                if not self._late:
+                    self._some_late = trio.Event()
+                    await self._some_late.wait()
+                await trio.sleep(_WATCH_AFTER)
+                due = trio.current_time() - _WATCH_AFTER
+                for waiter, exchange in list(self._late.items()):
+                    if waiter.watch is None and waiter.since <= due:
+                        waiter.watch = trio.CancelScope()
+                        nursery.start_soon(_watch, exchange, waiter)
 
     async def _door(self, principal: Principal | None, server: str) -> _Door:
         """The open REST session of ``principal`` for ``server``: made on first use, kept while used.
