@@ -74,7 +74,7 @@ _PAGE_HEADERS = (
 )
 
 #: The per-server operations: the HTTP method each takes, and the model of its body (None: a GET).
-_OPERATIONS: dict[str, tuple[str, type[BaseModel] | None]] = {
+_OPERATIONS: dict[str, tuple[str, type[m.CallToolRequest | m.ReadResourceRequest | m.GetPromptRequest] | None]] = {
     "tools/list": ("GET", None),
     "tools/call": ("POST", m.CallToolRequest),
     "resources/list": ("GET", None),
@@ -99,13 +99,13 @@ class _Waiter:
     done: trio.Event = field(default_factory=trio.Event)
     message: JSONObject | None = None
     watch: trio.CancelScope | None = None
-    unwatched: trio.Event = field(default_factory=trio.Event)
+    unwatched: trio.Event | None = None
     hung_up: bool = False
 
 
 async def _watch(exchange: Exchange, waiter: _Waiter) -> None:
     """Wake ``waiter`` if its client hangs up; stops when its scope is cancelled (the answer came)."""
-    assert waiter.watch is not None
+    assert waiter.watch is not None and waiter.unwatched is not None
     try:
         with waiter.watch:
             if await exchange.hung_up():
@@ -249,10 +249,11 @@ class RestApi:
                 if model is None:
                     return _counted(await self._request(exchange, principal, server, operation, {}, agent_id=agent), kind)
                 request = _parse(model, body)
-                params = request.model_dump(exclude_none=True, exclude={"agent_id", "timeout_ms"})
-                agent = getattr(request, "agent_id", None) or agent
-                timeout_ms = getattr(request, "timeout_ms", None)
-                return await self._request(exchange, principal, server, operation, params, agent_id=agent, timeout_ms=timeout_ms)
+                timeout_ms = request.timeout_ms if isinstance(request, m.CallToolRequest) else None
+                return await self._request(
+                    exchange, principal, server, operation, request.mcp_params(),
+                    agent_id=request.agent_id or agent, timeout_ms=timeout_ms,
+                )
             case ["gateway", "health"]:
                 _method(method, "GET")
                 return RestAnswer(200, self._core.gateway_health(trio.current_time()))
@@ -315,14 +316,15 @@ class RestApi:
             del door.waiters[request_id]
             self._late.pop(waiter, None)
             door.last_used = trio.current_time()
-            with trio.CancelScope(shield=True):
-                if waiter.watch is not None:
-                    # The connection reads its next request next: the watch must have stopped reading.
-                    waiter.watch.cancel()
-                    await waiter.unwatched.wait()
-                if waiter.message is None and not door.closed:
-                    # Hung up (or cancelled): the core cancels the call downstream, as for an MCP client's cancellation.
-                    await self._runtime.feed(ClientMessageReceived(now=trio.current_time(), client=door.client, data=_cancelled(request_id)))
+            if waiter.watch is not None or (waiter.message is None and not door.closed):
+                with trio.CancelScope(shield=True):
+                    if waiter.watch is not None and waiter.unwatched is not None:
+                        # The connection reads its next request next: the watch must have stopped reading.
+                        waiter.watch.cancel()
+                        await waiter.unwatched.wait()
+                    if waiter.message is None and not door.closed:
+                        # Hung up (or cancelled): the core cancels the call downstream, as for an MCP client's cancellation.
+                        await self._runtime.feed(ClientMessageReceived(now=trio.current_time(), client=door.client, data=_cancelled(request_id)))
         if waiter.hung_up:
             raise Closed
         if waiter.message is None:
@@ -341,7 +343,7 @@ class RestApi:
                 due = trio.current_time() - _WATCH_AFTER
                 for waiter, exchange in list(self._late.items()):
                     if waiter.watch is None and waiter.since <= due:
-                        waiter.watch = trio.CancelScope()
+                        waiter.watch, waiter.unwatched = trio.CancelScope(), trio.Event()
                         nursery.start_soon(_watch, exchange, waiter)
 
     async def _door(self, principal: Principal | None, server: str) -> _Door:

@@ -331,12 +331,20 @@ class CallToolRequest(_Request):
     timeout_ms: int | None = Field(default=None, gt=0, description="Give up after this long (504); else the server's timeout.")
     agent_id: str | None = Field(default=None, description=AGENT_ID_DESCRIPTION)
 
+    def mcp_params(self) -> JSONObject:
+        """The params of the MCP request this is (``agent_id`` and ``timeout_ms`` travel apart)."""
+        return {"name": self.name, "arguments": self.arguments}
+
 
 class ReadResourceRequest(_Request):
     """The body of ``POST /mcp/{server}/resources/read``."""
 
     uri: str = Field(min_length=1)
     agent_id: str | None = Field(default=None, description=AGENT_ID_DESCRIPTION)
+
+    def mcp_params(self) -> JSONObject:
+        """The params of the MCP request this is."""
+        return {"uri": self.uri}
 
 
 class GetPromptRequest(_Request):
@@ -345,6 +353,10 @@ class GetPromptRequest(_Request):
     name: str = Field(min_length=1)
     arguments: dict[str, str] = Field(default_factory=dict, description="MCP prompt arguments are strings.")
     agent_id: str | None = Field(default=None, description=AGENT_ID_DESCRIPTION)
+
+    def mcp_params(self) -> JSONObject:
+        """The params of the MCP request this is."""
+        return {"name": self.name, "arguments": self.arguments}
 
 
 class BatchCall(_Request):
