@@ -37,6 +37,7 @@ from lockgate.core import Config, ConfigReloaded, Problem, Registration, merge_r
 
 from .audit import utc_timestamp
 from .child_process import resolve_command
+from .locations import database_url
 from .logs import get_logger
 from .reload import Feeder
 
@@ -97,17 +98,20 @@ class RegistrationRefused:
 
 def registry_store_url(environ: Mapping[str, str]) -> str:
     """The database registrations live in: ``GATEWAY_DATABASE_URL``, else the identity store's default SQLite file."""
-    from .store import database_url
-
     return database_url(None, environ)
 
 
 def _sqlite_file(url: str) -> str | None:
-    """The file of a SQLite URL, else ``None``."""
-    from sqlalchemy.engine import make_url
+    """The file of a SQLite URL (``sqlite:///relative.db``, ``sqlite:////abs/path.db``), else ``None``.
 
-    parsed = make_url(url)
-    return parsed.database if parsed.get_backend_name() == "sqlite" and parsed.database else None
+    Read by hand, not by SQLAlchemy: loading it would cost a command
+    without a database more than everything else it does.
+    """
+    scheme, found, rest = url.partition(":///")
+    if not found or scheme.partition("+")[0] != "sqlite":
+        return None
+    path = rest.partition("?")[0]
+    return path or None
 
 
 def _open(url: str, *, create: bool) -> Registrations | None:
@@ -117,12 +121,12 @@ def _open(url: str, *, create: bool) -> Registrations | None:
     Raises:
         StoreError: the database cannot be opened, or its schema used.
     """
+    path = _sqlite_file(url)
+    if not create and path is not None and not os.path.exists(path):
+        return None  # before the imports: the database libraries take longer to load than the check takes
     from .store import Store
     from .store.registry import Registrations
 
-    path = _sqlite_file(url)
-    if not create and path is not None and not os.path.exists(path):
-        return None
     store: Store = Store.open(url)
     try:
         note = store.ensure_schema()
@@ -157,12 +161,12 @@ def read_registrations(url: str) -> list[Registration]:
         StoreError: the database cannot be opened or read, or its schema is
             a newer Lockgate's (which ``lockgate serve`` refuses too).
     """
+    path = _sqlite_file(url)
+    if path is not None and not os.path.exists(path):
+        return []  # before the imports: the database libraries take longer to load than the check takes
     from .store import SchemaProblem, Store
     from .store.registry import Registrations
 
-    path = _sqlite_file(url)
-    if path is not None and not os.path.exists(path):
-        return []
     with Store.open(url) as store:
         status = store.schema_status()
         if status.state == "unknown":

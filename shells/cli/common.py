@@ -102,11 +102,15 @@ def merge_registry(config: Config, environ: Mapping[str, str]) -> Config:
     from lockgate.core import REGISTRY, Problem, merge_registrations
 
     from ..registry import read_registrations, registry_store_url
-    from ..store import StoreError
 
     try:
         registrations = read_registrations(registry_store_url(environ))
-    except StoreError as exc:
+    except Exception as exc:
+        # Imported only now: the database libraries take longer to load than a check without a database takes.
+        from ..store import StoreError
+
+        if not isinstance(exc, StoreError):
+            raise
         unread = Problem(file=REGISTRY, path="", message=f"cannot read the registered instances: {exc}; the files alone are used")
         return dataclasses.replace(config, warnings=(*config.warnings, unread))
     merged, _ = merge_registrations(config, registrations)

@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from ..locations import DATABASE_VARIABLE, DEFAULT_FILE, STATE_VARIABLE, database_url, state_dir
 from .errors import DatabaseUnavailable, InvalidInput, SchemaProblem
 
 __all__ = [
@@ -38,40 +39,12 @@ __all__ = [
     "unavailable_on_failure",
 ]
 
-DATABASE_VARIABLE = "GATEWAY_DATABASE_URL"
-STATE_VARIABLE = "GATEWAY_STATE_DIR"
-DEFAULT_FILE = "lockgate.db"
-
 _POSTGRES = "postgresql+psycopg"
 #: Seconds to wait for PostgreSQL to answer a connection: an address that
 #: drops packets would otherwise hang a command until TCP gives up.
 _CONNECT_TIMEOUT = "10"
 #: Seconds a SQLite writer waits for another process's write to finish.
 _SQLITE_BUSY_TIMEOUT = 10.0
-
-
-def state_dir(environ: Mapping[str, str]) -> str:
-    """The gateway's state folder: ``GATEWAY_STATE_DIR``, else ``$XDG_STATE_HOME/lockgate``, else ``~/.local/state/lockgate``.
-
-    A relative ``XDG_STATE_HOME`` is ignored, as the XDG base directory
-    specification says. Nothing is created here.
-    """
-    given = environ.get(STATE_VARIABLE, "").strip()
-    if given:
-        return os.path.abspath(os.path.expanduser(given))
-    xdg = environ.get("XDG_STATE_HOME", "").strip()
-    if xdg and os.path.isabs(xdg):
-        return os.path.join(xdg, "lockgate")
-    home = environ.get("HOME") or os.path.expanduser("~")
-    return os.path.join(home, ".local", "state", "lockgate")
-
-
-def database_url(flag: str | None, environ: Mapping[str, str]) -> str:
-    """The database to use: the ``--database`` flag, else ``GATEWAY_DATABASE_URL``, else the default SQLite file."""
-    for given in (flag, environ.get(DATABASE_VARIABLE)):
-        if given and given.strip():
-            return given.strip()
-    return f"sqlite:///{os.path.join(state_dir(environ), DEFAULT_FILE)}"
 
 
 def parse_url(url: str) -> URL:

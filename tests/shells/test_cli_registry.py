@@ -9,7 +9,9 @@ read is a warning, not a failure.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -195,3 +197,19 @@ def test_reading_registrations_upgrades_no_schema(tmp_path: Path) -> None:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             assert tables == {"alembic_version"}
             assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(revision,)]
+
+
+def test_checking_without_a_database_loads_no_database_library(tmp_path: Path) -> None:
+    """A missing database is found out by its file alone: SQLAlchemy takes longer to load than the check."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    program = (
+        "import sys\n"
+        "from lockgate.shells.cli import main\n"
+        f"status = main(['validate', '--config', {str(examples / '.mcp.json')!r}, '--rules', {str(examples / '.mcp-gateway-rules.json')!r}])\n"
+        "assert status == 0, status\n"
+        "assert not [m for m in sys.modules if m.startswith('sqlalchemy')], 'sqlalchemy was imported'\n"
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "GATEWAY_STATE_DIR": str(tmp_path / "state"), "PYTHON": sys.executable}
+    result = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "state").exists()
