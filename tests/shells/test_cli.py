@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,8 +22,15 @@ EXAMPLES = REPO / "examples"
 COMMAND = [sys.executable, "-m", "lockgate.shells"]
 
 
+#: A state folder no test writes to: commands that look for the default database (the registry's) find none.
+EMPTY_STATE = tempfile.mkdtemp(prefix="lockgate-test-state-")
+atexit.register(shutil.rmtree, EMPTY_STATE, True)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without its GATEWAY_* settings, and a state folder of no one's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_STATE_DIR"] = EMPTY_STATE
     env.update(extra)
     return env
 
