@@ -162,3 +162,28 @@ def test_a_missing_or_bad_credential_gets_the_rest_error_shape(auth_setup: Setup
             assert error["code"] == "UNAUTHORIZED" and error["status"] == 401 and error["message"]
         dev = http.post("/gateway/register", json={"server": "x", "endpoint": "http://127.0.0.1:1/mcp"}, headers={"X-API-Key": keys.dev})
         assert "only an admin may change the registry" in dev.json()["error"]["message"]
+
+
+def test_a_clients_credential_never_reaches_a_downstream(auth_setup: Setup, keys: Keys, http_server: HttpServer) -> None:  # noqa: F811
+    """Token passthrough is forbidden (MCP 2025-11-25, "Authorization"): a server sees only what its configuration sends."""
+    auth_setup.servers["web"] = {"url": http_server.url, "description": "web over HTTP"}
+    auth_setup.write(RULES_WITH_WEB)
+    with serve(auth_setup) as served, httpx.Client(base_url=served.base, timeout=30) as http:
+        called = http.post(
+            "/mcp/web/tools/call", json={"name": "echo", "arguments": {"text": "x"}}, headers={"Authorization": f"Bearer {keys.dev}"}
+        )
+        assert called.status_code == 200, called.text
+        mcp = http.post(
+            "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}},
+            headers={"Authorization": f"Bearer {keys.dev}", "Accept": "application/json, text/event-stream"},
+        )
+        assert mcp.status_code == 200
+    requests = http_server.requests()
+    assert requests and all(r["authorization"] is None for r in requests), requests
+
+
+RULES_WITH_WEB: dict[str, Any] = {
+    "agents": {"dev": {"allow": {"servers": ["*"]}}, "admin": {"allow": {"servers": ["*"]}}, "slow": {"allow": {"servers": ["*"]}}},
+    "defaults": {"deny_on_missing_agent": True},
+}

@@ -99,6 +99,7 @@ def serve_http(fd: int, log: str | None) -> None:
                 "session": headers.get("mcp-session-id"),
                 "protocol": headers.get("mcp-protocol-version"),
                 "token": headers.get("x-token"),
+                "authorization": headers.get("authorization"),
             }
             with open(log, "a") as file:
                 file.write(json.dumps(line) + "\n")
