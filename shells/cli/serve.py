@@ -361,11 +361,13 @@ def environment_help() -> str:
 
 def _connect_hint(url: str) -> None:
     """Tell the operator where the endpoint is and one way to reach it (stderr: stdout is not MCP here either)."""
+    root = url.removesuffix("/mcp")
     print(
         f"Lockgate serves MCP over Streamable HTTP at {url}\n"
         f"  Python SDK:     async with mcp.Client({url!r}) as client: ...\n"
         f"  MCP Inspector:  npx @modelcontextprotocol/inspector --cli {url} --transport http --method tools/list\n"
-        f"  Health:         curl {url.removesuffix('/mcp')}/health",
+        f"  Health:         curl {root}/health\n"
+        f"  Status page:    {root}/   REST API: {root}/docs",
         file=sys.stderr,
         flush=True,
     )
