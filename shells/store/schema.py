@@ -24,6 +24,7 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -38,6 +39,8 @@ __all__ = [
     "api_keys",
     "changes",
     "metadata",
+    "oauth_clients",
+    "oauth_tokens",
     "registrations",
     "revocations",
     "users",
@@ -153,4 +156,37 @@ registrations = Table(
     UniqueConstraint("server", "instance_id"),
     CheckConstraint("transport IN ('stdio', 'http')", name="transport"),
     CheckConstraint("weight >= 1", name="weight"),
+)
+
+#: OAuth tokens Lockgate holds for downstream MCP servers: one per server and
+#: principal (a Lockgate principal id, or ``""`` for the gateway-wide token, not
+#: NULL, so that the unique constraint covers it). ``sealed`` is the token
+#: response sealed by :class:`lockgate.shells.sealed.SecretBox` for its row;
+#: ``expires_at`` and ``scopes`` are kept beside it in the clear, so that what
+#: is held can be listed without the key.
+oauth_tokens = Table(
+    "oauth_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server", String(128), nullable=False),
+    Column("principal", String(255), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("scopes", JSON, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("server", "principal"),
+)
+
+#: OAuth clients Lockgate registered with a downstream server's authorization
+#: server (dynamic client registration): one per server and issuer, the
+#: client information (its id and secret) sealed for its row.
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("server", String(128), nullable=False),
+    Column("issuer", String(1024), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("server", "issuer"),
 )
