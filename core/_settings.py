@@ -213,6 +213,8 @@ class Variables(BaseModel):
     jwt_role_claim: Annotated[str | None, PlainValidator(_text)] = None
     jwt_agents_claim: Annotated[str | None, PlainValidator(_text)] = None
     token_ttl: Annotated[str | None, PlainValidator(_text)] = None
+    # Read by the shell to seal OAuth tokens for downstream servers (lockgate.shells.sealed).
+    secret_key: Annotated[str | None, PlainValidator(_text)] = None
 
 
 #: Every ``GATEWAY_*`` variable Lockgate reads.
@@ -255,6 +257,7 @@ _ABOUT: dict[str, str] = {
     "name_separator": "what joins server and name in aggregate mode: 1 to 4 of A-Z a-z 0-9 _ . -",
     "api_key": "API key a stdio launcher passes when GATEWAY_AUTH=required",
     "jwt_secret": "secret that signs Lockgate's own tokens (unset: one kept in the state folder)",
+    "secret_key": "key that seals OAuth tokens for downstream servers: base64url of 32 bytes (unset: secret.key in the state folder)",
     "jwt_issuer": "iss of an external token issuer",
     "jwt_audience": "aud an external issuer's tokens carry (the resource URI)",
     "jwt_jwks": "an external issuer's public keys: a JWKS file or https:// URL",
