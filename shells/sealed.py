@@ -33,8 +33,6 @@ import json
 import os
 import re
 import secrets
-import stat
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .locations import state_dir
+from .private_files import PrivateFileError, read_or_make
 
 __all__ = [
     "KEY_BYTES",
@@ -224,14 +223,16 @@ def key_from_file(path: str) -> bytes:
             its owner may use it, or it does not hold a key.
     """
     try:
-        for _ in range(2):
-            try:
-                return _read_key(path)
-            except FileNotFoundError:
-                _make_key(path)
-    except OSError as exc:
-        raise SecretKeyError(f"cannot keep the secret key in {path}: {exc.strerror or type(exc).__name__}") from None
-    raise SecretKeyError(f"cannot keep the secret key in {path}: it vanished as it was made")  # pragma: no cover
+        text = read_or_make(path, "the secret key that seals OAuth tokens", _new_key_text)
+    except PrivateFileError as exc:
+        raise SecretKeyError(str(exc)) from None
+    key = _decode_key(text)
+    if key is None:
+        raise SecretKeyError(
+            f"{path} does not hold a secret key ({KEY_BYTES} bytes in base64url); remove it to have a new "
+            "one made, which loses every sealed OAuth token and client secret"
+        )
+    return key
 
 
 def _decode_key(text: bytes) -> bytes | None:
@@ -242,40 +243,8 @@ def _decode_key(text: bytes) -> bytes | None:
     return key if len(key) == KEY_BYTES else None
 
 
-def _read_key(path: str) -> bytes:
-    with open(path, "rb") as file:
-        mode = os.fstat(file.fileno()).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SecretKeyError(
-                f"{path} holds the secret key that seals OAuth tokens, but users other than its owner may "
-                f"use it (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-            )
-        key = _decode_key(file.read(1024).strip())
-    if key is None:
-        raise SecretKeyError(
-            f"{path} does not hold a secret key ({KEY_BYTES} bytes in base64url); remove it to have a new "
-            "one made, which loses every sealed OAuth token and client secret"
-        )
-    return key
-
-
-def _make_key(path: str) -> None:
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    text = base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).rstrip(b"=") + b"\n"
-    descriptor, aside = tempfile.mkstemp(dir=folder, prefix=f".{KEY_FILE}.")  # mode 0600
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            # A link never replaces an existing file: the first gateway's key stays.
-            os.link(aside, path)
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(aside)
+def _new_key_text() -> bytes:
+    return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).rstrip(b"=") + b"\n"
 
 
 def _key_id(key: bytes) -> bytes:

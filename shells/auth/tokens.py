@@ -36,8 +36,6 @@ import binascii
 import math
 import os
 import secrets
-import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +44,7 @@ import jwt
 
 from lockgate.core import Principal, Rate, grant_problem, parse_rate
 
+from ..private_files import PrivateFileError, read_or_make
 from .checks import DEFAULT_LEEWAY, Refused, decode, read_grants, read_role, read_string
 from .credentials import Refusal, TokenRefused, VerifiedCredential
 from .delegation import (
@@ -339,14 +338,19 @@ def secret_from_file(path: str) -> bytes:
             :data:`MIN_SECRET_BYTES` bytes.
     """
     try:
-        for _ in range(2):
-            try:
-                return _read_secret(path)
-            except FileNotFoundError:
-                _make_secret(path)
-    except OSError as exc:
-        raise TokenSetupError(f"cannot keep the token signing secret in {path}: {exc.strerror or exc}") from None
-    raise TokenSetupError(f"cannot keep the token signing secret in {path}: it vanished as it was made")
+        text = read_or_make(path, "the token signing secret", _new_secret_text)
+    except PrivateFileError as exc:
+        raise TokenSetupError(str(exc)) from None
+    try:
+        secret = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        secret = b""
+    if len(secret) < MIN_SECRET_BYTES:
+        raise TokenSetupError(
+            f"{path} does not hold a token signing secret of {MIN_SECRET_BYTES} bytes or more "
+            "(base64url); remove it to have a new one made, which ends every token issued so far"
+        )
+    return secret
 
 
 def token_ttl(environ: Mapping[str, str]) -> int:
@@ -363,44 +367,8 @@ def token_ttl(environ: Mapping[str, str]) -> int:
     return int(given)
 
 
-def _read_secret(path: str) -> bytes:
-    with open(path, "rb") as file:
-        mode = os.fstat(file.fileno()).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise TokenSetupError(
-                f"{path} holds the token signing secret but other users may read it "
-                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-            )
-        text = file.read(1024).strip()
-    try:
-        secret = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        secret = b""
-    if len(secret) < MIN_SECRET_BYTES:
-        raise TokenSetupError(
-            f"{path} does not hold a token signing secret of {MIN_SECRET_BYTES} bytes or more "
-            "(base64url); remove it to have a new one made, which ends every token issued so far"
-        )
-    return secret
-
-
-def _make_secret(path: str) -> None:
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    text = base64.urlsafe_b64encode(secrets.token_bytes(MIN_SECRET_BYTES)).rstrip(b"=") + b"\n"
-    descriptor, aside = tempfile.mkstemp(dir=folder, prefix=f".{SECRET_FILE}.")  # mode 0600
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            # A link never replaces an existing file: the first gateway's secret stays.
-            os.link(aside, path)
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(aside)
+def _new_secret_text() -> bytes:
+    return base64.urlsafe_b64encode(secrets.token_bytes(MIN_SECRET_BYTES)).rstrip(b"=") + b"\n"
 
 
 def _new_jti() -> str:

@@ -224,5 +224,5 @@ def test_a_state_folder_that_cannot_be_made_is_one_clear_error(tmp_path: Path) -
     # A file where the folder should be: refused as well when running as root.
     in_the_way = tmp_path / "state"
     in_the_way.write_text("")
-    with pytest.raises(SecretKeyError, match=f"^cannot keep the secret key in {in_the_way / KEY_FILE}: "):
+    with pytest.raises(SecretKeyError, match=f"^cannot keep the secret key that seals OAuth tokens in {in_the_way / KEY_FILE}: "):
         key_from_environ({"GATEWAY_STATE_DIR": str(in_the_way)})

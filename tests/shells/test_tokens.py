@@ -283,7 +283,7 @@ def test_a_secret_file_others_may_read_or_that_holds_no_secret_is_refused(tmp_pa
     path = tmp_path / SECRET_FILE
     secret_from_file(str(path))
     path.chmod(0o644)
-    with pytest.raises(TokenSetupError, match=r"other users may read it \(mode 0644\); run: chmod 600"):
+    with pytest.raises(TokenSetupError, match=r"other than its owner may use it \(mode 0644\); run: chmod 600"):
         secret_from_file(str(path))
     path.write_text("short\n")
     path.chmod(0o600)
