@@ -6,6 +6,8 @@ principal, or one for the whole gateway. ``status`` lists them: server,
 whose, scopes and expiry, never a token. ``logout SERVER`` forgets the
 gateway's token for a server, ``--principal ID`` one principal's, ``--all``
 every one. Neither needs the secret key that seals them: nothing is opened.
+Each ``logout`` that forgets something is a record in the gateway's audit
+log, as ``lockgate key revoke`` is (see :class:`.db.ChangeAudit`).
 
 Exit status 0; 1 when ``logout`` finds no token to forget; 2 for a usage
 error or a database that cannot be reached.
@@ -18,8 +20,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .common import Subcommands, add_json_option, count, print_json, table
-from .db import add_database_option, moment, with_store
+from .common import EXIT_USAGE, Subcommands, add_json_option, count, print_json, table
+from .db import ChangeAudit, add_database_option, change_audit, moment, with_store
 
 if TYPE_CHECKING:
     from lockgate.shells.store import Store
@@ -76,7 +78,10 @@ def add_parser(commands: Subcommands) -> None:
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.auth_command == "status":
         return with_store(args, environ, lambda store: _status(store, args.json))
-    return with_store(args, environ, lambda store: _logout(store, args.server, args.principal, args.all))
+    audit = change_audit(environ)
+    if audit is None:
+        return EXIT_USAGE
+    return with_store(args, environ, lambda store: _logout(store, args.server, args.principal, args.all, audit))
 
 
 def _status(store: Store, as_json: bool) -> int:
@@ -103,7 +108,8 @@ def _status(store: Store, as_json: bool) -> int:
     return 0
 
 
-def _logout(store: Store, server: str, principal: str | None, every: bool) -> int:
+def _logout(store: Store, server: str, principal: str | None, every: bool, audit: ChangeAudit) -> int:
+    """Forget stored tokens; each forgetting is an audit record (``oauth_logout``, target ``oauth:SERVER:WHOSE``)."""
     from lockgate.shells.store import NotFound
     from lockgate.shells.store.oauth import GATEWAY, OAuthStore
 
@@ -112,12 +118,14 @@ def _logout(store: Store, server: str, principal: str | None, every: bool) -> in
         forgotten = tokens.delete_tokens(server)
         if forgotten == 0:
             raise NotFound(f"no OAuth tokens are stored for server {server!r}")
+        audit.record("oauth_logout", f"oauth:{server}:*")
         print(f"forgot {count(forgotten, 'OAuth token')} for server {server}")
         return 0
     owner = GATEWAY if principal is None else principal
     whose = "the gateway's" if owner == GATEWAY else f"{owner}'s"
     if not tokens.delete_token(server, owner):
         raise NotFound(f"no OAuth token of {_GATEWAY if owner == GATEWAY else repr(owner)} is stored for server {server!r}")
+    audit.record("oauth_logout", f"oauth:{server}:{_GATEWAY if owner == GATEWAY else owner}")
     print(f"forgot {whose} OAuth token for server {server}")
     return 0
 

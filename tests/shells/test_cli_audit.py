@@ -1,4 +1,4 @@
-"""``lockgate user`` and ``lockgate key`` write each change they make to the gateway's audit log.
+"""``lockgate user``, ``lockgate key`` and ``lockgate auth logout`` write each change they make to the gateway's audit log.
 
 The changes run as real processes on a SQLite file, with ``LOGNAME`` set so
 the operator is known (``local:auditor``); the refusals and the changes that
@@ -217,3 +217,28 @@ def test_a_change_stands_when_its_audit_record_cannot_be_written(files: Files, t
         f"lockgate: warning: the change was made, but its audit record is not in {audit}",
     ]
     assert '"name": "alice"' in lockgate("user", "list", "--json", files=files).stdout
+
+
+def test_auth_logout_is_one_audit_record_per_forgetting_and_none_when_nothing_was_stored(in_process: Callable[..., Ran], files: Files) -> None:
+    import secrets
+
+    from lockgate.shells.sealed import SecretBox
+    from lockgate.shells.store import Store
+    from lockgate.shells.store.oauth import GATEWAY, OAuthStore
+
+    token = {"access_token": "an-access-token", "token_type": "Bearer"}
+    with Store.open(files.database) as store:
+        store.ensure_schema()
+        oauth = OAuthStore(store, SecretBox(secrets.token_bytes(32)))
+        for owner in (GATEWAY, "user:alice", "user:bob"):
+            oauth.put_token("github", owner, token, scopes=[])
+    assert in_process("auth", "logout", "github").returncode == 0
+    assert in_process("auth", "logout", "github", "--principal", "user:alice").returncode == 0
+    assert in_process("auth", "logout", "github").returncode == 1  # nothing left to forget: no record
+    assert in_process("auth", "logout", "github", "--all").returncode == 0
+    assert records(files.audit) == [
+        change("oauth_logout", "oauth:github:gateway"),
+        change("oauth_logout", "oauth:github:user:alice"),
+        change("oauth_logout", "oauth:github:*"),
+    ]
+    assert "an-access-token" not in files.audit.read_text()
