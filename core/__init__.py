@@ -68,7 +68,7 @@ from ._authorize import admin_refusal, authentication_record
 from ._gateway import Gateway
 from ._grants import grant_problem, grants_within, may_act_as
 from ._identity import Principal, Rate, Role, parse_rate
-from ._rest import REST_OPERATIONS, RestAnswer, rest_answer, rest_error, rest_message, rest_refusal
+from ._rest import RestAnswer, rest_answer, rest_error, rest_message, rest_refusal
 from ._ratelimit import LOGIN_ADDRESS_RATE, LOGIN_NAME_RATE, login_limits
 from ._ratelimit import Buckets as RateBuckets
 from ._links import downstream_message_bytes
@@ -159,7 +159,6 @@ __all__ = [
     "Audit",
     "Log",
     # The REST API's requests and answers (lockgate.core._rest).
-    "REST_OPERATIONS",
     "RestAnswer",
     "rest_answer",
     "rest_error",

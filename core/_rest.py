@@ -21,19 +21,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ._errors import ErrorCode
 from ._jsonrpc import encode, request
 
-__all__ = ["REST_OPERATIONS", "RestAnswer", "RestOperation", "STATUS", "UNKNOWN_SERVER", "rest_answer", "rest_error", "rest_message", "rest_refusal"]
+__all__ = ["RestAnswer", "STATUS", "UNKNOWN_SERVER", "rest_answer", "rest_error", "rest_message", "rest_refusal"]
 
 JSONObject = dict[str, Any]
-
-RestOperation = Literal["tools/list", "tools/call", "resources/list", "resources/read", "prompts/list", "prompts/get"]
-
-#: The REST operations, each the MCP method it is (``/mcp/{server}/<operation>``).
-REST_OPERATIONS: frozenset[str] = frozenset(RestOperation.__args__)  # type: ignore[attr-defined]
 
 #: How the core's refusal of an unconfigured server begins (a 404 of its own name).
 UNKNOWN_SERVER = "Unknown server"
