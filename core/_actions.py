@@ -77,13 +77,16 @@ class StartDownstream:
 
     ``spec`` says how to start this one instance (a command or a url); the
     shell needs nothing else. ``instance`` is its index among the server's
-    instances, for logs.
+    instances, for logs. ``principal`` is whose OAuth token the connection
+    carries when the server's tokens are per user (``oauth.per_user``): a
+    principal id; ``None`` for the gateway's own token.
     """
 
     downstream: int
     server: str
     spec: ServerSpec
     instance: int = 0
+    principal: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -49,8 +49,11 @@ __all__ = [
     "ConfigError",
     "EnvironmentVariable",
     "STRICT_NOTE",
+    "GRANTS",
+    "Grant",
     "InstanceSpec",
     "Isolation",
+    "OAuthSpec",
     "Mode",
     "Prefix",
     "Problem",
@@ -77,6 +80,9 @@ DEFAULT_MAX_TIMEOUT_MS = 600_000
 Strategy = Literal["round_robin", "least_connections", "weighted", "health_based", "random"]
 STRATEGIES: tuple[Strategy, ...] = ("round_robin", "least_connections", "weighted", "health_based", "random")
 Isolation = Literal["shared", "per_client"]
+#: How Lockgate gets an OAuth token for a server: a person logs in, or the gateway asks with its own credentials.
+Grant = Literal["authorization_code", "client_credentials"]
+GRANTS: tuple[Grant, ...] = ("authorization_code", "client_credentials")
 DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_SESSION_TTL = 3600.0
@@ -134,6 +140,35 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OAuthSpec:
+    """How Lockgate authorizes itself to an HTTP server that answers 401 (MCP 2025-11-25, "Authorization").
+
+    Every HTTP server without a configured ``Authorization`` header gets the
+    defaults: on a 401, the authorization-code flow with a dynamically
+    registered client and one token for the whole gateway. ``enabled=False``
+    (``"oauth": false``) turns that off: a 401 is an error. The core only
+    reads ``per_user`` (whose token a link uses) and ``grant`` (whether a
+    person must log in); the shell runs the flow.
+    """
+
+    enabled: bool = True
+    grant: Grant = "authorization_code"
+    #: A client registered by hand; ``None``: register one dynamically (RFC 7591).
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    #: The scopes to ask for; empty: what the server's challenge or metadata names.
+    scopes: tuple[str, ...] = ()
+    #: Each Lockgate principal logs in for itself, and its calls carry its own token.
+    per_user: bool = False
+    #: The authorization server the credentials belong to (its issuer URL); ``None``: the one the server names.
+    issuer: str | None = None
+    #: The loopback port of the redirect URI, for a client registered by hand with a fixed one; ``None``: any free port.
+    redirect_port: int | None = None
+    #: An HTTPS URL that is the client's id (a Client ID Metadata Document), where the server supports it.
+    client_metadata_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSpec:
     """One downstream server from ``mcpServers``, after ``${VAR}`` substitution.
 
@@ -153,6 +188,8 @@ class ServerSpec:
     cwd: str | None = None
     url: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: How to get a token on a 401 (HTTP only); ``None``: the defaults of :class:`OAuthSpec`.
+    oauth: OAuthSpec | None = None
     description: str = ""
     timeout_ms: int | None = None
     instances: tuple[InstanceSpec, ...] = ()
@@ -164,6 +201,11 @@ class ServerSpec:
     health_interval: float | None = None
     health_timeout: float | None = None
     max_processes: int | None = None
+
+    @property
+    def per_user(self) -> bool:
+        """Does each principal use its own OAuth token for this server (``oauth.per_user``)?"""
+        return self.oauth is not None and self.oauth.enabled and self.oauth.per_user
 
     def launch_specs(self) -> tuple[InstanceSpec, ...]:
         """The instances to balance over: ``instances``, or the server itself as its one instance, ``"0"``.

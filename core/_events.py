@@ -29,6 +29,7 @@ __all__ = [
     "ConfigReloaded",
     "DownstreamExited",
     "DownstreamHttpError",
+    "DownstreamUnauthorized",
     "DownstreamMessageReceived",
     "DownstreamNotReading",
     "DownstreamSessionLost",
@@ -246,6 +247,26 @@ class DownstreamHttpError:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamUnauthorized:
+    """An HTTP downstream wants a token the shell cannot give it now.
+
+    The shell runs OAuth for its HTTP downstreams (refreshing, logging in
+    where a person is at hand); it reports this when that is over and the
+    message still could not be sent with a token the server takes. ``data``
+    is the message (``None`` for the notification stream); ``reason`` says
+    why, in words a client may read and with no secret in them; ``login``
+    says whether a person logging in (``lockgate auth login``) would help,
+    rather than configuration (a refused client secret, say).
+    """
+
+    now: float
+    downstream: int
+    data: bytes | None
+    reason: str
+    login: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TimerFired:
     """A timer the core set with :class:`SetTimer` reached its deadline."""
 
@@ -302,6 +323,7 @@ Event = Union[
     DownstreamNotReading,
     DownstreamSessionLost,
     DownstreamHttpError,
+    DownstreamUnauthorized,
     ClientFellBehind,
     TimerFired,
     ConfigReloaded,

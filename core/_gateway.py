@@ -62,6 +62,7 @@ from ._events import (
     ConfigReloaded,
     DownstreamExited,
     DownstreamHttpError,
+    DownstreamUnauthorized,
     DownstreamMessageReceived,
     DownstreamNotReading,
     DownstreamSessionLost,
@@ -202,6 +203,8 @@ class Gateway:
                 self._lost.session_lost(event)
             case DownstreamHttpError():
                 self._lost.http_error(event)
+            case DownstreamUnauthorized():
+                self._lost.unauthorized(event)
             case GatewayStarted():
                 ctx.seed(event.seed)
                 ctx.started = True

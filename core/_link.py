@@ -106,6 +106,8 @@ class Link:
     instance: Instance
     #: The client this link belongs to under ``per_client`` isolation.
     client: ClientId | None = None
+    #: Whose OAuth token its connection carries (``oauth.per_user``); ``None``: the gateway's.
+    principal: str | None = None
     state: State = State.IDLE
     #: The id of its current downstream connection; ``None`` without one.
     downstream: int | None = None

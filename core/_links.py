@@ -92,6 +92,10 @@ class Links:
         self, pool: Pool, client: ClientId, *, exclude: tuple[int, ...] = (), prefer_running: bool = False
     ) -> Link | Unavailable:
         """The link to serve a request of ``client``, or why there is none (see :meth:`Pool.choose`)."""
+        if pool.spec.per_user and self._principal(client) is None:
+            # Whose token would it carry? Never the gateway's, nor another's.
+            return Unavailable("its OAuth tokens are per user (oauth.per_user), and this caller has no identity: "
+                               "turn authentication on (GATEWAY_AUTH=required)")
         draw = self._ctx.draw() if pool.spec.strategy == "random" else 0
         return pool.choose(client, self._ctx.now, exclude=exclude, prefer_running=prefer_running, draw=draw)
 
@@ -145,8 +149,18 @@ class Links:
         link.suspect = None
         instance.starts += 1
         ctx.links[downstream] = link
-        ctx.emit(StartDownstream(downstream=downstream, server=link.name, spec=link.spec, instance=instance.index))
+        link.principal = self._principal(link.client) if link.entry.per_user and link.client is not None else None
+        ctx.emit(
+            StartDownstream(
+                downstream=downstream, server=link.name, spec=link.spec, instance=instance.index, principal=link.principal
+            )
+        )
         self.send_initialize(link)
+
+    def _principal(self, client: ClientId) -> str | None:
+        """The principal id of ``client``'s session, if it has one."""
+        session = self._ctx.clients.get(client)
+        return None if session is None or session.principal is None else session.principal.id
 
     def send_initialize(self, link: Link) -> None:
         """Begin the MCP handshake on ``link``'s connection, under the start timer."""
@@ -380,6 +394,26 @@ class Links:
         assert link.downstream is not None
         self._ctx.links.pop(link.downstream, None)
         self.connection_failed(link, reason, stop=True, kill=kill)
+
+    def unauthorized(self, link: Link, reason: str) -> None:
+        """The server wants a token the shell does not have: fail what depends on the link, and stop it.
+
+        Not the instance's fault: its breaker and backoff are untouched, so
+        other principals' links to it keep working, and a call after a
+        login starts the link afresh at once.
+        """
+        ctx = self._ctx
+        ctx.log("warning", "server needs authorization", server=link.name, instance=link.instance.index, reason=reason)
+        calls = [*link.pending.values(), *link.waiters]
+        link.pending = {}
+        link.waiters = []
+        pool = ctx.pools.get(link.name)
+        if link.client is not None and pool is not None and pool.clients.get(link.client) is link:
+            del pool.clients[link.client]
+        self.stop(link)
+        for call in calls:
+            self.calls.fail(call, reason)
+        self.surface.settled()
 
     def connection_failed(self, link: Link, reason: str, *, stop: bool, kill: bool = False) -> None:
         """A connection is gone (already out of ``ctx.links``); see the module docstring for its calls."""

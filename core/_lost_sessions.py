@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._call import CallState, CallTrigger
 from ._context import Context
-from ._events import DownstreamHttpError, DownstreamSessionLost
+from ._events import DownstreamHttpError, DownstreamSessionLost, DownstreamUnauthorized
 from ._jsonrpc import Notification, Request, Response, decode, error_with
-from ._link import State
+from ._link import Link, State
 from ._strictjson import parse
 
 if TYPE_CHECKING:
@@ -78,6 +78,16 @@ class LostSessions:
         else:
             link.waiters.append(call)
 
+    def unauthorized(self, ev: DownstreamUnauthorized) -> None:
+        """The shell has no token the server takes: the link's calls fail with why, and how to log in."""
+        link = self._ctx.links.get(ev.downstream)
+        if link is None:
+            return
+        reason = f"authorization required: {ev.reason}"
+        if ev.login:
+            reason += f"; to log in, run: {login_command(link)}"
+        self.links.unauthorized(link, reason)
+
     def http_error(self, ev: DownstreamHttpError) -> None:
         """Decide what an HTTP error status from a downstream means.
 
@@ -97,7 +107,7 @@ class LostSessions:
             return
         reason = f"HTTP status {ev.status} from the server"
         if ev.status == 401:
-            self.links.fail(link, "authentication required")
+            self.links.unauthorized(link, _refused(link))
             return
         sent = decode(ev.data) if ev.data is not None else None
         if not isinstance(sent, Request) or not isinstance(sent.id, int):
@@ -125,3 +135,20 @@ def _jsonrpc_error(body: bytes) -> JSONObject | None:
     if isinstance(err, dict) and isinstance(err.get("code"), int) and isinstance(err.get("message"), str):
         return err
     return None
+
+
+def login_command(link: Link) -> str:
+    """The command that logs in to ``link``'s server for the token its connection carries."""
+    command = f"lockgate auth login {link.name}"
+    if link.entry.per_user and link.principal is not None:
+        command += f" --principal {link.principal}"
+    return command
+
+
+def _refused(link: Link) -> str:
+    """Why a 401 the shell passed on (it ran no OAuth for it) ended a connection."""
+    if any(name.lower() == "authorization" for name in link.spec.headers):
+        return "authorization required: the server refused the Authorization header configured for it"
+    if link.spec.oauth is not None and not link.spec.oauth.enabled:
+        return "authorization required: the server answered 401, and OAuth is off for it (oauth: false)"
+    return f"authorization required: the server answered 401; to log in, run: {login_command(link)}"

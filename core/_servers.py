@@ -40,6 +40,7 @@ from pydantic import AfterValidator, Field, TypeAdapter, ValidationInfo, WrapVal
 from typing_extensions import Required, TypedDict
 
 from ._config import InstanceSpec, ServerSpec
+from ._oauth_key import OAuthKey, oauth_spec
 from ._server_keys import (
     AnyType,
     Args,
@@ -69,7 +70,7 @@ from ._validation import Issue, an_object, check, check_part, fail, json_schema,
 __all__ = ["HttpServer", "PooledServer", "ServersFile", "StdioServer", "parse", "schema"]
 
 _STDIO_KEYS = ("command", "args", "env", "cwd")
-_HTTP_KEYS = ("url", "headers")
+_HTTP_KEYS = ("url", "headers", "oauth")
 
 
 # The shapes
@@ -85,6 +86,7 @@ class _Stdio(TypedDict, total=False):
 class _Http(TypedDict, total=False):
     url: Required[Url]
     headers: Headers
+    oauth: OAuthKey
 
 
 class _Unclear(TypedDict, total=False):
@@ -95,6 +97,7 @@ class _Unclear(TypedDict, total=False):
     cwd: Cwd
     url: Url
     headers: Headers
+    oauth: OAuthKey
 
 
 class _Entry(TypedDict, total=False):
@@ -293,6 +296,10 @@ def _spec(name: str, entry: Mapping[str, Any], base_dir: str | None) -> ServerSp
     launch = instances[0].spec if instances else _launch_spec(name, entry, base_dir)
     # The keys every entry may have are the ServerSpec fields of the same names.
     given = {key: entry[key] for key in _Entry.__optional_keys__ if key in entry}
+    if launch.per_user or any(instance.spec.per_user for instance in instances):
+        # A principal's token must never serve another's calls: each client
+        # session gets its own downstream session, as per_client gives.
+        given["isolation"] = "per_client"
     return replace(launch, instances=instances, **given)
 
 
@@ -312,4 +319,5 @@ def _launch_spec(name: str, entry: Mapping[str, Any], base_dir: str | None) -> S
         cwd=cwd,
         url=entry.get("url"),
         headers=MappingProxyType(dict(entry.get("headers", {}))),
+        oauth=oauth_spec(entry.get("oauth")),
     )

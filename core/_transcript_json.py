@@ -2,7 +2,7 @@
 
 The format is documented in ``conformance/README.md``; :mod:`lockgate.core.transcript`
 is the public face of this module. Bytes are kept as UTF-8 text when they
-are, else as base64; a server's ``env`` and ``headers`` values are redacted.
+are, else as base64; a server's ``env`` and ``headers`` values and its OAuth client secret are redacted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, assert_never
 from . import __version__
 from . import _actions as act
 from . import _events as ev
-from ._config import Config, InstanceSpec, Problem, ServerSpec, Settings
+from ._config import Config, InstanceSpec, OAuthSpec, Problem, ServerSpec, Settings
 from ._identity import Principal, Rate
 from ._policy import Policy
 
@@ -87,6 +87,8 @@ def _spec_to_json(spec: ServerSpec) -> JSONObject:
             value = {key: REDACTED for key in value}
         elif f.name == "instances":
             value = [_instance_to_json(i) for i in value]
+        elif f.name == "oauth":
+            value = _oauth_to_json(value)
         elif isinstance(value, tuple):
             value = list(value)
         out[f.name] = value
@@ -99,6 +101,8 @@ def _spec_from_json(value: Mapping[str, Any]) -> ServerSpec:
     kwargs["args"] = tuple(kwargs.get("args", ()))
     kwargs["env"] = MappingProxyType(dict(kwargs.get("env", {})))
     kwargs["headers"] = MappingProxyType(dict(kwargs.get("headers", {})))
+    oauth = kwargs.get("oauth")
+    kwargs["oauth"] = None if oauth is None else OAuthSpec(**{**oauth, "scopes": tuple(oauth.get("scopes", ()))})
     kwargs["instances"] = tuple(
         InstanceSpec(
             spec=_spec_from_json(i["spec"]),
@@ -110,6 +114,17 @@ def _spec_from_json(value: Mapping[str, Any]) -> ServerSpec:
         for i in kwargs.get("instances", ())
     )
     return ServerSpec(**kwargs)
+
+
+def _oauth_to_json(oauth: OAuthSpec | None) -> JSONObject | None:
+    """A server's OAuth settings, its client secret redacted."""
+    if oauth is None:
+        return None
+    out: JSONObject = {f.name: getattr(oauth, f.name) for f in dataclasses.fields(oauth)}
+    out["scopes"] = list(oauth.scopes)
+    if oauth.client_secret is not None:
+        out["client_secret"] = REDACTED
+    return out
 
 
 def _instance_to_json(instance: InstanceSpec) -> JSONObject:
@@ -306,6 +321,10 @@ def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JS
             if event.data is not None:
                 _put_bytes(out, "data", event.data)
             _put_bytes(out, "body", event.body)
+        case ev.DownstreamUnauthorized():
+            out.update(downstream=event.downstream, reason=event.reason, login=event.login)
+            if event.data is not None:
+                _put_bytes(out, "data", event.data)
         case ev.ConfigReloaded():
             out["config"] = None if rules is None else config_to_json(event.config, rules)
             out.update(files=list(event.files), time=event.time)
@@ -403,6 +422,11 @@ def event_from_json(line: Mapping[str, Any]) -> ev.Event:
                 return ev.DownstreamHttpError(
                     now=now, downstream=line["downstream"], data=data, status=line["status"], body=_get_bytes(line, "body")
                 )
+            case "DownstreamUnauthorized":
+                data = _get_bytes(line, "data") if "data" in line or "data_base64" in line else None
+                return ev.DownstreamUnauthorized(
+                    now=now, downstream=line["downstream"], data=data, reason=line["reason"], login=line.get("login", True)
+                )
     except KeyError as exc:
         raise TranscriptError(f"{kind} line without {exc}") from None
     raise TranscriptError(f"unknown event {kind!r}")
@@ -425,6 +449,8 @@ def action_to_json(action: act.Action) -> JSONObject:
             out.update(
                 downstream=action.downstream, server=action.server, spec=_spec_to_json(action.spec), instance=action.instance
             )
+            if action.principal is not None:
+                out["principal"] = action.principal
         case act.SendToDownstream():
             out.update(downstream=action.downstream, message=action.message)
         case act.StopDownstream():

@@ -70,7 +70,7 @@ from lockgate.core import Action, ClientId, downstream_message_bytes, Event, int
 # The actions the loop performs, and the events it looks at before the core does.
 from lockgate.core import Audit, CancelTimer, CloseClient, DropStream, Log, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream
 from lockgate.core import ClientClosed, ClientFellBehind, ClientMessageReceived, ConfigReloaded, TimerFired
-from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamNotReading, DownstreamSessionLost
+from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamNotReading, DownstreamSessionLost, DownstreamUnauthorized
 
 from .audit import AuditLog
 from .clients import Client, Clients, ClientSend, ClientSendNowait, QueuedSend
@@ -153,7 +153,9 @@ class _Deferred:
 _Item = Union[Event, _TimerDue, _Close, _Deferred]
 
 #: Events about one downstream, dropped once the runtime has let go of it.
-_DOWNSTREAM_EVENTS = (DownstreamMessageReceived, DownstreamExited, DownstreamNotReading, DownstreamSessionLost, DownstreamHttpError)
+_DOWNSTREAM_EVENTS = (
+    DownstreamMessageReceived, DownstreamExited, DownstreamNotReading, DownstreamSessionLost, DownstreamHttpError, DownstreamUnauthorized
+)
 
 
 class Runtime:

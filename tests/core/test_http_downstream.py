@@ -193,21 +193,23 @@ def test_a_loss_reported_after_the_connection_is_gone_is_ignored() -> None:
 # -- HTTP error statuses ---------------------------------------------------------
 
 
-def test_401_fails_the_connection_with_authentication_required() -> None:
+def test_401_fails_the_connection_with_how_to_log_in_and_no_backoff() -> None:
     d = Driver()
     d.initialize()
     tools = call(1, "get_server_tools", agent_id="dev", server="db")
     d.send(tools)
     actions = http_error(d, d.server("db").request("initialize"), 401, b"")
+    reason = "authorization required: the server answered 401; to log in, run: lockgate auth login db"
     assert actions == [
+        Log(level="warning", message="server needs authorization", fields={"server": "db", "instance": 0, "reason": reason}),
         StopDownstream(downstream=1),
         CancelTimer(timer=2),
-        Log(level="warning", message="server unavailable", fields={"server": "db", "instance": 0, "reason": "authentication required"}),
-        SetTimer(timer=3, deadline=0.0),
         CancelTimer(timer=1),
-        SendToClient(client=0, request=1, message=unavailable(1, "authentication required")),
+        SendToClient(client=0, request=1, message=unavailable(1, reason)),
         audited(tools, "ERROR", rule="agents.dev.allow.servers[0]", error_code="SERVER_UNAVAILABLE"),
     ]
+    # Not the server's fault: no backoff, so a call after logging in starts it again at once.
+    assert d.gw.status()["servers"]["db"]["instances"][0]["state"] == "idle"
 
 
 def test_a_4xx_with_a_json_rpc_error_body_is_the_answer() -> None:
