@@ -215,6 +215,8 @@ class Variables(BaseModel):
     token_ttl: Annotated[str | None, PlainValidator(_text)] = None
     # Read by the shell to seal OAuth tokens for downstream servers (lockgate.shells.sealed).
     secret_key: Annotated[str | None, PlainValidator(_text)] = None
+    # Read by the shell: may a stdio gateway open the browser to log in to a downstream (lockgate.shells.oauth)?
+    oauth_browser: Annotated[str | None, PlainValidator(_text)] = None
 
 
 #: Every ``GATEWAY_*`` variable Lockgate reads.
@@ -258,6 +260,7 @@ _ABOUT: dict[str, str] = {
     "api_key": "API key a stdio launcher passes when GATEWAY_AUTH=required",
     "jwt_secret": "secret that signs Lockgate's own tokens (unset: one kept in the state folder)",
     "secret_key": "key that seals OAuth tokens for downstream servers: base64url of 32 bytes (unset: secret.key in the state folder)",
+    "oauth_browser": "auto: a stdio gateway on a desktop opens the browser to log in to a server that answers 401; never",
     "jwt_issuer": "iss of an external token issuer",
     "jwt_audience": "aud an external issuer's tokens carry (the resource URI)",
     "jwt_jwks": "an external issuer's public keys: a JWKS file or https:// URL",

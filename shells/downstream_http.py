@@ -23,6 +23,9 @@ basic/transports, "Streamable HTTP"):
 - A response stream that breaks before the answer arrived is resumed by GET
   with ``Last-Event-ID`` when the server gave its events ids.
 - :meth:`stop` ends everything and DELETEs the session (bounded, shielded).
+- ``auth`` (:mod:`.oauth`) puts the server's OAuth token on every request,
+  and gets one on a 401; when none can be had, the message is reported as
+  ``DownstreamUnauthorized`` with why.
 
 The shell reports facts and leaves every decision to the core: a 404 to a
 message sent under our session is ``DownstreamSessionLost`` (the shell
@@ -44,7 +47,15 @@ from collections.abc import Awaitable, Callable
 import httpx
 import trio
 
-from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamSessionLost, Event, ServerSpec
+from lockgate.core import (
+    DownstreamExited,
+    DownstreamHttpError,
+    DownstreamMessageReceived,
+    DownstreamSessionLost,
+    DownstreamUnauthorized,
+    Event,
+    ServerSpec,
+)
 
 from .downstream_http_replies import (
     TooLarge,
@@ -58,6 +69,7 @@ from .downstream_http_replies import (
     request_id,
 )
 from .logs import get_logger
+from .oauth.errors import OAuthProblem
 from .sse_parser import SseEvent, SseParser, SseTooLarge
 
 __all__ = ["HttpDownstream", "describe_failure"]
@@ -99,6 +111,7 @@ class HttpDownstream:
         max_message_bytes: int,
         emit: Emit,
         queue_size: int = 1024,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.downstream = downstream
         self.server = server
@@ -110,6 +123,7 @@ class HttpDownstream:
         self._base_headers = {name.lower(): value for name, value in spec.headers.items()}
         self._base_headers["content-type"] = "application/json"
         self._max_message_bytes = max_message_bytes
+        self._auth = auth
         self._emit_event = emit
         #: Each message, and whether it is a request (POSTed concurrently).
         self._queue_in, self._queue_out = trio.open_memory_channel[tuple[bytes, bool]](queue_size)
@@ -174,7 +188,7 @@ class HttpDownstream:
             return
         timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=KEEPALIVE_CONNECTIONS)
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
+        async with httpx.AsyncClient(auth=self._auth, timeout=timeout, limits=limits, follow_redirects=False) as client:
             self._client = client
             try:
                 with self._scope:
@@ -220,6 +234,15 @@ class HttpDownstream:
             self._fail(describe_failure(exc, self._where))
         except (TooLarge, SseTooLarge):
             await self._report_too_large()
+        except OAuthProblem as exc:
+            await self._unauthorized(data, exc)
+
+    async def _unauthorized(self, data: bytes | None, problem: OAuthProblem) -> None:
+        """No token the server takes: the core fails what depends on the connection, with why."""
+        event = DownstreamUnauthorized(
+            now=trio.current_time(), downstream=self.downstream, data=data, reason=problem.reason, login=problem.login
+        )
+        await self._emit(event)
 
     async def _on_post_response(self, data: bytes, session: str | None, response: httpx.Response) -> None:
         status = response.status_code
@@ -325,6 +348,9 @@ class HttpDownstream:
                                 return
             except httpx.TransportError:
                 continue
+            except OAuthProblem as exc:
+                await self._unauthorized(None, exc)
+                return
         self._fail("lost the answer to a request when its event stream broke")
 
     # -- the session and its GET stream -----------------------------------------
@@ -365,6 +391,9 @@ class HttpDownstream:
                                     pause = LISTEN_RETRY_S
             except httpx.TransportError:
                 pass  # the server is away; POSTs will say so if it stays away
+            except OAuthProblem as exc:
+                await self._unauthorized(None, exc)
+                return
             except SseTooLarge:
                 await self._report_too_large()
                 return
@@ -379,5 +408,5 @@ class HttpDownstream:
         with trio.move_on_after(STOP_S):
             try:
                 await client.delete(self._url, headers=self._headers(session, _ACCEPT_POST))
-            except httpx.HTTPError:
+            except (httpx.HTTPError, OAuthProblem):
                 pass

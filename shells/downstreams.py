@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from functools import partial
 from typing import Protocol
 
+import httpx
 import trio
 
 from lockgate.core import DownstreamExited, DownstreamNotReading, encode, Event, SendToDownstream, StartDownstream
@@ -73,8 +74,11 @@ class Downstreams:
         report: Callable[[Event], None],
         queue_size: int,
         environ: Mapping[str, str] | None,
+        auth_for: Callable[[StartDownstream], httpx.Auth | None] | None = None,
     ) -> None:
         self._live: dict[int, Downstream] = {}
+        #: The OAuth of an HTTP connection (:meth:`lockgate.shells.oauth.OAuthManager.auth_for`).
+        self._auth_for = auth_for
         #: Live downstreams already reported as not reading: the core's
         #: StopDownstream is on its way, and every send until then finds the
         #: same full queue.
@@ -108,7 +112,11 @@ class Downstreams:
         if previous is not None:
             _log.error("downstream id started twice", extra={"fields": {"downstream": action.downstream}})
             previous.stop()
-        connect = partial(StdioDownstream, environ=self._environ) if action.spec.transport == "stdio" else HttpDownstream
+        if action.spec.transport == "stdio":
+            connect: Callable[..., Downstream] = partial(StdioDownstream, environ=self._environ)
+        else:
+            auth = self._auth_for(action) if self._auth_for is not None else None
+            connect = partial(HttpDownstream, auth=auth)
         downstream = connect(
             downstream=action.downstream,
             server=action.server,

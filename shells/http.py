@@ -30,6 +30,7 @@ fails what is left), end the SSE streams and stop every downstream.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -48,6 +49,7 @@ from .record import Recorder
 from .rest.api import RestApi
 from .reload import ReloadSource, watch_config
 from .runtime import GatewayCore, Runtime
+from .oauth import for_front
 from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
 
 if TYPE_CHECKING:
@@ -179,7 +181,8 @@ async def serve_http(
         idle_timeout=read_timeout,
         head_timeout=settings.http_head_timeout,
     )
-    runtime = Runtime(core, settings=settings, environ=environ)
+    oauth = for_front(os.environ if environ is None else environ, stdio=False)
+    runtime = Runtime(core, settings=settings, environ=environ, oauth=oauth)
     auth = None
     if authentication is not None:
         from .http_auth import HttpAuth
@@ -237,6 +240,7 @@ async def serve_http(
                 connections.cancel_scope.cancel()
             await runtime.aclose(grace=settings.shutdown_grace)
             nursery.cancel_scope.cancel()
+    oauth.close()
 
 
 def _url_host(host: str) -> str:

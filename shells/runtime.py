@@ -76,6 +76,7 @@ from .audit import AuditLog
 from .clients import Client, Clients, ClientSend, ClientSendNowait, QueuedSend
 from .downstreams import Downstreams
 from .logs import NOTICE, get_logger
+from .oauth import OAuthManager
 from .timers import Timers
 
 __all__ = ["Core", "GatewayCore", "Runtime", "RuntimeStatistics"]
@@ -180,6 +181,7 @@ class Runtime:
         event_buffer: int = 1024,
         downstream_buffer: int = 1024,
         environ: Mapping[str, str] | None = None,
+        oauth: OAuthManager | None = None,
     ) -> None:
         self._core = core
         self._settings = settings
@@ -188,7 +190,11 @@ class Runtime:
         self._pending: deque[Event] = deque()
         self._clients = Clients(report=self._pending.append)
         self._downstreams = Downstreams(
-            emit=self.feed, report=self._pending.append, queue_size=downstream_buffer, environ=environ
+            emit=self.feed,
+            report=self._pending.append,
+            queue_size=downstream_buffer,
+            environ=environ,
+            auth_for=None if oauth is None else oauth.auth_for,
         )
         self._timers = Timers(self._timer_due)
         self._audit = AuditLog(settings.audit_log)

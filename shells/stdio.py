@@ -50,6 +50,7 @@ from .pipes import PipeReader
 from .record import WireTap
 from .reload import ReloadSource, watch_config
 from .runtime import Core, Runtime
+from .oauth import for_front
 from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ async def serve_stdio(
     is false. ``tap``, when given (``--record``), sees every message read
     and written.
     """
-    runtime = Runtime(core, settings=settings, environ=environ)
+    oauth = for_front(os.environ if environ is None else environ, stdio=True)
+    runtime = Runtime(core, settings=settings, environ=environ, oauth=oauth)
     done = trio.Event()
 
     out_fd = stdout.fileno() if isinstance(stdout, trio.lowlevel.FdStream) else None
@@ -152,6 +154,7 @@ async def serve_stdio(
             await runtime.feed(ShutdownRequested(now=now))
             await runtime.aclose()
             nursery.cancel_scope.cancel()
+    oauth.close()
 
 
 async def serve_process_stdio(
