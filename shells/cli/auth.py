@@ -1,8 +1,9 @@
-"""``lockgate auth status|logout``: the OAuth tokens Lockgate holds for downstream servers.
+"""``lockgate auth login|status|logout``: the OAuth tokens Lockgate holds for downstream servers.
 
 Tokens are kept sealed in the identity database (see :mod:`.db` for which,
 and :mod:`lockgate.shells.store.oauth`), one per server and Lockgate
-principal, or one for the whole gateway. ``status`` lists them: server,
+principal, or one for the whole gateway. ``login`` gets one (see
+:mod:`.oauth_login`). ``status`` lists them: server,
 whose, scopes and expiry, never a token. ``logout SERVER`` forgets the
 gateway's token for a server, ``--principal ID`` one principal's, ``--all``
 every one. Neither needs the secret key that seals them: nothing is opened.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .common import EXIT_USAGE, Subcommands, add_json_option, count, print_json, table
 from .db import ChangeAudit, add_database_option, change_audit, moment, with_store
+from .oauth_login import add_login_parser, run_login
 
 if TYPE_CHECKING:
     from lockgate.shells.store import Store
@@ -36,11 +38,11 @@ _GATEWAY = "gateway"
 def add_parser(commands: Subcommands) -> None:
     auth = commands.add_parser(
         "auth",
-        help="OAuth tokens held for downstream servers: status, logout",
+        help="OAuth tokens held for downstream servers: login, status, logout",
         description=(
             "OAuth tokens Lockgate holds for downstream MCP servers, kept sealed in the identity database "
             "(see lockgate db --help for which database): one per server for the whole gateway, or one per "
-            "server and Lockgate principal. 'status' lists them, never a token; 'logout' forgets them."
+            "server and Lockgate principal. 'login' gets one; 'status' lists them, never a token; 'logout' forgets them."
         ),
     )
     actions = auth.add_subparsers(dest="auth_command", metavar="COMMAND", required=True)
@@ -71,11 +73,15 @@ def add_parser(commands: Subcommands) -> None:
     )
     whose.add_argument("--all", action="store_true", help="forget every token for the server: the gateway's and every principal's")
 
-    for parser in (status, logout):
+    login = add_login_parser(actions)
+
+    for parser in (status, logout, login):
         add_database_option(parser)
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.auth_command == "login":
+        return run_login(args, environ)
     if args.auth_command == "status":
         return with_store(args, environ, lambda store: _status(store, args.json))
     audit = change_audit(environ)

@@ -85,9 +85,12 @@ class OAuthManager:
     call that needs a login fails with the command that logs in.
     """
 
-    def __init__(self, environ: Mapping[str, str], *, opener: Opener | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], *, opener: Opener | None = None, login_timeout: float | None = None
+    ) -> None:
         self._environ = dict(environ)
         self._opener = opener
+        self._login_timeout = login_timeout
         self._sessions: dict[tuple[str, str, str, OAuthSpec], TokenSession] = {}
         self._store: Store | None = None
         self._oauth_store: OAuthStore | None = None
@@ -116,6 +119,8 @@ class OAuthManager:
         if session is None:
             storage = StoredTokens(self._open, server, principal, client=None)
             session = TokenSession(server=server, url=url, oauth=oauth, storage=storage, opener=self._opener)
+            if self._login_timeout is not None:
+                session.login_timeout = self._login_timeout
             if oauth.client_id is not None and oauth.grant == "authorization_code":
                 storage.fixed_client = session.configured_client()
             self._sessions[key] = session

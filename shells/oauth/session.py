@@ -116,7 +116,8 @@ class TokenSession:
         self.oauth = oauth
         self.storage = storage
         self.opener = opener
-        self._login_timeout = login_timeout
+        #: Seconds a person has to finish logging in.
+        self.login_timeout = login_timeout
         self._lock = trio.Lock()
         self._loopback: Loopback | None = None
         self._loaded = False
@@ -343,7 +344,7 @@ class TokenSession:
     async def _callback(self) -> AuthorizationCodeResult:
         if self._loopback is None:
             raise OAuthProblem("logging in needs a person, and none is at hand", login=True)
-        return await self._loopback.wait(self._login_timeout)
+        return await self._loopback.wait(self.login_timeout)
 
 
 class DownstreamAuth(httpx.Auth):
