@@ -11,7 +11,7 @@ CONFORMANCE_VERSION := 0.2.0-alpha.12
 EVERYTHING_VERSION := 2026.8.31
 NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-stamp
 
-.PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest clean
+.PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -163,6 +163,10 @@ bench-reload: $(STAMP)
 ## REST `POST /mcp/{server}/tools/call` against MCP `execute_tool` over HTTP: latency and calls/s, 1 and 8 clients (about 60 s).
 bench-rest: $(STAMP)
 	$(PY) bench/rest_vs_mcp.py
+
+## A call to an OAuth-protected server with a cached token against the same server without auth (about 25 s).
+bench-oauth: $(STAMP)
+	$(PY) bench/oauth_overhead.py
 
 ## Through Lockgate (stdio front) to a Streamable HTTP echo server vs straight to it.
 bench-http-downstream: $(STAMP)

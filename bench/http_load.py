@@ -236,10 +236,17 @@ def write_config(directory: Path, mode: str) -> tuple[Path, Path]:
 
 
 def start_gateway(
-    directory: Path, mode: str, env_extra: dict[str, str] | None = None, host: str | None = None
+    directory: Path,
+    mode: str,
+    env_extra: dict[str, str] | None = None,
+    host: str | None = None,
+    files: tuple[Path, Path] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``lockgate serve --transport http`` on a free port and wait until ``/ready``; return it and its base URL."""
-    config, rules = write_config(directory, mode)
+    """Start ``lockgate serve --transport http`` on a free port and wait until ``/ready``; return it and its base URL.
+
+    ``files``: the servers and rules files to serve, instead of the echo setup of ``mode``.
+    """
+    config, rules = files if files is not None else write_config(directory, mode)
     env = {**os.environ, "GATEWAY_INIT_STRATEGY": "eager", "GATEWAY_AUDIT_LOG": str(directory / "audit.jsonl"), **(env_extra or {})}
     command = [sys.executable, "-m", "lockgate.shells", "serve", "--config", str(config), "--rules", str(rules), "--transport", "http", "--port", "0"]
     if host is not None:
