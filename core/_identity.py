@@ -71,3 +71,12 @@ class Principal:
     rate: Rate | None = None
     shared_rates: tuple[tuple[str, Rate], ...] = ()
     expires: float | None = None
+    #: On whose behalf it calls, when not itself: the user an API key belongs
+    #: to, a delegated token's root (``user:alice``). Per-user OAuth tokens
+    #: for downstream servers are the subject's.
+    subject: str | None = None
+
+    @property
+    def on_behalf_of(self) -> str:
+        """The subject, else the principal itself: whose per-user OAuth tokens its calls carry."""
+        return self.subject or self.id

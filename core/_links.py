@@ -158,9 +158,9 @@ class Links:
         self.send_initialize(link)
 
     def _principal(self, client: ClientId) -> str | None:
-        """The principal id of ``client``'s session, if it has one."""
+        """On whose behalf ``client``'s session calls (its per-user OAuth tokens are theirs), if it has a principal."""
         session = self._ctx.clients.get(client)
-        return None if session is None or session.principal is None else session.principal.id
+        return None if session is None or session.principal is None else session.principal.on_behalf_of
 
     def send_initialize(self, link: Link) -> None:
         """Begin the MCP handshake on ``link``'s connection, under the start timer."""

@@ -208,7 +208,7 @@ def _rate_from_json(value: Mapping[str, Any]) -> Rate:
 
 
 def _principal_to_json(principal: Principal) -> JSONObject:
-    """Every field of a principal (it holds no secret); ``tools``, ``rate`` and ``shared_rates`` only when set."""
+    """Every field of a principal (it holds no secret); ``tools``, ``rate``, ``shared_rates`` and ``subject`` only when set."""
     out: JSONObject = {
         "id": principal.id,
         "role": principal.role,
@@ -222,6 +222,8 @@ def _principal_to_json(principal: Principal) -> JSONObject:
         out["rate"] = _rate_to_json(principal.rate)
     if principal.shared_rates:
         out["shared_rates"] = [[ancestor, _rate_to_json(rate)] for ancestor, rate in principal.shared_rates]
+    if principal.subject is not None:
+        out["subject"] = principal.subject
     return out
 
 
@@ -237,6 +239,7 @@ def _principal_from_json(value: Mapping[str, Any]) -> Principal:
         rate=None if rate is None else _rate_from_json(rate),
         shared_rates=tuple((ancestor, _rate_from_json(r)) for ancestor, r in value.get("shared_rates", ())),
         expires=value.get("expires"),
+        subject=value.get("subject"),
     )
 
 

@@ -138,6 +138,7 @@ class VerifiedCredential:
             rate=self.rate,
             shared_rates=self.shared_rates,
             expires=None if remaining is None else event_now + remaining,
+            subject=None if self.subject == self.principal_id else self.subject,
         )
 
 

@@ -65,6 +65,24 @@ def test_per_user_connections_carry_their_own_principal() -> None:
     assert [(s.server, s.principal) for s in starts(d)] == [("db", "user:alice"), ("db", "user:bob")]
 
 
+def test_per_user_tokens_are_the_subjects_a_key_and_a_delegated_token_share_their_users() -> None:
+    d = Driver(per_user_config())
+    opened(d, 1, Principal(id="key:3f9a1c2b", agents=("dev",), default_agent="dev", subject="user:alice"))
+    d.send(echo(1))
+    opened(d, 2, Principal(id="delegated:abc", agents=("dev",), default_agent="dev", subject="user:alice"))
+    d.send(echo(2))
+    assert [s.principal for s in starts(d)] == ["user:alice", "user:alice"]
+    actions = unauthorized(d, 1, "no token is stored for user:alice")
+    assert reason_of(actions)[0].endswith("run: lockgate auth login db --principal user:alice")
+
+
+def test_a_subject_round_trips_through_a_transcript() -> None:
+    from lockgate.core import ClientOpened
+
+    event = ClientOpened(now=0.0, client=1, transport="http", principal=Principal(id="key:1", subject="user:alice"))
+    assert event_from_json(event_to_json(event)) == event
+
+
 def test_a_shared_server_carries_the_gateway_token() -> None:
     d = Driver()
     opened(d, 1, ALICE)
