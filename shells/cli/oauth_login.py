@@ -10,8 +10,9 @@ duration of the login; the client-credentials grant needs no person. The
 token is stored sealed in the identity database, where the gateway reads it
 on its next call to the server; the gateway need not be restarted.
 
-``--principal ID`` logs in for one Lockgate principal, for a server whose
-tokens are per user (``oauth.per_user``). A login is a record in the
+``--principal ID`` logs in for one Lockgate user (``user:alice``), for a
+server whose tokens are per user (``oauth.per_user``): that user's API keys,
+login tokens and the tokens delegated from them all carry it. A login is a record in the
 gateway's audit log (``oauth_login``), never with a token.
 
 Exit status 0 when a token is stored; 1 when the login failed (the reason
@@ -48,7 +49,8 @@ def add_login_parser(actions: argparse._SubParsersAction[argparse.ArgumentParser
     login.add_argument("server", metavar="SERVER", help="the server's name in the servers file")
     login.add_argument(
         "--principal", metavar="ID",
-        help="log in for this Lockgate principal (user:alice, key:3f9a1c2b); for a server with oauth.per_user",
+        help="log in for this Lockgate user (user:alice; a key without a user: key:3f9a1c2b); for a server with "
+        "oauth.per_user",
     )
     login.add_argument("--no-browser", action="store_true", help="print the URL to open; do not open a browser")
     login.add_argument(
