@@ -234,8 +234,10 @@ class TokenSession:
         if challenge.step_up:
             wanted = _www_field(challenge, "scope")
             return f"the server wants a wider scope{f' ({wanted})' if wanted else ''} than {self.whose}'s token has"
+        if self._refresh_failed is not None and sent is not None:
+            return f"the server refused {self.whose}'s token, and refreshing it failed ({self._refresh_failed})"
         if self._refresh_failed is not None:
-            return f"{self.whose}'s token expired and refreshing it failed ({self._refresh_failed})"
+            return f"{self.whose}'s token expired, and refreshing it failed ({self._refresh_failed})"
         if sent is not None:
             return f"the server refused {self.whose}'s token"
         return f"no token is stored for {self.whose}"
