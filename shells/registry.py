@@ -127,15 +127,7 @@ def _open(url: str, *, create: bool) -> Registrations | None:
     from .store import Store
     from .store.registry import Registrations
 
-    store: Store = Store.open(url)
-    try:
-        note = store.ensure_schema()
-    except BaseException:
-        store.close()
-        raise
-    if note is not None:
-        _log.info(note)
-    return Registrations(store)
+    return Registrations(Store.open_current(url, _log.info))
 
 
 def load_registrations(url: str) -> tuple[Registrations | None, list[Registration]]:

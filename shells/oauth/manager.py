@@ -137,14 +137,7 @@ class OAuthManager:
                 from ..store.oauth import OAuthStore
 
                 box = SecretBox.from_environ(self._environ)
-                store = Store.open(database_url(None, self._environ))
-                try:
-                    note = store.ensure_schema()
-                except BaseException:
-                    store.close()
-                    raise
-                if note is not None:
-                    _log.info(note)
+                store = Store.open_current(database_url(None, self._environ), _log.info)
                 self._store = store
                 self._oauth_store = OAuthStore(store, box)
             return self._oauth_store

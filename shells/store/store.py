@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -121,6 +121,23 @@ class Store:
         """
         parsed = parse_url(url)
         return cls(open_engine(parsed), parsed)
+
+    @classmethod
+    def open_current(cls, url: str, note: Callable[[str], None]) -> Store:
+        """:meth:`open`, then :meth:`ensure_schema`: a store whose schema is this version's; ``note`` hears of an upgrade.
+
+        Raises:
+            StoreError: as :meth:`open` and :meth:`ensure_schema`; nothing is left open.
+        """
+        store = cls.open(url)
+        try:
+            upgraded = store.ensure_schema()
+        except BaseException:
+            store.close()
+            raise
+        if upgraded is not None:
+            note(upgraded)
+        return store
 
     def close(self) -> None:
         """Write the last-used times still waiting, and close every pooled connection."""
