@@ -111,7 +111,7 @@ class Loopback:
 @asynccontextmanager
 async def open_loopback(port: int = 0) -> AsyncIterator[Loopback]:
     """Listen on 127.0.0.1:``port`` (any free port if 0, or if ``port`` is taken) until the block ends."""
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock = _socket()
     try:
         await sock.bind(("127.0.0.1", port))
     except OSError:
@@ -120,17 +120,31 @@ async def open_loopback(port: int = 0) -> AsyncIterator[Loopback]:
             raise
         # The port a client was registered with is taken: any free one will
         # do, and the caller registers the client again.
-        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        sock = _socket()
         await sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     listener = trio.SocketListener(sock)
     loopback = Loopback(listener)
-    async with listener, trio.open_nursery() as nursery:
-        nursery.start_soon(loopback._serve)
-        try:
-            yield loopback
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with listener, trio.open_nursery() as nursery:
+            nursery.start_soon(loopback._serve)
+            try:
+                yield loopback
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery wraps what the block raised in a group: the caller
+        # catches it as it was raised.
+        if len(group.exceptions) != 1:
+            raise
+        raise group.exceptions[0] from None
+
+
+def _socket() -> trio.socket.SocketType:
+    """A TCP socket that may bind a port the last login's connections still hold (in TIME_WAIT)."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    return sock
 
 
 async def _read_target(stream: trio.SocketStream) -> bytes | None:

@@ -19,6 +19,7 @@ The subclasses here change four things:
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import fields
@@ -36,6 +37,12 @@ __all__ = ["AuthorizationCodeProvider", "ClientCredentialsProvider", "early"]
 
 #: The most a token's expiry is brought forward, in seconds.
 MARGIN_S = 60.0
+
+# The SDK's OAuth client logs to a logger without a handler, so Python would
+# print its warnings and tracebacks raw on stderr, outside Lockgate's log
+# format; Lockgate logs what happened in its own records, and the reason the
+# call fails with says why.
+logging.getLogger("mcp.client.auth").addHandler(logging.NullHandler())
 
 
 def early(expires_at: float | None, lifetime: float | None) -> float | None:

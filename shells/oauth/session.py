@@ -12,11 +12,13 @@ downstream's client sends every request through:
 2. A 401, or a 403 with ``insufficient_scope`` (step-up), is a challenge.
    :meth:`TokenSession.obtain` takes it, one flow at a time per session (a
    second call meeting the same challenge waits, then uses what the first
-   got): a refresh when there is a refresh token and the challenge came on a
-   token, else the SDK's whole flow when it needs no person (client
-   credentials) or a person is at hand (``lockgate auth login``, or a stdio
-   gateway on a desktop, which opens the browser); else it fails with
-   :class:`OAuthProblem`, whose reason says why and whether logging in helps.
+   got): a refresh when there is a refresh token (the challenge came on a
+   token, or the stored one has expired), else the SDK's whole flow when it
+   needs no person (client credentials) or a person is at hand (``lockgate
+   auth login``, or a stdio gateway on a desktop, which opens the browser);
+   else it fails with :class:`OAuthProblem`, whose reason says why and
+   whether logging in helps. A token the server refused and that could not
+   be refreshed is not offered again, even when read back from the database.
 3. The request is sent once more with the new token; a second challenge is
    an :class:`OAuthProblem` (a server that refuses the token it was just
    given would otherwise loop).
@@ -123,6 +125,8 @@ class TokenSession:
         self._loaded = False
         #: Why the last refresh failed, for the reason of the login it leads to.
         self._refresh_failed: str | None = None
+        #: The token the server refused and that could not be refreshed: never offered again, even read back.
+        self._refused: str | None = None
         self.provider = self._provider()
 
     @property
@@ -198,6 +202,11 @@ class TokenSession:
         if not self._loaded:
             await self.provider._initialize()
             self._loaded = True
+            tokens = self.provider.context.current_tokens
+            if tokens is not None and tokens.access_token == self._refused:
+                self.provider.context.clear_tokens()  # still the stored one: as if there were none
+            elif tokens is not None:
+                self._refused = None  # another is stored now (a login)
 
     # -- a challenge ---------------------------------------------------------------
 
@@ -216,11 +225,15 @@ class TokenSession:
             held = context.current_tokens.access_token if context.current_tokens is not None else None
             if context.is_token_valid() and held is not None and held != sent and not challenge.step_up:
                 return held  # another request met the same challenge, and got a token meanwhile
-            if challenge.status == 401 and sent is not None and context.can_refresh_token():
-                context.token_expiry_time = 1.0  # the server refused it: treat it as expired, and refresh
+            if challenge.status == 401 and context.can_refresh_token():
+                # The server refused the token sent, or none was sent and the stored one has
+                # expired (read back after a restart): treat it as expired, and refresh.
+                context.token_expiry_time = 1.0
                 await self._run_sdk(None)
                 if context.is_token_valid() and context.current_tokens is not None:
                     return context.current_tokens.access_token
+            if challenge.status == 401 and sent is not None:
+                self._refused = sent
             if self.needs_person and (self.opener is None or not person):
                 raise OAuthProblem(self._why_login(challenge, sent), login=True)
             if challenge.status == 401:
@@ -233,8 +246,11 @@ class TokenSession:
     def _why_login(self, challenge: Challenge, sent: str | None) -> str:
         if challenge.step_up:
             wanted = _www_field(challenge, "scope")
-            return f"the server wants a wider scope{f' ({wanted})' if wanted else ''} than {self.whose}'s token has"
-        if self._refresh_failed is not None and sent is not None:
+            return (
+                f"the server wants a wider scope{f' ({wanted})' if wanted else ''} than {self.whose}'s token has: "
+                "name it in the server's oauth.scopes, then log in"
+            )
+        if self._refresh_failed is not None and (sent is not None or self._refused is not None):
             return f"the server refused {self.whose}'s token, and refreshing it failed ({self._refresh_failed})"
         if self._refresh_failed is not None:
             return f"{self.whose}'s token expired, and refreshing it failed ({self._refresh_failed})"
@@ -279,8 +295,11 @@ class TokenSession:
         provider = self.provider
         context = provider.context
         had_refresh = challenge is None and context.can_refresh_token()
-        probe = _Probe(self.url, challenge)
         timeout = httpx2.Timeout(ANSWER_S, connect=CONNECT_S)
+        probe = _Probe(self.url, challenge, timeout)
+        # The session reads the token and the client (_load); the SDK must not read them again itself (it
+        # would after a failed refresh), which would undo a registration for another loopback port.
+        provider._initialized = True
         try:
             async with httpx2.AsyncClient(auth=provider, transport=probe, timeout=timeout, follow_redirects=False) as client:
                 if self.needs_person and challenge is not None:
@@ -308,6 +327,7 @@ class TokenSession:
                 _log.warning(f"refreshing the token failed for {self.whose}", extra={"fields": {"server": self.server}})
         elif context.is_token_valid():
             self._refresh_failed = None
+            self._refused = None
             _log.info(f"got a token for {self.whose}", extra={"fields": {"server": self.server}})
 
     def _redirect_port(self) -> int:
@@ -389,9 +409,10 @@ def _bearer(request: httpx.Request, token: str | None) -> None:
 class _Probe(httpx2.AsyncBaseTransport):
     """The SDK's transport: the stand-in request meets ``challenge`` once, then 200; the SDK's own requests go out."""
 
-    def __init__(self, url: str, challenge: Challenge | None) -> None:
+    def __init__(self, url: str, challenge: Challenge | None, timeout: httpx2.Timeout) -> None:
         self._url = httpx2.URL(url)
         self._challenge = challenge
+        self._timeout = timeout.as_dict()
         self._network = httpx2.AsyncHTTPTransport()
 
     def headers(self) -> dict[str, str]:
@@ -404,6 +425,8 @@ class _Probe(httpx2.AsyncBaseTransport):
             if challenge is not None:
                 return httpx2.Response(challenge.status, headers=list(challenge.headers), request=request)
             return httpx2.Response(200, json={"jsonrpc": "2.0", "id": "lockgate-auth", "result": {}}, request=request)
+        # The SDK makes its requests itself, without the client's timeout: without one they would wait for ever.
+        request.extensions.setdefault("timeout", self._timeout)
         return await self._network.handle_async_request(request)
 
     async def aclose(self) -> None:
