@@ -68,7 +68,6 @@ def run_login(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from lockgate.core import OAuthSpec
 
     from ..oauth import OAuthManager, OAuthProblem, uses_oauth
-    from ..oauth.session import browser_opener
     from .db import change_audit, moment
 
     if args.timeout <= 0:
@@ -114,6 +113,9 @@ def run_login(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     async def show(url: str) -> None:
         announce(url)
+
+    # Here, not at the top: the OAuth client takes longer to load than a usage error takes to say.
+    from ..oauth.session import browser_opener
 
     opener = show if args.no_browser else browser_opener(announce)
     stored_env = dict(environ)
