@@ -159,8 +159,18 @@ def _make_sqlite_file(url: URL) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(f"cannot open the database ({describe(url)}): {exc.strerror}") from None
+    try:
         # SQLite gives the -wal and -shm files the database file's permissions.
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        # Only a new file is made here: closing a descriptor of a file drops
+        # every POSIX lock this process holds on it, and another store of this
+        # process (the registry's, say) may hold SQLite's locks on it already.
+        # SQLite would then take itself for the file's last user, checkpoint and
+        # delete the WAL, and that store would go on reading an old snapshot.
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise DatabaseUnavailable(f"cannot open the database ({describe(url)}): {exc.strerror}") from None
 

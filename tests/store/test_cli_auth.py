@@ -41,9 +41,9 @@ def no_secret(result: Ran) -> None:
         assert text not in result.stdout and text not in result.stderr
 
 
-def test_help_describes_both_commands() -> None:
+def test_help_describes_the_three_commands() -> None:
     top = lockgate("--help", database=None)
-    assert top.returncode == 0 and "OAuth tokens held for downstream servers: status, logout" in top.stdout
+    assert top.returncode == 0 and "OAuth tokens held for downstream servers: login, status, logout" in " ".join(top.stdout.split())
     auth = lockgate("auth", "--help", database=None)
     assert auth.returncode == 0
     for words in ("status", "list the stored tokens", "logout", "forget the stored tokens of a server", "never a token"):
@@ -53,6 +53,9 @@ def test_help_describes_both_commands() -> None:
     logout = lockgate("auth", "logout", "--help", database=None)
     for option in ("SERVER", "--principal ID", "--all", "--database URL", "gateway-wide token by default"):
         assert option in logout.stdout
+    login = lockgate("auth", "login", "--help", database=None)
+    for option in ("SERVER", "--principal ID", "--no-browser", "--timeout SECONDS", "--config FILE", "--database URL"):
+        assert option in login.stdout
     bare = lockgate("auth", database=None)
     assert bare.returncode == 2 and "required: COMMAND" in bare.stderr
 
