@@ -320,7 +320,11 @@ class TokenSession:
         except httpx2.TransportError as exc:
             raise OAuthProblem(f"the authorization server cannot be reached ({_transport(exc)})", login=False) from None
         except (OAuthFlowError, OAuthTokenError, OAuthRegistrationError, ValidationError, ValueError) as exc:
-            raise OAuthProblem(_flow_failure(exc), login=self.needs_person) from None
+            # A broken authorization server (garbage or another issuer's metadata, a refused
+            # registration or token request) is not mended by logging in again; a redirect
+            # with the wrong state is: that one login went astray.
+            reason = _flow_failure(exc)
+            raise OAuthProblem(reason, login=self.needs_person and reason == _WRONG_STATE) from None
         if had_refresh:
             self._refresh_failed = None if context.is_token_valid() else "the authorization server refused the refresh token"
             if self._refresh_failed:
@@ -463,13 +467,16 @@ def _has_request(exc: httpx2.TransportError) -> bool:
     return True
 
 
+_WRONG_STATE = "the login's redirect carried the wrong state"
+
+
 def _flow_failure(exc: Exception) -> str:
     """A short reason for a failed flow, never a token: the SDK's words, first line, cut."""
     if isinstance(exc, ValidationError):
         return "the authorization server answered with something that is not valid OAuth metadata or a token"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "State parameter mismatch" in text:
-        return "the login's redirect carried the wrong state"
+        return _WRONG_STATE
     return f"OAuth failed: {text[:200]}"
 
 

@@ -69,6 +69,8 @@ class Setup:
             "HOME": os.environ.get("HOME", "/tmp"),
             "GATEWAY_AUDIT_LOG": str(self.audit),
             "GATEWAY_INIT_STRATEGY": "lazy",
+            # The state folder (database, keys) is the test's, never the user's.
+            "GATEWAY_STATE_DIR": str(self.tmp / "state"),
             **self.env,
         }
 

@@ -203,6 +203,7 @@ async def test_a_server_that_wants_credentials_is_unavailable_with_the_reason(se
     finally:
         stub.shutdown()
         stub.server_close()
+    reason = "authorization required: no token is stored for the gateway; to log in, run: lockgate auth login web"
     assert exc.value.code == -32001
-    assert exc.value.message == "Server 'web' is unavailable: authentication required"
-    assert exc.value.data == {"code": "SERVER_UNAVAILABLE", "server": "web", "reason": "authentication required"}
+    assert exc.value.message == f"Server 'web' is unavailable: {reason}"
+    assert exc.value.data == {"code": "SERVER_UNAVAILABLE", "server": "web", "reason": reason}
