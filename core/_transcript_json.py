@@ -75,7 +75,7 @@ def _get_bytes(line: Mapping[str, Any], key: str) -> bytes:
 
 
 def _spec_to_json(spec: ServerSpec) -> JSONObject:
-    """Every field of a spec (instances included), with secrets redacted.
+    """Every field of a spec (instances included), with secrets redacted; ``oauth`` only when configured.
 
     Generic over the dataclass fields, so a new configuration key is recorded
     without touching this module.
@@ -88,6 +88,8 @@ def _spec_to_json(spec: ServerSpec) -> JSONObject:
         elif f.name == "instances":
             value = [_instance_to_json(i) for i in value]
         elif f.name == "oauth":
+            if value is None:
+                continue  # not configured: older transcripts read the same
             value = _oauth_to_json(value)
         elif isinstance(value, tuple):
             value = list(value)
@@ -116,10 +118,8 @@ def _spec_from_json(value: Mapping[str, Any]) -> ServerSpec:
     return ServerSpec(**kwargs)
 
 
-def _oauth_to_json(oauth: OAuthSpec | None) -> JSONObject | None:
+def _oauth_to_json(oauth: OAuthSpec) -> JSONObject:
     """A server's OAuth settings, its client secret redacted."""
-    if oauth is None:
-        return None
     out: JSONObject = {f.name: getattr(oauth, f.name) for f in dataclasses.fields(oauth)}
     out["scopes"] = list(oauth.scopes)
     if oauth.client_secret is not None:
