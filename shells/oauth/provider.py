@@ -12,8 +12,9 @@ The subclasses here change four things:
   most a tenth of its life), so a refresh comes before the server refuses it;
 - a token read back from the database keeps its real expiry and the
   authorization server's metadata (see :mod:`.storage`);
-- the scopes a server's ``oauth.scopes`` names are always asked for, with
-  whatever the server's challenge names;
+- the scopes a server's ``oauth.scopes`` names, and those a step-up asked
+  for while no person was at hand, are always asked for, with whatever the
+  server's challenge names;
 - no deprecation warning for a client-credentials client without an issuer.
 """
 
@@ -96,10 +97,11 @@ class _Lockgate(OAuthClientProvider):
         return await super()._handle_refresh_response(response)
 
     def _widen_scope(self) -> None:
-        if not self.configured_scopes:
+        extra = [*self.configured_scopes, *self.storage.wanted]
+        if not extra:
             return
         asked = (self.context.client_metadata.scope or "").split()
-        self.context.client_metadata.scope = " ".join(dict.fromkeys([*asked, *self.configured_scopes]))
+        self.context.client_metadata.scope = " ".join(dict.fromkeys([*asked, *extra]))
 
     def reload(self) -> None:
         """Read the token from the database again before the next request (another process may have logged in)."""

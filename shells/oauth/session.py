@@ -235,6 +235,9 @@ class TokenSession:
             if challenge.status == 401 and sent is not None:
                 self._refused = sent
             if self.needs_person and (self.opener is None or not person):
+                wanted = _www_field(challenge, "scope") if challenge.step_up else None
+                if wanted:
+                    await self.storage.want(tuple(wanted.split()))  # the login the reason asks for asks for it too
                 raise OAuthProblem(self._why_login(challenge, sent), login=True)
             if challenge.status == 401:
                 context.clear_tokens()  # the SDK's flow must not offer the refused token again
@@ -246,10 +249,7 @@ class TokenSession:
     def _why_login(self, challenge: Challenge, sent: str | None) -> str:
         if challenge.step_up:
             wanted = _www_field(challenge, "scope")
-            return (
-                f"the server wants a wider scope{f' ({wanted})' if wanted else ''} than {self.whose}'s token has: "
-                "name it in the server's oauth.scopes, then log in"
-            )
+            return f"the server wants a wider scope{f' ({wanted})' if wanted else ''} than {self.whose}'s token has"
         if self._refresh_failed is not None and (sent is not None or self._refused is not None):
             return f"the server refused {self.whose}'s token, and refreshing it failed ({self._refresh_failed})"
         if self._refresh_failed is not None:

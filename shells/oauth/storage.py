@@ -6,12 +6,14 @@ Lockgate principal (or the gateway, :data:`~..store.oauth.GATEWAY`), sealed
 in the identity database. Database calls run in a worker thread: the store is
 synchronous.
 
-Two things the SDK does not keep, kept here beside the token (inside the
+Three things the SDK does not keep, kept here beside the token (inside the
 sealed value): its absolute expiry (the SDK's ``expires_in`` is relative to
 when it was issued, so a token read back after a restart would look fresh
-for ever), and the authorization server's metadata, so a refresh after a
+for ever); the authorization server's metadata, so a refresh after a
 restart goes to that server's token endpoint rather than a guess at the MCP
-server's origin.
+server's origin; and the scopes a server asked for that the token lacks
+(step-up where no person was at hand), so the next ``lockgate auth login``
+asks for them.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class StoredTokens:
         self.expires_at: float | None = None
         #: The authorization server's metadata stored with the token, or to store with the next one.
         self.metadata: OAuthMetadata | None = None
+        #: Scopes a server asked for (step-up) that the token lacks: the next login asks for them too.
+        self.wanted: tuple[str, ...] = ()
 
     async def get_tokens(self) -> OAuthToken | None:
         stored = await self._run(lambda store: store.get_token(self.server, self.principal))
@@ -79,6 +83,8 @@ class StoredTokens:
                 self.metadata = OAuthMetadata.model_validate(extra["metadata"])
             except ValueError:
                 self.metadata = None
+        wanted = extra.get("wanted") if isinstance(extra, dict) else None
+        self.wanted = tuple(scope for scope in wanted if isinstance(scope, str)) if isinstance(wanted, list) else ()
         try:
             return OAuthToken.model_validate(value)
         except ValueError:
@@ -86,13 +92,37 @@ class StoredTokens:
 
     async def set_tokens(self, tokens: OAuthToken) -> None:
         value: dict[str, Any] = tokens.model_dump(mode="json", exclude_none=True)
+        granted = tokens.scope.split() if tokens.scope else []
+        self.wanted = tuple(scope for scope in self.wanted if scope not in granted)
+        extra: dict[str, Any] = {}
         if self.metadata is not None:
-            value[_EXTRA] = {"metadata": self.metadata.model_dump(mode="json", exclude_none=True)}
+            extra["metadata"] = self.metadata.model_dump(mode="json", exclude_none=True)
+        if self.wanted:
+            extra["wanted"] = list(self.wanted)
+        if extra:
+            value[_EXTRA] = extra
         now = time.time()
         self.expires_at = now + int(tokens.expires_in) if tokens.expires_in is not None else None
         expires = datetime.fromtimestamp(self.expires_at, UTC) if self.expires_at is not None else None
         scopes = tokens.scope.split() if tokens.scope else ()
         await self._run(lambda store: store.put_token(self.server, self.principal, value, expires_at=expires, scopes=scopes))
+
+    async def want(self, scopes: tuple[str, ...]) -> None:
+        """Remember that the server asked for ``scopes`` (step-up), with the stored token, for the next login."""
+        self.wanted = tuple(dict.fromkeys([*self.wanted, *scopes]))
+
+        def work(store: OAuthStore) -> None:
+            stored = store.get_token(self.server, self.principal)
+            if stored is None:
+                return
+            value = dict(stored.value)
+            extra = dict(value.get(_EXTRA) or {})
+            extra["wanted"] = list(self.wanted)
+            value[_EXTRA] = extra
+            record = stored.record
+            store.put_token(self.server, self.principal, value, expires_at=record.expires_at, scopes=record.scopes)
+
+        await self._run(work)
 
     async def get_client_info(self) -> OAuthClientInformationFull | None:
         if self.fixed_client is not None:

@@ -559,13 +559,12 @@ async def test_step_up_without_a_person_says_the_server_wants_a_wider_scope(scen
         assert await call(client, "notes", "echo", text="read") == "echo: read"
         reason = await refused(client, "notes", "write_note", text="hello")
         assert reason == (
-            "authorization required: the server wants a wider scope (mcp:read mcp:write) than the gateway's token has: "
-            f"name it in the server's oauth.scopes, then log in; to log in, run: {LOGIN_HINT}"
+            "authorization required: the server wants a wider scope (mcp:read mcp:write) than the gateway's token has; "
+            f"to log in, run: {LOGIN_HINT}"
         )
         assert await call(client, "notes", "echo", text="still") == "echo: still"  # reading still works
     assert len(scene.events("authorize")) == 1 and len(scene.browsed()) == 1
-    # Following the advice: the login asks for the wider scope, and gets it.
-    scene.notes(oauth={"scopes": ["mcp:read", "mcp:write"]})
+    # Following the hint as it is: the gateway kept the scope the server asked for, so the login asks for it.
     logged = scene.login("notes")
     assert logged.returncode == 0 and "(scopes mcp:read mcp:write;" in logged.stdout
     assert scene.events("authorize")[-1]["scopes"] == ["mcp:read", "mcp:write"]

@@ -209,6 +209,14 @@ async def test_storage_keeps_the_real_expiry_and_the_authorization_servers_metad
     assert await StoredTokens(lambda: oauth, "notes", "user:bob").get_tokens() is None
     [record] = oauth.list_tokens()
     assert (record.principal, record.scopes) == ("user:alice", ("mcp:read",))
+    # A step-up the gateway could not serve is kept with the token, until a token that has the scope.
+    await reader.want(("mcp:write",))
+    later = StoredTokens(lambda: oauth, "notes", "user:alice")
+    assert await later.get_tokens() is not None and later.wanted == ("mcp:write",)
+    assert later.metadata is not None and later.expires_at is not None and abs(later.expires_at - writer.expires_at) < 1.0
+    await later.set_tokens(OAuthToken(access_token="b", expires_in=600, scope="mcp:read mcp:write"))
+    last = StoredTokens(lambda: oauth, "notes", "user:alice")
+    assert await last.get_tokens() is not None and last.wanted == ()
     store.close()
 
 
