@@ -55,14 +55,10 @@ def _metadata_url(url: str) -> str:
     return url
 
 
-def _expanded(value: Any, info: ValidationInfo) -> Any:
-    return expand(value, info)
-
-
 _Text = Annotated[str, kind("a string")]
 _Secret = Annotated[
     _Text,
-    AfterValidator(_expanded),
+    AfterValidator(expand),
     Field(description="The client's secret, for a client registered by hand. ${VAR} and ${VAR:-default} are expanded."),
 ]
 
@@ -78,7 +74,7 @@ class OAuthSettings(TypedDict, total=False):
               "the gateway asks with client_id and client_secret. Default authorization_code."),
     ]
     client_id: Annotated[
-        _Text, AfterValidator(_expanded),
+        _Text, AfterValidator(expand),
         Field(description="A client registered by hand. Default: Lockgate registers one (RFC 7591)."),
     ]
     client_secret: _Secret
@@ -95,7 +91,7 @@ class OAuthSettings(TypedDict, total=False):
               "Default false: one token serves the gateway."),
     ]
     issuer: Annotated[
-        _Text, AfterValidator(_expanded), AfterValidator(_http_url),
+        _Text, AfterValidator(expand), AfterValidator(_http_url),
         Field(description="The authorization server the client belongs to (its issuer URL). Default: the one the "
               "server's metadata names."),
     ]
