@@ -58,6 +58,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asgi_body import read_body, replaying  # a sibling script's module: this folder is on sys.path
+
 SCOPES = ["mcp:read", "mcp:write", "mcp:admin"]
 # What a client gets when its authorization request names no scope (RFC 6749 §3.3 lets the server choose).
 DEFAULT_SCOPES = ["mcp:read"]
@@ -356,47 +358,6 @@ def basic_credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
     return (unquote(client_id), unquote(secret)) if separator else None
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body."""
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return body
-        chunk: bytes = message.get("body", b"")
-        body += chunk
-        if not message.get("more_body", False):
-            return body
-
-
-async def still_there_after(seconds: float, receive: Receive) -> bool:
-    """Wait ``seconds``, or less if the client hangs up first; whether it is still there.
-
-    A "slow" request the client gave up on is dropped rather than answered late, so that it cannot
-    log an event (or spend a refresh token) in the middle of some later test.
-    """
-    with anyio.move_on_after(seconds):
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        return False
-    return True
-
-
-def replaying(body: bytes, receive: Receive) -> Receive:
-    """A receive channel that gives ``body`` once, then the real channel (for ``http.disconnect``).
-
-    Giving the body again would make a streaming handler wait for a body that never ends.
-    """
-    given = False
-
-    async def replay() -> Message:
-        nonlocal given
-        if given:
-            return await receive()
-        given = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 class FailureRecorder:
@@ -448,6 +409,19 @@ class AuthorizeEndpoint:
             await self.sdk(scope, receive, send)
         finally:
             current_authorize_request.reset(reset)
+
+
+async def still_there_after(seconds: float, receive: Receive) -> bool:
+    """Wait ``seconds``, or less if the client hangs up first; whether it is still there.
+
+    A "slow" request the client gave up on is dropped rather than answered late, so that it cannot
+    log an event (or spend a refresh token) in the middle of some later test.
+    """
+    with anyio.move_on_after(seconds):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        return False
+    return True
 
 
 class AuthorizationServer:

@@ -39,6 +39,8 @@ from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asgi_body import read_body, replaying  # a sibling script's module: this folder is on sys.path
+
 REQUIRED_SCOPES = ["mcp:read"]
 WRITE_SCOPES = ["mcp:read", "mcp:write"]
 # How long to wait for the authorization server's introspection endpoint.
@@ -99,34 +101,6 @@ class IntrospectionVerifier(TokenVerifier):
         return access
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body."""
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return body
-        chunk: bytes = message.get("body", b"")
-        body += chunk
-        if not message.get("more_body", False):
-            return body
-
-
-def replaying(body: bytes, receive: Receive) -> Receive:
-    """A receive channel that gives ``body`` once, then the real channel (for ``http.disconnect``).
-
-    Giving the body again would make the streaming transport wait for a body that never ends.
-    """
-    given = False
-
-    async def replay() -> Message:
-        nonlocal given
-        if given:
-            return await receive()
-        given = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 def json_rpc_call(body: bytes) -> tuple[str | None, str | None]:
