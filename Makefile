@@ -139,11 +139,19 @@ conformance-official: $(STAMP) $(NODE_TOOLS_STAMP)
 ## Build a wheel, install it into a fresh venv, import it and run the CLI (db upgrade included).
 # The Alembic migrations are package data: a schema made from the wheel proves they ship.
 wheel-check: $(STAMP)
-	rm -rf build/wheel-check && mkdir -p build/wheel-check
-	$(PY) -m pip wheel --quiet --no-deps --wheel-dir build/wheel-check .
+	# Built from a copy of the tracked and new files: a stale build/lib or egg-info in the
+	# tree would slip a package missing from pyproject's list into the wheel.
+	rm -rf build/wheel-check && mkdir -p build/wheel-check/src
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t build/wheel-check/src
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir build/wheel-check build/wheel-check/src
 	$(PYTHON) -m venv build/wheel-check/venv
 	build/wheel-check/venv/bin/pip install --quiet build/wheel-check/lockgate-*.whl
 	cd build && wheel-check/venv/bin/python -c "import lockgate.core, lockgate.client, lockgate.shells.cli; print('wheel imports ok')"
+	# Every package of the source tree is in the wheel (a missing entry in pyproject's list installs nothing, silently).
+	build/wheel-check/venv/bin/python -c "import pathlib, lockgate.core as c, lockgate.shells as s, lockgate.client as k; \
+		missing = [str(d) for top, mod in (('core', c), ('shells', s), ('client', k)) for d in pathlib.Path(top).rglob('__init__.py') \
+		if 'assets' not in d.parts and not (pathlib.Path(mod.__file__).parent / d.relative_to(top)).exists()]; \
+		assert not missing, f'not in the wheel: {missing}'"
 	build/wheel-check/venv/bin/lockgate --help > /dev/null
 	build/wheel-check/venv/bin/lockgate --version
 	GATEWAY_STATE_DIR=build/wheel-check/state build/wheel-check/venv/bin/lockgate db upgrade
