@@ -47,6 +47,7 @@ from ._tools import (
     GetServerTools,
     GetStatus,
     ListServers,
+    SearchTools,
     parse_call,
     select_tools,
     tool_result,
@@ -55,6 +56,7 @@ from ._tools import (
 if TYPE_CHECKING:
     from ._health import Health
     from ._links import Links
+    from ._search_tool import Searches
     from ._views import Views
 
 __all__ = ["Calls"]
@@ -70,6 +72,7 @@ class Calls:
         self.links: Links
         self.health: Health
         self.views: Views
+        self.searches: Searches
 
     # -- a tools/call arrives ----------------------------------------------------
 
@@ -82,7 +85,7 @@ class Calls:
             arguments = {}
         entry = _entry(req, request_bytes, session.principal)
         if not isinstance(name, str):
-            parsed: ListServers | GetStatus | GetServerTools | ExecuteTool | ArgumentError = ArgumentError(
+            parsed: ListServers | SearchTools | GetStatus | GetServerTools | ExecuteTool | ArgumentError = ArgumentError(
                 "name", "tools/call needs a tool name"
             )
         elif not isinstance(arguments, dict):
@@ -114,6 +117,8 @@ class Calls:
             case GetStatus():
                 ctx.reply(session.id, req.id, tool_result(self.views.status()))
                 ctx.audit(entry, Decision.ALLOW)
+            case SearchTools():
+                self.searches.start(session, req, agent, parsed, entry)
             case GetServerTools() | ExecuteTool():
                 self.route(session, req, agent, parsed, entry)
             case _:

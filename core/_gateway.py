@@ -78,6 +78,7 @@ from ._lost_sessions import LostSessions
 from ._pool import ServerState
 from ._registry import registry_view
 from ._reload import Reloads
+from ._search_tool import Searches
 from ._rest_views import RestViews
 from ._relays import Relays
 from ._surface import Surface, aggregate_enabled
@@ -137,12 +138,15 @@ class Gateway:
         self._rest_views = RestViews(ctx)
         self._surface = Surface(ctx)
         self._relays = Relays(ctx)
+        self._searches = Searches(ctx)
         # The parts call one another: wired here, once, in plain sight.
         self._clients.calls, self._clients.links = self._calls, self._links
         self._clients.surface, self._clients.relays = self._surface, self._relays
         self._surface.calls, self._surface.links = self._calls, self._links
         self._links.surface, self._links.relays = self._surface, self._relays
         self._relays.surface = self._surface
+        self._searches.surface = self._surface
+        self._surface.searches = self._calls.searches = self._searches
         self._calls.links, self._calls.health, self._calls.views = self._links, self._health, self._views
         self._links.calls, self._links.health = self._calls, self._health
         self._health.links, self._health.calls = self._links, self._calls

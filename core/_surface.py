@@ -78,6 +78,7 @@ from ._tools import gateway_tools
 if TYPE_CHECKING:
     from ._calls import Calls
     from ._links import Links
+    from ._search_tool import PendingSearch, Searches
 
 __all__ = ["PAGE_SIZE", "Surface", "Waiting", "aggregate_enabled"]
 
@@ -90,7 +91,7 @@ _VIEWS = 256
 #: MCP's error code for a resource that does not exist (server/resources, "Error Handling").
 RESOURCE_NOT_FOUND = -32002
 
-_GATEWAY_TOOL_NAMES = ("list_servers", "get_server_tools", "execute_tool", "get_gateway_status")
+_GATEWAY_TOOL_NAMES = ("list_servers", "search_tools", "get_server_tools", "execute_tool", "get_gateway_status")
 
 #: The lists of a server's catalogue each list request is made from, besides its tools.
 _CATALOGUE: dict[str, tuple[Internal, ...]] = {
@@ -138,6 +139,8 @@ class Waiting:
     started: set[str] = field(default_factory=set)
     #: The request's size, for the audit record of a REST request that names an item.
     request_bytes: int = 0
+    #: A ``search_tools`` call (:mod:`._search_tool`), rather than a list or ``initialize``.
+    search: PendingSearch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,7 @@ class Surface:
         self._ctx = ctx
         self.calls: Calls
         self.links: Links
+        self.searches: Searches
         self._waiting: list[Waiting] = []
         self._settling = False
         # Merged views by what they were made from (see _view), and each agent's servers:
@@ -238,11 +242,28 @@ class Surface:
             return False
         return True
 
+    def serve_or_wait(self, waiting: Waiting) -> None:
+        """Answer a list, an ``initialize`` or a search once every server it covers has its catalogue; else wait."""
+        self._serve_or_wait(waiting)
+
+    def agent_servers(self, agent: str) -> list[str]:
+        """The servers ``agent`` may use, in name order."""
+        return self._servers(agent)
+
+    def catalog_links(self, session: ClientSession, servers: list[str], waiting: Waiting) -> dict[str, Link] | None:
+        """The ready link of each of ``servers``, leaving out the unreachable; None while one starts (for ``waiting``)."""
+        return self._catalog_links(session, servers, waiting)
+
     def _serve_or_wait(self, waiting: Waiting) -> None:
-        """Answer a list or an ``initialize`` once every server it covers has its catalogue; else wait."""
         ctx = self._ctx
         session = ctx.clients.get(waiting.client)
         if session is None:
+            if waiting.search is not None:
+                self.searches.dropped(waiting.search)
+            return
+        if waiting.search is not None:
+            if not self.searches.serve(session, waiting, waiting.search):
+                self._waiting.append(waiting)
             return
         req = waiting.request
         if session.mode == "rest":
@@ -368,6 +389,9 @@ class Surface:
     def drop(self, session: ClientSession) -> None:
         """A client went away: forget what it waits for and what it subscribed to."""
         ctx = self._ctx
+        for waiting in self._waiting:
+            if waiting.client == session.id and waiting.search is not None:
+                self.searches.dropped(waiting.search)
         self._waiting = [w for w in self._waiting if w.client != session.id]
         for subscribers in ctx.subscriptions.values():
             subscribers.discard(session.id)
@@ -377,6 +401,7 @@ class Surface:
         self._views.clear()
         self._agent_servers.clear()
         self._resolving.clear()
+        self.searches.forget()
         config = self._ctx.config
         self._per_client = any(spec.isolation == "per_client" for spec in config.servers.values())
 

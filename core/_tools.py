@@ -23,6 +23,7 @@ __all__ = [
     "GetServerTools",
     "GetStatus",
     "ListServers",
+    "SearchTools",
     "ToolCall",
     "estimate_tokens",
     "gateway_tools",
@@ -37,7 +38,12 @@ JSONObject = dict[str, Any]
 #: (the largest delay most timer APIs take), so deadlines stay ordinary floats.
 MAX_TIMEOUT_MS = 2**31 - 1
 
-_AGENT = {"type": "string", "description": "Your agent id."}
+# Every tools/list pays for these bytes, so agent_id is explained once, where an agent starts.
+_AGENT = {"type": "string"}
+_BUDGET = {"type": "integer"}
+
+#: The most tools one ``search_tools`` call returns.
+MAX_SEARCH_LIMIT = 50
 
 _LIST_SERVERS: JSONObject = {
     "name": "list_servers",
@@ -45,38 +51,54 @@ _LIST_SERVERS: JSONObject = {
     "inputSchema": {
         "type": "object",
         "properties": {
-            "agent_id": _AGENT,
-            "include_metadata": {"type": "boolean", "description": "Add transport and command or url."},
+            "agent_id": {"type": "string", "description": "Your agent id, for every gateway tool."},
+            "include_metadata": {"type": "boolean"},
         },
     },
 }
 
 _GET_SERVER_TOOLS: JSONObject = {
     "name": "get_server_tools",
-    "description": "Get definitions of the tools you may call on a server.",
+    "description": "Get a server's tool definitions.",
     "inputSchema": {
         "type": "object",
         "properties": {
             "agent_id": _AGENT,
             "server": {"type": "string"},
             "names": {"type": "string", "description": "Comma-separated tool names."},
-            "pattern": {"type": "string", "description": "Glob on tool names, e.g. get_*."},
-            "max_schema_tokens": {"type": "integer", "description": "Token budget for the definitions."},
+            "pattern": {"type": "string", "description": "Glob, e.g. get_*."},
+            "max_schema_tokens": _BUDGET,
         },
         "required": ["server"],
     },
 }
 
+_SEARCH_TOOLS: JSONObject = {
+    "name": "search_tools",
+    "description": "Find tools for a task across servers, best first.",
+    "inputSchema": {
+        "type": "object",
+        "properties": {
+            "agent_id": _AGENT,
+            "query": {"type": "string"},
+            "servers": {"type": "string"},
+            "limit": {"type": "integer"},
+            "max_schema_tokens": _BUDGET,
+        },
+        "required": ["query"],
+    },
+}
+
 _EXECUTE_TOOL: JSONObject = {
     "name": "execute_tool",
-    "description": "Call a tool on a server; returns the tool's own result.",
+    "description": "Call a tool on a server.",
     "inputSchema": {
         "type": "object",
         "properties": {
             "agent_id": _AGENT,
             "server": {"type": "string"},
             "tool": {"type": "string"},
-            "args": {"type": "object", "description": "The tool's arguments."},
+            "args": {"type": "object"},
             "timeout_ms": {"type": "integer"},
         },
         "required": ["server", "tool"],
@@ -85,14 +107,14 @@ _EXECUTE_TOOL: JSONObject = {
 
 _GET_GATEWAY_STATUS: JSONObject = {
     "name": "get_gateway_status",
-    "description": "Gateway diagnostics: servers, sessions, calls (debug mode).",
+    "description": "Gateway diagnostics.",
     "inputSchema": {"type": "object", "properties": {"agent_id": _AGENT}},
 }
 
 
 def gateway_tools(*, debug: bool) -> list[JSONObject]:
     """The ``tools`` array of the gateway's ``tools/list`` result."""
-    tools = [_LIST_SERVERS, _GET_SERVER_TOOLS, _EXECUTE_TOOL]
+    tools = [_LIST_SERVERS, _SEARCH_TOOLS, _GET_SERVER_TOOLS, _EXECUTE_TOOL]
     if debug:
         tools.append(_GET_GATEWAY_STATUS)
     return tools
@@ -122,6 +144,15 @@ class GetServerTools:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchTools:
+    agent_id: str | None
+    query: str
+    servers: tuple[str, ...] | None
+    limit: int
+    max_schema_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ExecuteTool:
     agent_id: str | None
     server: str
@@ -135,7 +166,7 @@ class GetStatus:
     agent_id: str | None
 
 
-ToolCall = Union[ListServers, GetServerTools, ExecuteTool, GetStatus]
+ToolCall = Union[ListServers, SearchTools, GetServerTools, ExecuteTool, GetStatus]
 
 
 class _Args:
@@ -223,6 +254,14 @@ def parse_call(name: str, arguments: JSONObject, *, debug: bool) -> ToolCall | A
             a.string("server", required=True) or "",
             a.names("names"),
             a.string("pattern"),
+            a.integer("max_schema_tokens", minimum=0),
+        )
+    elif name == "search_tools":
+        call = SearchTools(
+            a.string("agent_id"),
+            a.string("query", required=True) or "",
+            a.names("servers"),
+            a.integer("limit", minimum=1, maximum=MAX_SEARCH_LIMIT) or 5,
             a.integer("max_schema_tokens", minimum=0),
         )
     elif name == "execute_tool":

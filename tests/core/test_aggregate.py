@@ -172,7 +172,7 @@ def test_gateway_tools_can_be_listed_beside_the_servers_tools() -> None:
     ready(d)
     [tools] = sent_to_client(d.send(req(1, "tools/list")))
     assert [t["name"] for t in tools["result"]["tools"]] == [
-        "list_servers", "get_server_tools", "execute_tool", "db__get_row", "util__echo",
+        "list_servers", "search_tools", "get_server_tools", "execute_tool", "db__get_row", "util__echo",
     ]
     [servers] = sent_to_client(d.send(req(2, "tools/call", {"name": "list_servers", "arguments": {}})))
     assert servers["result"]["structuredContent"]["result"][0]["name"] == "db"
@@ -299,7 +299,7 @@ def test_an_on_demand_session_is_unchanged() -> None:
     d = gateway(mode="on_demand")
     d.initialize()
     [tools] = sent_to_client(d.send(req(1, "tools/list")))
-    assert [t["name"] for t in tools["result"]["tools"]] == ["list_servers", "get_server_tools", "execute_tool"]
+    assert [t["name"] for t in tools["result"]["tools"]] == ["list_servers", "search_tools", "get_server_tools", "execute_tool"]
     [none] = sent_to_client(d.send(req(2, "resources/list")))
     assert none["error"]["code"] == -32601
     assert d.live_downstreams == []  # nothing started
@@ -310,7 +310,7 @@ def test_the_rules_can_put_one_agent_in_aggregate_mode() -> None:
     d = gateway(rules, mode="on_demand")
     d.initialize()
     [tools] = sent_to_client(d.send(req(1, "tools/list")))
-    assert [t["name"] for t in tools["result"]["tools"]] == ["list_servers", "get_server_tools", "execute_tool"]
+    assert [t["name"] for t in tools["result"]["tools"]] == ["list_servers", "search_tools", "get_server_tools", "execute_tool"]
     ide = d.open(1)
     ide.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "_meta": {"agent_id": "reader"}}))
     handshake_db(d.server("db"))

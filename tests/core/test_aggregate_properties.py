@@ -55,7 +55,7 @@ URI_GLOBS = ("*", "file:*", "*x", "lockgate:*", "mem://?", "*/x")
 TEMPLATES = ("file:///{path}", "mem://{key}", "lockgate://a/{x}")
 SERVER_GLOBS = ("*", "a*", "?", "[ab]", "*_*")
 SEPARATORS = ("__", "_", ".", "-", "x", "--", "_._")
-GATEWAY_TOOLS = frozenset(("list_servers", "get_server_tools", "execute_tool", "get_gateway_status"))
+GATEWAY_TOOLS = frozenset(("list_servers", "search_tools", "get_server_tools", "execute_tool", "get_gateway_status"))
 VALID_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 names = st.sampled_from(NAMES) | st.text(alphabet="xy_.", min_size=1, max_size=4)
@@ -207,7 +207,7 @@ Seen = dict[str, dict[str, tuple[str, str]]]
 def everything_listed(v: Visitor, agent: str) -> Seen:
     tools = v.listing("tools/list", "tools", agent)
     own = [t for t in tools if "_meta" not in t]  # the gateway's own tools, when it lists them
-    assert [t["name"] for t in own] == (["list_servers", "get_server_tools", "execute_tool"] if v.scenario["gateway_tools"] else [])
+    assert [t["name"] for t in own] == (["list_servers", "search_tools", "get_server_tools", "execute_tool"] if v.scenario["gateway_tools"] else [])
     return {
         "tools": origins([t for t in tools if "_meta" in t], "name"),
         "prompts": origins(v.listing("prompts/list", "prompts", agent), "name"),

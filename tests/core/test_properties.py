@@ -43,7 +43,7 @@ poisoned_values = st.recursive(
 
 METHODS = ["initialize", "ping", "tools/list", "tools/call", "logging/setLevel", "server/discover",
            "notifications/initialized", "notifications/cancelled", "nope"]
-TOOLS = ["list_servers", "get_server_tools", "execute_tool", "get_gateway_status", "x"]
+TOOLS = ["list_servers", "search_tools", "get_server_tools", "execute_tool", "get_gateway_status", "x"]
 
 
 @st.composite

@@ -124,7 +124,7 @@ def test_context_report_per_agent() -> None:
         "saved_tokens": tool_cost([ECHO_TOOL])["tokens"] - own["tokens"],
     }
     assert report["agents"]["reader"]["direct"] == tool_cost([GET_TOOL])
-    assert context_report(make_config(RULES, debug=True), TOOLS)["gateway"]["tools"] == 4
+    assert context_report(make_config(RULES, debug=True), TOOLS)["gateway"]["tools"] == 5
 
 
 NAMES = st.sampled_from(["echo", "get_user", "get_x", "drop_table", "drop", "other", "e?ho", "x"])

@@ -81,7 +81,7 @@ async def test_the_sdk_client_lists_gets_and_executes_over_http(setup: Setup) ->
     with serve_http(setup) as served:
         async with Client(served.url, mode="legacy", read_timeout_seconds=30) as client:
             tools = await client.list_tools()
-            assert [t.name for t in tools.tools] == ["list_servers", "get_server_tools", "execute_tool"]
+            assert [t.name for t in tools.tools] == ["list_servers", "search_tools", "get_server_tools", "execute_tool"]
             servers = await client.call_tool("list_servers", {"agent_id": "dev"})
             assert structured(servers) == {"result": [{"name": "testing", "description": "testing for tests"}]}
             listed = structured(await client.call_tool("get_server_tools", {"agent_id": "dev", "server": "testing"}))

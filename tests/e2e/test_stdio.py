@@ -24,7 +24,7 @@ from .conftest import Setup, processes_mentioning, structured
 async def test_list_get_execute_and_a_denial_with_an_audit_trail(setup: Setup) -> None:
     async with setup.client() as client:
         tools = await client.list_tools()
-        assert [t.name for t in tools.tools] == ["list_servers", "get_server_tools", "execute_tool"]
+        assert [t.name for t in tools.tools] == ["list_servers", "search_tools", "get_server_tools", "execute_tool"]
 
         servers = await client.call_tool("list_servers", {"agent_id": "dev"})
         assert structured(servers) == {"result": [{"name": "testing", "description": "testing for tests"}]}

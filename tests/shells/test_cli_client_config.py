@@ -238,6 +238,6 @@ def test_the_printed_entry_starts_the_gateway(tmp_path: Path, home: Path) -> Non
     assert gateway.returncode == 0, stderr
     assert answers[0]["id"] == 1 and answers[0]["result"]["serverInfo"]["name"] == "lockgate"
     assert answers[0]["result"]["protocolVersion"] == "2025-06-18"
-    assert {tool["name"] for tool in answers[1]["result"]["tools"]} == {"list_servers", "get_server_tools", "execute_tool"}
+    assert {tool["name"] for tool in answers[1]["result"]["tools"]} == {"list_servers", "search_tools", "get_server_tools", "execute_tool"}
     assert answers[2]["id"] == 3 and "from /" in json.dumps(answers[2]["result"]), answers[2]
     assert f"audit log {tmp_path}/audit.jsonl" in stderr

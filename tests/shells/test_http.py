@@ -129,7 +129,7 @@ async def test_the_full_flow_as_json(tmp_path: Path) -> None:
         assert response.json()["result"]["serverInfo"]["name"] == "lockgate"
         assert (await gate.post({"jsonrpc": "2.0", "method": "notifications/initialized"}, session)).status_code == 202
         listed = await gate.post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session)
-        assert [t["name"] for t in listed.json()["result"]["tools"]] == ["list_servers", "get_server_tools", "execute_tool"]
+        assert [t["name"] for t in listed.json()["result"]["tools"]] == ["list_servers", "search_tools", "get_server_tools", "execute_tool"]
         echoed = await gate.post(execute(2, "echo", text="hi"), session)
         assert echoed.json() == {"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "hi"}]}}
         assert echoed.headers["mcp-session-id"] == session
