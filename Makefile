@@ -176,6 +176,19 @@ bench-rest: $(STAMP)
 bench-oauth: $(STAMP)
 	$(PY) bench/oauth_overhead.py
 
+## Tool search quality over 15 real servers' tools: recall@1/3/5 and MRR, plain BM25F against expansion (a second).
+.PHONY: bench-search bench-search-quality search-catalog
+bench-search-quality: $(STAMP)
+	$(PY) bench/search_quality.py --misses
+
+## Tool search latency with 5,000 tools: index build, p50/p99 per query, one server's update (under a minute).
+bench-search: $(STAMP) bench-search-quality
+	$(PY) bench/search_latency.py
+
+## Record bench/data/search_catalog.json again from the pinned real servers (installed into build/search-servers).
+search-catalog: $(STAMP)
+	$(PY) bench/search_catalog.py --install
+
 ## Through Lockgate (stdio front) to a Streamable HTTP echo server vs straight to it.
 bench-http-downstream: $(STAMP)
 	$(PY) bench/http_downstream.py
