@@ -16,7 +16,7 @@ ranks nothing.
 
 from __future__ import annotations
 
-__all__ = ["RELATED", "STOP_WORDS", "stem"]
+__all__ = ["PHRASES", "RELATED", "STOP_WORDS", "stem"]
 
 STOP_WORDS = frozenset(
     """
@@ -30,6 +30,8 @@ STOP_WORDS = frozenset(
 )
 
 _VOWELS = frozenset("aeiouy")
+#: Words whose ending is not an inflection ("times" is not several times of day).
+_KEEP = frozenset("times news series status analysis address access process class alias canvas always".split())
 
 
 def stem(word: str) -> str:
@@ -38,7 +40,7 @@ def stem(word: str) -> str:
     Deliberately conservative: it only has to make the forms of one word
     meet (delete, deleted, deleting, deletion, deletes), never to find a root.
     """
-    if len(word) <= 3 or not word.isalpha():
+    if len(word) <= 3 or not word.isalpha() or word in _KEEP:
         return word
     if word.endswith("ies") and len(word) > 4:
         word = word[:-3] + "y"
@@ -63,51 +65,120 @@ def stem(word: str) -> str:
 
 
 _GROUPS = """
-folder directory dir subfolder subdirectory
 file document
-remove delete erase drop destroy discard unlink purge wipe trash
-compare diff difference differ delta
-sum add plus total addition arithmetic calculate
-stage unstage index staging
-remember memorize memory recall store note fact know knowledge learn
-observation fact note detail
-entity person people someone thing contact
-relation relationship connect connection link associate related
-fetch download retrieve grab scrape crawl load
-web website webpage page site url link internet online http html
-read open view show cat contents content load display print
-write save create store put overwrite
+folder directory dir subfolder subdirectory mkdir
+remove delete erase drop destroy discard unlink purge wipe trash forget
+compare comparison diff difference differ delta versus change bigger smaller greater larger
+add plus sum total addition
+subtract minus subtraction deduct less away
+multiply times product multiplication
+divide division quotient ratio split
+remainder modulo mod modulus leftover left
+power exponent raise squared cube
+sqrt square root
+percentage percent proportion fraction share
+average mean
+median middle percentile
+mode frequent common often commonest
+max maximum largest biggest highest greatest top
+min minimum smallest lowest least fewest
+range spread span
+number value figure digit numeric integer float amount
+calculate compute calculator arithmetic math evaluate expression formula
+stage staging include track add
+unstage reset undo revert rollback restore
+commit check checkin snapshot record
+history log past previous recent blame
+show display view print
+branch feature
+checkout switch
+status state clean dirty modified untracked working pending
+repository repo project codebase
+tag version release
+pull pr merge request
+review approve
+issue ticket bug report
+comment reply respond remark
+fork copy duplicate clone
+push upload publish
+user account profile people person someone member
+query sql select statement database db
+table schema column row record
+insert write update modify
+describe structure schema columns
+insight memo note
+read open view cat contents content load print
+write create save store put overwrite
+create new make open start
 edit modify change update alter patch replace rewrite fix
-find search look locate lookup query grep seek match discover
-list enumerate ls browse show
+find search look locate lookup grep seek match discover glob pattern
+list enumerate ls browse inside available
 move rename mv relocate
-copy duplicate clone
-time clock hour minute now date today current
-timezone zone tz city region
+image photo picture media audio video png jpeg
+size metadata stat info information permission timestamp
+tree hierarchy recursive nested structure layout
+allowed permitted accessible access reach root
+fetch download retrieve grab scrape crawl get
+web website webpage page site url link internet online http html browser
+remember memory recall store memorize knowledge fact know learn graph
+entity node thing person people
+relation relationship link connect connection associate related between
+observation fact detail note
+time clock hour now current today date
+timezone zone city local
 convert translate transform
-history log past previous recent commit
-branch checkout switch
-commit save snapshot record
-undo reset revert rollback restore discard
-status state modified dirty pending uncommitted
-echo repeat mirror parrot back
-sleep wait delay pause long running slow
-image picture photo png jpeg icon
-size big large bytes metadata stat info information detail
-tree hierarchy recursive structure nested
-think reason reflect plan step thought solve analyze
-error fail failure problem
+elicitation elicit ask prompt question input form dialog
+sampling sample model llm completion generate
+login sign authenticate auth
+pdf document
+run execute command shell script terminal bash launch
+think reason plan step thought solve reflect reasoning
+echo repeat
 environment env variable setting config configuration
-notify notification message alert
-random sample
-init initialize initialise new empty start repository repo
-repository repo project
-show display get print
-allowed permitted accessible access permission
+long running progress operation slow task
+logging log message
+subscribe subscription update notify notification watch
 resource reference
-prompt template
-annotation annotate label
+annotation annotate
+compress gzip zip archive
+everything whole entire all complete full dump
+toggle enable disable switch turn
+research investigate study explore
+api endpoint http rest request call
+install build compile deploy run
+ci check build pipeline status
+wildcard glob pattern
+uncommitted local pending unsaved
+close reopen update
+label assign assignee milestone update
+break complex problem
+ask question user person
+llm model ai assistant
+download save
+random sample
+multiple several many batch together bulk
 """
+
+#: Shell and everyday abbreviations that stand for several words of a tool's own ("mkdir" is "create directory").
+_PHRASES = """
+mkdir create directory
+rmdir remove directory
+ls list directory
+rm remove file
+cat read file
+pr pull request
+mv move file
+cp copy file
+cwd current directory
+du directory size
+stat file info
+grep search file
+
+pwd current directory
+"""
+
+#: Each abbreviation's words (stemmed), from the list above.
+PHRASES: dict[str, tuple[str, ...]] = {}
 
 #: Each word's related words (stemmed), from the groups above.
 RELATED: dict[str, tuple[str, ...]] = {}
@@ -120,6 +191,11 @@ def _build() -> None:
         for word in group:
             related.setdefault(word, set()).update(group - {word})
     RELATED.update({word: tuple(sorted(others)) for word, others in sorted(related.items())})
+    for line in _PHRASES.strip().splitlines():
+        if not line.strip():
+            continue
+        short, *meaning = line.split()
+        PHRASES[short] = tuple(stem(word) for word in meaning)
 
 
 _build()

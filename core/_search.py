@@ -9,7 +9,7 @@ field      text                                                  weight
 name       the tool's name, split on ``_``, ``-``, ``.`` and     3.0
            camelCase, and its ``title``
 text       its description                                       1.0
-params     its parameters' names, descriptions and enum values   0.6
+params     its parameters' names, descriptions and enum values   0.3
 server     the server's name and description                     0.3
 ========== ===================================================== ======
 
@@ -40,7 +40,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._lexicon import RELATED, STOP_WORDS, stem
+from ._lexicon import PHRASES, RELATED, STOP_WORDS, stem
 
 __all__ = ["Hit", "SearchIndex", "SearchView", "words"]
 
@@ -48,12 +48,16 @@ JSONObject = dict[str, Any]
 Allowed = Callable[[str, str], bool]
 
 #: Field weights, in the order of a posting's frequencies: name, text, params, server.
-WEIGHTS = (3.0, 1.0, 0.6, 0.3)
+WEIGHTS = (3.0, 1.0, 0.3, 0.3)
 #: Length normalisation per field (BM25's ``b``): names are all short, descriptions vary.
 B = (0.3, 0.75, 0.6, 0.0)
 K1 = 1.2
 #: How much a related word counts against the word the agent used.
 RELATED_WEIGHT = 0.5
+#: How much a server whose tools share a query word lifts all of them (see SearchView._term_scores).
+SERVER_PRIOR = 0.25
+#: How much the figures in a query count (see _query_words).
+NUMBER_WEIGHT = 0.3
 #: Tiers above any score: a query equal to a tool's name, then a prefix of it.
 EXACT, PREFIX = 2, 1
 #: The longest query read, in characters: a search is for a need, not a document.
@@ -244,6 +248,8 @@ class SearchView:
         self._servers = servers
         #: Per server, the indexes of the allowed documents (None: all of them).
         self._allowed: dict[str, frozenset[int] | None] = {}
+        #: Per server, how many of its documents are allowed.
+        self._sizes: dict[str, int] = {}
         totals = [0] * _FIELDS
         count = 0
         for server, docs in servers.items():
@@ -254,6 +260,7 @@ class SearchView:
                 keep = frozenset(i for i, d in enumerate(docs.docs) if allowed(server, d.name))
                 chosen = (docs.docs[i] for i in keep)
             self._allowed[server] = keep
+            self._sizes[server] = len(docs.docs) if keep is None else len(keep)
             for doc in chosen:
                 count += 1
                 for f in range(_FIELDS):
@@ -280,6 +287,36 @@ class SearchView:
                 if keep is None or doc in keep:
                     yield server, doc, tf
 
+    def _term_scores(self, term: str) -> dict[tuple[str, int], float]:
+        """BM25F's score of ``term`` for every allowed document that has it, plus its server's share.
+
+        A server most of whose tools speak of a word (a git server of
+        commits) is likelier to hold the tool for it: every tool of a server
+        gains :data:`SERVER_PRIOR` times the word's weight times the share of
+        the server's allowed tools that have it in their name or description.
+        """
+        idf = self.idf(term)
+        found: dict[tuple[str, int], float] = {}
+        if idf == 0.0:
+            return found
+        having: dict[str, int] = {}
+        for server, doc, tf in self._allowed_postings(term):
+            norms = self._norms[server][doc]
+            pseudo = sum(WEIGHTS[f] * tf[f] / norms[f] for f in range(_FIELDS) if tf[f])
+            found[(server, doc)] = idf * pseudo * (K1 + 1) / (K1 + pseudo)
+            if tf[0] or tf[1]:
+                having[server] = having.get(server, 0) + 1
+        if SERVER_PRIOR:
+            for server, count in having.items():
+                if count < 2:
+                    continue  # one tool's word is that tool's, not its server's
+                gain = SERVER_PRIOR * idf * count / self._sizes[server]
+                keep = self._allowed[server]
+                for doc in range(len(self._servers[server].docs)):
+                    if keep is None or doc in keep:
+                        found[(server, doc)] = found.get((server, doc), 0.0) + gain
+        return found
+
     def idf(self, term: str) -> float:
         """BM25's inverse document frequency of ``term`` over the allowed documents."""
         value = self._idf.get(term)
@@ -289,19 +326,27 @@ class SearchView:
         return value
 
     def search(self, query: str, *, limit: int = 5, expand: bool = True) -> list[Hit]:
-        """Rank the allowed documents for ``query``; the best ``limit`` first, ties by server and name."""
+        """Rank the allowed documents for ``query``; the best ``limit`` first, ties by server and name.
+
+        Each query word adds, to each document, the best of its own score
+        and its related words' (at :data:`RELATED_WEIGHT`): one need counted
+        once, so a tool whose text holds many words of a group gains nothing
+        over one that holds the word itself.
+        """
         query = query[:MAX_QUERY]
-        weights = _query_terms(query, expand=expand)
         scores: dict[tuple[str, int], float] = {}
-        for term, weight in weights.items():
-            idf = self.idf(term)
-            if idf == 0.0:
-                continue
-            for server, doc, tf in self._allowed_postings(term):
-                norms = self._norms[server][doc]
-                pseudo = sum(WEIGHTS[f] * tf[f] / norms[f] for f in range(_FIELDS) if tf[f])
-                gain = weight * idf * pseudo * (K1 + 1) / (K1 + pseudo)
-                scores[(server, doc)] = scores.get((server, doc), 0.0) + gain
+        memo: dict[str, dict[tuple[str, int], float]] = {}
+        for word, weight, related in _query_words(query, expand=expand):
+            best: dict[tuple[str, int], float] = {}
+            for term, factor in ((word, 1.0), *related):
+                found = memo.get(term)
+                if found is None:
+                    found = memo[term] = self._term_scores(term)
+                for doc, score in found.items():
+                    if score * factor > best.get(doc, 0.0):
+                        best[doc] = score * factor
+            for doc, score in best.items():
+                scores[doc] = scores.get(doc, 0.0) + weight * score
         key = _name_key(query.strip())
         if key:
             for server, docs in self._servers.items():
@@ -314,14 +359,28 @@ class SearchView:
         return [Hit(server, self._servers[server].docs[doc].name, round(score, 4)) for (server, doc), score in ranked[:limit] if score > 0]
 
 
-def _query_terms(query: str, *, expand: bool) -> dict[str, float]:
-    """Each query word with weight 1, and its related words (when ``expand``) at :data:`RELATED_WEIGHT`."""
-    terms: dict[str, float] = {}
-    for term in words(query):
-        terms[term] = 1.0
-    if expand:
-        for term in list(terms):
-            for related in RELATED.get(term, ()):
-                if terms.get(related, 0.0) < RELATED_WEIGHT:
-                    terms[related] = RELATED_WEIGHT
-    return terms
+def _related(term: str) -> tuple[tuple[str, float], ...]:
+    """The words ``term`` also matches, each with how much a match counts."""
+    return tuple((r, RELATED_WEIGHT) for r in RELATED.get(term, ()))
+
+
+def _query_words(query: str, *, expand: bool) -> list[tuple[str, float, tuple[tuple[str, float], ...]]]:
+    """Each distinct query word with its weight and (when ``expand``) its related words.
+
+    A figure counts for less than a word: that a query holds numbers says
+    something, but less than what it asks to do with them.
+    """
+    seen: dict[str, float] = {}
+    figures = False
+    for part in _WORD.findall(query):
+        if part.isdigit():
+            figures = True
+        elif (word := part.lower()) not in STOP_WORDS:
+            term = stem(word)
+            seen[term] = 1.0
+            if expand:
+                for meant in PHRASES.get(term, ()):
+                    seen.setdefault(meant, RELATED_WEIGHT)
+    if figures and "number" not in seen:
+        seen["number"] = NUMBER_WEIGHT
+    return [(term, weight, _related(term) if expand else ()) for term, weight in seen.items()]
