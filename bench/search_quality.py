@@ -16,6 +16,7 @@ ranking was seen and is kept frozen, so its row is the honest figure; tune on
 
     python bench/search_quality.py              # the table
     python bench/search_quality.py --misses     # and the held-out queries not in the top 3
+    python bench/search_quality.py --misses dev # the dev ones: tune on these, and the held-out figure stays honest
     python bench/search_quality.py --json       # one JSON object instead
     python bench/search_quality.py --min-recall3 0.9   # exit 1 when expand=True held-out recall@3 is below 0.9
     python bench/search_quality.py --queries other.json --misses   # another query file (each list in it is a split)
@@ -165,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=Path, default=QUERIES)
     parser.add_argument("--split", default="all", help="which split of the query file to rank: heldout, dev, ... (default all)")
     parser.add_argument("--variant", choices=(*VARIANTS, "all"), default="all", help="expand=False (bm25), expand=True (expanded), or both")
-    parser.add_argument("--misses", action="store_true", help="also list the held-out queries whose tool is not in the top 3")
+    parser.add_argument("--misses", nargs="?", const="", default=None, metavar="SPLIT",
+                        help="also list the queries of SPLIT (default the held-out one) whose tool is not in the top 3")
     parser.add_argument("--heldout", default=HELDOUT, metavar="SPLIT",
-                        help="the split --misses lists and --min-recall3 reads (default heldout; the only one when a file has one)")
+                        help="the held-out split: --min-recall3 reads it (default heldout; the only one when a file has one)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--min-recall3", type=float, default=None, metavar="X",
                         help="exit 1 when the expanded variant's held-out recall@3 is below X")
@@ -178,10 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     gate = args.heldout if args.heldout in every or len(every) != 1 else next(iter(every))
     if args.split != "all" and args.split not in every:
         parser.error(f"{args.queries} has no split {args.split!r} (it has {', '.join(every)})")
-    if gate not in every:
-        parser.error(f"{args.queries} has no split {gate!r} (it has {', '.join(every)})")
+    listed = args.misses or gate
+    for name in (gate, listed):
+        if name not in every:
+            parser.error(f"{args.queries} has no split {name!r} (it has {', '.join(every)})")
     splits = every if args.split == "all" else {args.split: every[args.split]}
     variants = list(VARIANTS) if args.variant == "all" else [args.variant]
+    if args.misses is not None:
+        splits.setdefault(listed, every[listed])
     if args.min_recall3 is not None:
         # The gate reads the expanded variant on the held-out split, whatever else was asked for.
         splits.setdefault(gate, every[gate])
@@ -192,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=1))
     else:
         print(table(report))
-        if args.misses:
-            print(misses(report, gate))
+        if args.misses is not None:
+            print(misses(report, listed))
     if args.min_recall3 is not None:
         got = report["results"]["expanded"][gate]["recall@3"]
         if got < args.min_recall3:
