@@ -20,11 +20,13 @@ agents describe a need in their own words rather than the tool's.
 A query that names a tool (its exact name, or a prefix of it) ranks that
 tool first.
 
-No leak through scores: the statistics BM25 weighs words with (how many
-tools have a word, how long fields are on average) are computed over the
-tools the agent may call only, so a denied tool changes nothing about how
-the allowed ones rank. A :class:`SearchView` holds those statistics for one
-agent's allowed set; the gateway keeps views until the catalogue changes.
+No leak through scores: the one statistic BM25 takes from the other tools
+(how many of them have a word, for its idf) is counted over the tools the
+agent may call only, and field lengths are normalised against fixed typical
+lengths rather than averages, so a denied tool changes nothing about how
+the allowed ones rank. A :class:`SearchView` holds one allowed set and the
+word scores computed for it; the gateway keeps views until the catalogue
+changes.
 
 The index is incremental: :meth:`SearchIndex.set_server` re-reads one
 server's tools (nothing if it is the same list object), and views built
@@ -35,7 +37,8 @@ from __future__ import annotations
 
 import math
 import re
-from bisect import bisect_left
+import heapq
+from bisect import bisect_left, insort
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,10 +55,11 @@ WEIGHTS = (3.0, 1.0, 0.3, 0.3)
 #: Length normalisation per field (BM25's ``b``): names are all short, descriptions vary.
 B = (0.3, 0.75, 0.6, 0.0)
 K1 = 1.2
+#: A typical length, in words, of each field: BM25's length normalisation compares with these rather than
+#: with the averages of the tools searched, so a tool's weights do not depend on which others an agent may see.
+TYPICAL = (2.5, 16.0, 16.0, 1.0)
 #: How much a related word counts against the word the agent used.
 RELATED_WEIGHT = 0.5
-#: How much a server whose tools share a query word lifts all of them (see SearchView._term_scores).
-SERVER_PRIOR = 0.25
 #: How much the figures in a query count (see _query_words).
 NUMBER_WEIGHT = 0.3
 #: Tiers above any score: a query equal to a tool's name, then a prefix of it.
@@ -97,43 +101,32 @@ class Hit:
 
 @dataclass(slots=True)
 class _Doc:
+    """One tool as the index holds it: where it is, its name, and its words per field."""
+
+    server: str
     name: str
     key: str
-    lengths: tuple[int, int, int, int]
+    #: Each of its words with its BM25F weight in this document (before the word's idf).
+    terms: dict[str, float]
 
 
-class _ServerDocs:
-    """One server's tools, tokenised once: documents and postings."""
-
-    __slots__ = ("tools", "docs", "postings", "keys")
-
-    def __init__(self, server: str, description: str | None, tools: Sequence[JSONObject]) -> None:
-        self.tools = tools
-        self.docs: list[_Doc] = []
-        self.postings: dict[str, list[tuple[int, tuple[int, int, int, int]]]] = {}
-        server_words = words(server.replace("_", " ")) + words(description or "")
-        for tool in tools:
-            name = tool.get("name")
-            if not isinstance(name, str):
-                continue
-            fields = (_name_words(tool, name), words(_text(tool.get("description"))), _param_words(tool), server_words)
-            counts: dict[str, list[int]] = {}
-            for f, terms in enumerate(fields):
-                for term in terms:
-                    counts.setdefault(term, [0] * _FIELDS)[f] += 1
-            index = len(self.docs)
-            self.docs.append(_Doc(name, _name_key(name), (len(fields[0]), len(fields[1]), len(fields[2]), len(fields[3]))))
-            for term, tf in counts.items():
-                self.postings.setdefault(term, []).append((index, (tf[0], tf[1], tf[2], tf[3])))
-        #: The documents by name key, sorted, to find a name's prefixes by bisection.
-        self.keys = sorted((doc.key, i) for i, doc in enumerate(self.docs))
-
-    def named(self, key: str) -> Iterable[tuple[int, bool]]:
-        """The documents whose name starts with ``key``, each with whether it is the whole name."""
-        at = bisect_left(self.keys, (key, -1))
-        while at < len(self.keys) and self.keys[at][0].startswith(key):
-            yield self.keys[at][1], self.keys[at][0] == key
-            at += 1
+def _document(server: str, server_words: list[str], tool: JSONObject) -> _Doc | None:
+    name = tool.get("name")
+    if not isinstance(name, str):
+        return None
+    fields = (_name_words(tool, name), words(_text(tool.get("description"))), _param_words(tool), server_words)
+    counts: dict[str, list[int]] = {}
+    for f, terms in enumerate(fields):
+        for term in terms:
+            counts.setdefault(term, [0] * _FIELDS)[f] += 1
+    lengths = (len(fields[0]), len(fields[1]), len(fields[2]), len(fields[3]))
+    # BM25F: each field's frequency, weighted and normalised by the field's length against a typical one.
+    norms = [WEIGHTS[f] / (1 - B[f] + B[f] * lengths[f] / TYPICAL[f]) for f in range(_FIELDS)]
+    scored = {}
+    for term, tf in counts.items():
+        pseudo = sum(norms[f] * tf[f] for f in range(_FIELDS))
+        scored[term] = pseudo * (K1 + 1) / (K1 + pseudo)
+    return _Doc(server, name, _name_key(name), scored)
 
 
 def _text(value: Any) -> str:
@@ -176,11 +169,21 @@ def _param_words(tool: JSONObject) -> list[str]:
 
 
 class SearchIndex:
-    """Every server's tools, tokenised, ready to rank for any agent (see the module docstring)."""
+    """Every server's tools, tokenised, in one inverted index (see the module docstring).
+
+    Each tool has an id of its own for as long as its server's list stays
+    the same; the postings map a word to the ids that have it and how often,
+    per field. Changing one server's list touches that server's words only.
+    """
 
     def __init__(self) -> None:
-        self._servers: dict[str, _ServerDocs] = {}
-        self._descriptions: dict[str, str | None] = {}
+        #: Per server: the list object it was made from, its description, and its documents' ids.
+        self._servers: dict[str, tuple[Sequence[JSONObject], str | None, list[int]]] = {}
+        self._docs: dict[int, _Doc] = {}
+        self._postings: dict[str, dict[int, float]] = {}
+        #: Every document's name key with its id, sorted, to find names by prefix.
+        self._keys: list[tuple[str, int]] = []
+        self._next = 0
         #: Bumped on every change, so views made before it are not used after it.
         self.version = 0
         self._views: dict[tuple[Any, ...], SearchView] = {}
@@ -195,17 +198,44 @@ class SearchIndex:
     def set_server(self, server: str, description: str | None, tools: Sequence[JSONObject]) -> None:
         """Index ``server``'s tools; nothing to do when it is the same list (by identity) and description."""
         known = self._servers.get(server)
-        if known is not None and known.tools is tools and self._descriptions.get(server) == description:
+        if known is not None and known[0] is tools and known[1] == description:
             return
-        self._servers[server] = _ServerDocs(server, description, tools)
-        self._descriptions[server] = description
+        self._remove(server)
+        server_words = words(server.replace("_", " ")) + words(description or "")
+        ids: list[int] = []
+        for tool in tools:
+            doc = _document(server, server_words, tool)
+            if doc is None:
+                continue
+            gid = self._next
+            self._next += 1
+            ids.append(gid)
+            self._docs[gid] = doc
+            for term, tf in doc.terms.items():
+                self._postings.setdefault(term, {})[gid] = tf
+            insort(self._keys, (doc.key, gid))
+        self._servers[server] = (tools, description, ids)
         self._changed()
 
     def drop_server(self, server: str) -> None:
         """Forget ``server`` (removed by a reload, say)."""
-        if self._servers.pop(server, None) is not None:
-            self._descriptions.pop(server, None)
+        if server in self._servers:
+            self._remove(server)
             self._changed()
+
+    def _remove(self, server: str) -> None:
+        known = self._servers.pop(server, None)
+        if known is None:
+            return
+        gone = set(known[2])
+        for gid in known[2]:
+            doc = self._docs.pop(gid)
+            for term in doc.terms:
+                postings = self._postings[term]
+                del postings[gid]
+                if not postings:
+                    del self._postings[term]
+        self._keys = [entry for entry in self._keys if entry[1] not in gone]
 
     def _changed(self) -> None:
         self.version += 1
@@ -214,7 +244,11 @@ class SearchIndex:
     def view(self, servers: Iterable[str] | None = None, allowed: Allowed | None = None) -> SearchView:
         """The statistics for the tools of ``servers`` (default: all) that ``allowed`` lets through (default: all)."""
         chosen = sorted(self._servers) if servers is None else sorted(s for s in set(servers) if s in self._servers)
-        return SearchView(self.version, {s: self._servers[s] for s in chosen}, allowed)
+        kept: dict[str, list[int]] = {}
+        for server in chosen:
+            ids = self._servers[server][2]
+            kept[server] = ids if allowed is None else [gid for gid in ids if allowed(server, self._docs[gid].name)]
+        return SearchView(self, kept, whole=len(chosen) == len(self._servers) and allowed is None)
 
     def search(
         self,
@@ -241,89 +275,53 @@ class SearchIndex:
 
 
 class SearchView:
-    """One allowed set's statistics: which documents count, field lengths, and word frequencies (memoised)."""
+    """One allowed set's statistics: which documents count, how many, and each word's scores (memoised)."""
 
-    def __init__(self, version: int, servers: Mapping[str, _ServerDocs], allowed: Allowed | None) -> None:
-        self.version = version
-        self._servers = servers
-        #: Per server, the indexes of the allowed documents (None: all of them).
-        self._allowed: dict[str, frozenset[int] | None] = {}
-        #: Per server, how many of its documents are allowed.
-        self._sizes: dict[str, int] = {}
-        totals = [0] * _FIELDS
-        count = 0
-        for server, docs in servers.items():
-            if allowed is None:
-                keep: frozenset[int] | None = None
-                chosen: Iterable[_Doc] = docs.docs
-            else:
-                keep = frozenset(i for i, d in enumerate(docs.docs) if allowed(server, d.name))
-                chosen = (docs.docs[i] for i in keep)
-            self._allowed[server] = keep
-            self._sizes[server] = len(docs.docs) if keep is None else len(keep)
-            for doc in chosen:
-                count += 1
-                for f in range(_FIELDS):
-                    totals[f] += doc.lengths[f]
-        self.size = count
-        averages = [total / count if count else 1.0 for total in totals]
-        # Per document, the length normalisation of each field: 1 - b + b * len / avg.
-        self._norms: dict[str, list[tuple[float, ...]]] = {
-            server: [
-                tuple(1 - B[f] + B[f] * (doc.lengths[f] / averages[f] if averages[f] else 0.0) for f in range(_FIELDS))
-                for doc in docs.docs
-            ]
-            for server, docs in servers.items()
-        }
-        self._idf: dict[str, float] = {}
+    #: Words whose scores a view keeps (an agent's queries share most of theirs).
+    MEMO = 4096
 
-    def _allowed_postings(self, term: str) -> Iterable[tuple[str, int, tuple[int, int, int, int]]]:
-        for server, docs in self._servers.items():
-            postings = docs.postings.get(term)
-            if postings is None:
-                continue
-            keep = self._allowed[server]
-            for doc, tf in postings:
-                if keep is None or doc in keep:
-                    yield server, doc, tf
+    def __init__(self, index: SearchIndex, kept: Mapping[str, list[int]], *, whole: bool) -> None:
+        self.version = index.version
+        self._index = index
+        #: The allowed ids, or None when every document of the index counts.
+        self._allowed: frozenset[int] | None = None if whole else frozenset(g for ids in kept.values() for g in ids)
+        self.size = sum(len(ids) for ids in kept.values())
+        self._scores: dict[str, dict[int, float]] = {}
+        self._words: dict[tuple[str, tuple[tuple[str, float], ...]], dict[int, float]] = {}
 
-    def _term_scores(self, term: str) -> dict[tuple[str, int], float]:
-        """BM25F's score of ``term`` for every allowed document that has it, plus its server's share.
-
-        A server most of whose tools speak of a word (a git server of
-        commits) is likelier to hold the tool for it: every tool of a server
-        gains :data:`SERVER_PRIOR` times the word's weight times the share of
-        the server's allowed tools that have it in their name or description.
-        """
-        idf = self.idf(term)
-        found: dict[tuple[str, int], float] = {}
-        if idf == 0.0:
+    def _term_scores(self, term: str) -> dict[int, float]:
+        """BM25F's score of ``term`` for every allowed document that has it (memoised)."""
+        found = self._scores.get(term)
+        if found is not None:
             return found
-        having: dict[str, int] = {}
-        for server, doc, tf in self._allowed_postings(term):
-            norms = self._norms[server][doc]
-            pseudo = sum(WEIGHTS[f] * tf[f] / norms[f] for f in range(_FIELDS) if tf[f])
-            found[(server, doc)] = idf * pseudo * (K1 + 1) / (K1 + pseudo)
-            if tf[0] or tf[1]:
-                having[server] = having.get(server, 0) + 1
-        if SERVER_PRIOR:
-            for server, count in having.items():
-                if count < 2:
-                    continue  # one tool's word is that tool's, not its server's
-                gain = SERVER_PRIOR * idf * count / self._sizes[server]
-                keep = self._allowed[server]
-                for doc in range(len(self._servers[server].docs)):
-                    if keep is None or doc in keep:
-                        found[(server, doc)] = found.get((server, doc), 0.0) + gain
+        postings = self._index._postings.get(term, {})
+        allowed = self._allowed
+        having = postings if allowed is None else {gid: w for gid, w in postings.items() if gid in allowed}
+        df = len(having)
+        idf = math.log(1 + (self.size - df + 0.5) / (df + 0.5)) if df else 0.0
+        found = {gid: idf * w for gid, w in having.items()}
+        if len(self._scores) >= self.MEMO:
+            self._scores.clear()
+        self._scores[term] = found
         return found
 
-    def idf(self, term: str) -> float:
-        """BM25's inverse document frequency of ``term`` over the allowed documents."""
-        value = self._idf.get(term)
-        if value is None:
-            df = sum(1 for _ in self._allowed_postings(term))
-            value = self._idf[term] = math.log(1 + (self.size - df + 0.5) / (df + 0.5)) if df else 0.0
-        return value
+    def _word_scores(self, word: str, related: tuple[tuple[str, float], ...]) -> dict[int, float]:
+        """Each allowed document's best score for ``word`` or one of its related words (memoised)."""
+        key = (word, related)
+        best = self._words.get(key)
+        if best is not None:
+            return best
+        best = self._term_scores(word)
+        if related:
+            best = dict(best)
+            for term, factor in related:
+                for gid, score in self._term_scores(term).items():
+                    if score * factor > best.get(gid, 0.0):
+                        best[gid] = score * factor
+        if len(self._words) >= self.MEMO:
+            self._words.clear()
+        self._words[key] = best
+        return best
 
     def search(self, query: str, *, limit: int = 5, expand: bool = True) -> list[Hit]:
         """Rank the allowed documents for ``query``; the best ``limit`` first, ties by server and name.
@@ -334,29 +332,34 @@ class SearchView:
         over one that holds the word itself.
         """
         query = query[:MAX_QUERY]
-        scores: dict[tuple[str, int], float] = {}
-        memo: dict[str, dict[tuple[str, int], float]] = {}
+        scores: dict[int, float] = {}
         for word, weight, related in _query_words(query, expand=expand):
-            best: dict[tuple[str, int], float] = {}
-            for term, factor in ((word, 1.0), *related):
-                found = memo.get(term)
-                if found is None:
-                    found = memo[term] = self._term_scores(term)
-                for doc, score in found.items():
-                    if score * factor > best.get(doc, 0.0):
-                        best[doc] = score * factor
-            for doc, score in best.items():
-                scores[doc] = scores.get(doc, 0.0) + weight * score
+            best = self._word_scores(word, related)
+            if not scores and weight == 1.0:
+                scores = dict(best)
+                continue
+            for gid, score in best.items():
+                scores[gid] = scores.get(gid, 0.0) + weight * score
         key = _name_key(query.strip())
         if key:
-            for server, docs in self._servers.items():
-                keep = self._allowed[server]
-                for i, exact in docs.named(key):
-                    if keep is None or i in keep:
-                        tier = EXACT if exact else PREFIX
-                        scores[(server, i)] = scores.get((server, i), 0.0) + tier * 1000.0
-        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0][0], self._servers[item[0][0]].docs[item[0][1]].name))
-        return [Hit(server, self._servers[server].docs[doc].name, round(score, 4)) for (server, doc), score in ranked[:limit] if score > 0]
+            keys = self._index._keys
+            at = bisect_left(keys, (key, -1))
+            while at < len(keys) and keys[at][0].startswith(key):
+                name_key, gid = keys[at]
+                at += 1
+                if self._allowed is None or gid in self._allowed:
+                    tier = EXACT if name_key == key else PREFIX
+                    scores[gid] = scores.get(gid, 0.0) + tier * 1000.0
+        if not scores:
+            return []
+        docs = self._index._docs
+        if len(scores) > limit:
+            floor = heapq.nlargest(limit, scores.values())[-1]
+            chosen = [(gid, score) for gid, score in scores.items() if score >= floor]
+        else:
+            chosen = list(scores.items())
+        chosen.sort(key=lambda item: (-item[1], docs[item[0]].server, docs[item[0]].name))
+        return [Hit(docs[gid].server, docs[gid].name, round(score, 4)) for gid, score in chosen[:limit] if score > 0]
 
 
 def _related(term: str) -> tuple[tuple[str, float], ...]:
