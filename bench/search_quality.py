@@ -10,9 +10,11 @@ is its tool or an alternate comes r-th.
 The core's ``SearchIndex`` is built once over every server and each split is
 ranked twice: ``expand=False`` (plain BM25F over names, descriptions,
 parameters and the server's description: the baseline) and ``expand=True``
-(what ``search_tools`` does). The held-out split was written before any
-ranking was seen and is kept frozen, so its row is the honest figure; tune on
-``dev``.
+(what ``search_tools`` does). The ``heldout`` split was written blind (from
+the catalogue alone, by someone who had seen neither the search code nor the
+other queries) and nobody has read its misses, so its row is the honest
+figure; ``dev`` and ``dev2`` are what the ranking was tuned on (``dev2`` was
+the first held-out half until its misses were read).
 
     python bench/search_quality.py              # the table
     python bench/search_quality.py --misses     # and the held-out queries not in the top 3

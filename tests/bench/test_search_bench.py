@@ -104,7 +104,10 @@ def test_latency_runs_small_and_reports_every_row() -> None:
     report = json.loads(done.stdout)
     assert report["tools"] == 300 and report["servers"] > 15
     assert 0.2 < report["denied"] / report["tools"] < 0.4
-    assert set(report["search"]) == {"expand=True", "expand=False", "expand=True, no filter", "expand=True, new filter per query"}
+    assert set(report["search"]) == {
+        "expand=True", "expand=False", "expand=True, no filter", "expand=True, new filter per query",
+        "expand=True, cold (no word seen before)", "view build (an agent's statistics)",
+    }
     for row in [report["build"], report["first_search"], *report["search"].values(), report["update"]["set_server"]]:
         assert row["n"] >= 1 and row["p50_us"] > 0 and row["p99_us"] >= row["p50_us"], row
     table = run("search_latency.py", *small)
