@@ -32,6 +32,8 @@ part that owns it; the parts share one :class:`~lockgate.core._context.Context`
 :mod:`._relays`        aggregate mode: what servers ask clients (sampling,
                        elicitation, roots), relayed to the right client
 :mod:`._reload`        a new configuration taking over between two events
+:mod:`._pins`          tool definitions pinned; changed ones quarantined
+                       until an operator accepts them
 :mod:`._views`         status, readiness and metrics (read-only)
 =====================  =====================================================
 
@@ -68,6 +70,8 @@ from ._events import (
     DownstreamSessionLost,
     Event,
     GatewayStarted,
+    PinAccepted,
+    PinsLoaded,
     ShutdownRequested,
     TimerFired,
 )
@@ -75,6 +79,7 @@ from ._health import Health
 from ._jsonrpc import Response, decode
 from ._links import Links, downstream_message_bytes
 from ._lost_sessions import LostSessions
+from ._pins import Pins
 from ._pool import ServerState
 from ._registry import registry_view
 from ._reload import Reloads
@@ -104,6 +109,9 @@ class Gateway:
     - Feed :class:`~lockgate.core.GatewayStarted` once, before anything else
       matters (eager servers start then), and
       :class:`~lockgate.core.ClientOpened` before a client's first message.
+    - Hand in the pin store with :class:`~lockgate.core.PinsLoaded` before
+      ``GatewayStarted`` (and again whenever it changes), and write each
+      :class:`~lockgate.core.SavePins` to it: until then nothing is pinned.
       ``ClientOpened(transport="http")`` makes the session expire after
       ``session_ttl`` seconds without a message (the core then emits
       :class:`~lockgate.core.CloseClient`); other transports never expire.
@@ -137,6 +145,7 @@ class Gateway:
         self._rest_views = RestViews(ctx)
         self._surface = Surface(ctx)
         self._relays = Relays(ctx)
+        self._pins = Pins(ctx)
         # The parts call one another: wired here, once, in plain sight.
         self._clients.calls, self._clients.links = self._calls, self._links
         self._clients.surface, self._clients.relays = self._surface, self._relays
@@ -148,6 +157,7 @@ class Gateway:
         self._health.links, self._health.calls = self._links, self._calls
         self._lost.links, self._lost.calls, self._lost.health = self._links, self._calls, self._health
         self._reloads.links = self._links
+        self._links.pins, self._surface.pins, self._pins.surface = self._pins, self._pins, self._surface
 
     @property
     def config(self) -> Config:
@@ -219,6 +229,10 @@ class Gateway:
                 self._reloads.rejected(event)
             case ShutdownRequested():
                 self._links.shutdown()
+            case PinsLoaded():
+                self._pins.loaded(event)
+            case PinAccepted():
+                self._pins.accepted(event)
             case AuthenticationSucceeded() | AuthenticationFailed():
                 ctx.audit_authentication(authentication_record(event), isinstance(event, AuthenticationSucceeded))
                 if event.client is not None:
@@ -276,6 +290,10 @@ class Gateway:
     def registry_view(self) -> JSONObject:
         """The ``GET /gateway/registry`` body: every server and instance, file or registered (see :func:`~._registry.registry_view`)."""
         return registry_view(self._ctx.pools, self._ctx.now)
+
+    def pins(self) -> JSONObject:
+        """Every server's pinned and quarantined tools (the REST admin view; see :mod:`._pins`)."""
+        return self._ctx.pins.view()
 
     def readiness(self) -> JSONObject:
         """The ``/ready`` answer: ready once every eager server has finished its first start attempt."""

@@ -78,6 +78,7 @@ from ._tools import gateway_tools
 if TYPE_CHECKING:
     from ._calls import Calls
     from ._links import Links
+    from ._pins import Pins
 
 __all__ = ["PAGE_SIZE", "Surface", "Waiting", "aggregate_enabled"]
 
@@ -167,6 +168,7 @@ class Surface:
         self._ctx = ctx
         self.calls: Calls
         self.links: Links
+        self.pins: Pins
         self._waiting: list[Waiting] = []
         self._settling = False
         # Merged views by what they were made from (see _view), and each agent's servers:
@@ -564,7 +566,13 @@ class Surface:
         if session.mode == "rest":
             target = self._resolve_rest(session, req.method, params)
         else:
-            target = self._resolve(req.method, params, self._known_view(session, agent))
+            view = self._known_view(session, agent)
+            target = self._resolve(req.method, params, view)
+            if isinstance(target, Refusal) and req.method == "tools/call" and isinstance(params.get("name"), str):
+                # A quarantined tool by the name the agent saw: the call refuses it with TOOL_CHANGED.
+                reserved = _GATEWAY_TOOL_NAMES if ctx.config.settings.gateway_tools else ()
+                held = self.pins.resolve_held(session, agent, params["name"], view.tools, view.servers, reserved)
+                target = target if held is None else (*held, {**params, "name": held[1]})
         if isinstance(target, _NotFound):
             # MCP's own code for an unknown resource (server/resources, "Error Handling").
             ctx.emit(SendToClient(client=session.id, request=req.id, message=error(
