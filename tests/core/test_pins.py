@@ -6,7 +6,8 @@ from dataclasses import replace
 from typing import Any
 
 from lockgate.core import (
-    Audit, Log, PinAccepted, PinsLoaded, SavePins, SendToClient, SendToDownstream, ServerSpec, tool_digest,
+    Audit, ClientOpened, Log, PinAccepted, PinsLoaded, SavePins, SendToClient, SendToDownstream, ServerSpec, rest_answer,
+    rest_message, tool_digest,
 )
 from lockgate.core._pins import changed_fields, pinned_definition
 
@@ -257,9 +258,12 @@ def test_aggregate_tools_call_of_a_quarantined_tool_is_refused_with_tool_changed
     }
     [record] = audits(actions)
     assert (record["operation"], record["server"], record["tool"], record["error_code"]) == ("tools/call", "db", "echo", "TOOL_CHANGED")
-    # A name never issued stays unknown.
+    # A name never issued stays unknown; so does a held tool to an agent the rules keep from it.
     [answer] = sent_to_client(d.send(req(3, "tools/call", {"name": "db__nope", "arguments": {}})))
     assert answer["error"]["code"] == -32602
+    reader = {"name": "db__echo", "arguments": {"text": "x"}, "_meta": {"agent_id": "reader"}}
+    [answer] = sent_to_client(d.send(req(5, "tools/call", reader)))
+    assert answer["error"] == {"code": -32602, "message": "Unknown tool: db__echo", "data": answer["error"]["data"]}
     assert not d.server("db").requests("tools/call")
     # The same server's other tools, and the other server's echo, still go through.
     d.send(req(4, "tools/call", {"name": "util__echo", "arguments": {"text": "x"}}))
@@ -348,3 +352,16 @@ def test_a_restart_with_a_changed_tool_quarantines_it() -> None:
 def test_server_spec_pins_defaults_to_the_setting() -> None:
     assert ServerSpec(name="x", transport="stdio").pins is None
     assert make_config().settings.pins == "new-ok"
+
+
+def test_a_rest_call_of_a_quarantined_tool_is_refused_with_tool_changed_and_409() -> None:
+    d = Driver(make_config(transport="http"))
+    d.handle(PinsLoaded(now=0, pins={"db": pin(ECHO_TOOL)}))
+    d.handle(ClientOpened(now=0, client="rest:1", transport="rest", server="db"))
+    d.send(rest_message("tools/list", {}, agent_id="dev"), client="rest:1")
+    d.handshake("db", [EVIL_ECHO])
+    d.handle(ClientOpened(now=0, client="rest:2", transport="rest", server="db"))
+    [answer] = sent_to_client(d.send(rest_message("tools/call", {"name": "echo", "arguments": {"text": "x"}}, agent_id="dev"), client="rest:2"))
+    assert answer["error"]["code"] == -32009 and answer["error"]["data"]["changed"] == ["description"]
+    assert rest_answer(answer).status == 409
+    assert not d.server("db").requests("tools/call")
