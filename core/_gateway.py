@@ -109,9 +109,6 @@ class Gateway:
     - Feed :class:`~lockgate.core.GatewayStarted` once, before anything else
       matters (eager servers start then), and
       :class:`~lockgate.core.ClientOpened` before a client's first message.
-    - Hand in the pin store with :class:`~lockgate.core.PinsLoaded` before
-      ``GatewayStarted`` (and again whenever it changes), and write each
-      :class:`~lockgate.core.SavePins` to it: until then nothing is pinned.
       ``ClientOpened(transport="http")`` makes the session expire after
       ``session_ttl`` seconds without a message (the core then emits
       :class:`~lockgate.core.CloseClient`); other transports never expire.
@@ -120,6 +117,9 @@ class Gateway:
       Report each authentication the shell decides with
       :class:`~lockgate.core.AuthenticationSucceeded` or
       :class:`~lockgate.core.AuthenticationFailed`, for the audit log.
+    - Hand in the pin store with :class:`~lockgate.core.PinsLoaded` before
+      ``GatewayStarted`` (and again whenever it changes), and write each
+      :class:`~lockgate.core.SavePins` to it: until then nothing is pinned.
     - Events about a client, a downstream connection or a timer the core has
       let go of (after :class:`~lockgate.core.CloseClient`,
       :class:`~lockgate.core.StopDownstream`, a reported exit, or
