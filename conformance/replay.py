@@ -198,6 +198,8 @@ def write_replay_setup(lines: list[JSON], core_path: Path, directory: Path) -> t
             env[variable] = str(settings[key])
     if settings.get("gateway_tools"):
         env["GATEWAY_GATEWAY_TOOLS"] = "1"
+    # Tool pinning: transcripts recorded before it were recorded without it.
+    env["GATEWAY_PINS"] = str(settings.get("pins") or "off")
     command = [sys.executable, "-m", "lockgate.shells", "serve", "--config", "servers.json", "--rules", "rules.json"]
     return command, env
 

@@ -24,6 +24,7 @@ from ._actions import (
     DropStream,
     Log,
     LogLevel,
+    SavePins,
     SendToClient,
     SendToDownstream,
     SetTimer,
@@ -63,9 +64,12 @@ from ._events import (
     DownstreamSessionLost,
     Event,
     GatewayStarted,
+    PinAccepted,
+    PinsLoaded,
     ShutdownRequested,
     TimerFired,
 )
+from ._pins import PIN_MODES, PINNED_FIELDS, changed_fields, pinned_definition, tool_digest
 from ._authorize import admin_refusal, authentication_record
 from ._gateway import Gateway
 from ._grants import grant_problem, grants_within, may_act_as
@@ -149,6 +153,8 @@ __all__ = [
     "ShutdownRequested",
     "AuthenticationSucceeded",
     "AuthenticationFailed",
+    "PinsLoaded",
+    "PinAccepted",
     # Actions: what the shell performs.
     "Action",
     "LogLevel",
@@ -162,6 +168,13 @@ __all__ = [
     "CancelTimer",
     "Audit",
     "Log",
+    "SavePins",
+    # Tool-definition pinning (lockgate.core._pins): what a pin covers, for stores and ``lockgate pin``.
+    "PIN_MODES",
+    "PINNED_FIELDS",
+    "tool_digest",
+    "pinned_definition",
+    "changed_fields",
     # The REST API's requests and answers (lockgate.core._rest).
     "RestAnswer",
     "rest_answer",

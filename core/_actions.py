@@ -20,6 +20,7 @@ __all__ = [
     "CloseClient",
     "DropStream",
     "Log",
+    "SavePins",
     "SendToClient",
     "SendToDownstream",
     "SetTimer",
@@ -147,6 +148,20 @@ class Log:
     fields: JSONObject | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SavePins:
+    """Write ``server``'s pin record to the pin store, replacing the one there.
+
+    ``record`` is JSON: ``{"tools": {name: {"digest", "definition"}}}``, and
+    ``"quarantined"`` (the same, with ``changed`` and ``reason``) when some
+    tool is held back. The shell hands the store back with
+    :class:`~lockgate.core.PinsLoaded`.
+    """
+
+    server: str
+    record: JSONObject
+
+
 Action = Union[
     SendToClient,
     DropStream,
@@ -158,4 +173,5 @@ Action = Union[
     CancelTimer,
     Audit,
     Log,
+    SavePins,
 ]

@@ -36,6 +36,7 @@ from ._errors import ErrorCode
 from ._identity import Principal
 from ._jsonrpc import Invalid, Notification, Request, RequestId, Response, error_with, notification, request, result
 from ._link import Link
+from ._pins import tool_changed_error
 from ._policy import Refusal
 from ._pool import Unavailable
 from ._ratelimit import limits_for, retry_after_ms
@@ -272,6 +273,10 @@ class Calls:
             method, forwarded = params.method, dict(params.params)
             tool = params.item if method == "tools/call" else None
         if tool is not None and tool not in link.tool_names:
+            held = self._ctx.pins.held_tool(link.name, tool)
+            if held is not None:  # quarantined: its definition changed since it was pinned
+                self.finish(call, tool_changed_error(call.request_id, link.name, tool, held), Decision.ERROR, error=ErrorCode.TOOL_CHANGED)
+                return
             response = error_response(
                 call.request_id, ErrorCode.TOOL_NOT_FOUND, f"Tool '{tool}' not found on server '{link.name}'",
                 server=link.name, tool=tool,

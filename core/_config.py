@@ -55,6 +55,7 @@ __all__ = [
     "Isolation",
     "OAuthSpec",
     "Mode",
+    "PinMode",
     "Prefix",
     "Problem",
     "ServerSpec",
@@ -95,6 +96,9 @@ LogThreshold = Literal["debug", "info", "warning", "error"]
 #: ``GATEWAY_PREFIX``: when aggregate mode names a tool or prompt ``server<sep>name``.
 Prefix = Literal["auto", "always", "never"]
 DEFAULT_NAME_SEPARATOR = "__"
+#: ``GATEWAY_PINS`` and a server's ``pins``: hold back new tools too (``strict``),
+#: pin them as they come (``new-ok``), or pin nothing (``off``); see :mod:`._pins`.
+PinMode = Literal["strict", "new-ok", "off"]
 
 ENVIRONMENT = "environment"
 """The ``file`` of problems found in ``GATEWAY_*`` variables."""
@@ -201,6 +205,8 @@ class ServerSpec:
     health_interval: float | None = None
     health_timeout: float | None = None
     max_processes: int | None = None
+    #: Its own pinning mode; ``None``: ``GATEWAY_PINS``.
+    pins: PinMode | None = None
 
     @property
     def per_user(self) -> bool:
@@ -300,6 +306,9 @@ class Settings:
     #: ``GATEWAY_NAME_SEPARATOR``: what joins a server's name and an item's,
     #: 1 to 4 of ``A-Z a-z 0-9 _ . -``.
     name_separator: str = DEFAULT_NAME_SEPARATOR
+    #: ``GATEWAY_PINS``: tool-definition pinning of servers whose entry sets
+    #: no ``pins`` (see :mod:`lockgate.core._pins`).
+    pins: PinMode = "new-ok"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,6 +22,7 @@ from ._events import ClientId
 from ._jsonrpc import RequestId, error, result
 from ._link import Link
 from ._metrics import Metrics
+from ._pins import PinState
 from ._pool import Pool
 from ._ratelimit import Buckets
 from ._reload import ReloadStatus
@@ -61,6 +62,8 @@ class Context:
         self.subscriptions: dict[tuple[str, str], set[ClientId]] = {}
         #: URL-mode elicitations relayed and not completed yet: the client each is for, by (server, elicitation id).
         self.elicitations: dict[tuple[str, str], ClientId] = {}
+        #: Tool pins and quarantines (:mod:`._pins`).
+        self.pins = PinState()
         self._rng = DEFAULT_SEED
         self._next_downstream = 1
         self._out: list[Action] = []

@@ -31,6 +31,12 @@ class ErrorCode(enum.IntEnum):
     NO_FALLBACK_CONFIGURED = -32006
     FALLBACK_AGENT_NOT_IN_RULES = -32007
     CANCELLED = -32008
+    #: A pinned tool's definition changed (or it is new under strict pinning,
+    #: or it cannot be compared): quarantined until an operator accepts it.
+    #: Not -32006, which the design first gave it: -32006 to -32008 are
+    #: ``NO_FALLBACK_CONFIGURED``, ``FALLBACK_AGENT_NOT_IN_RULES`` and
+    #: ``CANCELLED``, kept with agent-mcp-gateway's numbers for its users.
+    TOOL_CHANGED = -32009
 
 
 class LocalProtocolError(Exception):

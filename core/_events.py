@@ -10,7 +10,8 @@ core and come back unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Union
 
 from ._identity import Principal
 
@@ -35,6 +36,8 @@ __all__ = [
     "DownstreamSessionLost",
     "Event",
     "GatewayStarted",
+    "PinAccepted",
+    "PinsLoaded",
     "ShutdownRequested",
     "TimerFired",
 ]
@@ -307,6 +310,32 @@ class ConfigRejected:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PinsLoaded:
+    """The shell read the pin store: at start-up (before ``GatewayStarted``) and whenever it changed.
+
+    ``pins`` maps each server to its record as :class:`~lockgate.core.SavePins`
+    wrote it (``{"tools": {name: {"digest", "definition"}}, ...}``); what it
+    says of a tool replaces what the core knew. ``unreadable`` says why the
+    store could not be read: every tool is then quarantined (fail closed)
+    and nothing is saved. Until the first one, nothing is pinned (see
+    :mod:`lockgate.core._pins`).
+    """
+
+    now: float
+    pins: Mapping[str, Any]
+    unreadable: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PinAccepted:
+    """An operator accepted a quarantined tool of ``server`` as it is now (``tool=None``: all of them)."""
+
+    now: float
+    server: str
+    tool: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ShutdownRequested:
     """The gateway is stopping (EOF on stdio, SIGTERM, SIGINT)."""
 
@@ -331,4 +360,6 @@ Event = Union[
     ShutdownRequested,
     AuthenticationSucceeded,
     AuthenticationFailed,
+    PinsLoaded,
+    PinAccepted,
 ]

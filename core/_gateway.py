@@ -32,6 +32,8 @@ part that owns it; the parts share one :class:`~lockgate.core._context.Context`
 :mod:`._relays`        aggregate mode: what servers ask clients (sampling,
                        elicitation, roots), relayed to the right client
 :mod:`._reload`        a new configuration taking over between two events
+:mod:`._pins`          tool definitions pinned; changed ones quarantined
+                       until an operator accepts them
 :mod:`._views`         status, readiness and metrics (read-only)
 =====================  =====================================================
 
@@ -68,6 +70,8 @@ from ._events import (
     DownstreamSessionLost,
     Event,
     GatewayStarted,
+    PinAccepted,
+    PinsLoaded,
     ShutdownRequested,
     TimerFired,
 )
@@ -75,6 +79,7 @@ from ._health import Health
 from ._jsonrpc import Response, decode
 from ._links import Links, downstream_message_bytes
 from ._lost_sessions import LostSessions
+from ._pins import Pins
 from ._pool import ServerState
 from ._registry import registry_view
 from ._reload import Reloads
@@ -113,6 +118,9 @@ class Gateway:
       Report each authentication the shell decides with
       :class:`~lockgate.core.AuthenticationSucceeded` or
       :class:`~lockgate.core.AuthenticationFailed`, for the audit log.
+    - Hand in the pin store with :class:`~lockgate.core.PinsLoaded` before
+      ``GatewayStarted`` (and again whenever it changes), and write each
+      :class:`~lockgate.core.SavePins` to it: until then nothing is pinned.
     - Events about a client, a downstream connection or a timer the core has
       let go of (after :class:`~lockgate.core.CloseClient`,
       :class:`~lockgate.core.StopDownstream`, a reported exit, or
@@ -139,6 +147,7 @@ class Gateway:
         self._surface = Surface(ctx)
         self._relays = Relays(ctx)
         self._searches = Searches(ctx)
+        self._pins = Pins(ctx)
         # The parts call one another: wired here, once, in plain sight.
         self._clients.calls, self._clients.links = self._calls, self._links
         self._clients.surface, self._clients.relays = self._surface, self._relays
@@ -152,6 +161,7 @@ class Gateway:
         self._health.links, self._health.calls = self._links, self._calls
         self._lost.links, self._lost.calls, self._lost.health = self._links, self._calls, self._health
         self._reloads.links = self._links
+        self._links.pins, self._surface.pins, self._pins.surface = self._pins, self._pins, self._surface
 
     @property
     def config(self) -> Config:
@@ -223,6 +233,10 @@ class Gateway:
                 self._reloads.rejected(event)
             case ShutdownRequested():
                 self._links.shutdown()
+            case PinsLoaded():
+                self._pins.loaded(event)
+            case PinAccepted():
+                self._pins.accepted(event)
             case AuthenticationSucceeded() | AuthenticationFailed():
                 ctx.audit_authentication(authentication_record(event), isinstance(event, AuthenticationSucceeded))
                 if event.client is not None:
@@ -280,6 +294,10 @@ class Gateway:
     def registry_view(self) -> JSONObject:
         """The ``GET /gateway/registry`` body: every server and instance, file or registered (see :func:`~._registry.registry_view`)."""
         return registry_view(self._ctx.pools, self._ctx.now)
+
+    def pins(self) -> JSONObject:
+        """Every server's pinned and quarantined tools (the REST admin view; see :mod:`._pins`)."""
+        return self._ctx.pins.view()
 
     def readiness(self) -> JSONObject:
         """The ``/ready`` answer: ready once every eager server has finished its first start attempt."""

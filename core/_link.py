@@ -119,8 +119,11 @@ class Link:
     waiters: list[Call] = field(default_factory=list)
     #: The gateway's own requests in flight, by wire id.
     internal: dict[int, Internal] = field(default_factory=dict)
+    #: The tools it serves: what it listed, less the quarantined ones (see :mod:`~lockgate.core._pins`).
     tools: list[JSONObject] | None = None
     tool_names: frozenset[str] = frozenset()
+    #: Every tool it listed, quarantined ones included, as it listed them.
+    listed: list[JSONObject] | None = None
     #: The rest of its catalogue (aggregate mode): resources, resource templates and
     #: prompts, by the request that lists them; a kind the server does not offer is absent.
     catalog: dict[Internal, list[JSONObject]] = field(default_factory=dict)

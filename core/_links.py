@@ -47,6 +47,7 @@ from ._timers import TimerKind
 if TYPE_CHECKING:
     from ._calls import Calls
     from ._health import Health
+    from ._pins import Pins
     from ._relays import Relays
     from ._surface import Surface
 
@@ -85,6 +86,7 @@ class Links:
         self.health: Health
         self.surface: Surface
         self.relays: Relays
+        self.pins: Pins
 
     # -- giving a call to a link -----------------------------------------------------
 
@@ -330,7 +332,7 @@ class Links:
         listed = link.listing.pop(kind)
         if kind is Internal.TOOLS_LIST:
             old = link.tools or []
-            link.set_tools(listed)
+            link.set_tools(self.pins.listed(link, listed))  # less the quarantined tools
         else:
             old = link.catalog.get(kind, [])
             link.set_list(kind, listed)

@@ -51,6 +51,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.FALLBACK_AGENT_NOT_IN_RULES: 403,
     # Cancelled by the gateway itself (shutting down): try again, elsewhere.
     ErrorCode.CANCELLED: 503,
+    # The tool is there, but held back until an operator accepts its new definition.
+    ErrorCode.TOOL_CHANGED: 409,
 }
 
 #: A server's own JSON-RPC errors, which carry no gateway code: the ones a caller can act on.

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 
-from ._config import STRATEGIES, Isolation, Strategy
+from ._config import STRATEGIES, Isolation, PinMode, Strategy
 from ._substitution import expand
 from ._validation import Issue, expected, fail, kind, said
 
@@ -36,6 +36,7 @@ __all__ = [
     "IsolationKey",
     "MaxProcesses",
     "MaxTimeoutMs",
+    "PinsKey",
     "PositiveInt",
     "RetryCalls",
     "Seconds",
@@ -142,6 +143,11 @@ IsolationKey = Annotated[
     Isolation, said(lambda value: f"{value!r} is not an isolation: use 'shared' or 'per_client'"),
     described("shared: one downstream session per instance serves every client. per_client: each client session "
          "gets its own (its own process). Default shared."),
+]
+PinsKey = Annotated[
+    PinMode, said(lambda value: f"{value!r} is not a pinning mode: use 'strict', 'new-ok' or 'off'"),
+    described("Tool-definition pinning for this server: new-ok pins new tools and quarantines changed ones, strict holds "
+         "back new tools too, off pins nothing. Default: GATEWAY_PINS, else new-ok."),
 ]
 RetryCalls = Annotated[
     bool,

@@ -57,6 +57,7 @@ from ._server_keys import (
     IsolationKey,
     MaxProcesses,
     MaxTimeoutMs,
+    PinsKey,
     RetryCalls,
     StdioType,
     StrategyKey,
@@ -111,6 +112,7 @@ class _Entry(TypedDict, total=False):
     health_interval: HealthInterval
     health_timeout: HealthTimeout
     max_processes: MaxProcesses
+    pins: PinsKey
 
 
 class _Weighted(TypedDict, total=False):

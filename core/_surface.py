@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from ._calls import Calls
     from ._links import Links
     from ._search_tool import PendingSearch, Searches
+    from ._pins import Pins
 
 __all__ = ["PAGE_SIZE", "Surface", "Waiting", "aggregate_enabled"]
 
@@ -171,6 +172,7 @@ class Surface:
         self.calls: Calls
         self.links: Links
         self.searches: Searches
+        self.pins: Pins
         self._waiting: list[Waiting] = []
         self._settling = False
         # Merged views by what they were made from (see _view), and each agent's servers:
@@ -589,7 +591,13 @@ class Surface:
         if session.mode == "rest":
             target = self._resolve_rest(session, req.method, params)
         else:
-            target = self._resolve(req.method, params, self._known_view(session, agent))
+            view = self._known_view(session, agent)
+            target = self._resolve(req.method, params, view)
+            if isinstance(target, Refusal) and req.method == "tools/call" and isinstance(params.get("name"), str):
+                # A quarantined tool by the name the agent saw: the call refuses it with TOOL_CHANGED.
+                reserved = _GATEWAY_TOOL_NAMES if ctx.config.settings.gateway_tools else ()
+                held = self.pins.resolve_held(session, agent, params["name"], view.tools, view.servers, reserved)
+                target = target if held is None else (*held, {**params, "name": held[1]})
         if isinstance(target, _NotFound):
             # MCP's own code for an unknown resource (server/resources, "Error Handling").
             ctx.emit(SendToClient(client=session.id, request=req.id, message=error(

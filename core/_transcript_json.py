@@ -91,6 +91,8 @@ def _spec_to_json(spec: ServerSpec) -> JSONObject:
             if value is None:
                 continue  # not configured: older transcripts read the same
             value = _oauth_to_json(value)
+        elif f.name == "pins" and value is None:
+            continue  # the gateway's setting: older transcripts read the same
         elif isinstance(value, tuple):
             value = list(value)
         out[f.name] = value
@@ -338,6 +340,10 @@ def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JS
                 files=list(event.files),
                 time=event.time,
             )
+        case ev.PinsLoaded():
+            out.update(pins=dict(event.pins), unreadable=event.unreadable)
+        case ev.PinAccepted():
+            out.update(server=event.server, tool=event.tool)
         case _:
             assert_never(event)
     return out
@@ -417,6 +423,10 @@ def event_from_json(line: Mapping[str, Any]) -> ev.Event:
                     files=tuple(line.get("files", ())),
                     time=line.get("time"),
                 )
+            case "PinsLoaded":
+                return ev.PinsLoaded(now=now, pins=line["pins"], unreadable=line.get("unreadable"))
+            case "PinAccepted":
+                return ev.PinAccepted(now=now, server=line["server"], tool=line.get("tool"))
             case "DownstreamSessionLost":
                 data = _get_bytes(line, "data") if "data" in line or "data_base64" in line else None
                 return ev.DownstreamSessionLost(now=now, downstream=line["downstream"], data=data)
@@ -468,6 +478,8 @@ def action_to_json(action: act.Action) -> JSONObject:
             out["record"] = action.record
         case act.Log():
             out.update(level=action.level, message=action.message, fields=action.fields)
+        case act.SavePins():
+            out.update(server=action.server, record=action.record)
         case _:
             assert_never(action)
     # Round-trip through JSON text: what is compared is what a file would hold.

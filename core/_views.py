@@ -87,6 +87,7 @@ class Views:
                 {(): ctx.metrics.streams_dropped},
             ),
         }
+        extra = {**extra, **ctx.pins.metrics(ctx.config.servers)}  # lockgate_tools_quarantined, lockgate_tool_changes_total
         return prometheus_text(ctx.metrics, uptime=self.uptime(now), extra=extra)
 
     def status(self) -> JSONObject:

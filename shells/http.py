@@ -182,7 +182,7 @@ async def serve_http(
         head_timeout=settings.http_head_timeout,
     )
     oauth = for_front(os.environ if environ is None else environ, stdio=False)
-    runtime = Runtime(core, settings=settings, environ=environ, oauth=oauth)
+    runtime = Runtime(core, settings=settings, environ=environ, oauth=oauth, pins=None if reload is None else reload.pins)
     auth = None
     if authentication is not None:
         from .http_auth import HttpAuth

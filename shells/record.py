@@ -256,6 +256,9 @@ class RecordingCore:
     def registry_view(self) -> dict[str, Any]:
         return self._core.registry_view()
 
+    def pins(self) -> dict[str, Any]:
+        return self._core.pins()
+
     def handle(self, event: Event) -> list[Action]:
         recorder = self._recorder
         event = dataclasses.replace(event, now=recorder.clock(event.now))

@@ -51,6 +51,7 @@ from .selfref import self_reference_problems
 from .signals import receive_signals
 
 if TYPE_CHECKING:
+    from .pins import PinKeeper
     from .registry import Registry
 
 __all__ = ["MAX_SETTLE", "POLL_INTERVAL", "SETTLE", "Feeder", "ReloadSource", "watch_config"]
@@ -88,6 +89,8 @@ class ReloadSource:
     #: registered instances before the core gets it, and the registry feeds
     #: its own changes to the runtime the watcher feeds.
     registry: Registry | None = None
+    #: The pin store the runtime reads and writes (:mod:`.pins`); read again at every reload.
+    pins: PinKeeper | None = None
 
 
 @dataclass(frozen=True, slots=True)

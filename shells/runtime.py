@@ -26,7 +26,13 @@ SetTimer            arms a timer in :class:`~.timers.Timers` (one task)
 CancelTimer         forgets it
 Audit               appends a line to the audit log
 Log                 writes a log line on stderr
+SavePins            queues the record for the pin store's writer, which
+                    writes it in a worker thread (see :mod:`.pins`)
 ==================  ==========================================================
+
+With a pin store (``pins``), the store is read before the loop starts and
+its ``PinsLoaded`` is the first event the core gets; the store is read again
+when it changes, and at every configuration reload.
 
 Inline handling. A task feeding an event while the loop waits for work and
 nothing is queued hands it to the core itself, in the same code path, and
@@ -68,7 +74,7 @@ import trio
 from lockgate.core import Action, ClientId, downstream_message_bytes, Event, internal_error, Settings
 
 # The actions the loop performs, and the events it looks at before the core does.
-from lockgate.core import Audit, CancelTimer, CloseClient, DropStream, Log, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream
+from lockgate.core import Audit, CancelTimer, CloseClient, DropStream, Log, SavePins, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream
 from lockgate.core import ClientClosed, ClientFellBehind, ClientMessageReceived, ConfigReloaded, TimerFired
 from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamNotReading, DownstreamSessionLost, DownstreamUnauthorized
 
@@ -77,6 +83,7 @@ from .clients import Client, Clients, ClientSend, ClientSendNowait, QueuedSend
 from .downstreams import Downstreams
 from .logs import NOTICE, get_logger
 from .oauth import OAuthManager
+from .pins import PinKeeper
 from .timers import Timers
 
 __all__ = ["Core", "GatewayCore", "Runtime", "RuntimeStatistics"]
@@ -122,6 +129,8 @@ class GatewayCore(Core, Protocol):
     def gateway_stats(self, now: float) -> dict[str, Any]: ...
 
     def registry_view(self) -> dict[str, Any]: ...
+
+    def pins(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +191,10 @@ class Runtime:
         downstream_buffer: int = 1024,
         environ: Mapping[str, str] | None = None,
         oauth: OAuthManager | None = None,
+        pins: PinKeeper | None = None,
     ) -> None:
         self._core = core
+        self._pins = pins
         self._settings = settings
         self._send, self._receive = trio.open_memory_channel[_Item](event_buffer)
         #: Events the shell reports about its own failures, handled after the current batch.
@@ -277,6 +288,10 @@ class Runtime:
             with self._scope:
                 async with trio.open_nursery() as outer:
                     outer.start_soon(self._timers.run)
+                    if self._pins is not None:
+                        # The store, before anything the shell feeds (GatewayStarted starts servers).
+                        self._send.send_nowait(await self._pins.load_event())
+                        await outer.start(self._pins.run, self.feed)
                     try:
                         async with trio.open_nursery() as downstreams:
                             self._nursery = downstreams
@@ -287,6 +302,9 @@ class Runtime:
                                 self._receive.close()
                                 self._downstreams.stop_all()
                     finally:
+                        if self._pins is not None:
+                            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                                await self._pins.flush()  # pins saved as the last events changed them
                         outer.cancel_scope.cancel()
         finally:
             self._audit.close()
@@ -345,6 +363,8 @@ class Runtime:
         elif isinstance(item, ConfigReloaded):
             # New downstreams use the new limits; the audit log keeps its file.
             self._settings = item.config.settings
+            if self._pins is not None:
+                self._pins.reread()
         return item
 
     def _handle_inline(self, event: Event) -> None:
@@ -421,6 +441,9 @@ class Runtime:
                 self._audit.write(record)
             case Log(level=level, message=message, fields=fields):
                 _core_log.log(_LEVELS.get(level, logging.INFO), message, extra={"fields": fields or {}})
+            case SavePins(server=server, record=record):
+                if self._pins is not None:
+                    self._pins.save(server, record)
             case _:
                 assert_never(action)
 

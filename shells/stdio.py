@@ -89,7 +89,7 @@ async def serve_stdio(
     and written.
     """
     oauth = for_front(os.environ if environ is None else environ, stdio=True)
-    runtime = Runtime(core, settings=settings, environ=environ, oauth=oauth)
+    runtime = Runtime(core, settings=settings, environ=environ, oauth=oauth, pins=None if reload is None else reload.pins)
     done = trio.Event()
 
     out_fd = stdout.fileno() if isinstance(stdout, trio.lowlevel.FdStream) else None

@@ -1,11 +1,11 @@
 """The ``lockgate`` command: serve (stdio or Streamable HTTP), validate, explain, check, schema, init,
 client-config, user, key, login and db for the identity database, auth for the OAuth tokens held for
-downstream servers, and register, deregister, registry and stats for a running gateway.
+downstream servers, pin for the tool definitions pinned, and register, deregister, registry and stats for a running gateway.
 
 Each command is a module of this package with ``add_parser`` (its options)
 and ``run`` (what it does, returning the exit status): :mod:`.serve`,
 :mod:`.validate`, :mod:`.explain`, :mod:`.check`, :mod:`.schema`, :mod:`.init`,
-:mod:`.client_config`, :mod:`.user`, :mod:`.key`, :mod:`.login`, :mod:`.db` and :mod:`.auth`, and
+:mod:`.client_config`, :mod:`.user`, :mod:`.key`, :mod:`.login`, :mod:`.db`, :mod:`.auth` and :mod:`.pin`, and
 :mod:`.remote` for the four commands against a running gateway (one object each); :mod:`.common`
 holds what they share (and :mod:`.db` what the three database commands share). Each module's docstring gives its exit statuses; in short,
 0 is success, 1 a failed check, 2 a usage or configuration error.
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ..configfiles import FileProblem
-from . import auth, check, client_config, db, explain, init, key, login, remote, schema, serve, user, validate
+from . import auth, check, client_config, db, explain, init, key, login, pin, remote, schema, serve, user, validate
 from .common import EXIT_USAGE, Subcommands, package_version
 
 __all__ = ["build_parser", "main"]
@@ -50,6 +50,7 @@ _COMMANDS: dict[str, _Command] = {
     "login": login,
     "db": db,
     "auth": auth,
+    "pin": pin,
     "register": remote.register,
     "deregister": remote.deregister,
     "registry": remote.registry,

@@ -29,6 +29,7 @@ from .common import EXIT_USAGE, Subcommands, add_file_options, count, package_ve
 if TYPE_CHECKING:
     from lockgate.core import Config, Settings
 
+    from ..pins import PinKeeper
     from ..registry import Registry
 
     from ..identity import Authentication, HeldCredential
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         log.log(NOTICE, summary)
     source = ReloadSource(
         files=files, environ=dict(environ), settings=config.settings, loaded=(servers_text, rules_text),
-        registry=registry,
+        registry=registry, pins=_open_pins(files.rules, environ, log),
     )
     recorder: Recorder | None = None
     core: GatewayCore = Gateway(config)
@@ -186,6 +187,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 trio.run(serve_process_stdio, core, config.settings, source, tap, stdio_credential)
     finally:
         registry.close()
+        if source.pins is not None:
+            source.pins.close()
         if recorder is not None:
             recorder.close()
     get_logger().info("stopped")
@@ -212,6 +215,23 @@ def _open_registry(config: Config, environ: Mapping[str, str], log: logging.Logg
     if registered:
         log.log(NOTICE, f"{count(len(registered), 'registered instance')} merged from the registry")
     return registry
+
+
+def _open_pins(rules_file: str, environ: Mapping[str, str], log: logging.Logger) -> PinKeeper:
+    """The tool pins' store (the database, else the lock file next to the rules).
+
+    A database that cannot be opened is logged, and the gateway serves with
+    every tool quarantined (pinning fails closed), saving nothing.
+    """
+    from ..pins import PinKeeper, PinStoreError, pin_store
+
+    try:
+        store = pin_store(environ, rules_file)
+    except PinStoreError as exc:
+        log.error(f"cannot open the tool pins: {exc}; every tool is quarantined")
+        return PinKeeper(None, str(exc))
+    log.info(f"tool pins kept in {store.description}")
+    return PinKeeper(store)
 
 
 def _port(text: str) -> int:

@@ -38,6 +38,7 @@ from lockgate.core import (
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
+    PinAccepted,
     Principal,
     RestAnswer,
     SendToClient,
@@ -275,6 +276,13 @@ class RestApi:
                 _method(method, "DELETE")
                 await self._admin(exchange, principal, "deregister")
                 return await self._deregister(server, instance_id)
+            case ["gateway", "pins"]:
+                _method(method, "GET")
+                return RestAnswer(200, self._core.pins())
+            case ["gateway", "pins", server, "accept"] | ["gateway", "pins", server, _, "accept"]:
+                _method(method, "POST")
+                await self._admin(exchange, principal, "accept_pin")
+                return await self._accept_pin(server, parts[3] if len(parts) == 5 else None)
         return _error(404, "NOT_FOUND", f"Not Found: no endpoint {route.path[:200]}")
 
     # -- one request through the core ----------------------------------------------
@@ -425,6 +433,16 @@ class RestApi:
     async def _deregister(self, server: str, instance_id: str) -> RestAnswer:
         done = await self._registry_or_refuse().deregister(server, instance_id)
         return RestAnswer(done.status, done.json()) if isinstance(done, RegistrationRefused) else RestAnswer(200, done.json())
+
+    async def _accept_pin(self, server: str, tool: str | None) -> RestAnswer:
+        """Feed ``PinAccepted`` for what is quarantined (the core serves it again at once); 404 when nothing is."""
+        held = sorted(self._core.pins().get("servers", {}).get(server, {}).get("quarantined", {}))
+        accepted = [name for name in held if tool is None or name == tool]
+        if not accepted:
+            what = f"tool {tool[:128]!r} of server {server[:128]!r}" if tool is not None else f"tool of server {server[:128]!r}"
+            return _error(404, "TOOL_NOT_FOUND", f"No quarantined {what}", {"server": server[:128]})
+        await self._runtime.feed(PinAccepted(now=trio.current_time(), server=server, tool=tool))
+        return RestAnswer(200, {"server": server, "accepted": accepted})
 
     def _registry_or_refuse(self) -> Registry:
         if self._registry is None:

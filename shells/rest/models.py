@@ -665,3 +665,33 @@ class DeregisterResponse(_Answer):
     server: str
     instance_id: str
     deregistered: Literal[True]
+
+
+class QuarantinedTool(_Answer):
+    """A tool held back: which pinned fields changed (``["new"]``: not pinned yet, under strict pinning), and why."""
+
+    changed: list[str]
+    reason: str
+
+
+class PinnedServer(_Answer):
+    """One server's pinned tools, and those quarantined until an operator accepts them."""
+
+    pinned: list[str]
+    quarantined: dict[str, QuarantinedTool]
+
+
+class Pins(_Answer):
+    """``GET /gateway/pins``: the tool definitions pinned and the changes held back, server by server."""
+
+    enabled: bool
+    #: Why the pin store could not be read (every tool is then quarantined); null when it could.
+    unreadable: str | None
+    servers: dict[str, PinnedServer]
+
+
+class PinAcceptResponse(_Answer):
+    """``POST /gateway/pins/{server}/accept`` and ``.../{tool}/accept``: the tools pinned as they are now, and served again."""
+
+    server: str
+    accepted: list[str]

@@ -50,6 +50,7 @@ _PATH_PARAMETERS: dict[str, str] = {
     "server": "The server's name, as in the servers file or as registered.",
     "instance_id": 'The instance\'s id: a file instance\'s "id" (else its position, "0", "1", ...); a registered one\'s instance_id.',
     "file": "A file name from the packaged assets.",
+    "tool": "The tool's name, as the server lists it.",
 }
 
 # Each error status the routes can give: its name in components.responses, and when it happens.
@@ -196,6 +197,22 @@ ROUTES: tuple[Route, ...] = (
         tag=_REGISTRY, access="admin", summary="Remove a registered instance", response=m.DeregisterResponse,
         errors=(401, 403, 404, 409),
         description="409: a file instance, which is not the registry's to remove.",
+    ),
+    Route(
+        method="GET", path="/gateway/pins", operation_id="gatewayPins", tag=_GATEWAY, access="credential",
+        summary="Tool definitions pinned, and the changed ones held back", response=m.Pins, errors=(401,),
+    ),
+    Route(
+        method="POST", path="/gateway/pins/{server}/accept", operation_id="acceptServerPins", tag=_GATEWAY,
+        access="admin", summary="Accept every quarantined tool of a server as it is now", response=m.PinAcceptResponse,
+        errors=(401, 403, 404),
+        description="The tools are pinned as the gateway last saw them and served again at once. 404: nothing quarantined.",
+    ),
+    Route(
+        method="POST", path="/gateway/pins/{server}/{tool}/accept", operation_id="acceptToolPin", tag=_GATEWAY,
+        access="admin", summary="Accept a quarantined tool as it is now", response=m.PinAcceptResponse,
+        errors=(401, 403, 404),
+        description="The tool is pinned as the gateway last saw it and served again at once. 404: it is not quarantined.",
     ),
     Route(
         method="GET", path="/openapi.json", operation_id="openapiDocument", tag=_DOCS, access="public",

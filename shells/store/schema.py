@@ -43,6 +43,7 @@ __all__ = [
     "oauth_tokens",
     "registrations",
     "revocations",
+    "tool_pins",
     "users",
 ]
 
@@ -189,4 +190,16 @@ oauth_clients = Table(
     Column("sealed", LargeBinary, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     UniqueConstraint("server", "issuer"),
+)
+
+#: Tool-definition pins (lockgate.core._pins): one row per server, its record
+#: as the core wrote it (the pinned tools' digests and definitions, and the
+#: tools quarantined). Not counted in ``changes``: a gateway reads pins again
+#: on a reload, not on the change counter.
+tool_pins = Table(
+    "tool_pins",
+    metadata,
+    Column("server", String(128), primary_key=True),
+    Column("record", JSON, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )

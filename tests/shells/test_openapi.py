@@ -41,6 +41,9 @@ CONTRACT = {
     ("GET", "/gateway/audit"),
     ("POST", "/gateway/register"),
     ("DELETE", "/gateway/deregister/{server}/{instance_id}"),
+    ("GET", "/gateway/pins"),
+    ("POST", "/gateway/pins/{server}/accept"),
+    ("POST", "/gateway/pins/{server}/{tool}/accept"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/redoc"),
@@ -50,7 +53,10 @@ CONTRACT = {
     ("GET", "/status/assets/{file}"),
 }
 PUBLIC = {"/openapi.json", "/docs", "/redoc", "/docs/assets/{file}", "/", "/status", "/status/assets/{file}"}
-ADMIN = {"/gateway/register", "/gateway/deregister/{server}/{instance_id}"}
+ADMIN = {
+    "/gateway/register", "/gateway/deregister/{server}/{instance_id}",
+    "/gateway/pins/{server}/accept", "/gateway/pins/{server}/{tool}/accept",
+}
 
 
 @pytest.fixture(scope="module")

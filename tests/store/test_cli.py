@@ -96,21 +96,21 @@ def one_error(result: Ran, status: int) -> str:
 def test_the_first_run_leads_to_the_first_admin(database_url: str) -> None:
     status = lockgate("db", "status", database=database_url)
     assert status.returncode == 1
-    assert "schema: no Lockgate schema yet (latest revision 0003)\nrun lockgate db upgrade" in status.stdout
+    assert "schema: no Lockgate schema yet (latest revision 0004)\nrun lockgate db upgrade" in status.stdout
     upgrade = lockgate("db", "upgrade", database=database_url)
     assert upgrade.returncode == 0, upgrade.stderr
     assert upgrade.stdout.startswith("upgraded the database schema (")
-    assert upgrade.stdout.endswith(f"from an empty database to revision 0003\n{NO_ADMIN}")
+    assert upgrade.stdout.endswith(f"from an empty database to revision 0004\n{NO_ADMIN}")
     again = lockgate("db", "upgrade", database=database_url)
-    assert again.returncode == 0 and "is current: revision 0003 (the latest)" in again.stdout
+    assert again.returncode == 0 and "is current: revision 0004 (the latest)" in again.stdout
     status = lockgate("db", "status", database=database_url)
     assert status.returncode == 0
-    assert status.stdout.endswith(f"schema: revision 0003 (the latest)\nusers: 0 (0 admin)\nkeys: 0 (0 revoked)\n{NO_ADMIN}")
+    assert status.stdout.endswith(f"schema: revision 0004 (the latest)\nusers: 0 (0 admin)\nkeys: 0 (0 revoked)\n{NO_ADMIN}")
     created = lockgate("user", "create", "alice", "--role", "admin", "--password-stdin", database=database_url, stdin=PASSWORD + "\n")
     assert (created.returncode, created.stdout, created.stderr) == (0, "created user alice (role admin)\n", "")
     status = lockgate("db", "status", "--json", database=database_url)
     report = json.loads(status.stdout)
-    assert report["state"] == "current" and report["revision"] == report["latest"] == "0003"
+    assert report["state"] == "current" and report["revision"] == report["latest"] == "0004"
     assert (report["users"], report["keys"], report["has_admin"]) == (1, 0, True)
     assert "password" not in status.stdout
     with open_upgraded(database_url) as store:
@@ -120,7 +120,7 @@ def test_the_first_run_leads_to_the_first_admin(database_url: str) -> None:
 def test_a_user_command_on_a_new_database_makes_the_schema_and_says_so(database_url: str) -> None:
     listed = lockgate("user", "list", database=database_url)
     assert listed.returncode == 0
-    assert listed.stderr.startswith("lockgate: upgraded the database schema (") and "to revision 0003" in listed.stderr
+    assert listed.stderr.startswith("lockgate: upgraded the database schema (") and "to revision 0004" in listed.stderr
     assert listed.stdout == "no users yet\n" + NO_ADMIN
 
 

@@ -15,7 +15,7 @@ from lockgate.shells.store import migrate
 from lockgate.shells.store.schema import metadata
 
 LATEST = migrate.HEAD
-TABLES = {"alembic_version", "users", "api_keys", "revocations", "changes", "registrations", "oauth_tokens", "oauth_clients"}
+TABLES = {"alembic_version", "users", "api_keys", "revocations", "changes", "registrations", "oauth_tokens", "oauth_clients", "tool_pins"}
 
 
 def table_names(store: Store) -> set[str]:
@@ -131,15 +131,18 @@ def test_a_database_at_the_registry_revision_gains_the_oauth_tables_and_keeps_it
                 "VALUES ('db', 'w1', 'stdio', 'srv', '[]', '{}', 1, '', '2026-05-01 12:00:00+00:00')"
             ))
         assert store.schema_status() == SchemaStatus(current="0002", head=LATEST)
-        assert table_names(store) == TABLES - {"oauth_tokens", "oauth_clients"}
+        assert table_names(store) == TABLES - {"oauth_tokens", "oauth_clients", "tool_pins"}
         assert store.ensure_schema() == f"upgraded the database schema ({store.description}) from revision 0002 to revision {LATEST}"
         assert table_names(store) == TABLES
         with store._engine.connect() as connection:
             assert connection.execute(sqlalchemy.text("SELECT instance_id FROM registrations")).scalars().all() == ["w1"]
-        # And back: the downgrade drops only what 0003 made.
+        # And back: the downgrade drops only what 0003 and 0004 made.
+        with store._engine.begin() as connection:
+            command.downgrade(migrate._config(connection), "0003")
+        assert table_names(store) == TABLES - {"tool_pins"}
         with store._engine.begin() as connection:
             command.downgrade(migrate._config(connection), "0002")
-        assert table_names(store) == TABLES - {"oauth_tokens", "oauth_clients"}
+        assert table_names(store) == TABLES - {"oauth_tokens", "oauth_clients", "tool_pins"}
 
 
 def test_the_quick_head_is_the_one_alembic_reads_from_the_scripts() -> None:
