@@ -365,3 +365,19 @@ def test_a_rest_call_of_a_quarantined_tool_is_refused_with_tool_changed_and_409(
     assert answer["error"]["code"] == -32009 and answer["error"]["data"]["changed"] == ["description"]
     assert rest_answer(answer).status == 409
     assert not d.server("db").requests("tools/call")
+
+
+def test_search_tools_never_finds_a_quarantined_tool_until_it_is_accepted() -> None:
+    d = gateway({"db": pin(ECHO_TOOL, GET_TOOL)})
+    d.send(call(1, "get_server_tools", agent_id="dev", server="db"))
+    d.handshake("db", [EVIL_ECHO, GET_TOOL])
+    d.send(call(2, "get_server_tools", agent_id="dev", server="util"))
+    d.handshake("util", [])
+
+    def found(id: int) -> list[str]:
+        [answer] = sent_to_client(d.send(call(id, "search_tools", agent_id="dev", query="echo text back", limit=10)))
+        return [t["name"] for t in structured(answer)["tools"]]
+
+    assert found(3) == []
+    d.handle(PinAccepted(now=d.now, server="db", tool="echo"))
+    assert found(4) == ["echo"]
