@@ -98,6 +98,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from ..runtime import GatewayCore
     from ..selfref import self_references
     from ..stdio import STDIO_CLIENT, serve_process_stdio
+    from ..tokenizer import load_counter
 
     files = locate_files(args.config, args.rules, environ)
     servers_text = read_text(files.servers)
@@ -157,7 +158,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         registry=registry,
     )
     recorder: Recorder | None = None
-    core: GatewayCore = Gateway(config)
+    # The tokenizer loads here, once, before any client: not on the event loop at a first call.
+    core: GatewayCore = Gateway(config, count_tokens=load_counter())
     if args.record:
         try:
             recorder = Recorder(args.record, config, json.loads(rules_text), transport=config.settings.transport)
