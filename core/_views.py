@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from ._config import Config
 from ._context import Context
 from ._link import Link, State
 from ._metrics import Extra, prometheus_text
@@ -27,6 +28,8 @@ class Views:
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
+        # context_tokens() by what it was made from: a cache (each scrape would decide every tool for every agent).
+        self._context: tuple[Config, int, dict[str, JSONObject]] | None = None
 
     def uptime(self, now: float) -> float:
         """Seconds since the first event the gateway handled, at ``now`` on the event clock."""
@@ -130,11 +133,14 @@ class Views:
         whose tool lists are known now (``servers`` breaks it down; a server
         not started yet is absent), as aggregate mode would list them;
         ``on_demand``, the gateway's own tools; ``mode``, its mode as
-        configured. Counting is cached per definition, so asking again is
-        cheap while the lists stay the same.
+        configured. Made again when a server's list or the configuration
+        changes, not on every scrape.
         """
         ctx = self._ctx
         config = ctx.config
+        cached = self._context
+        if cached is not None and cached[0] is config and cached[1] == ctx.catalog_epoch:
+            return cached[2]
         count = ctx.tool_tokens
         known = {name: _known_tools(pool) for name, pool in ctx.pools.items()}
         own = count.total(gateway_tools(debug=config.settings.debug))
@@ -147,6 +153,7 @@ class Views:
                 "on_demand": own,
                 "servers": servers,
             }
+        self._context = (config, ctx.catalog_epoch, figures)
         return figures
 
     def _sessions_by_mode(self) -> dict[str, int]:

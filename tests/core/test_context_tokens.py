@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lockgate.core import CancelTimer, Log, SendToClient, SendToDownstream
+from lockgate.core import CancelTimer, ConfigReloaded, Log, SendToClient, SendToDownstream
 from lockgate.core._clients import INSTRUCTIONS, server_info
 from lockgate.core._jsonrpc import encode, result
 from lockgate.core._tools import ToolTokens, gateway_tools
@@ -232,4 +232,22 @@ def test_context_tokens_per_agent_in_metrics_and_status() -> None:
             "fixed": {"mode": "on_demand", "aggregate": echo, "on_demand": own, "servers": {"util": echo}},
             "small": {"mode": "auto", "aggregate": echo, "on_demand": own, "servers": {"util": echo}},
         },
+    }
+
+
+def test_the_figures_follow_a_changed_list_and_a_reload() -> None:
+    d = Driver(make_config(AUTO_RULES, context_window=1000))
+    initialize_as(d, "small")
+    d.handshake("util", [ECHO_TOOL])
+    echo, get = (-(-len(encode(t)) // 4) for t in (ECHO_TOOL, GET_TOOL))
+    assert d.gw.metrics_json(0.0)["context_tokens"]["small"]["aggregate"] == echo
+    util = d.server("util")
+    util.notify("notifications/tools/list_changed")
+    util.answer("tools/list", result={"tools": [ECHO_TOOL, GET_TOOL]})
+    assert d.gw.metrics_json(0.0)["context_tokens"]["small"]["aggregate"] == echo + get
+    rules = {"agents": {**AUTO_RULES["agents"], "small": {"allow": {"servers": ["util"], "tools": {"util": ["get_*"]}}}}}
+    d.handle(ConfigReloaded(now=d.now, config=make_config(rules, context_window=1000)))
+    assert d.gw.status()["context"]["agents"]["small"] == {
+        "mode": "on_demand", "aggregate": get, "on_demand": d.gw.metrics_json(0.0)["context_tokens"]["small"]["on_demand"],
+        "servers": {"util": get},
     }
