@@ -296,6 +296,12 @@ class Settings:
     #: agent may call cost fewer tokens than this share of ``context_window``,
     #: and serves the gateway's tools otherwise.
     auto_threshold: float = 0.10
+    #: ``GATEWAY_TOKENIZER``: what the shell counts tokens with and hands the
+    #: core (``Gateway(config, count_tokens=...)``): ``cl100k_base``, a real
+    #: tokenizer, or ``estimate``, compact JSON bytes / 4 rounded up, which
+    #: loads nothing. The core counts with the counter it is given, whatever
+    #: this says; its own default is the estimate.
+    tokenizer: Literal["cl100k_base", "estimate"] = "cl100k_base"
     #: ``GATEWAY_PREFIX``: aggregate mode names tools and prompts
     #: ``server<sep>name`` always, never (the names unchanged; only with one
     #: server configured, which :func:`load_config` checks), or ``auto``: when

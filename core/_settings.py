@@ -203,6 +203,10 @@ class Variables(BaseModel):
     ] = None
     context_window: Annotated[int | None, _POSITIVE_INT] = None
     auto_threshold: Annotated[float | None, PlainValidator(_fraction)] = None
+    tokenizer: Annotated[
+        Literal["cl100k_base", "estimate"] | None,
+        PlainValidator(_word("a tokenizer: use 'cl100k_base' or 'estimate'", "cl100k_base", "estimate")),
+    ] = None
     prefix: Annotated[
         Prefix | None, PlainValidator(_word("a prefix rule: use 'auto', 'always' or 'never'", "auto", "always", "never"))
     ] = None
@@ -268,6 +272,7 @@ _ABOUT: dict[str, str] = {
     "mode": "on_demand (the gateway's tools), aggregate (the servers' tools, resources and prompts as its own) or auto",
     "context_window": "tokens of the agents' context window, for mode auto",
     "auto_threshold": "mode auto aggregates when an agent's tools cost less than this share of the context window",
+    "tokenizer": "what tokens are counted with: cl100k_base, or estimate (JSON bytes / 4, loads nothing)",
     "prefix": "aggregate tool and prompt names are server<sep>name: auto (2+ servers), always, never (1 server only)",
     "gateway_tools": "in aggregate mode, list the gateway's own tools too",
     "name_separator": "what joins server and name in aggregate mode: 1 to 4 of A-Z a-z 0-9 _ . -",

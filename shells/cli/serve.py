@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from ..runtime import GatewayCore
     from ..selfref import self_references
     from ..stdio import STDIO_CLIENT, serve_process_stdio
-    from ..tokenizer import load_counter
+    from ..tokenizer import counter_for
 
     files = locate_files(args.config, args.rules, environ)
     servers_text = read_text(files.servers)
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
     recorder: Recorder | None = None
     # The tokenizer loads here, once, before any client: not on the event loop at a first call.
-    core: GatewayCore = Gateway(config, count_tokens=load_counter())
+    core: GatewayCore = Gateway(config, count_tokens=counter_for(config.settings))
     if args.record:
         try:
             recorder = Recorder(args.record, config, json.loads(rules_text), transport=config.settings.transport)

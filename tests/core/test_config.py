@@ -716,7 +716,7 @@ def test_empty_variables_count_as_unset() -> None:
         "DEFAULT_AGENT DEBUG STRICT AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES LOG_LEVEL LOG_FORMAT HEALTH_INTERVAL"
         " HEALTH_TIMEOUT MCP_CONFIG RULES AUTH RATE_LIMIT API_KEY JWT_SECRET JWT_ISSUER JWT_AUDIENCE JWT_JWKS"
         " JWT_ROLE_CLAIM JWT_AGENTS_CLAIM TOKEN_TTL MODE PREFIX GATEWAY_TOOLS NAME_SEPARATOR CONTEXT_WINDOW"
-        " AUTO_THRESHOLD"
+        " AUTO_THRESHOLD TOKENIZER"
     ).split()
     assert settings_from_env({f"GATEWAY_{name}": "" for name in names}) == Settings()
 
@@ -772,6 +772,10 @@ def test_init_strategy(value: str, strategy: str) -> None:
         ),
         ("GATEWAY_GATEWAY_TOOLS", "both", "'both' is not a boolean: use 1/true/yes/on or 0/false/no/off"),
         *(
+            ("GATEWAY_TOKENIZER", value, f"{value!r} is not a tokenizer: use 'cl100k_base' or 'estimate'")
+            for value in ["tiktoken", "cl100k", "bytes"]
+        ),
+        *(
             ("GATEWAY_CONTEXT_WINDOW", value, f"{value!r} is not a positive integer")
             for value in ["0", "-5", "200k", "1e6", "128_000"]
         ),
@@ -798,7 +802,7 @@ def test_aggregate_settings_defaults() -> None:
     assert (settings.mode, settings.prefix, settings.gateway_tools, settings.name_separator) == (
         "on_demand", "auto", False, "__",
     )
-    assert (settings.context_window, settings.auto_threshold) == (200_000, 0.10)
+    assert (settings.context_window, settings.auto_threshold, settings.tokenizer) == (200_000, 0.10, "cl100k_base")
 
 
 def test_an_agent_may_be_auto() -> None:
@@ -818,6 +822,8 @@ def test_an_agent_may_be_auto() -> None:
         ("GATEWAY_AUTO_THRESHOLD", "0.25", "auto_threshold", 0.25),
         ("GATEWAY_AUTO_THRESHOLD", "1", "auto_threshold", 1.0),
         ("GATEWAY_AUTO_THRESHOLD", " ", "auto_threshold", 0.10),  # blank: unset
+        ("GATEWAY_TOKENIZER", "Estimate", "tokenizer", "estimate"),
+        ("GATEWAY_TOKENIZER", "", "tokenizer", "cl100k_base"),
         ("GATEWAY_PREFIX", "auto", "prefix", "auto"),
         ("GATEWAY_PREFIX", "Always", "prefix", "always"),
         ("GATEWAY_PREFIX", "never", "prefix", "never"),

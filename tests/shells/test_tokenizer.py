@@ -131,3 +131,18 @@ def test_check_counts_tokens_with_tiktoken(tmp_path: Path) -> None:
         ["all", "raw", "5", str(report["servers"]["raw"]["bytes"]), str(every)],
         ["few", "raw", "2", str(agents["few"]["by_server"]["raw"]["bytes"]), str(few)],
     ]
+
+
+def test_the_estimate_loads_nothing_and_counts_bytes_over_four(tmp_path: Path) -> None:
+    from lockgate.core import Settings, estimate_bytes
+    from lockgate.shells.tokenizer import counter_for, counter_named
+
+    assert counter_for(Settings(tokenizer="estimate")) is estimate_bytes
+    assert counter_for(Settings()) is load_counter()
+    assert counter_named("estimate")(b"12345") == 2
+    files = check_files(tmp_path)
+    result = run("check", "--json", *files, cwd=tmp_path, env=clean_env(GATEWAY_TOKENIZER="estimate"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["tokenizer"] == "estimate"
+    assert report["servers"]["raw"]["tokens"] == sum(-(-len(encode(tool)) // 4) for tool in TOOLS)
