@@ -196,7 +196,7 @@ class Surface:
         session.mode = mode or ctx.config.settings.mode
         if session.mode == "auto" and session.agent is None:
             # No agent, no tool list to measure: the gateway's tools, which any agent can use.
-            self._chose(session, "on_demand", None)
+            self._settle_mode(session, "on_demand", None)
         if session.mode not in ("aggregate", "auto"):
             return False
         self._serve_or_wait(Waiting(session.id, req))
@@ -299,7 +299,7 @@ class Surface:
     def _choose(self, session: ClientSession, agent: str | Refusal, links: dict[str, Link]) -> None:
         """Decide an ``auto`` session's mode by what the tools its agent may call cost, over the servers reached."""
         if not isinstance(agent, str):
-            self._chose(session, "on_demand", None)  # refused since initialize began: measure nothing
+            self._settle_mode(session, "on_demand", None)  # refused since initialize began: measure nothing
             return
         count = self._ctx.tool_tokens
         tokens = sum(
@@ -307,9 +307,9 @@ class Surface:
             for server, link in links.items()
             for tool in self._visible(session, agent, server, Internal.TOOLS_LIST, link.tools or [])
         )
-        self._chose(session, auto_mode(tokens, self._ctx.config.settings), tokens)
+        self._settle_mode(session, auto_mode(tokens, self._ctx.config.settings), tokens)
 
-    def _chose(self, session: ClientSession, mode: str, tokens: int | None) -> None:
+    def _settle_mode(self, session: ClientSession, mode: str, tokens: int | None) -> None:
         """Keep ``auto``'s choice for the session, and log it."""
         from ._clients import client_label
 
