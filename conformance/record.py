@@ -98,6 +98,7 @@ async def record_sessions(out: Path = TRANSCRIPTS) -> None:
     from lockgate.core import Gateway
     from lockgate.shells.record import Recorder
     from lockgate.shells.runtime import Runtime
+    from lockgate.shells.tokenizer import counter_for
 
     with _scratch() as work:
         servers_text = json.dumps({"mcpServers": {"raw": RAW, "sdk": SDK}})
@@ -109,7 +110,9 @@ async def record_sessions(out: Path = TRANSCRIPTS) -> None:
             config = load_config(servers=servers_text, servers_file="servers.json", rules=rules_text,
                                  rules_file="rules.json", environ=environ)
             recorder = Recorder(work / "recording", config, RULES, transport="memory", prefix="run")
-            runtime = Runtime(recorder.wrap(Gateway(config)), settings=config.settings, environ=environ)
+            runtime = Runtime(
+                recorder.wrap(Gateway(config, count_tokens=counter_for(config.settings))), settings=config.settings, environ=environ
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(runtime.run)
                 await runtime.feed(GatewayStarted(now=trio.current_time()))

@@ -30,7 +30,8 @@ from typing import Any
 
 import trio
 
-from lockgate.core.transcript import Divergence, TranscriptError, replay
+from lockgate.core.transcript import Divergence, TranscriptError, recorded_tokenizer, replay
+from lockgate.shells.tokenizer import counter_named
 
 HERE = Path(__file__).resolve().parent
 TRANSCRIPTS = HERE / "transcripts"
@@ -114,7 +115,8 @@ def stable(value: Any) -> Any:
 def core_replay(path: Path) -> str | None:
     """Replay one core transcript; a report of the first difference, or ``None``."""
     try:
-        divergence = replay(read_jsonl(path))
+        lines = read_jsonl(path)
+        divergence = replay(lines, count_tokens=counter_named(recorded_tokenizer(lines[0]) if lines else "estimate"))
     except TranscriptError as exc:
         return f"{path.name}: {exc}"
     return None if divergence is None else f"{path.name}: " + describe(divergence)
@@ -193,9 +195,14 @@ def write_replay_setup(lines: list[JSON], core_path: Path, directory: Path) -> t
     if settings.get("default_agent"):
         env["GATEWAY_DEFAULT_AGENT"] = settings["default_agent"]
     # Aggregate mode's settings (absent from transcripts recorded before it).
-    for key, variable in (("mode", "GATEWAY_MODE"), ("prefix", "GATEWAY_PREFIX"), ("name_separator", "GATEWAY_NAME_SEPARATOR")):
+    for key, variable in (
+        ("mode", "GATEWAY_MODE"), ("prefix", "GATEWAY_PREFIX"), ("name_separator", "GATEWAY_NAME_SEPARATOR"),
+        ("context_window", "GATEWAY_CONTEXT_WINDOW"), ("auto_threshold", "GATEWAY_AUTO_THRESHOLD"),
+    ):
         if settings.get(key):
             env[variable] = str(settings[key])
+    # What tokens were counted with (bytes / 4 before the setting existed).
+    env["GATEWAY_TOKENIZER"] = recorded_tokenizer(lines[0])
     if settings.get("gateway_tools"):
         env["GATEWAY_GATEWAY_TOOLS"] = "1"
     # Tool pinning: transcripts recorded before it were recorded without it.

@@ -92,6 +92,7 @@ from ._jsonrpc import (
 from ._reload import problem_json
 from ._registry import REGISTRY, FieldProblem, Registration, merge_registrations, parse_registration, registry_view
 from ._report import context_report, explain_agent, tool_cost
+from ._tools import TokenCounter, estimate_bytes
 
 __all__ = [
     "__version__",
@@ -198,4 +199,7 @@ __all__ = [
     "explain_agent",
     "context_report",
     "tool_cost",
+    # Token counting: what a shell's tokenizer must be, and the default.
+    "TokenCounter",
+    "estimate_bytes",
 ]

@@ -255,7 +255,8 @@ class Calls:
                 and tool_granted(call.principal, link.name, t.get("name", ""))
             ]
             chosen, used = select_tools(
-                allowed, names=params.names, pattern=params.pattern, max_tokens=params.max_schema_tokens
+                allowed, names=params.names, pattern=params.pattern, max_tokens=params.max_schema_tokens,
+                cost=self._ctx.tool_tokens,
             )
             value = {
                 "tools": chosen,

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ._relays import Relays
     from ._surface import Surface
 
-__all__ = ["INSTRUCTIONS", "Clients", "client_label", "server_info"]
+__all__ = ["INSTRUCTIONS", "Clients", "client_label", "on_demand_initialize", "server_info"]
 
 JSONObject = dict[str, Any]
 
@@ -245,17 +245,8 @@ class Clients:
         session.move(SessionTrigger.INITIALIZE)
         session.protocol_version = negotiate_version(requested)
         if self.surface.initialize(session, req):
-            return  # aggregate mode answers once the servers have told what they offer
-        ctx.reply(
-            session.id,
-            req.id,
-            {
-                "protocolVersion": session.protocol_version,
-                "capabilities": {"tools": {"listChanged": False}, "logging": {}},
-                "serverInfo": server_info(),
-                "instructions": INSTRUCTIONS,
-            },
-        )
+            return  # aggregate (or auto) mode answers once the servers have told what they offer
+        ctx.reply(session.id, req.id, on_demand_initialize(session))
 
     def _notification(self, session: ClientSession, note: Notification) -> None:
         if note.method == "notifications/initialized":
@@ -269,3 +260,13 @@ class Clients:
                 self.calls.abandon(call, reason if isinstance(reason, str) else "cancelled by the client")
         elif note.method == "notifications/roots/list_changed" and session.mode == "aggregate":
             self.relays.roots_changed(session)
+
+
+def on_demand_initialize(session: ClientSession) -> JSONObject:
+    """The ``initialize`` answer of an on-demand session: the gateway's own tools, nothing of the servers'."""
+    return {
+        "protocolVersion": session.protocol_version,
+        "capabilities": {"tools": {"listChanged": False}, "logging": {}},
+        "serverInfo": server_info(),
+        "instructions": INSTRUCTIONS,
+    }

@@ -288,11 +288,26 @@ class Settings:
     #: ``GATEWAY_RATE_LIMIT``: the rate limit of each agent whose rules set no
     #: ``rate``; ``None``: no limit.
     rate_limit: Rate | None = None
-    # Aggregate mode (GATEWAY_MODE, GATEWAY_PREFIX, GATEWAY_GATEWAY_TOOLS, GATEWAY_NAME_SEPARATOR).
+    # Aggregate mode (GATEWAY_MODE, GATEWAY_CONTEXT_WINDOW, GATEWAY_AUTO_THRESHOLD, GATEWAY_PREFIX,
+    # GATEWAY_GATEWAY_TOOLS, GATEWAY_NAME_SEPARATOR).
     #: ``GATEWAY_MODE``: how an agent whose rules set no ``mode`` sees the
     #: servers: through the gateway's tools (``on_demand``), or with their
-    #: tools, resources and prompts listed as the gateway's own (``aggregate``).
+    #: tools, resources and prompts listed as the gateway's own (``aggregate``),
+    #: or one of the two by what the tools cost (``auto``, see ``auto_threshold``).
     mode: Mode = "on_demand"
+    #: ``GATEWAY_CONTEXT_WINDOW``: the tokens of the context window the
+    #: agents run with, for ``mode: auto``.
+    context_window: int = 200_000
+    #: ``GATEWAY_AUTO_THRESHOLD``: ``mode: auto`` aggregates when the tools an
+    #: agent may call cost fewer tokens than this share of ``context_window``,
+    #: and serves the gateway's tools otherwise.
+    auto_threshold: float = 0.10
+    #: ``GATEWAY_TOKENIZER``: what the shell counts tokens with and hands the
+    #: core (``Gateway(config, count_tokens=...)``): ``cl100k_base``, a real
+    #: tokenizer, or ``estimate``, compact JSON bytes / 4 rounded up, which
+    #: loads nothing. The core counts with the counter it is given, whatever
+    #: this says; its own default is the estimate.
+    tokenizer: Literal["cl100k_base", "estimate"] = "cl100k_base"
     #: ``GATEWAY_PREFIX``: aggregate mode names tools and prompts
     #: ``server<sep>name`` always, never (the names unchanged; only with one
     #: server configured, which :func:`load_config` checks), or ``auto``: when

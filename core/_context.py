@@ -28,6 +28,7 @@ from ._ratelimit import Buckets
 from ._reload import ReloadStatus
 from ._session import ClientSession
 from ._timers import Timer, TimerKind, Timers
+from ._tools import TokenCounter, ToolTokens, estimate_bytes
 
 __all__ = ["Context"]
 
@@ -37,8 +38,12 @@ JSONObject = dict[str, Any]
 class Context:
     """The gateway's state and its outbox (see the module docstring)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, count_tokens: TokenCounter = estimate_bytes) -> None:
         self.config = config
+        #: Tokens a piece of text costs in context: the shell's tokenizer, or the bytes/4 estimate.
+        self.count_tokens = count_tokens
+        #: The same for tool definitions, each counted once (see :class:`~._tools.ToolTokens`).
+        self.tool_tokens = ToolTokens(count_tokens)
         #: ``now`` of the event being handled: the only clock the core knows.
         self.now = 0.0
         #: ``now`` of the first event: uptime without a clock.

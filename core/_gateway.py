@@ -88,6 +88,7 @@ from ._rest_views import RestViews
 from ._relays import Relays
 from ._surface import Surface, aggregate_enabled
 from ._timers import TimerKind
+from ._tools import TokenCounter, estimate_bytes
 from ._views import Views
 
 __all__ = ["Gateway"]
@@ -134,8 +135,13 @@ class Gateway:
       should contain the damage to the peer whose event it was.
     """
 
-    def __init__(self, config: Config) -> None:
-        self._ctx = ctx = Context(config)
+    def __init__(self, config: Config, *, count_tokens: TokenCounter = estimate_bytes) -> None:
+        """Build the gateway; ``count_tokens`` counts tokens of UTF-8 text (default: bytes / 4, rounded up).
+
+        The shell passes a real tokenizer; token budgets, ``tokens_used``,
+        the context figures and ``mode: auto`` count with it.
+        """
+        self._ctx = ctx = Context(config, count_tokens=count_tokens)
         self._clients = Clients(ctx)
         self._calls = Calls(ctx)
         self._links = Links(ctx)

@@ -85,7 +85,7 @@ __all__ = [
 Kind = Literal["tools", "resources", "prompts"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 #: How an agent sees the servers: through the gateway's tools, or their items listed as the gateway's own.
-Mode = Literal["on_demand", "aggregate"]
+Mode = Literal["on_demand", "aggregate", "auto"]
 MODES: tuple[Mode, ...] = get_args(Mode)
 
 _AGENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")

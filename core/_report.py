@@ -6,34 +6,64 @@ render them as text or JSON; every answer comes from the same
 :class:`~.policy.Policy` the gateway enforces.
 
 Sizes are measured, not guessed: ``bytes`` is the compact JSON of each tool
-definition as the server sent it, ``tokens`` the sum of
-:func:`~.tools.estimate_tokens` over the definitions (the same estimate
-``get_server_tools`` uses for its budget).
+definition as the server sent it, ``tokens`` the sum of each definition's
+tokens by the counter given (the shells give a real tokenizer,
+:mod:`lockgate.shells.tokenizer`, the one ``get_server_tools`` budgets with;
+the default is the core's bytes / 4 estimate).
+
+The same figures, from the catalogues a running gateway knows, are in
+``/metrics`` and ``get_gateway_status`` (:mod:`._views`), and decide
+``mode: auto`` (:func:`auto_mode`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from ._config import Config
+from ._config import Config, Settings
 from ._jsonrpc import encode
-from ._policy import Decision, Kind, ToolRules
-from ._tools import estimate_tokens, gateway_tools
+from ._policy import Decision, Kind, Policy, ToolRules
+from ._tools import TokenCounter, ToolTokens, estimate_bytes, gateway_tools, tool_tokens
 
-__all__ = ["context_report", "explain_agent", "tool_cost"]
+__all__ = ["agent_tools", "auto_mode", "auto_threshold", "context_report", "explain_agent", "tool_cost"]
 
 JSONObject = dict[str, Any]
 ToolLists = Mapping[str, Sequence[JSONObject] | None]
 
 
-def tool_cost(tools: Sequence[JSONObject]) -> JSONObject:
-    """``{"tools", "bytes", "tokens"}`` of a list of tool definitions."""
+def tool_cost(tools: Sequence[JSONObject], count: TokenCounter | ToolTokens = estimate_bytes) -> JSONObject:
+    """``{"tools", "bytes", "tokens"}`` of a list of tool definitions, tokens by ``count``."""
     return {
         "tools": len(tools),
         "bytes": sum(len(encode(tool)) for tool in tools),
-        "tokens": sum(estimate_tokens(tool) for tool in tools),
+        "tokens": sum(tool_tokens(count, tool) for tool in tools),
     }
+
+
+def agent_tools(policy: Policy, agent: str, tools: ToolLists) -> dict[str, list[JSONObject]]:
+    """The tools ``agent`` may call, by server, over the servers that listed theirs (in the order of ``tools``)."""
+    return {
+        name: [tool for tool in listed if policy.decide(agent, name, str(tool.get("name"))).allowed]
+        for name, listed in tools.items()
+        if listed is not None and policy.decide_server(agent, name).allowed
+    }
+
+
+def auto_threshold(settings: Settings) -> int:
+    """The tokens under which ``mode: auto`` aggregates: ``GATEWAY_AUTO_THRESHOLD`` of ``GATEWAY_CONTEXT_WINDOW``."""
+    return math.floor(settings.context_window * settings.auto_threshold)
+
+
+def auto_mode(tokens: int, settings: Settings) -> Literal["aggregate", "on_demand"]:
+    """What ``mode: auto`` chooses for an agent whose full allowed tool list costs ``tokens``.
+
+    Aggregate when the list costs less than :func:`auto_threshold`, as a
+    client that defers its own tools past a share of the context does;
+    on demand (the gateway's few tools) otherwise.
+    """
+    return "aggregate" if tokens < auto_threshold(settings) else "on_demand"
 
 
 def _decision(decision: Decision) -> JSONObject:
@@ -92,37 +122,48 @@ def _explain_rules(entry: JSONObject, singular: str, plural: str, rules: ToolRul
     entry[f"other_{plural}"] = _decision(rules.otherwise)
 
 
-def context_report(config: Config, tools: ToolLists) -> JSONObject:
+def context_report(config: Config, tools: ToolLists, count: TokenCounter | ToolTokens = estimate_bytes) -> JSONObject:
     """What each agent's full tool list would cost in context, against the gateway's own.
 
     Args:
         config: the configuration (policy, and ``debug`` for the gateway's tools).
         tools: each started server's tool list (``None`` when it failed).
+        count: counts tokens (default: the bytes / 4 estimate).
 
     Returns:
-        ``{"gateway": cost, "all_servers": cost, "agents": {agent: {...}}}``.
-        An agent's ``direct`` cost is every tool it may call, on every server
-        that listed its tools, as an aggregating client would load them;
-        ``gateway`` is the gateway's ``tools/list``; ``saved_tokens`` the
-        difference.
+        ``{"gateway": cost, "all_servers": cost, "auto_threshold_tokens": n,
+        "agents": {agent: {...}}}``. An agent's ``direct`` cost is every
+        tool it may call, on every server that listed its tools, as an
+        aggregating client would load them, and ``by_server`` the same per
+        server; ``gateway`` is the gateway's ``tools/list``;
+        ``saved_tokens`` the difference. ``mode`` is the agent's mode as
+        configured (its rules', else ``GATEWAY_MODE``) and, for ``auto``,
+        ``auto_mode`` what it would choose with these lists.
     """
     policy = config.policy
-    own = tool_cost(gateway_tools(debug=config.settings.debug))
+    settings = config.settings
+    own = tool_cost(gateway_tools(debug=settings.debug), count)
     every = [tool for listed in tools.values() if listed is not None for tool in listed]
     agents: JSONObject = {}
     for agent in sorted(policy.agents):
-        allowed = [
-            tool
-            for name, listed in tools.items()
-            if listed is not None
-            for tool in listed
-            if policy.decide(agent, name, str(tool.get("name"))).allowed
-        ]
-        direct = tool_cost(allowed)
-        agents[agent] = {
+        allowed = agent_tools(policy, agent, tools)
+        by_server = {name: tool_cost(listed, count) for name, listed in allowed.items()}
+        direct = tool_cost([tool for listed in allowed.values() for tool in listed], count)
+        mode = policy.mode(agent) or settings.mode
+        entry: JSONObject = {
             "servers": sorted(name for name in tools if policy.decide_server(agent, name).allowed),
+            "mode": mode,
             "direct": direct,
+            "by_server": by_server,
             "gateway": own,
             "saved_tokens": direct["tokens"] - own["tokens"],
         }
-    return {"gateway": own, "all_servers": tool_cost(every), "agents": agents}
+        if mode == "auto":
+            entry["auto_mode"] = auto_mode(direct["tokens"], settings)
+        agents[agent] = entry
+    return {
+        "gateway": own,
+        "all_servers": tool_cost(every, count),
+        "auto_threshold_tokens": auto_threshold(settings),
+        "agents": agents,
+    }

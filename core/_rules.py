@@ -10,7 +10,7 @@ The format is agent-mcp-gateway's, read unchanged::
 plus Lockgate's own keys: ``resources`` and ``prompts`` beside ``tools`` in
 ``allow`` and ``deny`` (URIs or prompt names, or globs, by server), and per
 agent an optional ``rate`` (``"rate": "120/min"``), its rate limit, and
-``mode`` (``"on_demand"`` or ``"aggregate"``). Every key is optional. What the rules mean is
+``mode`` (``"on_demand"``, ``"aggregate"`` or ``"auto"``). Every key is optional. What the rules mean is
 :mod:`._policy`'s business: :meth:`~._policy.Policy.compile` takes a
 document this module validated.
 The wording of problems comes with each type (:mod:`._validation`).
@@ -108,11 +108,12 @@ RateKey = Annotated[
 
 ModeKey = Annotated[
     Mode,
-    said(lambda value: f"{value!r} is not a mode: use 'on_demand' or 'aggregate'"),
+    said(lambda value: f"{value!r} is not a mode: use 'on_demand', 'aggregate' or 'auto'"),
     Field(
         description="How the agent sees the servers: on_demand, through the gateway's tools (list_servers, "
         "get_server_tools, execute_tool), or aggregate, their tools, resources and prompts listed as the "
-        "gateway's own. Default GATEWAY_MODE."
+        "gateway's own, or auto: aggregate when the tools it may call cost fewer tokens than "
+        "GATEWAY_AUTO_THRESHOLD of GATEWAY_CONTEXT_WINDOW, decided at initialize. Default GATEWAY_MODE."
     ),
 ]
 

@@ -27,7 +27,7 @@ from ._errors import ErrorCode
 from ._jsonrpc import Request
 from ._search import SearchIndex, SearchView
 from ._session import ClientSession
-from ._tools import SearchTools, estimate_tokens, tool_result
+from ._tools import SearchTools, tool_result
 
 if TYPE_CHECKING:
     from ._surface import Surface, Waiting
@@ -92,8 +92,10 @@ class Searches:
         found: list[JSONObject] = []
         used = 0
         for hit in hits:
-            tool = {**definitions[hit.server][hit.name], "server": hit.server, "score": hit.score}
-            cost = estimate_tokens(tool)
+            definition = definitions[hit.server][hit.name]
+            # The definition's cost, as get_server_tools counts it (cached per definition).
+            cost = ctx.tool_tokens(definition)
+            tool = {**definition, "server": hit.server, "score": hit.score}
             if budget is not None and used + cost > budget:
                 continue
             found.append(tool)

@@ -131,6 +131,16 @@ def _separator(raw: str) -> str | None:
     return text or None
 
 
+def _fraction(raw: str) -> float | None:
+    text = raw.strip()
+    if not text:
+        return None
+    # A decimal number in (0, 1]: a share of the context window.
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) or not 0 < float(text) <= 1:
+        raise _wrong(text, "a fraction above 0 and at most 1, e.g. 0.1")
+    return float(text)
+
+
 def _items(raw: str) -> tuple[str, ...] | None:
     return tuple(item.strip() for item in raw.split(",") if item.strip()) or None
 
@@ -189,7 +199,13 @@ class Variables(BaseModel):
     # Aggregate mode
     mode: Annotated[
         Mode | None,
-        PlainValidator(_word("a mode: use 'on_demand' or 'aggregate'", "on_demand", "aggregate")),
+        PlainValidator(_word("a mode: use 'on_demand', 'aggregate' or 'auto'", "on_demand", "aggregate", "auto")),
+    ] = None
+    context_window: Annotated[int | None, _POSITIVE_INT] = None
+    auto_threshold: Annotated[float | None, PlainValidator(_fraction)] = None
+    tokenizer: Annotated[
+        Literal["cl100k_base", "estimate"] | None,
+        PlainValidator(_word("a tokenizer: use 'cl100k_base' or 'estimate'", "cl100k_base", "estimate")),
     ] = None
     prefix: Annotated[
         Prefix | None, PlainValidator(_word("a prefix rule: use 'auto', 'always' or 'never'", "auto", "always", "never"))
@@ -258,7 +274,10 @@ _ABOUT: dict[str, str] = {
     "http_head_timeout": "seconds an HTTP request head may take from its first byte",
     "auth": "required: every caller proves a credential; none: no authentication, said explicitly; as --auth",
     "rate_limit": "rate limit of each agent whose rules set no rate, e.g. 120/min (unset: none)",
-    "mode": "on_demand (the gateway's tools) or aggregate (the servers' tools, resources and prompts as its own)",
+    "mode": "on_demand (the gateway's tools), aggregate (the servers' tools, resources and prompts as its own) or auto",
+    "context_window": "tokens of the agents' context window, for mode auto",
+    "auto_threshold": "mode auto aggregates when an agent's tools cost less than this share of the context window",
+    "tokenizer": "what tokens are counted with: cl100k_base, or estimate (JSON bytes / 4, loads nothing)",
     "prefix": "aggregate tool and prompt names are server<sep>name: auto (2+ servers), always, never (1 server only)",
     "gateway_tools": "in aggregate mode, list the gateway's own tools too",
     "name_separator": "what joins server and name in aggregate mode: 1 to 4 of A-Z a-z 0-9 _ . -",

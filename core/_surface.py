@@ -6,7 +6,12 @@ A session is in aggregate mode when ``GATEWAY_MODE=aggregate`` or the rules
 give its agent ``"mode": "aggregate"``; the agent is decided at
 ``initialize``, from the credential or the default agent (or a declared
 ``_meta.agent_id``), and each later request may declare another in its own
-``_meta`` (:meth:`Surface.agent`).
+``_meta`` (:meth:`Surface.agent`). With ``auto`` (the setting or the
+rules), ``initialize`` waits for the agent's servers as aggregate mode's
+does, then the session becomes aggregate if the tools the agent may call
+cost fewer tokens than the threshold (:func:`~._report.auto_mode`), on
+demand otherwise, and is answered as that mode answers; the choice is
+logged and kept for the session.
 
 **Lists** (``tools/list``, ``resources/list``, ``resources/templates/list``,
 ``prompts/list``) are answered from the catalogue each link cached at its
@@ -71,6 +76,7 @@ from ._link import LISTS, Internal, Link, State
 from ._names import Namer, UriMap, fingerprint, page
 from ._policy import Refusal
 from ._pool import Unavailable
+from ._report import auto_mode, auto_threshold
 from ._rest import UNKNOWN_SERVER
 from ._session import LOG_LEVELS, ClientSession, SessionState
 from ._tools import gateway_tools
@@ -126,9 +132,10 @@ _CHANGED = {kind: _CHANGED_LISTS[key] for kind, (key, _) in LISTS.items()}
 
 
 def aggregate_enabled(config: Config) -> bool:
-    """Does any client of this configuration get aggregate mode (so servers list their whole catalogue)?"""
+    """May any client of this configuration get aggregate mode (so servers list their whole catalogue)? ``auto`` may."""
     policy = config.policy
-    return config.settings.mode == "aggregate" or any(policy.mode(agent) == "aggregate" for agent in policy.agents)
+    served = ("aggregate", "auto")
+    return config.settings.mode in served or any(policy.mode(agent) in served for agent in policy.agents)
 
 
 @dataclass(slots=True, eq=False)
@@ -193,7 +200,10 @@ class Surface:
         session.agent = agent if isinstance(agent, str) else None
         mode = ctx.config.policy.mode(session.agent) if session.agent is not None else None
         session.mode = mode or ctx.config.settings.mode
-        if session.mode != "aggregate":
+        if session.mode == "auto" and session.agent is None:
+            # No agent, no tool list to measure: the gateway's tools, which any agent can use.
+            self._settle_mode(session, "on_demand", None)
+        if session.mode not in ("aggregate", "auto"):
             return False
         self._serve_or_wait(Waiting(session.id, req))
         return True
@@ -286,6 +296,13 @@ class Surface:
             self._waiting.append(waiting)
             return
         if req.method == "initialize":
+            if session.mode == "auto":
+                self._choose(session, agent, links)
+            if session.mode != "aggregate":
+                from ._clients import on_demand_initialize
+
+                ctx.reply(session.id, req.id, on_demand_initialize(session))
+                return
             ctx.reply(session.id, req.id, self._initialize_result(session, links))
             return
         assert isinstance(agent, str)
@@ -301,6 +318,29 @@ class Surface:
         if following is not None:
             answer["nextCursor"] = following
         ctx.reply(session.id, req.id, answer)
+
+    def _choose(self, session: ClientSession, agent: str | Refusal, links: dict[str, Link]) -> None:
+        """Decide an ``auto`` session's mode by what the tools its agent may call cost, over the servers reached."""
+        if not isinstance(agent, str):
+            self._settle_mode(session, "on_demand", None)  # refused since initialize began: measure nothing
+            return
+        count = self._ctx.tool_tokens
+        tokens = sum(
+            count(tool)
+            for server, link in links.items()
+            for tool in self._visible(session, agent, server, Internal.TOOLS_LIST, link.tools or [])
+        )
+        self._settle_mode(session, auto_mode(tokens, self._ctx.config.settings), tokens)
+
+    def _settle_mode(self, session: ClientSession, mode: str, tokens: int | None) -> None:
+        """Keep ``auto``'s choice for the session, and log it."""
+        from ._clients import client_label
+
+        session.mode = mode
+        fields: JSONObject = {"client": client_label(session.id), "agent": session.agent}
+        if tokens is not None:
+            fields.update(tokens=tokens, threshold=auto_threshold(self._ctx.config.settings))
+        self._ctx.log("info", f"mode auto chose {mode}", **fields)
 
     def _serve_rest(self, session: ClientSession, waiting: Waiting) -> None:
         """Serve a REST request of one server once that server has its catalogue (see :mod:`._rest`)."""

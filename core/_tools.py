@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import translate
 from typing import Any, Union
@@ -24,12 +24,16 @@ __all__ = [
     "GetStatus",
     "ListServers",
     "SearchTools",
+    "TokenCounter",
     "ToolCall",
+    "ToolTokens",
+    "estimate_bytes",
     "estimate_tokens",
     "gateway_tools",
     "parse_call",
     "select_tools",
     "tool_result",
+    "tool_tokens",
 ]
 
 JSONObject = dict[str, Any]
@@ -279,13 +283,67 @@ def parse_call(name: str, arguments: JSONObject, *, debug: bool) -> ToolCall | A
     return a.error or call
 
 
-def estimate_tokens(definition: JSONObject) -> int:
-    """Tokens a definition costs in context: compact JSON bytes / 4, rounded up.
+#: Tokens a piece of UTF-8 text costs in a model's context. The core takes
+#: one from the shell (a real tokenizer, :mod:`lockgate.shells.tokenizer`) and
+#: never loads one itself: it stays pure and its tests exact.
+TokenCounter = Callable[[bytes], int]
 
-    Four bytes a token is the usual rule of thumb for English and JSON; what
-    matters is that the estimate is deterministic and monotonic in size.
+
+def estimate_bytes(data: bytes) -> int:
+    """Bytes / 4, rounded up: the core's default :data:`TokenCounter`.
+
+    Four bytes a token is the usual rule of thumb for English and JSON; it is
+    deterministic and monotonic in size, which is all the core's tests need.
     """
-    return math.ceil(len(encode(definition)) / 4)
+    return math.ceil(len(data) / 4)
+
+
+def estimate_tokens(definition: JSONObject) -> int:
+    """Tokens a definition costs by :func:`estimate_bytes` of its compact JSON."""
+    return estimate_bytes(encode(definition))
+
+
+class ToolTokens:
+    """Tokens each tool definition costs, counted once per definition.
+
+    A server's tool list is parsed once per ``tools/list`` and its
+    definitions are then served as the same objects until the list changes,
+    so a definition's identity is a good key: the cost is counted (encoded
+    and tokenized) the first time and looked up afterwards. Each entry holds
+    the definition itself, so its ``id`` cannot be reused while the entry
+    lives; a new list brings new objects, and the cache is emptied whole
+    when it reaches ``limit`` entries (the live ones are counted again on
+    use). Definitions must not be changed in place (the core never does).
+    """
+
+    __slots__ = ("count", "_costs", "_limit")
+
+    def __init__(self, count: TokenCounter = estimate_bytes, *, limit: int = 20_000) -> None:
+        self.count = count
+        self._costs: dict[int, tuple[JSONObject, int]] = {}
+        self._limit = limit
+
+    def __call__(self, tool: JSONObject) -> int:
+        """The tokens ``tool``'s compact JSON costs."""
+        found = self._costs.get(id(tool))
+        if found is not None and found[0] is tool:
+            return found[1]
+        cost = self.count(encode(tool))
+        if len(self._costs) >= self._limit:
+            self._costs.clear()
+        self._costs[id(tool)] = (tool, cost)
+        return cost
+
+    def total(self, tools: Iterable[JSONObject]) -> int:
+        """The tokens of a list of definitions: the sum of each one's."""
+        return sum(self(tool) for tool in tools)
+
+
+def tool_tokens(count: TokenCounter | ToolTokens, tool: JSONObject) -> int:
+    """The tokens ``tool`` costs: cached through a :class:`ToolTokens` (``ctx.tool_tokens``), counted afresh by a bare counter."""
+    if isinstance(count, ToolTokens):
+        return count(tool)
+    return count(encode(tool))
 
 
 def select_tools(
@@ -294,12 +352,14 @@ def select_tools(
     names: tuple[str, ...] | None,
     pattern: str | None,
     max_tokens: int | None,
+    cost: Callable[[JSONObject], int] = estimate_tokens,
 ) -> tuple[list[JSONObject], int]:
     """Apply the ``names``, ``pattern`` and token-budget filters, in that order.
 
     The budget takes whole tools only, in server order, skipping any tool that
-    would overflow it so smaller ones after it still fit. Returns the tools
-    and the tokens they use.
+    would overflow it so smaller ones after it still fit. ``cost`` counts a
+    definition's tokens (the gateway passes its :class:`ToolTokens`). Returns
+    the tools and the tokens they use.
     """
     wanted = set(names) if names is not None else None
     regex = re.compile(translate(pattern)) if pattern is not None else None
@@ -311,11 +371,11 @@ def select_tools(
             continue
         if regex is not None and not (isinstance(name, str) and regex.match(name)):
             continue
-        cost = estimate_tokens(tool)
-        if max_tokens is not None and used + cost > max_tokens:
+        tokens = cost(tool)
+        if max_tokens is not None and used + tokens > max_tokens:
             continue
         chosen.append(tool)
-        used += cost
+        used += tokens
     return chosen, used
 
 

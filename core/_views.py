@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from ._config import Config
 from ._context import Context
 from ._link import Link, State
 from ._metrics import Extra, prometheus_text
-from ._pool import ServerState
+from ._pool import Pool, ServerState
+from ._report import agent_tools, auto_threshold
+from ._tools import gateway_tools
 
 __all__ = ["Views"]
 
@@ -25,6 +28,8 @@ class Views:
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
+        # context_tokens() by what it was made from: a cache (each scrape would decide every tool for every agent).
+        self._context: tuple[Config, int, dict[str, JSONObject]] | None = None
 
     def uptime(self, now: float) -> float:
         """Seconds since the first event the gateway handled, at ``now`` on the event clock."""
@@ -53,6 +58,10 @@ class Views:
             "rate_limited": dict(ctx.metrics.rate_limited),
             "authentications": dict(ctx.metrics.authentications),
             "streams_dropped": ctx.metrics.streams_dropped,
+            "context_tokens": {
+                agent: {"aggregate": figures["aggregate"], "on_demand": figures["on_demand"]}
+                for agent, figures in self.context_tokens().items()
+            },
         }
 
     def metrics_prometheus(self, now: float) -> str:
@@ -81,6 +90,16 @@ class Views:
                 "Credentials checked by the shell, by outcome.",
                 {(("outcome", outcome),): n for outcome, n in ctx.metrics.authentications.items()},
             ),
+            "context_tokens": (
+                "gauge",
+                "Tokens an agent's tool list costs in context: aggregate, every tool it may call on the servers "
+                "whose lists are known; on_demand, the gateway's own tools.",
+                {
+                    (("agent", agent), ("mode", mode)): figures[mode]
+                    for agent, figures in self.context_tokens().items()
+                    for mode in ("aggregate", "on_demand")
+                },
+            ),
             "streams_dropped_total": (
                 "counter",
                 "Client streams dropped because their reader fell behind (what they missed stays resumable).",
@@ -101,10 +120,49 @@ class Views:
             "clients": len(ctx.clients),
             "calls_in_flight": self._calls_in_flight(),
             "init_strategy": ctx.config.settings.init_strategy,
+            "sessions": self._sessions_by_mode(),
+            "context": {"auto_threshold_tokens": auto_threshold(ctx.config.settings), "agents": self.context_tokens()},
             "config_warnings": [str(w) for w in ctx.config.warnings],
             "reload": self.reload_status(),
             "metrics": ctx.metrics.snapshot(uptime=self.uptime(now)),
         }
+
+    def context_tokens(self) -> dict[str, JSONObject]:
+        """What each agent's tool list costs in context, in tokens of the gateway's counter.
+
+        Per agent: ``aggregate``, every tool it may call, over the servers
+        whose tool lists are known now (``servers`` breaks it down; a server
+        not started yet is absent), as aggregate mode would list them;
+        ``on_demand``, the gateway's own tools; ``mode``, its mode as
+        configured. Made again when a server's list or the configuration
+        changes, not on every scrape.
+        """
+        ctx = self._ctx
+        config = ctx.config
+        cached = self._context
+        if cached is not None and cached[0] is config and cached[1] == ctx.catalog_epoch:
+            return cached[2]
+        count = ctx.tool_tokens
+        known = {name: _known_tools(pool) for name, pool in ctx.pools.items()}
+        own = count.total(gateway_tools(debug=config.settings.debug))
+        figures: dict[str, JSONObject] = {}
+        for agent in sorted(config.policy.agents):
+            servers = {name: count.total(tools) for name, tools in agent_tools(config.policy, agent, known).items()}
+            figures[agent] = {
+                "mode": config.policy.mode(agent) or config.settings.mode,
+                "aggregate": sum(servers.values()),
+                "on_demand": own,
+                "servers": servers,
+            }
+        self._context = (config, ctx.catalog_epoch, figures)
+        return figures
+
+    def _sessions_by_mode(self) -> dict[str, int]:
+        """Client sessions by the mode they are served in (``auto`` until its choice is made at ``initialize``)."""
+        counts: dict[str, int] = {}
+        for session in self._ctx.clients.values():
+            counts[session.mode] = counts.get(session.mode, 0) + 1
+        return dict(sorted(counts.items()))
 
     def reload_status(self) -> JSONObject:
         """Configuration reloads so far (see :class:`~lockgate.core._reload.ReloadStatus`), as JSON.
@@ -173,6 +231,14 @@ class Views:
         """``name (its last error)``, the last error of the instance that failed last."""
         errors = [i.last_error for i in sorted(self._ctx.pools[name].instances, key=lambda i: i.retry_at) if i.last_error]
         return f"{name} ({errors[-1]})" if errors else name
+
+
+def _known_tools(pool: Pool) -> list[JSONObject] | None:
+    """The tool list a server sent last, from a live link or the last one known; ``None`` before any."""
+    listed = next((link.tools for link in pool.links() if link.tools is not None), None)
+    if listed is None and pool.known is not None:
+        listed = pool.known.tools
+    return listed
 
 
 def _first_start_done(link: Link) -> bool:

@@ -12,7 +12,9 @@ JSON Lines (``conformance/README.md`` documents every field):
 :func:`replay` builds a fresh :class:`~lockgate.core.Gateway` from the header,
 feeds it the recorded events and compares what comes out with the recorded
 actions, line by line. Since the core is deterministic, a transcript recorded
-from a real run replays exactly; any difference is a behaviour change.
+from a real run replays exactly; any difference is a behaviour change. Token
+counts are the one input not in the events: the replay is given the counter
+the recording ran with (:func:`recorded_tokenizer` names it).
 
 Everything here is pure: the shells read and write the files.
 """
@@ -27,6 +29,7 @@ from typing import Any
 from ._gateway import Gateway
 from ._jsonrpc import encode
 from ._strictjson import Flawed, parse
+from ._tools import TokenCounter, estimate_bytes
 from ._transcript_json import (
     FORMAT,
     REDACTED,
@@ -50,6 +53,7 @@ __all__ = [
     "event_from_json",
     "event_to_json",
     "header",
+    "recorded_tokenizer",
     "replay",
     "wire_line",
 ]
@@ -77,11 +81,23 @@ class Divergence:
     actual: JSONObject | None
 
 
-def replay(lines: Iterable[Mapping[str, Any]]) -> Divergence | None:
+def recorded_tokenizer(first: Mapping[str, Any]) -> str:
+    """The ``GATEWAY_TOKENIZER`` a transcript was recorded with, from its header.
+
+    ``estimate`` for a transcript recorded before the setting existed, when
+    bytes / 4 was the only count.
+    """
+    settings = first.get("config", {}).get("settings", {})
+    return str(settings.get("tokenizer", "estimate"))
+
+
+def replay(lines: Iterable[Mapping[str, Any]], *, count_tokens: TokenCounter = estimate_bytes) -> Divergence | None:
     """Feed a transcript's events to a fresh Gateway; ``None`` when every action matches.
 
     Args:
         lines: the parsed lines of one transcript, header first.
+        count_tokens: the counter the recording ran with (see
+            :func:`recorded_tokenizer`).
 
     Raises:
         TranscriptError: the transcript itself is malformed (no header, a
@@ -93,7 +109,7 @@ def replay(lines: Iterable[Mapping[str, Any]]) -> Divergence | None:
         raise TranscriptError("the first line is not a lockgate-core header")
     if first[1].get("format") != FORMAT:
         raise TranscriptError(f"format {first[1].get('format')!r} is not {FORMAT}")
-    gateway = Gateway(config_from_json(first[1]["config"]))
+    gateway = Gateway(config_from_json(first[1]["config"]), count_tokens=count_tokens)
 
     current: tuple[int, JSONObject] | None = None
     produced: list[JSONObject] = []

@@ -35,10 +35,12 @@ def add_parser(commands: Subcommands) -> None:
         description=(
             "Start every configured server, complete the MCP handshake, list its "
             "tools and stop it. Reports per server its state, protocol version, "
-            "tool count and the size of its tool definitions (bytes and estimated "
-            "tokens), and per agent what its full tool list would cost in context "
-            "against the gateway's own tools. Instances registered at run time are "
-            "included, unless --no-registry. Exit status 1 when a server fails."
+            "tool count and the size of its tool definitions (bytes, and tokens "
+            "counted with the cl100k_base tokenizer), and per agent what its full "
+            "tool list would cost in context, per server and in total, against the "
+            "gateway's own tools, and what mode auto would choose. Instances "
+            "registered at run time are included, unless --no-registry. Exit "
+            "status 1 when a server fails."
         ),
     )
     add_file_options(check)
@@ -53,12 +55,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     from ..guardian import guarding
     from ..probe import probe_servers
+    from ..tokenizer import counter_for
 
     config = load(args, environ)
     if config is None:
         return EXIT_USAGE
     with guarding():
         probed = trio.run(probe_servers, config)
+    counter = counter_for(config.settings)
     servers = {}
     for name, server in probed.items():
         status = server.status
@@ -70,10 +74,15 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             "protocol_version": status.get("protocol_version"),
             "server_info": status.get("server_info"),
             "error": None if server.ok else (status.get("last_error") or f"still {status.get('state')}"),
-            **tool_cost(server.tools or []),
+            **tool_cost(server.tools or [], counter),
         }
-    context = context_report(config, {name: server.tools for name, server in probed.items()})
-    report = {"ok": all(s["ok"] for s in servers.values()), "servers": servers, "context": context}
+    context = context_report(config, {name: server.tools for name, server in probed.items()}, counter)
+    report = {
+        "ok": all(s["ok"] for s in servers.values()),
+        "tokenizer": config.settings.tokenizer,
+        "servers": servers,
+        "context": context,
+    }
     if args.json:
         print_json(report)
     else:
@@ -92,16 +101,27 @@ def _print_check(report: dict[str, Any]) -> None:
     context = report["context"]
     own, every = context["gateway"], context["all_servers"]
     print(
-        f"\nall servers: {count(every['tools'], 'tool')}, {every['bytes']} bytes, ~{every['tokens']} tokens; "
-        f"gateway tools/list: {count(own['tools'], 'tool')}, {own['bytes']} bytes, ~{own['tokens']} tokens"
+        f"\nall servers: {count(every['tools'], 'tool')}, {every['bytes']} bytes, {every['tokens']} tokens; "
+        f"gateway tools/list: {count(own['tools'], 'tool')}, {own['bytes']} bytes, {own['tokens']} tokens "
+        f"(tokens: {report['tokenizer']})"
     )
-    rows = [["agent", "servers", "tools", "bytes", "tokens", "via gateway", "saved"]]
+    rows = [["agent", "mode", "servers", "tools", "bytes", "tokens", "via gateway", "saved"]]
+    per_server = [["agent", "server", "tools", "bytes", "tokens"]]
     for agent, a in context["agents"].items():
         direct = a["direct"]
+        mode = f"auto: {a['auto_mode']}" if "auto_mode" in a else a["mode"]
         rows.append(
-            [agent, str(len(a["servers"])), str(direct["tools"]), str(direct["bytes"]), str(direct["tokens"]),
+            [agent, mode, str(len(a["servers"])), str(direct["tools"]), str(direct["bytes"]), str(direct["tokens"]),
              str(a["gateway"]["tokens"]), str(a["saved_tokens"])]
         )
+        for server, cost in a["by_server"].items():
+            per_server.append([agent, server, str(cost["tools"]), str(cost["bytes"]), str(cost["tokens"])])
     if len(rows) > 1:
-        print("\ncontext cost per agent (tokens: estimated, all allowed tools loaded up front vs the gateway's tools)")
+        print(
+            "\ncontext cost per agent (all allowed tools loaded up front vs the gateway's tools; "
+            f"mode auto aggregates under {context['auto_threshold_tokens']} tokens)"
+        )
         print("\n".join(table(rows)))
+    if len(per_server) > 1:
+        print("\ntokens per agent and server")
+        print("\n".join(table(per_server)))

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from ..runtime import GatewayCore
     from ..selfref import self_references
     from ..stdio import STDIO_CLIENT, serve_process_stdio
+    from ..tokenizer import counter_for
 
     files = locate_files(args.config, args.rules, environ)
     servers_text = read_text(files.servers)
@@ -158,7 +159,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         registry=registry, pins=_open_pins(files.rules, environ, log),
     )
     recorder: Recorder | None = None
-    core: GatewayCore = Gateway(config)
+    # The tokenizer loads here, once, before any client: not on the event loop at a first call.
+    core: GatewayCore = Gateway(config, count_tokens=counter_for(config.settings))
     if args.record:
         try:
             recorder = Recorder(args.record, config, json.loads(rules_text), transport=config.settings.transport)

@@ -37,6 +37,7 @@ from lockgate.core import (
     Action, Audit, CancelTimer, ClientClosed, ClientId, ClientMessageReceived, ClientOpened, CloseClient, Config,
     DownstreamExited, DownstreamMessageReceived, DropStream, Event, Gateway, GatewayStarted, SendToClient,
     Principal, SendToDownstream, ServerSpec, SetTimer, Settings, StartDownstream, StopDownstream, TimerFired,
+    TokenCounter, estimate_bytes,
 )
 from lockgate.core._policy import Policy
 
@@ -226,8 +227,8 @@ class FakeDownstream:
 class Driver:
     """One gateway, a fake clock, and the fake peers its actions created (see the module docstring)."""
 
-    def __init__(self, config: Config | None = None, *, client: ClientId = 0) -> None:
-        self.gw = Gateway(config or make_config())
+    def __init__(self, config: Config | None = None, *, client: ClientId = 0, count_tokens: TokenCounter = estimate_bytes) -> None:
+        self.gw = Gateway(config or make_config(), count_tokens=count_tokens)
         self.now = 0.0
         #: The client :meth:`send` speaks for unless told otherwise (opened here, over stdio).
         self.client = client

@@ -456,7 +456,7 @@ def agent_a(body: Any) -> dict[str, Any]:
         (agent_a({"deny": {"tools": {"d": [None]}}}), "agents.a.deny.tools.d[0]", f"{STRING} null"),
         (agent_a({"rate": 120}), "agents.a.rate", "expected a string, got 120"),
         *(
-            (agent_a({"mode": mode}), "agents.a.mode", f"{mode!r} is not a mode: use 'on_demand' or 'aggregate'")
+            (agent_a({"mode": mode}), "agents.a.mode", f"{mode!r} is not a mode: use 'on_demand', 'aggregate' or 'auto'")
             for mode in ["aggregated", "on-demand", "Aggregate", "", None, True]
         ),
         (agent_a({"allow": {"resources": []}}), "agents.a.allow.resources", f"{OBJECT} an array"),
@@ -715,7 +715,8 @@ def test_empty_variables_count_as_unset() -> None:
     names = (
         "DEFAULT_AGENT DEBUG STRICT AUDIT_LOG INIT_STRATEGY MAX_MESSAGE_BYTES LOG_LEVEL LOG_FORMAT HEALTH_INTERVAL"
         " HEALTH_TIMEOUT MCP_CONFIG RULES AUTH RATE_LIMIT API_KEY JWT_SECRET JWT_ISSUER JWT_AUDIENCE JWT_JWKS"
-        " JWT_ROLE_CLAIM JWT_AGENTS_CLAIM TOKEN_TTL MODE PREFIX GATEWAY_TOOLS NAME_SEPARATOR"
+        " JWT_ROLE_CLAIM JWT_AGENTS_CLAIM TOKEN_TTL MODE PREFIX GATEWAY_TOOLS NAME_SEPARATOR CONTEXT_WINDOW"
+        " AUTO_THRESHOLD TOKENIZER"
     ).split()
     assert settings_from_env({f"GATEWAY_{name}": "" for name in names}) == Settings()
 
@@ -762,7 +763,7 @@ def test_init_strategy(value: str, strategy: str) -> None:
             for value in ["0", "-1", "+5", "1_000", "1.5", "16MiB", "\u0661\u0662"]
         ),
         *(
-            ("GATEWAY_MODE", value, f"{value!r} is not a mode: use 'on_demand' or 'aggregate'")
+            ("GATEWAY_MODE", value, f"{value!r} is not a mode: use 'on_demand', 'aggregate' or 'auto'")
             for value in ["aggregated", "on-demand", "ondemand", "both"]
         ),
         *(
@@ -770,6 +771,18 @@ def test_init_strategy(value: str, strategy: str) -> None:
             for value in ["yes", "on", "sometimes", "server"]
         ),
         ("GATEWAY_GATEWAY_TOOLS", "both", "'both' is not a boolean: use 1/true/yes/on or 0/false/no/off"),
+        *(
+            ("GATEWAY_TOKENIZER", value, f"{value!r} is not a tokenizer: use 'cl100k_base' or 'estimate'")
+            for value in ["tiktoken", "cl100k", "bytes"]
+        ),
+        *(
+            ("GATEWAY_CONTEXT_WINDOW", value, f"{value!r} is not a positive integer")
+            for value in ["0", "-5", "200k", "1e6", "128_000"]
+        ),
+        *(
+            ("GATEWAY_AUTO_THRESHOLD", value, f"{value!r} is not a fraction above 0 and at most 1, e.g. 0.1")
+            for value in ["0", "0.0", "1.5", "10%", "-0.1", ".1", "nan", "inf"]
+        ),
         *(
             (
                 "GATEWAY_NAME_SEPARATOR",
@@ -789,6 +802,12 @@ def test_aggregate_settings_defaults() -> None:
     assert (settings.mode, settings.prefix, settings.gateway_tools, settings.name_separator) == (
         "on_demand", "auto", False, "__",
     )
+    assert (settings.context_window, settings.auto_threshold, settings.tokenizer) == (200_000, 0.10, "cl100k_base")
+
+
+def test_an_agent_may_be_auto() -> None:
+    config = load({"mcpServers": {"db": STDIO}}, rules={"agents": {"a": {"mode": "auto", "allow": {"servers": ["db"]}}}})
+    assert config.policy.mode("a") == "auto"
 
 
 @pytest.mark.parametrize(
@@ -796,6 +815,15 @@ def test_aggregate_settings_defaults() -> None:
     [
         ("GATEWAY_MODE", "on_demand", "mode", "on_demand"),
         ("GATEWAY_MODE", " AGGREGATE ", "mode", "aggregate"),
+        ("GATEWAY_MODE", "Auto", "mode", "auto"),
+        ("GATEWAY_CONTEXT_WINDOW", "1000000", "context_window", 1_000_000),
+        ("GATEWAY_CONTEXT_WINDOW", " 128000 ", "context_window", 128_000),
+        ("GATEWAY_CONTEXT_WINDOW", "", "context_window", 200_000),  # blank: unset
+        ("GATEWAY_AUTO_THRESHOLD", "0.25", "auto_threshold", 0.25),
+        ("GATEWAY_AUTO_THRESHOLD", "1", "auto_threshold", 1.0),
+        ("GATEWAY_AUTO_THRESHOLD", " ", "auto_threshold", 0.10),  # blank: unset
+        ("GATEWAY_TOKENIZER", "Estimate", "tokenizer", "estimate"),
+        ("GATEWAY_TOKENIZER", "", "tokenizer", "cl100k_base"),
         ("GATEWAY_PREFIX", "auto", "prefix", "auto"),
         ("GATEWAY_PREFIX", "Always", "prefix", "always"),
         ("GATEWAY_PREFIX", "never", "prefix", "never"),

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from lockgate.core._jsonrpc import encode
 from lockgate.core._policy import Decision, Policy
-from lockgate.core._report import context_report, explain_agent, tool_cost
-from lockgate.core._tools import estimate_tokens, gateway_tools
+from lockgate.core._report import auto_mode, auto_threshold, context_report, explain_agent, tool_cost
+from lockgate.core._tools import ToolTokens, estimate_tokens, gateway_tools
 
 from .harness import DROP_TOOL, ECHO_TOOL, GET_TOOL, make_config
 
@@ -117,14 +117,50 @@ def test_context_report_per_agent() -> None:
     own = tool_cost(gateway_tools(debug=False))
     assert report["gateway"] == own
     assert report["all_servers"] == tool_cost([ECHO_TOOL, DROP_TOOL, GET_TOOL])
+    assert report["auto_threshold_tokens"] == 20_000  # 10% of 200,000
     assert report["agents"]["dev"] == {
         "servers": ["db", "util"],
+        "mode": "on_demand",
         "direct": tool_cost([ECHO_TOOL]),
+        "by_server": {"db": tool_cost([ECHO_TOOL])},  # util listed nothing: absent, not zero
         "gateway": own,
         "saved_tokens": tool_cost([ECHO_TOOL])["tokens"] - own["tokens"],
     }
     assert report["agents"]["reader"]["direct"] == tool_cost([GET_TOOL])
     assert context_report(make_config(RULES, debug=True), TOOLS)["gateway"]["tools"] == 5
+
+
+def test_context_report_counts_with_the_counter_given() -> None:
+    """Every token figure comes from the counter (the shell's tokenizer); bytes stay bytes."""
+
+    def count(data: bytes) -> int:
+        return data.count(b'"')  # any counter: one token per quote, easy to check by hand
+
+    report = context_report(make_config(RULES), TOOLS, count)
+    quotes = encode(ECHO_TOOL).count(b'"')
+    dev = report["agents"]["dev"]
+    assert dev["direct"] == {"tools": 1, "bytes": len(encode(ECHO_TOOL)), "tokens": quotes}
+    assert dev["by_server"]["db"]["tokens"] == quotes
+    assert report["gateway"]["tokens"] == sum(encode(t).count(b'"') for t in gateway_tools(debug=False))
+    assert tool_cost([ECHO_TOOL], ToolTokens(count)) == tool_cost([ECHO_TOOL], count)
+
+
+def test_context_report_says_what_auto_would_choose() -> None:
+    rules = {"agents": {**RULES["agents"], "dev": {**RULES["agents"]["dev"], "mode": "auto"}}}
+    echo = tool_cost([ECHO_TOOL])["tokens"]
+    # Aggregate strictly under the threshold, on demand at it and over it.
+    for window, chosen in ((echo * 10 + 10, "aggregate"), (echo * 10, "on_demand"), (echo * 10 - 10, "on_demand")):
+        config = make_config(rules, context_window=window)
+        dev = context_report(config, TOOLS)["agents"]["dev"]
+        assert (dev["mode"], dev["auto_mode"]) == ("auto", chosen), window
+        assert auto_mode(echo, config.settings) == chosen
+    assert "auto_mode" not in context_report(make_config(rules), TOOLS)["agents"]["reader"]
+
+
+def test_the_threshold_is_a_share_of_the_context_window() -> None:
+    assert auto_threshold(make_config(RULES).settings) == 20_000
+    assert auto_threshold(make_config(RULES, context_window=50_000, auto_threshold=0.25).settings) == 12_500
+    assert auto_threshold(make_config(RULES, context_window=7, auto_threshold=0.5).settings) == 3  # rounded down
 
 
 NAMES = st.sampled_from(["echo", "get_user", "get_x", "drop_table", "drop", "other", "e?ho", "x"])

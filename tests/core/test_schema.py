@@ -181,7 +181,7 @@ def test_the_schema_documents_the_keys() -> None:
         assert shape["title"] and shape["description"]
         assert all(key["description"] for key in shape["properties"].values())
     rules = config_schema("rules")["$defs"]
-    assert rules["Agent"]["properties"]["mode"]["enum"] == ["on_demand", "aggregate"]
+    assert rules["Agent"]["properties"]["mode"]["enum"] == ["on_demand", "aggregate", "auto"]
     assert set(rules["Lists"]["properties"]) == {"servers", "tools", "resources", "prompts"}
     for shape in rules.values():
         assert shape["title"] and shape["description"]
