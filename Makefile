@@ -11,7 +11,7 @@ CONFORMANCE_VERSION := 0.2.0-alpha.12
 EVERYTHING_VERSION := 2026.8.31
 NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-stamp
 
-.PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth clean
+.PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality search-catalog clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -179,7 +179,6 @@ bench-oauth: $(STAMP)
 	$(PY) bench/oauth_overhead.py
 
 ## Tool search quality over 15 real servers' tools: recall@1/3/5 and MRR, plain BM25F against expansion, and the dev misses (a second).
-.PHONY: bench-search bench-search-quality search-catalog
 bench-search-quality: $(STAMP)
 	$(PY) bench/search_quality.py --misses dev
 

@@ -268,13 +268,13 @@ def test_the_sizes_of_the_gateway_tool_list_that_the_text_quotes(tmp_path: Path)
     tools, debug_tools = gateway_tool_list(tmp_path), gateway_tool_list(tmp_path, "--debug")
     result = figure(r"The whole `tools/list` result is ([\d,]+) bytes of compact JSON", text)
     assert result == compact({"tools": tools}) == figure(r"\| `tools/list` result, bytes \| ([\d,]+) \|", text)
-    assert figure(r"\(([\d,]+) in debug mode, which adds a fourth tool\)", text) == compact({"tools": debug_tools})
-    assert (len(tools), len(debug_tools)) == (3, 4)
+    assert figure(r"\(([\d,]+) in debug mode, which adds a fifth tool\)", text) == compact({"tools": debug_tools})
+    assert (len(tools), len(debug_tools)) == (4, 5)
     # `lockgate check` adds up the definitions; the block that shows its output is run above.
     check = figure(r"`lockgate check` reports ([\d,]+) bytes", text)
     assert check == sum(compact(tool) for tool in tools)
     [shown] = [b.text for b in ALL if b.text.startswith("$ lockgate check ")]
-    assert f"gateway tools/list: 3 tools, {check} bytes" in shown
+    assert f"gateway tools/list: 4 tools, {check} bytes" in shown
     servers = re.search(r"the two small example servers alone list (\d+) tools in ([\d,]+) bytes", text)
     assert servers is not None
     assert f"all servers: {servers.group(1)} tools, {servers.group(2).replace(',', '')} bytes" in shown

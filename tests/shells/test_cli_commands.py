@@ -247,14 +247,14 @@ def test_check_the_examples() -> None:
     assert lines[0].split() == ["server", "state", "protocol", "tools", "bytes", "tokens"]
     assert lines[1].split()[:4] == ["notes", "ready", "2025-11-25", "5"]
     assert lines[2].split()[:4] == ["utils", "ready", "2025-11-25", "6"]
-    assert "gateway tools/list: 3 tools" in result.stdout
+    assert "gateway tools/list: 4 tools" in result.stdout
     report = json.loads(run("check", "--json", *EXAMPLE, env=env()).stdout)
     assert report["ok"] is True
     notes = report["servers"]["notes"]
     assert (notes["state"], notes["tools"], notes["error"]) == ("ready", 5, None)
     assert 0 < notes["tokens"] < notes["bytes"]  # cl100k_base tokens (tests/shells/test_tokenizer.py checks them exactly)
     context = report["context"]
-    assert context["gateway"]["tools"] == 3
+    assert context["gateway"]["tools"] == 4
     assert context["all_servers"]["tools"] == 11
     assert context["all_servers"]["bytes"] == notes["bytes"] + report["servers"]["utils"]["bytes"]
     researcher = context["agents"]["researcher"]
