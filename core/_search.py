@@ -179,6 +179,8 @@ class SearchIndex:
     def __init__(self) -> None:
         #: Per server: the list object it was made from, its description, and its documents' ids.
         self._servers: dict[str, tuple[Sequence[JSONObject], str | None, list[int]]] = {}
+        #: Per server, each tool's definition by name, as the list had it.
+        self._definitions: dict[str, dict[str, JSONObject]] = {}
         self._docs: dict[int, _Doc] = {}
         self._postings: dict[str, dict[int, float]] = {}
         #: Every document's name key with its id, sorted, to find names by prefix.
@@ -203,10 +205,12 @@ class SearchIndex:
         self._remove(server)
         server_words = words(server.replace("_", " ")) + words(description or "")
         ids: list[int] = []
+        named: dict[str, JSONObject] = {}
         for tool in tools:
             doc = _document(server, server_words, tool)
             if doc is None:
                 continue
+            named[doc.name] = tool
             gid = self._next
             self._next += 1
             ids.append(gid)
@@ -215,7 +219,12 @@ class SearchIndex:
                 self._postings.setdefault(term, {})[gid] = tf
             insort(self._keys, (doc.key, gid))
         self._servers[server] = (tools, description, ids)
+        self._definitions[server] = named
         self._changed()
+
+    def definition(self, server: str, name: str) -> JSONObject | None:
+        """The definition of tool ``name`` of ``server``, as the list it was indexed from has it."""
+        return self._definitions.get(server, {}).get(name)
 
     def drop_server(self, server: str) -> None:
         """Forget ``server`` (removed by a reload, say)."""
@@ -225,6 +234,7 @@ class SearchIndex:
 
     def _remove(self, server: str) -> None:
         known = self._servers.pop(server, None)
+        self._definitions.pop(server, None)
         if known is None:
             return
         gone = set(known[2])

@@ -87,12 +87,12 @@ class Searches:
             self.index.set_server(server, ctx.config.servers[server].description or link.instructions, link.tools or [])
         view = self._view(session, search.agent, tuple(sorted(links)))
         hits = view.search(search.params.query, limit=search.params.limit)
-        definitions = {server: {t.get("name"): t for t in link.tools or []} for server, link in links.items()}
         budget = search.params.max_schema_tokens
         found: list[JSONObject] = []
         used = 0
         for hit in hits:
-            definition = definitions[hit.server][hit.name]
+            definition = self.index.definition(hit.server, hit.name)
+            assert definition is not None  # a hit is a tool of the list just indexed
             # The definition's cost, as get_server_tools counts it (cached per definition).
             cost = ctx.tool_tokens(definition)
             tool = {**definition, "server": hit.server, "score": hit.score}
