@@ -23,13 +23,16 @@ against a real gateway too.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,9 +79,15 @@ def blocks() -> list[Block]:
     return found
 
 
+#: The state folder (database, keys) the blocks share, as one user's would be: never the real user's.
+STATE = Path(tempfile.mkdtemp(prefix="lockgate-readme-state-"))
+atexit.register(shutil.rmtree, STATE, ignore_errors=True)
+
+
 def environment(**extra: str) -> dict[str, str]:
-    """A clean environment: no GATEWAY_* of the caller's, this venv's commands first on PATH."""
+    """A clean environment: no GATEWAY_* of the caller's, a state folder of its own, this venv's commands first on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["XDG_STATE_HOME"] = str(STATE)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', os.defpath)}"
     env["PYTHON"] = sys.executable
     env.update(extra)
