@@ -35,9 +35,9 @@ before the change are dropped by the index's version number.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
-import heapq
 from bisect import bisect_left, insort
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +50,7 @@ __all__ = ["Hit", "SearchIndex", "SearchView", "words"]
 JSONObject = dict[str, Any]
 Allowed = Callable[[str, str], bool]
 
-#: Field weights, in the order of a posting's frequencies: name, text, params, server.
+#: Field weights, in the order of a document's fields: name, text, params, server.
 WEIGHTS = (3.0, 1.0, 0.3, 0.3)
 #: Length normalisation per field (BM25's ``b``): names are all short, descriptions vary.
 B = (0.3, 0.75, 0.6, 0.0)
