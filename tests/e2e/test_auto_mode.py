@@ -49,7 +49,7 @@ async def test_an_agent_with_a_small_tool_list_gets_the_servers_tools(setup: Set
 async def test_an_agent_with_a_large_tool_list_gets_the_gateway_tools(setup: Setup) -> None:
     async with auto(setup, "big").client() as client:
         tools = await client.list_tools()
-        assert [t.name for t in tools.tools] == ["list_servers", "get_server_tools", "execute_tool", "get_gateway_status"]
+        assert [t.name for t in tools.tools] == ["list_servers", "search_tools", "get_server_tools", "execute_tool", "get_gateway_status"]
         listed = structured(await client.call_tool("get_server_tools", {"server": "testing"}))
         # tokens_used is tiktoken's count of the definitions as the server sent them.
         assert listed["tokens_used"] == sum(tokens(tool) for tool in listed["tools"])
