@@ -247,6 +247,8 @@ class Pins:
     def listed(self, link: Link, tools: list[JSONObject]) -> list[JSONObject]:
         """A tool list arrived on ``link``: keep it whole, and return what the link may serve."""
         link.listed = tools
+        if not self.state.loaded or self.mode(link.name, link) == "off":
+            return tools  # no pinning: nothing to compare, nothing to save
         before = self.state.record(link.name)
         served = self._compare(link, tools)
         self._save_if_changed(link.name, before)

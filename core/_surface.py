@@ -205,7 +205,7 @@ class Surface:
             self._settle_mode(session, "on_demand", None)
         if session.mode not in ("aggregate", "auto"):
             return False
-        self._serve_or_wait(Waiting(session.id, req))
+        self.serve_or_wait(Waiting(session.id, req))
         return True
 
     def agent(self, session: ClientSession, req: Request | None) -> str | Refusal:
@@ -233,14 +233,14 @@ class Surface:
         method = req.method
         if session.mode == "rest":
             if method in _REST_METHODS:
-                self._serve_or_wait(Waiting(session.id, req, request_bytes=request_bytes))
+                self.serve_or_wait(Waiting(session.id, req, request_bytes=request_bytes))
             else:
                 self._ctx.reply_error(session.id, req.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
             return True
         if session.mode != "aggregate":
             return False
         if method in _LISTS:
-            self._serve_or_wait(Waiting(session.id, req))
+            self.serve_or_wait(Waiting(session.id, req))
         elif method == "tools/call":
             name = req.params.get("name")
             if self._ctx.config.settings.gateway_tools and name in _GATEWAY_TOOL_NAMES:
@@ -256,17 +256,6 @@ class Surface:
 
     def serve_or_wait(self, waiting: Waiting) -> None:
         """Answer a list, an ``initialize`` or a search once every server it covers has its catalogue; else wait."""
-        self._serve_or_wait(waiting)
-
-    def agent_servers(self, agent: str) -> list[str]:
-        """The servers ``agent`` may use, in name order."""
-        return self._servers(agent)
-
-    def catalog_links(self, session: ClientSession, servers: list[str], waiting: Waiting) -> dict[str, Link] | None:
-        """The ready link of each of ``servers``, leaving out the unreachable; None while one starts (for ``waiting``)."""
-        return self._catalog_links(session, servers, waiting)
-
-    def _serve_or_wait(self, waiting: Waiting) -> None:
         ctx = self._ctx
         session = ctx.clients.get(waiting.client)
         if session is None:
@@ -284,14 +273,14 @@ class Surface:
         agent = self.agent(session, req)
         if req.method == "initialize":
             # No agent yet is no reason to refuse a session: then it offers what any server does.
-            servers = self._servers(agent) if isinstance(agent, str) else sorted(ctx.config.servers)
+            servers = self.agent_servers(agent) if isinstance(agent, str) else sorted(ctx.config.servers)
         elif isinstance(agent, Refusal):
             context: JSONObject = {} if agent.rule is None else {"rule": agent.rule}
             ctx.reply_error(session.id, req.id, agent.code, agent.message, **context)
             return
         else:
-            servers = self._servers(agent)
-        links = self._catalog_links(session, servers, waiting)
+            servers = self.agent_servers(agent)
+        links = self.catalog_links(session, servers, waiting)
         if links is None:
             self._waiting.append(waiting)
             return
@@ -353,7 +342,7 @@ class Surface:
             self._refuse_rest(session, waiting, refusal)
             return
         assert isinstance(agent, str) and server is not None
-        links = self._catalog_links(session, [server], waiting)
+        links = self.catalog_links(session, [server], waiting)
         if links is None:
             self._waiting.append(waiting)
             return
@@ -424,7 +413,7 @@ class Surface:
         try:
             waiting, self._waiting = self._waiting, []
             for entry in waiting:
-                self._serve_or_wait(entry)
+                self.serve_or_wait(entry)
         finally:
             self._settling = False
 
@@ -447,7 +436,7 @@ class Surface:
         config = self._ctx.config
         self._per_client = any(spec.isolation == "per_client" for spec in config.servers.values())
 
-    def _servers(self, agent: str) -> list[str]:
+    def agent_servers(self, agent: str) -> list[str]:
         """The servers ``agent`` may use, in name order (kept until a reload: it is asked on every request)."""
         servers = self._agent_servers.get(agent)
         if servers is None:
@@ -457,7 +446,7 @@ class Surface:
             servers = self._agent_servers[agent] = config.policy.visible_servers(agent, sorted(config.servers))
         return servers
 
-    def _catalog_links(self, session: ClientSession, servers: list[str], waiting: Waiting) -> dict[str, Link] | None:
+    def catalog_links(self, session: ClientSession, servers: list[str], waiting: Waiting) -> dict[str, Link] | None:
         """The link whose catalogue stands for each server, leaving out the unreachable; None while one starts."""
         ctx = self._ctx
         found: dict[str, Link] = {}
@@ -490,7 +479,7 @@ class Surface:
 
     def _session_servers(self, session: ClientSession, agent: str) -> list[str]:
         """The servers a session's lists cover: the agent's, or a REST session's one server if the agent may use it."""
-        servers = self._servers(agent)
+        servers = self.agent_servers(agent)
         if session.mode != "rest":
             return servers
         return [session.server] if session.server in servers else []
@@ -505,7 +494,7 @@ class Surface:
         if view is None:
             if len(self._resolving) >= _VIEWS:
                 self._resolving.clear()
-            view = self._resolving[key] = self._view(session, agent, self._known_links(session, self._servers(agent)))
+            view = self._resolving[key] = self._view(session, agent, self._known_links(session, self.agent_servers(agent)))
         return view
 
     def _known_links(self, session: ClientSession, servers: list[str]) -> dict[str, Link]:
@@ -836,7 +825,7 @@ class Surface:
         changed: list[ClientId] = []
         for session in self.sessions(link):
             agent = session.agent
-            if agent is None or link.name not in self._servers(agent):
+            if agent is None or link.name not in self.agent_servers(agent):
                 continue
             if self._visible(session, agent, link.name, kind, old) != self._visible(session, agent, link.name, kind, new):
                 changed.append(session.id)
