@@ -38,6 +38,16 @@ class ErrorCode(enum.IntEnum):
     #: ``CANCELLED``, kept with agent-mcp-gateway's numbers for its users.
     TOOL_CHANGED = -32009
 
+    #: MCP 2026-07-28 (basic/transports): an HTTP routing header
+    #: (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``) disagrees
+    #: with the body it travels with.
+    HEADER_MISMATCH = -32020
+    #: MCP 2026-07-28: a request needs a client capability it did not declare.
+    MISSING_CLIENT_CAPABILITY = -32021
+    #: MCP 2026-07-28: ``_meta``'s protocol version is one the gateway does not
+    #: speak; ``data.supported`` lists those it does, ``data.requested`` echoes it.
+    UNSUPPORTED_PROTOCOL_VERSION = -32022
+
 
 class LocalProtocolError(Exception):
     """The shell misused the core (an event it cannot have seen, for instance).

@@ -53,6 +53,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CANCELLED: 503,
     # The tool is there, but held back until an operator accepts its new definition.
     ErrorCode.TOOL_CHANGED: 409,
+    ErrorCode.HEADER_MISMATCH: 400,
+    ErrorCode.MISSING_CLIENT_CAPABILITY: 400,
+    ErrorCode.UNSUPPORTED_PROTOCOL_VERSION: 400,
 }
 
 #: A server's own JSON-RPC errors, which carry no gateway code: the ones a caller can act on.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._call import Call
+from ._eras import HANDSHAKE_VERSIONS
 from ._errors import LocalProtocolError
 from ._events import ClientId
 from ._identity import Principal
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["HANDSHAKE_VERSIONS", "LOG_LEVELS", "ClientSession", "SessionState", "SessionTrigger", "negotiate_version"]
 
-#: Oldest first; the last one is what we offer a client we cannot match.
-HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 
 #: RFC 5424 severities, as MCP's ``logging/setLevel`` names them.
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
