@@ -31,6 +31,7 @@ from ._events import (
     ClientOpened,
 )
 from ._jsonrpc import Invalid, Notification, Request, Response, decode, is_request_id
+from ._stateless import speaks_stateless
 from ._session import HANDSHAKE_VERSIONS, LOG_LEVELS, ClientSession, SessionState, SessionTrigger, negotiate_version
 from ._timers import TimerKind
 from ._tools import gateway_tools
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from ._calls import Calls
     from ._links import Links
     from ._relays import Relays
+    from ._stateless import StatelessFront
     from ._surface import Surface
 
 __all__ = ["INSTRUCTIONS", "Clients", "client_label", "on_demand_initialize", "server_info"]
@@ -70,6 +72,7 @@ class Clients:
         self.links: Links
         self.surface: Surface
         self.relays: Relays
+        self.stateless: StatelessFront
         #: Streamable HTTP sessions: the ``now`` of each one's latest message.
         self._http_seen: dict[ClientId, float] = {}
         self._expiry_timer: int | None = None
@@ -85,7 +88,10 @@ class Clients:
             session.move(SessionTrigger.INITIALIZE)
             session.move(SessionTrigger.INITIALIZED)
             session.protocol_version = HANDSHAKE_VERSIONS[-1]
-            session.mode, session.server = "rest", ev.server
+            session.mode, session.server, session.era = "rest", ev.server, "handshake"
+            return
+        if ev.transport == "stateless":
+            session.era = "stateless"  # one Streamable HTTP request of the 2026-07-28 era
             return
         # ``transport="http"`` is the one that matters: such a session expires when idle.
         if ev.transport == "http":
@@ -194,24 +200,37 @@ class Clients:
         self.calls.refused_at_boundary(session, msg, len(ev.data))
 
     def _request(self, session: ClientSession, req: Request, ev: ClientMessageReceived) -> None:
+        if session.era is None:
+            session.era = "stateless" if speaks_stateless(req) else "handshake"
+        if session.era == "stateless":
+            if self.stateless.admit(session, req, len(ev.data)):
+                self.serve(session, req, len(ev.data))
+            return
+        if req.method == "ping":
+            self._ctx.reply(session.id, req.id, {})
+        elif req.method == "initialize":
+            self._initialize(session, req)
+        else:
+            self.serve(session, req, len(ev.data))
+
+    def serve(self, session: ClientSession, req: Request, request_bytes: int) -> None:
+        """Serve a request of a session past its opening, of either era (a stateless one has passed :mod:`._stateless`)."""
         ctx = self._ctx
         method = req.method
-        if method == "ping":
-            ctx.reply(session.id, req.id, {})
-        elif method == "initialize":
-            self._initialize(session, req)
-        elif ctx.closing:
-            self._refuse(session, req, ev, ErrorCode.SERVER_UNAVAILABLE, "The gateway is shutting down")
+        if ctx.closing:
+            self._refuse(session, req, request_bytes, ErrorCode.SERVER_UNAVAILABLE, "The gateway is shutting down")
         elif not session.initialized:
             ctx.reply_error(session.id, req.id, ErrorCode.INVALID_REQUEST, "Session not initialized: send initialize first")
         elif req.id in session.calls:
-            self._refuse(session, req, ev, ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in use")
-        elif self.surface.request(session, req, len(ev.data)):
+            self._refuse(session, req, request_bytes, ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in use")
+        elif method == "server/discover" and session.era == "stateless":
+            self.surface.discover(session, req)
+        elif self.surface.request(session, req, request_bytes):
             pass  # aggregate mode: the servers' own surface
         elif method == "tools/list":
             ctx.reply(session.id, req.id, {"tools": gateway_tools(debug=ctx.config.settings.debug)})
         elif method == "tools/call":
-            self.calls.tools_call(session, req, len(ev.data))
+            self.calls.tools_call(session, req, request_bytes)
         elif method == "logging/setLevel":
             # Accepted and checked; the gateway sends clients no log messages of its own.
             level = req.params.get("level")
@@ -223,10 +242,10 @@ class Clients:
             # server/discover included: a 2026-07-28 client falls back to initialize on -32601.
             ctx.reply_error(session.id, req.id, ErrorCode.METHOD_NOT_FOUND, f"Method not found: {method}")
 
-    def _refuse(self, session: ClientSession, req: Request, ev: ClientMessageReceived, code: ErrorCode, message: str) -> None:
+    def _refuse(self, session: ClientSession, req: Request, request_bytes: int, code: ErrorCode, message: str) -> None:
         """Refuse a request for the session's state; a ``tools/call`` is audited too."""
         if req.method == "tools/call":
-            self.calls.refused(session, req, len(ev.data), code, message)
+            self.calls.refused(session, req, request_bytes, code, message)
         else:
             self._ctx.reply_error(session.id, req.id, code, message)
 

@@ -27,6 +27,7 @@ from ._pool import Pool
 from ._ratelimit import Buckets
 from ._reload import ReloadStatus
 from ._session import ClientSession
+from ._stateless import shape_outgoing
 from ._timers import Timer, TimerKind, Timers
 from ._tools import TokenCounter, ToolTokens, estimate_bytes
 
@@ -102,6 +103,14 @@ class Context:
     # -- output ------------------------------------------------------------------
 
     def emit(self, action: Action) -> None:
+        if type(action) is SendToClient:
+            session = self.clients.get(action.client)
+            if session is not None and session.era == "stateless":
+                # The one place every message to a client passes: shaped for the stateless era here.
+                shaped = shape_outgoing(session, action)
+                if shaped is None:
+                    return
+                action = shaped
         self._out.append(action)
 
     def log(self, level: LogLevel, message: str, **fields: Any) -> None:

@@ -71,6 +71,13 @@ class ClientOpened:
     needs no ``initialize``, never expires, serves only ``server``'s tools,
     resources and prompts under their own names, and ends when the shell
     closes it after the answer.
+
+    ``transport="stateless"`` opens a client for one Streamable HTTP request
+    of the 2026-07-28 era (see :mod:`lockgate.core._stateless`): it needs no
+    ``initialize``, never expires, and ends when the shell closes it after
+    the answer; closed before that (the client dropped the response
+    stream), its call is cancelled downstream. Over stdio and WebSocket the
+    era is the client's first request's, whatever the transport.
     """
 
     now: float

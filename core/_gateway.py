@@ -17,6 +17,8 @@ part that owns it; the parts share one :class:`~lockgate.core._context.Context`
 =====================  =====================================================
 :mod:`._clients`       client sessions: initialize, ping, notifications,
                        close, HTTP session expiry
+:mod:`._stateless`     clients of the 2026-07-28 era: the per-request
+                       envelope, ``server/discover``, answers shaped for it
 :mod:`._calls`         the gateway tools and each call's life: policy,
                        rate limits, routing, forwarding, the answer, the
                        audit record
@@ -84,6 +86,7 @@ from ._pool import ServerState
 from ._registry import registry_view
 from ._reload import Reloads
 from ._search_tool import Searches
+from ._stateless import StatelessFront
 from ._rest_views import RestViews
 from ._relays import Relays
 from ._surface import Surface, aggregate_enabled
@@ -154,9 +157,12 @@ class Gateway:
         self._relays = Relays(ctx)
         self._searches = Searches(ctx)
         self._pins = Pins(ctx)
+        self._stateless = StatelessFront(ctx)
         # The parts call one another: wired here, once, in plain sight.
         self._clients.calls, self._clients.links = self._calls, self._links
         self._clients.surface, self._clients.relays = self._surface, self._relays
+        self._clients.stateless, self._stateless.clients, self._stateless.surface = self._stateless, self._clients, self._surface
+        self._surface.clients = self._clients
         self._surface.calls, self._surface.links = self._calls, self._links
         self._links.surface, self._links.relays = self._surface, self._relays
         self._relays.surface = self._surface

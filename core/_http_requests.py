@@ -24,15 +24,18 @@ from ._http_answers import (
     duplicate_request,
     error_body,
     head_too_large,
+    json_body,
+    json_status,
     missing_session,
     reject,
     session_gone,
 )
 from ._http_sse import _SSE
-from ._jsonrpc import Invalid, Notification, Request, Response, decode, is_request_id
-from ._session import HANDSHAKE_VERSIONS
+from ._eras import HANDSHAKE_VERSIONS, is_modern_version
+from ._jsonrpc import Invalid, Message, Notification, Request, Response, decode, error_with, is_request_id
+from ._stateless import Refused, read_envelope, unsupported_version
 
-__all__ = ["AUTH_PREFIX", "RESOURCE_METADATA_PATH", "MCP_PATH", "DEFAULT_PROTOCOL_VERSION", "HttpPolicy", "RouteKind", "Route", "Post", "too_large", "check_head_size", "check_head", "check_post", "host_allowed", "origin_allowed", "open_to_any_host", "wants_prometheus"]
+__all__ = ["AUTH_PREFIX", "RESOURCE_METADATA_PATH", "MCP_PATH", "DEFAULT_PROTOCOL_VERSION", "HttpPolicy", "RouteKind", "Route", "Post", "too_large", "check_head_size", "check_head", "check_post", "host_allowed", "origin_allowed", "open_to_any_host", "stateless_status", "wants_prometheus"]
 
 MCP_PATH = "/mcp"
 
@@ -126,6 +129,10 @@ class Route:
     protocol_version: str | None = None
     last_event_id: str | None = None
     query: str = ""
+    #: A POST of the 2026-07-28 era (its ``MCP-Protocol-Version`` is no
+    #: handshake-era version): no session, one client of the core for the
+    #: request alone (:func:`check_post`).
+    stateless: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,6 +246,15 @@ def check_head(
         return Route(kind=ops, headers=cors, query=query)
     if method not in ("GET", "POST", "DELETE"):
         return reject(405, ErrorCode.INVALID_REQUEST, "Method Not Allowed", cors, allow="GET, POST, DELETE")
+    version = headers.get("mcp-protocol-version")
+    # Any version the handshake era does not know is the stateless era's to
+    # serve or refuse (-32022 from check_post), as a dual-era server does.
+    stateless = version is not None and version not in HANDSHAKE_VERSIONS
+    if version is not None and stateless and method != "POST":
+        return reject(
+            405, ErrorCode.INVALID_REQUEST, f"Method Not Allowed: MCP {version[:64]} has no {method} stream or session",
+            cors, allow="POST",
+        )
     accepts_json, accepts_sse = _accepts(headers.get("accept", ""))
     if method == "POST":
         if not (accepts_json and accepts_sse):
@@ -253,14 +269,10 @@ def check_head(
             return too_large(policy, cors)
     elif method == "GET" and not accepts_sse:
         return reject(406, ErrorCode.INVALID_REQUEST, "Not Acceptable: Client must accept text/event-stream", cors)
+    if stateless:
+        # No session: an Mcp-Session-Id header is ignored, as the spec says.
+        return Route(kind="post", headers=cors, protocol_version=version, stateless=True)
     session = headers.get("mcp-session-id")
-    version = headers.get("mcp-protocol-version")
-    if version is not None and version not in HANDSHAKE_VERSIONS:
-        supported = ", ".join(HANDSHAKE_VERSIONS)
-        return reject(
-            400, ErrorCode.INVALID_REQUEST,
-            f"Bad Request: Unsupported protocol version: {version[:64]} (supported: {supported})", cors,
-        )
     if method != "POST":
         # A POST may be an initialize, which needs no session: check_post decides.
         problem = _session_problem(session, session_known, cors)
@@ -281,7 +293,9 @@ def check_head(
 _RELAYING = frozenset({"tools/call", "prompts/get", "resources/read", "completion/complete"})
 
 
-def check_post(body: bytes, route: Route, in_flight: Container[Any] = (), *, relays: bool = False) -> Reject | Post:
+def check_post(
+    body: bytes, route: Route, in_flight: Container[Any] = (), *, relays: bool = False, headers: Mapping[str, str] | None = None
+) -> Reject | Post:
     """Decide what to do with the body of a POST that :func:`check_head` routed.
 
     Malformed JSON gets 400 with -32700; anything else that is not one
@@ -296,8 +310,13 @@ def check_post(body: bytes, route: Route, in_flight: Container[Any] = (), *, rel
     elicitation and roots requests are relayed to the client), a request
     that may cause one is answered as an SSE stream, the only way such a
     request can reach the client while its call is open.
+
+    A stateless POST (``route.stateless``) goes through :func:`_check_stateless`
+    instead, with the request's ``headers`` (lower-case names).
     """
     msg = decode(body)
+    if route.stateless:
+        return _check_stateless(msg, route, headers or {})
     match msg:
         case Invalid() if route.session is not None and msg.salvaged is not None and "method" in msg.salvaged:
             if msg.id is not None and msg.id in in_flight:
@@ -329,6 +348,64 @@ def check_post(body: bytes, route: Route, in_flight: Container[Any] = (), *, rel
                 if is_request_id(cancelled):
                     return Post(action="accept", cancels=cancelled, cancel_answer=cancelled_response(cancelled))
             return Post(action="accept")
+
+
+def _check_stateless(msg: Message, route: Route, headers: Mapping[str, str]) -> Reject | Post:
+    """Decide about a 2026-07-28 POST (MCP 2026-07-28, basic/transports): one request, or a notification.
+
+    A request must pass the envelope ladder (:func:`~._stateless.read_envelope`,
+    the routing headers included): 400 with its error otherwise. A
+    notification is acknowledged (202) and dropped: with no session there is
+    nothing for it to act on (a client cancels by closing the response
+    stream), and acting on a ``notifications/cancelled`` by request id would
+    let one caller cancel another's work. A response has no request to answer.
+    """
+    match msg:
+        case Invalid():
+            return reject(400, msg.code, msg.message, route.headers, request_id=msg.id, path=msg.path)
+        case Response():
+            return reject(400, ErrorCode.INVALID_REQUEST, "Bad Request: a 2026-07-28 client sends no responses", route.headers, request_id=msg.id)
+        case Notification():
+            if not is_modern_version(route.protocol_version):
+                return _refused(unsupported_version(route.protocol_version or ""), None, route.headers)
+            return Post(action="accept")
+        case Request():
+            envelope = read_envelope(msg, headers)
+            if isinstance(envelope, Refused):
+                return _refused(envelope, msg.id, route.headers)
+            meta = msg.params.get("_meta")
+            # Notifications about the request (progress) can only travel on its own SSE stream.
+            streamed = isinstance(meta, dict) and meta.get("progressToken") is not None
+            return Post(action="sse" if streamed else "json", request_id=msg.id)
+
+
+def _refused(refused: Refused, request_id: Any, cors: Headers) -> Reject:
+    err = {"code": int(refused.code), "message": refused.message, "data": {"code": refused.code.name, **refused.data}}
+    return Reject(status=refused.http_status, headers=(("content-type", _JSON), *cors), body=json_body(error_with(request_id, err)))
+
+
+#: JSON-RPC errors the stateless era answers with an HTTP status of their own (2026-07-28, basic/transports).
+_STATELESS_STATUS = {
+    int(ErrorCode.PARSE_ERROR): 400,
+    int(ErrorCode.INVALID_REQUEST): 400,
+    int(ErrorCode.INVALID_PARAMS): 400,
+    int(ErrorCode.HEADER_MISMATCH): 400,
+    int(ErrorCode.MISSING_CLIENT_CAPABILITY): 400,
+    int(ErrorCode.UNSUPPORTED_PROTOCOL_VERSION): 400,
+    int(ErrorCode.METHOD_NOT_FOUND): 404,
+}
+
+
+def stateless_status(message: Mapping[str, Any]) -> tuple[int, Headers]:
+    """The status and extra headers of a stateless POST answered with ``message`` as JSON.
+
+    The protocol's own errors carry their status (400; 404 for an unknown
+    method); everything else is as for a session's POST (:func:`json_status`).
+    """
+    error = message.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    status = _STATELESS_STATUS.get(code) if isinstance(code, int) else None
+    return (status, ()) if status is not None else json_status(message)
 
 
 #: Distinct header values remembered by the parsers below: every request of a

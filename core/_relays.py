@@ -83,6 +83,12 @@ class Relays:
             ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
                 msg.id, int(ErrorCode.INTERNAL_ERROR), f"The gateway cannot tell which client {msg.method} is for: {reason}")))
             return
+        if session.era == "stateless":
+            # Its servers never ask it anything: the stateless era returns input_required instead.
+            ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
+                msg.id, int(ErrorCode.METHOD_NOT_FOUND),
+                f"Method not found: the client speaks MCP {session.protocol_version}, which takes no {msg.method} requests")))
+            return
         needed = _NEEDS.get(msg.method)
         declared = session.capabilities.get(needed) if needed is not None else None
         url_mode = msg.method == "elicitation/create" and msg.params.get("mode") == "url"

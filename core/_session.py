@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._call import Call
-from ._eras import HANDSHAKE_VERSIONS
+from ._eras import HANDSHAKE_VERSIONS, Era
 from ._errors import LocalProtocolError
 from ._events import ClientId
 from ._identity import Principal
@@ -99,6 +99,10 @@ class ClientSession:
     next_relay: int = 0
     #: A REST session's one server (``ClientOpened(transport="rest", server=...)``).
     server: str | None = None
+    #: The era it speaks, from its first request (or its transport); ``None`` before one arrived.
+    era: Era | None = None
+    #: A stateless client's requests not answered yet: each one's method, which shapes its answer.
+    methods: dict[RequestId, str] = field(default_factory=dict)
 
     @property
     def initialized(self) -> bool:

@@ -79,10 +79,12 @@ from ._pool import Unavailable
 from ._report import auto_mode, auto_threshold
 from ._rest import UNKNOWN_SERVER
 from ._session import LOG_LEVELS, ClientSession, SessionState
+from ._stateless import discover_result
 from ._tools import gateway_tools
 
 if TYPE_CHECKING:
     from ._calls import Calls
+    from ._clients import Clients
     from ._links import Links
     from ._search_tool import PendingSearch, Searches
     from ._pins import Pins
@@ -97,6 +99,9 @@ PAGE_SIZE = 100
 _VIEWS = 256
 #: MCP's error code for a resource that does not exist (server/resources, "Error Handling").
 RESOURCE_NOT_FOUND = -32002
+
+#: The requests that tell a client what the gateway offers: the handshake era's and the stateless era's.
+_OPENING = ("initialize", "server/discover")
 
 _GATEWAY_TOOL_NAMES = ("list_servers", "search_tools", "get_server_tools", "execute_tool", "get_gateway_status")
 
@@ -149,6 +154,8 @@ class Waiting:
     request_bytes: int = 0
     #: A ``search_tools`` call (:mod:`._search_tool`), rather than a list or ``initialize``.
     search: PendingSearch | None = None
+    #: A stateless client's first request, waiting for mode ``auto`` to choose (:meth:`Surface.adopt`).
+    deciding: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +184,7 @@ class Surface:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self.calls: Calls
+        self.clients: Clients
         self.links: Links
         self.searches: Searches
         self.pins: Pins
@@ -193,9 +201,30 @@ class Surface:
 
     def initialize(self, session: ClientSession, req: Request) -> bool:
         """Decide the session's mode at ``initialize``; True when aggregate mode answers it (now or later)."""
-        ctx = self._ctx
         capabilities = req.params.get("capabilities")
         session.capabilities = dict(capabilities) if isinstance(capabilities, dict) else {}
+        self._decide_mode(session, req)
+        if session.mode not in ("aggregate", "auto"):
+            return False
+        self.serve_or_wait(Waiting(session.id, req))
+        return True
+
+    def adopt(self, session: ClientSession, req: Request, request_bytes: int) -> bool:
+        """Decide a stateless client's mode at its first request; True when that request waits for ``auto`` to choose.
+
+        The stateless era has no ``initialize`` to decide at, so the first
+        request does what it would have: the agent, the mode, and for
+        ``auto`` a wait for the agent's servers, after which the request is
+        served (:meth:`~._clients.Clients.serve`).
+        """
+        self._decide_mode(session, req)
+        if session.mode != "auto":
+            return False
+        self.serve_or_wait(Waiting(session.id, req, request_bytes=request_bytes, deciding=True))
+        return True
+
+    def _decide_mode(self, session: ClientSession, req: Request) -> None:
+        ctx = self._ctx
         agent = self.agent(session, req)
         session.agent = agent if isinstance(agent, str) else None
         mode = ctx.config.policy.mode(session.agent) if session.agent is not None else None
@@ -203,10 +232,15 @@ class Surface:
         if session.mode == "auto" and session.agent is None:
             # No agent, no tool list to measure: the gateway's tools, which any agent can use.
             self._settle_mode(session, "on_demand", None)
-        if session.mode not in ("aggregate", "auto"):
-            return False
-        self.serve_or_wait(Waiting(session.id, req))
-        return True
+
+    def discover(self, session: ClientSession, req: Request) -> None:
+        """Answer a stateless client's ``server/discover``: what ``initialize`` would have said, in discover's shape."""
+        if session.mode == "aggregate":
+            self.serve_or_wait(Waiting(session.id, req))
+        else:
+            from ._clients import on_demand_initialize
+
+            self._ctx.reply(session.id, req.id, discover_result(on_demand_initialize(session)))
 
     def agent(self, session: ClientSession, req: Request | None) -> str | Refusal:
         """The agent an aggregate request acts as: a declared ``_meta.agent_id``, else the session's (``req`` None: the latter).
@@ -271,7 +305,7 @@ class Surface:
             self._serve_rest(session, waiting)
             return
         agent = self.agent(session, req)
-        if req.method == "initialize":
+        if waiting.deciding or req.method in _OPENING:
             # No agent yet is no reason to refuse a session: then it offers what any server does.
             servers = self.agent_servers(agent) if isinstance(agent, str) else sorted(ctx.config.servers)
         elif isinstance(agent, Refusal):
@@ -284,7 +318,11 @@ class Surface:
         if links is None:
             self._waiting.append(waiting)
             return
-        if req.method == "initialize":
+        if waiting.deciding:
+            self._choose(session, agent, links)
+            self.clients.serve(session, req, waiting.request_bytes)
+            return
+        if req.method in _OPENING:
             if session.mode == "auto":
                 self._choose(session, agent, links)
             if session.mode != "aggregate":
@@ -292,7 +330,8 @@ class Surface:
 
                 ctx.reply(session.id, req.id, on_demand_initialize(session))
                 return
-            ctx.reply(session.id, req.id, self._initialize_result(session, links))
+            opening = self._initialize_result(session, links)
+            ctx.reply(session.id, req.id, discover_result(opening) if req.method == "server/discover" else opening)
             return
         assert isinstance(agent, str)
         key = _LISTS[req.method]

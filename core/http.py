@@ -20,6 +20,13 @@ steps, so that every status code and every header it sends is decided here:
    gets the status and headers :func:`json_status` gives for the answer:
    200, or 429 with ``Retry-After`` for a call a rate limit refused.
 
+A POST whose ``MCP-Protocol-Version`` is no handshake-era version belongs to
+the 2026-07-28 era (GET and DELETE then get 405): :func:`check_head` routes
+it as ``stateless`` whatever ``Mcp-Session-Id`` says, :func:`check_post`
+checks its envelope and routing headers against the body (400 with -32602,
+-32020 or -32022), and its JSON answer gets :func:`stateless_status`
+(404 for an unknown method, 400 for the protocol's other errors).
+
 Before either, :func:`check_head_size` caps the head (431), and
 :func:`check_head` refuses a request whose body framing is ambiguous (400,
 then the connection closes: request smuggling). Then checks run in this
@@ -104,6 +111,7 @@ from ._http_requests import (
     check_head,
     check_head_size,
     check_post,
+    stateless_status,
     host_allowed,
     rest_kind,
     open_to_any_host,
@@ -157,6 +165,7 @@ __all__ = [
     "internal_error",
     "json_body",
     "json_status",
+    "stateless_status",
     "open_to_any_host",
     "ops_status",
     "origin_allowed",

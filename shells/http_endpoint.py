@@ -58,6 +58,7 @@ from lockgate.core.http import (
     ops_status,
     session_gone,
     sse_headers,
+    stateless_status,
     stream_conflict,
     stream_takeover,
     too_large,
@@ -67,6 +68,7 @@ from lockgate.core.http import (
 
 from .audit import utc_timestamp
 from .clients import ClientSend, StreamFellBehind
+from .http_connections import Closed
 from .http_exchange import Exchange
 from .http_sessions import HttpSession
 from .logs import get_logger
@@ -84,6 +86,9 @@ _log = get_logger("http")
 
 #: Session ids: 32 random bytes, URL-safe base64 (256 bits, visible ASCII as the spec asks).
 _SESSION_BYTES = 32
+#: Clients of the core for one 2026-07-28 request: never a session id, so never confused with one.
+_STATELESS_PREFIX = "request-"
+_STATELESS_BYTES = 12
 #: The Prometheus text exposition format, version 0.0.4.
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -212,10 +217,14 @@ class McpEndpoint:
         session = self._sessions.get(route.session) if route.session is not None else None
         # The core answers 409 to a request whose id is in flight: it needs to know which are.
         plan = check_post(
-            body, route, session.requests_in_flight if session is not None else (), relays=self._core.relays()
+            body, route, session.requests_in_flight if session is not None else (), relays=self._core.relays(),
+            headers=exchange.headers,
         )
         if isinstance(plan, Reject):
             await exchange.reject(plan)
+            return
+        if route.stateless:
+            await self._stateless(exchange, route, plan, body, principal)
             return
         if plan.action == "initialize":
             await self._initialize(exchange, route, plan, body, principal)
@@ -273,6 +282,46 @@ class McpEndpoint:
         else:
             await self.end_session(session.id)
             await _send_json(exchange, 200, route, waiter.encoded())
+
+    async def _stateless(self, exchange: Exchange, route: Route, plan: Post, body: bytes, principal: Principal | None) -> None:
+        """Answer a 2026-07-28 POST: a client of the core for this one request, closed once it is answered.
+
+        The client hanging up before the answer closes it early, which
+        cancels its call downstream: in this era, closing the response
+        stream is how a client cancels.
+        """
+        if plan.action == "accept":
+            await exchange.respond(202, list(route.headers), b"")
+            return
+        session = HttpSession(id=_STATELESS_PREFIX + secrets.token_urlsafe(_STATELESS_BYTES))
+        self._runtime.register_client(session.id, session.send, session.close, drop_stream=session.drop_stream)
+        now = trio.current_time()
+        await self._runtime.feed(ClientOpened(now=now, client=session.id, transport="stateless", principal=principal))
+        try:
+            if plan.action == "json":
+                waiter = session.wait_json(plan.request_id)
+                await self._feed_message(session, body, now)
+                try:
+                    await exchange.while_connected(waiter.done.wait)
+                except Closed:
+                    return
+                if waiter.message is None:
+                    await exchange.reject(session_gone(route.headers))
+                else:
+                    status, extra = stateless_status(waiter.message)
+                    await _send_json(exchange, status, route, waiter.encoded(), None, extra)
+                return
+            key: StreamKey = ("post", plan.request_id)
+            session.sse_requests.add(plan.request_id)
+            send, receive = session.attach(key)
+            await self._feed_message(session, body, now)
+            try:
+                await exchange.stream_events(list(sse_headers(None, route.headers)), [], receive)
+            finally:
+                session.detach(key, send)
+        finally:
+            session.close()
+            await self._runtime.feed(ClientClosed(now=trio.current_time(), client=session.id))
 
     async def _cancel(self, session: HttpSession, request_id: Any, answer: dict[str, Any]) -> None:
         """End the POST of a request the client cancelled with ``answer`` (the core answers it with nothing)."""

@@ -1,0 +1,107 @@
+"""Both protocol eras at the front: the SDK client in each mode, over stdio and Streamable HTTP."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client, MCPError, StdioServerParameters
+
+from .conftest import Setup, structured
+from .test_http import serve_http
+
+MODERN = "2026-07-28"
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def stdio_params(setup: Setup) -> StdioServerParameters:
+    setup.write() if not setup.config.exists() else None
+    return StdioServerParameters(command=sys.executable, args=setup.argv(), env=setup.environ())
+
+
+async def exercise(client: Client) -> None:
+    tools = await client.list_tools()
+    assert [t.name for t in tools.tools] == ["list_servers", "search_tools", "get_server_tools", "execute_tool"]
+    result = await client.call_tool(
+        "execute_tool", {"agent_id": "dev", "server": "testing", "tool": "echo", "args": {"text": "modern"}}
+    )
+    assert structured(result) == {"result": "modern"}
+    with pytest.raises(MCPError) as denied:
+        await client.call_tool("execute_tool", {"agent_id": "dev", "server": "testing", "tool": "drop_everything", "args": {}})
+    assert denied.value.code == -32000
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_sdk_client_in_each_mode_over_stdio(setup: Setup, mode: Any) -> None:
+    async with Client(stdio_params(setup), mode=mode, read_timeout_seconds=30) as client:
+        assert client.protocol_version == (MODERN if mode == "auto" else "2025-11-25")
+        assert client.server_info is not None and client.server_info.name == "lockgate"
+        await exercise(client)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_sdk_client_in_each_mode_over_http(setup: Setup, mode: Any) -> None:
+    with serve_http(setup) as served:
+        async with Client(served.url, mode=mode, read_timeout_seconds=30) as client:
+            assert client.protocol_version == (MODERN if mode == "auto" else "2025-11-25")
+            await exercise(client)
+
+
+async def test_both_eras_share_one_http_gateway_at_once(setup: Setup) -> None:
+    with serve_http(setup) as served:
+        async with Client(served.url, mode="legacy", read_timeout_seconds=30) as old, Client(
+            served.url, mode="auto", read_timeout_seconds=30
+        ) as new:
+            assert (old.protocol_version, new.protocol_version) == ("2025-11-25", MODERN)
+            await exercise(old)
+            await exercise(new)
+
+
+async def test_stateless_http_requests_refused_as_the_spec_says(setup: Setup) -> None:
+    with serve_http(setup) as served:
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        modern = {**headers, "mcp-protocol-version": MODERN}
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def post(body: Any, extra: dict[str, str]) -> httpx.Response:
+                return await http.post(served.url, json=body, headers={**modern, **extra})
+
+            listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": ENVELOPE}}
+            ok = await post(listing, {"mcp-method": "tools/list"})
+            assert ok.status_code == 200 and "mcp-session-id" not in ok.headers
+            assert ok.json()["result"]["resultType"] == "complete" and ok.json()["result"]["cacheScope"] == "private"
+            # The header says another method than the body: -32020.
+            mismatch = await post(listing, {"mcp-method": "tools/call"})
+            assert mismatch.status_code == 400 and mismatch.json()["error"]["code"] == -32020
+            assert mismatch.json()["id"] == 1
+            # No envelope: -32602.
+            bare = await post({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}, {"mcp-method": "tools/list"})
+            assert bare.status_code == 400 and bare.json()["error"]["code"] == -32602 and bare.json()["id"] == 2
+            # A version nobody speaks: -32022 with what is spoken.
+            future = {"jsonrpc": "2.0", "id": 3, "method": "tools/list",
+                      "params": {"_meta": {**ENVELOPE, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}}}
+            unsupported = await post(future, {"mcp-method": "tools/list", "mcp-protocol-version": "2099-01-01"})
+            assert unsupported.status_code == 400
+            assert unsupported.json()["error"]["code"] == -32022 and unsupported.json()["id"] == 3
+            assert unsupported.json()["error"]["data"]["supported"] == [MODERN]
+            # A method nobody has: 404 with -32601.
+            nothing = {"jsonrpc": "2.0", "id": 4, "method": "no/such", "params": {"_meta": ENVELOPE}}
+            missing = await post(nothing, {"mcp-method": "no/such"})
+            assert missing.status_code == 404 and missing.json()["error"]["code"] == -32601
+            # Mcp-Name in its base64 form names the tool.
+            call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+                "name": "list_servers", "arguments": {"agent_id": "dev"}, "_meta": ENVELOPE}}
+            named = await post(call, {"mcp-method": "tools/call", "mcp-name": "=?base64?bGlzdF9zZXJ2ZXJz?="})
+            assert named.status_code == 200 and named.json()["result"]["resultType"] == "complete"
+            wrong = await post(call, {"mcp-method": "tools/call", "mcp-name": "execute_tool"})
+            assert wrong.status_code == 400 and wrong.json()["error"]["code"] == -32020
+            # No GET stream and no DELETE in this era.
+            for method in ("GET", "DELETE"):
+                answer = await http.request(method, served.url, headers={**modern, "accept": "text/event-stream"})
+                assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+            # A notification is acknowledged, and the gateway goes on serving.
+            note = await post({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}, {"mcp-method": "notifications/cancelled"})
+            assert note.status_code == 202
+            assert (await post(listing, {"mcp-method": "tools/list"})).status_code == 200
