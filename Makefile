@@ -134,7 +134,7 @@ $(NODE_TOOLS_STAMP):
 	touch $(NODE_TOOLS_STAMP)
 
 conformance-official: $(STAMP) $(NODE_TOOLS_STAMP)
-	$(PY) conformance/official/run.py
+	$(PY) conformance/official/run.py --requirements 2025-11-25
 
 ## Build a wheel, install it into a fresh venv, import it and run the CLI (db upgrade included).
 # The Alembic migrations are package data: a schema made from the wheel proves they ship.

@@ -7,8 +7,9 @@ script, which:
 1. starts ``fixture_server.py`` (the SDK's ``MCPServer`` with every fixture
    the suite's server scenarios call) on a free port of 127.0.0.1;
 2. runs ``conformance server --url http://127.0.0.1:PORT/mcp --requirements
-   2025-11-25`` against it: every scenario that revision requires of a server
-   (scored), and the few it runs without scoring;
+   REVISION`` against it, for 2025-11-25 (the handshake era) and 2026-07-28
+   (the stateless era; ``--requirements`` picks one): every scenario that
+   revision requires of a server (scored), and the few it runs without scoring;
 3. starts ``lockgate serve --transport http`` in front of the fixture, in
    transparent mode (``GATEWAY_MODE=aggregate GATEWAY_PREFIX=never``, every
    server allowed to the default agent), and runs the suite again against
@@ -17,7 +18,7 @@ script, which:
 
    - every scored scenario passes directly (the fixture is right), and
    - the scenarios that fail through Lockgate are exactly those listed in
-     ``expected-failures.txt``: a new failure is a regression, and a listed
+     ``expected-failures.txt`` (2025-11-25) or ``expected-failures-REVISION.txt``: a new failure is a regression, and a listed
      scenario that passes must leave the list, so the list only shrinks.
 
 A scenario passes when none of its checks fails (the suite's own rule:
@@ -67,11 +68,14 @@ REPO = HERE.parent.parent
 #: The suite, as the Makefile installs it (``CONFORMANCE_VERSION`` there).
 SUITE = "@modelcontextprotocol/conformance"
 SUITE_VERSION = "0.2.0-alpha.12"
-REQUIREMENTS = "2025-11-25"
+#: The revisions whose requirements are run, each against the fixture and through Lockgate.
+REQUIREMENTS = ("2025-11-25", "2026-07-28")
 NODE_BIN = REPO / "build" / "node" / "node_modules" / ".bin"
 SUITE_DIR = REPO / "build" / "node" / "node_modules" / "@modelcontextprotocol" / "conformance"
 
-EXPECTED_FAILURES = HERE / "expected-failures.txt"
+def expected_failures(requirements: str) -> Path:
+    """The list of scenarios of ``requirements`` expected to fail through Lockgate."""
+    return HERE / ("expected-failures.txt" if requirements == "2025-11-25" else f"expected-failures-{requirements}.txt")
 
 #: Lockgate's settings for the run through it: one server, every item of it
 #: served under its own name, allowed to the agent a call without agent_id gets.
@@ -135,6 +139,7 @@ MISSING = Outcome(succeeded=0, failed=1, warnings=0, failures=("no results: the 
 class Report:
     """Both runs and the verdict."""
 
+    requirements: str
     scenarios: list[Scenario]
     direct: dict[str, Outcome] = field(default_factory=dict)
     lockgate: dict[str, Outcome] = field(default_factory=dict)
@@ -156,13 +161,13 @@ class Report:
             through = self.lockgate.get(s.name, MISSING)
             listed = s.name in self.expected
             if not through.passed and not listed:
-                self.problems.append(f"{s.name} fails through Lockgate and is not in {EXPECTED_FAILURES.name}")
+                self.problems.append(f"{s.name} fails through Lockgate and is not in {expected_failures(self.requirements).name}")
             if through.passed and listed:
-                self.problems.append(f"{s.name} passes through Lockgate now: remove it from {EXPECTED_FAILURES.name}")
+                self.problems.append(f"{s.name} passes through Lockgate now: remove it from {expected_failures(self.requirements).name}")
             if through.passed and through.succeeded == 0 < direct.succeeded:
                 self.notes.append(f"{s.name} passes through Lockgate with no check made (directly: {direct.succeeded})")
         for name in sorted(set(self.expected) - names):
-            self.problems.append(f"{EXPECTED_FAILURES.name} lists {name}, which is not a scenario of this run")
+            self.problems.append(f"{expected_failures(self.requirements).name} lists {name}, which is not a scenario of this run")
 
     def table(self) -> str:
         width = max(len(s.name) for s in self.scenarios) + len(" (not scored)")
@@ -174,7 +179,7 @@ class Report:
             lines.append(f"{label:<{width}}  {direct:<16}  {through:<16}  {self.expected.get(s.name, '')}".rstrip())
         scored = [s.name for s in self.scenarios if s.not_scored is None]
         passing = [sum(runs.get(n, MISSING).passed for n in scored) for runs in (self.direct, self.lockgate)]
-        lines.append(f"\n{len(scored)} scored ({REQUIREMENTS}): {passing[0]} pass directly, {passing[1]} through Lockgate")
+        lines.append(f"\n{len(scored)} scored ({self.requirements}): {passing[0]} pass directly, {passing[1]} through Lockgate")
         for name, outcomes in (("direct", self.direct), ("through Lockgate", self.lockgate)):
             for s in self.scenarios:
                 for failure in outcomes.get(s.name, MISSING).failures if s.name not in self.expected else ():
@@ -191,7 +196,7 @@ class Report:
 
         return {
             "suite": f"{SUITE}@{SUITE_VERSION}",
-            "requirements": REQUIREMENTS,
+            "requirements": self.requirements,
             "lockgate_env": LOCKGATE_ENV,
             "scenarios": [
                 {
@@ -364,10 +369,12 @@ def wait_for_url(process: subprocess.Popen[bytes], log: Path) -> str:
     raise RunError(f"lockgate serve did not serve within {START_LIMIT} s:\n{tail(log)}")
 
 
-def run_suite(url: str, results: Path, *, env: Mapping[str, str], cwd: Path, log: Path) -> dict[str, Outcome]:
-    """One run of ``conformance server`` against ``url``; its outcomes (a timeout raises)."""
+def run_suite(
+    url: str, results: Path, *, requirements: str, env: Mapping[str, str], cwd: Path, log: Path
+) -> dict[str, Outcome]:
+    """One run of ``conformance server --requirements REQUIREMENTS`` against ``url``; its outcomes (a timeout raises)."""
     argv = [
-        str(NODE_BIN / "conformance"), "server", "--url", url, "--requirements", REQUIREMENTS,
+        str(NODE_BIN / "conformance"), "server", "--url", url, "--requirements", requirements,
         "--timeout", str(SCENARIO_LIMIT_MS), "-o", str(results),
     ]  # fmt: skip
     with child(argv, env=env, cwd=cwd, log=log) as process:
@@ -394,8 +401,8 @@ def check_suite() -> None:
 # --- The run ---------------------------------------------------------------
 
 
-def run(report: Report, work: Path) -> None:
-    """Both runs of the suite, in ``work``; fills ``report``."""
+def run(reports: Sequence[Report], work: Path) -> None:
+    """Both runs of the suite for each report's revision, in ``work``; fills ``reports``."""
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work), "LANG": "C.UTF-8"}
     node_env = {
         **base,
@@ -411,12 +418,17 @@ def run(report: Report, work: Path) -> None:
                   log=fixture_log)
         )  # fmt: skip
         wait_for_port(fixture, port, fixture_log)
-        report.seconds["fixture start"] = time.monotonic() - started
+        for report in reports:
+            report.seconds["fixture start"] = time.monotonic() - started
 
-        started = time.monotonic()
         direct_url = f"http://127.0.0.1:{port}/mcp"
-        report.direct = run_suite(direct_url, work / "direct", env=node_env, cwd=work, log=work / "direct.log")
-        report.seconds["suite direct"] = time.monotonic() - started
+        for report in reports:
+            started = time.monotonic()
+            rev = report.requirements
+            report.direct = run_suite(
+                direct_url, work / rev / "direct", requirements=rev, env=node_env, cwd=work, log=work / rev / "direct.log"
+            )
+            report.seconds["suite direct"] = time.monotonic() - started
 
         started = time.monotonic()
         (work / "servers.json").write_text(json.dumps({"mcpServers": {"fixture": {"url": direct_url}}}))
@@ -434,14 +446,20 @@ def run(report: Report, work: Path) -> None:
         lockgate_log = work / "lockgate.log"
         lockgate = stack.enter_context(child(argv, env=lockgate_env, cwd=work, log=lockgate_log))
         url = wait_for_url(lockgate, lockgate_log)
-        report.seconds["lockgate start"] = time.monotonic() - started
+        lockgate_start = time.monotonic() - started
+
+        for report in reports:
+            started = time.monotonic()
+            rev = report.requirements
+            report.seconds["lockgate start"] = lockgate_start
+            report.lockgate = run_suite(
+                url, work / rev / "lockgate", requirements=rev, env=node_env, cwd=work, log=work / rev / "lockgate-suite.log"
+            )
+            report.seconds["suite through Lockgate"] = time.monotonic() - started
 
         started = time.monotonic()
-        report.lockgate = run_suite(url, work / "lockgate", env=node_env, cwd=work, log=work / "lockgate-suite.log")
-        report.seconds["suite through Lockgate"] = time.monotonic() - started
-
-        started = time.monotonic()
-    report.seconds["stop"] = time.monotonic() - started
+    for report in reports:
+        report.seconds["stop"] = time.monotonic() - started
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -456,6 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the suite's results and the logs in DIR")
+    parser.add_argument(
+        "--requirements", action="append", choices=REQUIREMENTS, metavar="REVISION",
+        help=f"the revision whose requirements to run (repeatable; default: {', '.join(REQUIREMENTS)})",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
@@ -464,11 +486,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.monotonic()
     try:
         check_suite()
-        report = Report(scenarios=read_requirements(SUITE_DIR / "requirements" / f"{REQUIREMENTS}.yaml"))
-        report.expected = read_expected_failures(EXPECTED_FAILURES)
+        reports = [
+            Report(
+                requirements=rev,
+                scenarios=read_requirements(SUITE_DIR / "requirements" / f"{rev}.yaml"),
+                expected=read_expected_failures(expected_failures(rev)),
+            )
+            for rev in args.requirements or REQUIREMENTS
+        ]
         with tempfile.TemporaryDirectory(prefix="lockgate-conformance-") as temporary:
+            for rev in args.requirements or REQUIREMENTS:
+                (Path(temporary) / rev).mkdir()
             try:
-                run(report, Path(temporary))
+                run(reports, Path(temporary))
             finally:
                 if args.keep:
                     shutil.copytree(temporary, args.keep, dirs_exist_ok=True)
@@ -477,10 +507,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         signal.alarm(0)
-    report.seconds["total"] = time.monotonic() - total
-    report.judge()
-    print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
-    return 1 if report.problems else 0
+    for report in reports:
+        report.seconds["total"] = time.monotonic() - total
+        report.judge()
+    if args.json:
+        print(json.dumps([report.as_json() for report in reports], indent=2))
+    else:
+        print("\n\n".join(report.table() for report in reports))
+    return 1 if any(report.problems for report in reports) else 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from lockgate.core.http import (
     Post,
     Reject,
     Route,
+    stateless_status,
     admit,
     bad_http,
     body_timeout,
@@ -224,10 +225,64 @@ def test_a_declared_body_over_the_limit_gets_413() -> None:
     assert isinstance(head(content_length="1000"), Route)
 
 
-def test_unsupported_protocol_versions_get_400() -> None:
-    body = rejected(head(mcp_protocol_version="1999-01-01", mcp_session_id="s", known=True), 400)
-    assert "1999-01-01" in body["error"]["message"] and "2025-11-25" in body["error"]["message"]
-    rejected(head("GET", mcp_protocol_version="2026-07-28", mcp_session_id="s", known=True), 400)
+def test_a_version_the_handshake_era_does_not_know_is_the_stateless_eras() -> None:
+    # Served or refused (-32022) by check_post, whatever session the request names.
+    for version in ("2026-07-28", "1999-01-01"):
+        route = head(mcp_protocol_version=version, mcp_session_id="s", known=True)
+        assert route == Route(kind="post", protocol_version=version, stateless=True)
+    assert head(mcp_protocol_version="2026-07-28", mcp_session_id="gone") == Route(kind="post", protocol_version="2026-07-28", stateless=True)
+    for method in ("GET", "DELETE"):
+        body = rejected(head(method, accept="text/event-stream", mcp_protocol_version="2026-07-28", mcp_session_id="s", known=True), 405)
+        assert body["error"]["message"] == f"Method Not Allowed: MCP 2026-07-28 has no {method} stream or session"
+    assert ("allow", "POST") in head("GET", mcp_protocol_version="2026-07-28").headers  # type: ignore[union-attr]
+    # The POST rules of Accept and Content-Type still hold.
+    rejected(head(mcp_protocol_version="2026-07-28", accept="application/json"), 406)
+    rejected(head(mcp_protocol_version="2026-07-28", content_type="text/plain"), 415)
+
+
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+MODERN_HEADERS = {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+STATELESS = Route(kind="post", protocol_version="2026-07-28", stateless=True)
+
+
+def test_a_stateless_post_is_answered_as_json_or_sse_without_a_session() -> None:
+    listing = body({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": MODERN_META}})
+    assert check_post(listing, STATELESS, headers=MODERN_HEADERS) == Post(action="json", request_id=1)
+    progress = body({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": {**MODERN_META, "progressToken": 5}}})
+    assert check_post(progress, STATELESS, headers=MODERN_HEADERS) == Post(action="sse", request_id=2)
+    note = body({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}})
+    assert check_post(note, STATELESS, headers={}) == Post(action="accept")
+
+
+def test_a_stateless_post_that_fails_the_envelope_ladder_gets_400_with_its_id() -> None:
+    bare = body({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}})
+    refused = rejected(check_post(bare, STATELESS, headers=MODERN_HEADERS), 400, -32602)
+    assert refused["id"] == 3 and refused["error"]["data"] == {"code": "INVALID_PARAMS", "parameter": "_meta"}
+    listing = body({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"_meta": MODERN_META}})
+    mismatch = rejected(check_post(listing, STATELESS, headers={**MODERN_HEADERS, "mcp-method": "tools/call"}), 400, -32020)
+    assert mismatch["id"] == 4 and mismatch["error"]["data"] == {"code": "HEADER_MISMATCH"}
+    future_meta = {**MODERN_META, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}
+    future = body({"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {"_meta": future_meta}})
+    route = Route(kind="post", protocol_version="2099-01-01", stateless=True)
+    unsupported = rejected(check_post(future, route, headers={**MODERN_HEADERS, "mcp-protocol-version": "2099-01-01"}), 400, -32022)
+    assert unsupported["error"]["data"] == {"code": "UNSUPPORTED_PROTOCOL_VERSION", "supported": ["2026-07-28"], "requested": "2099-01-01"}
+    # A notification at a version nobody speaks is told so too; a response has nothing to answer.
+    note = body({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {}})
+    rejected(check_post(note, route, headers={}), 400, -32022)
+    rejected(check_post(body({"jsonrpc": "2.0", "id": 1, "result": {}}), STATELESS, headers={}), 400, -32600)
+    rejected(check_post(b"{not json", STATELESS, headers={}), 400, -32700)
+
+
+def test_stateless_answers_carry_the_protocols_status() -> None:
+    def answer(code: int) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": "m", "data": {}}}
+
+    assert stateless_status(answer(-32601)) == (404, ())
+    assert [stateless_status(answer(code))[0] for code in (-32700, -32600, -32602, -32020, -32021, -32022)] == [400] * 6
+    assert stateless_status(answer(-32000)) == (200, ())
+    assert stateless_status({"jsonrpc": "2.0", "id": 1, "result": {}}) == (200, ())
+    limited = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32005, "message": "m", "data": {"code": "RATE_LIMITED", "retry_after_ms": 1500}}}
+    assert stateless_status(limited) == (429, (("retry-after", "2"),))
 
 
 def test_a_missing_protocol_version_means_2025_03_26() -> None:
