@@ -225,6 +225,8 @@ class Clients:
             self._refuse(session, req, request_bytes, ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in use")
         elif method == "server/discover" and session.era == "stateless":
             self.surface.discover(session, req)
+        elif method == "subscriptions/listen" and session.era == "stateless":
+            self.stateless.listen(session, req)
         elif self.surface.request(session, req, request_bytes):
             pass  # aggregate mode: the servers' own surface
         elif method == "tools/list":
@@ -274,7 +276,9 @@ class Clients:
         elif note.method == "notifications/cancelled":
             request_id = note.params.get("requestId")
             call: Call | None = session.calls.get(request_id) if is_request_id(request_id) else None
-            if call is not None:
+            if is_request_id(request_id) and session.listens.pop(request_id, None) is not None:
+                session.methods.pop(request_id, None)  # a listen stream ends: nothing is owed
+            elif call is not None:
                 reason = note.params.get("reason")
                 self.calls.abandon(call, reason if isinstance(reason, str) else "cancelled by the client")
         elif note.method == "notifications/roots/list_changed" and session.mode == "aggregate":

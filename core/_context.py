@@ -107,10 +107,8 @@ class Context:
             session = self.clients.get(action.client)
             if session is not None and session.era == "stateless":
                 # The one place every message to a client passes: shaped for the stateless era here.
-                shaped = shape_outgoing(session, action)
-                if shaped is None:
-                    return
-                action = shaped
+                self._out.extend(shape_outgoing(session, action))
+                return
         self._out.append(action)
 
     def log(self, level: LogLevel, message: str, **fields: Any) -> None:

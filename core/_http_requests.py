@@ -374,8 +374,9 @@ def _check_stateless(msg: Message, route: Route, headers: Mapping[str, str]) -> 
             if isinstance(envelope, Refused):
                 return _refused(envelope, msg.id, route.headers)
             meta = msg.params.get("_meta")
-            # Notifications about the request (progress) can only travel on its own SSE stream.
-            streamed = isinstance(meta, dict) and meta.get("progressToken") is not None
+            # Notifications about the request (progress) can only travel on its own SSE
+            # stream, and a listen request's answer is nothing but notifications.
+            streamed = (isinstance(meta, dict) and meta.get("progressToken") is not None) or msg.method == "subscriptions/listen"
             return Post(action="sse" if streamed else "json", request_id=msg.id)
 
 

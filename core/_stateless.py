@@ -48,9 +48,10 @@ from ._eras import (
     NAME_BEARING,
     PROTOCOL_VERSION_KEY,
     SERVER_INFO_KEY,
+    SUBSCRIPTION_ID_KEY,
 )
 from ._errors import ErrorCode
-from ._jsonrpc import Request
+from ._jsonrpc import Request, notification
 from ._session import LOG_LEVELS, ClientSession, SessionTrigger
 
 if TYPE_CHECKING:
@@ -240,22 +241,47 @@ def shape_answer(message: JSONObject, method: str | None) -> JSONObject:
     return message
 
 
-def shape_outgoing(session: ClientSession, action: SendToClient) -> SendToClient | None:
+def shape_outgoing(session: ClientSession, action: SendToClient) -> list[SendToClient]:
     """What of ``action`` reaches a stateless client: answers shaped, and nothing it has no place for.
 
-    A notification about no request has no stream to travel on; a server's
-    request is never sent (the stateless era has servers return
-    ``input_required`` instead, and :mod:`._relays` answers it).
+    A notification about no request travels on each ``subscriptions/listen``
+    stream that asked for it, tagged with that stream's subscription id, and
+    nowhere else (there is no session stream); a server's request is never
+    sent (the stateless era has servers return ``input_required`` instead,
+    and :mod:`._relays` answers it).
     """
     message = action.message
     if "method" in message:
-        if "id" in message or action.request is None:
-            return None
-        return action
+        if "id" in message:
+            return []
+        if action.request is not None:
+            return [action]
+        return [
+            SendToClient(client=action.client, message=_tagged(message, listen), request=listen)
+            for listen, wanted in session.listens.items()
+            if message["method"] in wanted
+        ]
     request_id = action.request if action.request is not None else message.get("id")
     method = session.methods.pop(request_id, None) if request_id is not None else None
     shaped = shape_answer(message, method)
-    return action if shaped is message else SendToClient(client=action.client, message=shaped, request=action.request)
+    return [action if shaped is message else SendToClient(client=action.client, message=shaped, request=action.request)]
+
+
+def _tagged(message: JSONObject, listen: Any) -> JSONObject:
+    """A notification for one listen stream: its ``_meta`` names the subscription (the listen request's id)."""
+    params = message.get("params")
+    params = dict(params) if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    params["_meta"] = {**(meta if isinstance(meta, dict) else {}), SUBSCRIPTION_ID_KEY: listen}
+    return {**message, "params": params}
+
+
+#: What a listen filter's keys ask for, and the notification each one lets through.
+_LISTEN_KINDS = {
+    "toolsListChanged": "notifications/tools/list_changed",
+    "promptsListChanged": "notifications/prompts/list_changed",
+    "resourcesListChanged": "notifications/resources/list_changed",
+}
 
 
 class StatelessFront:
@@ -294,3 +320,24 @@ class StatelessFront:
                 return False  # mode auto: served once the agent's servers have answered
         session.methods[req.id] = req.method
         return True
+
+    def listen(self, session: ClientSession, req: Request) -> None:
+        """Open a ``subscriptions/listen`` stream: acknowledge what it will carry; it stays open until the client ends it.
+
+        The gateway's own acknowledgement comes first, naming what it
+        honours: the list changes, in aggregate mode (on demand, the
+        gateway's tools never change). The servers' notifications reach it
+        through :func:`shape_outgoing`, already merged and filtered per
+        agent by :mod:`._surface`, each tagged with the stream's
+        subscription id. ``resourceSubscriptions`` are not honoured yet, so
+        the acknowledgement leaves them out, as the spec says of any kind a
+        server does not support.
+        """
+        wanted = req.params.get("notifications")
+        if not isinstance(wanted, dict):
+            self._ctx.reply_error(session.id, req.id, ErrorCode.INVALID_PARAMS, "notifications must be an object", parameter="notifications")
+            return
+        honoured = {key: True for key in _LISTEN_KINDS if wanted.get(key) is True and session.mode == "aggregate"}
+        session.listens[req.id] = frozenset(_LISTEN_KINDS[key] for key in honoured)
+        ack = notification("notifications/subscriptions/acknowledged", {"notifications": honoured, "_meta": {SUBSCRIPTION_ID_KEY: req.id}})
+        self._ctx.emit(SendToClient(client=session.id, message=ack, request=req.id))

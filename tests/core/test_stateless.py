@@ -272,3 +272,43 @@ def test_a_stateless_client_on_a_config_with_rules() -> None:
     d = Driver(make_config(RULES))
     [listed] = sent_to_client(d.send(modern(1, "tools/list")))
     assert listed["result"]["resultType"] == "complete"
+
+
+# -- subscriptions/listen ---------------------------------------------------------------------
+
+
+def _ready_aggregate() -> tuple[Driver, Any]:
+    d = gateway()
+    d.send(modern(1, "tools/list"))
+    handshake_db(d.server("db"))
+    util = d.server("util")
+    util.answer("initialize", result={"protocolVersion": "2025-11-25", "capabilities": {"tools": {"listChanged": True}}, "serverInfo": {"name": "util", "version": "1"}})
+    util.answer("tools/list", result={"tools": [ECHO_TOOL]})
+    return d, util
+
+
+def test_listen_is_acknowledged_first_and_carries_only_what_it_asked_for_tagged() -> None:
+    d, util = _ready_aggregate()
+    wanted = {"toolsListChanged": True, "promptsListChanged": False, "resourceSubscriptions": ["db://tables/users"]}
+    assert d.send(modern(9, "subscriptions/listen", {"notifications": wanted})) == [SendToClient(client=0, request=9, message={
+        "jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+        "params": {"notifications": {"toolsListChanged": True}, "_meta": {"io.modelcontextprotocol/subscriptionId": 9}},
+    })]
+    util.notify("notifications/tools/list_changed")
+    actions = util.answer("tools/list", result={"tools": [ECHO_TOOL, {"name": "more", "inputSchema": {"type": "object"}}]})
+    assert [a for a in actions if isinstance(a, SendToClient)] == [SendToClient(client=0, request=9, message={
+        "jsonrpc": "2.0", "method": "notifications/tools/list_changed",
+        "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": 9}},
+    })]
+    # Ended by the client (over stdio, by cancelling the listen request): nothing more, and no answer owed.
+    assert sent_to_client(d.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}})) == []
+    util.notify("notifications/tools/list_changed")
+    assert sent_to_client(util.answer("tools/list", result={"tools": [ECHO_TOOL]})) == []
+
+
+def test_listen_on_demand_honours_nothing_and_a_bad_filter_is_refused() -> None:
+    d = Driver()
+    [ack] = sent_to_client(d.send(modern(1, "subscriptions/listen", {"notifications": {"toolsListChanged": True}})))
+    assert ack["params"] == {"notifications": {}, "_meta": {"io.modelcontextprotocol/subscriptionId": 1}}
+    [refused] = sent_to_client(d.send(modern(2, "subscriptions/listen", {"notifications": ["tools"]})))
+    assert refused["error"]["code"] == -32602 and refused["id"] == 2
