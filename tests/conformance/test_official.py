@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conformance.official.run import (
-    EXPECTED_FAILURES,
+    REQUIREMENTS,
+    expected_failures,
     MISSING,
     Outcome,
     Report,
@@ -69,10 +70,12 @@ def test_a_requirement_set_without_server_scenarios_is_refused(tmp_path: Path) -
         read_requirements(path)
 
 
-def test_the_expected_failures_file_reads_and_gives_each_entry_a_reason() -> None:
-    # Empty since aggregate mode: every scenario passes through Lockgate; a new line needs its reason.
-    expected = read_expected_failures(EXPECTED_FAILURES)
+@pytest.mark.parametrize("revision", REQUIREMENTS)
+def test_each_revisions_expected_failures_file_reads_and_gives_each_entry_a_reason(revision: str) -> None:
+    # A new line needs its reason.
+    expected = read_expected_failures(expected_failures(revision))
     assert all(reason for reason in expected.values())
+    assert expected_failures("2025-11-25").name == "expected-failures.txt"
 
 
 @pytest.mark.parametrize(
@@ -111,7 +114,7 @@ def test_results_are_read_per_scenario_folder_and_counted_as_the_suite_counts(tm
 
 def report(**runs: tuple[Outcome, Outcome]) -> Report:
     names = [name.replace("_", "-") for name in runs]
-    r = Report(scenarios=[Scenario(name=n, not_scored="pending" if n.startswith("pending") else None) for n in names])
+    r = Report(requirements="2025-11-25", scenarios=[Scenario(name=n, not_scored="pending" if n.startswith("pending") else None) for n in names])
     for name, (direct, through) in zip(names, runs.values(), strict=True):
         r.direct[name], r.lockgate[name] = direct, through
     return r
