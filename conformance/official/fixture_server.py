@@ -6,9 +6,9 @@ client: each server scenario connects to one URL and calls fixtures by name
 …) and checks what comes back against the texts in its scenario
 descriptions. This module is that server, written with the MCP Python SDK's
 ``MCPServer`` and served over Streamable HTTP at ``/mcp`` on 127.0.0.1. It
-passes every scored server scenario of ``--requirements 2025-11-25``, and
-``run.py`` then puts Lockgate in front of it to see which scenarios survive
-the gateway.
+passes every scored server scenario of ``--requirements 2025-11-25`` and of
+``--requirements 2026-07-28``, and ``run.py`` then puts Lockgate in front of
+it to see which scenarios survive the gateway.
 
 What the scenarios expect (``conformance@0.2.0-alpha.12``; the texts are the
 scenarios', keep them exact):
@@ -31,10 +31,32 @@ scenarios', keep them exact):
   and the SDK's own ping, sessions, concurrent SSE streams and DNS-rebinding
   check (Host and Origin must be loopback).
 
-The SDK's everything example server
-(``examples/servers/everything-server`` in modelcontextprotocol/python-sdk)
-is the suite's reference fixture; this one is written from the scenarios, for
-the 2025-11-25 (handshake) wire only.
+2026-07-28 (the stateless era) adds (``add_stateless_fixtures``):
+
+- multi-round-trip requests (SEP-2322), each answering ``input_required``
+  until its questions are answered, under the keys the scenarios name:
+  ``test_input_required_result_elicitation`` (``user_name``),
+  ``…_sampling`` (``capital_question``), ``…_list_roots``
+  (``client_roots``), ``…_request_state`` and ``…_tampered_state``
+  (``confirm``, with a requestState; "state-ok" once it comes back),
+  ``…_multiple_inputs`` (all three kinds at once), ``…_multi_round``
+  (``step1`` then ``step2``, a new requestState each round),
+  ``…_capabilities`` (asks only what the client declared) and the prompt
+  ``test_input_required_result_prompt`` (``user_context``);
+- ``server-stateless``'s diagnostics: ``test_missing_capability`` (needs
+  ``sampling``: -32021 without it), ``test_streaming_elicitation`` (asks
+  through its result, never a request on the stream), ``test_logging_tool``
+  (logs, which the SDK drops unless the request set a log level) and
+  ``test_trigger_tool_change`` / ``test_trigger_prompt_change`` (add or
+  remove a tool or prompt and tell ``subscriptions/listen`` streams);
+- and from the SDK: ``server/discover``, the envelope checks,
+  ``subscriptions/listen``, and sealing requestState against tampering.
+
+The multi-round-trip fixtures serve the handshake wire too, asking their
+questions there as standalone requests during the call. The SDK's
+everything example server (``examples/servers/everything-server`` in
+modelcontextprotocol/python-sdk) is the suite's reference fixture; this one
+is written from the scenarios.
 
 Run: ``python conformance/official/fixture_server.py --port PORT``.
 """
@@ -46,22 +68,41 @@ import asyncio
 import base64
 import json
 import warnings
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 from mcp.server import MCPServer, ServerRequestContext
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, Resolve, Sample
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.message import ServerMessageMetadata
 from mcp.types import (
     AudioContent,
+    ClientCapabilities,
     CompleteRequestParams,
     CompleteResult,
     Completion,
+    CreateMessageRequest,
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    CreateMessageResultWithTools,
+    ElicitRequest,
+    ElicitRequestFormParams,
+    ElicitResult,
     EmbeddedResource,
     EmptyResult,
     ImageContent,
+    InputRequest,
+    InputRequests,
+    InputRequiredResult,
+    InputResponse,
+    InputResponses,
     JSONRPCMessage,
+    ListRootsRequest,
+    ListRootsResult,
     SamplingMessage,
     SetLevelRequestParams,
     SubscribeRequestParams,
@@ -69,6 +110,9 @@ from mcp.types import (
     TextResourceContents,
     UnsubscribeRequestParams,
 )
+from mcp_types.version import is_version_at_least
+
+T = TypeVar("T")
 
 #: A 1x1 PNG and a WAV with one sample: the smallest content the image and audio checks accept.
 PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
@@ -160,6 +204,20 @@ ENUMS_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+#: The first revision whose clients get an InputRequiredResult instead of requests of the server's.
+STATELESS_VERSION = "2026-07-28"
+
+#: A bound on the rounds of one handshake-era call (the fixtures need at most three).
+MAX_ROUNDS = 5
+
+#: The plaintext requestState of the confirmation fixtures (the SDK seals it on the way out).
+CONFIRM_STATE = "awaiting-confirmation"
+
+#: The tool and the prompt the two trigger tools add and remove.
+DYNAMIC_TOOL = "test_dynamic_tool"
+DYNAMIC_PROMPT = "test_dynamic_prompt"
 
 
 class MemoryEventStore(EventStore):
@@ -344,7 +402,329 @@ def build() -> MCPServer:
     lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
     lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
     lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    add_stateless_fixtures(server)
     return server
+
+
+def add_stateless_fixtures(server: MCPServer) -> None:
+    """The fixtures the 2026-07-28 scenarios call: multi-round-trip requests, -32021, listen streams.
+
+    Each input-required fixture is one round function (below, at module
+    level) run by ``_rounds``, which serves both wires: on 2026-07-28 a round
+    is one request, answered with an InputRequiredResult until the client has
+    answered every question; on the handshake wire the questions go to the
+    client as standalone requests during the one call. The questions are
+    named as the scenarios name them (``user_name``, ``capital_question`` …):
+    the suite answers by key.
+    """
+    # The tool and the prompt the two triggers have added, each taken away by the next trigger.
+    present: set[str] = set()
+
+    @server.tool(description="Asks for the user's name and greets them.")
+    async def test_input_required_result_elicitation(ctx: Context) -> InputRequiredResult | str:
+        return await _rounds(ctx, _greeting)
+
+    @server.tool(description="Asks the client's model a question and reports its answer.")
+    async def test_input_required_result_sampling(ctx: Context) -> InputRequiredResult | str:
+        return await _rounds(ctx, _capital)
+
+    @server.tool(description="Asks for the client's roots and lists them.")
+    async def test_input_required_result_list_roots(ctx: Context) -> InputRequiredResult | str:
+        return await _rounds(ctx, _roots)
+
+    @server.tool(description="Asks for a confirmation with a requestState, and checks the state comes back.")
+    async def test_input_required_result_request_state(ctx: Context) -> InputRequiredResult | str:
+        return await _rounds(ctx, _confirmation)
+
+    @server.tool(description="Asks for a name, a greeting from the model and the roots in one round.")
+    async def test_input_required_result_multiple_inputs(ctx: Context) -> InputRequiredResult | str:
+        return await _rounds(ctx, _three_questions)
+
+    @server.tool(description="Asks two questions in two rounds; the requestState carries the first answer.")
+    async def test_input_required_result_multi_round(ctx: Context) -> InputRequiredResult | str:
+        return await _rounds(ctx, _two_steps)
+
+    @server.tool(description="Asks for a confirmation with a requestState the SDK seals against tampering.")
+    async def test_input_required_result_tampered_state(ctx: Context) -> InputRequiredResult | str:
+        # A tampered token never gets here: the SDK answers -32602 when it fails to unseal it.
+        return await _rounds(ctx, _confirmation)
+
+    @server.tool(description="Asks only for the inputs the client declared capabilities for.")
+    async def test_input_required_result_capabilities(ctx: Context) -> InputRequiredResult | str:
+        return await _rounds(ctx, _declared_only)
+
+    @server.tool(description="Asks for a confirmation; on 2026-07-28 the question rides the result.")
+    async def test_streaming_elicitation(ctx: Context) -> InputRequiredResult | str:
+        # The scenario reads this call's response stream: no request of the server's may be on it.
+        return await _rounds(ctx, _streamed_confirmation)
+
+    @server.tool(description="Needs the client's sampling capability; without it the call is refused (-32021).")
+    def test_missing_capability(answer: Annotated[CreateMessageResult, Resolve(capital_question)]) -> str:
+        # The SDK checks the capability before asking (-32021 with requiredCapabilities
+        # {"sampling": {}}), asks in the era's way, and runs this body with the answer.
+        return f"The model answered: {_sampled_text(answer)}"
+
+    @server.tool(description="Logs three info messages; a client gets them only if its request set a log level.")
+    async def test_logging_tool(ctx: Context) -> str:
+        # On 2026-07-28 the SDK sends these only when the request's _meta carries
+        # io.modelcontextprotocol/logLevel, and then on this request's own stream.
+        for text in ["Logging tool started", "Logging tool working", "Logging tool finished"]:
+            await ctx.info(text)
+        return "Logging tool executed"
+
+    def dynamic_tool() -> str:
+        return "This tool comes and goes with test_trigger_tool_change."
+
+    def dynamic_prompt() -> list[UserMessage]:
+        text = "This prompt comes and goes with test_trigger_prompt_change."
+        return [UserMessage(TextContent(type="text", text=text))]
+
+    @server.tool(description="Adds or removes test_dynamic_tool and tells subscriptions/listen streams.")
+    async def test_trigger_tool_change(ctx: Context) -> str:
+        if DYNAMIC_TOOL in present:
+            server.remove_tool(DYNAMIC_TOOL)
+            present.discard(DYNAMIC_TOOL)
+        else:
+            server.tool(name=DYNAMIC_TOOL, description="Listed after every other test_trigger_tool_change.")(
+                dynamic_tool
+            )
+            present.add(DYNAMIC_TOOL)
+        await ctx.notify_tools_changed()
+        return f"{DYNAMIC_TOOL} is {'listed' if DYNAMIC_TOOL in present else 'gone'}"
+
+    @server.tool(description="Adds or removes test_dynamic_prompt and tells subscriptions/listen streams.")
+    async def test_trigger_prompt_change(ctx: Context) -> str:
+        if DYNAMIC_PROMPT in present:
+            server.remove_prompt(DYNAMIC_PROMPT)
+            present.discard(DYNAMIC_PROMPT)
+        else:
+            server.prompt(name=DYNAMIC_PROMPT, description="Listed after every other test_trigger_prompt_change.")(
+                dynamic_prompt
+            )
+            present.add(DYNAMIC_PROMPT)
+        await ctx.notify_prompts_changed()
+        return f"{DYNAMIC_PROMPT} is {'listed' if DYNAMIC_PROMPT in present else 'gone'}"
+
+    @server.prompt(description="Asks what context to use, then renders with it.")
+    async def test_input_required_result_prompt(ctx: Context) -> list[UserMessage] | InputRequiredResult:
+        return await _rounds(ctx, _prompt_context)
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round of a multi-round-trip request knows.
+
+    ``responses`` answer the questions of the round before (empty on round
+    one); ``state`` is the requestState that round minted (the SDK has
+    verified it); ``capabilities`` are what the client declared.
+    """
+
+    responses: InputResponses
+    state: str | None
+    capabilities: ClientCapabilities | None
+
+
+async def _rounds(ctx: Context, step: Callable[[Round], InputRequiredResult | T]) -> InputRequiredResult | T:
+    """Run the multi-round-trip fixture ``step`` in the era of the request.
+
+    On 2026-07-28 this request is one round: ``step`` sees the client's
+    answers and echoed state, and its InputRequiredResult goes back as the
+    result. On the handshake wire the rounds run here, within the one call:
+    each question goes to the client as a standalone request on this call's
+    stream, and the answers feed the next round.
+    """
+    now = Round(ctx.input_responses or {}, ctx.request_state, ctx.client_capabilities)
+    if ctx.protocol_version is not None and is_version_at_least(ctx.protocol_version, STATELESS_VERSION):
+        return step(now)
+    for _ in range(MAX_ROUNDS):
+        result = step(now)
+        if not isinstance(result, InputRequiredResult):
+            return result
+        answers: InputResponses = {}
+        for key, request in (result.input_requests or {}).items():
+            answers[key] = await _send(ctx, request)
+        now = Round(answers, result.request_state, now.capabilities)
+    raise ToolError(f"still asking after {MAX_ROUNDS} rounds")
+
+
+async def _send(ctx: Context, request: InputRequest) -> InputResponse:
+    """Ask one question as a standalone request (the handshake era's way), on the call's own stream."""
+    session = ctx.request_context.session
+    metadata = ServerMessageMetadata(related_request_id=ctx.request_id)
+    if isinstance(request, ElicitRequest):
+        return await session.send_request(request, ElicitResult, metadata=metadata)
+    if isinstance(request, CreateMessageRequest):
+        return await session.send_request(request, CreateMessageResult, metadata=metadata)
+    return await session.send_request(request, ListRootsResult, metadata=metadata)
+
+
+def _greeting(now: Round) -> InputRequiredResult | str:
+    """``input-required-result-basic-elicitation`` (and the scenarios that reuse its tool)."""
+    name = _form_answer(now.responses, "user_name", "name")
+    if name is None:  # round 1, or the answer is missing or unusable: ask (again)
+        return InputRequiredResult(input_requests={"user_name": _ask_form("What is your name?", "name")})
+    return f"Hello, {name}!"
+
+
+def _capital(now: Round) -> InputRequiredResult | str:
+    """``input-required-result-basic-sampling``."""
+    answer = _model_answer(now.responses, "capital_question")
+    if answer is None:
+        question = _ask_model("What is the capital of France?", max_tokens=100)
+        return InputRequiredResult(input_requests={"capital_question": question})
+    return f"The model answered: {answer}"
+
+
+def _roots(now: Round) -> InputRequiredResult | str:
+    """``input-required-result-basic-list-roots``."""
+    roots = _roots_answer(now.responses, "client_roots")
+    if roots is None:
+        return InputRequiredResult(input_requests={"client_roots": ListRootsRequest()})
+    return f"The client's roots: {roots}"
+
+
+def _confirmation(now: Round) -> InputRequiredResult | str:
+    """``input-required-result-request-state`` and ``-tampered-state``: done only when the state comes back."""
+    ok = _form_answer(now.responses, "confirm", "ok")
+    if ok is None or now.state != CONFIRM_STATE:
+        question = _ask_form("Please confirm", "ok", "boolean")
+        return InputRequiredResult(input_requests={"confirm": question}, request_state=CONFIRM_STATE)
+    return f"state-ok: the requestState came back as minted (confirmed: {ok})"
+
+
+def _three_questions(now: Round) -> InputRequiredResult | str:
+    """``input-required-result-multiple-input-requests``: one of each kind in one round."""
+    name = _form_answer(now.responses, "user_name", "name")
+    greeting = _model_answer(now.responses, "greeting")
+    roots = _roots_answer(now.responses, "client_roots")
+    if name is None or greeting is None or roots is None:
+        requests: InputRequests = {
+            "user_name": _ask_form("What is your name?", "name"),
+            "greeting": _ask_model("Generate a greeting", max_tokens=50),
+            "client_roots": ListRootsRequest(),
+        }
+        return InputRequiredResult(input_requests=requests, request_state="multiple-inputs")
+    return f"{greeting} (to {name}; roots: {roots})"
+
+
+def _two_steps(now: Round) -> InputRequiredResult | str:
+    """``input-required-result-multi-round``: the second round's state carries the first answer."""
+    state = _load_state(now.state)
+    name = state.get("name")
+    if not isinstance(name, str):  # round 1, or its answer is still missing
+        name = _form_answer(now.responses, "step1", "name")
+        if name is None:
+            step1 = _ask_form("Step 1: What is your name?", "name")
+            return InputRequiredResult(input_requests={"step1": step1}, request_state=json.dumps({"step": 1}))
+    color = _form_answer(now.responses, "step2", "color") if state.get("step") == 2 else None
+    if color is None:
+        step2 = _ask_form("Step 2: What is your favorite color?", "color")
+        # A new state: it now holds the first answer, which the client sees only sealed.
+        return InputRequiredResult(input_requests={"step2": step2}, request_state=json.dumps({"step": 2, "name": name}))
+    return f"{name}'s favorite color is {color}."
+
+
+def _declared_only(now: Round) -> InputRequiredResult | str:
+    """``input-required-result-capability-check``: no question the client could not answer."""
+    declared = now.capabilities
+    wanted: InputRequests = {}
+    if declared is not None and declared.elicitation is not None:
+        wanted["user_name"] = _ask_form("What is your name?", "name")
+    if declared is not None and declared.sampling is not None:
+        wanted["capital_question"] = _ask_model("What is the capital of France?", max_tokens=100)
+    if declared is not None and declared.roots is not None:
+        wanted["client_roots"] = ListRootsRequest()
+    missing = {key: request for key, request in wanted.items() if key not in now.responses}
+    if missing:
+        return InputRequiredResult(input_requests=missing)
+    return "Answered; asked for: " + (", ".join(sorted(wanted)) or "nothing (no input capability declared)")
+
+
+def _streamed_confirmation(now: Round) -> InputRequiredResult | str:
+    """``server-stateless``'s response-stream check: a confirmation, without requestState."""
+    ok = _form_answer(now.responses, "confirm", "ok")
+    if ok is None:
+        return InputRequiredResult(input_requests={"confirm": _ask_form("Please confirm", "ok", "boolean")})
+    return f"Confirmed: {ok}"
+
+
+def _prompt_context(now: Round) -> InputRequiredResult | list[UserMessage]:
+    """``input-required-result-non-tool-request``: a prompt that asks before it renders."""
+    context = _form_answer(now.responses, "user_context", "context")
+    if context is None:
+        question = _ask_form("What context should the prompt use?", "context")
+        return InputRequiredResult(input_requests={"user_context": question})
+    return [UserMessage(TextContent(type="text", text=f"Answer with this context in mind: {context}"))]
+
+
+def capital_question() -> Sample:
+    """The sampling request ``test_missing_capability`` resolves its argument with.
+
+    At module level: the SDK reads the tool's ``Annotated[…, Resolve(…)]``
+    hint by name, so the resolver must be a global of this module.
+    """
+    message = SamplingMessage(role="user", content=TextContent(type="text", text="What is the capital of France?"))
+    return Sample([message], max_tokens=100)
+
+
+def _ask_form(message: str, field: str, kind: str = "string") -> ElicitRequest:
+    """An ``elicitation/create`` form with one required field, the shape the scenarios show."""
+    schema = {"type": "object", "properties": {field: {"type": kind}}, "required": [field]}
+    return ElicitRequest(params=ElicitRequestFormParams(message=message, requested_schema=schema))
+
+
+def _ask_model(text: str, *, max_tokens: int) -> CreateMessageRequest:
+    """A ``sampling/createMessage`` request with one user message."""
+    message = SamplingMessage(role="user", content=TextContent(type="text", text=text))
+    return CreateMessageRequest(params=CreateMessageRequestParams(messages=[message], max_tokens=max_tokens))
+
+
+def _form_answer(responses: InputResponses | None, key: str, field: str) -> str | None:
+    """The answer to form ``key``: ``field``'s value, or the action when the user did not accept.
+
+    None when there is nothing to use (no answer, another kind of answer, no
+    ``field``): the tool asks again rather than fail, as SEP-2322 recommends.
+    """
+    answer = (responses or {}).get(key)
+    if not isinstance(answer, ElicitResult):
+        return None
+    if answer.action != "accept":
+        return f"({answer.action})"
+    value = (answer.content or {}).get(field)
+    return None if value is None else str(value)
+
+
+def _model_answer(responses: InputResponses | None, key: str) -> str | None:
+    """The text of the model's answer to sampling request ``key``; None when there is none."""
+    answer = (responses or {}).get(key)
+    if not isinstance(answer, CreateMessageResult | CreateMessageResultWithTools):
+        return None
+    return _sampled_text(answer)
+
+
+def _sampled_text(answer: CreateMessageResult | CreateMessageResultWithTools) -> str:
+    """The text blocks of a sampling answer, joined."""
+    blocks = answer.content if isinstance(answer.content, list) else [answer.content]
+    return " ".join(block.text for block in blocks if isinstance(block, TextContent)) or "(no text)"
+
+
+def _roots_answer(responses: InputResponses | None, key: str) -> str | None:
+    """The client's roots from the answer to ``key``, listed; None when there is no such answer."""
+    answer = (responses or {}).get(key)
+    if not isinstance(answer, ListRootsResult):
+        return None
+    return ", ".join(str(root.uri) for root in answer.roots) or "(none)"
+
+
+def _load_state(request_state: str | None) -> dict[str, Any]:
+    """The multi-round tool's state: what it minted last round, or empty on round 1."""
+    if request_state is None:
+        return {}
+    try:
+        state = json.loads(request_state)
+    except ValueError:
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 async def _elicit(ctx: Context, message: str, schema: dict[str, Any]) -> str:
