@@ -56,6 +56,7 @@ from ._tools import (
 
 if TYPE_CHECKING:
     from ._health import Health
+    from ._bridge import Bridge
     from ._links import Links
     from ._search_tool import Searches
     from ._views import Views
@@ -71,6 +72,7 @@ class Calls:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self.links: Links
+        self.bridge: Bridge
         self.health: Health
         self.views: Views
         self.searches: Searches
@@ -332,6 +334,10 @@ class Calls:
         """End a call: forget it, stop its timer, answer (unless cancelled) and audit it."""
         ctx = self._ctx
         call.move(CallTrigger.FINISH)
+        if self.bridge.parked(call):
+            # Its client's request was answered input_required already: nobody waits for this answer.
+            self.bridge.forget(call)
+            response = None
         session = ctx.clients.get(call.client)
         if session is not None:
             session.calls.pop(call.request_id, None)
@@ -381,6 +387,11 @@ class Calls:
         """A call's timer fell due: set it again if progress moved the deadline, else the call timed out."""
         ctx = self._ctx
         now = ctx.now
+        if self.bridge.parked(call) and now >= call.deadline:
+            # Its client never came back with the answers its server waits for.
+            self.unlink(call, "the client did not answer what the server asked")
+            self.finish(call, None, Decision.ERROR, error=ErrorCode.TIMEOUT)
+            return
         if now < call.deadline:
             # Progress moved the deadline on since this timer was set.
             call.timer = ctx.set_timer(TimerKind.CALL, call.deadline, call=call)

@@ -33,6 +33,8 @@ part that owns it; the parts share one :class:`~lockgate.core._context.Context`
                        prompts, merged, filtered and routed
 :mod:`._relays`        aggregate mode: what servers ask clients (sampling,
                        elicitation, roots), relayed to the right client
+:mod:`._bridge`        the same asked of a stateless client: its call
+                       answered input_required, resumed by its retry
 :mod:`._reload`        a new configuration taking over between two events
 :mod:`._pins`          tool definitions pinned; changed ones quarantined
                        until an operator accepts them
@@ -51,6 +53,7 @@ from typing import Any, assert_never
 
 from ._actions import Action
 from ._authorize import authentication_record
+from ._bridge import Bridge
 from ._calls import Calls
 from ._clients import Clients
 from ._config import Config
@@ -138,11 +141,15 @@ class Gateway:
       should contain the damage to the peer whose event it was.
     """
 
-    def __init__(self, config: Config, *, count_tokens: TokenCounter = estimate_bytes) -> None:
+    def __init__(self, config: Config, *, count_tokens: TokenCounter = estimate_bytes, state_key: bytes = b"") -> None:
         """Build the gateway; ``count_tokens`` counts tokens of UTF-8 text (default: bytes / 4, rounded up).
 
         The shell passes a real tokenizer; token budgets, ``tokens_used``,
-        the context figures and ``mode: auto`` count with it.
+        the context figures and ``mode: auto`` count with it. ``state_key``
+        signs the ``requestState`` the gateway gives stateless clients
+        (:mod:`._bridge`): the shell passes a secret of its own (32 random
+        bytes); the empty default is for tests, where the states must be
+        predictable.
         """
         self._ctx = ctx = Context(config, count_tokens=count_tokens)
         self._clients = Clients(ctx)
@@ -158,11 +165,13 @@ class Gateway:
         self._searches = Searches(ctx)
         self._pins = Pins(ctx)
         self._stateless = StatelessFront(ctx)
+        self._bridge = Bridge(ctx, state_key)
         # The parts call one another: wired here, once, in plain sight.
         self._clients.calls, self._clients.links = self._calls, self._links
         self._clients.surface, self._clients.relays = self._surface, self._relays
         self._clients.stateless, self._stateless.clients, self._stateless.surface = self._stateless, self._clients, self._surface
         self._surface.clients = self._clients
+        self._relays.bridge = self._calls.bridge = self._stateless.bridge = self._bridge
         self._surface.calls, self._surface.links = self._calls, self._links
         self._links.surface, self._links.relays = self._surface, self._relays
         self._relays.surface = self._surface

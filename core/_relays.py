@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._actions import SendToClient, SendToDownstream
+from ._call import Call
 from ._context import Context
 from ._errors import ErrorCode
 from ._jsonrpc import Notification, Request, Response, error, error_with, notification, request, result
@@ -38,6 +39,7 @@ from ._link import Link, State
 from ._session import ClientSession
 
 if TYPE_CHECKING:
+    from ._bridge import Bridge
     from ._surface import Surface
 
 __all__ = ["CLIENT_CAPABILITIES", "Relayed", "Relays"]
@@ -65,6 +67,7 @@ class Relays:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self.surface: Surface
+        self.bridge: Bridge
 
     def server_request(self, link: Link, msg: Request, wire_id: int | None = None) -> None:
         """A server asks a client something: relay it to the client whose call caused it, or refuse.
@@ -73,6 +76,10 @@ class Relays:
         """
         ctx = self._ctx
         assert link.downstream is not None
+        waiting = self._parked_call(link, wire_id)
+        if waiting is not None:
+            self.bridge.ask(waiting, link, msg)  # a stateless client's call, waiting for its retry
+            return
         session, related = self._origin(link, wire_id)
         if session is None:
             reason = (
@@ -83,12 +90,6 @@ class Relays:
             ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
                 msg.id, int(ErrorCode.INTERNAL_ERROR), f"The gateway cannot tell which client {msg.method} is for: {reason}")))
             return
-        if session.era == "stateless":
-            # Its servers never ask it anything: the stateless era returns input_required instead.
-            ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
-                msg.id, int(ErrorCode.METHOD_NOT_FOUND),
-                f"Method not found: the client speaks MCP {session.protocol_version}, which takes no {msg.method} requests")))
-            return
         needed = _NEEDS.get(msg.method)
         declared = session.capabilities.get(needed) if needed is not None else None
         url_mode = msg.method == "elicitation/create" and msg.params.get("mode") == "url"
@@ -98,6 +99,15 @@ class Relays:
             ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
                 msg.id, int(ErrorCode.METHOD_NOT_FOUND), f"Method not found: the client does not support {what}")))
             return
+        call = session.calls.get(related) if related is not None else None
+        if session.era == "stateless":
+            # It cannot be asked: its call is answered input_required, and its retry carries the answer.
+            if call is None:
+                ctx.emit(SendToDownstream(downstream=link.downstream, message=error(
+                    msg.id, int(ErrorCode.INTERNAL_ERROR), f"The gateway cannot tell which call {msg.method} is for")))
+            else:
+                self.bridge.ask(call, link, msg)
+            return
         elicitation = msg.params.get("elicitationId")
         if url_mode and isinstance(elicitation, str):
             # Its completion is announced later, by notification: it goes to this client.
@@ -106,6 +116,13 @@ class Relays:
         relay_id = f"lockgate-{session.next_relay}"
         session.relayed[relay_id] = Relayed(link.downstream, msg.id)
         ctx.emit(SendToClient(client=session.id, message=request(relay_id, msg.method, msg.params), request=related))
+
+    def _parked_call(self, link: Link, wire_id: int | None) -> Call | None:
+        """The parked call (:mod:`._bridge`) a server's request on ``link`` is about, if it is about one."""
+        call = link.pending.get(wire_id) if wire_id is not None else None
+        if call is None and wire_id is None and len(link.pending) == 1:
+            [call] = link.pending.values()
+        return call if call is not None and self.bridge.parked(call) else None
 
     def _origin(self, link: Link, wire_id: int | None) -> tuple[ClientSession | None, Any]:
         """The session a server's request on ``link`` is for, and the client request it relates to.

@@ -55,6 +55,7 @@ from ._jsonrpc import Request, notification
 from ._session import LOG_LEVELS, ClientSession, SessionTrigger
 
 if TYPE_CHECKING:
+    from ._bridge import Bridge
     from ._clients import Clients
     from ._context import Context
     from ._surface import Surface
@@ -291,6 +292,7 @@ class StatelessFront:
         self._ctx = ctx
         self.clients: Clients
         self.surface: Surface
+        self.bridge: Bridge
 
     def admit(self, session: ClientSession, req: Request, request_bytes: int) -> bool:
         """Check a stateless request and take what its envelope says; True when it goes on to be served.
@@ -319,6 +321,8 @@ class StatelessFront:
                 session.methods[req.id] = req.method
                 return False  # mode auto: served once the agent's servers have answered
         session.methods[req.id] = req.method
+        if self.bridge.resume(session, req):
+            return False  # the retry of a call a server asked something during (:mod:`._bridge`)
         return True
 
     def listen(self, session: ClientSession, req: Request) -> None:

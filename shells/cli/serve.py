@@ -15,6 +15,7 @@ import errno
 import ipaddress
 import json
 import logging
+import secrets
 import socket
 import sys
 import textwrap
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
     recorder: Recorder | None = None
     # The tokenizer loads here, once, before any client: not on the event loop at a first call.
-    core: GatewayCore = Gateway(config, count_tokens=counter_for(config.settings))
+    core: GatewayCore = Gateway(config, count_tokens=counter_for(config.settings), state_key=secrets.token_bytes(32))
     if args.record:
         try:
             recorder = Recorder(args.record, config, json.loads(rules_text), transport=config.settings.transport)

@@ -130,10 +130,17 @@ def test_a_run_that_matches_the_list_has_no_problem() -> None:
 
 def test_a_scored_scenario_failing_directly_is_a_problem_an_unscored_one_a_note() -> None:
     r = report(ping=(FAIL, FAIL), pending_polling=(FAIL, FAIL))
-    r.expected = {"ping": "a", "pending-polling": "b"}
+    r.expected = {"ping": "a"}
     r.judge()
     assert r.problems == ["ping fails directly (the fixture or the suite is wrong)"]
     assert r.notes == ["pending-polling fails directly; not scored (pending)"]
+
+
+def test_an_unscored_scenario_the_fixture_fails_asks_nothing_of_lockgate() -> None:
+    r = report(pending_polling=(FAIL, FAIL), pending_other=(PASS, FAIL))
+    r.judge()
+    # Failing directly, it need not pass through Lockgate; passing directly, it must.
+    assert r.problems == ["pending-other fails through Lockgate and is not in expected-failures.txt"]
 
 
 def test_an_unlisted_failure_a_listed_pass_and_an_unknown_entry_are_problems() -> None:

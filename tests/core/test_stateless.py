@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lockgate.core import SendToClient, __version__
+from lockgate.core import Principal, SendToClient, __version__
 from lockgate.core._eras import CLIENT_CAPABILITIES_KEY, PROTOCOL_VERSION_KEY, SERVER_INFO_KEY
 from lockgate.core._jsonrpc import Request
 from lockgate.core._stateless import Envelope, Refused, decode_header_value, read_envelope, shape_answer
@@ -312,3 +312,114 @@ def test_listen_on_demand_honours_nothing_and_a_bad_filter_is_refused() -> None:
     assert ack["params"] == {"notifications": {}, "_meta": {"io.modelcontextprotocol/subscriptionId": 1}}
     [refused] = sent_to_client(d.send(modern(2, "subscriptions/listen", {"notifications": ["tools"]})))
     assert refused["error"]["code"] == -32602 and refused["id"] == 2
+
+
+# -- the bridge: a handshake-era server asks a stateless client -------------------------------
+
+ELICIT = {"message": "What is your name?", "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}
+ELICITING = {**ENVELOPE, CLIENT_CAPABILITIES_KEY: {"elicitation": {"form": {}}}}
+
+
+def _asking(client: Any = 0) -> tuple[Driver, Any, JSON]:
+    """A stateless client's aggregate call that its server answers with a question; the input_required the client got."""
+    d, util = _ready_aggregate()
+    if client != 0:
+        d.open(client, transport="stateless", principal=ALICE)
+    call = req(2, "tools/call", {"name": "db__get_row", "arguments": {}, "_meta": ELICITING})
+    d.send(call, client=client)
+    db = d.server("db")
+    wire = db.request("tools/call")
+    actions = db.send({"jsonrpc": "2.0", "id": 77, "method": "elicitation/create", "params": ELICIT})
+    [answer] = sent_to_client(actions)
+    assert sent_downstream(actions) == []  # the server's request waits for the retry
+    return d, wire, answer
+
+
+ALICE = Principal(id="user:alice", agents=("*",), default_agent="dev")
+BOB = Principal(id="user:bob", agents=("*",), default_agent="dev")
+
+
+def _retry(id: Any, state: str, responses: JSON) -> JSON:
+    return req(id, "tools/call", {
+        "name": "db__get_row", "arguments": {}, "inputResponses": responses, "requestState": state, "_meta": ELICITING,
+    })
+
+
+def test_a_question_becomes_input_required_and_the_retry_resumes_the_call() -> None:
+    d, wire, answer = _asking()
+    result = answer["result"]
+    assert answer["id"] == 2 and result["resultType"] == "input_required"
+    assert result["inputRequests"] == {"lockgate-1-1": {"method": "elicitation/create", "params": ELICIT}}
+    state = result["requestState"]
+    assert state.startswith("lockgate.1.")
+    db = d.server("db")
+    actions = d.send(_retry(3, state, {"lockgate-1-1": {"action": "accept", "content": {"name": "Ada"}}}))
+    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "id": 77, "result": {"action": "accept", "content": {"name": "Ada"}}}]
+    assert sent_to_client(actions) == []
+    actions = db.answer(wire, result={"content": [{"type": "text", "text": "hi Ada"}]})
+    assert sent_to_client(actions) == [
+        {"jsonrpc": "2.0", "id": 3, "result": {"content": [{"type": "text", "text": "hi Ada"}], "resultType": "complete"}}
+    ]
+    [record] = audits(actions)
+    assert record["decision"] == "ALLOW" and record["tool"] == "get_row"
+    # The state was used: presented again, it is refused.
+    [again] = sent_to_client(d.send(_retry(4, state, {"lockgate-1-1": {"action": "decline"}})))
+    assert again["error"]["code"] == -32602 and "expired or already used" in again["error"]["message"]
+
+
+def test_a_second_question_parks_the_call_again() -> None:
+    d, wire, answer = _asking()
+    db = d.server("db")
+    d.send(_retry(3, answer["result"]["requestState"], {"lockgate-1-1": {"action": "accept", "content": {"name": "Ada"}}}))
+    # What the client did not declare (roots) is refused to the server, as in the handshake era.
+    refused = db.send({"jsonrpc": "2.0", "id": 78, "method": "roots/list", "params": {}})
+    assert sent_to_client(refused) == []
+    assert sent_downstream(refused)[0]["error"]["code"] == -32601
+    [again] = sent_to_client(db.send({"jsonrpc": "2.0", "id": 79, "method": "elicitation/create", "params": ELICIT}))
+    assert again["id"] == 3 and again["result"]["inputRequests"] == {"lockgate-2-1": {"method": "elicitation/create", "params": ELICIT}}
+    actions = d.send(_retry(4, again["result"]["requestState"], {"lockgate-2-1": {"action": "decline"}}))
+    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "id": 79, "result": {"action": "decline"}}]
+    [done] = sent_to_client(db.answer(wire, result={"content": []}))
+    assert done["id"] == 4
+
+
+@pytest.mark.parametrize(("mangle", "why"), [
+    (lambda s: s[:-2] + ("AA" if not s.endswith("AA") else "BB"), "altered"),
+    (lambda s: "lockgate.1.e30.AAAAAAAAAAAAAAAAAAAAAA", "altered"),
+    (lambda s: "lockgate.1.!!!", "not one this gateway issued"),
+])
+def test_a_tampered_state_is_refused_and_the_call_still_waits(mangle: Any, why: str) -> None:
+    d, wire, answer = _asking()
+    state = answer["result"]["requestState"]
+    [refused] = sent_to_client(d.send(_retry(3, mangle(state), {"lockgate-1-1": {"action": "decline"}})))
+    assert refused["error"]["code"] == -32602 and why in refused["error"]["message"]
+    # The genuine state still works.
+    actions = d.send(_retry(4, state, {"lockgate-1-1": {"action": "decline"}}))
+    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "id": 77, "result": {"action": "decline"}}]
+
+
+def test_a_state_presented_by_another_credential_or_answering_the_unasked_is_refused() -> None:
+    d, wire, answer = _asking(client="alice-1")
+    state = answer["result"]["requestState"]
+    d.open("bob-1", transport="stateless", principal=BOB)
+    [other] = sent_to_client(d.send(_retry(3, state, {"lockgate-1-1": {"action": "decline"}}), client="bob-1"))
+    assert other["error"]["code"] == -32602 and "another credential" in other["error"]["message"]
+    d.open("alice-2", transport="stateless", principal=ALICE)
+    [unasked] = sent_to_client(d.send(_retry(4, state, {"lockgate-9-9": {"action": "decline"}}), client="alice-2"))
+    assert unasked["error"]["code"] == -32602 and "never asked: lockgate-9-9" in unasked["error"]["message"]
+    # Closing the first request's client does not touch the parked call.
+    assert sent_downstream(d.clients["alice-1"].close()) == []
+    actions = d.send(_retry(5, state, {"lockgate-1-1": {"action": "decline"}}), client="alice-2")
+    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "id": 77, "result": {"action": "decline"}}]
+
+
+def test_a_parked_call_nobody_comes_back_for_times_out_and_is_cancelled_downstream() -> None:
+    d, wire, answer = _asking()
+    actions = d.advance(301)
+    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {
+        "requestId": wire["id"], "reason": "the client did not answer what the server asked"}}]
+    assert sent_to_client(actions) == []
+    [record] = audits(actions)
+    assert (record["decision"], record["error_code"]) == ("ERROR", "TIMEOUT")
+    [late] = sent_to_client(d.send(_retry(3, answer["result"]["requestState"], {"lockgate-1-1": {"action": "decline"}})))
+    assert late["error"]["code"] == -32602 and "expired" in late["error"]["message"]
