@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -105,3 +106,26 @@ async def test_stateless_http_requests_refused_as_the_spec_says(setup: Setup) ->
             note = await post({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}, {"mcp-method": "notifications/cancelled"})
             assert note.status_code == 202
             assert (await post(listing, {"mcp-method": "tools/list"})).status_code == 200
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_handshake_era_server_asks_a_stateless_client_through_input_required(setup: Setup, transport: str) -> None:
+    from .test_aggregate import RULES as AGGREGATE_RULES, SERVERS, _elicit, _roots, _sample
+
+    setup.add("catalog", str(SERVERS / "catalog_server.py"))
+    setup.write(AGGREGATE_RULES)
+    setup.env.update(GATEWAY_MODE="aggregate", GATEWAY_DEFAULT_AGENT="dev", GATEWAY_DOWNSTREAM_ERA="handshake")
+    callbacks: dict[str, Any] = {"sampling_callback": _sample, "elicitation_callback": _elicit, "list_roots_callback": _roots}
+    context: Any = contextlib.nullcontext() if transport == "stdio" else serve_http(setup)
+    with context as served:
+        target: Any = stdio_params(setup) if transport == "stdio" else served.url
+        async with Client(target, mode="auto", read_timeout_seconds=30, **callbacks) as client:
+            assert client.protocol_version == MODERN
+            asked = await client.call_tool("catalog__ask", {"question": "2+2?"})
+            assert asked.structured_content == {"result": "model says 2+2?"}
+            confirmed = await client.call_tool("catalog__confirm", {})
+            assert confirmed.structured_content == {"result": "accept:ok=True"}
+            listed = await client.call_tool("catalog__roots", {})
+            assert listed.structured_content == {"result": "file:///work"}
+    records = [r for r in setup.audit_records() if r.get("operation") == "tools/call"]
+    assert [(r["tool"], r["decision"]) for r in records] == [("ask", "ALLOW"), ("confirm", "ALLOW"), ("roots", "ALLOW")]
