@@ -26,9 +26,11 @@ session. What goes back passes :func:`shape_answer` on its way out
 (:meth:`~._context.Context.emit`): ``resultType`` when the result has none,
 ``cacheScope: private`` and a ``ttlMs`` on the cacheable answers (private
 always: under a policy every answer depends on who asks), and the stateless
-era's code for an unknown resource. A notification about no request has
-nowhere to go (there is no session stream), and a request a server sends
-is never passed to such a client (:mod:`._relays` answers it instead).
+era's code for an unknown resource. A notification about no request goes
+only to the ``subscriptions/listen`` streams that asked for it
+(:meth:`StatelessFront.listen`), since there is no session stream; a request
+a server sends is never passed to such a client: :mod:`._bridge` turns it
+into an ``input_required`` answer, and its retry into the server's answer.
 """
 
 from __future__ import annotations
@@ -248,8 +250,8 @@ def shape_outgoing(session: ClientSession, action: SendToClient) -> list[SendToC
     A notification about no request travels on each ``subscriptions/listen``
     stream that asked for it, tagged with that stream's subscription id, and
     nowhere else (there is no session stream); a server's request is never
-    sent (the stateless era has servers return ``input_required`` instead,
-    and :mod:`._relays` answers it).
+    sent (:mod:`._bridge` answers the call ``input_required`` instead; this
+    is the last guard).
     """
     message = action.message
     if "method" in message:
