@@ -11,7 +11,7 @@ CONFORMANCE_VERSION := 0.2.0-alpha.12
 EVERYTHING_VERSION := 2026.8.31
 NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-stamp
 
-.PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality search-catalog clean
+.PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws search-catalog clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -214,8 +214,12 @@ bench-slowloris: $(STAMP)
 bench-hang: $(STAMP)
 	$(PY) bench/hang_recovery.py --against 28b0519
 
+## WebSocket against Streamable HTTP through one gateway: 1,000 sequential calls and 100 concurrent clients (about 20 s).
+bench-ws: $(STAMP)
+	$(PY) bench/ws.py
+
 ## Everything the benchmarks above measure, one after the other.
-bench: bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest
+bench: bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-ws
 
 ## Remove .venv, build/ and logs/.
 clean:

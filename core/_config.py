@@ -91,6 +91,10 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
 DEFAULT_HTTP_HEAD_TIMEOUT = 10.0
+DEFAULT_WS_PING_INTERVAL = 20.0
+DEFAULT_WS_PING_TIMEOUT = 20.0
+#: ``GATEWAY_TRANSPORT``: stdio, Streamable HTTP, WebSocket, or both of the last on one port.
+Transport = Literal["stdio", "http", "ws", "http,ws"]
 
 LogThreshold = Literal["debug", "info", "warning", "error"]
 #: ``GATEWAY_PREFIX``: when aggregate mode names a tool or prompt ``server<sep>name``.
@@ -267,7 +271,7 @@ class Settings:
     #: Seconds a health-check ping may take.
     health_timeout: float = DEFAULT_HEALTH_TIMEOUT
     # Streamable HTTP front (GATEWAY_TRANSPORT, GATEWAY_HTTP_*, GATEWAY_CORS_ORIGINS, ...).
-    transport: Literal["stdio", "http"] = "stdio"
+    transport: Transport = "stdio"
     http_host: str = DEFAULT_HTTP_HOST
     http_port: int = DEFAULT_HTTP_PORT
     cors_origins: tuple[str, ...] = ()
@@ -280,6 +284,10 @@ class Settings:
     max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
     #: Seconds a request head may take from its first byte (``GATEWAY_HTTP_HEAD_TIMEOUT``).
     http_head_timeout: float = DEFAULT_HTTP_HEAD_TIMEOUT
+    #: Seconds between keep-alive pings of a WebSocket client, 0 for none (``GATEWAY_WS_PING_INTERVAL``).
+    ws_ping_interval: float = DEFAULT_WS_PING_INTERVAL
+    #: Seconds a WebSocket client has to answer a ping before it is closed (``GATEWAY_WS_PING_TIMEOUT``).
+    ws_ping_timeout: float = DEFAULT_WS_PING_TIMEOUT
     #: ``GATEWAY_AUTH``: ``required`` (every caller proves a credential),
     #: ``none`` (said explicitly: no authentication, even off loopback) or
     #: ``off`` (unset). The shell authenticates; the core decides on the

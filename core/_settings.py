@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
-from ._config import ENVIRONMENT, ConfigError, EnvironmentVariable, PinMode, Prefix, Problem, Settings
+from ._config import ENVIRONMENT, ConfigError, EnvironmentVariable, PinMode, Prefix, Problem, Settings, Transport
 from ._identity import Rate, parse_rate
 from ._policy import _AGENT_ID_RULE, Mode, json_path, valid_agent_id
 from ._validation import close_match, closest, issues
@@ -141,6 +141,23 @@ def _fraction(raw: str) -> float | None:
     return float(text)
 
 
+def _transport(raw: str) -> Transport | None:
+    # Both fronts on one port may be written in either order.
+    words = sorted({word.strip().lower() for word in raw.split(",") if word.strip()})
+    match words:
+        case []:
+            return None
+        case ["stdio"]:
+            return "stdio"
+        case ["http"]:
+            return "http"
+        case ["ws"]:
+            return "ws"
+        case ["http", "ws"]:
+            return "http,ws"
+    raise _wrong(raw.strip(), "a transport: use 'stdio', 'http', 'ws' or 'http,ws'")
+
+
 def _items(raw: str) -> tuple[str, ...] | None:
     return tuple(item.strip() for item in raw.split(",") if item.strip()) or None
 
@@ -176,9 +193,7 @@ class Variables(BaseModel):
     health_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
     audit_log: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
     # The Streamable HTTP front
-    transport: Annotated[
-        Literal["stdio", "http"] | None, PlainValidator(_word("a transport: use 'stdio' or 'http'", "stdio", "http"))
-    ] = None
+    transport: Annotated[Transport | None, PlainValidator(_transport)] = None
     http_host: Annotated[str | None, PlainValidator(lambda raw: raw.strip() or None)] = None
     http_port: Annotated[
         int | None, PlainValidator(_count("a port number (0 to 65535)", minimum=0, maximum=65535))
@@ -190,6 +205,9 @@ class Variables(BaseModel):
     session_ttl: Annotated[float | None, _POSITIVE_SECONDS] = None
     shutdown_grace: Annotated[float | None, _POSITIVE_SECONDS] = None
     http_head_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
+    # The WebSocket front
+    ws_ping_interval: Annotated[float | None, PlainValidator(_seconds(zero=True))] = None
+    ws_ping_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
     # Identity and limits
     auth: Annotated[
         Literal["required", "none"] | None,
@@ -262,7 +280,7 @@ _ABOUT: dict[str, str] = {
     "health_interval": "seconds between health-check pings of a live server (0: no checks)",
     "health_timeout": "seconds a health-check ping may take",
     "audit_log": "audit log file",
-    "transport": "stdio or http; as --transport",
+    "transport": "stdio, http (Streamable HTTP), ws (WebSocket) or http,ws (both on one port); as --transport",
     "http_host": "address to bind for HTTP; as --host",
     "http_port": "port for HTTP (0 picks a free one); as --port",
     "cors_origins": "comma-separated browser origins allowed besides loopback ones",
@@ -272,6 +290,8 @@ _ABOUT: dict[str, str] = {
     "session_ttl": "seconds an idle HTTP session lives",
     "shutdown_grace": "seconds requests in flight get to finish on SIGTERM/SIGINT (HTTP)",
     "http_head_timeout": "seconds an HTTP request head may take from its first byte",
+    "ws_ping_interval": "seconds between keep-alive pings of a WebSocket client (0: no pings)",
+    "ws_ping_timeout": "seconds a WebSocket client has to answer a ping before it is closed (1011)",
     "auth": "required: every caller proves a credential; none: no authentication, said explicitly; as --auth",
     "rate_limit": "rate limit of each agent whose rules set no rate, e.g. 120/min (unset: none)",
     "mode": "on_demand (the gateway's tools), aggregate (the servers' tools, resources and prompts as its own) or auto",

@@ -8,7 +8,9 @@ SIGTERM or SIGINT. Three modules do the work, one concern each:
   room for new ones (the rules are in :mod:`lockgate.core.http`);
 - :mod:`.http_exchange`: one connection's requests and responses (h11);
 - :mod:`.http_endpoint`: the MCP endpoint, its sessions and the ops routes
-  (``/health``, ``/ready``, ``/metrics``).
+  (``/health``, ``/ready``, ``/metrics``);
+- :mod:`.ws`: with ``--transport ws`` or ``http,ws``, the WebSocket front at
+  ``/ws`` on the same port, which sees every request first.
 
 Bad peers are bounded: a request head must arrive whole within
 ``GATEWAY_HTTP_HEAD_TIMEOUT`` of its first byte and its body within a time
@@ -40,10 +42,11 @@ import trio
 
 from lockgate.core import GatewayStarted, Settings
 from lockgate.core.http import DEFAULT_IDLE_TIMEOUT, ConnectionLimits, HttpPolicy, open_to_any_host
+from lockgate.core.ws import DEFAULT_WS_PING_INTERVAL, DEFAULT_WS_PING_TIMEOUT, WS_PATH
 
 from .http_connections import ConnectionTable
 from .http_endpoint import McpEndpoint
-from .http_exchange import serve_connection
+from .http_exchange import Handler, serve_connection
 from .logs import NOTICE, get_logger
 from .record import Recorder
 from .rest.api import RestApi
@@ -51,6 +54,7 @@ from .reload import ReloadSource, watch_config
 from .runtime import GatewayCore, Runtime
 from .oauth import for_front
 from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
+from .ws import WsFront
 
 if TYPE_CHECKING:
     # Only with authentication on: they bring the database and JOSE libraries.
@@ -91,11 +95,24 @@ class HttpServer:
         recorder: Recorder | None = None,
         auth: HttpAuth | None = None,
         registry: Registry | None = None,
+        streamable: bool = True,
+        websocket: bool = False,
+        ping_interval: float = DEFAULT_WS_PING_INTERVAL,
+        ping_timeout: float = DEFAULT_WS_PING_TIMEOUT,
     ) -> None:
         self._policy = policy
         self._table = ConnectionTable(limits)
         self.rest = RestApi(core, runtime, authenticated=auth is not None, loopback=policy.loopback, registry=registry)
         self._endpoint = McpEndpoint(core, runtime, policy, recorder, auth, self.rest)
+        self._handler: Handler = self._endpoint.handle
+        #: The WebSocket front (``--transport ws`` or ``http,ws``), which routes every request first.
+        self.ws: WsFront | None = None
+        if websocket:
+            self.ws = WsFront(
+                runtime, policy, endpoint=self._endpoint.handle, streamable=streamable,
+                ping_interval=ping_interval, ping_timeout=ping_timeout, auth=auth, recorder=recorder,
+            )
+            self._handler = self.ws.handle
         self._shutdown_grace = shutdown_grace
         #: Every connection with a task, refused ones included.
         self._connections = 0
@@ -104,7 +121,7 @@ class HttpServer:
         """Serve one TCP connection until it closes; never raises (but for cancellation)."""
         self._connections += 1
         try:
-            await serve_connection(stream, self._table, self._policy, self._endpoint.handle)
+            await serve_connection(stream, self._table, self._policy, self._handler)
         finally:
             self._connections -= 1
 
@@ -112,10 +129,15 @@ class HttpServer:
         """Stop serving: idle connections close, POSTs in flight get ``shutdown_grace`` to finish.
 
         Then the core hears ``ShutdownRequested`` and every SSE stream ends.
-        The caller stops accepting connections first.
+        WebSocket requests in flight share the same grace period; then every
+        WebSocket connection closes with 1001. The caller stops accepting
+        connections first.
         """
         self._table.shut()
-        await self._endpoint.shutdown(self._shutdown_grace)
+        if self.ws is None:
+            await self._endpoint.shutdown(self._shutdown_grace)
+        else:
+            await self.ws.shutdown(self._shutdown_grace, self._endpoint.shutdown)
 
     def statistics(self) -> dict[str, int]:
         """Counts for operators and tests: connections, sessions, requests in flight.
@@ -127,6 +149,7 @@ class HttpServer:
             "connections": self._connections,
             "sessions": self._endpoint.sessions,
             "requests_in_flight": self._endpoint.in_flight,
+            "websockets": 0 if self.ws is None else len(self.ws.connections),
             **self._table.statistics(),
         }
 
@@ -192,18 +215,25 @@ async def serve_http(
             authentication.identity, authentication.issuer, runtime.feed,
             authorization_servers=() if external is None else (external.issuer,),
         )
+    # Any transport but ws alone serves Streamable HTTP (tests hand in default settings: stdio).
+    streamable = settings.transport != "ws"
+    websocket = settings.transport in ("ws", "http,ws")
     server = HttpServer(
         core, runtime, policy, limits=limits, shutdown_grace=settings.shutdown_grace, recorder=recorder, auth=auth,
-        registry=None if reload is None else reload.registry,
+        registry=None if reload is None else reload.registry, streamable=streamable, websocket=websocket,
+        ping_interval=settings.ws_ping_interval, ping_timeout=settings.ws_ping_timeout,
     )
     stop = stop if stop is not None else trio.Event()
     url = f"http://{_url_host(host)}:{bound}/mcp"
+    ws_url = f"ws://{_url_host(host)}:{bound}{WS_PATH}"
     with receive_signals(handle_signals, *STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(runtime.run)
             await nursery.start(server.rest.watch_late)
             if authentication is not None:
                 await nursery.start(authentication.run)
+            if server.ws is not None:
+                await nursery.start(server.ws.recheck_credentials)
             # The seed is the randomness of the `random` balancing strategy.
             await runtime.feed(GatewayStarted(now=trio.current_time(), seed=secrets.randbits(64)))
             if reload is not None:
@@ -219,14 +249,17 @@ async def serve_http(
                         await trio.serve_listeners(server.handle_connection, listeners, handler_nursery=connections)
 
                 connections.start_soon(accept)
-                _log.log(NOTICE, f"serving Streamable HTTP at {url}")
+                if streamable:
+                    _log.log(NOTICE, f"serving Streamable HTTP at {url}")
+                if websocket:
+                    _log.log(NOTICE, f"serving MCP over WebSocket at {ws_url} (subprotocol mcp)")
                 if open_to_any_host(policy):
                     _log.warning(
                         f"bound to {host} with no GATEWAY_ALLOWED_HOSTS: any Host header is accepted; "
                         "list the names clients use to keep DNS rebinding protection"
                     )
                 if on_listening is not None:
-                    on_listening(url)
+                    on_listening(url if streamable else ws_url)
                 task_status.started(bound)
                 await stop.wait()
                 accept_scope.cancel()

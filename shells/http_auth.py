@@ -125,6 +125,10 @@ class HttpAuth:
         await exchange.reject(refusal)
         return None
 
+    def check(self, credential: str, now: float) -> Principal | Refused:
+        """What ``credential`` proves at ``now`` (a WebSocket connection's, checked again while it is open); no database read."""
+        return self._identity.authenticate(credential, now)
+
     async def opened(self, exchange: Exchange, principal: Principal) -> None:
         """A credential opened a session: audit it."""
         await self._feed(AuthenticationSucceeded(now=trio.current_time(), principal=principal, address=exchange.peer))

@@ -23,7 +23,7 @@ only moves the bytes, under the table's deadlines.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import h11
@@ -153,6 +153,15 @@ class Exchange:
         return False
 
     # -- answering ---------------------------------------------------------------
+
+    async def switch_protocols(self, headers: Sequence[tuple[str, str]]) -> tuple[trio.SocketStream, bytes]:
+        """Answer ``101 Switching Protocols`` (a WebSocket upgrade, read to its end): the connection is no longer HTTP.
+
+        Returns the socket and the bytes read past the request (the other
+        protocol's first). The link stays busy until the connection closes.
+        """
+        await write(self._link, self._conn.send(h11.InformationalResponse(status_code=101, headers=list(headers))))
+        return self._link.stream, self._conn.trailing_data[0]
 
     async def refuse(self, reject: Reject) -> None:
         """Answer ``reject`` to a request refused on its head alone, its body unread.

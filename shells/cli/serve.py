@@ -1,4 +1,4 @@
-"""``lockgate serve``: serve MCP over stdio or Streamable HTTP until stopped.
+"""``lockgate serve``: serve MCP over stdio, Streamable HTTP or WebSocket until stopped.
 
 Exit status 0 after a normal shutdown (stdin closed, SIGTERM, SIGINT); 2 for
 a usage or configuration error (a missing file, an invalid one, a servers
@@ -42,6 +42,7 @@ __all__ = ["add_parser", "run"]
 
 _DESCRIPTION = (
     "Serve MCP over stdio until stdin closes, or over Streamable HTTP (--transport http), "
+    "WebSocket (--transport ws) or both on one port (--transport http,ws), "
     "until SIGTERM/SIGINT arrives. "
     "Downstream servers come from the server configuration, access "
     "rules from the rules file. Both files are watched: a change is "
@@ -54,7 +55,7 @@ _DESCRIPTION = (
 def add_parser(commands: Subcommands) -> None:
     serve = commands.add_parser(
         "serve",
-        help="serve MCP over stdio (default) or Streamable HTTP, logging to stderr",
+        help="serve MCP over stdio (default), Streamable HTTP or WebSocket, logging to stderr",
         # Raw, so the GATEWAY_* table of the epilog keeps its lines; the description is wrapped here instead.
         description=textwrap.fill(_DESCRIPTION, width=78),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -71,8 +72,8 @@ def add_parser(commands: Subcommands) -> None:
     )
     serve.add_argument(
         "--transport",
-        choices=("stdio", "http"),
-        help="stdio (default) or Streamable HTTP at /mcp; also GATEWAY_TRANSPORT",
+        choices=("stdio", "http", "ws", "http,ws"),
+        help="stdio (default), Streamable HTTP at /mcp, WebSocket at /ws, or http,ws: both on one port; also GATEWAY_TRANSPORT",
     )
     serve.add_argument("--host", help="HTTP address to bind; default: $GATEWAY_HTTP_HOST, else 127.0.0.1")
     serve.add_argument("--port", type=_port, help="HTTP port (0 picks a free one); default: $GATEWAY_HTTP_PORT, else 8000")
@@ -152,8 +153,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         f"audit log {config.settings.audit_log}; "
         f"watching {files.servers} and {files.rules}"
     )
-    if config.settings.transport != "http":
-        # Over HTTP it waits for the port to be bound: see _listening.
+    if config.settings.transport == "stdio":
+        # Over HTTP (and WebSocket) it waits for the port to be bound: see _listening.
         log.log(NOTICE, summary)
     source = ReloadSource(
         files=files, environ=dict(environ), settings=config.settings, loaded=(servers_text, rules_text),
@@ -173,8 +174,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         # Servers die with the gateway however it ends; leftovers of a killed one are swept first.
         with guarding():
-            if config.settings.transport == "http":
-                listening = partial(_listening, log, summary)
+            if config.settings.transport != "stdio":
+                listening = partial(_listening, log, summary, config.settings.transport)
                 try:
                     trio.run(
                         partial(
@@ -259,7 +260,7 @@ def _with_transport_flags(settings: Settings, args: argparse.Namespace) -> Setti
 
 def _exposed_without_auth(settings: Settings) -> str | None:
     """Why serving would expose the gateway beyond this machine without authentication; ``None`` when it would not."""
-    if settings.transport != "http" or settings.auth != "off" or _loopback(settings.http_host):
+    if settings.transport == "stdio" or settings.auth != "off" or _loopback(settings.http_host):
         return None
     return (
         f"serving HTTP on {settings.http_host or '*'} without authentication would let anyone who reaches it act "
@@ -302,7 +303,7 @@ def _open_authentication(
     identity = authentication.identity
     if not identity.has_admin:
         log.warning("no admin user yet: create one with lockgate user create NAME --role admin")
-    if settings.transport == "http":
+    if settings.transport != "stdio":
         return authentication, None
     key = environ.get("GATEWAY_API_KEY", "").strip()
     if not key:
@@ -319,10 +320,12 @@ def _open_authentication(
     return authentication, held
 
 
-def _listening(log: logging.Logger, summary: str, url: str) -> None:
+def _listening(log: logging.Logger, summary: str, transport: str, url: str) -> None:
     """Once the HTTP port is bound (not before, so nothing claims to serve a port it failed to get)."""
     log.log(NOTICE, summary)
     _connect_hint(url)
+    if transport == "http,ws":
+        _connect_hint("ws://" + url.removeprefix("http://").removesuffix("/mcp") + "/ws")
 
 
 def _cannot_listen(exc: CannotListen) -> str:
@@ -384,6 +387,16 @@ def environment_help() -> str:
 
 def _connect_hint(url: str) -> None:
     """Tell the operator where the endpoint is and one way to reach it (stderr: stdout is not MCP here either)."""
+    if url.startswith("ws://"):
+        root = "http://" + url.removeprefix("ws://").removesuffix("/ws")
+        print(
+            f"Lockgate serves MCP over WebSocket at {url} (subprotocol mcp; one JSON-RPC message per text message)\n"
+            f"  Python:         async with websockets.connect({url!r}, subprotocols=['mcp']) as ws: ...\n"
+            f"  Health:         curl {root}/health",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
     root = url.removesuffix("/mcp")
     print(
         f"Lockgate serves MCP over Streamable HTTP at {url}\n"

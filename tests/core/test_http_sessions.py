@@ -175,7 +175,7 @@ def test_http_settings_from_the_environment() -> None:
     with pytest.raises(ConfigError) as bad:
         settings_from_env(
             {
-                "GATEWAY_TRANSPORT": "ws",
+                "GATEWAY_TRANSPORT": "carrier-pigeon",
                 "GATEWAY_HTTP_PORT": "70000",
                 "GATEWAY_SESSION_TTL": "nan",
                 "GATEWAY_SHUTDOWN_GRACE": "-1",

@@ -170,7 +170,7 @@ def run_sh(block: Block, tmp: Path) -> None:
     for command in lines:
         argv = shlex.split(concrete(command))
         if argv[:2] == ["lockgate", "serve"]:
-            port = free_port() if "--transport" in argv and "http" in argv else None
+            port = free_port() if "--transport" in argv and {"http", "ws", "http,ws"} & set(argv) else None
             if port is not None:
                 argv = shlex.split(concrete(command, port).replace("--port 8000", f"--port {port}"))
             with serving(argv, tmp, port) as proc:
@@ -195,8 +195,8 @@ def run_python(block: Block, tmp: Path) -> None:
 
 
 def example_gateway(port: int) -> list[str]:
-    """``lockgate serve`` of the bundled example over HTTP on ``port``."""
-    return ["lockgate", "serve", "--config", str(EXAMPLES / ".mcp.json"), "--rules", str(EXAMPLES / ".mcp-gateway-rules.json"), "--transport", "http", "--port", str(port)]
+    """``lockgate serve`` of the bundled example over HTTP (and WebSocket, at ``/ws``) on ``port``."""
+    return ["lockgate", "serve", "--config", str(EXAMPLES / ".mcp.json"), "--rules", str(EXAMPLES / ".mcp-gateway-rules.json"), "--transport", "http,ws", "--port", str(port)]
 
 
 def matches(shown: str, printed: str) -> bool:
