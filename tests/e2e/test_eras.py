@@ -129,3 +129,25 @@ async def test_a_handshake_era_server_asks_a_stateless_client_through_input_requ
             assert listed.structured_content == {"result": "file:///work"}
     records = [r for r in setup.audit_records() if r.get("operation") == "tools/call"]
     assert [(r["tool"], r["decision"]) for r in records] == [("ask", "ALLOW"), ("confirm", "ALLOW"), ("roots", "ALLOW")]
+
+
+def test_a_websocket_client_of_the_stateless_era(setup: Setup) -> None:
+    import json
+
+    from websockets.sync.client import connect
+
+    with serve_http(setup, "--transport", "http,ws") as served:
+        url = served.base.replace("http://", "ws://") + "/ws"
+        with connect(url, subprotocols=["mcp"], open_timeout=10) as ws:
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": ENVELOPE}}))
+            found = json.loads(ws.recv(30))
+            assert found["result"]["supportedVersions"] == [MODERN] and found["result"]["resultType"] == "complete"
+            arguments = {"agent_id": "dev", "server": "testing", "tool": "echo", "args": {"text": "over ws"}}
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "execute_tool", "arguments": arguments, "_meta": ENVELOPE}}))
+            called = json.loads(ws.recv(30))
+            assert called["id"] == 2 and called["result"]["resultType"] == "complete"
+            assert called["result"]["structuredContent"] == {"result": "over ws"}
+            # The era is the connection's: without its envelope a request is refused, and the next one served.
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}))
+            assert json.loads(ws.recv(30))["error"]["code"] == -32602
