@@ -11,8 +11,9 @@ the MCP handshake (MCP 2025-11-25, basic/lifecycle): ``initialize``,
 start timer. With a server that speaks the stateless era (2026-07-28), a
 ``server/discover`` answer stands for the first two, and every request
 carries the era's ``_meta`` envelope; which era a connection speaks is
-decided at its start (see :mod:`~lockgate.core._downstream_era`). The tool list is cached for ``get_server_tools`` and refreshed
-on ``notifications/tools/list_changed``. Once READY, the waiting calls go
+decided at its start (see :mod:`~lockgate.core._downstream_era`). The
+tool list is cached for ``get_server_tools`` and refreshed on
+``notifications/tools/list_changed``. Once READY, the waiting calls go
 out in order.
 
 When a connection fails (it exited, its handshake or a health check timed
