@@ -169,13 +169,15 @@ def _prepare(work: Path) -> None:
 
 
 def _environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The gateway's environment: this Python first on ``PATH``, an audit log, lazy starts, then ``extra``."""
+    """The gateway's environment: this Python first on ``PATH``, an audit log, lazy starts, the handshake era towards servers, then ``extra``."""
     bin_dir = str(Path(sys.executable).parent)
     return {
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
         "GATEWAY_AUDIT_LOG": "audit.jsonl",
         "GATEWAY_INIT_STRATEGY": "lazy",
+        # The corpus speaks the handshake era to its servers; a scenario of the stateless era says so in ``extra``.
+        "GATEWAY_DOWNSTREAM_ERA": "handshake",
         **(extra or {}),
     }
 

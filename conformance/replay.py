@@ -207,6 +207,8 @@ def write_replay_setup(lines: list[JSON], core_path: Path, directory: Path) -> t
         env["GATEWAY_GATEWAY_TOOLS"] = "1"
     # Tool pinning: transcripts recorded before it were recorded without it.
     env["GATEWAY_PINS"] = str(settings.get("pins") or "off")
+    # Recorded before the gateway probed servers' era: it sent them initialize only.
+    env["GATEWAY_DOWNSTREAM_ERA"] = str(settings.get("downstream_era") or "handshake")
     command = [sys.executable, "-m", "lockgate.shells", "serve", "--config", "servers.json", "--rules", "rules.json"]
     return command, env
 

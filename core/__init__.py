@@ -78,6 +78,7 @@ from ._rest import RestAnswer, rest_answer, rest_error, rest_message, rest_refus
 from ._ratelimit import LOGIN_ADDRESS_RATE, LOGIN_NAME_RATE, login_limits
 from ._ratelimit import Buckets as RateBuckets
 from ._links import downstream_message_bytes
+from ._downstream_era import routing_headers
 from ._jsonrpc import (
     Invalid,
     Message,
@@ -125,6 +126,7 @@ __all__ = [
     "EnvironmentVariable",
     "environment_variables",
     "downstream_message_bytes",
+    "routing_headers",
     "config_schema",
     "problem_json",
     # The live registry: registered instances merged into the configuration.

@@ -32,6 +32,7 @@ from ._authorize import CREDENTIAL_TOOLS, act_as, credential_refused, tool_grant
 from ._call import Call, CallTrigger, Forward
 from ._config import DEFAULT_MAX_TIMEOUT_MS, ServerSpec
 from ._context import Context, error_response
+from ._eras import LOG_LEVEL_KEY
 from ._errors import ErrorCode
 from ._identity import Principal
 from ._jsonrpc import Invalid, Notification, Request, RequestId, Response, error_with, notification, request, result
@@ -286,11 +287,23 @@ class Calls:
             )
             self.finish(call, response, Decision.ERROR, error=ErrorCode.TOOL_NOT_FOUND)
             return
+        if link.stateless and method in ("resources/subscribe", "resources/unsubscribe"):
+            # The stateless era has no (un)subscribe: the gateway's subscriber table (kept by the
+            # surface) is the whole of it; updates come over subscriptions/listen.
+            self.finish(call, result(call.request_id, {}), Decision.ALLOW)
+            return
         assert link.downstream is not None
         wire_id = link.take_wire_id()
+        meta: JSONObject = {}
         if call.progress_token is not None:
             # Our own token, unique per downstream call; mapped back on the way out.
-            forwarded["_meta"] = {"progressToken": wire_id}
+            meta["progressToken"] = wire_id
+        session = self._ctx.clients.get(call.client)
+        if link.stateless and session is not None and session.log_level is not None:
+            # No logging/setLevel in the stateless era: each request says what its client wants to hear.
+            meta[LOG_LEVEL_KEY] = session.log_level
+        if meta:
+            forwarded["_meta"] = meta
         call.move(CallTrigger.FORWARD)
         call.wire_id = wire_id
         call.downstream = link.downstream

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Config",
     "ConfigError",
+    "DownstreamEra",
     "EnvironmentVariable",
     "STRICT_NOTE",
     "GRANTS",
@@ -103,6 +104,8 @@ DEFAULT_NAME_SEPARATOR = "__"
 #: ``GATEWAY_PINS`` and a server's ``pins``: hold back new tools too (``strict``),
 #: pin them as they come (``new-ok``), or pin nothing (``off``); see :mod:`._pins`.
 PinMode = Literal["strict", "new-ok", "off"]
+#: ``GATEWAY_DOWNSTREAM_ERA``: how the gateway chooses the era of MCP it speaks to each server.
+DownstreamEra = Literal["auto", "handshake", "stateless"]
 
 ENVIRONMENT = "environment"
 """The ``file`` of problems found in ``GATEWAY_*`` variables."""
@@ -332,6 +335,12 @@ class Settings:
     #: ``GATEWAY_PINS``: tool-definition pinning of servers whose entry sets
     #: no ``pins`` (see :mod:`lockgate.core._pins`).
     pins: PinMode = "new-ok"
+    #: ``GATEWAY_DOWNSTREAM_ERA``: which era of MCP the gateway speaks to a
+    #: server: ``auto`` probes with ``server/discover`` and speaks 2026-07-28
+    #: to a server that offers it, the handshake era to any other;
+    #: ``handshake`` sends ``initialize`` only; ``stateless`` speaks
+    #: 2026-07-28 only (see :mod:`lockgate.core._downstream_era`).
+    downstream_era: DownstreamEra = "auto"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

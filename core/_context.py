@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._actions import Action, Audit, Log, LogLevel, SendToClient
+from ._actions import Action, Audit, Log, LogLevel, SendToClient, SendToDownstream
 from ._audit import OPERATIONS, AuditEntry, AuditError, Decision, error_name
 from ._balance import DEFAULT_SEED, xorshift64
 from ._call import Call
 from ._config import Config
+from ._downstream_era import shape_downstream
 from ._errors import ErrorCode
 from ._events import ClientId
 from ._jsonrpc import RequestId, error, result
@@ -109,6 +110,12 @@ class Context:
                 # The one place every message to a client passes: shaped for the stateless era here.
                 self._out.extend(shape_outgoing(session, action))
                 return
+        elif type(action) is SendToDownstream and (link := self.links.get(action.downstream)) is not None and link.stateless:
+            # Every message to a server passes here: a stateless one's takes that era's shape (see _downstream_era).
+            shaped = shape_downstream(link, action)
+            if shaped is None:
+                return
+            action = shaped
         self._out.append(action)
 
     def log(self, level: LogLevel, message: str, **fields: Any) -> None:

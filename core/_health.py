@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 Every ready link is pinged every ``health_interval`` seconds (MCP
-2025-11-25, basic/utilities/ping); an answer, even an error, shows the
+2025-11-25, basic/utilities/ping; a stateless-era server, which has no
+``ping``, gets a ``server/discover`` instead); an answer, even an error, shows the
 instance is alive. A call that times out is no failure by itself (a slow
 tool is not a broken server): it makes the link *suspect* (:meth:`suspect`),
 which sends a ping at once and holds new calls back. An answer clears the
@@ -77,6 +78,9 @@ class Health:
             case TimerKind.START:
                 if link.state in (State.STARTING, State.LISTING):
                     seconds = ctx.config.settings.start_timeout_ms / 1000
+                    if Internal.DISCOVER in link.internal.values():
+                        # The era probe went unanswered: start it with initialize from now on.
+                        link.instance.skip_discover = True
                     self.links.fail(link, f"did not finish its MCP handshake within {seconds:g} s")
             case TimerKind.HEALTH:
                 if link.state is State.READY and TimerKind.PING not in link.timers:
@@ -120,11 +124,16 @@ class Health:
             self.set_timer(link, TimerKind.HEALTH, self._ctx.now + interval)
 
     def _ping(self, link: Link) -> None:
-        """Send a health-check ping (MCP 2025-11-25, basic/utilities/ping) with its own timeout."""
+        """Send a health-check ping (MCP 2025-11-25, basic/utilities/ping) with its own timeout.
+
+        The stateless era removed ``ping``: its servers get ``server/discover``,
+        which they must answer (in the era's envelope, like every request to them).
+        """
         assert link.downstream is not None
         wire_id = link.take_wire_id()
         link.internal[wire_id] = Internal.PING
-        self._ctx.emit(SendToDownstream(downstream=link.downstream, message=request(wire_id, "ping")))
+        method = "server/discover" if link.stateless else "ping"
+        self._ctx.emit(SendToDownstream(downstream=link.downstream, message=request(wire_id, method)))
         self.set_timer(link, TimerKind.PING, self._ctx.now + self._health_timeout(link))
 
     def pong(self, link: Link) -> None:

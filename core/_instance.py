@@ -103,6 +103,9 @@ class Instance:
     retry_at: float = 0.0
     last_error: str | None = None
     starts: int = 0
+    #: A start of it timed out with the era probe (``server/discover``) unanswered: later starts go
+    #: straight to ``initialize`` (see :mod:`~lockgate.core._downstream_era`).
+    skip_discover: bool = False
     _breaker: Breaker = Breaker.CLOSED
 
     def breaker(self, now: float) -> Breaker:

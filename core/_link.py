@@ -18,7 +18,9 @@ after h11: every state change is in :data:`_TRANSITIONS`, made by
                    │                                                          ▼
                    └────────── restart after the backoff, or use ──────── BACKOFF
 
-Any state goes to IDLE when the link is stopped on purpose (idle timeout,
+(On a stateless-era connection the ``server/discover`` answer stands for
+``initialize``'s: see :mod:`~lockgate.core._downstream_era`.) Any state
+goes to IDLE when the link is stopped on purpose (idle timeout,
 client gone, reload, shutdown); a per-client link that failed goes from
 BACKOFF to IDLE and is dropped. READY goes back to STARTING on the same
 connection when an HTTP server lost our MCP session (it expired it, or
@@ -41,6 +43,7 @@ from typing import Any
 
 from ._call import Call
 from ._config import ServerSpec
+from ._eras import Era
 from ._errors import LocalProtocolError
 from ._events import ClientId
 from ._instance import Instance
@@ -73,6 +76,8 @@ class Internal(enum.Enum):
     """The gateway's own requests on a link (not a client's)."""
 
     INITIALIZE = "initialize"
+    #: The era probe at a start (see :mod:`~lockgate.core._downstream_era`).
+    DISCOVER = "server/discover"
     TOOLS_LIST = "tools/list"
     RESOURCES_LIST = "resources/list"
     TEMPLATES_LIST = "resources/templates/list"
@@ -131,8 +136,13 @@ class Link:
     listing: dict[Internal, list[JSONObject]] = field(default_factory=dict)
     listing_wire: dict[Internal, int] = field(default_factory=dict)
     protocol_version: str | None = None
+    #: The era its latest connection settled on (kept, like ``protocol_version``, once it stops); ``None`` before any.
+    era: Era | None = None
+    #: The ``_meta`` envelope every request carries while its connection is stateless; ``None`` otherwise
+    #: (handshake era, or not decided yet). See :mod:`~lockgate.core._downstream_era`.
+    stamp: JSONObject | None = None
     server_info: JSONObject | None = None
-    #: What its ``initialize`` answer offered: capabilities and instructions.
+    #: What its ``initialize`` answer (or, stateless, its ``server/discover`` answer) offered: capabilities and instructions.
     capabilities: JSONObject = field(default_factory=dict)
     instructions: str | None = None
     #: Its tools and catalogue of the connection before, while a new one lists them.
@@ -175,6 +185,11 @@ class Link:
     def serving(self) -> bool:
         """READY and not suspect: a call given to it now is sent at once."""
         return self.state is State.READY and self.suspect is None
+
+    @property
+    def stateless(self) -> bool:
+        """Whether its current connection speaks the stateless era (2026-07-28)."""
+        return self.stamp is not None
 
     @property
     def in_flight(self) -> int:

@@ -8,8 +8,12 @@ a link that is serving, else queues it and starts the link. A start mints a
 fresh ``downstream`` id (:class:`~lockgate.core.StartDownstream`) and runs
 the MCP handshake (MCP 2025-11-25, basic/lifecycle): ``initialize``,
 ``notifications/initialized``, then every page of ``tools/list``, under the
-start timer; the tool list is cached for ``get_server_tools`` and refreshed
-on ``notifications/tools/list_changed``. Once READY, the waiting calls go
+start timer. With a server that speaks the stateless era (2026-07-28), a
+``server/discover`` answer stands for the first two, and every request
+carries the era's ``_meta`` envelope; which era a connection speaks is
+decided at its start (see :mod:`~lockgate.core._downstream_era`). The
+tool list is cached for ``get_server_tools`` and refreshed on
+``notifications/tools/list_changed``. Once READY, the waiting calls go
 out in order.
 
 When a connection fails (it exited, its handshake or a health check timed
@@ -35,6 +39,7 @@ from ._audit import Decision
 from ._call import Call, CallTrigger
 from ._config import Settings
 from ._context import Context, error_response
+from ._downstream_era import STATELESS_VERSION, discover_request, envelope, opening, speaks_stateless, unsupported_versions
 from ._errors import ErrorCode
 from ._events import ClientId
 from ._jsonrpc import Invalid, Notification, Request, Response, error, error_with, notification, request, result
@@ -149,6 +154,7 @@ class Links:
         link.listing_wire = {}
         link.garbage_lines = 0
         link.suspect = None
+        link.stamp = None  # a new connection: its era is decided again
         instance.starts += 1
         ctx.links[downstream] = link
         link.principal = self._principal(link.client) if link.entry.per_user and link.client is not None else None
@@ -157,15 +163,36 @@ class Links:
                 downstream=downstream, server=link.name, spec=link.spec, instance=instance.index, principal=link.principal
             )
         )
-        self.send_initialize(link)
+        era = ctx.config.settings.downstream_era
+        if era == "handshake" or (era == "auto" and instance.skip_discover):
+            self.send_initialize(link)
+        else:
+            self._send_discover(link)
 
     def _principal(self, client: ClientId) -> str | None:
         """On whose behalf ``client``'s session calls (its per-user OAuth tokens are theirs), if it has a principal."""
         session = self._ctx.clients.get(client)
         return None if session is None or session.principal is None else session.principal.on_behalf_of
 
-    def send_initialize(self, link: Link) -> None:
-        """Begin the MCP handshake on ``link``'s connection, under the start timer."""
+    def _client_capabilities(self) -> JSONObject:
+        """What the gateway tells a server its clients can be asked: on-demand mode relays nothing a server asks."""
+        return CLIENT_CAPABILITIES if aggregate_enabled(self._ctx.config) else {}
+
+    def _send_discover(self, link: Link) -> None:
+        """Probe a new connection's era with ``server/discover``, under the start timer (see :mod:`._downstream_era`)."""
+        assert link.downstream is not None
+        wire_id = link.take_wire_id()
+        link.internal[wire_id] = Internal.DISCOVER
+        self._ctx.emit(SendToDownstream(downstream=link.downstream, message=discover_request(wire_id, self._client_capabilities())))
+        self.health.set_timer(link, TimerKind.START, self._ctx.now + self._ctx.config.settings.start_timeout_ms / 1000)
+
+    def send_initialize(self, link: Link, *, timer: bool = True) -> None:
+        """Begin the MCP handshake on ``link``'s connection, under the start timer.
+
+        ``timer``: set the start timer; an ``initialize`` that follows an
+        era probe stays under the probe's, so a start never takes longer
+        than ``start_timeout_ms``.
+        """
         downstream = link.downstream
         assert downstream is not None
         wire_id = link.take_wire_id()
@@ -180,13 +207,14 @@ class Links:
                     {
                         "protocolVersion": DOWNSTREAM_PROTOCOL_VERSION,
                         # On-demand mode relays nothing a server asks a client.
-                        "capabilities": CLIENT_CAPABILITIES if aggregate_enabled(self._ctx.config) else {},
+                        "capabilities": self._client_capabilities(),
                         "clientInfo": {"name": "lockgate", "version": __version__},
                     },
                 ),
             )
         )
-        self.health.set_timer(link, TimerKind.START, self._ctx.now + self._ctx.config.settings.start_timeout_ms / 1000)
+        if timer:
+            self.health.set_timer(link, TimerKind.START, self._ctx.now + self._ctx.config.settings.start_timeout_ms / 1000)
 
     # -- what a link's server says ---------------------------------------------------
 
@@ -259,11 +287,47 @@ class Links:
         kind = link.internal.pop(wire_id, None) if isinstance(wire_id, int) else None
         if kind is Internal.INITIALIZE:
             self._initialized(link, msg)
+        elif kind is Internal.DISCOVER:
+            self._discovered(link, msg)
         elif kind in LISTS:
             assert isinstance(wire_id, int) and kind is not None
             self._list_page(link, kind, wire_id, msg)
         elif kind is Internal.PING:
             self.health.pong(link)
+
+    def _discovered(self, link: Link, msg: Response) -> None:
+        """The answer to the era probe: a stateless server's offer, or a reason to handshake instead."""
+        res = msg.raw.get("result")
+        if speaks_stateless(res):
+            assert isinstance(res, dict)
+            link.stamp = envelope(self._client_capabilities())
+            link.era = "stateless"
+            link.protocol_version = STATELESS_VERSION
+            link.capabilities, link.instructions, link.server_info = opening(res)
+            self._opened(link)
+            return
+        err = msg.raw.get("error")
+        code = err.get("code") if isinstance(err, dict) else None
+        self.not_stateless(link, f"error {code}" if isinstance(code, int) else "no 2026-07-28 among its versions", err)
+
+    def not_stateless(self, link: Link, why: str, err: object = None) -> None:
+        """The era probe says the server does not speak 2026-07-28: ``initialize`` on the same connection.
+
+        Any error falls back, as the SDK client's does: a handshake-era
+        server answers -32601, an HTTP one may refuse the probe with a 4xx.
+        Under ``GATEWAY_DOWNSTREAM_ERA=stateless`` the start fails instead.
+        """
+        ctx = self._ctx
+        if ctx.config.settings.downstream_era == "stateless":
+            self.fail(link, f"does not speak MCP {STATELESS_VERSION} ({why}), and GATEWAY_DOWNSTREAM_ERA is stateless")
+            return
+        disjoint = unsupported_versions(err)
+        if disjoint is not None:
+            # It names versions, none the gateway speaks: initialize will most likely fail, and say so.
+            ctx.log("warning", "server supports no protocol version the gateway speaks", server=link.name, supported=disjoint)
+        else:
+            ctx.log("debug", "server does not speak the stateless era; using initialize", server=link.name, reason=why)
+        self.send_initialize(link, timer=False)
 
     def _initialized(self, link: Link, msg: Response) -> None:
         res = msg.raw.get("result")
@@ -275,6 +339,7 @@ class Links:
             return
         version = res.get("protocolVersion")
         link.protocol_version = version if isinstance(version, str) else None
+        link.era = "handshake"
         info = res.get("serverInfo")
         link.server_info = info if isinstance(info, dict) else None
         capabilities = res.get("capabilities")
@@ -285,6 +350,10 @@ class Links:
         self._ctx.emit(
             SendToDownstream(downstream=link.downstream, message=notification("notifications/initialized"))
         )
+        self._opened(link)
+
+    def _opened(self, link: Link) -> None:
+        """The server said what it offers (``initialize``, or stateless ``server/discover``): list its catalogue."""
         link.move(State.LISTING)
         # What it offered before (a restart): clients whose view changes are told once it is ready.
         link.previous = (link.tools, link.catalog) if link.tools is not None else None

@@ -13,7 +13,7 @@ from ._call import CallState, CallTrigger
 from ._context import Context
 from ._events import DownstreamHttpError, DownstreamSessionLost, DownstreamUnauthorized
 from ._jsonrpc import Notification, Request, Response, decode, error_with
-from ._link import Link, State
+from ._link import Internal, Link, State
 from ._strictjson import parse
 
 if TYPE_CHECKING:
@@ -97,7 +97,9 @@ class LostSessions:
           the request's answer; the connection is fine.
         - A request answered 4xx without one: that request fails with
           ``SERVER_UNAVAILABLE``, or the connection when it was the
-          gateway's own (``initialize``, ``tools/list``).
+          gateway's own (``initialize``, ``tools/list``); but the era probe
+          (``server/discover``) refused so means the server does not speak
+          the stateless era, and ``initialize`` follows.
         - 5xx and anything else on a request: the server is broken; the
           connection fails.
         - A notification or a response: nothing waits for an answer; logged.
@@ -125,6 +127,10 @@ class LostSessions:
                 return
             if sent.id not in link.internal:
                 return  # a request already answered or abandoned
+            if link.internal[sent.id] is Internal.DISCOVER:
+                del link.internal[sent.id]
+                self.links.not_stateless(link, reason)
+                return
         self.links.fail(link, reason)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ._balance import Candidate, choose
 from ._config import ServerSpec
+from ._eras import Era
 from ._events import ClientId
 from ._instance import Breaker, Instance
 from ._link import Link, State
@@ -181,6 +182,13 @@ class Pool:
         """Every link of this server, shared ones first."""
         return [*self.shared, *self.clients.values()]
 
+    @property
+    def era(self) -> Era | None:
+        """The era of MCP it speaks, as the link that stands for it decided (see ``protocol_version``); None before any."""
+        links = self.links()
+        first = next((link for link in links if link.tools is not None), links[0] if links else None)
+        return first.era if first is not None else None
+
     def live(self) -> int:
         """Links with a downstream connection (started, starting or backing off with one)."""
         return sum(1 for link in self.links() if link.downstream is not None)
@@ -211,6 +219,8 @@ class Pool:
                     "transport": inst.spec.transport,
                     "weight": inst.weight,
                     "state": states[0] if len(states) == 1 else states,
+                    # The era its connection speaks: "stateless" (2026-07-28) or "handshake"; None before any.
+                    "era": next((link.era for link in mine if link.era is not None), None),
                     "health": "healthy" if inst.failures == 0 else "unhealthy",
                     # A probe under way shows as half open, the breaker's state to clients.
                     "breaker": Breaker.HALF_OPEN.value if breaker is Breaker.PROBING else breaker.value,
@@ -226,6 +236,7 @@ class Pool:
             "strategy": self.spec.strategy,
             "isolation": self.spec.isolation,
             "protocol_version": first.protocol_version if first else None,
+            "era": self.era,
             "server_info": first.server_info if first else None,
             "tools": None if first is None or first.tools is None else len(first.tools),
             "pending_calls": sum(len(link.pending) for link in links),

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
-from ._config import ENVIRONMENT, ConfigError, EnvironmentVariable, PinMode, Prefix, Problem, Settings, Transport
+from ._config import ENVIRONMENT, ConfigError, DownstreamEra, EnvironmentVariable, PinMode, Prefix, Problem, Settings, Transport
 from ._identity import Rate, parse_rate
 from ._policy import _AGENT_ID_RULE, Mode, json_path, valid_agent_id
 from ._validation import close_match, closest, issues
@@ -235,6 +235,11 @@ class Variables(BaseModel):
         PinMode | None,
         PlainValidator(_word("a pinning mode: use 'strict', 'new-ok' or 'off'", "strict", "new-ok", "off")),
     ] = None
+    # The era of MCP spoken to servers
+    downstream_era: Annotated[
+        DownstreamEra | None,
+        PlainValidator(_word("an era choice: use 'auto', 'handshake' or 'stateless'", "auto", "handshake", "stateless")),
+    ] = None
     # Read by the shell to find the two files (lockgate.shells.configfiles),
     # not settings; declared so that this model names every variable.
     mcp_config: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
@@ -302,6 +307,7 @@ _ABOUT: dict[str, str] = {
     "gateway_tools": "in aggregate mode, list the gateway's own tools too",
     "name_separator": "what joins server and name in aggregate mode: 1 to 4 of A-Z a-z 0-9 _ . -",
     "pins": "tool-definition pinning: new-ok (pin new tools, quarantine changed ones), strict (hold back new ones too) or off",
+    "downstream_era": "era of MCP spoken to servers: auto (2026-07-28 where offered, else initialize), handshake or stateless",
     "api_key": "API key a stdio launcher passes when GATEWAY_AUTH=required",
     "jwt_secret": "secret that signs Lockgate's own tokens (unset: one kept in the state folder)",
     "secret_key": "key that seals OAuth tokens for downstream servers: base64url of 32 bytes (unset: secret.key in the state folder)",

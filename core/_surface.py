@@ -848,6 +848,8 @@ class Surface:
 
     def _internal(self, link: Link, kind: Internal, params: JSONObject) -> None:
         """A request of the gateway's own whose answer nobody waits for."""
+        if link.stateless:
+            return  # logging/setLevel and resources/subscribe are not in the stateless era (see _downstream_era)
         assert link.downstream is not None
         wire_id = link.take_wire_id()
         link.internal[wire_id] = kind

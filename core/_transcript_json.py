@@ -192,6 +192,8 @@ def _plain(value: Any) -> Any:
 def _settings_from_json(value: Mapping[str, Any]) -> Settings:
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     kwargs = {k: v for k, v in value.items() if k in fields}
+    # Recorded before the gateway spoke the stateless era to servers: it sent them initialize only.
+    kwargs.setdefault("downstream_era", "handshake")
     for name, v in kwargs.items():
         # Tuples were written as lists, rates as objects; anything else is plain JSON already.
         if isinstance(v, list) and isinstance(getattr(Settings(), name), tuple):

@@ -195,10 +195,14 @@ class Views:
         unavailable: ``reason`` names each with its last error; still a 200,
         so an orchestrator keeps routing to a gateway that serves the other
         servers) or ``"not_ready"`` (with a ``reason``); ``servers`` maps
-        each server to its state either way.
+        each server to its state either way, ``eras`` to the era of MCP the
+        gateway speaks to it (``"stateless"``, ``"handshake"``, or ``None``
+        before its first handshake).
         """
         ctx = self._ctx
         servers = {name: state.value for name, state in self.server_states().items()}
+        # The era of MCP the gateway speaks to each (None before its first handshake).
+        eras = {name: pool.era for name, pool in ctx.pools.items()}
         reason: str | None = None
         if not ctx.started:
             reason = "the gateway has not started its servers yet"
@@ -213,11 +217,11 @@ class Views:
             if waiting:
                 reason = f"waiting for the first start of: {', '.join(waiting)}"
         if reason is not None:
-            return {"status": "not_ready", "reason": reason, "servers": servers}
+            return {"status": "not_ready", "reason": reason, "servers": servers, "eras": eras}
         down = [name for name in sorted(servers) if self._down(name)]
         if down:
-            return {"status": "degraded", "reason": "unavailable: " + "; ".join(self._why_down(name) for name in down), "servers": servers}
-        return {"status": "ready", "servers": servers}
+            return {"status": "degraded", "reason": "unavailable: " + "; ".join(self._why_down(name) for name in down), "servers": servers, "eras": eras}
+        return {"status": "ready", "servers": servers, "eras": eras}
 
     def _down(self, name: str) -> bool:
         """Whether a server cannot serve now: no instance takes requests, or its last start failed and none is up."""

@@ -23,6 +23,14 @@ basic/transports, "Streamable HTTP"):
 - A response stream that breaks before the answer arrived is resumed by GET
   with ``Last-Event-ID`` when the server gave its events ids.
 - :meth:`stop` ends everything and DELETEs the session (bounded, shielded).
+- A request in the stateless era's envelope (MCP 2026-07-28: its
+  ``_meta`` names that protocol version; the core decides the era) is a
+  POST of its own, without a session, with the headers that era routes by
+  (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``; see
+  :func:`lockgate.core.routing_headers`). Such a server has no session, so
+  no GET stream and no DELETE; cancelling one of its requests
+  (``notifications/cancelled`` from the core) closes that request's
+  response stream, which is how that era cancels over HTTP.
 - ``auth`` (:mod:`.oauth`) puts the server's OAuth token on every request,
   and gets one on a 401; when none can be had, the message is reported as
   ``DownstreamUnauthorized`` with why.
@@ -54,7 +62,11 @@ from lockgate.core import (
     DownstreamSessionLost,
     DownstreamUnauthorized,
     Event,
+    Notification,
+    Request,
     ServerSpec,
+    decode,
+    routing_headers,
 )
 
 from .downstream_http_replies import (
@@ -94,6 +106,9 @@ MAX_CONNECTIONS = 100
 KEEPALIVE_CONNECTIONS = 20
 
 _ACCEPT_POST = "application/json, text/event-stream"
+#: In the body of every request in the stateless era's envelope: the bytes looked for before parsing one.
+_STATELESS_MARK = b'"io.modelcontextprotocol/protocolVersion"'
+_CANCELLED_MARK = b'"notifications/cancelled"'
 _ACCEPT_SSE = "text/event-stream"
 
 _log = get_logger("downstream")
@@ -137,6 +152,10 @@ class HttpDownstream:
         #: The current MCP session id, and the protocol version it speaks.
         self.session: str | None = None
         self._protocol: str | None = None
+        #: Stateless-era requests in flight, by wire id: cancelling one closes its response stream.
+        self._stateless: dict[int, trio.CancelScope] = {}
+        #: A stateless-era request was sent on this connection (its cancellations are never POSTed).
+        self._spoke_stateless = False
         self.finished = trio.Event()
         """Set when :meth:`run` is over (the session is deleted, the pool closed)."""
 
@@ -197,7 +216,7 @@ class HttpDownstream:
                         async for data, expects_answer in self._queue_out:
                             if expects_answer:
                                 nursery.start_soon(self._post, data)
-                            else:
+                            elif not self._cancelled_stateless(data):
                                 await self._post(data)
             finally:
                 with trio.CancelScope(shield=True):
@@ -221,13 +240,52 @@ class HttpDownstream:
             headers["last-event-id"] = parser.last_event_id
         return headers
 
+    def _stateless_route(self, data: bytes) -> tuple[int, dict[str, str]] | None:
+        """The wire id and headers of a request in the stateless era's envelope, else ``None``."""
+        if _STATELESS_MARK not in data:
+            return None
+        msg = decode(data)
+        headers = routing_headers(msg) if isinstance(msg, Request) and isinstance(msg.id, int) else None
+        if headers is None:
+            return None
+        assert isinstance(msg, Request) and isinstance(msg.id, int)
+        return msg.id, headers
+
+    def _cancelled_stateless(self, data: bytes) -> bool:
+        """A ``notifications/cancelled`` on a stateless connection: close that request's stream instead; True when so."""
+        if not self._spoke_stateless or self.session is not None or _CANCELLED_MARK not in data:
+            return False
+        msg = decode(data)
+        if not isinstance(msg, Notification) or msg.method != "notifications/cancelled":
+            return False
+        wire_id = msg.params.get("requestId")
+        scope = self._stateless.get(wire_id) if isinstance(wire_id, int) else None
+        if scope is not None:
+            scope.cancel()
+        return True  # that era has no notification for it: a request already answered needs nothing
+
     async def _post(self, data: bytes) -> None:
         assert self._client is not None and self._url is not None
+        route = self._stateless_route(data)
+        if route is not None:
+            self._spoke_stateless = True
+            wire_id, routing = route
+            headers = {**self._base_headers, "accept": _ACCEPT_POST, **routing}
+            with trio.CancelScope() as scope:
+                self._stateless[wire_id] = scope
+                try:
+                    await self._exchange(data, None, headers)
+                finally:
+                    del self._stateless[wire_id]
+            return
         session = self.session
+        await self._exchange(data, session, self._headers(session, _ACCEPT_POST))
+
+    async def _exchange(self, data: bytes, session: str | None, headers: dict[str, str]) -> None:
+        """POST one message and hand on what comes back."""
+        assert self._client is not None and self._url is not None
         try:
-            async with self._client.stream(
-                "POST", self._url, content=data, headers=self._headers(session, _ACCEPT_POST)
-            ) as response:
+            async with self._client.stream("POST", self._url, content=data, headers=headers) as response:
                 await self._on_post_response(data, session, response)
         except httpx.TransportError as exc:
             _log.debug(f"POST failed: {exc!r}", extra={"fields": {"server": self.server}})
@@ -293,7 +351,7 @@ class HttpDownstream:
             # The lost message answered some call we can no longer name, so
             # nothing after it can be trusted to line up; the core is stopping us.
             return
-        if self._protocol is None:
+        if self._protocol is None and b'"protocolVersion"' in message:  # an initialize result, perhaps: parsed only then
             self._protocol = initialize_version(message)
         await self._emit(
             DownstreamMessageReceived(now=trio.current_time(), downstream=self.downstream, data=message, related=related)

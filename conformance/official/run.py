@@ -85,6 +85,9 @@ LOCKGATE_ENV = {
     "GATEWAY_PREFIX": "never",
     "GATEWAY_DEFAULT_AGENT": AGENT,
     "GATEWAY_SHUTDOWN_GRACE": "2",
+    # The handshake era towards the fixture: its sampling, elicitation, logging and subscription
+    # scenarios need the relays of that era (the stateless era's bridge and listen streams are not here yet).
+    "GATEWAY_DOWNSTREAM_ERA": "handshake",
 }
 RULES = {"agents": {AGENT: {"allow": {"servers": ["*"]}}}, "defaults": {"deny_on_missing_agent": False}}
 

@@ -35,7 +35,7 @@ def add_parser(commands: Subcommands) -> None:
         description=(
             "Start every configured server, complete the MCP handshake, list its "
             "tools and stop it. Reports per server its state, protocol version, "
-            "tool count and the size of its tool definitions (bytes, and tokens "
+            "era (stateless: MCP 2026-07-28; handshake: initialize), tool count and the size of its tool definitions (bytes, and tokens "
             "counted with the cl100k_base tokenizer), and per agent what its full "
             "tool list would cost in context, per server and in total, against the "
             "gateway's own tools, and what mode auto would choose. Instances "
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             "state": status.get("state") if server.ok or not status.get("last_error") else "failed",
             "transport": status.get("transport"),
             "protocol_version": status.get("protocol_version"),
+            "era": status.get("era"),
             "server_info": status.get("server_info"),
             "error": None if server.ok else (status.get("last_error") or f"still {status.get('state')}"),
             **tool_cost(server.tools or [], counter),
@@ -91,9 +92,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _print_check(report: dict[str, Any]) -> None:
-    rows = [["server", "state", "protocol", "tools", "bytes", "tokens"]]
+    rows = [["server", "state", "protocol", "era", "tools", "bytes", "tokens"]]
     for name, s in report["servers"].items():
-        rows.append([name, str(s["state"]), str(s["protocol_version"] or "-"), str(s["tools"]), str(s["bytes"]), str(s["tokens"])])
+        rows.append(
+            [name, str(s["state"]), str(s["protocol_version"] or "-"), str(s["era"] or "-"), str(s["tools"]), str(s["bytes"]),
+             str(s["tokens"])]
+        )
     print("\n".join(table(rows)))
     for name, s in report["servers"].items():
         if not s["ok"]:

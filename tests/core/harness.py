@@ -68,6 +68,7 @@ def server(name: str, **kw: Any) -> ServerSpec:
 def make_config(rules: JSON | None = None, servers: tuple[str, ...] = ("db", "util"), **settings: Any) -> Config:
     settings.setdefault("init_strategy", "lazy")
     settings.setdefault("health_interval", 0)  # health checks are tested on their own
+    settings.setdefault("downstream_era", "handshake")  # the stateless era's probe is tested on its own
     return Config(
         servers={n: server(n) for n in servers},
         policy=Policy.compile(RULES if rules is None else rules),

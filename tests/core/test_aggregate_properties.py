@@ -384,7 +384,7 @@ class World:
         config = Config(
             servers={name: server(name, isolation=iso) for name, iso in zip(self.servers, isolations)},
             policy=Policy.compile(RELAY_RULES),
-            settings=Settings(mode="aggregate", default_agent="dev", init_strategy="lazy", health_interval=0),
+            settings=Settings(mode="aggregate", default_agent="dev", init_strategy="lazy", health_interval=0, downstream_era="handshake"),
         )
         self.d = Driver(config, client="c0")
         self.peers: dict[ClientId, Peer] = {f"c{n}": Peer(f"c{n}", wants) for n, wants in enumerate(sampling)}

@@ -93,6 +93,7 @@ def test_readiness_waits_for_the_first_start_of_every_eager_server() -> None:
         "status": "not_ready",
         "reason": "the gateway has not started its servers yet",
         "servers": {"db": "idle", "util": "idle"},
+        "eras": {"db": None, "util": None},
     }
     d.start()
     assert d.gw.readiness()["reason"] == "waiting for the first start of: db, util"
@@ -104,6 +105,7 @@ def test_readiness_waits_for_the_first_start_of_every_eager_server() -> None:
         "status": "degraded",
         "reason": "unavailable: util (exited with code 1)",
         "servers": {"db": "ready", "util": "idle"},
+        "eras": {"db": "handshake", "util": None},
     }
     assert ops_status(d.gw.readiness()) == 200
 
@@ -127,7 +129,7 @@ def test_readiness_with_lazy_servers_needs_only_the_start() -> None:
     d = Driver(make_config(init_strategy="lazy"))
     assert d.gw.readiness()["status"] == "not_ready"
     d.start()
-    assert d.gw.readiness() == {"status": "ready", "servers": {"db": "idle", "util": "idle"}}
+    assert d.gw.readiness() == {"status": "ready", "servers": {"db": "idle", "util": "idle"}, "eras": {"db": None, "util": None}}
     d.handle(ShutdownRequested(now=d.now))
     assert d.gw.readiness()["reason"] == "the gateway is shutting down"
 

@@ -32,7 +32,7 @@ def pool_config(instances: int | tuple[int, ...] = 2, *, eager: bool = False, **
     return Config(
         servers={"db": spec},
         policy=Policy.compile(RULES),
-        settings=Settings(init_strategy="eager" if eager else "lazy", health_interval=0, debug=True),
+        settings=Settings(init_strategy="eager" if eager else "lazy", health_interval=0, debug=True, downstream_era="handshake"),
     )
 
 
@@ -494,9 +494,9 @@ def test_status_shows_each_instance() -> None:
     db = structured(msg)["servers"]["db"]
     assert (db["state"], db["strategy"], db["isolation"], db["sessions"]) == ("degraded", "round_robin", "shared", 2)
     assert db["instances"] == [
-        {"transport": "stdio", "weight": 1, "state": "ready", "health": "healthy", "breaker": "closed", "in_use": 1,
-         "starts": 1, "consecutive_failures": 0, "last_error": None},
-        {"transport": "stdio", "weight": 1, "state": "backoff", "health": "unhealthy", "breaker": "closed", "in_use": 0,
+        {"transport": "stdio", "weight": 1, "state": "ready", "era": "handshake", "health": "healthy", "breaker": "closed",
+         "in_use": 1, "starts": 1, "consecutive_failures": 0, "last_error": None},
+        {"transport": "stdio", "weight": 1, "state": "backoff", "era": "handshake", "health": "unhealthy", "breaker": "closed", "in_use": 0,
          "starts": 1, "consecutive_failures": 1, "last_error": "exited with code 1"},
     ]
 

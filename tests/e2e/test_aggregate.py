@@ -116,6 +116,8 @@ async def _roots(context: Any) -> types.ListRootsResult:
 async def test_sampling_elicitation_and_roots_reach_the_client_whose_call_asked(aggregate: Setup, transport: str) -> None:
     aggregate.servers["catalog"]["isolation"] = "per_client"
     aggregate.write(RULES)
+    # Relays of requests a server sends: the handshake era's (a stateless server returns input_required instead).
+    aggregate.env["GATEWAY_DOWNSTREAM_ERA"] = "handshake"
     callbacks: dict[str, Any] = {"sampling_callback": _sample, "elicitation_callback": _elicit, "list_roots_callback": _roots}
     if transport == "stdio":
         params = StdioServerParameters(command=sys.executable, args=aggregate.argv(), env=aggregate.environ())
@@ -152,6 +154,7 @@ async def test_two_clients_sampling_at_once_through_a_shared_http_server_each_ge
                     await trio.sleep(0.1)
         aggregate.servers["catalog"] = {"url": f"http://127.0.0.1:{port}/mcp", "description": "catalog over HTTP"}
         aggregate.write(RULES)
+        aggregate.env["GATEWAY_DOWNSTREAM_ERA"] = "handshake"  # relays of server requests: the handshake era's
 
         async def sampled_by(who: str, context: Any, params: Any) -> types.CreateMessageResult:
             await trio.sleep(0.5)  # both calls are in flight on the one shared server now

@@ -86,6 +86,7 @@ async def echo(client: Any, text: str) -> Any:
 
 async def test_list_get_execute_and_progress_over_http(setup: Setup, http_server: HttpServer) -> None:
     add_http(setup, "web", http_server.url)
+    setup.env["GATEWAY_DOWNSTREAM_ERA"] = "handshake"  # the handshake era's session (test_downstream_era.py: the other)
     async with setup.client() as client:
         listed = (await client.call_tool("get_server_tools", DEV)).structured_content
         assert {"echo", "slow", "count"} <= {t["name"] for t in listed["tools"]}
@@ -135,6 +136,7 @@ async def test_a_slow_call_does_not_hold_up_fast_ones(setup: Setup, http_server:
 
 async def test_a_restarted_server_is_reinitialized_transparently(setup: Setup, http_server: HttpServer) -> None:
     add_http(setup, "web", http_server.url)
+    setup.env["GATEWAY_DOWNSTREAM_ERA"] = "handshake"  # a lost session is the handshake era's
     setup.env["GATEWAY_DEBUG"] = "1"  # for get_gateway_status
     async with setup.client() as client:
         assert (await echo(client, "before")).structured_content == {"result": "before"}

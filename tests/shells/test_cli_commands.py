@@ -244,9 +244,9 @@ def test_check_the_examples() -> None:
     result = run("check", *EXAMPLE, env=env())
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["server", "state", "protocol", "tools", "bytes", "tokens"]
-    assert lines[1].split()[:4] == ["notes", "ready", "2025-11-25", "5"]
-    assert lines[2].split()[:4] == ["utils", "ready", "2025-11-25", "6"]
+    assert lines[0].split() == ["server", "state", "protocol", "era", "tools", "bytes", "tokens"]
+    assert lines[1].split()[:5] == ["notes", "ready", "2026-07-28", "stateless", "5"]  # SDK servers: both eras
+    assert lines[2].split()[:5] == ["utils", "ready", "2026-07-28", "stateless", "6"]
     assert "gateway tools/list: 4 tools" in result.stdout
     report = json.loads(run("check", "--json", *EXAMPLE, env=env()).stdout)
     assert report["ok"] is True
