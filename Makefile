@@ -11,7 +11,7 @@ CONFORMANCE_VERSION := 0.2.0-alpha.12
 EVERYTHING_VERSION := 2026.8.31
 NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-stamp
 
-.PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws search-catalog clean
+.PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws search-catalog clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -134,7 +134,7 @@ $(NODE_TOOLS_STAMP):
 	touch $(NODE_TOOLS_STAMP)
 
 conformance-official: $(STAMP) $(NODE_TOOLS_STAMP)
-	$(PY) conformance/official/run.py --requirements 2025-11-25
+	$(PY) conformance/official/run.py
 
 ## Build a wheel, install it into a fresh venv, import it and run the CLI (db upgrade included).
 # The Alembic migrations are package data: a schema made from the wheel proves they ship.
@@ -165,6 +165,11 @@ bench-stdio: $(STAMP)
 ## N concurrent Streamable HTTP sessions through the gateway, and the downstream alone (see bench/README.md).
 bench-http: $(STAMP)
 	$(PY) bench/http_load.py
+
+## A tool call in each protocol era over Streamable HTTP: sessions against stateless POSTs, on-demand and aggregate,
+## 1 and 50 clients, as ratios to the session's figures (about a minute).
+bench-eras: $(STAMP)
+	$(PY) bench/eras.py
 
 ## Time from a rules file write to the new rules in effect (20 writes).
 bench-reload: $(STAMP)
@@ -219,7 +224,7 @@ bench-ws: $(STAMP)
 	$(PY) bench/ws.py
 
 ## Everything the benchmarks above measure, one after the other.
-bench: bench-stdio bench-http bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-ws
+bench: bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-ws
 
 ## Remove .venv, build/ and logs/.
 clean:

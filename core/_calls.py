@@ -32,11 +32,12 @@ from ._authorize import CREDENTIAL_TOOLS, act_as, credential_refused, tool_grant
 from ._call import Call, CallTrigger, Forward
 from ._config import DEFAULT_MAX_TIMEOUT_MS, ServerSpec
 from ._context import Context, error_response
-from ._eras import LOG_LEVEL_KEY
+from ._downstream_era import client_capabilities
+from ._eras import CLIENT_CAPABILITIES_KEY, LOG_LEVEL_KEY
 from ._errors import ErrorCode
 from ._identity import Principal
 from ._jsonrpc import Invalid, Notification, Request, RequestId, Response, error_with, notification, request, result
-from ._link import Link
+from ._link import Link, State
 from ._pins import tool_changed_error
 from ._policy import Refusal
 from ._pool import Unavailable
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from ._health import Health
     from ._bridge import Bridge
     from ._links import Links
+    from ._relays import Relays
     from ._search_tool import Searches
     from ._views import Views
 
@@ -74,6 +76,7 @@ class Calls:
         self._ctx = ctx
         self.links: Links
         self.bridge: Bridge
+        self.relays: Relays
         self.health: Health
         self.views: Views
         self.searches: Searches
@@ -270,12 +273,8 @@ class Calls:
             }
             self.finish(call, result(call.request_id, tool_result(value)), Decision.ALLOW)
             return
-        tool: str | None
-        if isinstance(params, ExecuteTool):
-            method, tool, forwarded = "tools/call", params.tool, {"name": params.tool, "arguments": params.args}
-        else:
-            method, forwarded = params.method, dict(params.params)
-            tool = params.item if method == "tools/call" else None
+        method, forwarded = _downstream_request(params)
+        tool = params.tool if isinstance(params, ExecuteTool) else params.item if method == "tools/call" else None
         if tool is not None and tool not in link.tool_names:
             held = self._ctx.pins.held_tool(link.name, tool)
             if held is not None:  # quarantined: its definition changed since it was pinned
@@ -292,6 +291,11 @@ class Calls:
             # surface) is the whole of it; updates come over subscriptions/listen.
             self.finish(call, result(call.request_id, {}), Decision.ALLOW)
             return
+        call.move(CallTrigger.FORWARD)
+        self._send(link, call, method, forwarded)
+
+    def _send(self, link: Link, call: Call, method: str, forwarded: JSONObject) -> None:
+        """Send a call's request on ``link`` under a new wire id, its ``_meta`` the gateway's own."""
         assert link.downstream is not None
         wire_id = link.take_wire_id()
         meta: JSONObject = {}
@@ -299,12 +303,15 @@ class Calls:
             # Our own token, unique per downstream call; mapped back on the way out.
             meta["progressToken"] = wire_id
         session = self._ctx.clients.get(call.client)
-        if link.stateless and session is not None and session.log_level is not None:
-            # No logging/setLevel in the stateless era: each request says what its client wants to hear.
-            meta[LOG_LEVEL_KEY] = session.log_level
+        if link.stateless and session is not None:
+            if session.log_level is not None:
+                # No logging/setLevel in the stateless era: each request says what its client wants to hear.
+                meta[LOG_LEVEL_KEY] = session.log_level
+            # What this call's client can be asked, of what the gateway relays: a stateless server
+            # then asks only that (or answers -32021), rather than what another client could answer.
+            meta[CLIENT_CAPABILITIES_KEY] = client_capabilities(link, session.capabilities)
         if meta:
             forwarded["_meta"] = meta
-        call.move(CallTrigger.FORWARD)
         call.wire_id = wire_id
         call.downstream = link.downstream
         link.pending[wire_id] = call
@@ -316,10 +323,32 @@ class Calls:
             )
         )
 
+    def resend(self, call: Call, inputs: JSONObject) -> None:
+        """Send a call again with its client's answers to what a stateless server asked (:mod:`._relays`).
+
+        The stateless era's retry: the same request under a new id, with
+        ``inputResponses`` and the server's ``requestState`` (``inputs``).
+        """
+        link = self._ctx.links.get(call.downstream) if call.downstream is not None else None
+        if link is None or link.state is not State.READY:
+            self.fail(call, "its connection ended while its client answered what it asked")
+            return
+        method, forwarded = _downstream_request(call.params)
+        self._send(link, call, method, {**forwarded, **inputs})
+
     def answered(self, link: Link, call: Call, msg: Response) -> None:
-        """The server answered a forwarded call: pass the answer on under the client's id, untouched."""
+        """The server answered a forwarded call: pass the answer on under the client's id, untouched.
+
+        A stateless server's ``input_required`` to a handshake-era client is
+        no answer yet: :mod:`._relays` asks the client, and the call goes on.
+        """
         link.instance.answered()
         raw = msg.raw
+        value = raw.get("result")
+        if link.stateless and isinstance(value, dict) and value.get("resultType") == "input_required":
+            session = self._ctx.clients.get(call.client)
+            if session is not None and session.era != "stateless" and self.relays.ask_client(session, call, link, value):
+                return
         if "error" in raw:
             response = error_with(call.request_id, raw["error"])
             self.finish(call, response, Decision.ALLOW, error="DOWNSTREAM_ERROR")
@@ -483,3 +512,11 @@ def _describe(spec: ServerSpec, metadata: bool) -> JSONObject:
         else:
             entry["url"] = spec.url
     return entry
+
+
+def _downstream_request(params: GetServerTools | ExecuteTool | Forward) -> tuple[str, JSONObject]:
+    """The method and params a forwarded call sends its server (a fresh dict each time)."""
+    if isinstance(params, ExecuteTool):
+        return "tools/call", {"name": params.tool, "arguments": params.args}
+    assert isinstance(params, Forward)
+    return params.method, dict(params.params)

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STATELESS_VERSION",
+    "client_capabilities",
     "discover_request",
     "envelope",
     "header_value",
@@ -128,9 +129,9 @@ def opening(result: JSONObject) -> tuple[JSONObject, str | None, JSONObject | No
 def shape_downstream(link: Link, action: SendToDownstream) -> SendToDownstream | None:
     """A message to a stateless link as the stateless era has it: a request in its envelope; ``None``: not sent.
 
-    The envelope's keys win over the request's own (a client cannot speak
-    for the gateway); the rest of its ``_meta`` (a progress token, say)
-    stays.
+    The envelope's keys win over the request's own, but for the client
+    capabilities a call's request names (:func:`client_capabilities`); the
+    rest of its ``_meta`` (a progress token, say) stays.
     """
     stamp = link.stamp
     if stamp is None:
@@ -144,8 +145,25 @@ def shape_downstream(link: Link, action: SendToDownstream) -> SendToDownstream |
     params = message.get("params")
     params = dict(params) if isinstance(params, dict) else {}
     meta = params.get("_meta")
-    params["_meta"] = {**(meta if isinstance(meta, dict) else {}), **stamp}
+    meta = meta if isinstance(meta, dict) else {}
+    shaped = {**meta, **stamp}
+    if CLIENT_CAPABILITIES_KEY in meta:
+        shaped[CLIENT_CAPABILITIES_KEY] = meta[CLIENT_CAPABILITIES_KEY]  # a call's own client's (client_capabilities)
+    params["_meta"] = shaped
     return SendToDownstream(downstream=action.downstream, message={**message, "params": params})
+
+
+def client_capabilities(link: Link, declared: JSONObject) -> JSONObject:
+    """The capabilities a call to a stateless ``link`` declares: its client's, of those the gateway relays.
+
+    The gateway builds every forwarded request's ``_meta`` itself (a
+    client's own never passes), so this is the only way a client's
+    capabilities reach a server.
+    """
+    offered = link.stamp.get(CLIENT_CAPABILITIES_KEY) if link.stamp is not None else None
+    if not isinstance(offered, dict):
+        return {}
+    return {key: value for key, value in declared.items() if key in offered}
 
 
 def header_value(value: str) -> str:

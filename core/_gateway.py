@@ -172,6 +172,7 @@ class Gateway:
         self._clients.stateless, self._stateless.clients, self._stateless.surface = self._stateless, self._clients, self._surface
         self._surface.clients = self._clients
         self._relays.bridge = self._calls.bridge = self._stateless.bridge = self._bridge
+        self._relays.calls, self._calls.relays = self._calls, self._relays
         self._surface.calls, self._surface.links = self._calls, self._links
         self._links.surface, self._links.relays = self._surface, self._relays
         self._relays.surface = self._surface

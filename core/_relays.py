@@ -27,12 +27,13 @@ the client told under the gateway's id; a URL-mode elicitation's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._actions import SendToClient, SendToDownstream
-from ._call import Call
-from ._context import Context
+from ._audit import Decision
+from ._call import Call, CallState
+from ._context import Context, error_response
 from ._errors import ErrorCode
 from ._jsonrpc import Notification, Request, Response, error, error_with, notification, request, result
 from ._link import Link, State
@@ -40,6 +41,7 @@ from ._session import ClientSession
 
 if TYPE_CHECKING:
     from ._bridge import Bridge
+    from ._calls import Calls
     from ._surface import Surface
 
 __all__ = ["CLIENT_CAPABILITIES", "Relayed", "Relays"]
@@ -55,10 +57,27 @@ _NEEDS = {"sampling/createMessage": "sampling", "elicitation/create": "elicitati
 
 @dataclass(frozen=True, slots=True)
 class Relayed:
-    """A server's request forwarded to a client: where its answer goes back, under which id."""
+    """A server's request forwarded to a client: where its answer goes back, under which id.
+
+    ``gather`` instead, for what a stateless server asked in an
+    ``input_required`` answer: the answer joins the call's retry.
+    """
 
     downstream: int
     wire_id: Any
+    gather: Gathering | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Gathering:
+    """A stateless server's questions to a handshake-era client, answered one by one, then sent back as the call's retry."""
+
+    call: Call
+    #: The server's ``requestState``, echoed unchanged (absent: the server gave none).
+    state: Any
+    #: The server's key of each question, by the relay id the client answers.
+    keys: dict[str, str] = field(default_factory=dict)
+    answers: dict[str, Any] = field(default_factory=dict)
 
 
 class Relays:
@@ -68,6 +87,7 @@ class Relays:
         self._ctx = ctx
         self.surface: Surface
         self.bridge: Bridge
+        self.calls: Calls
 
     def server_request(self, link: Link, msg: Request, wire_id: int | None = None) -> None:
         """A server asks a client something: relay it to the client whose call caused it, or refuse.
@@ -146,12 +166,71 @@ class Relays:
         related = next((call.request_id for call in calls if call.client == client), None)
         return session, related
 
+    def ask_client(self, session: ClientSession, call: Call, link: Link, answer: JSONObject) -> bool:
+        """A stateless server answered a handshake-era client's call ``input_required``: ask the client each question.
+
+        Each of ``inputRequests`` goes to the client as the request it names
+        (under an id of the gateway's, on the call's stream); once all are
+        answered, the call is sent again with them (:meth:`~._calls.Calls.resend`).
+        False (the answer is passed on as it is) when it asks nothing. A
+        question the client did not declare the capability for ends the
+        call with -32021: the gateway told the server what the client can
+        answer, so the server asked out of turn.
+        """
+        ctx = self._ctx
+        asked = answer.get("inputRequests")
+        if not isinstance(asked, dict) or not asked:
+            return False
+        for question in asked.values():
+            method = question.get("method") if isinstance(question, dict) else None
+            needed = _NEEDS.get(method) if isinstance(method, str) else None
+            if needed is None or not isinstance(session.capabilities.get(needed), dict):
+                what = method if isinstance(method, str) else "something"
+                self.calls.finish(call, error_response(
+                    call.request_id, ErrorCode.MISSING_CLIENT_CAPABILITY,
+                    f"Server '{call.server}' asks the client for {what[:64]}, which the client did not declare",
+                    server=call.server,
+                ), Decision.ERROR, error=ErrorCode.MISSING_CLIENT_CAPABILITY)
+                return True
+        assert link.downstream is not None
+        gathering = Gathering(call=call, state=answer.get("requestState"))
+        for key, question in asked.items():
+            session.next_relay += 1
+            relay_id = f"lockgate-{session.next_relay}"
+            gathering.keys[relay_id] = key
+            session.relayed[relay_id] = Relayed(link.downstream, None, gathering)
+            message = request(relay_id, question["method"], question.get("params") if isinstance(question.get("params"), dict) else {})
+            ctx.emit(SendToClient(client=session.id, message=message, request=call.request_id))
+        return True
+
+    def _gathered(self, gathering: Gathering, relay_id: str, msg: Response) -> None:
+        """One answer to a stateless server's question: kept, and with the last one the call is sent again."""
+        call = gathering.call
+        if call.state is CallState.FINISHED:
+            return  # ended meanwhile (timed out, cancelled): nobody waits for the answers
+        raw = msg.raw
+        if "error" in raw:
+            # The client could not answer: the call ends with what it said.
+            self.calls.finish(call, error_with(call.request_id, raw["error"]), Decision.ERROR, error="DOWNSTREAM_ERROR")
+            return
+        value = raw.get("result")
+        gathering.answers[gathering.keys[relay_id]] = value if isinstance(value, dict) else {}
+        if len(gathering.answers) == len(gathering.keys):
+            inputs: JSONObject = {"inputResponses": gathering.answers}
+            if gathering.state is not None:
+                inputs["requestState"] = gathering.state
+            self.calls.resend(call, inputs)
+
     def client_answer(self, session: ClientSession, msg: Response) -> bool:
         """A client answered a relayed request: back to its server under the server's id; False if none was open."""
         ctx = self._ctx
         relayed = session.relayed.pop(msg.id, None) if isinstance(msg.id, str) else None
         if relayed is None:
             return False
+        if relayed.gather is not None:
+            assert isinstance(msg.id, str)
+            self._gathered(relayed.gather, msg.id, msg)
+            return True
         if relayed.downstream not in ctx.links:
             return True  # the server's connection is gone: nobody waits
         raw = msg.raw
@@ -197,7 +276,7 @@ class Relays:
         for key in [key for key, client in ctx.elicitations.items() if client == session.id]:
             del ctx.elicitations[key]
         for relayed in session.relayed.values():
-            if relayed.downstream in ctx.links:
+            if relayed.gather is None and relayed.downstream in ctx.links:
                 message = error(relayed.wire_id, int(ErrorCode.INTERNAL_ERROR), "The client went away before answering")
                 ctx.emit(SendToDownstream(downstream=relayed.downstream, message=message))
         session.relayed.clear()

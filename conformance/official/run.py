@@ -85,10 +85,12 @@ LOCKGATE_ENV = {
     "GATEWAY_PREFIX": "never",
     "GATEWAY_DEFAULT_AGENT": AGENT,
     "GATEWAY_SHUTDOWN_GRACE": "2",
-    # The handshake era towards the fixture: its sampling, elicitation, logging and subscription
-    # scenarios need the relays of that era (the stateless era's bridge and listen streams are not here yet).
-    "GATEWAY_DOWNSTREAM_ERA": "handshake",
 }
+#: The era Lockgate speaks to the fixture, per revision: each revision's
+#: scenarios with a client and a server of that era, so what passes through
+#: is what a user of that era gets. (Across the eras, the bridge, is tested
+#: by tests/e2e/test_eras.py.)
+DOWNSTREAM_ERA = {"2025-11-25": "handshake", "2026-07-28": "stateless"}
 RULES = {"agents": {AGENT: {"allow": {"servers": ["*"]}}}, "defaults": {"deny_on_missing_agent": False}}
 
 #: Wall-clock limits, in seconds.
@@ -202,7 +204,7 @@ class Report:
         return {
             "suite": f"{SUITE}@{SUITE_VERSION}",
             "requirements": self.requirements,
-            "lockgate_env": LOCKGATE_ENV,
+            "lockgate_env": {**LOCKGATE_ENV, "GATEWAY_DOWNSTREAM_ERA": DOWNSTREAM_ERA[self.requirements]},
             "scenarios": [
                 {
                     "name": s.name,
@@ -435,32 +437,31 @@ def run(reports: Sequence[Report], work: Path) -> None:
             )
             report.seconds["suite direct"] = time.monotonic() - started
 
-        started = time.monotonic()
         (work / "servers.json").write_text(json.dumps({"mcpServers": {"fixture": {"url": direct_url}}}))
         (work / "rules.json").write_text(json.dumps(RULES))
-        lockgate_env = {
-            **base,
-            **LOCKGATE_ENV,
-            "GATEWAY_AUDIT_LOG": str(work / "audit.jsonl"),
-            "GATEWAY_STATE_DIR": str(work / "state"),
-        }
-        argv = [
-            sys.executable, "-m", "lockgate.shells", "serve", "--config", str(work / "servers.json"),
-            "--rules", str(work / "rules.json"), "--transport", "http", "--host", "127.0.0.1", "--port", "0",
-        ]  # fmt: skip
-        lockgate_log = work / "lockgate.log"
-        lockgate = stack.enter_context(child(argv, env=lockgate_env, cwd=work, log=lockgate_log))
-        url = wait_for_url(lockgate, lockgate_log)
-        lockgate_start = time.monotonic() - started
-
         for report in reports:
-            started = time.monotonic()
             rev = report.requirements
-            report.seconds["lockgate start"] = lockgate_start
-            report.lockgate = run_suite(
-                url, work / rev / "lockgate", requirements=rev, env=node_env, cwd=work, log=work / rev / "lockgate-suite.log"
-            )
-            report.seconds["suite through Lockgate"] = time.monotonic() - started
+            started = time.monotonic()
+            lockgate_env = {
+                **base,
+                **LOCKGATE_ENV,
+                "GATEWAY_DOWNSTREAM_ERA": DOWNSTREAM_ERA[rev],
+                "GATEWAY_AUDIT_LOG": str(work / rev / "audit.jsonl"),
+                "GATEWAY_STATE_DIR": str(work / rev / "state"),
+            }
+            argv = [
+                sys.executable, "-m", "lockgate.shells", "serve", "--config", str(work / "servers.json"),
+                "--rules", str(work / "rules.json"), "--transport", "http", "--host", "127.0.0.1", "--port", "0",
+            ]  # fmt: skip
+            lockgate_log = work / rev / "lockgate.log"
+            with child(argv, env=lockgate_env, cwd=work, log=lockgate_log) as lockgate:
+                url = wait_for_url(lockgate, lockgate_log)
+                report.seconds["lockgate start"] = time.monotonic() - started
+                started = time.monotonic()
+                report.lockgate = run_suite(
+                    url, work / rev / "lockgate", requirements=rev, env=node_env, cwd=work, log=work / rev / "lockgate-suite.log"
+                )
+                report.seconds["suite through Lockgate"] = time.monotonic() - started
 
         started = time.monotonic()
     for report in reports:

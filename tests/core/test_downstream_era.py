@@ -267,11 +267,46 @@ def test_aggregate_calls_merge_the_envelope_with_the_progress_token_and_the_log_
     assert sent_downstream(actions) == []
     assert sent_to_client(actions) == [{"jsonrpc": "2.0", "id": 1, "result": {}}]
     d.send(req(2, "tools/call", {"name": "echo", "arguments": {"text": "x"}, "_meta": {"progressToken": "p"}}))
-    meta = {"progressToken": 5, "io.modelcontextprotocol/logLevel": "info", **AGGREGATE_ENVELOPE}
+    # The call declares its own client's capabilities, of those the gateway relays: here none.
+    meta = {"progressToken": 5, "io.modelcontextprotocol/logLevel": "info", **ENVELOPE}
     assert db.request("tools/call") == req(5, "tools/call", {"name": "echo", "arguments": {"text": "x"}, "_meta": meta})
-    # An input_required result is passed on as it came (the bridge is another matter).
+    # So a server that asks anyway is out of turn: the call ends with -32021.
     pending = {"resultType": "input_required", "inputRequests": {"a": {"method": "elicitation/create"}}, "requestState": "opaque"}
-    assert sent_to_client(db.answer("tools/call", result=pending)) == [{"jsonrpc": "2.0", "id": 2, "result": pending}]
+    [refused] = sent_to_client(db.answer("tools/call", result=pending))
+    assert refused["id"] == 2 and refused["error"]["code"] == -32021
+    assert refused["error"]["data"] == {"code": "MISSING_CLIENT_CAPABILITY", "server": "db"}
+
+
+def test_a_stateless_servers_questions_become_requests_to_a_handshake_era_client_and_its_answers_the_retry() -> None:
+    d = Driver(make_config(servers=("db",), mode="aggregate", default_agent="dev", downstream_era="auto"))
+    d.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}, "roots": {}}}))
+    db = d.server("db")
+    db.answer("server/discover", result=DISCOVERED)
+    db.answer("tools/list", result={"tools": [ECHO_TOOL], "resultType": "complete", "ttlMs": 0, "cacheScope": "public"})
+    d.send(req(2, "tools/call", {"name": "echo", "arguments": {"text": "x"}}))
+    first = db.request("tools/call")
+    assert first["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] == {"elicitation": {}, "roots": {}}
+    asked = {
+        "resultType": "input_required", "requestState": "opaque-1",
+        "inputRequests": {
+            "name": {"method": "elicitation/create", "params": {"message": "Name?", "requestedSchema": {"type": "object"}}},
+            "where": {"method": "roots/list", "params": {}},
+        },
+    }
+    actions = db.answer(first, result=asked)
+    assert actions[:2] == [
+        SendToClient(client=0, request=2, message=req("lockgate-1", "elicitation/create", {"message": "Name?", "requestedSchema": {"type": "object"}})),
+        SendToClient(client=0, request=2, message=req("lockgate-2", "roots/list", {})),
+    ]
+    assert sent_downstream(d.send({"jsonrpc": "2.0", "id": "lockgate-2", "result": {"roots": []}})) == []
+    actions = d.send({"jsonrpc": "2.0", "id": "lockgate-1", "result": {"action": "accept", "content": {"name": "Ada"}}})
+    [retry] = sent_downstream(actions)
+    assert retry["method"] == "tools/call" and retry["id"] != first["id"]
+    assert retry["params"]["inputResponses"] == {"name": {"action": "accept", "content": {"name": "Ada"}}, "where": {"roots": []}}
+    assert retry["params"]["requestState"] == "opaque-1" and retry["params"]["name"] == "echo"
+    done = db.answer(retry, result={"content": [{"type": "text", "text": "hi Ada"}], "resultType": "complete"})
+    assert sent_to_client(done) == [{"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "hi Ada"}], "resultType": "complete"}}]
+    assert [type(a) for a in done if isinstance(a, Audit)] == [Audit]
 
 
 def test_aggregate_subscriptions_are_the_gateways_own_on_a_stateless_link() -> None:

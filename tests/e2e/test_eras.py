@@ -151,3 +151,44 @@ def test_a_websocket_client_of_the_stateless_era(setup: Setup) -> None:
             # The era is the connection's: without its envelope a request is refused, and the next one served.
             ws.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {}}))
             assert json.loads(ws.recv(30))["error"]["code"] == -32602
+
+
+async def test_a_handshake_era_client_answers_a_stateless_servers_input_required(setup: Setup) -> None:
+    import subprocess
+    from pathlib import Path
+
+    import mcp_types as types
+
+    from .test_http_downstream import free_port
+
+    fixture = Path(__file__).resolve().parents[2] / "conformance" / "official" / "fixture_server.py"
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(fixture), "--port", str(port)], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        setup.servers = {"fixture": {"url": f"http://127.0.0.1:{port}/mcp"}}
+        setup.write({"agents": {"dev": {"allow": {"servers": ["*"]}}}, "defaults": {"deny_on_missing_agent": False}})
+        setup.env.update(GATEWAY_MODE="aggregate", GATEWAY_DEFAULT_AGENT="dev", GATEWAY_PREFIX="never",
+                         GATEWAY_DOWNSTREAM_ERA="stateless", GATEWAY_INIT_STRATEGY="eager")
+        colors = iter(["blue"])
+
+        async def elicit(context: Any, params: Any) -> types.ElicitResult:
+            field = next(iter(params.requested_schema["properties"]))
+            return types.ElicitResult(action="accept", content={field: "Ada" if field == "name" else next(colors)})
+
+        async def sample(context: Any, params: Any) -> types.CreateMessageResult:
+            return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="Hi there"), model="m")
+
+        async def roots(context: Any) -> types.ListRootsResult:
+            return types.ListRootsResult(roots=[types.Root(uri="file:///work")])
+
+        async with Client(stdio_params(setup), mode="legacy", read_timeout_seconds=30, elicitation_callback=elicit,
+                          sampling_callback=sample, list_roots_callback=roots) as client:
+            three = await client.call_tool("test_input_required_result_multiple_inputs", {})
+            assert three.content[0].text == "Hi there (to Ada; roots: file:///work)"  # type: ignore[union-attr]
+            # Two rounds: the second question comes with the server's new requestState, sent back unchanged.
+            two = await client.call_tool("test_input_required_result_multi_round", {})
+            assert two.content[0].text == "Ada's favorite color is blue."  # type: ignore[union-attr]
+    finally:
+        server.terminate()
+        server.wait(10)
