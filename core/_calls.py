@@ -288,8 +288,9 @@ class Calls:
             return
         if link.stateless and method in ("resources/subscribe", "resources/unsubscribe"):
             # The stateless era has no (un)subscribe: the gateway's subscriber table (kept by the
-            # surface) is the whole of it; updates come over subscriptions/listen.
+            # surface) is the whole of it; updates come over subscriptions/listen, opened again for it.
             self.finish(call, result(call.request_id, {}), Decision.ALLOW)
+            self.links.listen(link)
             return
         call.move(CallTrigger.FORWARD)
         self._send(link, call, method, forwarded)

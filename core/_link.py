@@ -87,6 +87,8 @@ class Internal(enum.Enum):
     SET_LEVEL = "logging/setLevel"
     #: A subscription renewed on a restarted connection: likewise.
     SUBSCRIBE = "resources/subscribe"
+    #: A stateless server's notification stream (2026-07-28): answered only when it ends.
+    LISTEN = "subscriptions/listen"
 
 
 #: The lists of a server's catalogue: which request fetches each, the key of its
@@ -141,6 +143,8 @@ class Link:
     #: The ``_meta`` envelope every request carries while its connection is stateless; ``None`` otherwise
     #: (handshake era, or not decided yet). See :mod:`~lockgate.core._downstream_era`.
     stamp: JSONObject | None = None
+    #: The wire id of its open ``subscriptions/listen`` request (stateless only), if any.
+    listen_wire: int | None = None
     server_info: JSONObject | None = None
     #: What its ``initialize`` answer (or, stateless, its ``server/discover`` answer) offered: capabilities and instructions.
     capabilities: JSONObject = field(default_factory=dict)

@@ -155,6 +155,7 @@ class Links:
         link.garbage_lines = 0
         link.suspect = None
         link.stamp = None  # a new connection: its era is decided again
+        link.listen_wire = None
         instance.starts += 1
         ctx.links[downstream] = link
         link.principal = self._principal(link.client) if link.entry.per_user and link.client is not None else None
@@ -294,6 +295,12 @@ class Links:
             self._list_page(link, kind, wire_id, msg)
         elif kind is Internal.PING:
             self.health.pong(link)
+        elif kind is Internal.LISTEN:
+            # The server ended the stream (or never had one): its changes now come to nobody, which
+            # the next start mends; listening again at once could loop with a server that ends it at once.
+            if link.listen_wire == wire_id:
+                link.listen_wire = None
+            self._ctx.log("info", "server ended its notification stream", server=link.name, error=msg.raw.get("error"))
 
     def _discovered(self, link: Link, msg: Response) -> None:
         """The answer to the era probe: a stateless server's offer, or a reason to handshake instead."""
@@ -423,6 +430,7 @@ class Links:
         self.health.schedule(link)
         link.last_active = ctx.now
         self.health.arm_idle(link)
+        self.listen(link)
         self.drain_waiters(link)
         pool = ctx.pools.get(link.name)
         if pool is not None and not link.retiring:
@@ -432,6 +440,40 @@ class Links:
             # A first start changes views too: a server that joins, or starts late, adds to them.
             self.surface.restarted(link, *(previous or ([], {})))
         self.surface.settled()
+
+    def listen(self, link: Link) -> None:
+        """Open (again) a stateless link's ``subscriptions/listen`` stream, for what it can tell the gateway.
+
+        A stateless server sends notifications outside a call only on such a
+        stream (MCP 2026-07-28): its list changes, as its capabilities offer
+        them, and updates of the resources clients subscribed to through the
+        gateway. Called when the link is ready and whenever those
+        subscriptions change; the stream before is cancelled (over HTTP,
+        its response stream closed).
+        """
+        ctx = self._ctx
+        if not link.stateless or link.downstream is None or link.state is not State.READY:
+            return
+        wanted: JSONObject = {}
+        for key, capability in (("toolsListChanged", "tools"), ("promptsListChanged", "prompts"), ("resourcesListChanged", "resources")):
+            offered = link.capabilities.get(capability)
+            if isinstance(offered, dict) and offered.get("listChanged") is True:
+                wanted[key] = True
+        resources = link.capabilities.get("resources")
+        uris = sorted(uri for (server, uri), subscribers in ctx.subscriptions.items() if server == link.name and subscribers)
+        if uris and isinstance(resources, dict) and resources.get("subscribe") is True:
+            wanted["resourceSubscriptions"] = uris
+        if link.listen_wire is not None:
+            link.internal.pop(link.listen_wire, None)
+            ctx.emit(SendToDownstream(downstream=link.downstream, message=notification(
+                "notifications/cancelled", {"requestId": link.listen_wire, "reason": "listening again"})))
+            link.listen_wire = None
+        if not wanted:
+            return
+        wire_id = link.take_wire_id()
+        link.internal[wire_id] = Internal.LISTEN
+        link.listen_wire = wire_id
+        ctx.emit(SendToDownstream(downstream=link.downstream, message=request(wire_id, "subscriptions/listen", {"notifications": wanted})))
 
     def _notification(self, link: Link, note: Notification, related: int | None = None) -> None:
         method = note.method

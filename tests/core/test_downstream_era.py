@@ -89,16 +89,18 @@ def test_a_stateless_server_gets_discover_then_every_request_in_the_envelope() -
     actions = db.answer("tools/list", result={"tools": [GET_TOOL], "resultType": "complete", "ttlMs": 60000, "cacheScope": "public"})
     value = structured(sent_to_client(actions)[0])
     assert [t["name"] for t in value["tools"]] == ["echo", "get_user"]  # the cached catalogue, both pages
-    assert actions[:3] == [
+    assert actions[:4] == [
         CancelTimer(timer=2),
         Log(level="info", message="server ready", fields={"server": "db", "tools": 2, "protocol": "2026-07-28"}),
+        # What it says outside a call comes only on a listen stream: the list changes it offers.
+        SendToDownstream(downstream=1, message=req(4, "subscriptions/listen", {"notifications": {"toolsListChanged": True}, "_meta": ENVELOPE})),
         CancelTimer(timer=1),
     ]
     d.now = 3.0
     first = call(8, "execute_tool", agent_id="dev", server="db", tool="echo", args={"text": "hi"})
     assert d.send(first) == [
         SetTimer(timer=3, deadline=63.0),
-        SendToDownstream(downstream=1, message=req(4, "tools/call", {"name": "echo", "arguments": {"text": "hi"}, "_meta": ENVELOPE})),
+        SendToDownstream(downstream=1, message=req(5, "tools/call", {"name": "echo", "arguments": {"text": "hi"}, "_meta": ENVELOPE})),
     ]
     # The result goes back as the server sent it, resultType included.
     answer = {"content": [{"type": "text", "text": "hi"}], "isError": False, "resultType": "complete"}
@@ -222,7 +224,7 @@ def test_a_stateless_link_is_health_checked_with_discover() -> None:
     d = stateless_ready(health_interval=10)
     d.now = 1.0
     actions = d.advance(10)
-    assert sent_downstream(actions) == [req(3, "server/discover", {"_meta": ENVELOPE})]
+    assert sent_downstream(actions) == [req(4, "server/discover", {"_meta": ENVELOPE})]  # 3 is its listen stream
     db = d.server("db")
     actions = db.answer("server/discover", result=DISCOVERED)
     assert [type(a) for a in actions] == [CancelTimer, SetTimer]  # alive: the next check is set
@@ -316,18 +318,25 @@ def test_aggregate_subscriptions_are_the_gateways_own_on_a_stateless_link() -> N
     actions = d.send(req(3, "resources/subscribe", {"uri": "file:///a"}))
     assert sent_to_client(actions) == [{"jsonrpc": "2.0", "id": 3, "result": {}}]
     assert [type(a) for a in actions if isinstance(a, Audit)] == [Audit]
-    assert len(db.received) == before  # nothing sent: the stateless era has no resources/subscribe
+    # No resources/subscribe in the stateless era: a listen stream for the resource instead.
+    assert db.received[before:] == [req(5, "subscriptions/listen", {"notifications": {"resourceSubscriptions": ["file:///a"]}, "_meta": AGGREGATE_ENVELOPE})]
     assert d.gw._ctx.subscriptions == {("db", "file:///a"): {0}}
+    # An update on it reaches the subscriber.
+    update = db.send({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {
+        "uri": "file:///a", "_meta": {"io.modelcontextprotocol/subscriptionId": 5}}})
+    assert [m["method"] for m in sent_to_client(update)] == ["notifications/resources/updated"]
     assert sent_to_client(d.send(req(4, "resources/unsubscribe", {"uri": "file:///a"}))) == [{"jsonrpc": "2.0", "id": 4, "result": {}}]
-    assert len(db.received) == before
+    # Nothing left to listen for: the stream is cancelled and none opened.
+    assert db.received[before + 1:] == [{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5, "reason": "listening again"}}]
 
 
 def test_a_cancelled_call_on_a_stateless_stdio_link_is_cancelled_by_notification() -> None:
     d = stateless_ready()
     d.send(call(8, "execute_tool", agent_id="dev", server="db", tool="echo", args={}))
+    wire = d.server("db").request("tools/call")["id"]
     actions = d.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 8, "reason": "user"}})
     # The HTTP shell turns this into closing the request's stream; over stdio it is the era's own spelling.
-    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "reason": "user"}}]
+    assert sent_downstream(actions) == [{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": wire, "reason": "user"}}]
 
 
 # -- the shapes --------------------------------------------------------------------
@@ -362,3 +371,26 @@ def test_a_transcript_recorded_before_the_setting_replays_in_the_handshake_era()
     del written["settings"]["downstream_era"]
     assert config_from_json(written).settings.downstream_era == "handshake"
 
+
+
+def test_a_stateless_servers_list_change_on_its_listen_stream_reaches_aggregate_clients() -> None:
+    d = Driver(make_config(servers=("db",), mode="aggregate", default_agent="dev", downstream_era="auto"))
+    d.send(req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}}))
+    db = d.server("db")
+    db.answer("server/discover", result={**DISCOVERED, "capabilities": {"tools": {"listChanged": True}}})
+    listed = {"tools": [ECHO_TOOL], "resultType": "complete", "ttlMs": 0, "cacheScope": "public"}
+    db.answer("tools/list", result=listed)
+    d.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    listen = db.request("subscriptions/listen")
+    assert listen["params"]["notifications"] == {"toolsListChanged": True}
+    # The server acknowledges, then tells of a change, tagged with the stream's id.
+    tag = {"_meta": {"io.modelcontextprotocol/subscriptionId": listen["id"]}}
+    assert sent_to_client(db.send({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": {
+        "notifications": {"toolsListChanged": True}, **tag}})) == []
+    relisted = db.send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": tag})
+    assert [m["method"] for m in sent_downstream(relisted)] == ["tools/list"]
+    changed = db.answer("tools/list", result={**listed, "tools": [ECHO_TOOL, GET_TOOL]})
+    assert sent_to_client(changed) == [{"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}]
+    # A server that ends its stream is not asked again at once.
+    ended = db.answer(listen, result={"_meta": tag["_meta"]})
+    assert sent_downstream(ended) == []
