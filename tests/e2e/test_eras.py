@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
 import sys
 from typing import Any
 
@@ -192,3 +194,40 @@ async def test_a_handshake_era_client_answers_a_stateless_servers_input_required
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_the_mcp_inspector_cli_connects_in_the_stateless_era(setup: Setup, tmp_path: Any, transport: str) -> None:
+    """The MCP Inspector CLI 2.12.0 with ``--protocol-era modern`` (``make unit`` installs it into build/node).
+
+    It runs in a network namespace with only loopback (it may listen on every
+    interface), with the gateway beside it over HTTP.
+    """
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    node_bin = Path(__file__).resolve().parents[2] / "build" / "node" / "node_modules" / ".bin"
+    inspector = node_bin / "mcp-inspector"
+    assert inspector.exists(), "the MCP Inspector is not installed: `make unit` installs it into build/node"
+    assert shutil.which("unshare") is not None
+    setup.write()
+    gateway = [sys.executable, *setup.argv()]
+    env = {**setup.environ(), "PATH": f"{node_bin}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path)}
+    call = ["--method", "tools/call", "--tool-name", "execute_tool", "--tool-arg", "agent_id=dev", "server=testing",
+            "tool=echo", 'args={"text":"modern"}']
+    if transport == "stdio":
+        script = " ".join(shlex.quote(a) for a in [str(inspector), "--cli", "--protocol-era", "modern", *call, "--", *gateway])
+    else:
+        port = 18000 + os.getpid() % 1000
+        serve = " ".join(shlex.quote(a) for a in [*gateway, "--transport", "http", "--port", str(port)])
+        cli = " ".join(shlex.quote(a) for a in [str(inspector), "--cli", f"http://127.0.0.1:{port}/mcp", "--transport", "http",
+                                                "--protocol-era", "modern", *call])
+        wait = f"for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.1; done"
+        script = f"{serve} 2>/dev/null & {wait}; {cli}; status=$?; kill %1; wait; exit $status"
+    done = subprocess.run(["unshare", "-rn", "bash", "-c", f"ip link set lo up; {script}"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    assert answer["structuredContent"] == {"result": "modern"} and answer["isError"] is False
