@@ -231,3 +231,34 @@ def test_the_mcp_inspector_cli_connects_in_the_stateless_era(setup: Setup, tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     answer = json.loads(done.stdout)
     assert answer["structuredContent"] == {"result": "modern"} and answer["isError"] is False
+
+
+async def test_closing_a_stateless_requests_response_cancels_its_call(setup: Setup) -> None:
+    import json
+    import socket
+    import time
+
+    with serve_http(setup) as served:
+        host, port = served.base.removeprefix("http://").split(":")
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "execute_tool", "arguments": {"agent_id": "dev", "server": "testing", "tool": "slow", "args": {"seconds": 30}},
+            "_meta": ENVELOPE}}).encode()
+        head = (f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json, text/event-stream\r\n"
+                f"Content-Type: application/json\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\n"
+                f"Mcp-Name: execute_tool\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head + body)
+            time.sleep(2)  # the call is with the server by now
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            records = [r for r in setup.audit_records() if r.get("tool") == "slow"] if setup.audit.exists() else []
+            if records:
+                break
+            time.sleep(0.2)
+        assert [(r["decision"], r.get("error_code")) for r in records] == [("ERROR", "CANCELLED")]
+        # The gateway serves on.
+        async with httpx.AsyncClient(timeout=30) as http:
+            listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"_meta": ENVELOPE}}
+            ok = await http.post(served.url, json=listing, headers={
+                "accept": "application/json, text/event-stream", "mcp-protocol-version": MODERN, "mcp-method": "tools/list"})
+            assert ok.status_code == 200
