@@ -88,7 +88,8 @@ _log = get_logger("http")
 _SESSION_BYTES = 32
 #: Clients of the core for one 2026-07-28 request: never a session id, so never confused with one.
 _STATELESS_PREFIX = "request-"
-_STATELESS_BYTES = 12
+#: Seconds a stateless request's answer may take before its connection is watched for a hang-up (a cancel).
+_WATCH_AFTER = 0.05
 #: The Prometheus text exposition format, version 0.0.4.
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -114,6 +115,8 @@ class McpEndpoint:
         #: Wire taps of recorded sessions (``--record``), by session id.
         self._taps: dict[str, WireTap] = {}
         self._sessions: dict[str, HttpSession] = {}
+        #: 2026-07-28 requests served so far: each one's client id.
+        self._stateless_requests = 0
         #: POSTs being answered; ``_idle`` is set while there are none.
         self.in_flight = 0
         self._idle = trio.Event()
@@ -293,7 +296,9 @@ class McpEndpoint:
         if plan.action == "accept":
             await exchange.respond(202, list(route.headers), b"")
             return
-        session = HttpSession(id=_STATELESS_PREFIX + secrets.token_urlsafe(_STATELESS_BYTES))
+        # Never shown to anyone, so a counter: unique is all it needs to be.
+        self._stateless_requests += 1
+        session = HttpSession(id=f"{_STATELESS_PREFIX}{self._stateless_requests}")
         self._runtime.register_client(session.id, session.send, session.close, drop_stream=session.drop_stream)
         now = trio.current_time()
         await self._runtime.feed(ClientOpened(now=now, client=session.id, transport="stateless", principal=principal))
@@ -301,10 +306,14 @@ class McpEndpoint:
             if plan.action == "json":
                 waiter = session.wait_json(plan.request_id)
                 await self._feed_message(session, body, now)
-                try:
-                    await exchange.while_connected(waiter.done.wait)
-                except Closed:
-                    return
+                # Most answers come at once: only a late one is worth watching the connection for.
+                with trio.move_on_after(_WATCH_AFTER):
+                    await waiter.done.wait()
+                if not waiter.done.is_set():
+                    try:
+                        await exchange.while_connected(waiter.done.wait)
+                    except Closed:
+                        return
                 if waiter.message is None:
                     await exchange.reject(session_gone(route.headers))
                 else:

@@ -152,7 +152,7 @@ async def test_health_and_ready_from_the_command(setup: Setup) -> None:
                 while (ready := await http.get(f"{served.base}/ready")).status_code != 200:
                     assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
                     await trio.sleep(0.1)
-            assert ready.json() == {"status": "ready", "servers": {"testing": "ready"}}
+            assert ready.json() == {"status": "ready", "servers": {"testing": "ready"}, "eras": {"testing": "stateless"}}
 
 
 def test_a_taken_port_is_a_clear_error(setup: Setup) -> None:

@@ -273,6 +273,7 @@ async def test_status_codes(tmp_path: Path) -> None:
         cases: list[tuple[int, httpx.Response]] = [
             (400, await gate.post(ping)),  # no session
             (400, await gate.post(b"{oops", session)),
+            # A version the handshake era does not know is the stateless era's: the envelope is missing.
             (400, await gate.post(ping, session, **{"mcp-protocol-version": "1999-01-01"})),
             (403, await gate.post(ping, session, origin="https://evil.example")),
             (404, await gate.post(ping, "no-such-session")),
@@ -285,8 +286,9 @@ async def test_status_codes(tmp_path: Path) -> None:
         ]
         for expected, response in cases:
             assert response.status_code == expected, (expected, response.text)
-            assert response.json()["error"]["code"] in (-32600, -32700)
+            assert response.json()["error"]["code"] in (-32600, -32700, -32602)
         assert cases[1][1].json()["error"]["code"] == -32700
+        assert cases[2][1].json()["error"]["code"] == -32602
         ok = await gate.post(ping, session)
         assert ok.status_code == 200 and ok.json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
 
@@ -401,7 +403,7 @@ async def test_health_and_ready(tmp_path: Path) -> None:
         with trio.fail_after(20):
             while (ready := await gate.http.get(f"{gate.base}/ready")).status_code != 200:
                 await trio.sleep(0.05)
-        assert ready.json() == {"status": "ready", "servers": {"raw": "ready"}}
+        assert ready.json() == {"status": "ready", "servers": {"raw": "ready"}, "eras": {"raw": "handshake"}}
 
 
 def parse_prometheus(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
