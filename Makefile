@@ -119,8 +119,8 @@ $(NODE_STAMP):
 conformance-record: $(STAMP) $(NODE_STAMP)
 	PATH="$(abspath $(NODE_DIR))/node_modules/.bin:$$PATH" $(PY) conformance/record.py
 
-## The official MCP conformance suite (server scenarios of 2025-11-25) against a fixture server, directly
-## and through Lockgate; failures through Lockgate must be those in conformance/official/expected-failures.txt.
+## The official MCP conformance suite (server scenarios of 2025-11-25 and of 2026-07-28) against a fixture server,
+## directly and through Lockgate; failures through Lockgate must be those in conformance/official/expected-failures*.txt.
 # Node 22, the suite and @modelcontextprotocol/server-everything (which
 # tests/e2e/test_server_everything.py runs behind Lockgate, so `make unit`
 # needs it) go into build/node beside the Inspector, in one npm install: one
