@@ -26,6 +26,8 @@ INSPECTOR: list[tuple[str, str, list[str]]] = [
      ["--method", "tools/call", "--tool-name", "execute_tool", "--tool-arg", "agent_id=dev", "server=raw", "tool=echo", 'args={"text":"hi"}']),
     ("inspector_denied", "the MCP Inspector CLI 2.12.0 calls a denied tool and gets DENIED_BY_POLICY",
      ["--method", "tools/call", "--tool-name", "execute_tool", "--tool-arg", "agent_id=dev", "server=raw", "tool=drop_table", 'args={"table":"t"}']),
+    ("inspector_modern_execute_tool", "the MCP Inspector CLI 2.12.0 in the stateless era (--protocol-era modern): server/discover, then execute_tool (echo)",
+     ["--protocol-era", "modern", "--method", "tools/call", "--tool-name", "execute_tool", "--tool-arg", "agent_id=dev", "server=raw", "tool=echo", 'args={"text":"hi"}']),
 ]
 """Scenarios driven by the real Inspector CLI (it needs Node 22: ``make conformance-record`` installs both)."""
 
