@@ -27,8 +27,8 @@ id, its client, a fresh timeout), and the server's final answer reaches the
 retry. A server that asks again, or asked several things at once, parks the
 call again with what is still unanswered. A parked call nobody comes back
 for times out: it is cancelled downstream and audited, as any call that
-times out. At most :data:`MAX_PARKED` calls wait at once (the oldest
-requests beyond it are refused to their server).
+times out. At most :data:`MAX_PARKED` calls wait at once: a question that
+would park one more is refused to its server.
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ class Gateway:
         # The parts call one another: wired here, once, in plain sight.
         self._clients.calls, self._clients.links = self._calls, self._links
         self._clients.surface, self._clients.relays = self._surface, self._relays
-        self._clients.stateless, self._stateless.clients, self._stateless.surface = self._stateless, self._clients, self._surface
+        self._clients.stateless, self._stateless.surface = self._stateless, self._surface
         self._surface.clients = self._clients
         self._relays.bridge = self._calls.bridge = self._stateless.bridge = self._bridge
         self._relays.calls, self._calls.relays = self._calls, self._relays

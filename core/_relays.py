@@ -153,7 +153,8 @@ class Relays:
         call = link.pending.get(wire_id) if wire_id is not None else None
         if call is not None:
             return self._ctx.clients.get(call.client), call.request_id
-        calls = list(link.pending.values())
+        # A parked call (its client's request answered input_required) is not the one asking now.
+        calls = [call for call in link.pending.values() if not self.bridge.parked(call)]
         clients = {call.client for call in calls} | ({link.client} if link.client is not None else set())
         if not clients:
             # No call to say whose (a server asking for roots as it starts, say): the one client there is, if so.

@@ -58,7 +58,6 @@ from ._session import LOG_LEVELS, ClientSession, SessionTrigger
 
 if TYPE_CHECKING:
     from ._bridge import Bridge
-    from ._clients import Clients
     from ._context import Context
     from ._surface import Surface
 
@@ -292,16 +291,16 @@ class StatelessFront:
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
-        self.clients: Clients
         self.surface: Surface
         self.bridge: Bridge
 
     def admit(self, session: ClientSession, req: Request, request_bytes: int) -> bool:
         """Check a stateless request and take what its envelope says; True when it goes on to be served.
 
-        Answers it here (and returns False) when the envelope is refused, for
-        a method the stateless era removed or that opens a session, and
-        for ``server/discover`` in on-demand mode.
+        Answers it here (and returns False) when the envelope is refused or
+        names a method the stateless era removed (``initialize`` too), and
+        for the retry of a parked call (:mod:`._bridge`); a first request
+        that waits for mode ``auto`` to choose is served later.
         """
         ctx = self._ctx
         envelope = read_envelope(req)

@@ -423,3 +423,17 @@ def test_a_parked_call_nobody_comes_back_for_times_out_and_is_cancelled_downstre
     assert (record["decision"], record["error_code"]) == ("ERROR", "TIMEOUT")
     [late] = sent_to_client(d.send(_retry(3, answer["result"]["requestState"], {"lockgate-1-1": {"action": "decline"}})))
     assert late["error"]["code"] == -32602 and "expired" in late["error"]["message"]
+
+
+def test_a_question_that_would_park_one_call_too_many_is_refused_to_its_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lockgate.core._bridge as bridge
+
+    monkeypatch.setattr(bridge, "MAX_PARKED", 1)
+    d, wire, answer = _asking()
+    assert answer["result"]["resultType"] == "input_required"
+    db = d.server("db")
+    d.send(req(5, "tools/call", {"name": "db__get_row", "arguments": {}, "_meta": ELICITING}))
+    actions = db.send({"jsonrpc": "2.0", "id": 90, "method": "elicitation/create", "params": ELICIT})
+    assert sent_to_client(actions) == []
+    [refused] = sent_downstream(actions)
+    assert refused["id"] == 90 and refused["error"]["message"] == "The gateway holds too many calls waiting for their clients"
