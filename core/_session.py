@@ -103,8 +103,9 @@ class ClientSession:
     era: Era | None = None
     #: A stateless client's requests not answered yet: each one's method, which shapes its answer.
     methods: dict[RequestId, str] = field(default_factory=dict)
-    #: Its open ``subscriptions/listen`` streams: the notifications each carries, by the listen request's id.
-    listens: dict[RequestId, frozenset[str]] = field(default_factory=dict)
+    #: Its open ``subscriptions/listen`` streams, by the listen request's id: the notifications each
+    #: carries, and the resources (their URIs as the client knows them) whose updates it carries.
+    listens: dict[RequestId, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     @property
     def initialized(self) -> bool:

@@ -258,10 +258,13 @@ def shape_outgoing(session: ClientSession, action: SendToClient) -> list[SendToC
             return []
         if action.request is not None:
             return [action]
+        method = message["method"]
+        params = message.get("params")
+        uri = params.get("uri") if method == _RESOURCE_UPDATED and isinstance(params, dict) else None
         return [
             SendToClient(client=action.client, message=_tagged(message, listen), request=listen)
-            for listen, wanted in session.listens.items()
-            if message["method"] in wanted
+            for listen, (methods, uris) in session.listens.items()
+            if method in methods or uri in uris
         ]
     request_id = action.request if action.request is not None else message.get("id")
     method = session.methods.pop(request_id, None) if request_id is not None else None
@@ -277,6 +280,10 @@ def _tagged(message: JSONObject, listen: Any) -> JSONObject:
     params["_meta"] = {**(meta if isinstance(meta, dict) else {}), SUBSCRIPTION_ID_KEY: listen}
     return {**message, "params": params}
 
+
+_RESOURCE_UPDATED = "notifications/resources/updated"
+#: Resources one listen request may subscribe to: each holds a subscription on a server.
+_MAX_LISTEN_URIS = 256
 
 #: What a listen filter's keys ask for, and the notification each one lets through.
 _LISTEN_KINDS = {
@@ -334,15 +341,24 @@ class StatelessFront:
         gateway's tools never change). The servers' notifications reach it
         through :func:`shape_outgoing`, already merged and filtered per
         agent by :mod:`._surface`, each tagged with the stream's
-        subscription id. ``resourceSubscriptions`` are not honoured yet, so
-        the acknowledgement leaves them out, as the spec says of any kind a
+        subscription id. ``resourceSubscriptions`` are honoured for the
+        resources the agent may read on servers that tell of updates
+        (:meth:`~._surface.Surface.listen_resources`); the acknowledgement
+        names those, and leaves out the rest, as the spec says of anything a
         server does not support.
         """
         wanted = req.params.get("notifications")
         if not isinstance(wanted, dict):
             self._ctx.reply_error(session.id, req.id, ErrorCode.INVALID_PARAMS, "notifications must be an object", parameter="notifications")
             return
-        honoured = {key: True for key in _LISTEN_KINDS if wanted.get(key) is True and session.mode == "aggregate"}
-        session.listens[req.id] = frozenset(_LISTEN_KINDS[key] for key in honoured)
+        aggregate = session.mode == "aggregate"
+        honoured: JSONObject = {key: True for key in _LISTEN_KINDS if wanted.get(key) is True and aggregate}
+        asked = wanted.get("resourceSubscriptions")
+        uris: list[str] = []
+        if aggregate and isinstance(asked, list):
+            uris = self.surface.listen_resources(session, [uri for uri in asked[:_MAX_LISTEN_URIS] if isinstance(uri, str)])
+            if uris:
+                honoured["resourceSubscriptions"] = uris
+        session.listens[req.id] = (frozenset(_LISTEN_KINDS[key] for key in honoured if key in _LISTEN_KINDS), frozenset(uris))
         ack = notification("notifications/subscriptions/acknowledged", {"notifications": honoured, "_meta": {SUBSCRIPTION_ID_KEY: req.id}})
         self._ctx.emit(SendToClient(client=session.id, message=ack, request=req.id))

@@ -233,6 +233,43 @@ class Surface:
             # No agent, no tool list to measure: the gateway's tools, which any agent can use.
             self._settle_mode(session, "on_demand", None)
 
+    def listen_resources(self, session: ClientSession, uris: list[str]) -> list[str]:
+        """Subscribe a stateless client's listen stream to resources; the URIs honoured, as the client named them.
+
+        Honoured: a URI the agent may read (resolved as ``resources/read``
+        resolves it) on a server that offers resource subscriptions. The
+        gateway subscribes the server once, for its first subscriber (a
+        handshake-era server with ``resources/subscribe``, a stateless one by
+        listening again), as it does for a handshake-era client's subscribe.
+        """
+        ctx = self._ctx
+        agent = session.agent
+        if agent is None:
+            return []
+        view = self._known_view(session, agent)
+        honoured: list[str] = []
+        for uri in uris:
+            found = self._resolve("resources/read", {"uri": uri}, view)
+            if not isinstance(found, tuple):
+                continue
+            server, item, _ = found
+            link = self._known_links(session, [server]).get(server)
+            offered = link.capabilities.get("resources") if link is not None else None
+            if link is None or not (isinstance(offered, dict) and offered.get("subscribe") is True):
+                continue
+            if not self._decide("resources/read", {"uri": item}, agent, server, item).allowed:
+                continue
+            subscribers = ctx.subscriptions.setdefault((server, item), set())
+            first = not subscribers
+            subscribers.add(session.id)
+            honoured.append(uri)
+            if first and link.state is State.READY:
+                if link.stateless:
+                    self.links.listen(link)
+                else:
+                    self._internal(link, Internal.SUBSCRIBE, {"uri": item})
+        return honoured
+
     def discover(self, session: ClientSession, req: Request) -> None:
         """Answer a stateless client's ``server/discover``: what ``initialize`` would have said, in discover's shape."""
         if session.mode == "aggregate":

@@ -289,7 +289,7 @@ def _ready_aggregate() -> tuple[Driver, Any]:
 
 def test_listen_is_acknowledged_first_and_carries_only_what_it_asked_for_tagged() -> None:
     d, util = _ready_aggregate()
-    wanted = {"toolsListChanged": True, "promptsListChanged": False, "resourceSubscriptions": ["db://tables/users"]}
+    wanted = {"toolsListChanged": True, "promptsListChanged": False, "resourcesListChanged": "yes"}
     assert d.send(modern(9, "subscriptions/listen", {"notifications": wanted})) == [SendToClient(client=0, request=9, message={
         "jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
         "params": {"notifications": {"toolsListChanged": True}, "_meta": {"io.modelcontextprotocol/subscriptionId": 9}},
@@ -437,3 +437,20 @@ def test_a_question_that_would_park_one_call_too_many_is_refused_to_its_server(m
     assert sent_to_client(actions) == []
     [refused] = sent_downstream(actions)
     assert refused["id"] == 90 and refused["error"]["message"] == "The gateway holds too many calls waiting for their clients"
+
+
+def test_listen_subscribes_to_the_resources_the_agent_may_read_and_carries_their_updates() -> None:
+    d, util = _ready_aggregate()
+    db = d.server("db")
+    wanted = {"resourceSubscriptions": ["db://tables/users", "db://secrets/key", "nowhere://x"]}
+    actions = d.send(modern(9, "subscriptions/listen", {"notifications": wanted}))
+    # Only what the agent may read, on a server that tells of updates; the server is subscribed once.
+    [ack] = sent_to_client(actions)
+    assert ack["params"]["notifications"] == {"resourceSubscriptions": ["db://tables/users"]}
+    [subscribe] = sent_downstream(actions)
+    assert subscribe["method"] == "resources/subscribe" and subscribe["params"] == {"uri": "db://tables/users"}
+    updated = db.send({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "db://tables/users"}})
+    assert sent_to_client(updated) == [{"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {
+        "uri": "db://tables/users", "_meta": {"io.modelcontextprotocol/subscriptionId": 9}}}]
+    # An update of anything else goes nowhere.
+    assert sent_to_client(db.send({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "db://secrets/key"}})) == []
