@@ -131,6 +131,27 @@ async def test_an_api_key_acts_only_as_the_agents_it_was_granted(auth_setup: Set
     assert keys.dev not in auth_setup.audit.read_text()
 
 
+async def test_each_stateless_request_is_authenticated_and_acts_as_its_credential(auth_setup: Setup, keys: Keys) -> None:
+    with serve(auth_setup) as served:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {keys.dev}"})
+        async with Client(streamable_http_client(served.url, http_client=http), mode="auto", read_timeout_seconds=30) as session:
+            assert session.protocol_version == "2026-07-28"
+            echoed = await session.call_tool("execute_tool", {"server": "testing", "tool": "echo", "args": {"text": "hi"}})
+            assert echoed.structured_content == {"result": "hi"}
+            with pytest.raises(MCPError) as refused:
+                await session.call_tool("list_servers", {"agent_id": "admin"})
+            assert refused.value.error.code == -32000
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+        listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}}
+        modern = {**POST_HEADERS, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+        async with httpx.AsyncClient(timeout=30) as raw:
+            assert (await raw.post(served.url, json=listing, headers=modern)).status_code == 401
+            forged = await raw.post(served.url, json=listing, headers={**modern, "authorization": "Bearer lg_forged_key"})
+            assert forged.status_code == 401
+    calls = [r for r in audit(auth_setup) if r.get("operation") == "execute_tool"]
+    assert {r["principal"] for r in calls} == {f"key:{keys.dev.split('_')[1]}"}
+
+
 async def test_no_secret_reaches_a_recording_the_logs_or_the_audit(auth_setup: Setup, keys: Keys, tmp_path: Path) -> None:
     recordings = tmp_path / "recordings"
     auth_setup.env["GATEWAY_LOG_LEVEL"] = "debug"
