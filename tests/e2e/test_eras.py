@@ -241,17 +241,17 @@ async def test_closing_a_stateless_requests_response_cancels_its_call(setup: Set
     with serve_http(setup) as served:
         host, port = served.base.removeprefix("http://").split(":")
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "execute_tool", "arguments": {"agent_id": "dev", "server": "testing", "tool": "slow", "args": {"seconds": 30}},
+            "name": "execute_tool", "arguments": {"agent_id": "dev", "server": "testing", "tool": "hang", "args": {}},
             "_meta": ENVELOPE}}).encode()
         head = (f"POST /mcp HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json, text/event-stream\r\n"
                 f"Content-Type: application/json\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\n"
                 f"Mcp-Name: execute_tool\r\nContent-Length: {len(body)}\r\n\r\n").encode()
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(head + body)
-            time.sleep(2)  # the call is with the server by now
+            time.sleep(3)  # the server has started and has the call by now (it never answers it)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            records = [r for r in setup.audit_records() if r.get("tool") == "slow"] if setup.audit.exists() else []
+            records = [r for r in setup.audit_records() if r.get("tool") == "hang"] if setup.audit.exists() else []
             if records:
                 break
             time.sleep(0.2)

@@ -408,9 +408,9 @@ async def test_a_desktop_gateway_logs_in_with_dcr_pkce_and_resource_then_reuses_
     assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43
     assert asked["resource"] == scene.servers.mcp_url and asked["client_id"] == client_id and asked["state"]
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/callback", asked["redirect_uri"])
-    # Every request after the login carried the token, and the server took it.
+    # The first request (the era probe) had no token; every one after the login carried it, and the server took it.
     served = scene.rs()
-    assert served[0] == {"status": 401, "bearer": False, "method": "initialize", "subject": None}
+    assert served[0] == {"status": 401, "bearer": False, "method": "server/discover", "subject": None}
     assert all(r["bearer"] and r["subject"] == "alice" and r["status"] < 300 for r in served[1:])
 
     # A new gateway reads the stored token: no registration, no login, no token request.
@@ -635,7 +635,7 @@ async def test_per_user_tokens_serve_each_principal_its_own(scene: Scene) -> Non
     subjects = [r["subject"] for r in scene.rs()[before:] if r["bearer"]]
     assert set(subjects) == {"alice", "bob"}
     # Carol's calls went without any token: never another's, never her own Lockgate credential.
-    assert carol[-1] == {"status": 401, "bearer": False, "method": "initialize", "subject": None}
+    assert carol[-1] == {"status": 401, "bearer": False, "method": "server/discover", "subject": None}
     assert not [r for r in scene.rs()[before:] if r["status"] == 401 and r["bearer"]]
     assert sorted(e["subject"] for e in scene.events("authorize")) == ["alice", "bob"]
     scene.assert_no_leak()

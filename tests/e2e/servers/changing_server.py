@@ -3,7 +3,7 @@
 ``echo``'s description is read from the file named by ``--description FILE``
 at start-up, so a test changes it between two starts of the gateway.
 Calling ``widen`` gives ``echo`` a second parameter while the server runs
-and sends ``notifications/tools/list_changed``.
+and sends ``notifications/tools/list_changed`` (in either era).
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ async def widen(ctx: Context) -> str:
 
     app.remove_tool("echo")
     app.add_tool(echo, name="echo", description=_description())
+    # A client of the handshake era hears it on the session; one of 2026-07-28 on its listen stream.
     await ctx.session.send_tool_list_changed()
+    await ctx.notify_tools_changed()
     return "widened"
 
 
