@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conformance.clients import Raw, call_params
+from conformance.clients import INIT, Raw, call_params
 from conformance.scenarios.base import HERE, RawScript, fixture, scenario
 
 # -- malformed input -------------------------------------------------------------------
@@ -53,6 +53,21 @@ async def _(raw: Raw) -> None:
     await raw.request("tools/call", call_params("execute_tool", {"progressToken": 4}, agent_id="dev", server="spec", tool="slow", args={"steps": 2}))
 
 
+@scenario("fixture_modern_elicit_bridged",
+          "a 2026-07-28 downstream (stdio_modern_elicit_mrtr.jsonl) answers input_required; the gateway asks the handshake-era "
+          "client elicitation/create and sends the answer back as the retry, with the server's requestState",
+          servers={"elicit": fixture("stdio_modern_elicit_mrtr.jsonl")},
+          env={"GATEWAY_MODE": "aggregate", "GATEWAY_DEFAULT_AGENT": "dev", "GATEWAY_DOWNSTREAM_ERA": "auto"})
+async def _(raw: Raw) -> None:
+    await raw.request("initialize", {**INIT, "capabilities": {"elicitation": {"form": {}}}}, id=1)
+    await raw.notify("notifications/initialized")
+    call_id = raw.new_id()
+    await raw.send({"jsonrpc": "2.0", "id": call_id, "method": "tools/call", "params": {"name": "greet", "arguments": {}}})
+    asked = await raw.wait(lambda m: isinstance(m, dict) and m.get("method") == "elicitation/create")
+    await raw.send({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept", "content": {"name": "Ada"}}})
+    await raw.response(call_id)
+
+
 @scenario("fixture_legacy_elicit", "a downstream from stdio_legacy_elicit.jsonl asks for elicitation mid-call: the gateway answers -32601",
           servers={"elicit": fixture("stdio_legacy_elicit.jsonl")})
 async def _(raw: Raw) -> None:
@@ -75,5 +90,5 @@ def _client_side(name: str) -> RawScript:
 
 scenario("fixture_inspector_client", "the MCP Inspector CLI 2.12.0's handshake and tools/list (from the fixture) sent to the gateway")(
     _client_side("stdio_inspector_cli_2.12.0_handshake.jsonl"))
-scenario("fixture_modern_client", "a 2026-07-28 client (stdio_modern_basic.jsonl) without initialize: -32601 and -32600")(
+scenario("fixture_modern_client", "a 2026-07-28 client (stdio_modern_basic.jsonl): served in the stateless era, no initialize")(
     _client_side("stdio_modern_basic.jsonl"))
