@@ -54,7 +54,8 @@ _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 _MCP_METHODS = "GET, POST, DELETE, OPTIONS"
 
 
-_ALLOW_HEADERS = "Accept, Authorization, Content-Type, Last-Event-ID, Mcp-Protocol-Version, Mcp-Session-Id"
+# Mcp-Method and Mcp-Name: a browser client of the 2026-07-28 era sends them with every request.
+_ALLOW_HEADERS = "Accept, Authorization, Content-Type, Last-Event-ID, Mcp-Method, Mcp-Name, Mcp-Protocol-Version, Mcp-Session-Id"
 
 
 _EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version, Retry-After"

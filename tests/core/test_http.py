@@ -175,6 +175,7 @@ def test_preflight_answers_with_cors_headers() -> None:
     assert headers["access-control-allow-methods"] == "GET, POST, DELETE, OPTIONS"
     assert "Mcp-Session-Id" in headers["access-control-allow-headers"]
     assert "Last-Event-ID" in headers["access-control-allow-headers"]
+    assert "Mcp-Method, Mcp-Name" in headers["access-control-allow-headers"]  # the stateless era's routing headers
 
 
 def test_preflight_from_a_forbidden_origin_gets_403() -> None:
