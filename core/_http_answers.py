@@ -49,9 +49,11 @@ class Reject:
     close: bool = False
 
 
-def error_body(code: ErrorCode, message: str, request_id: Any = None, path: str | None = None) -> bytes:
-    """A JSON-RPC error with ``data.code`` (and ``data.path``), as every error the gateway makes has."""
-    data: dict[str, Any] = {"code": code.name}
+def error_body(
+    code: ErrorCode, message: str, request_id: Any = None, path: str | None = None, context: Mapping[str, Any] | None = None
+) -> bytes:
+    """A JSON-RPC error with ``data.code`` (and ``data.path``, and ``context``), as every error the gateway makes has."""
+    data: dict[str, Any] = {"code": code.name, **(context or {})}
     if path is not None:
         data["path"] = path
     return json_body(error_with(request_id, {"code": int(code), "message": message, "data": data}))
@@ -66,11 +68,12 @@ def reject(
     allow: str | None = None,
     request_id: Any = None,
     path: str | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> Reject:
     headers: list[tuple[str, str]] = [("content-type", _JSON)]
     if allow is not None:
         headers.append(("allow", allow))
-    return Reject(status=status, headers=(*headers, *cors), body=error_body(code, message, request_id, path))
+    return Reject(status=status, headers=(*headers, *cors), body=error_body(code, message, request_id, path, context))
 
 
 def missing_session(cors: Headers, request_id: Any = None) -> Reject:

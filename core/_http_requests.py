@@ -24,7 +24,6 @@ from ._http_answers import (
     duplicate_request,
     error_body,
     head_too_large,
-    json_body,
     json_status,
     missing_session,
     reject,
@@ -32,7 +31,7 @@ from ._http_answers import (
 )
 from ._http_sse import _SSE
 from ._eras import HANDSHAKE_VERSIONS, is_modern_version
-from ._jsonrpc import Invalid, Message, Notification, Request, Response, decode, error_with, is_request_id
+from ._jsonrpc import Invalid, Message, Notification, Request, Response, decode, is_request_id
 from ._stateless import Refused, read_envelope, unsupported_version
 
 __all__ = ["AUTH_PREFIX", "RESOURCE_METADATA_PATH", "MCP_PATH", "DEFAULT_PROTOCOL_VERSION", "HttpPolicy", "RouteKind", "Route", "Post", "too_large", "check_head_size", "check_head", "check_post", "host_allowed", "origin_allowed", "open_to_any_host", "stateless_status", "wants_prometheus"]
@@ -382,8 +381,7 @@ def _check_stateless(msg: Message, route: Route, headers: Mapping[str, str]) -> 
 
 
 def _refused(refused: Refused, request_id: Any, cors: Headers) -> Reject:
-    err = {"code": int(refused.code), "message": refused.message, "data": {"code": refused.code.name, **refused.data}}
-    return Reject(status=refused.http_status, headers=(("content-type", _JSON), *cors), body=json_body(error_with(request_id, err)))
+    return reject(refused.http_status, refused.code, refused.message, cors, request_id=request_id, context=refused.data)
 
 
 #: JSON-RPC errors the stateless era answers with an HTTP status of their own (2026-07-28, basic/transports).
