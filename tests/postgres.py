@@ -131,10 +131,10 @@ class PostgresServer:
             what="initdb",
         )
 
-    def _launch(self) -> None:
-        # A port found free may be taken before the server binds it: try a few.
-        for attempt in range(3):
-            self.port = _free_port()
+    def _launch(self, port: int | None = None) -> None:
+        # A port found free may be taken before the server binds it: try a few (or only ``port``).
+        for attempt in range(3 if port is None else 1):
+            self.port = port or _free_port()
             options = (
                 f"-h 127.0.0.1 -p {self.port} -k {self.folder} "
                 # A throwaway server: durability only slows the tests down.
@@ -152,7 +152,7 @@ class PostgresServer:
                 )
                 return
             except PostgresUnavailable:
-                if attempt == 2:
+                if attempt == 2 or port is not None:
                     log = (self.folder / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
                     raise PostgresUnavailable(f"PostgreSQL would not start on 127.0.0.1: {' | '.join(log)}") from None
 
@@ -168,6 +168,15 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def halt(self) -> None:
+        """Stop the server (``fast``: open connections are cut), keeping its data for :meth:`resume`."""
+        self._run(str(self.bindir / "pg_ctl"), "--pgdata", str(self.folder / "data"), "--wait", "--mode", "fast", "stop",
+                  what="stop")
+
+    def resume(self) -> None:
+        """Start a server stopped by :meth:`halt` again, on the same port and with the same data."""
+        self._launch(self.port)
 
     def stop(self) -> None:
         """Stop the server and remove its folder; again, it does nothing."""

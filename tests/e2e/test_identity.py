@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,6 +375,62 @@ async def test_a_database_that_dies_mid_run_fails_closed(setup: Setup, tmp_path:
                 assert ready.status_code == 503 and "credential store" in ready.json()["reason"]
             assert served.process.poll() is None  # it keeps serving, and says why it refuses
         assert "cannot read the credential store" in "".join(served.stderr)
+    finally:
+        server.stop()
+
+
+async def test_a_database_restarted_under_load_fails_closed_then_recovers_by_itself(setup: Setup, tmp_path: Path) -> None:
+    server = PostgresServer.start()
+    try:
+        database = server.create_database()
+        with Store.open(database) as store:
+            store.upgrade()
+            key = store.create_key("dev", role="user", agents=["dev"])[1]
+        setup.add("testing", str(Path(__file__).parent / "servers" / "testing_server.py"))
+        setup.write(RULES)
+        setup.env.update(GATEWAY_DATABASE_URL=database, GATEWAY_STATE_DIR=str(tmp_path / "state"))
+        headers = {**POST_HEADERS, "x-api-key": key}
+        call = {
+            "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "execute_tool", "arguments": {"agent_id": "dev", "server": "testing", "tool": "echo", "args": {"text": "hi"}}},
+        }
+        statuses: list[int] = []
+        with serve(setup) as served:
+            async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
+
+                async def caller(until: Callable[[], bool]) -> None:
+                    opened = await http.post("/mcp", json=INIT, headers=headers)
+                    assert opened.status_code == 200
+                    session = {**headers, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+                    while not until():
+                        answer = await http.post("/mcp", json=call, headers=session)
+                        statuses.append(answer.status_code)
+                        if answer.status_code == 404:  # the session ended: a new one, as a client would
+                            return
+                        await trio.sleep(0.05)
+
+                phase = {"done": False}
+                async with trio.open_nursery() as nursery:
+                    for _ in range(3):
+                        nursery.start_soon(caller, lambda: phase["done"])
+                    await trio.sleep(0.5)
+                    server.halt()
+                    deadline = time.monotonic() + 30
+                    while 503 not in statuses and time.monotonic() < deadline:
+                        await trio.sleep(0.1)
+                    assert 503 in statuses, statuses[-20:]  # fail closed: never waved through on a stale snapshot
+                    server.resume()
+                    refused_at = len(statuses)
+                    deadline = time.monotonic() + 30
+                    while 200 not in statuses[refused_at:] and time.monotonic() < deadline:
+                        await trio.sleep(0.1)
+                    phase["done"] = True
+                assert 200 in statuses[refused_at:], statuses[-20:]  # recovered with no restart of the gateway
+                assert set(statuses) <= {200, 503}, set(statuses)
+                assert (await http.get("/ready")).status_code == 200
+        # Every call answered 200 was audited as allowed; no acknowledged record is lost.
+        allowed = [r for r in audit(setup) if r.get("operation") == "execute_tool" and r["decision"] == "ALLOW"]
+        assert len(allowed) == statuses.count(200)
     finally:
         server.stop()
 
