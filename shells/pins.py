@@ -169,15 +169,20 @@ class DatabasePins:
     def save(self, server: str, record: JSONObject) -> None:
         from datetime import UTC, datetime
 
-        from sqlalchemy import delete, insert
+        from sqlalchemy.dialects import postgresql, sqlite
 
         from .store import StoreError
         from .store.schema import tool_pins
 
         try:
             with self._store._connect() as connection, connection.begin():
-                connection.execute(delete(tool_pins).where(tool_pins.c.server == server))
-                connection.execute(insert(tool_pins).values(server=server, record=record, updated_at=datetime.now(UTC)))
+                # One statement: replicas sharing the database pin the same server at once when they start.
+                dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+                values = {"server": server, "record": record, "updated_at": datetime.now(UTC)}
+                upsert = dialect.insert(tool_pins).values(**values)
+                connection.execute(
+                    upsert.on_conflict_do_update(index_elements=[tool_pins.c.server], set_={"record": record, "updated_at": values["updated_at"]})
+                )
         except StoreError as exc:
             raise PinStoreError(str(exc)) from None
 

@@ -33,6 +33,34 @@ def test_records_are_saved_replaced_and_loaded(database_url: str) -> None:
         pins.close()
 
 
+def test_replicas_pinning_one_server_at_once_all_succeed(database_url: str) -> None:
+    import threading
+
+    stores = [DatabasePins(Store.open_current(database_url, lambda _: None)) for _ in range(4)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(stores))
+
+    def pin(pins: DatabasePins) -> None:
+        start.wait()
+        try:
+            for _ in range(10):
+                pins.save("utils", record(ECHO))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pin, args=(pins,)) for pins in stores]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []  # a unique violation here once stopped a replica's pinning
+        assert stores[0].load() == {"utils": record(ECHO)}
+    finally:
+        for pins in stores:
+            pins.close()
+
+
 def test_the_database_is_the_store_when_gateway_database_url_names_one(database_url: str) -> None:
     store = pin_store({"GATEWAY_DATABASE_URL": database_url}, "/nowhere/.mcp-gateway-rules.json")
     try:
