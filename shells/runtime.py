@@ -28,10 +28,10 @@ Audit               appends a line to the audit log
 Log                 writes a log line on stderr
 SavePins            queues the record for the pin store's writer, which
                     writes it in a worker thread (see :mod:`.pins`)
-TakeTokens          runs the shared rate limit take in Redis in a task of
-                    its own (see :mod:`.shared_limits`) and feeds back
-                    ``TokensTaken``, always: ``unavailable`` when Redis did
-                    not answer in time or none is configured
+TakeTokens          queues the shared rate limit take for Redis (see
+                    :mod:`.shared_limits`, whose workers batch them) and
+                    ``TokensTaken`` is fed back, always: ``unavailable``
+                    when Redis did not answer in time or none is configured
 ==================  ==========================================================
 
 With a pin store (``pins``), the store is read before the loop starts and
@@ -299,7 +299,7 @@ class Runtime:
                 async with trio.open_nursery() as outer:
                     outer.start_soon(self._timers.run)
                     if self.shared_limits is not None:
-                        outer.start_soon(self.shared_limits.run)
+                        await outer.start(self.shared_limits.run, self.feed)
                     if self._pins is not None:
                         # The store, before anything the shell feeds (GatewayStarted starts servers).
                         self._send.send_nowait(await self._pins.load_event())
@@ -459,18 +459,17 @@ class Runtime:
                 if self._pins is not None:
                     self._pins.save(server, record)
             case TakeTokens():
-                assert self._nursery is not None
-                self._nursery.start_soon(self._take_tokens, action)
+                if self.shared_limits is not None:
+                    self.shared_limits.submit(action)
+                else:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._no_store, action)
             case _:
                 assert_never(action)
 
-    async def _take_tokens(self, action: TakeTokens) -> None:
-        """Ask the shared store for ``action``'s tokens and tell the core; every TakeTokens gets its answer."""
-        if self.shared_limits is None:
-            answer = TokensTaken(now=trio.current_time(), ticket=action.ticket, unavailable="no shared rate limit store is configured")
-        else:
-            answer = await self.shared_limits.take(action)
-        await self.feed(answer)
+    async def _no_store(self, action: TakeTokens) -> None:
+        """Every TakeTokens gets its answer: without a store, that none answers."""
+        await self.feed(TokensTaken(now=trio.current_time(), ticket=action.ticket, unavailable="no shared rate limit store is configured"))
 
     async def _timer_due(self, timer: int, generation: int, now: float) -> None:
         try:

@@ -17,15 +17,18 @@ a changed rate refills under the new rate; the in-memory buckets refill
 under the old one up to the change.
 
 The client is redis-py's synchronous one, run in worker threads (trio is
-not asyncio): a pool of at most :data:`CONNECTIONS` connections and as many
-threads, so calls in flight at once share them. Every Redis call has a
-deadline (``timeout``, 100 ms by default): past it, or when Redis cannot be
-reached, the core hears ``unavailable`` and ``GATEWAY_REDIS_FAILURE``
-decides (closed: refuse; open: go ahead). Nothing here retries in a loop or
-backs off: each call tries once (with one immediate reconnect, for a
-connection a Redis restart broke), so a Redis that comes back serves the
-next call. redis-py runs the script by its SHA and sends it again when
-Redis answers NOSCRIPT (a restarted Redis forgets scripts).
+not asyncio). :meth:`SharedLimits.submit` queues a take; each of
+:data:`WORKERS` tasks takes everything queued (up to :data:`BATCH`) and
+sends it as one pipeline of ``EVALSHA``, in one thread and one round trip,
+so under load the thread hop and the round trip are shared by many calls,
+and a lone call pays one of each. Every Redis call has a deadline
+(``timeout``, 100 ms by default): past it, or when Redis cannot be reached,
+the core hears ``unavailable`` and ``GATEWAY_REDIS_FAILURE`` decides
+(closed: refuse; open: go ahead). Nothing here retries in a loop or backs
+off: each batch tries once (with one immediate reconnect, for a connection
+a Redis restart broke), so a Redis that comes back serves the next call. A
+restarted Redis has forgotten the script: on ``NOSCRIPT`` it is loaded
+again and those takes sent again, once.
 
 :meth:`SharedLimits.run` pings Redis every second, so ``/ready`` tells
 whether it answers even when no call asks (:func:`readiness`).
@@ -34,26 +37,29 @@ whether it answers even when no call asks (:func:`readiness`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import redis
 import trio
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from lockgate.core import TakeTokens, TokensTaken
 
 from .logs import get_logger
 
-__all__ = ["CONNECTIONS", "DEFAULT_TIMEOUT", "KEY_PREFIX", "TAKE_SCRIPT", "SharedLimits", "from_environment", "readiness"]
+__all__ = ["BATCH", "DEFAULT_TIMEOUT", "KEY_PREFIX", "TAKE_SCRIPT", "WORKERS", "SharedLimits", "from_environment", "readiness"]
 
 _log = get_logger("shared_limits")
 
 #: Seconds a Redis call may take before the call it serves hears ``unavailable``.
 DEFAULT_TIMEOUT = 0.1
-#: Connections to Redis (and worker threads) at most: calls in flight at once beyond this wait their turn.
-CONNECTIONS = 16
+#: Batches in flight at once (each a worker thread and a connection of its own).
+WORKERS = 4
+#: Takes in one batch at most.
+BATCH = 128
 #: What every bucket's key starts with: a Redis shared with other programs keeps them apart.
 KEY_PREFIX = "lockgate:rl:"
 # Seconds between the pings that keep /ready's answer current.
@@ -108,14 +114,16 @@ class SharedLimits:
         failure: Literal["closed", "open"] = "closed",
         timeout: float = DEFAULT_TIMEOUT,
         prefix: str = KEY_PREFIX,
-        connections: int = CONNECTIONS,
+        workers: int = WORKERS,
     ) -> None:
         self.failure = failure
         self.timeout = timeout
         self._prefix = prefix
+        self._workers = workers
         pool = redis.BlockingConnectionPool.from_url(
             url,
-            max_connections=connections,
+            # One per worker, one for the pings, and for direct takes.
+            max_connections=workers + 2,
             # Waiting for a free connection counts against the same deadline.
             timeout=timeout,
             socket_timeout=timeout,
@@ -125,8 +133,9 @@ class SharedLimits:
             retry_on_timeout=False,
         )
         self._client = redis.Redis(connection_pool=pool)
-        self._script = self._client.register_script(TAKE_SCRIPT)
-        self._threads = trio.CapacityLimiter(connections)
+        self._sha = self._client.register_script(TAKE_SCRIPT).sha
+        self._threads = trio.CapacityLimiter(workers + 2)
+        self._queue, self._queued = trio.open_memory_channel[TakeTokens](math.inf)
         #: Did Redis answer last time it was asked? ``None`` before it was.
         self.reachable: bool | None = None
         #: Why it did not, in words for the log and ``/ready``.
@@ -134,17 +143,53 @@ class SharedLimits:
 
     # -- the one thing a call asks -----------------------------------------------
 
+    def submit(self, action: TakeTokens) -> None:
+        """Queue a take; a worker of :meth:`run` feeds its :class:`~lockgate.core.TokensTaken` back. Never waits."""
+        self._queue.send_nowait(action)
+
     async def take(self, action: TakeTokens) -> TokensTaken:
-        """Run the take for ``action``; the event the core hears back (``now`` stamped on return)."""
-        keys = [self._prefix + key for key, _, _ in action.limits]
-        args: list[str] = []
-        for _, count, period in action.limits:
-            args += [str(count), repr(float(period))]
+        """Run one take now, alone; the event the core hears back (``now`` stamped on return)."""
+        [answer] = await self._take_batch([action])
+        return answer
+
+    async def _take_batch(self, actions: list[TakeTokens]) -> list[TokensTaken]:
+        """Run ``actions``' takes as one pipeline; their events, in order."""
+        commands = []
+        for action in actions:
+            args: list[Any] = [self._sha, len(action.limits), *(self._prefix + key for key, _, _ in action.limits)]
+            for _, count, period in action.limits:
+                args += [str(count), repr(float(period))]
+            commands.append(args)
         try:
-            answer = await self._in_thread(lambda: self._script(keys=keys, args=args))
+            answers = await self._in_thread(lambda: self._pipeline(commands))
         except _Unavailable as exc:
-            return TokensTaken(now=trio.current_time(), ticket=action.ticket, unavailable=str(exc))
-        return TokensTaken(now=trio.current_time(), ticket=action.ticket, refused=_refusal(answer))
+            now = trio.current_time()
+            return [TokensTaken(now=now, ticket=action.ticket, unavailable=str(exc)) for action in actions]
+        now = trio.current_time()
+        events = []
+        for action, answer in zip(actions, answers, strict=True):
+            if isinstance(answer, Exception):
+                # A script error (not one of the store being away): the take did not happen.
+                events.append(TokensTaken(now=now, ticket=action.ticket, unavailable=_describe(answer)))
+            else:
+                events.append(TokensTaken(now=now, ticket=action.ticket, refused=_refusal(answer)))
+        return events
+
+    def _pipeline(self, commands: list[list[Any]]) -> list[Any]:
+        """``EVALSHA`` each of ``commands`` in one round trip (in a worker thread); the script loaded again if Redis forgot it."""
+        answers = self._send(commands)
+        missing = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+        if missing:
+            self._client.script_load(TAKE_SCRIPT)
+            for i, answer in zip(missing, self._send([commands[i] for i in missing]), strict=True):
+                answers[i] = answer
+        return answers
+
+    def _send(self, commands: list[list[Any]]) -> list[Any]:
+        with self._client.pipeline(transaction=False) as pipe:
+            for args in commands:
+                pipe.evalsha(*args)
+            return list(pipe.execute(raise_on_error=False))
 
     async def ping(self) -> bool:
         """Does Redis answer now? (Also what ``/ready`` says next.)"""
@@ -154,12 +199,31 @@ class SharedLimits:
             return False
         return True
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Ping Redis every second until cancelled, so ``/ready`` knows without a call asking."""
-        task_status.started()
+    async def run(
+        self, feed: Callable[[TokensTaken], Awaitable[None]], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve the queued takes (:meth:`submit`), feeding each answer, and ping Redis every second, until cancelled.
+
+        The pings let ``/ready`` know without a call asking.
+        """
+        async with trio.open_nursery() as nursery:
+            for _ in range(self._workers):
+                nursery.start_soon(self._worker, feed)
+            task_status.started()
+            while True:
+                await self.ping()
+                await trio.sleep(_PING_INTERVAL)
+
+    async def _worker(self, feed: Callable[[TokensTaken], Awaitable[None]]) -> None:
         while True:
-            await self.ping()
-            await trio.sleep(_PING_INTERVAL)
+            batch = [await self._queued.receive()]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._queued.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for answer in await self._take_batch(batch):
+                await feed(answer)
 
     def close(self) -> None:
         self._client.close()
