@@ -12,7 +12,7 @@ EVERYTHING_VERSION := 2026.8.31
 INSPECTOR_VERSION := 2.12.0
 NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-inspector-$(INSPECTOR_VERSION)-stamp
 
-.PHONY: help run run-stdio demo test typecheck unit postgres redis chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws search-catalog clean
+.PHONY: help run run-stdio demo test typecheck unit postgres redis chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws bench-limits search-catalog clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -238,8 +238,12 @@ bench-hang: $(STAMP)
 bench-ws: $(STAMP)
 	$(PY) bench/ws.py
 
+## Per-call cost of a rate limit shared through Redis against the same limit kept in memory, as ratios of one run (about 30 s).
+bench-limits: $(STAMP) redis
+	$(PY) bench/shared_limits.py
+
 ## Everything the benchmarks above measure, one after the other.
-bench: bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-ws
+bench: bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-ws bench-limits
 
 ## Remove .venv, build/ and logs/.
 clean:
