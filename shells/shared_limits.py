@@ -21,8 +21,9 @@ not asyncio). :meth:`SharedLimits.submit` queues a take; each of
 :data:`WORKERS` tasks takes everything queued (up to :data:`BATCH`) and
 sends it as one pipeline of ``EVALSHA``, in one thread and one round trip,
 so under load the thread hop and the round trip are shared by many calls,
-and a lone call pays one of each. Every Redis call has a deadline
-(``timeout``, 100 ms by default): past it, or when Redis cannot be reached,
+and a lone call pays one of each. Every Redis operation has a timeout
+(``timeout``, 100 ms by default; a batch waits at most twice that and 50
+ms, a reconnect included): past it, or when Redis cannot be reached,
 the core hears ``unavailable`` and ``GATEWAY_REDIS_FAILURE`` decides
 (closed: refuse; open: go ahead). Nothing here retries in a loop or backs
 off: each batch tries once (with one immediate reconnect, for a connection
