@@ -18,7 +18,8 @@ from .test_http import Served, serve_http
 
 RULES: dict[str, Any] = {
     "agents": {
-        "dev": {"allow": {"servers": ["*"]}, "rate": "10/min"},
+        # A token back every 6 minutes: none comes back within a test, however slow the machine.
+        "dev": {"allow": {"servers": ["*"]}, "rate": "10/h"},
         "busy": {"allow": {"servers": ["*"]}, "rate": "100000/min"},
         "free": {"allow": {"servers": ["*"]}},
     },
@@ -80,8 +81,8 @@ async def test_two_replicas_share_one_agents_bucket_so_the_sum_allowed_is_the_li
             outcomes = [await sessions[i % 2].list_servers("dev") for i in range(30)]
             ready = [(await http.get(served.base + "/ready")).json() for served in replicas]
     allowed = [i for i, (_, outcome) in enumerate(outcomes) if outcome == "ok"]
-    # 10/min: a burst of 10 over both replicas together, and a token back every 6 s at most once in the run.
-    assert 10 <= len(allowed) <= 11, outcomes
+    # One bucket of 10 over both replicas together, where each alone would have allowed 10.
+    assert len(allowed) == 10, outcomes
     assert {i % 2 for i in allowed} == {0, 1}  # both replicas served some of them
     assert Counter(outcomes[i] for i in range(30) if i not in allowed) == {(429, "RATE_LIMITED"): 30 - len(allowed)}
     for body in ready:
@@ -156,7 +157,7 @@ async def test_with_failure_open_calls_go_ahead_when_redis_does_not_answer(tmp_p
     with serve_http(setup) as served:
         async with httpx.AsyncClient(timeout=30) as http:
             session = await Session(http, served).open()
-            # Far past dev's 10/min: unchecked, every call goes ahead.
+            # Far past dev's 10/h: unchecked, every call goes ahead.
             outcomes = [await session.list_servers("dev") for _ in range(15)]
             ready = (await http.get(served.base + "/ready")).json()
     assert outcomes == [(200, "ok")] * 15

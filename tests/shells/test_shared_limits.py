@@ -172,3 +172,25 @@ async def test_a_redis_that_hangs_is_unavailable_after_the_timeout_not_later() -
         limits.close()
     finally:
         server.stop()
+
+
+async def test_queued_takes_are_batched_and_each_is_answered_exactly_once(redis_server: RedisServer) -> None:
+    limits = store(redis_server)
+    answers: list[TokensTaken] = []
+
+    async def feed(event: TokensTaken) -> None:
+        answers.append(event)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(limits.run, feed)
+        tickets = [next(_tickets) for _ in range(300)]
+        for ticket in tickets:  # all queued at once, as one event's actions would be
+            limits.submit(TakeTokens(ticket=ticket, limits=(("agent:batched", 100, 3600.0),)))
+        with trio.fail_after(30):
+            while len(answers) < len(tickets):
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert sorted(a.ticket for a in answers) == tickets
+    assert [a.unavailable for a in answers] == [None] * 300
+    assert sum(a.refused is None for a in answers) == 100
+    limits.close()
