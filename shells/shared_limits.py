@@ -16,20 +16,25 @@ the buckets in use, as the in-memory ones do. The first call of a key under
 a changed rate refills under the new rate; the in-memory buckets refill
 under the old one up to the change.
 
-The client is redis-py's synchronous one, run in worker threads (trio is
-not asyncio). :meth:`SharedLimits.submit` queues a take; each of
-:data:`WORKERS` tasks takes everything queued (up to :data:`BATCH`) and
-sends it as one pipeline of ``EVALSHA``, in one thread and one round trip,
-so under load the thread hop and the round trip are shared by many calls,
-and a lone call pays one of each. Every Redis operation has a timeout
-(``timeout``, 100 ms by default; a batch waits at most twice that and 50
-ms, a reconnect included): past it, or when Redis cannot be reached,
-the core hears ``unavailable`` and ``GATEWAY_REDIS_FAILURE`` decides
-(closed: refuse; open: go ahead). Nothing here retries in a loop or backs
-off: each batch tries once (with one immediate reconnect, for a connection
-a Redis restart broke), so a Redis that comes back serves the next call. A
-restarted Redis has forgotten the script: on ``NOSCRIPT`` it is loaded
-again and those takes sent again, once.
+The shells are trio and redis-py's clients are blocking or asyncio, so the
+few commands a take needs (``EVALSHA``, ``EVAL``, ``AUTH``, ``SELECT``,
+``PING``) go as RESP over trio streams (TCP, TLS for ``rediss://``, or a
+unix socket), the URL read by redis-py's own ``parse_url``. Measured, that
+costs a third of the CPU a worker-thread hop and redis-py's client did
+(``bench/shared_limits.py``). :meth:`SharedLimits.submit` queues a take;
+each of :data:`WORKERS` tasks takes everything queued (up to
+:data:`BATCH`) and writes it as one pipeline on a connection of its own, so
+under load one round trip serves many calls, and a lone call pays one.
+
+Every batch has a deadline (``timeout``, 100 ms by default), connecting
+included: past it, or when Redis cannot be reached, the core hears
+``unavailable`` and ``GATEWAY_REDIS_FAILURE`` decides (closed: refuse;
+open: go ahead). A connection cut off by the deadline is closed, never
+reused. Nothing here retries in a loop or backs off: each batch tries once
+(on a new connection when a pooled one turns out broken, as after a Redis
+restart), so a Redis that comes back serves the next call. A restarted
+Redis has forgotten the script: on ``NOSCRIPT`` those takes are sent again
+as ``EVAL``, which keeps it.
 
 :meth:`SharedLimits.run` pings Redis every second, so ``/ready`` tells
 whether it answers even when no call asks (:func:`readiness`).
@@ -37,15 +42,14 @@ whether it answers even when no call asks (:func:`readiness`).
 
 from __future__ import annotations
 
+import hashlib
 import math
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-import redis
 import trio
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
-from redis.retry import Retry
+from redis.connection import SSLConnection, parse_url
 
 from lockgate.core import TakeTokens, TokensTaken
 
@@ -65,6 +69,9 @@ BATCH = 128
 KEY_PREFIX = "lockgate:rl:"
 # Seconds between the pings that keep /ready's answer current.
 _PING_INTERVAL = 1.0
+# Bytes a batch's replies may take: a take's is a few dozen.
+_MAX_REPLY = 1 << 20
+_T = TypeVar("_T")
 
 #: The all-or-nothing take. KEYS are the buckets; ARGV holds each one's count
 #: and period (seconds), in pairs. Returns 0 when a token was taken from every
@@ -121,21 +128,12 @@ class SharedLimits:
         self.timeout = timeout
         self._prefix = prefix
         self._workers = workers
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            # One per worker, one for the pings, and for direct takes.
-            max_connections=workers + 2,
-            # Waiting for a free connection counts against the same deadline.
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # One immediate reconnect, for a pooled connection a Redis restart broke; never a wait.
-            retry=Retry(NoBackoff(), 1),
-            retry_on_timeout=False,
-        )
-        self._client = redis.Redis(connection_pool=pool)
-        self._sha = self._client.register_script(TAKE_SCRIPT).sha
-        self._threads = trio.CapacityLimiter(workers + 2)
+        # redis-py reads the URL as every Redis client does (password, database, TLS, unix socket).
+        self._address: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        self._sha = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
+        #: Connections no task is using, the latest first.
+        self._idle: list[_Connection] = []
+        self._open: set[_Connection] = set()
         self._queue, self._queued = trio.open_memory_channel[TakeTokens](math.inf)
         #: Did Redis answer last time it was asked? ``None`` before it was.
         self.reachable: bool | None = None
@@ -157,45 +155,43 @@ class SharedLimits:
         """Run ``actions``' takes as one pipeline; their events, in order."""
         commands = []
         for action in actions:
-            args: list[Any] = [self._sha, len(action.limits), *(self._prefix + key for key, _, _ in action.limits)]
+            args: list[str | int] = [len(action.limits), *(self._prefix + key for key, _, _ in action.limits)]
             for _, count, period in action.limits:
-                args += [str(count), repr(float(period))]
+                args += [count, repr(float(period))]
             commands.append(args)
         try:
-            answers = await self._in_thread(lambda: self._pipeline(commands))
+            answers = await self._run(self._evalsha, commands)
         except _Unavailable as exc:
             now = trio.current_time()
             return [TokensTaken(now=now, ticket=action.ticket, unavailable=str(exc)) for action in actions]
         now = trio.current_time()
         events = []
         for action, answer in zip(actions, answers, strict=True):
-            if isinstance(answer, Exception):
-                # A script error (not one of the store being away): the take did not happen.
-                events.append(TokensTaken(now=now, ticket=action.ticket, unavailable=_describe(answer)))
+            if isinstance(answer, _ReplyError):
+                # A script error (not the store being away): the take did not happen.
+                events.append(TokensTaken(now=now, ticket=action.ticket, unavailable=f"Redis refused the take: {answer}"))
             else:
                 events.append(TokensTaken(now=now, ticket=action.ticket, refused=_refusal(answer)))
         return events
 
-    def _pipeline(self, commands: list[list[Any]]) -> list[Any]:
-        """``EVALSHA`` each of ``commands`` in one round trip (in a worker thread); the script loaded again if Redis forgot it."""
-        answers = self._send(commands)
-        missing = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+    async def _evalsha(self, connection: _Connection, commands: list[list[str | int]]) -> list[Any]:
+        """``EVALSHA`` each of ``commands`` in one round trip; sent again as ``EVAL`` (which keeps the script) where Redis forgot it."""
+        answers = await connection.pipeline([["EVALSHA", self._sha, *args] for args in commands])
+        missing = [i for i, answer in enumerate(answers) if isinstance(answer, _ReplyError) and str(answer).startswith("NOSCRIPT")]
         if missing:
-            self._client.script_load(TAKE_SCRIPT)
-            for i, answer in zip(missing, self._send([commands[i] for i in missing]), strict=True):
+            again = await connection.pipeline([["EVAL", TAKE_SCRIPT, *commands[i]] for i in missing])
+            for i, answer in zip(missing, again, strict=True):
                 answers[i] = answer
         return answers
 
-    def _send(self, commands: list[list[Any]]) -> list[Any]:
-        with self._client.pipeline(transaction=False) as pipe:
-            for args in commands:
-                pipe.evalsha(*args)
-            return list(pipe.execute(raise_on_error=False))
-
     async def ping(self) -> bool:
         """Does Redis answer now? (Also what ``/ready`` says next.)"""
+
+        async def ping(connection: _Connection, _: None) -> list[Any]:
+            return await connection.pipeline([["PING"]])
+
         try:
-            await self._in_thread(self._client.ping)
+            await self._run(ping, None)
         except _Unavailable:
             return False
         return True
@@ -227,7 +223,11 @@ class SharedLimits:
                 await feed(answer)
 
     def close(self) -> None:
-        self._client.close()
+        """Close every connection (no goodbye to Redis: none is owed)."""
+        for connection in self._open:
+            connection.close()
+        self._open.clear()
+        self._idle.clear()
 
     def status(self) -> dict[str, Any]:
         """What ``/ready`` says of the store: is it answering, and what a call meets when it is not."""
@@ -236,25 +236,82 @@ class SharedLimits:
             body["error"] = self.error
         return body
 
-    async def _in_thread(self, work: Any) -> Any:
-        """Run one blocking Redis call in a worker thread within ``timeout``; raise :class:`_Unavailable` otherwise."""
-        # The socket timeouts bound the thread; this bounds the wait for a thread too.
-        with trio.move_on_after(self.timeout * 2 + 0.05) as deadline:
+    # -- connections ----------------------------------------------------------------
+
+    async def _run(self, work: Callable[[_Connection, _T], Awaitable[list[Any]]], arg: _T) -> list[Any]:
+        """``work`` on a connection within ``timeout``, a pooled one first; raise :class:`_Unavailable` otherwise.
+
+        A pooled connection that fails (Redis restarted since it was used)
+        is closed, and ``work`` runs once more on a new one, within the same
+        deadline; a new one that fails is the store being away.
+        """
+        with trio.move_on_after(self.timeout):
             try:
-                answer = await trio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=self._threads)
-            except (redis.RedisError, OSError) as exc:
+                while self._idle:
+                    connection = self._idle.pop()
+                    try:
+                        answer = await work(connection, arg)
+                    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
+                        self._discard(connection)
+                        break  # stale: one try on a new connection, below
+                    except BaseException:
+                        self._discard(connection)  # cut off mid-reply (the deadline): never reused
+                        raise
+                    return self._done(connection, answer)
+                connection = await self._connect()
+                try:
+                    answer = await work(connection, arg)
+                except BaseException:
+                    self._discard(connection)
+                    raise
+                return self._done(connection, answer)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError) as exc:
                 self._failed(_describe(exc))
                 raise _Unavailable(self.error) from None
-            self._answered()
-            return answer
-        assert deadline.cancelled_caught
+            except _ReplyError as exc:  # AUTH or SELECT refused: as unusable as an unreachable Redis
+                self._failed(f"Redis refused the connection: {exc}")
+                raise _Unavailable(self.error) from None
         self._failed(f"no answer within {round(self.timeout * 1000)} ms")
         raise _Unavailable(self.error)
 
-    def _answered(self) -> None:
+    def _done(self, connection: _Connection, answer: list[Any]) -> list[Any]:
+        self._idle.append(connection)
         if self.reachable is False:
             _log.info("Redis answers again")
         self.reachable, self.error = True, None
+        return answer
+
+    def _discard(self, connection: _Connection) -> None:
+        connection.close()
+        self._open.discard(connection)
+
+    async def _connect(self) -> _Connection:
+        """A new connection, authenticated and on the URL's database."""
+        address = self._address
+        if "path" in address:
+            stream: trio.abc.Stream = await trio.open_unix_socket(address["path"])
+        else:
+            stream = await trio.open_tcp_stream(address.get("host", "localhost"), int(address.get("port", 6379)))
+            if address.get("connection_class") is SSLConnection:
+                tls = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=address.get("host"))
+                await tls.do_handshake()
+                stream = tls
+        connection = _Connection(stream)
+        self._open.add(connection)
+        try:
+            setup: list[list[str | int]] = []
+            if address.get("password") is not None:
+                user = address.get("username")
+                setup.append(["AUTH", address["password"]] if user is None else ["AUTH", user, address["password"]])
+            if address.get("db"):
+                setup.append(["SELECT", int(address["db"])])
+            for answer in await connection.pipeline(setup) if setup else []:
+                if isinstance(answer, _ReplyError):
+                    raise answer
+        except BaseException:
+            self._discard(connection)
+            raise
+        return connection
 
     def _failed(self, reason: str) -> None:
         if self.reachable is not False:
@@ -262,14 +319,95 @@ class SharedLimits:
         self.reachable, self.error = False, reason
 
 
+class _Connection:
+    """One connection to Redis speaking RESP2: commands out in one write, their replies in order."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def pipeline(self, commands: list[list[str | int]]) -> list[Any]:
+        """Send ``commands`` at once and read a reply for each (a ``-`` reply is a :class:`_ReplyError`, returned)."""
+        await self._stream.send_all(b"".join(_encode(command) for command in commands))
+        return [await self._reply() for _ in commands]
+
+    def close(self) -> None:
+        stream = self._stream
+        while isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if isinstance(stream, trio.SocketStream):
+            stream.socket.close()
+
+    async def _reply(self) -> Any:
+        line = await self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else await self._exactly(size)
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [await self._reply() for _ in range(size)]
+        if kind == b"+":
+            return rest.decode("utf-8", "replace")
+        if kind == b"-":
+            return _ReplyError(rest.decode("utf-8", "replace")[:300])
+        raise _ProtocolError(f"not a RESP reply: {bytes(line[:40])!r}")
+
+    async def _line(self) -> bytes:
+        while True:
+            end = self._buffer.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 2]
+                return line
+            await self._fill()
+
+    async def _exactly(self, size: int) -> bytes:
+        while len(self._buffer) < size + 2:
+            await self._fill()
+        data = bytes(self._buffer[:size])
+        del self._buffer[: size + 2]
+        return data
+
+    async def _fill(self) -> None:
+        chunk = await self._stream.receive_some(65536)
+        if not chunk:
+            raise _ProtocolError("Redis closed the connection")
+        if len(self._buffer) + len(chunk) > _MAX_REPLY:
+            raise _ProtocolError("a reply too large for a take")
+        self._buffer += chunk
+
+
+def _encode(command: list[str | int]) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        parts += [b"$%d\r\n" % len(data), data, b"\r\n"]
+    return b"".join(parts)
+
+
 class _Unavailable(Exception):
     """Redis gave no answer in time; ``str()`` says why."""
 
 
+class _ReplyError(Exception):
+    """Redis answered with an error (``-ERR ...``, ``-NOSCRIPT ...``)."""
+
+
+class _ProtocolError(Exception):
+    """What came back is not RESP, or the connection ended mid-reply."""
+
+
 def _describe(exc: BaseException) -> str:
-    """Why a Redis call failed, in a line (redis-py's messages name host and port, never a password)."""
+    """Why a Redis call failed, in a line (host and port at most, never a password)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    kind = type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        text += f" ({cause.strerror})"  # trio's "all attempts to connect ... failed" says no more
+    kind = "ConnectionError" if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)) else type(exc).__name__.lstrip("_")
     return f"{kind}: {text[:200]}" if text else kind
 
 
