@@ -194,3 +194,27 @@ async def test_queued_takes_are_batched_and_each_is_answered_exactly_once(redis_
     assert [a.unavailable for a in answers] == [None] * 300
     assert sum(a.refused is None for a in answers) == 100
     limits.close()
+
+
+async def test_a_password_and_a_database_in_the_url_are_used_and_a_wrong_password_is_unavailable() -> None:
+    server = await trio.to_thread.run_sync(RedisServer.start)
+    try:
+        assert server.command("CONFIG", "SET", "requirepass", "s3cret") == b"+OK\r\n"
+        limits = SharedLimits(f"redis://:s3cret@127.0.0.1:{server.port}/3", prefix="auth:")
+        assert (await take(limits, ("agent:dev", 2, 60.0))).refused is None
+        assert await limits.ping() is True
+        limits.close()
+        wrong = SharedLimits(f"redis://:wrong@127.0.0.1:{server.port}/3")
+        answer = await take(wrong, ("agent:dev", 2, 60.0))
+        assert answer.unavailable is not None and answer.unavailable.startswith("Redis refused the connection: WRONGPASS")
+        assert "wrong" not in (wrong.error or "").replace("WRONGPASS", "")  # never the password itself
+        wrong.close()
+        # The bucket went to database 3, not 0 (one connection: AUTH, then EXISTS in 0 and in 3).
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+            conn.sendall(b"AUTH s3cret\r\nEXISTS auth:agent:dev\r\nSELECT 3\r\nEXISTS auth:agent:dev\r\n")
+            replies = b""
+            while replies.count(b"\r\n") < 4:
+                replies += conn.recv(1024)
+        assert replies == b"+OK\r\n:0\r\n+OK\r\n:1\r\n"
+    finally:
+        server.stop()
