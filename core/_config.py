@@ -349,6 +349,9 @@ class Settings:
     #: shared store does not answer: ``closed`` refuses it
     #: (``RATE_LIMIT_UNAVAILABLE``), ``open`` lets it go ahead unchecked.
     redis_failure: Literal["closed", "open"] = "closed"
+    #: ``GATEWAY_REDIS_TIMEOUT``: seconds the shell waits for Redis to take a
+    #: call's tokens (connecting included) before it reports it unavailable.
+    redis_timeout: float = 0.1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -228,6 +228,7 @@ class Variables(BaseModel):
         Literal["closed", "open"] | None,
         PlainValidator(_word("a failure mode: use 'closed' or 'open'", "closed", "open")),
     ] = None
+    redis_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
     # Aggregate mode
     mode: Annotated[
         Mode | None,
@@ -318,6 +319,7 @@ _ABOUT: dict[str, str] = {
     "rate_limit": "rate limit of each agent whose rules set no rate, e.g. 120/min (unset: none)",
     "redis_url": "redis://HOST:PORT/DB whose Redis every replica shares rate limits through (unset: each process keeps its own)",
     "redis_failure": "when Redis does not answer, calls under a rate limit are refused (closed) or go ahead unchecked (open)",
+    "redis_timeout": "seconds a call waits for Redis to take its tokens before Redis counts as not answering",
     "mode": "on_demand (the gateway's tools), aggregate (the servers' tools, resources and prompts as its own) or auto",
     "context_window": "tokens of the agents' context window, for mode auto",
     "auto_threshold": "mode auto aggregates when an agent's tools cost less than this share of the context window",

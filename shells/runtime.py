@@ -216,7 +216,9 @@ class Runtime:
         self._timers = Timers(self._timer_due)
         #: Redis for rate limits shared by replicas (``GATEWAY_REDIS_URL``), else ``None``.
         self.shared_limits: SharedLimits | None = (
-            from_environment(os.environ if environ is None else environ, settings.redis_failure) if settings.shared_limits else None
+            from_environment(os.environ if environ is None else environ, settings.redis_failure, settings.redis_timeout)
+            if settings.shared_limits
+            else None
         )
         self._audit = AuditLog(settings.audit_log)
         self._nursery: trio.Nursery | None = None

@@ -420,12 +420,14 @@ def _refusal(answer: Any) -> tuple[int, float] | None:
     return None
 
 
-def from_environment(environ: Mapping[str, str], failure: Literal["closed", "open"]) -> SharedLimits | None:
+def from_environment(
+    environ: Mapping[str, str], failure: Literal["closed", "open"], timeout: float = DEFAULT_TIMEOUT
+) -> SharedLimits | None:
     """The shared store ``GATEWAY_REDIS_URL`` names, or ``None`` when it is unset."""
     url = environ.get("GATEWAY_REDIS_URL", "").strip()
     if not url:
         return None
-    return SharedLimits(url, failure=failure)
+    return SharedLimits(url, failure=failure, timeout=timeout)
 
 
 def readiness(body: dict[str, Any], limits: SharedLimits | None) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         "servers": servers,
         "context": context,
     }
-    shared = _shared_limits(config.settings.shared_limits, config.settings.redis_failure, environ)
+    shared = _shared_limits(config.settings.shared_limits, config.settings.redis_failure, config.settings.redis_timeout, environ)
     if shared is not None:
         report["shared_limits"] = shared
     if args.json:
@@ -95,13 +95,13 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0 if report["ok"] else EXIT_FAILED
 
 
-def _shared_limits(shared: bool, failure: Any, environ: Mapping[str, str]) -> dict[str, Any] | None:
+def _shared_limits(shared: bool, failure: Any, timeout: float, environ: Mapping[str, str]) -> dict[str, Any] | None:
     """Does the Redis of shared rate limits answer (as ``/ready`` says it)? ``None`` without ``GATEWAY_REDIS_URL``."""
     import trio
 
     from ..shared_limits import from_environment
 
-    limits = from_environment(environ, failure) if shared else None
+    limits = from_environment(environ, failure, timeout) if shared else None
     if limits is None:
         return None
     try:

@@ -34,7 +34,8 @@ def replica(tmp_path: Path, name: str, redis_url: str, **env: str) -> Setup:
     folder.mkdir()
     setup = Setup(folder)
     setup.add("testing", TESTING_SERVER, "--marker", str(tmp_path))
-    setup.env.update(GATEWAY_REDIS_URL=redis_url, **env)
+    # A second for Redis to answer: a busy test machine must not pass for a Redis that does not answer.
+    setup.env.update(GATEWAY_REDIS_URL=redis_url, GATEWAY_REDIS_TIMEOUT="1", **env)
     setup.write(RULES)
     return setup
 
