@@ -247,17 +247,17 @@ class SharedLimits:
         """
         with trio.move_on_after(self.timeout):
             try:
-                while self._idle:
+                if self._idle:
                     connection = self._idle.pop()
                     try:
                         answer = await work(connection, arg)
                     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
-                        self._discard(connection)
-                        break  # stale: one try on a new connection, below
+                        self._discard(connection)  # stale: one try on a new connection, below
                     except BaseException:
                         self._discard(connection)  # cut off mid-reply (the deadline): never reused
                         raise
-                    return self._done(connection, answer)
+                    else:
+                        return self._done(connection, answer)
                 connection = await self._connect()
                 try:
                     answer = await work(connection, arg)
@@ -270,6 +270,10 @@ class SharedLimits:
                 raise _Unavailable(self.error) from None
             except _ReplyError as exc:  # AUTH or SELECT refused: as unusable as an unreachable Redis
                 self._failed(f"Redis refused the connection: {exc}")
+                raise _Unavailable(self.error) from None
+            except Exception as exc:  # a bug here must not leave a call waiting, nor stop the gateway
+                _log.exception("internal error while asking Redis; the call hears that Redis does not answer")
+                self._failed(_describe(exc))
                 raise _Unavailable(self.error) from None
         self._failed(f"no answer within {round(self.timeout * 1000)} ms")
         raise _Unavailable(self.error)
@@ -294,7 +298,11 @@ class SharedLimits:
             stream = await trio.open_tcp_stream(address.get("host", "localhost"), int(address.get("port", 6379)))
             if address.get("connection_class") is SSLConnection:
                 tls = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=address.get("host"))
-                await tls.do_handshake()
+                try:
+                    await tls.do_handshake()
+                except BaseException:
+                    _Connection(stream).close()
+                    raise
                 stream = tls
         connection = _Connection(stream)
         self._open.add(connection)
@@ -341,6 +349,8 @@ class _Connection:
     async def _reply(self) -> Any:
         line = await self._line()
         kind, rest = line[:1], line[1:]
+        if kind in (b":", b"$", b"*") and not rest.lstrip(b"-").isdigit():
+            raise _ProtocolError(f"not a RESP reply: {line[:40]!r}")
         if kind == b":":
             return int(rest)
         if kind == b"$":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+from functools import partial
 from typing import Any
 
 import pytest
@@ -218,3 +219,20 @@ async def test_a_password_and_a_database_in_the_url_are_used_and_a_wrong_passwor
         assert replies == b"+OK\r\n:0\r\n+OK\r\n:1\r\n"
     finally:
         server.stop()
+
+
+async def test_something_that_is_not_redis_at_the_url_is_unavailable_and_nothing_breaks() -> None:
+    async def not_redis(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await nursery.start(partial(trio.serve_tcp, not_redis, 0, host="127.0.0.1"))
+        port = listener.socket.getsockname()[1]
+        limits = SharedLimits(f"redis://127.0.0.1:{port}/0")
+        answer = await take(limits, ("agent:dev", 2, 60.0))
+        assert answer.unavailable == "ProtocolError: not a RESP reply: b'HTTP/1.1 400 Bad Request'"
+        assert await limits.ping() is False
+        limits.close()
+        nursery.cancel_scope.cancel()
