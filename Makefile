@@ -12,7 +12,7 @@ EVERYTHING_VERSION := 2026.8.31
 INSPECTOR_VERSION := 2.12.0
 NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-inspector-$(INSPECTOR_VERSION)-stamp
 
-.PHONY: help run run-stdio demo test typecheck unit postgres nginx chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws search-catalog clean
+.PHONY: help run run-stdio demo test typecheck unit postgres redis nginx chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws bench-limits search-catalog clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -76,7 +76,7 @@ typecheck: $(STAMP)
 ## The whole pytest suite, without the type check (Node 22 and server-everything, for its e2e test, go into build/node).
 # LOCKGATE_REQUIRE_BROWSER: the status page's browser test fails, rather than
 # skips, when Chromium is missing, so CI cannot pass without running it.
-unit: $(STAMP) postgres nginx chromium $(NODE_TOOLS_STAMP)
+unit: $(STAMP) postgres redis nginx chromium $(NODE_TOOLS_STAMP)
 	LOCKGATE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 ## Install PostgreSQL (Debian's postgresql package) when missing: the store tests start their own server with it.
@@ -103,6 +103,18 @@ nginx:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null && \
 		{ $(SUDO) service nginx stop >/dev/null 2>&1 || true; }; \
+	fi
+
+## Install Redis (Debian's redis-server package) when missing: the shared rate limit tests start their own server with it.
+# The tests run /usr/bin/redis-server themselves, on 127.0.0.1 in a temporary
+# folder with no persistence (tests/redis_server.py); the service the package
+# starts on its own is stopped again.
+redis:
+	@if [ -x /usr/bin/redis-server ]; then :; else \
+		echo "Installing Redis (apt-get install redis-server) for the shared rate limit tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null && \
+		{ $(SUDO) service redis-server stop >/dev/null 2>&1 || $(SUDO) systemctl stop redis-server >/dev/null 2>&1 || true; }; \
 	fi
 
 ## Install Chromium (Debian's chromium package) when missing: the status page's test drives it headless.
@@ -237,8 +249,12 @@ bench-hang: $(STAMP)
 bench-ws: $(STAMP)
 	$(PY) bench/ws.py
 
+## Per-call cost of a rate limit shared through Redis against the same limit kept in memory, as ratios of one run (about 30 s).
+bench-limits: $(STAMP) redis
+	$(PY) bench/shared_limits.py
+
 ## Everything the benchmarks above measure, one after the other.
-bench: bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-ws
+bench: bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-ws bench-limits
 
 ## Remove .venv, build/ and logs/.
 clean:

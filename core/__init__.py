@@ -26,6 +26,7 @@ from ._actions import (
     LogLevel,
     SavePins,
     SendToClient,
+    TakeTokens,
     SendToDownstream,
     SetTimer,
     StartDownstream,
@@ -68,6 +69,7 @@ from ._events import (
     PinsLoaded,
     ShutdownRequested,
     TimerFired,
+    TokensTaken,
 )
 from ._pins import PIN_MODES, PINNED_FIELDS, changed_fields, pinned_definition, tool_digest
 from ._authorize import admin_refusal, authentication_record
@@ -158,6 +160,7 @@ __all__ = [
     "AuthenticationFailed",
     "PinsLoaded",
     "PinAccepted",
+    "TokensTaken",
     # Actions: what the shell performs.
     "Action",
     "LogLevel",
@@ -172,6 +175,7 @@ __all__ = [
     "Audit",
     "Log",
     "SavePins",
+    "TakeTokens",
     # Tool-definition pinning (lockgate.core._pins): what a pin covers, for stores and ``lockgate pin``.
     "PIN_MODES",
     "PINNED_FIELDS",

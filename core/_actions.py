@@ -26,6 +26,7 @@ __all__ = [
     "SetTimer",
     "StartDownstream",
     "StopDownstream",
+    "TakeTokens",
 ]
 
 JSONObject = dict[str, Any]
@@ -162,6 +163,23 @@ class SavePins:
     record: JSONObject
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TakeTokens:
+    """Take one token from each of ``limits`` in the shared rate limit store: from all of them, or from none.
+
+    Emitted only with shared limits on (``GATEWAY_REDIS_URL``): a request
+    waits for the answer, which the shell reports as
+    :class:`~lockgate.core.TokensTaken` with the same ``ticket``, always,
+    exactly once (``unavailable`` when the store did not answer in time).
+    Each limit is ``(key, count, period)``: a bucket of ``count`` tokens
+    that refills in ``period`` seconds, keyed by a stable string
+    (``agent:<name>``, ``credential:<id>``) the shell may prefix.
+    """
+
+    ticket: int
+    limits: tuple[tuple[str, int, float], ...]
+
+
 Action = Union[
     SendToClient,
     DropStream,
@@ -174,4 +192,5 @@ Action = Union[
     Audit,
     Log,
     SavePins,
+    TakeTokens,
 ]

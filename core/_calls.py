@@ -24,9 +24,10 @@ client cancelling or going away.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, assert_never
 
-from ._actions import SendToClient, SendToDownstream
+from ._actions import SendToClient, SendToDownstream, TakeTokens
 from ._audit import AuditEntry, AuditError, Decision
 from ._authorize import CREDENTIAL_TOOLS, act_as, credential_refused, tool_granted
 from ._call import Call, CallTrigger, Forward
@@ -41,7 +42,8 @@ from ._link import Link, State
 from ._pins import tool_changed_error
 from ._policy import Refusal
 from ._pool import Unavailable
-from ._ratelimit import limits_for, retry_after_ms
+from ._events import ClientId, TokensTaken
+from ._ratelimit import Limit, limits_for, retry_after_ms, shared_key
 from ._session import ClientSession
 from ._timers import TimerKind
 from ._tools import (
@@ -113,8 +115,15 @@ class Calls:
             self.refuse(session, req.id, entry, agent)
             return
         entry.agent = agent
-        if self.rate_limited(session, req.id, agent, entry):
-            return
+        tool = parsed  # narrowed: no ArgumentError past this point
+        self.limited(session, req.id, agent, entry, lambda: self._serve_tool(session, req, agent, tool, entry))
+
+    def _serve_tool(
+        self, session: ClientSession, req: Request, agent: str, parsed: ListServers | SearchTools | GetStatus | GetServerTools | ExecuteTool,
+        entry: AuditEntry,
+    ) -> None:
+        """Serve a gateway tool call that passed its rate limits."""
+        ctx = self._ctx
         match parsed:
             case ListServers():
                 servers = ctx.config.servers
@@ -452,6 +461,82 @@ class Calls:
         if link is not None and forwarded and link.downstream is not None:
             self.health.suspect(link, f"a call timed out after {call.timeout_ms} ms")
 
+    def limited(self, session: ClientSession, request_id: RequestId, agent: str, entry: AuditEntry, proceed: Callable[[], None]) -> None:
+        """Serve a call (``proceed``) once it passed every rate limit that applies; refuse it with ``RATE_LIMITED`` otherwise.
+
+        Local limits decide now (:meth:`rate_limited`). Shared ones
+        (``GATEWAY_REDIS_URL``) are the store's to decide: the request is
+        parked and asks for tokens, and :meth:`tokens_taken` goes on with it.
+        """
+        ctx = self._ctx
+        if not ctx.config.settings.shared_limits:
+            if not self.rate_limited(session, request_id, agent, entry):
+                proceed()
+            return
+        limits = limits_for(session.principal, agent, ctx.config)
+        if not limits:
+            proceed()
+            return
+        parked = ctx.parked.park(session.id, request_id, entry, limits, proceed)
+        ctx.emit(TakeTokens(ticket=parked.ticket, limits=tuple((shared_key(limit), limit.rate.count, limit.rate.period) for limit in limits)))
+
+    def tokens_taken(self, ev: TokensTaken) -> None:
+        """The shared store answered a parked request: it goes on, or is refused.
+
+        A store that does not answer refuses the call with
+        ``RATE_LIMIT_UNAVAILABLE`` (``GATEWAY_REDIS_FAILURE=closed``) or lets it
+        go on unchecked (``open``); the log says when the store goes away and
+        when it is back, once each.
+        """
+        ctx = self._ctx
+        mode = ctx.config.settings.redis_failure
+        if ev.unavailable is not None and not ctx.parked.store_down:
+            ctx.parked.store_down = True
+            outcome = "are refused" if mode == "closed" else "go ahead unchecked"
+            ctx.log(
+                "warning", f"the shared rate limit store does not answer: calls under a rate limit {outcome} until it does",
+                reason=ev.unavailable, failure_mode=mode,
+            )
+        elif ev.unavailable is None and ctx.parked.store_down:
+            ctx.parked.store_down = False
+            ctx.log("notice", "the shared rate limit store answers again")
+        parked = ctx.parked.answered(ev.ticket)
+        if parked is None:
+            return  # cancelled, or its client went away, while it waited
+        if ctx.closing:
+            ctx.reply_error(parked.client, parked.request_id, ErrorCode.SERVER_UNAVAILABLE, "The gateway is shutting down")
+            ctx.audit(parked.entry, Decision.ERROR, error=ErrorCode.SERVER_UNAVAILABLE)
+        elif ev.unavailable is None and ev.refused is not None:
+            index, waiting = ev.refused
+            self._over_limit(parked.client, parked.request_id, parked.limits[min(max(index, 0), len(parked.limits) - 1)], waiting, parked.entry)
+        elif ev.unavailable is None or mode == "open":
+            parked.proceed()
+        else:
+            ctx.reply_error(
+                parked.client, parked.request_id, ErrorCode.RATE_LIMIT_UNAVAILABLE,
+                "Rate limits are shared through a store that does not answer now: the call is refused (GATEWAY_REDIS_FAILURE=closed)",
+                failure_mode="closed",
+            )
+            parked.entry.rule = "GATEWAY_REDIS_FAILURE"
+            ctx.audit(parked.entry, Decision.ERROR, error=ErrorCode.RATE_LIMIT_UNAVAILABLE)
+
+    def is_parked(self, client: ClientId, request_id: RequestId) -> bool:
+        """Does a request of ``client`` by this id wait for the shared store (its id is in use)?"""
+        return self._ctx.parked.holds(client, request_id)
+
+    def unpark(self, client: ClientId, request_id: RequestId) -> bool:
+        """The client cancelled a request that waits for the shared store: it ends, unanswered, audited as cancelled."""
+        parked = self._ctx.parked.cancel(client, request_id)
+        if parked is None:
+            return False
+        self._ctx.audit(parked.entry, Decision.ERROR, error=ErrorCode.CANCELLED)
+        return True
+
+    def unpark_client(self, client: ClientId) -> None:
+        """A client went away: its requests that wait for the shared store end, each audited as cancelled."""
+        for parked in self._ctx.parked.release_client(client):
+            self._ctx.audit(parked.entry, Decision.ERROR, error=ErrorCode.CANCELLED)
+
     def rate_limited(self, session: ClientSession, request_id: RequestId, agent: str, entry: AuditEntry) -> bool:
         """Take a token from every rate limit the call must pass, or refuse it with ``RATE_LIMITED``, taking none."""
         ctx = self._ctx
@@ -464,16 +549,21 @@ class Calls:
                 ctx.buckets.take(limit.key, limit.rate, ctx.now)
             return False
         index, waiting = refused
-        limit, ms = limits[index], retry_after_ms(waiting)
+        self._over_limit(session.id, request_id, limits[index], waiting, entry)
+        return True
+
+    def _over_limit(self, client: ClientId, request_id: RequestId, limit: Limit, waiting: float, entry: AuditEntry) -> None:
+        """Refuse a call ``limit`` has no token for, for ``waiting`` seconds more, and audit it."""
+        ctx = self._ctx
+        ms = retry_after_ms(waiting)
         ctx.reply_error(
-            session.id, request_id, ErrorCode.RATE_LIMITED,
+            client, request_id, ErrorCode.RATE_LIMITED,
             f"Rate limit {limit.rate} of {limit.subject} exceeded: retry in {ms} ms",
             retry_after_ms=ms, limit=str(limit.rate), scope=limit.scope,
         )
         ctx.metrics.rate_limited[limit.scope] += 1
         entry.rule = limit.rule
         ctx.audit(entry, Decision.ERROR, error=ErrorCode.RATE_LIMITED)
-        return True
 
     def refuse(self, session: ClientSession, request_id: RequestId, entry: AuditEntry, refusal: Refusal) -> None:
         """Answer a request with ``refusal`` and audit it (a policy refusal is a DENY, anything else an ERROR)."""

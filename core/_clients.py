@@ -121,6 +121,7 @@ class Clients:
         session.move(SessionTrigger.CLOSE)
         for call in list(session.calls.values()):
             self.calls.abandon(call, reason)
+        self.calls.unpark_client(client)
         self.surface.drop(session)
         self.relays.drop(session)
         self.links.release_client(client)
@@ -221,7 +222,7 @@ class Clients:
             self._refuse(session, req, request_bytes, ErrorCode.SERVER_UNAVAILABLE, "The gateway is shutting down")
         elif not session.initialized:
             ctx.reply_error(session.id, req.id, ErrorCode.INVALID_REQUEST, "Session not initialized: send initialize first")
-        elif req.id in session.calls:
+        elif req.id in session.calls or self.calls.is_parked(session.id, req.id):
             self._refuse(session, req, request_bytes, ErrorCode.INVALID_REQUEST, f"Request id {req.id!r} is already in use")
         elif method == "server/discover" and session.era == "stateless":
             self.surface.discover(session, req)
@@ -281,6 +282,8 @@ class Clients:
             elif call is not None:
                 reason = note.params.get("reason")
                 self.calls.abandon(call, reason if isinstance(reason, str) else "cancelled by the client")
+            elif is_request_id(request_id):
+                self.calls.unpark(session.id, request_id)  # one waiting for the shared rate limit store, if any
         elif note.method == "notifications/roots/list_changed" and session.mode == "aggregate":
             self.relays.roots_changed(session)
 

@@ -341,6 +341,17 @@ class Settings:
     #: ``handshake`` sends ``initialize`` only; ``stateless`` speaks
     #: 2026-07-28 only (see :mod:`lockgate.core._downstream_era`).
     downstream_era: DownstreamEra = "auto"
+    #: Rate limits are kept in a store the replicas share (``GATEWAY_REDIS_URL``
+    #: is set; the shell holds the URL): the core asks the shell to take tokens
+    #: (:class:`~lockgate.core.TakeTokens`) rather than keep buckets itself.
+    shared_limits: bool = False
+    #: ``GATEWAY_REDIS_FAILURE``: what a call under a rate limit meets when the
+    #: shared store does not answer: ``closed`` refuses it
+    #: (``RATE_LIMIT_UNAVAILABLE``), ``open`` lets it go ahead unchecked.
+    redis_failure: Literal["closed", "open"] = "closed"
+    #: ``GATEWAY_REDIS_TIMEOUT``: seconds the shell waits for Redis to take a
+    #: call's tokens (connecting included) before it reports it unavailable.
+    redis_timeout: float = 0.1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,7 +25,7 @@ from ._link import Link
 from ._metrics import Metrics
 from ._pins import PinState
 from ._pool import Pool
-from ._ratelimit import Buckets
+from ._ratelimit import Buckets, Parked
 from ._reload import ReloadStatus
 from ._session import ClientSession
 from ._stateless import shape_outgoing
@@ -62,6 +62,8 @@ class Context:
         self.metrics = Metrics()
         #: Rate limit buckets, by credential and by agent; a reload keeps them.
         self.buckets = Buckets()
+        #: Requests waiting for the shared rate limit store (with ``GATEWAY_REDIS_URL``).
+        self.parked = Parked()
         self.reload = ReloadStatus()
         #: Moves whenever a link's catalogue changes: aggregate mode's merged views made before are stale.
         self.catalog_epoch = 0

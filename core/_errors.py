@@ -37,6 +37,10 @@ class ErrorCode(enum.IntEnum):
     #: ``NO_FALLBACK_CONFIGURED``, ``FALLBACK_AGENT_NOT_IN_RULES`` and
     #: ``CANCELLED``, kept with agent-mcp-gateway's numbers for its users.
     TOOL_CHANGED = -32009
+    #: Rate limits are shared through a store (``GATEWAY_REDIS_URL``) that
+    #: does not answer, and ``GATEWAY_REDIS_FAILURE=closed`` (the default)
+    #: refuses the calls a limit applies to rather than let them go unchecked.
+    RATE_LIMIT_UNAVAILABLE = -32010
 
     #: MCP 2026-07-28 (basic/transports): an HTTP routing header
     #: (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``) disagrees

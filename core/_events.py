@@ -40,6 +40,7 @@ __all__ = [
     "PinsLoaded",
     "ShutdownRequested",
     "TimerFired",
+    "TokensTaken",
 ]
 
 ClientId = Union[int, str]
@@ -349,6 +350,23 @@ class ShutdownRequested:
     now: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokensTaken:
+    """The shared rate limit store answered a :class:`~lockgate.core.TakeTokens` (or could not).
+
+    ``refused`` is ``None`` when a token was taken from every limit, else
+    the index of the first limit that refused and the seconds until it
+    would not (nothing was taken from any). ``unavailable`` says why the
+    store gave no answer (unreachable, timed out), in words for the log;
+    ``refused`` is then ignored.
+    """
+
+    now: float
+    ticket: int
+    refused: tuple[int, float] | None = None
+    unavailable: str | None = None
+
+
 Event = Union[
     GatewayStarted,
     ClientOpened,
@@ -369,4 +387,5 @@ Event = Union[
     AuthenticationFailed,
     PinsLoaded,
     PinAccepted,
+    TokensTaken,
 ]

@@ -79,6 +79,7 @@ from ._events import (
     PinsLoaded,
     ShutdownRequested,
     TimerFired,
+    TokensTaken,
 )
 from ._health import Health
 from ._jsonrpc import Response, decode
@@ -259,6 +260,8 @@ class Gateway:
                 self._pins.loaded(event)
             case PinAccepted():
                 self._pins.accepted(event)
+            case TokensTaken():
+                self._calls.tokens_taken(event)
             case AuthenticationSucceeded() | AuthenticationFailed():
                 ctx.audit_authentication(authentication_record(event), isinstance(event, AuthenticationSucceeded))
                 if event.client is not None:

@@ -25,22 +25,36 @@ A bucket that is still refilling goes to the back of that queue.
 A bucket whose key comes back under another rate (a reload changed an
 agent's ``rate``) refills under the old rate up to ``now``, then keeps its
 tokens, up to the new ``count``: a reload neither refills nor empties it.
+
+Shared limits. With ``GATEWAY_REDIS_URL`` set, replicas share the buckets,
+so none can decide alone: the core emits
+:class:`~lockgate.core.TakeTokens` (each limit as :func:`shared_key`, count
+and period) and the request waits in :class:`Parked` until the shell's
+:class:`~lockgate.core.TokensTaken` says it may go on, must be refused, or
+that the store did not answer. The store runs the same all-or-nothing take
+on its own clock (see :mod:`lockgate.shells.shared_limits`). A parked
+request ends when its client goes away or cancels it, like any call.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._identity import Principal, Rate
 from ._policy import json_path
 
 if TYPE_CHECKING:
+    from ._audit import AuditEntry
     from ._config import Config
+    from ._events import ClientId
 
-__all__ = ["LOGIN_ADDRESS_RATE", "LOGIN_NAME_RATE", "Buckets", "Limit", "limits_for", "login_limits", "retry_after_ms"]
+__all__ = [
+    "LOGIN_ADDRESS_RATE", "LOGIN_NAME_RATE", "Buckets", "Limit", "Parked", "ParkedRequest", "limits_for", "login_limits",
+    "retry_after_ms", "shared_key",
+]
 
 #: Failed logins allowed per user name before the next is refused: a guess every 12 s.
 LOGIN_NAME_RATE = Rate(5, 60.0)
@@ -188,3 +202,87 @@ def login_limits(name: str, address: str | None) -> tuple[tuple[Hashable, Rate],
     if address is not None:
         limits.append((("login-address", address), LOGIN_ADDRESS_RATE))
     return tuple(limits)
+
+
+def shared_key(limit: Limit) -> str:
+    """The stable name of a limit's bucket in the shared store: ``agent:<name>``, ``credential:<id>``.
+
+    The scope comes first, so an agent and a credential of the same name
+    never share a bucket, whatever characters the name holds.
+    """
+    scope, name = limit.key
+    return f"{scope}:{name}"
+
+
+@dataclass(slots=True)
+class ParkedRequest:
+    """A request waiting for the shared store's answer before it goes on (see the module docstring).
+
+    ``proceed`` serves it once it passed every limit: the rest of its
+    handling, exactly as it would have gone on had the limits been local.
+    """
+
+    ticket: int
+    client: ClientId
+    request_id: Any
+    entry: AuditEntry
+    limits: tuple[Limit, ...]
+    proceed: Callable[[], None]
+
+
+class Parked:
+    """The requests waiting for a :class:`~lockgate.core.TokensTaken`, by ticket and by client."""
+
+    def __init__(self) -> None:
+        self._tickets: dict[int, ParkedRequest] = {}
+        self._clients: dict[ClientId, dict[Any, ParkedRequest]] = {}
+        self._next = 1
+        #: The last answer said the store could not be reached: the next good one is news.
+        self.store_down = False
+
+    def __len__(self) -> int:
+        return len(self._tickets)
+
+    def park(self, client: ClientId, request_id: Any, entry: AuditEntry, limits: tuple[Limit, ...], proceed: Callable[[], None]) -> ParkedRequest:
+        """Hold a request under a fresh ticket (never reused)."""
+        parked = ParkedRequest(self._next, client, request_id, entry, limits, proceed)
+        self._next += 1
+        self._tickets[parked.ticket] = parked
+        self._clients.setdefault(client, {})[request_id] = parked
+        return parked
+
+    def holds(self, client: ClientId, request_id: Any) -> bool:
+        """Is this request of ``client`` waiting (its id is in use)?"""
+        held = self._clients.get(client)
+        return held is not None and request_id in held
+
+    def answered(self, ticket: int) -> ParkedRequest | None:
+        """Release the request ``ticket`` holds; ``None`` when it ended while it waited."""
+        parked = self._tickets.pop(ticket, None)
+        if parked is not None:
+            self._forget(parked)
+        return parked
+
+    def cancel(self, client: ClientId, request_id: Any) -> ParkedRequest | None:
+        """Release one request of ``client`` that nobody waits for any more."""
+        held = self._clients.get(client)
+        parked = None if held is None else held.get(request_id)
+        if parked is not None:
+            del self._tickets[parked.ticket]
+            self._forget(parked)
+        return parked
+
+    def release_client(self, client: ClientId) -> list[ParkedRequest]:
+        """Release every request of a client that went away, in the order they came."""
+        held = self._clients.pop(client, None)
+        if held is None:
+            return []
+        for parked in held.values():
+            del self._tickets[parked.ticket]
+        return sorted(held.values(), key=lambda parked: parked.ticket)
+
+    def _forget(self, parked: ParkedRequest) -> None:
+        held = self._clients[parked.client]
+        del held[parked.request_id]
+        if not held:
+            del self._clients[parked.client]

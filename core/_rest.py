@@ -53,6 +53,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CANCELLED: 503,
     # The tool is there, but held back until an operator accepts its new definition.
     ErrorCode.TOOL_CHANGED: 409,
+    # The shared rate limit store does not answer (GATEWAY_REDIS_FAILURE=closed): try again later.
+    ErrorCode.RATE_LIMIT_UNAVAILABLE: 503,
     ErrorCode.HEADER_MISMATCH: 400,
     ErrorCode.MISSING_CLIENT_CAPABILITY: 400,
     ErrorCode.UNSUPPORTED_PROTOCOL_VERSION: 400,

@@ -66,6 +66,16 @@ def _word(what: str, *words: str) -> Callable[[str], str | None]:
     return parse
 
 
+def _redis_url(raw: str) -> str | None:
+    url = raw.strip()
+    if url and not url.lower().startswith(("redis://", "rediss://", "unix://")):
+        # Not the value itself: a Redis URL may hold a password.
+        raise PydanticCustomError(
+            "lockgate", "{message}", {"message": "is not a Redis URL: use redis://HOST:PORT/DB, rediss://… (TLS) or unix://PATH"}
+        )
+    return url or None
+
+
 def _count(what: str, *, minimum: int, maximum: float = float("inf")) -> Callable[[str], int | None]:
     def parse(raw: str) -> int | None:
         text = raw.strip()
@@ -214,6 +224,11 @@ class Variables(BaseModel):
         PlainValidator(_word("an authentication mode: use 'required' or 'none'", "required", "none")),
     ] = None
     rate_limit: Annotated[Rate | None, PlainValidator(_rate)] = None
+    redis_failure: Annotated[
+        Literal["closed", "open"] | None,
+        PlainValidator(_word("a failure mode: use 'closed' or 'open'", "closed", "open")),
+    ] = None
+    redis_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
     # Aggregate mode
     mode: Annotated[
         Mode | None,
@@ -244,6 +259,9 @@ class Variables(BaseModel):
     # not settings; declared so that this model names every variable.
     mcp_config: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
     rules: Annotated[str | None, PlainValidator(lambda raw: raw or None)] = None
+    # Read by the shell to share rate limits between replicas (lockgate.shells.shared_limits);
+    # set, it turns Settings.shared_limits on. It may hold a password: nothing here repeats it.
+    redis_url: Annotated[str | None, PlainValidator(_redis_url)] = None
     # Read by the shell to open the identity database (lockgate.shells.store).
     database_url: Annotated[str | None, PlainValidator(lambda raw: raw.strip() or None)] = None
     state_dir: Annotated[str | None, PlainValidator(lambda raw: raw.strip() or None)] = None
@@ -299,6 +317,9 @@ _ABOUT: dict[str, str] = {
     "ws_ping_timeout": "seconds a WebSocket client has to answer a ping before it is closed (1011)",
     "auth": "required: every caller proves a credential; none: no authentication, said explicitly; as --auth",
     "rate_limit": "rate limit of each agent whose rules set no rate, e.g. 120/min (unset: none)",
+    "redis_url": "redis://HOST:PORT/DB whose Redis every replica shares rate limits through (unset: each process keeps its own)",
+    "redis_failure": "when Redis does not answer, calls under a rate limit are refused (closed) or go ahead unchecked (open)",
+    "redis_timeout": "seconds a call waits for Redis to take its tokens before Redis counts as not answering",
     "mode": "on_demand (the gateway's tools), aggregate (the servers' tools, resources and prompts as its own) or auto",
     "context_window": "tokens of the agents' context window, for mode auto",
     "auto_threshold": "mode auto aggregates when an agent's tools cost less than this share of the context window",
@@ -358,6 +379,8 @@ def settings_from_env(environ: Mapping[str, str], *, debug: bool = False) -> Set
     values: dict[str, Any] = {name: value for name, value in variables if value is not None and name in _SETTINGS}
     if debug:
         values["debug"] = True
+    if variables.redis_url is not None:
+        values["shared_limits"] = True
     return Settings(**values)
 
 

@@ -690,8 +690,11 @@ class Surface:
             self.calls.refuse(session, req.id, entry, agent)
             return
         entry.agent = agent
-        if self.calls.rate_limited(session, req.id, agent, entry):
-            return
+        self.calls.limited(session, req.id, agent, entry, lambda: self._forward_limited(session, req, params, agent, entry))
+
+    def _forward_limited(self, session: ClientSession, req: Request, params: JSONObject, agent: str, entry: AuditEntry) -> None:
+        """Go on with a request that names an item once it passed its rate limits: resolve, check and forward it."""
+        ctx = self._ctx
         target: tuple[str, str, JSONObject] | Refusal | _NotFound
         if session.mode == "rest":
             target = self._resolve_rest(session, req.method, params)

@@ -346,6 +346,8 @@ def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JS
             out.update(pins=dict(event.pins), unreadable=event.unreadable)
         case ev.PinAccepted():
             out.update(server=event.server, tool=event.tool)
+        case ev.TokensTaken():
+            out.update(ticket=event.ticket, refused=None if event.refused is None else list(event.refused), unavailable=event.unavailable)
         case _:
             assert_never(event)
     return out
@@ -429,6 +431,12 @@ def event_from_json(line: Mapping[str, Any]) -> ev.Event:
                 return ev.PinsLoaded(now=now, pins=line["pins"], unreadable=line.get("unreadable"))
             case "PinAccepted":
                 return ev.PinAccepted(now=now, server=line["server"], tool=line.get("tool"))
+            case "TokensTaken":
+                refused = line.get("refused")
+                return ev.TokensTaken(
+                    now=now, ticket=line["ticket"], refused=None if refused is None else (int(refused[0]), float(refused[1])),
+                    unavailable=line.get("unavailable"),
+                )
             case "DownstreamSessionLost":
                 data = _get_bytes(line, "data") if "data" in line or "data_base64" in line else None
                 return ev.DownstreamSessionLost(now=now, downstream=line["downstream"], data=data)
@@ -482,6 +490,8 @@ def action_to_json(action: act.Action) -> JSONObject:
             out.update(level=action.level, message=action.message, fields=action.fields)
         case act.SavePins():
             out.update(server=action.server, record=action.record)
+        case act.TakeTokens():
+            out.update(ticket=action.ticket, limits=[list(limit) for limit in action.limits])
         case _:
             assert_never(action)
     # Round-trip through JSON text: what is compared is what a file would hold.

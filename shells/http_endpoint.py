@@ -74,6 +74,7 @@ from .http_sessions import HttpSession
 from .logs import get_logger
 from .record import Recorder, WireTap
 from .runtime import GatewayCore, Runtime
+from .shared_limits import readiness as shared_readiness
 
 if TYPE_CHECKING:
     # Only with authentication on: it brings the database and JOSE libraries.
@@ -188,6 +189,7 @@ class McpEndpoint:
                 if self._auth is not None and not self._auth.available:
                     # No credential can be checked, so no request can be served.
                     readiness = {**readiness, "status": "unavailable", "reason": "the credential store does not answer"}
+                readiness = shared_readiness(readiness, self._runtime.shared_limits)
                 await _send_json(exchange, ops_status(readiness), route, json_body(readiness))
             case "metrics":
                 now = trio.current_time()

@@ -28,6 +28,10 @@ Audit               appends a line to the audit log
 Log                 writes a log line on stderr
 SavePins            queues the record for the pin store's writer, which
                     writes it in a worker thread (see :mod:`.pins`)
+TakeTokens          queues the shared rate limit take for Redis (see
+                    :mod:`.shared_limits`, whose workers batch them) and
+                    ``TokensTaken`` is fed back, always: ``unavailable``
+                    when Redis did not answer in time or none is configured
 ==================  ==========================================================
 
 With a pin store (``pins``), the store is read before the loop starts and
@@ -64,6 +68,7 @@ the core's counters and are not reused.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -74,7 +79,7 @@ import trio
 from lockgate.core import Action, ClientId, downstream_message_bytes, Event, internal_error, Settings
 
 # The actions the loop performs, and the events it looks at before the core does.
-from lockgate.core import Audit, CancelTimer, CloseClient, DropStream, Log, SavePins, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream
+from lockgate.core import Audit, CancelTimer, CloseClient, DropStream, Log, SavePins, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream, TakeTokens, TokensTaken
 from lockgate.core import ClientClosed, ClientFellBehind, ClientMessageReceived, ConfigReloaded, TimerFired
 from lockgate.core import DownstreamExited, DownstreamHttpError, DownstreamMessageReceived, DownstreamNotReading, DownstreamSessionLost, DownstreamUnauthorized
 
@@ -84,6 +89,7 @@ from .downstreams import Downstreams
 from .logs import NOTICE, get_logger
 from .oauth import OAuthManager
 from .pins import PinKeeper
+from .shared_limits import SharedLimits, from_environment
 from .timers import Timers
 
 __all__ = ["Core", "GatewayCore", "Runtime", "RuntimeStatistics"]
@@ -208,6 +214,12 @@ class Runtime:
             auth_for=None if oauth is None else oauth.auth_for,
         )
         self._timers = Timers(self._timer_due)
+        #: Redis for rate limits shared by replicas (``GATEWAY_REDIS_URL``), else ``None``.
+        self.shared_limits: SharedLimits | None = (
+            from_environment(os.environ if environ is None else environ, settings.redis_failure, settings.redis_timeout)
+            if settings.shared_limits
+            else None
+        )
         self._audit = AuditLog(settings.audit_log)
         self._nursery: trio.Nursery | None = None
         self._scope = trio.CancelScope()
@@ -288,6 +300,8 @@ class Runtime:
             with self._scope:
                 async with trio.open_nursery() as outer:
                     outer.start_soon(self._timers.run)
+                    if self.shared_limits is not None:
+                        await outer.start(self.shared_limits.run, self.feed)
                     if self._pins is not None:
                         # The store, before anything the shell feeds (GatewayStarted starts servers).
                         self._send.send_nowait(await self._pins.load_event())
@@ -308,6 +322,8 @@ class Runtime:
                         outer.cancel_scope.cancel()
         finally:
             self._audit.close()
+            if self.shared_limits is not None:
+                self.shared_limits.close()
             self._done.set()
 
     async def aclose(self, *, grace: float = 10.0) -> None:
@@ -444,8 +460,18 @@ class Runtime:
             case SavePins(server=server, record=record):
                 if self._pins is not None:
                     self._pins.save(server, record)
+            case TakeTokens():
+                if self.shared_limits is not None:
+                    self.shared_limits.submit(action)
+                else:
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._no_store, action)
             case _:
                 assert_never(action)
+
+    async def _no_store(self, action: TakeTokens) -> None:
+        """Every TakeTokens gets its answer: without a store, that none answers."""
+        await self.feed(TokensTaken(now=trio.current_time(), ticket=action.ticket, unavailable="no shared rate limit store is configured"))
 
     async def _timer_due(self, timer: int, generation: int, now: float) -> None:
         try:

@@ -39,7 +39,8 @@ def add_parser(commands: Subcommands) -> None:
             "counted with the cl100k_base tokenizer), and per agent what its full "
             "tool list would cost in context, per server and in total, against the "
             "gateway's own tools, and what mode auto would choose. Instances "
-            "registered at run time are included, unless --no-registry. Exit "
+            "registered at run time are included, unless --no-registry. With "
+            "GATEWAY_REDIS_URL, also whether Redis answers (shared rate limits). Exit "
             "status 1 when a server fails."
         ),
     )
@@ -84,11 +85,30 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         "servers": servers,
         "context": context,
     }
+    shared = _shared_limits(config.settings.shared_limits, config.settings.redis_failure, config.settings.redis_timeout, environ)
+    if shared is not None:
+        report["shared_limits"] = shared
     if args.json:
         print_json(report)
     else:
         _print_check(report)
     return 0 if report["ok"] else EXIT_FAILED
+
+
+def _shared_limits(shared: bool, failure: Any, timeout: float, environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """Does the Redis of shared rate limits answer (as ``/ready`` says it)? ``None`` without ``GATEWAY_REDIS_URL``."""
+    import trio
+
+    from ..shared_limits import from_environment
+
+    limits = from_environment(environ, failure, timeout) if shared else None
+    if limits is None:
+        return None
+    try:
+        trio.run(limits.ping)
+        return limits.status()
+    finally:
+        limits.close()
 
 
 def _print_check(report: dict[str, Any]) -> None:
@@ -102,6 +122,12 @@ def _print_check(report: dict[str, Any]) -> None:
     for name, s in report["servers"].items():
         if not s["ok"]:
             print(f"FAILED {name}: {s['error']}")
+    shared = report.get("shared_limits")
+    if shared is not None and shared["reachable"]:
+        print("rate limits: shared through Redis, which answers")
+    elif shared is not None:
+        outcome = "refused" if shared["on_failure"] == "closed" else "let through unchecked"
+        print(f"WARNING rate limits: Redis does not answer ({shared.get('error')}); calls under a rate limit would be {outcome}")
     context = report["context"]
     own, every = context["gateway"], context["all_servers"]
     print(

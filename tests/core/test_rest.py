@@ -208,6 +208,7 @@ def test_each_gateway_error_has_its_status_and_a_servers_own_error_is_a_bad_gate
         ErrorCode.SERVER_UNAVAILABLE: 503, ErrorCode.TOOL_NOT_FOUND: 404, ErrorCode.INVALID_AGENT_ID: 403,
         ErrorCode.TIMEOUT: 504, ErrorCode.RATE_LIMITED: 429, ErrorCode.NO_FALLBACK_CONFIGURED: 400,
         ErrorCode.FALLBACK_AGENT_NOT_IN_RULES: 403, ErrorCode.CANCELLED: 503, ErrorCode.TOOL_CHANGED: 409,
+        ErrorCode.RATE_LIMIT_UNAVAILABLE: 503,
         ErrorCode.HEADER_MISMATCH: 400, ErrorCode.MISSING_CLIENT_CAPABILITY: 400, ErrorCode.UNSUPPORTED_PROTOCOL_VERSION: 400,
     }
     limited = rest_answer(gateway_error(ErrorCode.RATE_LIMITED, retry_after_ms=1200))
