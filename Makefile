@@ -12,7 +12,7 @@ EVERYTHING_VERSION := 2026.8.31
 INSPECTOR_VERSION := 2.12.0
 NODE_TOOLS_STAMP := $(NODE_DIR)/.conformance-$(CONFORMANCE_VERSION)-everything-$(EVERYTHING_VERSION)-inspector-$(INSPECTOR_VERSION)-stamp
 
-.PHONY: help run run-stdio demo test typecheck unit postgres redis nginx chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws bench-limits search-catalog clean
+.PHONY: help run run-stdio demo test typecheck unit postgres redis nginx chromium conformance conformance-record conformance-official wheel-check bench bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-oauth bench-search bench-search-quality bench-ws bench-limits bench-scale scale-demo search-catalog clean
 
 # Two installs: `make run` and friends need only Lockgate and the MCP SDK the
 # example servers use (the `examples` extra); the test targets add the test
@@ -46,6 +46,11 @@ run: $(RUN_STAMP)
 run-stdio: $(RUN_STAMP)
 	@echo "Lockgate serves MCP on stdin/stdout; logs go to stderr. Try 'make demo' for a scripted session." >&2
 	@PYTHON=$(PY) GATEWAY_AUDIT_LOG=$${GATEWAY_AUDIT_LOG:-logs/audit.jsonl} $(VENV)/bin/lockgate serve $(EXAMPLE)
+
+## Three replicas behind nginx with PostgreSQL and Redis, on 127.0.0.1, narrated: one session
+## across them, a replica killed, one rate limit, one revocation (--keep: leave it up; see examples/scale_demo.py).
+scale-demo: $(STAMP) postgres redis nginx
+	$(PY) examples/scale_demo.py
 
 ## A short scripted client session against the example, narrated.
 demo: $(RUN_STAMP)
@@ -253,8 +258,12 @@ bench-ws: $(STAMP)
 bench-limits: $(STAMP) redis
 	$(PY) bench/shared_limits.py
 
+## Calls/s and p99 of one process, --workers 2 and 4, and three replicas behind nginx, at 100 and 1,000 sessions.
+bench-scale: $(STAMP) nginx
+	$(PY) bench/scale.py --rate 2000
+
 ## Everything the benchmarks above measure, one after the other.
-bench: bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-ws bench-limits
+bench: bench-stdio bench-http bench-eras bench-reload bench-http-downstream bench-compare bench-hang bench-slowloris bench-rest bench-ws bench-limits bench-scale
 
 ## Remove .venv, build/ and logs/.
 clean:
