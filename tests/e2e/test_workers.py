@@ -206,6 +206,41 @@ async def test_workers_auto_starts_one_per_core(workers_setup: Setup) -> None:
     assert served.process.returncode == 0
 
 
+async def test_a_worker_that_keeps_dying_is_a_crash_loop_that_stops_everything(workers_setup: Setup) -> None:
+    with serve_workers(workers_setup, "--workers", "2") as served:
+        served.wait_serving(2)
+        supervisor = served.process.pid
+        downstreams = await reach_every_worker(served.url, children(supervisor))
+        before = children(supervisor)
+        victim = min(before)
+        # Kill one slot's worker, then each of its replacements as soon as it appears.
+        for _ in range(10):
+            os.kill(victim, signal.SIGKILL)
+            known = before | {victim}
+            wait_until(
+                lambda: served.process.poll() is not None or bool(children(supervisor) - known), 60, "a replacement"
+            )
+            if served.process.poll() is not None:
+                break
+            (victim,) = children(supervisor) - known
+            before = known
+        assert served.process.wait(60) == 1
+        assert any("a crash loop; stopping" in line for line in served.stderr)
+        left = before | {pid for pids in downstreams.values() for pid in pids}
+        wait_until(lambda: not any(alive(pid) for pid in left), 30, "every worker and downstream to exit")
+
+
+async def test_a_worker_whose_configuration_is_refused_stops_everything_with_status_2(workers_setup: Setup) -> None:
+    with serve_workers(workers_setup, "--workers", "2") as served:
+        served.wait_serving(2)
+        workers = children(served.process.pid)
+        workers_setup.rules.write_text("{ not json")  # the running workers log it and keep the old rules
+        os.kill(min(workers), signal.SIGKILL)  # the replacement reads the broken file
+        assert served.process.wait(60) == 2
+        assert any("its configuration is refused; stopping" in line for line in served.stderr)
+        wait_until(lambda: not any(alive(pid) for pid in workers), 30, "the workers to exit")
+
+
 def refused(setup: Setup, *extra: str) -> str:
     """Run ``serve`` with ``extra``; it must exit 2 quickly, and this is its stderr."""
     if not setup.config.exists():
