@@ -40,6 +40,8 @@ downstream servers as a single gateway does, and its guardian kills them if
 the worker itself is killed (see :mod:`.guardian`).
 
 Each worker's log lines carry ``worker=INDEX`` (:func:`tag_worker_logs`).
+Each worker writes its index to a pipe once it accepts connections; the
+supervisor gives the start-up summary and the connect hints at the first.
 """
 
 from __future__ import annotations
@@ -147,25 +149,34 @@ def bind_listeners(host: str, port: int) -> list[socket.socket]:
 class WorkerRole:
     """What a worker is told by its supervisor: the value of the hidden ``--worker`` option.
 
-    Written ``INDEX:SUPERVISOR_PID:WATCH_FD:FD[,FD...]``.
+    Written ``INDEX:SUPERVISOR_PID:WATCH_FD:READY_FD:FD[,FD...]``: the worker
+    watches ``WATCH_FD`` for the supervisor's end and writes its index and a
+    newline to ``READY_FD`` once it accepts connections.
     """
 
     index: int
     supervisor: int
     watch_fd: int
+    ready_fd: int
     listen_fds: tuple[int, ...]
 
     def option(self) -> str:
-        return f"{self.index}:{self.supervisor}:{self.watch_fd}:{','.join(map(str, self.listen_fds))}"
+        fds = ",".join(map(str, self.listen_fds))
+        return f"{self.index}:{self.supervisor}:{self.watch_fd}:{self.ready_fd}:{fds}"
 
     @classmethod
     def parse(cls, text: str) -> WorkerRole:
         """The role in ``text``; ``ValueError`` when it is not one."""
-        index, supervisor, watch, fds = text.split(":")
+        index, supervisor, watch, ready, fds = text.split(":")
         listen = tuple(int(fd) for fd in fds.split(","))
-        if not listen:
-            raise ValueError("no listening socket")
-        return cls(int(index), int(supervisor), int(watch), listen)
+        return cls(int(index), int(supervisor), int(watch), int(ready), listen)
+
+    def report_ready(self) -> None:
+        """Tell the supervisor this worker accepts connections (a line shorter than a pipe's atomic write)."""
+        try:
+            os.write(self.ready_fd, b"%d\n" % self.index)
+        except OSError:
+            pass  # the supervisor is gone: the watch pipe says so too
 
     def sockets(self) -> list[socket.socket]:
         """The listening sockets inherited from the supervisor."""
@@ -265,7 +276,7 @@ class Supervisor:
         grace: float,
         environ: dict[str, str] | None = None,
         handle_signals: bool = True,
-        on_started: Callable[[], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self._command = list(command)
         self._sockets = list(sockets)
@@ -273,11 +284,13 @@ class Supervisor:
         self._grace = grace
         self._environ = environ
         self._handle_signals = handle_signals
-        self._on_started = on_started
+        self._on_ready = on_ready
         self._stopping = trio.Event()
         self._status = 0
         # The write end stays here, in no worker: its end of file tells the workers the supervisor is gone.
         self._watch_read, self._watch_write = os.pipe()
+        # Every worker writes to this one when it accepts connections.
+        self._ready_read, self._ready_write = os.pipe()
 
     @property
     def pids(self) -> list[int]:
@@ -295,8 +308,8 @@ class Supervisor:
         try:
             return trio.run(self._run)
         finally:
-            os.close(self._watch_write)
-            os.close(self._watch_read)
+            for fd in (self._watch_write, self._watch_read, self._ready_read, self._ready_write):
+                os.close(fd)
             for sock in self._sockets:
                 sock.close()
 
@@ -306,11 +319,10 @@ class Supervisor:
                 signals_ready = trio.Event()
                 nursery.start_soon(self._signals, signals_ready)
                 await signals_ready.wait()
+            nursery.start_soon(self._readiness)
             async with trio.open_nursery() as slots:
                 for worker in self._workers:
                     slots.start_soon(self._keep, worker)
-                if self._on_started is not None:
-                    self._on_started()
                 await self._stopping.wait()
                 await self._stop_all()
             nursery.cancel_scope.cancel()
@@ -331,13 +343,33 @@ class Supervisor:
                     _log.info(f"received {name}; stopping the workers")
                     self.stop(0)
 
+    async def _readiness(self) -> None:
+        """Log each worker that accepts connections; call ``on_ready`` at the first (the port serves from then)."""
+        os.set_blocking(self._ready_read, False)
+        pending = b""
+        first = True
+        while True:
+            await trio.lowlevel.wait_readable(self._ready_read)
+            try:
+                pending += os.read(self._ready_read, 4096)
+            except BlockingIOError:
+                continue
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                _log.info(f"worker {line.decode(errors='replace')} accepts connections")
+                if first and self._on_ready is not None:
+                    self._on_ready()
+                first = False
+
     def _spawn(self, worker: _Worker) -> subprocess.Popen[bytes]:
-        role = WorkerRole(worker.index, os.getpid(), self._watch_read, tuple(s.fileno() for s in self._sockets))
+        role = WorkerRole(
+            worker.index, os.getpid(), self._watch_read, self._ready_write, tuple(s.fileno() for s in self._sockets)
+        )
         # From this, the one thread: PR_SET_PDEATHSIG fires when the thread that forked the worker ends.
         process = subprocess.Popen(
             [*self._command, WORKER_OPTION, role.option()],
             stdin=subprocess.DEVNULL,
-            pass_fds=(self._watch_read, *role.listen_fds),
+            pass_fds=(self._watch_read, self._ready_write, *role.listen_fds),
             env=self._environ,
             # Its own group: a terminal's Ctrl-C reaches the supervisor, which stops the workers in order.
             process_group=0,
@@ -424,11 +456,12 @@ async def _wait(process: subprocess.Popen[bytes]) -> None:
 async def run_worker(serve: Callable[..., Awaitable[None]], role: WorkerRole) -> None:
     """Run ``serve`` (a :func:`~.http.serve_http` with its arguments bound) as the worker ``role`` says.
 
-    ``serve`` is given the inherited listening sockets and a stop event that
-    SIGTERM, SIGINT and the end of the supervisor all set.
+    ``serve`` is given the inherited listening sockets, a stop event that
+    SIGTERM, SIGINT and the end of the supervisor all set, and an
+    ``on_listening`` that tells the supervisor this worker is ready.
     """
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_parent, role.watch_fd, stop)
-        await serve(stop=stop, sockets=role.sockets())
+        await serve(stop=stop, sockets=role.sockets(), on_listening=lambda url: role.report_ready())
         nursery.cancel_scope.cancel()

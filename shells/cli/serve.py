@@ -290,7 +290,7 @@ def _supervise(
     supervisor = Supervisor(
         command, sockets, workers, grace=settings.shutdown_grace,
         environ=None if environ is os.environ else dict(environ),
-        on_started=partial(_listening, log, summary, settings.transport, url),
+        on_ready=partial(_listening, log, summary, settings.transport, url),
     )
     status = supervisor.run()
     get_logger().info("stopped")

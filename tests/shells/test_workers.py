@@ -43,18 +43,18 @@ def test_auto_is_the_cores_this_process_may_run_on() -> None:
 
 
 def test_a_role_reads_back_as_written() -> None:
-    role = WorkerRole(index=2, supervisor=1234, watch_fd=5, listen_fds=(7, 8))
-    assert role.option() == "2:1234:5:7,8"
+    role = WorkerRole(index=2, supervisor=1234, watch_fd=5, ready_fd=6, listen_fds=(7, 8))
+    assert role.option() == "2:1234:5:6:7,8"
     assert WorkerRole.parse(role.option()) == role
     with pytest.raises(ValueError):
-        WorkerRole.parse("2:1234:5")
+        WorkerRole.parse("2:1234:5:7,8")
 
 
 def test_the_sockets_bound_for_the_workers_listen_and_come_back_through_a_role() -> None:
     sockets = bind_listeners("127.0.0.1", 0)
     try:
         port = sockets[0].getsockname()[1]
-        role = WorkerRole(0, os.getpid(), 0, tuple(os.dup(s.fileno()) for s in sockets))
+        role = WorkerRole(0, os.getpid(), 0, 0, tuple(os.dup(s.fileno()) for s in sockets))
         (inherited,) = role.sockets()
         with inherited, socket.create_connection(("127.0.0.1", port), timeout=5) as client:
             accepted, _ = inherited.accept()
