@@ -168,6 +168,69 @@ async def test_connections_reach_every_worker_a_killed_one_is_replaced_and_sigte
             assert not alive(pid), f"process {pid} outlived the supervisor"
 
 
+def leaf(exc: BaseException) -> str:
+    """The innermost exception of ``exc`` (through exception groups), as ``Type: message``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def test_a_worker_killed_under_load_fails_only_its_calls_and_loses_no_acknowledged_audit_record(
+    workers_setup: Setup,
+) -> None:
+    with serve_workers(workers_setup, "--workers", "2") as served:
+        served.wait_serving(2)
+        supervisor = served.process.pid
+        workers = children(supervisor)
+        await reach_every_worker(served.url, workers)
+        victim = min(workers)
+        tasks = 8
+        answered: list[int] = []  # the worker of each call answered
+        failed: list[str] = []
+        killed = trio.Event()
+        after_kill = [0] * tasks
+
+        async def caller(n: int) -> None:
+            # A new client (so a new connection) per call: the kernel spreads them over both workers.
+            while after_kill[n] < 3:
+                try:
+                    with trio.fail_after(60):
+                        async with Client(served.url, mode="auto", read_timeout_seconds=30) as client:
+                            result = await client.call_tool(
+                                "execute_tool",
+                                {"agent_id": "dev", "server": "process", "tool": "nap", "args": {"seconds": 1.0}},
+                            )
+                    content = result.structured_content
+                    assert isinstance(content, dict)
+                    answered.append(int(content.get("result", content)["parent"]))
+                    if killed.is_set():
+                        after_kill[n] += 1
+                except Exception as exc:  # the calls in flight on the killed worker
+                    failed.append(leaf(exc))
+
+        with trio.fail_after(240):
+            async with trio.open_nursery() as nursery:
+                for n in range(tasks):
+                    nursery.start_soon(caller, n)
+                while answered.count(victim) < 3:
+                    await trio.sleep(0.05)
+                os.kill(victim, signal.SIGKILL)
+                killed.set()
+        print(f"{len(answered)} calls answered, {len(failed)} failed: {failed}")  # shown when the test fails
+        # Each caller has one call in flight at most: no more failed than that, and every caller went on.
+        assert len(failed) <= tasks, failed
+        # And each failed as a broken connection, not as a wrong answer or a hang.
+        assert all(f.startswith(("ReadError", "RemoteProtocolError", "WriteError")) or "onnection" in f for f in failed), failed
+        assert all(n >= 3 for n in after_kill)
+        wait_until(lambda: len(children(supervisor)) == 2, 60, "a replacement")
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(60) == 0
+    # Every call answered was audited, whichever worker answered it, and the shared file holds whole lines only.
+    records = workers_setup.audit_records()
+    calls = [r for r in records if r.get("operation") == "execute_tool" and r.get("decision") == "ALLOW"]
+    assert len(calls) >= len(answered)
+
+
 async def test_a_killed_supervisor_takes_its_workers_and_their_downstreams_along(workers_setup: Setup) -> None:
     with serve_workers(workers_setup, "--workers", "2") as served:
         served.wait_serving(2)

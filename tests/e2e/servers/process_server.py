@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import anyio
 from mcp.server import MCPServer
 
 app = MCPServer("process")
@@ -18,6 +19,13 @@ app = MCPServer("process")
 def whoami() -> dict[str, int]:
     """This server's pid and its parent's (the gateway process that started it)."""
     return {"pid": os.getpid(), "parent": os.getppid()}
+
+
+@app.tool()
+async def nap(seconds: float) -> dict[str, int]:
+    """Answer as whoami does, after ``seconds``: a call that stays in flight a while."""
+    await anyio.sleep(seconds)
+    return whoami()
 
 
 if __name__ == "__main__":
