@@ -19,7 +19,7 @@ import secrets
 import socket
 import sys
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -205,22 +205,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         # Servers die with the gateway however it ends; leftovers of a killed one are swept first.
         with guarding():
-            if role is not None:
-                from ..workers import run_worker
-
-                trio.run(
-                    run_worker,
-                    partial(serve_http, core, config.settings, reload=source, recorder=recorder, authentication=authentication),
-                    role,
-                )
-            elif config.settings.transport != "stdio":
+            if config.settings.transport != "stdio":
                 listening = partial(_listening, log, summary, config.settings.transport)
                 try:
                     trio.run(
-                        partial(
+                        _as_worker(role, partial(
                             serve_http, core, config.settings, on_listening=listening, reload=source,
                             recorder=recorder, authentication=authentication,
-                        )
+                        ))
                     )
                 except CannotListen as exc:  # only the bind: a later failure is not the operator's to fix
                     print(f"lockgate: error: {_cannot_listen(exc)}", file=sys.stderr)
@@ -236,6 +228,15 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             recorder.close()
     get_logger().info("stopped")
     return 0
+
+
+def _as_worker(role: WorkerRole | None, serve: Callable[..., Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``serve`` as it runs: alone, or as the worker ``role`` says (its sockets, its stop, its ready line)."""
+    if role is None:
+        return serve
+    from ..workers import run_worker
+
+    return partial(run_worker, serve, role)
 
 
 def _supervise(
