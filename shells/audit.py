@@ -13,6 +13,15 @@ are written as usual.
 
 Writes are small, synchronous and local; they happen on the runtime's one
 loop task, so records keep the order of the decisions.
+
+Several processes may append to one file (``lockgate serve --workers N``,
+replicas on one volume, ``lockgate user`` and ``key`` beside a running
+gateway): the file is opened ``O_APPEND`` and each record is one ``write``
+of its whole line, so each lands at the end of the file in one piece and no
+two interleave (a local file system writes one ``write`` to a regular file
+under the file's lock). There is no rotation here to race on: a rotating
+tool moves the file aside, and only a process that opens it again writes to
+the new one.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import os
 import time
 from collections import deque
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import Any
 
 from .logs import get_logger
 
@@ -63,7 +72,8 @@ class AuditLog:
 
     def __init__(self, path: str | None) -> None:
         self.path = path or None
-        self._file: IO[str] | None = None
+        #: The file's descriptor, opened ``O_APPEND``.
+        self._file: int | None = None
         self._failed = False
         self.records = 0
         self._clock = _Clock()
@@ -79,10 +89,13 @@ class AuditLog:
         if self._file is None and not self._open():
             return
         assert self._file is not None
-        line = _format(stamp, record)
+        data = (_format(stamp, record) + "\n").encode("utf-8")
         try:
-            self._file.write(line + "\n")
-            self._file.flush()
+            # One write per record, whole: see the module docstring. Only a full
+            # disk or a signal makes a short write; the rest follows then.
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._file, view):]
         except (OSError, ValueError) as exc:
             self._fail(f"cannot write the audit log: {_describe(exc)}")
             return
@@ -99,7 +112,7 @@ class AuditLog:
             directory = os.path.dirname(self.path)
             if directory:
                 os.makedirs(directory, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8", buffering=1)
+            self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             self._fail(f"cannot open the audit log {self.path}: {_describe(exc)}; serving without it")
             return False
@@ -113,7 +126,7 @@ class AuditLog:
     def _close_file(self) -> None:
         if self._file is not None:
             try:
-                self._file.close()
+                os.close(self._file)
             except OSError:
                 pass
             self._file = None

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Mapping
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -168,6 +169,7 @@ async def serve_http(
     reload: ReloadSource | None = None,
     recorder: Recorder | None = None,
     authentication: Authentication | None = None,
+    sockets: Sequence[socket.socket] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``core`` over Streamable HTTP until SIGTERM/SIGINT (or ``stop`` is set).
@@ -183,13 +185,20 @@ async def serve_http(
     with the endpoint URL once it accepts connections. ``read_timeout`` is
     how long a connection may wait for its next request, or a request for
     its next bytes; the other connection limits come from ``settings``.
+
+    With ``sockets``, listening sockets already bound (a worker's, inherited
+    from its supervisor: see :mod:`.workers`), it accepts on them instead of
+    binding ``host`` and ``port`` itself.
     """
     host = settings.http_host if host is None else host
     port = settings.http_port if port is None else port
-    try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-    except OSError as exc:  # taken, privileged, not this machine's, or a name that does not resolve
-        raise CannotListen(host, port, exc) from exc
+    if sockets is not None:
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
+    else:
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:  # taken, privileged, not this machine's, or a name that does not resolve
+            raise CannotListen(host, port, exc) from exc
     bound = listeners[0].socket.getsockname()[1]
     policy = HttpPolicy(
         host=host,

@@ -22,11 +22,13 @@ file is left as it is for the operator to mend.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Awaitable, Protocol
 
 import trio
@@ -105,10 +107,13 @@ class FilePins:
         return servers
 
     def save(self, server: str, record: JSONObject) -> None:
-        # Read again first: `lockgate pin accept` may have written another server's record meanwhile.
-        servers = self.load()
-        servers[server] = record
-        self.write(servers)
+        # Read again first: `lockgate pin accept`, or another worker of `serve --workers N`,
+        # may have written another server's record meanwhile. The folder's lock makes the
+        # read and the write one step for every process that saves, so none loses another's.
+        with _folder_lock(os.path.dirname(self.path) or "."):
+            servers = self.load()
+            servers[server] = record
+            self.write(servers)
 
     def write(self, servers: Mapping[str, JSONObject]) -> None:
         """Write every record: aside in the same folder, then renamed over the file."""
@@ -141,6 +146,28 @@ class FilePins:
         except OSError as exc:
             return f"error: {exc.errno}"
         return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{digest}"
+
+
+@contextmanager
+def _folder_lock(folder: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` while the block runs; without one, run it unlocked.
+
+    The folder, not the pin file: the file is replaced by a rename, and a
+    lock on the old one would not exclude a process that opened the new one.
+    """
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        yield  # the save then says what is wrong with the folder
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError:
+            pass  # a file system without locks: as before, last writer wins
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 class DatabasePins:

@@ -19,7 +19,7 @@ import secrets
 import socket
 import sys
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ..identity import Authentication, HeldCredential
 
     from ..http import CannotListen
+    from ..workers import WorkerRole
 
 __all__ = ["add_parser", "run"]
 
@@ -87,6 +88,18 @@ def add_parser(commands: Subcommands) -> None:
         metavar="DIR",
         help="write core and wire transcripts of every session into DIR (see conformance/README.md)",
     )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help=(
+            "over HTTP or WebSocket, serve with N worker processes on one listening socket, each a whole gateway "
+            "with its own downstream servers (auto: one per core); default 1"
+        ),
+    )
+    # A supervisor's worker (see lockgate.shells.workers): set by the supervisor, never by hand.
+    serve.add_argument("--worker", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -132,7 +145,23 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print(f"lockgate: error: {exposed}", file=sys.stderr)
         return EXIT_USAGE
 
+    role: WorkerRole | None = None
+    if getattr(args, "worker", None) is not None:
+        from ..workers import WorkerRole, die_with_parent, tag_worker_logs
+
+        role = WorkerRole.parse(args.worker)
+        if not die_with_parent(role.supervisor):
+            return 0  # the supervisor is gone already: nothing to serve for
+    else:
+        from ..workers import resolve_workers
+
+        workers = resolve_workers(getattr(args, "workers", 1))
+        if workers > 1:
+            return _supervise(args, files.servers, files.rules, config, workers, environ)
+
     log = setup_command_logging(config.settings)
+    if role is not None:
+        tag_worker_logs(log, role.index)
     for warning in config.warnings:
         log.warning(warning.message, extra={"fields": {"file": warning.file, "path": warning.path}})
     registry = _open_registry(config, environ, log)
@@ -156,6 +185,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if config.settings.transport == "stdio":
         # Over HTTP (and WebSocket) it waits for the port to be bound: see _listening.
         log.log(NOTICE, summary)
+    elif role is not None:
+        log.info(summary)  # a worker: its supervisor gave the summary and the connect hints
     source = ReloadSource(
         files=files, environ=dict(environ), settings=config.settings, loaded=(servers_text, rules_text),
         registry=registry, pins=_open_pins(files.rules, environ, log),
@@ -178,10 +209,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 listening = partial(_listening, log, summary, config.settings.transport)
                 try:
                     trio.run(
-                        partial(
+                        _as_worker(role, partial(
                             serve_http, core, config.settings, on_listening=listening, reload=source,
                             recorder=recorder, authentication=authentication,
-                        )
+                        ))
                     )
                 except CannotListen as exc:  # only the bind: a later failure is not the operator's to fix
                     print(f"lockgate: error: {_cannot_listen(exc)}", file=sys.stderr)
@@ -197,6 +228,74 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             recorder.close()
     get_logger().info("stopped")
     return 0
+
+
+def _as_worker(role: WorkerRole | None, serve: Callable[..., Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``serve`` as it runs: alone, or as the worker ``role`` says (its sockets, its stop, its ready line)."""
+    if role is None:
+        return serve
+    from ..workers import run_worker
+
+    return partial(run_worker, serve, role)
+
+
+def _supervise(
+    args: argparse.Namespace, servers_file: str, rules_file: str, config: Config, workers: int, environ: Mapping[str, str]
+) -> int:
+    """``--workers N`` with N > 1: bind the port, then start and supervise N workers on it (see :mod:`..workers`)."""
+    import os
+
+    from ..http import CannotListen
+    from ..workers import Supervisor, bind_listeners
+
+    settings = config.settings
+    if settings.transport == "stdio":
+        print(
+            f"lockgate: error: --workers {args.workers} needs the HTTP or WebSocket front (--transport http, ws or "
+            "http,ws): over stdio one client talks to one process",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.record:
+        print("lockgate: error: --record writes one process's transcripts: record with one worker", file=sys.stderr)
+        return EXIT_USAGE
+    log = setup_command_logging(settings)
+    for warning in config.warnings:
+        log.warning(warning.message, extra={"fields": {"file": warning.file, "path": warning.path}})
+    try:
+        sockets = bind_listeners(settings.http_host, settings.http_port)
+    except CannotListen as exc:
+        print(f"lockgate: error: {_cannot_listen(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    bound = sockets[0].getsockname()[1]
+    command = [
+        sys.executable, "-m", "lockgate.shells", "serve", "--config", servers_file, "--rules", rules_file,
+        "--transport", settings.transport, "--host", settings.http_host, "--port", str(bound),
+    ]
+    if args.debug:
+        command.append("--debug")
+    if args.auth:
+        command.append("--auth")
+    servers = sorted(config.servers)
+    summary = (
+        f"lockgate {package_version()} serving {settings.transport} with {count(workers, 'worker')}: "
+        f"{count(len(servers), 'server')} ({', '.join(servers) or 'none'}) each, "
+        f"{count(len(config.policy.agents), 'agent')}, audit log {settings.audit_log}; "
+        f"watching {servers_file} and {rules_file}"
+    )
+    host = settings.http_host
+    root = f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else f'[{host}]' if ':' in host else host}:{bound}"
+    url = f"{root}/ws" if settings.transport == "ws" else f"{root}/mcp"
+    if settings.transport == "ws":
+        url = "ws://" + url.removeprefix("http://")
+    supervisor = Supervisor(
+        command, sockets, workers, grace=settings.shutdown_grace,
+        environ=None if environ is os.environ else dict(environ),
+        on_ready=partial(_listening, log, summary, settings.transport, url),
+    )
+    status = supervisor.run()
+    get_logger().info("stopped")
+    return status
 
 
 def _open_registry(config: Config, environ: Mapping[str, str], log: logging.Logger) -> Registry:
@@ -236,6 +335,15 @@ def _open_pins(rules_file: str, environ: Mapping[str, str], log: logging.Logger)
         return PinKeeper(None, str(exc))
     log.info(f"tool pins kept in {store.description}")
     return PinKeeper(store)
+
+
+def _workers(text: str) -> int | str:
+    from ..workers import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str) -> int:

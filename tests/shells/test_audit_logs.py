@@ -147,3 +147,29 @@ def test_text_log_fields_show_lists_as_compact_json(reset_logger: object) -> Non
     setup_logging(stream=stream)
     get_logger("core").log(NOTICE, "configuration reloaded", extra={"fields": {"added": ["a", "b"], "removed": [], "x": {"k": "v w"}}})
     assert stream.getvalue().rstrip().endswith('configuration reloaded added=["a","b"] removed=[] x="{\\"k\\":\\"v w\\"}"')
+
+
+_APPENDER = """
+import sys
+from lockgate.shells.audit import AuditLog
+audit = AuditLog(sys.argv[1])
+for n in range(int(sys.argv[3])):
+    audit.write({"writer": sys.argv[2], "n": n, "pad": "x" * (n % 7) * 5000})
+audit.close()
+"""
+
+
+def test_processes_appending_to_one_audit_file_lose_and_interleave_nothing(tmp_path: Path) -> None:
+    # As N workers of one `lockgate serve --workers N` do: records up to 30 KB, over the pipe-sized 4 KB.
+    import subprocess
+    import sys
+
+    path = tmp_path / "audit.jsonl"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _APPENDER, str(path), str(w), "300"]) for w in range(4)
+    ]
+    assert [w.wait(120) for w in writers] == [0, 0, 0, 0]
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 4 * 300
+    for w in range(4):
+        assert [r["n"] for r in records if r["writer"] == str(w)] == list(range(300))

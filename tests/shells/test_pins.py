@@ -183,3 +183,23 @@ def test_lockgate_pin_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).write_text("{not json")
     corrupt = run("pin", "list", *files, env=env)
     assert corrupt.returncode == 2 and "is not a pin file" in corrupt.stderr
+
+
+_SAVER = """
+import sys
+from lockgate.shells.pins import FilePins
+pins = FilePins(sys.argv[1])
+for n in range(int(sys.argv[3])):
+    pins.save(f"{sys.argv[2]}-{n}", {"tools": {}, "n": n})
+"""
+
+
+def test_processes_saving_pins_into_one_file_lose_none(tmp_path: Path) -> None:
+    # As the workers of `lockgate serve --workers N` do, each pinning its own servers' tools.
+    import subprocess
+    import sys
+
+    path = tmp_path / FILE_NAME
+    savers = [subprocess.Popen([sys.executable, "-c", _SAVER, str(path), f"w{w}", "40"]) for w in range(4)]
+    assert [s.wait(120) for s in savers] == [0, 0, 0, 0]
+    assert set(FilePins(str(path)).load()) == {f"w{w}-{n}" for w in range(4) for n in range(40)}
