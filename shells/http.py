@@ -53,6 +53,7 @@ from .record import Recorder
 from .rest.api import RestApi
 from .reload import ReloadSource, watch_config
 from .runtime import GatewayCore, Runtime
+from .shared_limits import CREDENTIALS_CHANGED
 from .oauth import for_front
 from .signals import STOP_SIGNALS, receive_signals, stop_on_signals
 from .ws import WsFront
@@ -220,9 +221,11 @@ async def serve_http(
         from .http_auth import HttpAuth
 
         external = authentication.bearer.external
+        shared = runtime.shared_limits
         auth = HttpAuth(
             authentication.identity, authentication.issuer, runtime.feed,
             authorization_servers=() if external is None else (external.issuer,),
+            announce=None if shared is None else partial(shared.announce, CREDENTIALS_CHANGED),
         )
     # Any transport but ws alone serves Streamable HTTP (tests hand in default settings: stdio).
     streamable = settings.transport != "ws"
@@ -241,6 +244,9 @@ async def serve_http(
             await nursery.start(server.rest.watch_late)
             if authentication is not None:
                 await nursery.start(authentication.run)
+                if runtime.shared_limits is not None:
+                    # Another replica's revoke reaches this one at once, not at the next poll of the database.
+                    await nursery.start(runtime.shared_limits.follow, CREDENTIALS_CHANGED, authentication.identity.nudge)
             if server.ws is not None:
                 await nursery.start(server.ws.recheck_credentials)
             # The seed is the randomness of the `random` balancing strategy.

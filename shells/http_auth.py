@@ -92,12 +92,20 @@ class HttpAuth:
     """Credentials on the HTTP front; see the module docstring."""
 
     def __init__(
-        self, identity: Identity, issuer: TokenIssuer, feed: Feed, *, authorization_servers: tuple[str, ...] = ()
+        self,
+        identity: Identity,
+        issuer: TokenIssuer,
+        feed: Feed,
+        *,
+        authorization_servers: tuple[str, ...] = (),
+        announce: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._identity = identity
         self._issuer = issuer
         self._feed = feed
         self._authorization_servers = authorization_servers
+        # Tells the other replicas a user or key changed (Redis), so they need not wait for their poll.
+        self._announce = announce
         self._failed_logins = RateBuckets()
 
     @property
@@ -342,6 +350,8 @@ class HttpAuth:
                 now=trio.current_time(), principal=admin, address=exchange.peer, operation=operation, target=target
             )
         )
+        if self._announce is not None:
+            await self._announce()
 
 
 def _error(status: int, message: str, headers: tuple[tuple[str, str], ...]) -> Reject:

@@ -7,7 +7,9 @@ marker moves, polling it every :data:`REFRESH` seconds in a worker thread.
 How fresh the snapshot is goes by the monotonic clock, so an
 :class:`Identity` opened before serving works in any trio run.
 So a revoke reaches every gateway that shares the database within about a
-second, and no call waits on a query.
+second, and no call waits on a query. With ``GATEWAY_REDIS_URL`` set, the
+gateway (or command) that made a change also announces it on Redis, and
+every replica that hears it looks at the store at once (:meth:`Identity.nudge`).
 
 :meth:`Identity.authenticate` takes the credential a request presents (an
 API key, or a bearer token that the token verifier checks offline) and
@@ -131,6 +133,7 @@ class Identity:
         self._revoked: frozenset[str] = frozenset()
         self._fresh_at = float("-inf")
         self._failing = False
+        self._nudged = trio.Event()
 
     @property
     def store(self) -> Store:
@@ -152,10 +155,16 @@ class Identity:
         """Read the first snapshot; raises what the store raises (the caller refuses to start)."""
         self._take(await trio.to_thread.run_sync(self._store.snapshot))
 
+    def nudge(self) -> None:
+        """Look at the store now rather than at the next poll: another replica says users or keys changed."""
+        self._nudged.set()
+
     async def keep_fresh(self) -> None:
         """Follow the store's changes for ever; see the module docstring."""
         while True:
-            await trio.sleep(REFRESH)
+            with trio.move_on_after(REFRESH):
+                await self._nudged.wait()
+            self._nudged = trio.Event()
             try:
                 marker = await trio.to_thread.run_sync(self._store.change_marker)
                 if self._snapshot is None or marker != self._snapshot.marker:

@@ -55,7 +55,18 @@ from lockgate.core import TakeTokens, TokensTaken
 
 from .logs import get_logger
 
-__all__ = ["BATCH", "DEFAULT_TIMEOUT", "KEY_PREFIX", "TAKE_SCRIPT", "WORKERS", "SharedLimits", "from_environment", "readiness"]
+__all__ = [
+    "BATCH",
+    "CREDENTIALS_CHANGED",
+    "DEFAULT_TIMEOUT",
+    "KEY_PREFIX",
+    "TAKE_SCRIPT",
+    "WORKERS",
+    "SharedLimits",
+    "announce_change",
+    "from_environment",
+    "readiness",
+]
 
 _log = get_logger("shared_limits")
 
@@ -67,6 +78,8 @@ WORKERS = 4
 BATCH = 128
 #: What every bucket's key starts with: a Redis shared with other programs keeps them apart.
 KEY_PREFIX = "lockgate:rl:"
+#: The channel a replica that changed users or keys announces it on, so the others read the store now.
+CREDENTIALS_CHANGED = "lockgate:credentials-changed"
 # Seconds between the pings that keep /ready's answer current.
 _PING_INTERVAL = 1.0
 # Bytes a batch's replies may take: a take's is a few dozen.
@@ -222,6 +235,42 @@ class SharedLimits:
             for answer in await self._take_batch(batch):
                 await feed(answer)
 
+    async def announce(self, channel: str) -> None:
+        """Tell every replica following ``channel`` that something changed; best effort (they poll the store anyway)."""
+
+        async def publish(connection: _Connection, _: None) -> list[Any]:
+            return await connection.pipeline([["PUBLISH", channel, "1"]])
+
+        try:
+            await self._run(publish, None)
+        except _Unavailable:
+            pass  # the others find the change at their next poll of the database
+
+    async def follow(self, channel: str, heard: Callable[[], None], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Call ``heard`` for each message on ``channel``, until cancelled; a lost connection is made again a second later.
+
+        A subscription is a connection of its own that only listens, so it
+        is never pooled and has no deadline once subscribed.
+        """
+        task_status.started()
+        while True:
+            connection: _Connection | None = None
+            try:
+                with trio.fail_after(max(self.timeout, 1.0)):
+                    connection = await self._connect()
+                    await connection.pipeline([["SUBSCRIBE", channel]])
+                heard()  # whatever changed while this replica was not subscribed
+                while True:
+                    message = await connection.next_reply()
+                    if isinstance(message, list) and message[:1] == [b"message"]:
+                        heard()
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, _ProtocolError, _ReplyError):
+                pass  # Redis away or restarted: the database poll covers the gap
+            finally:
+                if connection is not None:
+                    connection.close()
+            await trio.sleep(1.0)
+
     def close(self) -> None:
         """Close every connection (no goodbye to Redis: none is owed)."""
         for connection in self._open:
@@ -338,6 +387,10 @@ class _Connection:
         """Send ``commands`` at once and read a reply for each (a ``-`` reply is a :class:`_ReplyError`, returned)."""
         await self._stream.send_all(b"".join(_encode(command) for command in commands))
         return [await self._reply() for _ in commands]
+
+    async def next_reply(self) -> Any:
+        """The next reply the server pushes (a subscription's messages)."""
+        return await self._reply()
 
     def close(self) -> None:
         stream = self._stream
@@ -456,3 +509,25 @@ def readiness(body: dict[str, Any], limits: SharedLimits | None) -> dict[str, An
         reason = body.get("reason")
         out.update(status="degraded", reason=note if not reason else f"{reason}; {note}")
     return out
+
+
+def announce_change(environ: Mapping[str, str]) -> None:
+    """Tell the running replicas that users or keys changed (for commands, which are not trio programs).
+
+    Sent with redis-py's blocking client when ``GATEWAY_REDIS_URL`` is set;
+    never raises: a replica that does not hear it finds the change at its
+    next poll of the database, within about a second.
+    """
+    url = environ.get("GATEWAY_REDIS_URL", "").strip()
+    if not url:
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            client.publish(CREDENTIALS_CHANGED, "1")
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - best effort, as above
+        pass

@@ -134,9 +134,10 @@ class ChangeAudit:
     principal id (``user:alice``, ``key:3f9a1c2b``), never a password or a secret.
     """
 
-    def __init__(self, path: str, operator: Principal) -> None:
+    def __init__(self, path: str, operator: Principal, environ: Mapping[str, str] | None = None) -> None:
         self.path = path
         self.operator = operator
+        self.environ = environ
 
     def record(self, operation: str, target: str) -> None:
         """Append the record of one change already made; never raises.
@@ -157,6 +158,10 @@ class ChangeAudit:
         log.close()
         if log.records == 0:
             print(f"lockgate: warning: the change was made, but its audit record is not in {self.path}", file=sys.stderr)
+        if self.environ is not None:
+            from lockgate.shells.shared_limits import announce_change
+
+            announce_change(self.environ)  # running replicas read the store now, not at their next poll
 
 
 def change_audit(environ: Mapping[str, str]) -> ChangeAudit | None:
@@ -173,7 +178,7 @@ def change_audit(environ: Mapping[str, str]) -> ChangeAudit | None:
     except ConfigError as exc:
         print_config_error(exc)
         return None
-    return ChangeAudit(settings.audit_log, Principal(id=f"local:{_login_name()}", role="admin", agents=()))
+    return ChangeAudit(settings.audit_log, Principal(id=f"local:{_login_name()}", role="admin", agents=()), environ)
 
 
 def _login_name() -> str:
