@@ -66,6 +66,7 @@ from ._events import (
     GatewayStarted,
     PinAccepted,
     PinsLoaded,
+    SessionRecord,
     ShutdownRequested,
     TimerFired,
 )
@@ -153,6 +154,7 @@ __all__ = [
     "TimerFired",
     "ConfigReloaded",
     "ConfigRejected",
+    "SessionRecord",
     "ShutdownRequested",
     "AuthenticationSucceeded",
     "AuthenticationFailed",
