@@ -31,6 +31,7 @@ messages also go to its wire transcript (see :mod:`.record`).
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -145,7 +146,12 @@ class McpEndpoint:
         """Answer one request (the :data:`~.http_exchange.Handler` of every connection)."""
         headers = exchange.headers
         session_id = headers.get("mcp-session-id")
-        known = session_id is not None and session_id in self._sessions
+        held = self._sessions.get(session_id) if session_id is not None else None
+        if held is not None and held.expires is not None and held.expires <= time.time():
+            # Its id expired: the session ends here as it would be refused everywhere else.
+            await self._close(held)
+            held = None
+        known = held is not None
         # An id this gateway does not hold may still open: a session to continue here.
         claims = self._ids.open(session_id) if session_id is not None and not known else None
         decision = check_head(
