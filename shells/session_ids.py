@@ -121,7 +121,7 @@ class SessionIds:
         plain = [
             _FORMAT, record.protocol_version, dict(record.capabilities), principal_id, record.agent, record.mode, created, expires,
         ]
-        return base64.urlsafe_b64encode(self.ring().seal(plain, _PLACE)).rstrip(b"=").decode("ascii"), float(expires)
+        return _text(self.ring().seal(plain, _PLACE)), float(expires)
 
     def open(self, session_id: str) -> SessionClaims | None:
         """What ``session_id`` says, or ``None``: not an id of these keys, altered, expired, or ended here."""
@@ -131,6 +131,10 @@ class SessionIds:
             blob = base64.urlsafe_b64decode(session_id + "=" * (-len(session_id) % 4))
         except (binascii.Error, ValueError):
             return None  # a length no base64 has
+        if _text(blob) != session_id:
+            # The last character's spare bits: another spelling of the same bytes, which would
+            # be another key of the sessions held and of the ids ended. One spelling opens.
+            return None
         try:
             value = self.ring().open(blob, _PLACE)
         except UnsealError:
@@ -153,6 +157,11 @@ class SessionIds:
             self._ended = {ended: until for ended, until in self._ended.items() if until > now}
             # Pruned when it has doubled since: the cost per id ended stays constant.
             self._prune_at = max(1024, 2 * len(self._ended))
+
+
+def _text(blob: bytes) -> str:
+    """``blob`` in base64url without padding: the one spelling of it an id may have."""
+    return base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii")
 
 
 def _claims(value: Any) -> SessionClaims | None:
