@@ -195,14 +195,17 @@ class McpEndpoint:
                 self._ids.ended(route.session, claims.expires)
                 await exchange.respond(200, list(route.headers), b"")
                 return
-            if route.kind in ("post", "get"):
+            if route.kind == "get":
                 await self._restore(exchange, route.session, claims, principal)
+            # A POST is continued once its body is known not to be an initialize (see _post).
+        else:
+            claims = None
         match route.kind:
             case "post":
                 self.in_flight += 1
                 self._idle = trio.Event() if self.in_flight == 1 else self._idle
                 try:
-                    await self._post(exchange, route, body, principal)
+                    await self._post(exchange, route, body, principal, claims)
                 finally:
                     self.in_flight -= 1
                     if self.in_flight == 0:
@@ -251,7 +254,9 @@ class McpEndpoint:
 
     # -- POST --------------------------------------------------------------------
 
-    async def _post(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> None:
+    async def _post(
+        self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None, claims: SessionClaims | None = None,
+    ) -> None:
         session = self._sessions.get(route.session) if route.session is not None else None
         # The core answers 409 to a request whose id is in flight: it needs to know which are.
         plan = check_post(
@@ -267,6 +272,11 @@ class McpEndpoint:
         if plan.action == "initialize":
             await self._initialize(exchange, route, plan, body, principal)
             return
+        if session is None and claims is not None and route.session is not None and route.session not in self._sessions:
+            await self._restore(exchange, route.session, claims, principal)
+            session = self._sessions.get(route.session)
+        elif session is None and route.session is not None:
+            session = self._sessions.get(route.session)  # continued meanwhile by another request
         if session is None:
             # It ended while the body was read (check_head knew it).
             await exchange.reject(session_gone(route.headers))
