@@ -185,7 +185,10 @@ class McpEndpoint:
                 # Another credential's session is no session of this one's: as if unknown.
                 await exchange.reject(session_gone(route.headers))
                 return
-        if claims is not None and route.session is not None and route.session not in self._sessions and not route.stateless:
+        if (
+            claims is not None and route.kind in ("post", "get", "delete") and route.session is not None
+            and route.session not in self._sessions and not route.stateless
+        ):
             if claims.principal_id != (None if principal is None else principal.id):
                 # Another credential's session (or one opened with a credential, now without): as if unknown.
                 await exchange.reject(session_gone(route.headers))
