@@ -93,6 +93,9 @@ class Clients:
         if ev.transport == "stateless":
             session.era = "stateless"  # one Streamable HTTP request of the 2026-07-28 era
             return
+        if ev.restored is not None:
+            # A session opened elsewhere: its initialize is over (see ClientOpened.restored).
+            session.restore(ev.restored)
         # ``transport="http"`` is the one that matters: such a session expires when idle.
         if ev.transport == "http":
             self._http_seen[ev.client] = ev.now
@@ -211,6 +214,8 @@ class Clients:
             self._ctx.reply(session.id, req.id, {})
         elif req.method == "initialize":
             self._initialize(session, req)
+        elif session.warming:
+            self.surface.warm(session, req, len(ev.data))
         else:
             self.serve(session, req, len(ev.data))
 

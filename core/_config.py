@@ -88,6 +88,8 @@ GRANTS: tuple[Grant, ...] = ("authorization_code", "client_credentials")
 DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_SESSION_TTL = 3600.0
+#: A day: how long a sealed session id opens at all, however active its session (see lockgate.shells.session_ids).
+DEFAULT_SESSION_LIFETIME = 86400.0
 DEFAULT_SHUTDOWN_GRACE = 10.0
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 256
@@ -280,6 +282,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     session_ttl: float = DEFAULT_SESSION_TTL
+    #: Seconds a Streamable HTTP session id is valid from its ``initialize``, on any gateway (``GATEWAY_SESSION_LIFETIME``).
+    session_lifetime: float = DEFAULT_SESSION_LIFETIME
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     #: Connections the HTTP front holds open at once (``GATEWAY_MAX_CONNECTIONS``).
     max_connections: int = DEFAULT_MAX_CONNECTIONS

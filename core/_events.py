@@ -38,6 +38,7 @@ __all__ = [
     "GatewayStarted",
     "PinAccepted",
     "PinsLoaded",
+    "SessionRecord",
     "ShutdownRequested",
     "TimerFired",
     "TokensTaken",
@@ -60,6 +61,24 @@ class GatewayStarted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRecord:
+    """What a handshake-era session settled at ``initialize``: enough to continue it without another one.
+
+    A Streamable HTTP shell keeps it sealed in the session's id (see
+    :mod:`lockgate.shells.session_ids`), so that any gateway holding the key
+    can continue a session another one opened. ``mode`` is settled
+    (``on_demand`` or ``aggregate``, never ``auto``); ``agent`` is the
+    session's default agent, checked afresh against the credential on every
+    request as before.
+    """
+
+    protocol_version: str
+    capabilities: Mapping[str, Any]
+    agent: str | None
+    mode: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClientOpened:
     """A client connection or session exists and may send messages.
 
@@ -79,6 +98,13 @@ class ClientOpened:
     the answer; closed before that (the client dropped the response
     stream), its call is cancelled downstream. Over stdio and WebSocket the
     era is the client's first request's, whatever the transport.
+
+    ``restored`` (``transport="http"``) continues a handshake-era session
+    opened elsewhere (another gateway, or this one before a restart): the
+    session starts ready, with the version, capabilities, agent and mode of
+    its :class:`SessionRecord`, and no ``initialize``. In aggregate mode its
+    first requests wait, as ``initialize`` would have, for the agent's
+    servers to tell what they offer.
     """
 
     now: float
@@ -88,6 +114,8 @@ class ClientOpened:
     #: With ``transport="rest"``: the one server this session serves (a REST
     #: request of ``/mcp/{server}/...``; see :mod:`lockgate.core._rest`).
     server: str | None = None
+    #: A handshake-era session continued without ``initialize`` (see above).
+    restored: SessionRecord | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -63,6 +63,7 @@ from ._events import (
     AuthenticationSucceeded,
     ClientClosed,
     ClientFellBehind,
+    ClientId,
     ClientMessageReceived,
     ClientOpened,
     ConfigRejected,
@@ -77,6 +78,7 @@ from ._events import (
     GatewayStarted,
     PinAccepted,
     PinsLoaded,
+    SessionRecord,
     ShutdownRequested,
     TimerFired,
     TokensTaken,
@@ -303,6 +305,11 @@ class Gateway:
     def relays(self) -> bool:
         """Whether servers' requests (sampling, elicitation, roots) are relayed to clients: aggregate mode is on for some."""
         return aggregate_enabled(self._ctx.config)
+
+    def session_record(self, client: ClientId) -> SessionRecord | None:
+        """What continues ``client``'s handshake-era session elsewhere (``ClientOpened.restored``); ``None`` if there is none."""
+        session = self._ctx.clients.get(client)
+        return None if session is None else session.record()
 
     def server_health(self, name: str) -> JSONObject | None:
         """The REST ``/mcp/{server}/health`` answer; ``None`` for a server that is not configured."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from ._call import Call
 from ._eras import HANDSHAKE_VERSIONS, Era
 from ._errors import LocalProtocolError
-from ._events import ClientId
+from ._events import ClientId, SessionRecord
 from ._identity import Principal
 from ._jsonrpc import RequestId
 
@@ -106,11 +106,34 @@ class ClientSession:
     #: Its open ``subscriptions/listen`` streams, by the listen request's id: the notifications each
     #: carries, and the resources (their URIs as the client knows them) whose updates it carries.
     listens: dict[RequestId, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
+    #: A restored aggregate session (``ClientOpened.restored``) whose agent's servers have not told
+    #: what they offer here yet: its requests wait for them first, as its ``initialize`` did.
+    warming: bool = False
 
     @property
     def initialized(self) -> bool:
         """``initialize`` has been answered: requests are served from now on."""
         return self.state in (SessionState.INITIALIZED, SessionState.READY)
+
+    def restore(self, record: SessionRecord) -> None:
+        """Continue a session another gateway opened: ready at once, as its ``initialize`` left it."""
+        self.move(SessionTrigger.INITIALIZE)
+        self.move(SessionTrigger.INITIALIZED)
+        self.era = "handshake"
+        self.protocol_version = record.protocol_version
+        self.capabilities = dict(record.capabilities)
+        self.agent, self.mode = record.agent, record.mode
+        self.warming = record.mode == "aggregate"
+
+    def record(self) -> SessionRecord | None:
+        """What :meth:`restore` needs to continue this session elsewhere; ``None`` before ``initialize`` settled it."""
+        if self.era != "handshake" or not self.initialized or self.protocol_version is None:
+            return None
+        if self.mode not in ("on_demand", "aggregate"):
+            return None  # auto not settled yet, or a REST session
+        return SessionRecord(
+            protocol_version=self.protocol_version, capabilities=dict(self.capabilities), agent=self.agent, mode=self.mode,
+        )
 
     def move(self, trigger: SessionTrigger) -> None:
         """Take one step of the lifecycle; a step the table does not list is a bug in the core."""

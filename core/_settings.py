@@ -176,6 +176,22 @@ def _text(raw: str) -> str | None:
     return raw.strip() or None
 
 
+_KEY = re.compile(r"[A-Za-z0-9_-]{43}=?")
+
+
+def _session_keys(raw: str) -> str | None:
+    """Keys of 32 bytes in base64url, comma-separated; checked at start-up, and never quoted in the problem."""
+    keys = [key.strip() for key in raw.split(",")] if raw.strip() else []
+    for position, key in enumerate(keys, start=1):
+        if not _KEY.fullmatch(key):
+            message = (
+                f"key {position} of {len(keys)} is not 32 bytes in base64url (43 characters); "
+                "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+            raise PydanticCustomError("lockgate", "{message}", {"message": message})
+    return raw.strip() or None
+
+
 _POSITIVE_INT = PlainValidator(_count("a positive integer", minimum=1))
 _POSITIVE_SECONDS = PlainValidator(_seconds(zero=False))
 
@@ -213,6 +229,7 @@ class Variables(BaseModel):
     max_connections: Annotated[int | None, _POSITIVE_INT] = None
     max_connections_per_address: Annotated[int | None, PlainValidator(_count("an integer, 0 or more", minimum=0))] = None
     session_ttl: Annotated[float | None, _POSITIVE_SECONDS] = None
+    session_lifetime: Annotated[float | None, _POSITIVE_SECONDS] = None
     shutdown_grace: Annotated[float | None, _POSITIVE_SECONDS] = None
     http_head_timeout: Annotated[float | None, _POSITIVE_SECONDS] = None
     # The WebSocket front
@@ -277,6 +294,8 @@ class Variables(BaseModel):
     token_ttl: Annotated[str | None, PlainValidator(_text)] = None
     # Read by the shell to seal OAuth tokens for downstream servers (lockgate.shells.sealed).
     secret_key: Annotated[str | None, PlainValidator(_text)] = None
+    # Read by the shell to seal Streamable HTTP session ids (lockgate.shells.session_ids).
+    session_key: Annotated[str | None, PlainValidator(_session_keys)] = None
     # Read by the shell: may a stdio gateway open the browser to log in to a downstream (lockgate.shells.oauth)?
     oauth_browser: Annotated[str | None, PlainValidator(_text)] = None
 
@@ -311,6 +330,7 @@ _ABOUT: dict[str, str] = {
     "max_connections": "HTTP connections held open at once",
     "max_connections_per_address": "HTTP connections from one peer address (0: no limit)",
     "session_ttl": "seconds an idle HTTP session lives",
+    "session_lifetime": "seconds an HTTP session id is valid on any gateway holding the session key, however active",
     "shutdown_grace": "seconds requests in flight get to finish on SIGTERM/SIGINT (HTTP)",
     "http_head_timeout": "seconds an HTTP request head may take from its first byte",
     "ws_ping_interval": "seconds between keep-alive pings of a WebSocket client (0: no pings)",
@@ -332,6 +352,7 @@ _ABOUT: dict[str, str] = {
     "api_key": "API key a stdio launcher passes when GATEWAY_AUTH=required",
     "jwt_secret": "secret that signs Lockgate's own tokens (unset: one kept in the state folder)",
     "secret_key": "key that seals OAuth tokens for downstream servers: base64url of 32 bytes (unset: secret.key in the state folder)",
+    "session_key": "keys that seal HTTP session ids, current first, comma-separated: base64url of 32 bytes each (unset: the secret key)",
     "oauth_browser": "auto: a stdio gateway on a desktop opens the browser to log in to a server that answers 401; never",
     "jwt_issuer": "iss of an external token issuer",
     "jwt_audience": "aud an external issuer's tokens carry (the resource URI)",

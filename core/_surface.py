@@ -156,6 +156,8 @@ class Waiting:
     search: PendingSearch | None = None
     #: A stateless client's first request, waiting for mode ``auto`` to choose (:meth:`Surface.adopt`).
     deciding: bool = False
+    #: A restored aggregate session's request, waiting for its agent's servers (:meth:`Surface.warm`).
+    warming: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,16 @@ class Surface:
             return False
         self.serve_or_wait(Waiting(session.id, req, request_bytes=request_bytes, deciding=True))
         return True
+
+    def warm(self, session: ClientSession, req: Request, request_bytes: int) -> None:
+        """Serve a restored aggregate session's request once its agent's servers are in, as after ``initialize``.
+
+        A session continued on another gateway (``ClientOpened.restored``)
+        skipped the ``initialize`` that would have started its agent's
+        servers and waited for their catalogues; without them here its names
+        would resolve to nothing. So its requests wait for them once.
+        """
+        self.serve_or_wait(Waiting(session.id, req, request_bytes=request_bytes, warming=True))
 
     def _decide_mode(self, session: ClientSession, req: Request) -> None:
         ctx = self._ctx
@@ -342,7 +354,7 @@ class Surface:
             self._serve_rest(session, waiting)
             return
         agent = self.agent(session, req)
-        if waiting.deciding or req.method in _OPENING:
+        if waiting.deciding or waiting.warming or req.method in _OPENING:
             # No agent yet is no reason to refuse a session: then it offers what any server does.
             servers = self.agent_servers(agent) if isinstance(agent, str) else sorted(ctx.config.servers)
         elif isinstance(agent, Refusal):
@@ -357,6 +369,10 @@ class Surface:
             return
         if waiting.deciding:
             self._choose(session, agent, links)
+            self.clients.serve(session, req, waiting.request_bytes)
+            return
+        if waiting.warming:
+            session.warming = False
             self.clients.serve(session, req, waiting.request_bytes)
             return
         if req.method in _OPENING:
@@ -930,11 +946,12 @@ class Surface:
 
         Its own client for a per-client link; every one without a link. A
         session still waiting for its ``initialize`` answer hears nothing
-        before it.
+        before it, nor a restored one still waiting for its servers (their
+        first catalogues here are no change to what it listed elsewhere).
         """
         return [
             session for session in self._ctx.clients.values()
-            if session.mode == "aggregate" and session.state is SessionState.READY
+            if session.mode == "aggregate" and session.state is SessionState.READY and not session.warming
             and (link is None or link.client is None or link.client == session.id)
         ]
 

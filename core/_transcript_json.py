@@ -288,6 +288,12 @@ def event_to_json(event: ev.Event, rules: Mapping[str, Any] | None = None) -> JS
                 out["principal"] = _principal_to_json(event.principal)
             if event.server is not None:
                 out["server"] = event.server
+            if event.restored is not None:
+                record = event.restored
+                out["restored"] = {
+                    "protocol_version": record.protocol_version, "capabilities": dict(record.capabilities),
+                    "agent": record.agent, "mode": record.mode,
+                }
         case ev.AuthenticationSucceeded():
             out.update(principal=_principal_to_json(event.principal), address=event.address)
             _put_operation(out, event.operation, event.target, event.client)
@@ -377,6 +383,7 @@ def event_from_json(line: Mapping[str, Any]) -> ev.Event:
                     transport=line.get("transport", "stdio"),
                     principal=None if principal is None else _principal_from_json(principal),
                     server=line.get("server"),
+                    restored=None if "restored" not in line else ev.SessionRecord(**line["restored"]),
                 )
             case "AuthenticationSucceeded":
                 return ev.AuthenticationSucceeded(

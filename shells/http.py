@@ -47,6 +47,7 @@ from lockgate.core.ws import DEFAULT_WS_PING_INTERVAL, DEFAULT_WS_PING_TIMEOUT, 
 
 from .http_connections import ConnectionTable
 from .http_endpoint import McpEndpoint
+from .session_ids import SessionIds
 from .http_exchange import Handler, serve_connection
 from .logs import NOTICE, get_logger
 from .record import Recorder
@@ -101,11 +102,12 @@ class HttpServer:
         websocket: bool = False,
         ping_interval: float = DEFAULT_WS_PING_INTERVAL,
         ping_timeout: float = DEFAULT_WS_PING_TIMEOUT,
+        session_ids: SessionIds | None = None,
     ) -> None:
         self._policy = policy
         self._table = ConnectionTable(limits)
         self.rest = RestApi(core, runtime, authenticated=auth is not None, loopback=policy.loopback, registry=registry)
-        self._endpoint = McpEndpoint(core, runtime, policy, recorder, auth, self.rest)
+        self._endpoint = McpEndpoint(core, runtime, policy, recorder, auth, self.rest, session_ids)
         self._handler: Handler = self._endpoint.handle
         #: The WebSocket front (``--transport ws`` or ``http,ws``), which routes every request first.
         self.ws: WsFront | None = None
@@ -215,6 +217,8 @@ async def serve_http(
         head_timeout=settings.http_head_timeout,
     )
     oauth = for_front(os.environ if environ is None else environ, stdio=False)
+    # Sealed session ids: any gateway holding the same key continues a session (see .session_ids).
+    session_ids = SessionIds.from_environ(os.environ if environ is None else environ, settings.session_lifetime)
     runtime = Runtime(core, settings=settings, environ=environ, oauth=oauth, pins=None if reload is None else reload.pins)
     auth = None
     if authentication is not None:
@@ -233,7 +237,7 @@ async def serve_http(
     server = HttpServer(
         core, runtime, policy, limits=limits, shutdown_grace=settings.shutdown_grace, recorder=recorder, auth=auth,
         registry=None if reload is None else reload.registry, streamable=streamable, websocket=websocket,
-        ping_interval=settings.ws_ping_interval, ping_timeout=settings.ws_ping_timeout,
+        ping_interval=settings.ws_ping_interval, ping_timeout=settings.ws_ping_timeout, session_ids=session_ids,
     )
     stop = stop if stop is not None else trio.Event()
     url = f"http://{_url_host(host)}:{bound}/mcp"

@@ -7,10 +7,15 @@ Theory of operation. :meth:`McpEndpoint.handle` gets each request as an
 :class:`~.http_exchange.Exchange` and asks :mod:`lockgate.core.http` what to
 do with it: every status code and header comes from there.
 
-- ``initialize`` without a session: mint a session id from :mod:`secrets`,
-  register it with the :class:`~.runtime.Runtime` and feed ``ClientOpened``
-  then the message; the answer carries ``Mcp-Session-Id``, or, when the core
-  refused the initialize, the session is closed again.
+- ``initialize`` without a session: register a client of the core under a
+  random name with the :class:`~.runtime.Runtime` and feed ``ClientOpened``
+  then the message; the answer carries ``Mcp-Session-Id``, the session's
+  record sealed (:mod:`.session_ids`), or, when the core refused the
+  initialize, the session is closed again.
+- a request naming a session this gateway does not hold, by an id that
+  opens (another gateway's, or this one's before a restart): the session is
+  continued from the id, ``ClientOpened(restored=...)``, when its credential
+  is the request's; any other unknown id is 404, as one that ended.
 - other POSTs: feed the message and answer 202 (notifications, responses),
   the response as JSON, or an SSE stream that carries the request's
   notifications and then its response (see :mod:`.http_sessions`). The core
@@ -26,6 +31,8 @@ messages also go to its wire transcript (see :mod:`.record`).
 from __future__ import annotations
 
 import secrets
+import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -74,6 +81,8 @@ from .http_sessions import HttpSession
 from .logs import get_logger
 from .record import Recorder, WireTap
 from .runtime import GatewayCore, Runtime
+from .sealed import KeyRing, SecretBox
+from .session_ids import SessionClaims, SessionIds
 from .shared_limits import readiness as shared_readiness
 
 if TYPE_CHECKING:
@@ -85,8 +94,10 @@ __all__ = ["PROMETHEUS_TYPE", "McpEndpoint"]
 
 _log = get_logger("http")
 
-#: Session ids: 32 random bytes, URL-safe base64 (256 bits, visible ASCII as the spec asks).
-_SESSION_BYTES = 32
+#: The core's names of sessions (never shown to a client): 16 random bytes, URL-safe base64.
+_CLIENT_BYTES = 16
+#: Seconds a session id opens for when none are given (tests): a day.
+_LIFETIME = 86400.0
 #: Clients of the core for one 2026-07-28 request: never a session id, so never confused with one.
 _STATELESS_PREFIX = "request-"
 #: Seconds a stateless request's answer may take before its connection is watched for a hang-up (a cancel).
@@ -106,15 +117,19 @@ class McpEndpoint:
         recorder: Recorder | None = None,
         auth: HttpAuth | None = None,
         rest: RestApi | None = None,
+        session_ids: SessionIds | None = None,
     ) -> None:
         self._core = core
+        # None: a key of this process alone (its sessions are continued nowhere else).
+        self._ids = session_ids if session_ids is not None else SessionIds(KeyRing([SecretBox(secrets.token_bytes(32))]), _LIFETIME)
         self._auth = auth
         self._rest = rest
         self._runtime = runtime
         self._policy = policy
         self._recorder = recorder
-        #: Wire taps of recorded sessions (``--record``), by session id.
+        #: Wire taps of recorded sessions (``--record``), by the core's client id.
         self._taps: dict[str, WireTap] = {}
+        #: Live sessions, by the id their client names them by.
         self._sessions: dict[str, HttpSession] = {}
         #: 2026-07-28 requests served so far: each one's client id.
         self._stateless_requests = 0
@@ -132,12 +147,20 @@ class McpEndpoint:
         """Answer one request (the :data:`~.http_exchange.Handler` of every connection)."""
         headers = exchange.headers
         session_id = headers.get("mcp-session-id")
+        held = self._sessions.get(session_id) if session_id is not None else None
+        if held is not None and held.expires is not None and held.expires <= time.time():
+            # Its id expired: the session ends here as it would be refused everywhere else.
+            await self._close(held)
+            held = None
+        known = held is not None
+        # An id this gateway does not hold may still open: a session to continue here.
+        claims = self._ids.open(session_id) if session_id is not None and not known else None
         decision = check_head(
             exchange.method,
             exchange.target,
             headers,
             self._policy,
-            session_known=session_id is not None and session_id in self._sessions,
+            session_known=known or claims is not None,
         )
         if isinstance(decision, Reject):
             await exchange.refuse(decision)
@@ -163,12 +186,30 @@ class McpEndpoint:
                 # Another credential's session is no session of this one's: as if unknown.
                 await exchange.reject(session_gone(route.headers))
                 return
+        if (
+            claims is not None and route.kind in ("post", "get", "delete") and route.session is not None
+            and route.session not in self._sessions and not route.stateless
+        ):
+            if claims.principal_id != (None if principal is None else principal.id):
+                # Another credential's session (or one opened with a credential, now without): as if unknown.
+                await exchange.reject(session_gone(route.headers))
+                return
+            if route.kind == "delete":
+                # Nothing of it is here to end: it is only never continued here again.
+                self._ids.ended(route.session, claims.expires)
+                await exchange.respond(200, list(route.headers), b"")
+                return
+            if route.kind == "get":
+                await self._restore(exchange, route.session, claims, principal)
+            # A POST is continued once its body is known not to be an initialize (see _post).
+        else:
+            claims = None
         match route.kind:
             case "post":
                 self.in_flight += 1
                 self._idle = trio.Event() if self.in_flight == 1 else self._idle
                 try:
-                    await self._post(exchange, route, body, principal)
+                    await self._post(exchange, route, body, principal, claims)
                 finally:
                     self.in_flight -= 1
                     if self.in_flight == 0:
@@ -218,7 +259,9 @@ class McpEndpoint:
 
     # -- POST --------------------------------------------------------------------
 
-    async def _post(self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None) -> None:
+    async def _post(
+        self, exchange: Exchange, route: Route, body: bytes, principal: Principal | None, claims: SessionClaims | None = None,
+    ) -> None:
         session = self._sessions.get(route.session) if route.session is not None else None
         # The core answers 409 to a request whose id is in flight: it needs to know which are.
         plan = check_post(
@@ -234,6 +277,11 @@ class McpEndpoint:
         if plan.action == "initialize":
             await self._initialize(exchange, route, plan, body, principal)
             return
+        if session is None and claims is not None and route.session is not None and route.session not in self._sessions:
+            await self._restore(exchange, route.session, claims, principal)
+            session = self._sessions.get(route.session)
+        elif session is None and route.session is not None:
+            session = self._sessions.get(route.session)  # continued meanwhile by another request
         if session is None:
             # It ended while the body was read (check_head knew it).
             await exchange.reject(session_gone(route.headers))
@@ -262,31 +310,58 @@ class McpEndpoint:
         await self._stream(exchange, session, key, send, receive, route, first)
 
     async def _initialize(self, exchange: Exchange, route: Route, plan: Post, body: bytes, principal: Principal | None) -> None:
-        session = HttpSession(id=secrets.token_urlsafe(_SESSION_BYTES), principal_id=None if principal is None else principal.id)
-        self._sessions[session.id] = session
-        send: ClientSend = session.send
-        if self._recorder is not None:
-            tap = self._taps[session.id] = self._recorder.wire(session.id)
-            send = _tapped(session.send, tap)
-        self._runtime.register_client(session.id, send, lambda: self._forget(session.id), drop_stream=session.drop_stream)
+        # Known to the core by a random name until the answer settles what its id seals.
+        client = secrets.token_urlsafe(_CLIENT_BYTES)
+        session = HttpSession(id=client, principal_id=None if principal is None else principal.id)
+        self._open_client(session)
         waiter = session.wait_json(plan.request_id)
         if principal is not None and self._auth is not None:
             await self._auth.opened(exchange, principal)
         now = trio.current_time()
-        await self._runtime.feed(ClientOpened(now=now, client=session.id, transport="http", principal=principal))
+        await self._runtime.feed(ClientOpened(now=now, client=session.client, transport="http", principal=principal))
         await self._feed_message(session, body, now)
         await waiter.done.wait()
         message = waiter.message
-        if message is None:
+        if message is None or session.closed:
             await exchange.reject(session_gone(route.headers))
             return
         opened = opened_session(message)
-        if opened is not None:
-            session.protocol_version = opened.protocol_version
-            await _send_json(exchange, 200, route, waiter.encoded(), session.id)
-        else:
-            await self.end_session(session.id)
+        if opened is None:
+            await self._close(session)
             await _send_json(exchange, 200, route, waiter.encoded())
+            return
+        session.protocol_version = opened.protocol_version
+        record = self._core.session_record(session.client)
+        if record is not None:
+            session.id, session.expires = self._ids.mint(record, session.principal_id)
+        # else (no record to seal, which the core gives once initialize is answered): the random name, good here only.
+        self._sessions[session.id] = session
+        await _send_json(exchange, 200, route, waiter.encoded(), session.id)
+
+    async def _restore(self, exchange: Exchange, session_id: str, claims: SessionClaims, principal: Principal | None) -> None:
+        """Continue here the session ``session_id`` names, which opened elsewhere (or here, before a restart)."""
+        session = HttpSession(
+            id=session_id, client=secrets.token_urlsafe(_CLIENT_BYTES), principal_id=claims.principal_id,
+            protocol_version=claims.record.protocol_version, expires=claims.expires,
+        )
+        # Held before anything waits: a request for the same id meanwhile finds it, and restores nothing.
+        self._sessions[session_id] = session
+        self._open_client(session)
+        if principal is not None and self._auth is not None:
+            await self._auth.opened(exchange, principal)
+        opened = utc_timestamp(datetime.fromtimestamp(claims.created, timezone.utc))
+        _log.info(f"continuing session {session.client} from its id (opened {opened})")
+        await self._runtime.feed(
+            ClientOpened(now=trio.current_time(), client=session.client, transport="http", principal=principal, restored=claims.record)
+        )
+
+    def _open_client(self, session: HttpSession) -> None:
+        """Make ``session`` a client of the runtime: what the core sends it, and its ``CloseClient``."""
+        send: ClientSend = session.send
+        if self._recorder is not None:
+            tap = self._taps[session.client] = self._recorder.wire(session.client)
+            send = _tapped(session.send, tap)
+        self._runtime.register_client(session.client, send, lambda: self._forget(session), drop_stream=session.drop_stream)
 
     async def _stateless(self, exchange: Exchange, route: Route, plan: Post, body: bytes, principal: Principal | None) -> None:
         """Answer a 2026-07-28 POST: a client of the core for this one request, closed once it is answered.
@@ -340,7 +415,7 @@ class McpEndpoint:
             session.cancel(request_id, answer)
         except StreamFellBehind as exc:
             # Delivered outside the runtime, so reported here: the core decides about the stream.
-            await self._runtime.feed(ClientFellBehind(now=trio.current_time(), client=session.id, request=exc.request))
+            await self._runtime.feed(ClientFellBehind(now=trio.current_time(), client=session.client, request=exc.request))
 
     # -- GET and SSE streams -----------------------------------------------------
 
@@ -398,24 +473,36 @@ class McpEndpoint:
         return session
 
     async def _feed_message(self, session: HttpSession, body: bytes, now: float | None = None) -> None:
-        tap = self._taps.get(session.id)
+        tap = self._taps.get(session.client)
         if tap is not None:
             tap("c2s", body)
         now = trio.current_time() if now is None else now
-        await self._runtime.feed(ClientMessageReceived(now=now, client=session.id, data=body))
+        await self._runtime.feed(ClientMessageReceived(now=now, client=session.client, data=body))
 
     async def end_session(self, session_id: str) -> None:
-        """End a session from this side (DELETE, failed initialize): tell the core."""
-        if session_id in self._sessions:
-            self._forget(session_id)
-            await self._runtime.feed(ClientClosed(now=trio.current_time(), client=session_id))
-
-    def _forget(self, session_id: str) -> None:
-        """Drop a session and wake whatever waits on it; the core's ``CloseClient`` lands here too."""
-        session = self._sessions.pop(session_id, None)
-        self._taps.pop(session_id, None)
+        """End a session from this side (DELETE): tell the core."""
+        session = self._sessions.get(session_id)
         if session is not None:
-            session.close()
+            await self._close(session)
+
+    async def _close(self, session: HttpSession) -> None:
+        """End ``session`` from this side (DELETE, refused initialize): tell the core."""
+        if not session.closed:
+            self._forget(session)
+            await self._runtime.feed(ClientClosed(now=trio.current_time(), client=session.client))
+
+    def _forget(self, session: HttpSession) -> None:
+        """Drop a session and wake whatever waits on it; the core's ``CloseClient`` lands here too.
+
+        Its id is never continued here again (until it expires, when it
+        would not open anyway): ended is ended, on this gateway at least.
+        """
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        self._taps.pop(session.client, None)
+        if session.expires is not None:
+            self._ids.ended(session.id, session.expires)
+        session.close()
 
     # -- shutdown ----------------------------------------------------------------
 

@@ -67,7 +67,11 @@ class JsonWaiter:
 class HttpSession:
     """One session: its negotiated version, its event buffer, and who waits for what."""
 
+    #: What the client names it by (``Mcp-Session-Id``; a sealed id, see :mod:`.session_ids`).
     id: str
+    #: The core's client id for it: ``id`` unless set (a sealed id is minted only once ``initialize``
+    #: is answered, and is long; the core knows the session by a short random name of this gateway's).
+    client: str = ""
     protocol_version: str | None = None
     #: The principal whose credential opened it (authentication on); only it may use the session.
     principal_id: str | None = None
@@ -80,6 +84,12 @@ class HttpSession:
     #: Live streams whose reader fell behind, reported and not yet dropped by the core.
     behind: dict[StreamKey, trio.MemorySendChannel[bytes]] = field(default_factory=dict)
     closed: bool = False
+    #: When its id stops opening, in Unix seconds (a sealed id); ``None`` for one that never did.
+    expires: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.client:
+            self.client = self.id
 
     def in_flight(self, request_id: Any) -> bool:
         """Whether a request with this id waits for its answer (its POST is still open)."""

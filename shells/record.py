@@ -51,6 +51,7 @@ from lockgate.core import (
     Config,
     ConfigReloaded,
     Event,
+    SessionRecord,
     SetTimer,
     ShutdownRequested,
 )
@@ -243,6 +244,9 @@ class RecordingCore:
 
     def relays(self) -> bool:
         return self._core.relays()
+
+    def session_record(self, client: ClientId) -> SessionRecord | None:
+        return self._core.session_record(client)
 
     def server_health(self, name: str) -> dict[str, Any] | None:
         return self._core.server_health(name)

@@ -76,7 +76,7 @@ from typing import Any, Protocol, Union, assert_never
 
 import trio
 
-from lockgate.core import Action, ClientId, downstream_message_bytes, Event, internal_error, Settings
+from lockgate.core import Action, ClientId, downstream_message_bytes, Event, internal_error, SessionRecord, Settings
 
 # The actions the loop performs, and the events it looks at before the core does.
 from lockgate.core import Audit, CancelTimer, CloseClient, DropStream, Log, SavePins, SendToClient, SendToDownstream, SetTimer, StartDownstream, StopDownstream, TakeTokens, TokensTaken
@@ -124,6 +124,10 @@ class GatewayCore(Core, Protocol):
 
     def relays(self) -> bool:
         """Whether servers' requests are relayed to clients (aggregate mode): calls are then answered as SSE streams."""
+        ...
+
+    def session_record(self, client: ClientId) -> SessionRecord | None:
+        """What continues a handshake-era session on another gateway (sealed in its HTTP session id)."""
         ...
 
     # The REST API's views (lockgate.shells.rest).

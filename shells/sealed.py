@@ -46,6 +46,8 @@ __all__ = [
     "KEY_BYTES",
     "KEY_FILE",
     "KEY_VARIABLE",
+    "SESSION_KEY_VARIABLE",
+    "KeyRing",
     "SecretBox",
     "SecretKeyError",
     "UnsealError",
@@ -55,6 +57,8 @@ __all__ = [
 ]
 
 KEY_VARIABLE = "GATEWAY_SECRET_KEY"
+#: The keys of Streamable HTTP session ids: the current one, then those still accepted (see :class:`KeyRing`).
+SESSION_KEY_VARIABLE = "GATEWAY_SESSION_KEY"
 KEY_FILE = "secret.key"
 KEY_BYTES = 32
 
@@ -186,6 +190,86 @@ class SecretBox:
             return json.loads(plain.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):  # pragma: no cover - only this class seals, and it seals JSON
             raise UnsealError("the sealed value opened but is not JSON") from None
+
+
+class KeyRing:
+    """Several boxes for a rotation with an overlap window: seals under the first, opens under any.
+
+    A blob names its key (the key id in its header), so opening picks the
+    box of that key at once; a blob of a key no longer on the ring is an
+    :class:`UnsealError`, like any other that does not open.
+    """
+
+    __slots__ = ("_boxes", "current")
+
+    def __init__(self, boxes: list[SecretBox]) -> None:
+        """A ring of ``boxes``, the first the current one.
+
+        Raises:
+            ValueError: no box.
+        """
+        if not boxes:
+            raise ValueError("a key ring holds at least one key")
+        self.current = boxes[0]
+        self._boxes = {box._key_id: box for box in reversed(boxes)}
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The public ids of the keys it opens with, the current one first."""
+        return [self.current.key_id, *(box.key_id for box in self._boxes.values() if box is not self.current)]
+
+    def __repr__(self) -> str:
+        return f"KeyRing(key ids {', '.join(self.key_ids)})"
+
+    def seal(self, value: Any, associated: bytes) -> bytes:
+        """:meth:`SecretBox.seal` under the current key."""
+        return self.current.seal(value, associated)
+
+    def open(self, blob: bytes, associated: bytes) -> Any:
+        """:meth:`SecretBox.open` under whichever key of the ring sealed ``blob``.
+
+        Raises:
+            UnsealError: as :meth:`SecretBox.open`; a key no longer on the ring included.
+        """
+        box = self._boxes.get(blob[1:_HEADER_BYTES]) if len(blob) >= _SMALLEST else None
+        return (box or self.current).open(blob, associated)
+
+    @classmethod
+    def for_sessions(cls, environ: Mapping[str, str]) -> KeyRing | None:
+        """The keys of session ids: ``GATEWAY_SESSION_KEY``, else the secret key if there is one; else ``None``.
+
+        ``GATEWAY_SESSION_KEY`` is one key (32 bytes in base64url), or
+        several separated by commas: ids are sealed under the first and
+        open under any, which is how a key is rotated with an overlap (put
+        the new key first and keep the old one second until the ids it
+        sealed have expired, then drop it).
+
+        Unset, the secret key seals them (:func:`key_from_environ`) when it
+        is configured: ``GATEWAY_SECRET_KEY``, or a state folder that
+        exists, whose ``secret.key`` is then made if missing (gateways
+        sharing the folder agree on it). ``None``: neither, and nothing is
+        made for it; the caller then keeps a key of its process alone.
+
+        Raises:
+            SecretKeyError: a key of the variable is not 32 bytes of
+                base64url (the message says which one, by position), or
+                the secret key cannot be had.
+        """
+        given = environ.get(SESSION_KEY_VARIABLE, "").strip()
+        if not given:
+            if environ.get(KEY_VARIABLE, "").strip() or os.path.isdir(state_dir(environ)):
+                return cls([SecretBox(key_from_environ(environ))])
+            return None
+        boxes: list[SecretBox] = []
+        for position, text in enumerate(given.split(","), start=1):
+            key = _decode_key(text.strip().encode("ascii", errors="replace"))
+            if key is None:
+                raise SecretKeyError(
+                    f"{SESSION_KEY_VARIABLE} must be keys of {KEY_BYTES} bytes in base64url (43 characters each), "
+                    f"separated by commas, and its key {position} is not; make one with: {_MAKE_ONE}"
+                )
+            boxes.append(SecretBox(key))
+        return cls(boxes)
 
 
 def key_from_environ(environ: Mapping[str, str]) -> bytes:
