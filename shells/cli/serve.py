@@ -10,6 +10,7 @@ and on every reload (``load_config`` does it, from :attr:`Settings.strict`).
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import errno
 import ipaddress
@@ -288,9 +289,21 @@ def _supervise(
     url = f"{root}/ws" if settings.transport == "ws" else f"{root}/mcp"
     if settings.transport == "ws":
         url = "ws://" + url.removeprefix("http://")
+    worker_environ = dict(environ)
+    if not worker_environ.get("GATEWAY_SESSION_KEY", "").strip() and not worker_environ.get("GATEWAY_SECRET_KEY", "").strip():
+        # Workers must seal session ids under one key to be interchangeable; with none configured
+        # (and no state folder to share one through) they share one drawn for this run.
+        from lockgate.shells.sealed import KeyRing, SecretKeyError
+
+        try:
+            configured = KeyRing.for_sessions(worker_environ) is not None
+        except SecretKeyError:
+            configured = True  # each worker reports the key problem itself, and stops
+        if not configured:
+            worker_environ["GATEWAY_SESSION_KEY"] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     supervisor = Supervisor(
         command, sockets, workers, grace=settings.shutdown_grace,
-        environ=None if environ is os.environ else dict(environ),
+        environ=None if environ is os.environ and worker_environ == dict(environ) else worker_environ,
         on_ready=partial(_listening, log, summary, settings.transport, url),
     )
     status = supervisor.run()

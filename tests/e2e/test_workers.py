@@ -340,3 +340,23 @@ def test_a_taken_port_is_refused_by_the_supervisor_as_by_one_gateway(workers_set
         port = taken.getsockname()[1]
         stderr = refused(workers_setup, "--transport", "http", "--port", str(port), "--workers", "2")
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in stderr
+
+
+async def test_handshake_sessions_move_between_workers_under_the_key_the_supervisor_shares(workers_setup: Setup) -> None:
+    # No session key configured, and no state folder yet: the supervisor draws one for its workers.
+    assert "GATEWAY_SESSION_KEY" not in workers_setup.environ() and not (workers_setup.tmp / "state").exists()
+    with serve_workers(workers_setup, "--workers", "2") as served:
+        served.wait_serving(2)
+        parents: set[int] = set()
+        for _ in range(8):
+            # A handshake-era SDK client opens more than one connection, so its requests reach both workers.
+            async with Client(served.url, mode="legacy", read_timeout_seconds=30) as client:
+                for _ in range(3):
+                    result = await client.call_tool(
+                        "execute_tool", {"agent_id": "dev", "server": "process", "tool": "whoami", "args": {}}
+                    )
+                    content = result.structured_content
+                    assert isinstance(content, dict) and not result.is_error, content
+                    answer = content.get("result", content)
+                    parents.add(int(answer["parent"]))
+        assert parents == children(served.process.pid)  # every session went on, whichever worker took each request
