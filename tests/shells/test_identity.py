@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, cast
 
 import trio
+import trio.testing
 
 from lockgate.core import Principal, parse_rate
 from lockgate.shells.identity import REFRESH, STALE, Identity, Refused, presented_credential
@@ -159,3 +160,38 @@ async def test_a_token_is_verified_once_and_still_expires_and_revokes() -> None:
     store.snapshot_now = replace(store.snapshot_now, marker=2, revoked_tokens=frozenset({"key:parent"}))
     await identity.load()
     assert identity.authenticate("a.b.c", 0.0) == Refused(401, "token revoked", "delegated:t1")
+
+
+async def test_a_nudge_reads_the_store_at_once_not_at_the_next_poll(mock_clock: trio.testing.MockClock) -> None:
+    import time
+
+    store, identity, secret, record, _ = setup()
+    await identity.load()
+    reads: list[int] = []
+    marker = store.change_marker
+
+    def counted() -> int:
+        reads.append(1)
+        return marker()
+
+    store.change_marker = counted  # type: ignore[method-assign]
+
+    async def real_wait_until(condition: Any) -> None:
+        # The trio clock stands still in this test, so wait on the wall clock, in a thread.
+        for _ in range(500):
+            if condition():
+                return
+            await trio.to_thread.run_sync(time.sleep, 0.02)
+        raise AssertionError("not within 10 s")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(identity.keep_fresh)
+        await trio.testing.wait_all_tasks_blocked()
+        assert reads == []  # no poll is due: the clock has not moved
+        store.snapshot_now = replace(
+            store.snapshot_now, marker=2, keys={record.key_id: replace(record, revoked=True, revoked_at=NOW)}
+        )
+        identity.nudge()  # another replica announced a change
+        await real_wait_until(lambda: identity.authenticate(secret, 0.0) == Refused(401, "API key revoked", record.principal_id))
+        assert len(reads) == 1
+        nursery.cancel_scope.cancel()

@@ -236,3 +236,58 @@ async def test_something_that_is_not_redis_at_the_url_is_unavailable_and_nothing
         assert await limits.ping() is False
         limits.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_credentials_change_announced_by_one_replica_is_heard_by_the_others_and_after_a_restart(
+    redis_server: RedisServer,
+) -> None:
+    from lockgate.shells.shared_limits import CREDENTIALS_CHANGED, announce_change
+
+    channel = f"{CREDENTIALS_CHANGED}:test{next(_prefixes)}"
+    speaker, listener = store(redis_server), store(redis_server)
+    heard = 0
+    arrived = trio.Event()
+
+    def note() -> None:
+        nonlocal heard, arrived
+        heard += 1
+        arrived.set()
+
+    async def heard_next() -> None:
+        nonlocal arrived
+        with trio.fail_after(10):
+            await arrived.wait()
+        arrived = trio.Event()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listener.follow, channel, note)
+        await heard_next()  # subscribing counts as a change: what happened before it is looked at too
+        await speaker.announce(channel)
+        await heard_next()
+        # Redis restarted: the listener subscribes again by itself, and hears the next announcement.
+        redis_server.kill()
+        redis_server.restart()
+        await heard_next()
+        with trio.fail_after(10):
+            while heard < 4:
+                await speaker.announce(channel)
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    speaker.close()
+    listener.close()
+    # A command (not a trio program) announces with redis-py; without GATEWAY_REDIS_URL it does nothing.
+    announce_change({})
+    announce_change({"GATEWAY_REDIS_URL": redis_server.url})
+
+
+async def test_an_announcement_to_a_redis_that_is_away_is_dropped_quietly() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    limits = SharedLimits(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+    await limits.announce("lockgate:credentials-changed")  # no exception: the others poll the database anyway
+    assert limits.reachable is False
+    limits.close()
+    from lockgate.shells.shared_limits import announce_change
+
+    announce_change({"GATEWAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
