@@ -7,7 +7,7 @@ of the system's nginx is read or written, and runs in the foreground
 (``daemon off``) as a child of the test.
 
 The configuration is the one a user would put in front of several Lockgate
-replicas (it is ``deploy/nginx.conf``'s, with the addresses filled in):
+replicas (the settings of ``deploy/nginx.conf``, with local addresses and paths):
 round-robin with no stickiness, HTTP/1.1 to the replicas with keep-alive,
 no buffering (SSE responses stream), long read timeouts. A replica that
 refuses connections is passed over (``proxy_next_upstream error timeout``),
