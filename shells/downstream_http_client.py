@@ -232,7 +232,11 @@ class LeanClient:
     def _request_bytes(self, method: str, url: httpx.URL, headers: Mapping[str, str], content: bytes | None) -> bytes:
         target = url.raw_path.decode("ascii")
         lines = [f"{method} {target} HTTP/1.1", f"host: {self._host_header}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        for name, value in headers.items():
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                # A token or configured value must not add headers of its own (httpx refuses it too).
+                raise httpx.LocalProtocolError(f"a line break in the value of header {name.strip()!r}")
+            lines.append(f"{name}: {value}")
         if content is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"content-length: {len(content or b'')}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (content or b"")
