@@ -242,15 +242,17 @@ def start_gateway(
     host: str | None = None,
     files: tuple[Path, Path] | None = None,
     serve_args: list[str] | None = None,
+    python: str = sys.executable,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``lockgate serve --transport http`` on a free port and wait until ``/ready``; return it and its base URL.
 
     ``files``: the servers and rules files to serve, instead of the echo setup of ``mode``;
-    ``serve_args``: more arguments for ``serve`` (such as ``--workers 2``).
+    ``serve_args``: more arguments for ``serve`` (such as ``--workers 2``);
+    ``python``: the interpreter to run it with (another checkout's virtual environment, to compare).
     """
     config, rules = files if files is not None else write_config(directory, mode)
     env = {**os.environ, "GATEWAY_INIT_STRATEGY": "eager", "GATEWAY_AUDIT_LOG": str(directory / "audit.jsonl"), **(env_extra or {})}
-    command = [sys.executable, "-m", "lockgate.shells", "serve", "--config", str(config), "--rules", str(rules), "--transport", "http", "--port", "0"]
+    command = [python, "-m", "lockgate.shells", "serve", "--config", str(config), "--rules", str(rules), "--transport", "http", "--port", "0"]
     if host is not None:
         command += ["--host", host]
     command += serve_args or []

@@ -7,11 +7,12 @@ are JSON-compatible dicts; the shell serialises them with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from ._config import ServerSpec
 from ._events import ClientId
+from ._jsonrpc import encode
 
 __all__ = [
     "Action",
@@ -43,11 +44,22 @@ class SendToClient:
     response, or a progress notification about it), or ``None`` for messages
     that belong to no request. Transports with per-request streams (Streamable
     HTTP) route on it; stdio ignores it.
+
+    ``wire``: ``message`` already encoded (one line, no newline), which the
+    shell sends instead of encoding it: a server's answer passed on with only
+    its envelope rewritten (:func:`~lockgate.core._jsonrpc.answer_bytes`), so
+    its result is not encoded again. Not part of what the action means: it
+    is left out of comparisons and transcripts, which hold ``message``.
     """
 
     client: ClientId
     message: JSONObject
     request: Any = None
+    wire: bytes | None = field(default=None, compare=False, repr=False)
+
+    def encoded(self) -> bytes:
+        """The message's bytes to send: ``wire``, else ``message`` encoded."""
+        return self.wire if self.wire is not None else encode(self.message)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

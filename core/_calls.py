@@ -37,7 +37,7 @@ from ._downstream_era import client_capabilities
 from ._eras import CLIENT_CAPABILITIES_KEY, LOG_LEVEL_KEY
 from ._errors import ErrorCode
 from ._identity import Principal
-from ._jsonrpc import Invalid, Notification, Request, RequestId, Response, error_with, notification, request, result
+from ._jsonrpc import Invalid, Notification, Request, RequestId, Response, answer_bytes, error_with, notification, request, result
 from ._link import Link, State
 from ._pins import tool_changed_error
 from ._policy import Refusal
@@ -359,12 +359,14 @@ class Calls:
             session = self._ctx.clients.get(call.client)
             if session is not None and session.era != "stateless" and self.relays.ask_client(session, call, link, value):
                 return
+        # The answer's bytes with the client's id, its result or error not encoded again.
+        wire = answer_bytes(msg, call.request_id)
         if "error" in raw:
             response = error_with(call.request_id, raw["error"])
-            self.finish(call, response, Decision.ALLOW, error="DOWNSTREAM_ERROR")
+            self.finish(call, response, Decision.ALLOW, error="DOWNSTREAM_ERROR", wire=wire)
         else:
             response = result(call.request_id, raw["result"])
-            self.finish(call, response, Decision.ALLOW)
+            self.finish(call, response, Decision.ALLOW, wire=wire)
 
     def progress(self, call: Call, note: Notification) -> None:
         """A progress notification about a forwarded call: the call lives on, and its client hears of it."""
@@ -382,8 +384,14 @@ class Calls:
 
     # -- the end of a call -------------------------------------------------------------
 
-    def finish(self, call: Call, response: JSONObject | None, decision: Decision, *, error: AuditError | None = None) -> None:
-        """End a call: forget it, stop its timer, answer (unless cancelled) and audit it."""
+    def finish(
+        self, call: Call, response: JSONObject | None, decision: Decision, *, error: AuditError | None = None,
+        wire: bytes | None = None,
+    ) -> None:
+        """End a call: forget it, stop its timer, answer (unless cancelled) and audit it.
+
+        ``wire``: ``response`` already encoded (see :class:`SendToClient`).
+        """
         ctx = self._ctx
         call.move(CallTrigger.FINISH)
         if self.bridge.parked(call):
@@ -395,7 +403,7 @@ class Calls:
             session.calls.pop(call.request_id, None)
         ctx.cancel_timer(call.timer)
         if response is not None and session is not None:
-            ctx.emit(SendToClient(client=call.client, message=response, request=call.request_id))
+            ctx.emit(SendToClient(client=call.client, message=response, request=call.request_id, wire=wire))
         entry = AuditEntry(
             agent=call.agent, operation=call.operation, server=call.server, tool=call.tool, rule=call.rule,
             request_bytes=call.request_bytes, arg_keys=call.arg_keys, principal=_principal_id(call.principal),

@@ -14,7 +14,8 @@ lone surrogate, ``NaN``, an out-of-range number or nesting past the limit is
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard, Union
 
 from ._errors import ErrorCode
@@ -29,6 +30,7 @@ __all__ = [
     "decode",
     "encode",
     "classify",
+    "answer_bytes",
     "error",
     "error_with",
     "internal_error",
@@ -74,10 +76,15 @@ class Notification:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A ``result`` or ``error`` answering one of our requests."""
+    """A ``result`` or ``error`` answering one of our requests.
+
+    ``data``: the bytes it was decoded from (set by :func:`decode`), so an
+    answer passed on untouched can keep them (:func:`answer_bytes`).
+    """
 
     id: RequestId
     raw: JSONObject
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,10 @@ def decode(data: bytes | str) -> Message:
     value = parse(data)
     if isinstance(value, Flawed):
         return _refused(value)
-    return classify(value)
+    msg = classify(value)
+    if type(msg) is Response and isinstance(data, bytes):
+        return Response(msg.id, msg.raw, data)
+    return msg
 
 
 def _refused(flawed: Flawed) -> Invalid:
@@ -229,6 +239,47 @@ def error(
     if data is not None:
         err["data"] = data
     return error_with(request_id, err)
+
+
+_WS = rb"[ \t\r\n]*"
+#: The start of an answer whose first members are ``jsonrpc``, ``id`` (an integer: the
+#: gateway's wire ids are) and ``result`` or ``error``, up to that member's value.
+_ENVELOPE = re.compile(
+    _WS + rb"\{" + _WS + rb'"jsonrpc"' + _WS + b":" + _WS + rb'"2\.0"' + _WS + b"," + _WS + rb'"id"' + _WS + b":" + _WS
+    + rb"(-?[0-9]+)" + _WS + b"," + _WS + rb'"(result|error)"' + _WS + b":" + _WS
+)
+
+
+def answer_bytes(msg: Response, request_id: RequestId) -> bytes | None:
+    """The bytes of ``msg`` answering ``request_id`` instead: its ``result`` or ``error`` left as the server wrote it.
+
+    The same message as ``result(request_id, msg.raw["result"])`` (or
+    :func:`error_with`) encoded, without encoding that value again: only the
+    envelope around it is written. ``None`` when the bytes do not show
+    plainly where that value starts and ends; the caller then encodes.
+
+    It is plain when the server wrote ``jsonrpc``, ``id`` and the value's key
+    first, in that order and nothing after the value (``msg.raw`` has exactly
+    those three members), on one line, and the text spells no key with a ``\\u00``
+    escape and holds ``"id"`` and ``"jsonrpc"`` once each: so no second
+    ``id`` can follow the value and reach the client. The bytes were parsed
+    already (:func:`decode`), so they are valid JSON the gateway can carry.
+    """
+    data = msg.data
+    if data is None or len(msg.raw) != 3 or not isinstance(msg.id, int):
+        return None
+    head = _ENVELOPE.match(data)
+    if head is None or int(head[1]) != msg.id:
+        return None
+    if b"\\u00" in data or data.count(b'"id"') != 1 or data.count(b'"jsonrpc"') != 1:
+        return None
+    end = data.rstrip(b" \t\r\n")
+    if not end.endswith(b"}"):
+        return None
+    value = end[head.end() : -1].rstrip(b" \t\r\n")
+    if b"\n" in value or b"\r" in value:
+        return None  # whitespace a server put between tokens: it would break one-message-per-line framing
+    return b'{"jsonrpc":"2.0","id":' + _encoder.encode(request_id).encode("utf-8") + b',"' + head[2] + b'":' + value + b"}"
 
 
 def internal_error(frame: bytes) -> JSONObject | None:

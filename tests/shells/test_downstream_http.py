@@ -374,3 +374,17 @@ async def test_notifications_go_in_order_and_requests_concurrently() -> None:
         assert not any(s.body == call(2) for s in server.seen)  # it waits for the notification's 202
         release.set()
         await until(lambda: answer(2) in messages(events))
+
+
+def test_the_lean_client_refuses_a_header_value_with_a_line_break() -> None:
+    import httpx
+    import pytest
+
+    from lockgate.shells.downstream_http_client import LeanClient
+
+    client = LeanClient(httpx.URL("http://127.0.0.1:9/mcp"), max_connections=1, connect_timeout=1.0)
+    with pytest.raises(httpx.LocalProtocolError):
+        client._request_bytes("POST", httpx.URL("http://127.0.0.1:9/mcp"), {"authorization": "Bearer x\r\nx-evil: 1"}, b"{}")
+    assert client._request_bytes("POST", httpx.URL("http://127.0.0.1:9/mcp?a=1"), {"accept": "*/*"}, b"{}") == (
+        b"POST /mcp?a=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\naccept: */*\r\ncontent-length: 2\r\n\r\n{}"
+    )

@@ -146,3 +146,13 @@ def test_the_estimate_loads_nothing_and_counts_bytes_over_four(tmp_path: Path) -
     report = json.loads(result.stdout)
     assert report["tokenizer"] == "estimate"
     assert report["servers"]["raw"]["tokens"] == sum(-(-len(encode(tool)) // 4) for tool in TOOLS)
+
+
+def test_a_preloading_counter_counts_as_the_loaded_one() -> None:
+    from lockgate.core import Settings, estimate_bytes
+    from lockgate.shells.tokenizer import counter_for, load_counter, preloading_counter
+
+    text = b'{"name":"echo","description":"Return the text unchanged."}'
+    assert preloading_counter()(text) == load_counter()(text)
+    assert counter_for(Settings(), preload=True)(text) == load_counter()(text)
+    assert counter_for(Settings(tokenizer="estimate"), preload=True) is estimate_bytes
