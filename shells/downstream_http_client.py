@@ -3,21 +3,32 @@
 Why not ``httpx`` everywhere: under load its connection pool scans every
 connection and every waiting request each time a request starts or ends
 (quadratic in the calls in flight), and each request passes through several
-layers (auth and redirect flows, cookies, h11, two writes: head, then body).
+layers (auth and redirect flows, cookies, two writes: head, then body).
 With 50 calls in flight that came to milliseconds of CPU per call, more
 than the gateway spends on everything else. This client does only what the
 downstream connection needs: one write per request, a list of idle
-connections, the body read as it arrives (``Content-Length``, chunked, or up
-to the close) so an event stream is parsed while it streams.
+connections, the body handed on as it arrives so an event stream is parsed
+while it streams.
+
+Parsing and framing are h11's (one ``h11.Connection`` per TCP connection):
+the bytes come from another process, which may write anything, so they meet
+a well-tested parser rather than one of our own. h11 builds each request
+(head, body and end written at once), reads the response head and its body
+(``Content-Length``, chunked, or up to the close) and says whether the
+connection may serve another request: it goes back to the pool only when
+both sides of h11's state machine are ``DONE`` after a complete response
+and nothing was read past it. A response head over :data:`MAX_HEAD_BYTES`
+is refused.
 
 It stands in for ``httpx.AsyncClient`` for the POSTs of an ``http://``
 server when no proxy comes from the environment (:func:`usable`); the
 caller adds the OAuth token itself and hands a challenge (401) to httpx's
-auth flow. Failures are raised as the ``httpx``
-exceptions the caller already handles (``ConnectError`` with the ``OSError``
-as its cause, ``ConnectTimeout``, ``ReadError``, ``WriteError``,
-``RemoteProtocolError``). It sends no ``Accept-Encoding`` (answers come
-uncompressed) and keeps no cookies.
+auth flow. Failures are raised as the ``httpx`` exceptions the caller
+already handles (``ConnectError`` with the ``OSError`` as its cause,
+``ConnectTimeout``, ``ReadError``, ``WriteError``, ``RemoteProtocolError``
+for anything h11 refuses in a response, ``LocalProtocolError`` for a
+request h11 refuses to write, such as a header with a line break). It sends
+no ``Accept-Encoding`` (answers come uncompressed) and keeps no cookies.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
+import h11
 import httpx
 import trio
 
@@ -34,12 +46,16 @@ __all__ = ["LeanClient", "LeanResponse", "usable"]
 
 #: Bytes asked of the socket per read.
 READ_BYTES = 65536
-#: Longest response head (status line and headers) accepted.
+#: Longest response head (status line and headers), or chunk header, accepted.
 MAX_HEAD_BYTES = 65536
 #: An idle connection older than this is closed rather than used (httpx's
 #: default too: servers close idle connections after a few seconds).
 KEEPALIVE_EXPIRY_S = 5.0
 _PROXY_VARIABLES = ("http_proxy", "all_proxy")
+#: Methods whose request always states its body's length (0 included).
+_WITH_BODY = ("POST", "PUT", "PATCH")
+
+_Event = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
 
 
 def usable(url: httpx.URL, environ: Mapping[str, str] | None = None) -> bool:
@@ -51,24 +67,49 @@ def usable(url: httpx.URL, environ: Mapping[str, str] | None = None) -> bool:
 
 
 class _Connection:
-    """One keep-alive TCP connection and what was read past the last response."""
+    """One keep-alive TCP connection and the h11 state machine that frames its bytes."""
 
-    __slots__ = ("stream", "buffer", "idle_since")
+    __slots__ = ("stream", "http", "idle_since")
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self.buffer = bytearray()
+        self.http = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.idle_since = 0.0
 
-    async def fill(self) -> bool:
-        """Read more into the buffer; False at end of stream."""
+    async def send(self, data: bytes) -> None:
         try:
-            data = await self.stream.receive_some(READ_BYTES)
+            await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise httpx.ReadError(f"read failed: {exc!r}") from exc
-        if not data:
+            raise httpx.WriteError(f"write failed: {exc!r}") from exc
+
+    async def next_event(self) -> _Event:
+        """h11's next event of the response, reading the socket as h11 needs (never ``NEED_DATA``)."""
+        http = self.http
+        while True:
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(f"bad response from the server: {exc}") from exc
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = await self.stream.receive_some(READ_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise httpx.ReadError(f"read failed: {exc!r}") from exc
+            if not data and http.their_state is h11.SEND_RESPONSE and not http.trailing_data[0]:
+                # h11 would say it "can't handle ConnectionClosed": say what happened.
+                raise httpx.RemoteProtocolError("the server closed the connection without a response")
+            http.receive_data(data)  # b"": the end of the stream, which h11 judges
+
+    def reusable(self) -> bool:
+        """After a complete response: start h11's next cycle if this connection may serve another request."""
+        http = self.http
+        if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
             return False
-        self.buffer += data
+        extra, closed = http.trailing_data
+        if extra or closed:  # bytes past the response nobody asked for, or the end of the stream
+            return False
+        http.start_next_cycle()
         return True
 
     def readable(self) -> bool:
@@ -89,103 +130,38 @@ class _Connection:
 class LeanResponse:
     """The head of a response and its body as an async iterator, like ``httpx.Response`` in stream mode."""
 
-    def __init__(
-        self, connection: _Connection, status_code: int, headers: dict[str, str], raw_headers: list[tuple[bytes, bytes]],
-        method: str,
-    ) -> None:
-        self.status_code = status_code
+    def __init__(self, connection: _Connection, head: h11.Response) -> None:
+        self.status_code = head.status_code
+        raw = [(name, value) for name, value in head.headers]
+        headers: dict[str, str] = {}
+        for name, value in raw:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
         #: Lower-case names; repeated headers joined with ", ".
         self.headers = headers
         #: As received (names in lower case), for an OAuth challenge.
-        self.raw_headers = raw_headers
+        self.raw_headers = raw
         self._connection = connection
-        self._method = method
-        #: The whole body was read and the connection may serve another request.
-        self.reusable = False
         self._consumed = False
+        #: The whole body was read (h11's ``EndOfMessage``).
+        self.complete = False
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive (chunked transfer coding removed)."""
         if self._consumed:
             return
         self._consumed = True
-        headers = self.headers
-        keep = headers.get("connection", "").lower() != "close"
-        if self._method == "HEAD" or self.status_code in (204, 304) or 100 <= self.status_code < 200:
-            self.reusable = keep
-            return
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            async for piece in self._chunked():
-                yield piece
-            self.reusable = keep
-            return
-        length_text = headers.get("content-length")
-        if length_text is not None:
-            try:
-                length = int(length_text)
-            except ValueError:
-                raise httpx.RemoteProtocolError("bad Content-Length") from None
-            async for piece in self._sized(length):
-                yield piece
-            self.reusable = keep
-            return
-        async for piece in self._to_close():
-            yield piece
-
-    async def _sized(self, length: int) -> AsyncIterator[bytes]:
-        conn = self._connection
-        left = length
-        while left > 0:
-            if not conn.buffer and not await conn.fill():
-                raise httpx.RemoteProtocolError("the server closed the connection mid-body")
-            piece = bytes(conn.buffer[:left])
-            del conn.buffer[:left]
-            left -= len(piece)
-            yield piece
-
-    async def _to_close(self) -> AsyncIterator[bytes]:
         conn = self._connection
         while True:
-            if conn.buffer:
-                piece = bytes(conn.buffer)
-                conn.buffer.clear()
-                yield piece
-            if not await conn.fill():
+            event = await conn.next_event()
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.complete = True
                 return
-
-    async def _chunked(self) -> AsyncIterator[bytes]:
-        conn = self._connection
-        while True:
-            line = await self._line()
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError("bad chunk size") from None
-            if size == 0:
-                while await self._line():  # trailers, up to the blank line
-                    pass
-                return
-            left = size
-            while left > 0:
-                if not conn.buffer and not await conn.fill():
-                    raise httpx.RemoteProtocolError("the server closed the connection mid-chunk")
-                piece = bytes(conn.buffer[:left])
-                del conn.buffer[:left]
-                left -= len(piece)
-                yield piece
-            if await self._line():
-                raise httpx.RemoteProtocolError("a chunk did not end with CRLF")
-
-    async def _line(self) -> bytes:
-        conn = self._connection
-        while (end := conn.buffer.find(b"\r\n")) < 0:
-            if len(conn.buffer) > MAX_HEAD_BYTES:
-                raise httpx.RemoteProtocolError("a chunk line is too long")
-            if not await conn.fill():
-                raise httpx.RemoteProtocolError("the server closed the connection mid-body")
-        line = bytes(conn.buffer[:end])
-        del conn.buffer[: end + 2]
-        return line
+            else:  # h11 gives nothing else within a body: a closed stream mid-body is an error it raises
+                raise httpx.RemoteProtocolError(f"unexpected {type(event).__name__} in a response body")
 
 
 class LeanClient:
@@ -217,7 +193,7 @@ class LeanClient:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if now - conn.idle_since < KEEPALIVE_EXPIRY_S and not conn.buffer and not conn.readable():
+            if now - conn.idle_since < KEEPALIVE_EXPIRY_S and not conn.readable():
                 return conn
             await conn.close()
         with trio.move_on_after(self._connect_timeout) as timer:
@@ -229,47 +205,27 @@ class LeanClient:
             raise httpx.ConnectTimeout("connect timed out")
         return _Connection(stream)
 
-    def _request_bytes(self, method: str, url: httpx.URL, headers: Mapping[str, str], content: bytes | None) -> bytes:
-        target = url.raw_path.decode("ascii")
-        lines = [f"{method} {target} HTTP/1.1", f"host: {self._host_header}"]
-        for name, value in headers.items():
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                # A token or configured value must not add headers of its own (httpx refuses it too).
-                raise httpx.LocalProtocolError(f"a line break in the value of header {name.strip()!r}")
-            lines.append(f"{name}: {value}")
-        if content is not None or method in ("POST", "PUT", "PATCH"):
-            lines.append(f"content-length: {len(content or b'')}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (content or b"")
-
-    async def _head(self, conn: _Connection) -> tuple[int, dict[str, str], list[tuple[bytes, bytes]]]:
-        while (end := conn.buffer.find(b"\r\n\r\n")) < 0:
-            if len(conn.buffer) > MAX_HEAD_BYTES:
-                raise httpx.RemoteProtocolError("the response head is too long")
-            if not await conn.fill():
-                raise httpx.RemoteProtocolError("the server closed the connection without a response")
-        head = bytes(conn.buffer[:end]).decode("latin-1")
-        del conn.buffer[: end + 4]
-        status_line, *lines = head.split("\r\n")
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise httpx.RemoteProtocolError("not an HTTP/1.x response")
+    def _request_bytes(
+        self, http: h11.Connection, method: str, url: httpx.URL, headers: Mapping[str, str], content: bytes | None
+    ) -> bytes:
+        """The whole request as h11 writes it (head, body, end), for one ``send_all``."""
+        fields: list[tuple[str, str]] = [("host", self._host_header)]
+        fields.extend(headers.items())
+        if content is not None or method in _WITH_BODY:
+            fields.append(("content-length", str(len(content or b""))))
         try:
-            status = int(parts[1])
-        except ValueError:
-            raise httpx.RemoteProtocolError("bad status code") from None
-        headers: dict[str, str] = {}
-        raw: list[tuple[bytes, bytes]] = []
-        for line in lines:
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise httpx.RemoteProtocolError("bad header line")
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-            raw.append((key.encode("latin-1"), value.encode("latin-1")))
-        if parts[0] == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
-            headers["connection"] = "close"
-        return status, headers, raw
+            # h11 refuses a name or value with a line break (or any control
+            # byte): a token or configured value must not add headers of its own.
+            events: list[h11.Event] = [h11.Request(method=method, target=url.raw_path, headers=fields)]
+            if content:
+                events.append(h11.Data(data=content))
+            events.append(h11.EndOfMessage())
+            parts: list[bytes] = []
+            for event in events:
+                parts += http.send_with_data_passthrough(event) or ()
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(f"cannot write the request: {exc}") from exc
+        return b"".join(parts)
 
     @asynccontextmanager
     async def stream(
@@ -280,24 +236,23 @@ class LeanClient:
             conn = await self._checkout()
             response: LeanResponse | None = None
             try:
-                try:
-                    await conn.stream.send_all(self._request_bytes(method, url, headers or {}, content))
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise httpx.WriteError(f"write failed: {exc!r}") from exc
+                await conn.send(self._request_bytes(conn.http, method, url, headers or {}, content))
                 while True:
-                    status, response_headers, raw = await self._head(conn)
-                    if status != 100:  # an interim answer nobody asked for: the real one follows
+                    event = await conn.next_event()
+                    if isinstance(event, h11.Response):
                         break
-                response = LeanResponse(conn, status, response_headers, raw, method)
+                    if not isinstance(event, h11.InformationalResponse):  # a 1xx nobody asked for: the real one follows
+                        raise httpx.RemoteProtocolError("the server closed the connection without a response")
+                response = LeanResponse(conn, event)
                 yield response
-                if not response.reusable and not response._consumed:
+                if not response._consumed:
                     # Unread: drain a small sized body so the connection can be kept.
-                    length = response_headers.get("content-length")
+                    length = response.headers.get("content-length")
                     if length is not None and length.isdigit() and int(length) <= READ_BYTES:
                         async for _ in response.aiter_bytes():
                             pass
             finally:
-                if response is not None and response.reusable and not self._closed:
+                if response is not None and response.complete and not self._closed and conn.reusable():
                     conn.idle_since = time.monotonic()
                     self._idle.append(conn)
                 else:

@@ -14,6 +14,8 @@ from functools import partial
 from typing import Any
 
 import h11
+import httpx
+import pytest
 import trio
 
 from lockgate.core import (
@@ -25,6 +27,7 @@ from lockgate.core import (
     ServerSpec,
 )
 from lockgate.shells.downstream_http import HttpDownstream
+from lockgate.shells.downstream_http_client import MAX_HEAD_BYTES, LeanClient
 
 INIT = b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}\n'
 INIT_RESULT = b'{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"s","version":"1"}}}'
@@ -377,14 +380,161 @@ async def test_notifications_go_in_order_and_requests_concurrently() -> None:
 
 
 def test_the_lean_client_refuses_a_header_value_with_a_line_break() -> None:
-    import httpx
-    import pytest
-
-    from lockgate.shells.downstream_http_client import LeanClient
-
     client = LeanClient(httpx.URL("http://127.0.0.1:9/mcp"), max_connections=1, connect_timeout=1.0)
-    with pytest.raises(httpx.LocalProtocolError):
-        client._request_bytes("POST", httpx.URL("http://127.0.0.1:9/mcp"), {"authorization": "Bearer x\r\nx-evil: 1"}, b"{}")
-    assert client._request_bytes("POST", httpx.URL("http://127.0.0.1:9/mcp?a=1"), {"accept": "*/*"}, b"{}") == (
+    url = httpx.URL("http://127.0.0.1:9/mcp")
+    for headers in ({"authorization": "Bearer x\r\nx-evil: 1"}, {"authorization": "Bearer x\nx-evil: 1"}, {"x-a\r\nx-evil": "1"}):
+        with pytest.raises(httpx.LocalProtocolError):
+            client._request_bytes(h11.Connection(h11.CLIENT), "POST", url, headers, b"{}")
+    assert client._request_bytes(h11.Connection(h11.CLIENT), "POST", httpx.URL("http://127.0.0.1:9/mcp?a=1"), {"accept": "*/*"}, b"{}") == (
         b"POST /mcp?a=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\naccept: */*\r\ncontent-length: 2\r\n\r\n{}"
     )
+
+
+# -- the lean client against a raw TCP server that writes what it is told -------
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that reads each request and writes the next scripted answer, byte for byte.
+
+    An answer is its bytes and what follows them: ``"keep"`` (read the next
+    request), ``"close"`` (close the connection) or ``"hang"`` (neither).
+    """
+
+    def __init__(self, answers: list[tuple[bytes, str]]) -> None:
+        self.answers = answers
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        buffer = b""
+        try:
+            while self.answers:
+                while b"\r\n\r\n" not in buffer:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(rest) < length:
+                    rest += await stream.receive_some(65536)
+                self.requests.append(head + b"\r\n\r\n" + rest[:length])
+                buffer = rest[length:]
+                answer, then = self.answers.pop(0)
+                await stream.send_all(answer)
+                if then == "close":
+                    return
+                if then == "hang":
+                    await trio.sleep_forever()
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            await stream.aclose()
+
+
+@asynccontextmanager
+async def raw_client(answers: list[tuple[bytes, str]]) -> AsyncIterator[tuple[RawServer, LeanClient, httpx.URL]]:
+    server = RawServer(answers)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1"))
+        url = httpx.URL(f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/mcp")
+        async with LeanClient(url, max_connections=4, connect_timeout=5.0) as client:
+            with trio.fail_after(10):
+                yield server, client, url
+        nursery.cancel_scope.cancel()
+
+
+async def post(client: LeanClient, url: httpx.URL, body: bytes = b"{}") -> tuple[int, dict[str, str], bytes]:
+    async with client.stream("POST", url, content=body, headers={"content-type": "application/json"}) as response:
+        chunks = [chunk async for chunk in response.aiter_bytes()]
+    return response.status_code, response.headers, b"".join(chunks)
+
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+
+async def test_the_lean_client_keeps_one_connection_for_sequential_posts() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    async with raw_client([(OK, "keep"), (chunked, "keep"), (OK, "keep")]) as (server, client, url):
+        assert await post(client, url, b"[1]") == (200, {"content-type": "application/json", "content-length": "2"}, b"{}")
+        assert (await post(client, url, b"[2]"))[2] == b"abcde"
+        assert (await post(client, url, b"[3]"))[2] == b"{}"
+    assert server.connections == 1
+    assert [r.rpartition(b"\r\n\r\n")[2] for r in server.requests] == [b"[1]", b"[2]", b"[3]"]
+    assert server.requests[0] == (
+        b"POST /mcp HTTP/1.1\r\nhost: " + url.netloc + b"\r\ncontent-type: application/json\r\ncontent-length: 3\r\n\r\n[1]"
+    )
+
+
+async def test_the_lean_client_does_not_reuse_a_connection_the_server_closes() -> None:
+    http10 = b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    close = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}"
+    async with raw_client([(http10, "hang"), (close, "hang"), (OK, "keep")]) as (server, client, url):
+        for _ in range(3):
+            status, _, body = await post(client, url)
+            assert (status, body) == (200, b"{}")
+    assert server.connections == 3
+
+
+GARBAGE = {
+    "a bad status line": (b"HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\n{}", "hang"),
+    "not HTTP at all": (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "hang"),
+    "a bad chunk size": (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nxyz\r\n0\r\n\r\n", "hang"),
+    "a chunk without its CRLF": (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n", "hang"),
+    "a sized body cut by the close": (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}", "close"),
+    "a chunked body cut by the close": (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n", "close"),
+    "a head cut by the close": (b"HTTP/1.1 200 OK\r\ncontent-le", "close"),
+    "no answer at all": (b"", "close"),
+    "an oversized head": (b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * (MAX_HEAD_BYTES + 1), "hang"),
+    "two Content-Lengths that disagree": (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}", "hang"),
+    "an unasked-for protocol switch": (b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n", "hang"),
+}
+
+
+@pytest.mark.parametrize("name", list(GARBAGE))
+async def test_the_lean_client_refuses_a_garbled_answer_and_drops_the_connection(name: str) -> None:
+    async with raw_client([GARBAGE[name], (OK, "keep")]) as (server, client, url):
+        with pytest.raises(httpx.RemoteProtocolError):
+            await post(client, url)
+        # The pool goes on with a new connection: the broken one was closed, not kept.
+        assert await post(client, url) == (200, {"content-type": "application/json", "content-length": "2"}, b"{}")
+    assert server.connections == 2
+
+
+async def test_a_body_without_length_ends_at_the_close_and_its_connection_is_not_kept() -> None:
+    # Without Content-Length or chunking the close is the end of the body (RFC 9112, 6.3):
+    # what came is the body, however short, and that connection can serve nothing more.
+    to_close = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"res"
+    async with raw_client([(to_close, "close"), (OK, "keep")]) as (server, client, url):
+        assert await post(client, url) == (200, {"content-type": "application/json"}, b'{"jsonrpc":"2.0","id":1,"res')
+        assert (await post(client, url))[2] == b"{}"
+    assert server.connections == 2
+
+
+async def test_a_garbled_answer_fails_the_downstream_as_a_lost_connection() -> None:
+    server = RawServer([(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nnot-hex\r\n", "hang")])
+    events: list[Event] = []
+
+    async def emit(event: Event) -> None:
+        events.append(event)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        downstream = HttpDownstream(
+            downstream=7,
+            server="web",
+            spec=ServerSpec(name="web", transport="http", url=f"http://127.0.0.1:{port}/mcp"),
+            max_message_bytes=1 << 20,
+            emit=emit,
+        )
+        nursery.start_soon(downstream.run)
+        downstream.send_nowait(call(2), expects_answer=True)
+        await until(lambda: bool(events))
+        nursery.cancel_scope.cancel()
+    assert events == [DownstreamExited(now=events[0].now, downstream=7, reason=f"connection to 127.0.0.1:{port} was lost")]
