@@ -347,8 +347,9 @@ async def test_lockgate_login_gives_a_token_the_gateway_accepts(auth_setup: Setu
     assert any(r.get("principal") == "user:alice" for r in audit(auth_setup))
 
 
-async def test_a_database_that_dies_mid_run_fails_closed(setup: Setup, tmp_path: Path) -> None:
-    # A server of its own: this test stops it under a running gateway.
+@contextmanager
+def own_database(setup: Setup, tmp_path: Path) -> Iterator[tuple[PostgresServer, str]]:
+    """A PostgreSQL server of the test's own (the test stops it under a running gateway), ``setup`` served from it, and a key of ``dev``."""
     server = PostgresServer.start()
     try:
         database = server.create_database()
@@ -358,6 +359,13 @@ async def test_a_database_that_dies_mid_run_fails_closed(setup: Setup, tmp_path:
         setup.add("testing", str(Path(__file__).parent / "servers" / "testing_server.py"))
         setup.write(RULES)
         setup.env.update(GATEWAY_DATABASE_URL=database, GATEWAY_STATE_DIR=str(tmp_path / "state"))
+        yield server, key
+    finally:
+        server.stop()
+
+
+async def test_a_database_that_dies_mid_run_fails_closed(setup: Setup, tmp_path: Path) -> None:
+    with own_database(setup, tmp_path) as (server, key):
         with serve(setup) as served:
             async with httpx.AsyncClient(base_url=served.base, timeout=30) as http:
                 assert (await http.post("/mcp", json=INIT, headers={**POST_HEADERS, "x-api-key": key})).status_code == 200
@@ -375,20 +383,10 @@ async def test_a_database_that_dies_mid_run_fails_closed(setup: Setup, tmp_path:
                 assert ready.status_code == 503 and "credential store" in ready.json()["reason"]
             assert served.process.poll() is None  # it keeps serving, and says why it refuses
         assert "cannot read the credential store" in "".join(served.stderr)
-    finally:
-        server.stop()
 
 
 async def test_a_database_restarted_under_load_fails_closed_then_recovers_by_itself(setup: Setup, tmp_path: Path) -> None:
-    server = PostgresServer.start()
-    try:
-        database = server.create_database()
-        with Store.open(database) as store:
-            store.upgrade()
-            key = store.create_key("dev", role="user", agents=["dev"])[1]
-        setup.add("testing", str(Path(__file__).parent / "servers" / "testing_server.py"))
-        setup.write(RULES)
-        setup.env.update(GATEWAY_DATABASE_URL=database, GATEWAY_STATE_DIR=str(tmp_path / "state"))
+    with own_database(setup, tmp_path) as (server, key):
         headers = {**POST_HEADERS, "x-api-key": key}
         call = {
             "jsonrpc": "2.0", "id": 2, "method": "tools/call",
@@ -431,8 +429,6 @@ async def test_a_database_restarted_under_load_fails_closed_then_recovers_by_its
         # Every call answered 200 was audited as allowed; no acknowledged record is lost.
         allowed = [r for r in audit(setup) if r.get("operation") == "execute_tool" and r["decision"] == "ALLOW"]
         assert len(allowed) == statuses.count(200)
-    finally:
-        server.stop()
 
 
 async def test_an_external_issuers_token_over_the_sdk(auth_setup: Setup, keys: Keys, tmp_path: Path) -> None:
